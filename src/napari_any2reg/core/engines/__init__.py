@@ -1,0 +1,1 @@
+"""Registration engines. Each module registers itself in ``core.registration.ENGINES``."""

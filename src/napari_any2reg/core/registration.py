@@ -1,0 +1,285 @@
+"""The one registration API: ``register(sequence, engine=..., device=...) -> RegistrationResult``.
+
+Widgets, the CLI and the benchmarks all call :func:`register`. Engines are plain functions
+registered in :data:`ENGINES`; each receives the normalised frames as a torch tensor and a
+:class:`Progress` object, and returns an :class:`EngineOutput`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+
+from .device import describe_device, resolve_device
+from .losses import pca_weights
+from .sequence import Sequence, SequenceError
+from .spatial import folding_fraction, warp_images
+
+__all__ = [
+    "register",
+    "RegistrationResult",
+    "EngineOutput",
+    "Progress",
+    "RegistrationCancelled",
+    "ENGINES",
+    "register_engine",
+    "available_engines",
+    "normalise_intensities",
+]
+
+
+class RegistrationCancelled(RuntimeError):
+    """Raised inside :func:`register` when the user cancelled the run."""
+
+
+ProgressCallback = Callable[[float, str], None]
+
+
+class Progress:
+    """Progress reporting and cooperative cancellation for an engine.
+
+    Parameters
+    ----------
+    callback : callable(fraction, message), optional
+        Receives the overall fraction done (0–1) and a short message.
+    cancel : threading.Event or callable returning bool, optional
+        When set / true, the next :meth:`check` raises :class:`RegistrationCancelled`.
+    """
+
+    def __init__(self, callback: ProgressCallback | None = None, cancel: Any = None):
+        self._callback = callback
+        if cancel is None:
+            self._cancelled: Callable[[], bool] = lambda: False
+        elif isinstance(cancel, threading.Event):
+            self._cancelled = cancel.is_set
+        elif callable(cancel):
+            self._cancelled = cancel
+        else:
+            raise TypeError("cancel must be a threading.Event or a callable returning bool")
+        self._span = (0.0, 1.0)
+
+    def check(self) -> None:
+        """Raise :class:`RegistrationCancelled` if cancellation was requested."""
+        if self._cancelled():
+            raise RegistrationCancelled("registration cancelled by the user")
+
+    def report(self, fraction: float, message: str = "") -> None:
+        """Report progress within the current stage span, then check for cancellation."""
+        lo, hi = self._span
+        if self._callback is not None:
+            self._callback(float(lo + (hi - lo) * min(max(fraction, 0.0), 1.0)), message)
+        self.check()
+
+    def stage(self, start: float, stop: float) -> "Progress":
+        """A child reporter mapping 0–1 onto ``[start, stop]`` of this one's span."""
+        child = Progress.__new__(Progress)
+        child._callback = self._callback
+        child._cancelled = self._cancelled
+        lo, hi = self._span
+        child._span = (lo + (hi - lo) * start, lo + (hi - lo) * stop)
+        return child
+
+
+@dataclasses.dataclass
+class EngineOutput:
+    """What an engine returns to :func:`register`."""
+
+    displacement: torch.Tensor  # (N, 2, H, W), pixels, pull-back
+    loss_history: dict[str, list[float]]
+    params: dict[str, Any]
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Engine(Protocol):
+    def __call__(
+        self,
+        frames: torch.Tensor,
+        *,
+        progress: Progress,
+        reference_frame: int | None,
+        spacing_mm: tuple[float, float],
+        **options: Any,
+    ) -> EngineOutput: ...
+
+
+ENGINES: dict[str, Engine] = {}
+
+
+def register_engine(name: str) -> Callable[[Engine], Engine]:
+    """Decorator adding an engine function to :data:`ENGINES` under ``name``."""
+
+    def deco(fn: Engine) -> Engine:
+        ENGINES[name] = fn
+        return fn
+
+    return deco
+
+
+def available_engines() -> list[str]:
+    _load_builtin_engines()
+    return sorted(ENGINES)
+
+
+def _load_builtin_engines() -> None:
+    # imported lazily so that `core.registration` has no import cycle with the engines
+    from .engines import groupwise, xcoreg  # noqa: F401
+
+
+@dataclasses.dataclass
+class RegistrationResult:
+    """Output of :func:`register`.
+
+    Attributes
+    ----------
+    registered : ndarray (N, H, W) float32
+        Frames resampled onto the common grid, in the input's intensity units.
+    displacement : ndarray (N, 2, H, W) float32
+        Pull-back displacement in pixels ``(dy, dx)``: ``registered_i(x) = frame_i(x + u_i(x))``.
+    template : ndarray (H, W) float32
+        PCA-weighted mean of the normalised registered frames (the implicit common reference).
+    weights : ndarray (N,) float32
+        Aggregation weights ``a_i`` (leading eigenvector of the frame correlation matrix).
+    engine, params, device, seconds, loss_history
+        Provenance of the run.
+    reference_frame : int or None
+        Fixed frame in all-to-one mode, ``None`` for groupwise.
+    """
+
+    registered: np.ndarray
+    displacement: np.ndarray
+    template: np.ndarray
+    weights: np.ndarray
+    engine: str
+    params: dict[str, Any]
+    device: str
+    seconds: float
+    loss_history: dict[str, list[float]]
+    reference_frame: int | None = None
+    sequence: Sequence | None = None
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def folding_percent(self) -> float:
+        return 100.0 * folding_fraction(self.displacement)
+
+    def registered_sequence(self) -> Sequence:
+        """The registered frames as a :class:`Sequence` with the input's timings and spacing."""
+        base = self.sequence
+        if base is None:
+            return Sequence(self.registered, name="registered")
+        return base.replace(frames=self.registered, name=f"{base.name} registered")
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly provenance and headline numbers."""
+        return {
+            "engine": self.engine,
+            "device": self.device,
+            "seconds": round(self.seconds, 4),
+            "reference_frame": self.reference_frame,
+            "folding_percent": self.folding_percent,
+            "max_displacement_px": float(np.abs(self.displacement).max()),
+            "params": self.params,
+        }
+
+
+def normalise_intensities(frames: np.ndarray) -> np.ndarray:
+    """Robust per-sequence scaling to about [0, 1] (1st–99.5th percentile of all frames).
+
+    One scale for the whole sequence keeps the relaxation contrast between frames intact.
+    """
+    lo, hi = np.percentile(frames, [1.0, 99.5])
+    if hi <= lo:
+        lo, hi = float(frames.min()), float(frames.max())
+    return np.clip((frames - lo) / (hi - lo), -0.5, 1.5).astype(np.float32)
+
+
+def register(
+    sequence: Sequence | np.ndarray,
+    engine: str = "groupwise",
+    device: str | torch.device = "auto",
+    *,
+    reference_frame: int | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: Any = None,
+    **options: Any,
+) -> RegistrationResult:
+    """Motion-correct a quantitative cardiac sequence.
+
+    Parameters
+    ----------
+    sequence : Sequence or ndarray (N, H, W)
+        The frames to align. The input is never modified.
+    engine : str
+        Name of the engine (see :func:`available_engines`).
+    device : {"auto", "cpu", "cuda"} or torch.device
+        Where to compute; ``"auto"`` uses CUDA when present.
+    reference_frame : int, optional
+        Keep this frame fixed (all-to-one mode, ``u_ref = 0``). ``None``: groupwise, with the
+        mean displacement over frames kept at zero.
+    progress : callable(fraction, message), optional
+        Progress callback.
+    cancel : threading.Event or callable, optional
+        Cancellation flag, checked between optimisation steps.
+    **options
+        Engine-specific options (e.g. ``metric="cte"``, ``iterations=...``).
+
+    Returns
+    -------
+    RegistrationResult
+    """
+    if not isinstance(sequence, Sequence):
+        sequence = Sequence(np.asarray(sequence))
+    _load_builtin_engines()
+    if engine not in ENGINES:
+        raise ValueError(f"Unknown engine {engine!r}; available: {', '.join(sorted(ENGINES))}.")
+    if reference_frame is not None:
+        reference_frame = int(reference_frame)
+        if not 0 <= reference_frame < sequence.n_frames:
+            raise SequenceError(
+                f"reference frame {reference_frame} is outside 0..{sequence.n_frames - 1}."
+            )
+    dev = resolve_device(device)
+    reporter = Progress(progress, cancel)
+    reporter.report(0.0, "preparing")
+
+    start = time.perf_counter()
+    normalised = normalise_intensities(sequence.frames)
+    frames_t = torch.from_numpy(normalised).to(dev)
+    out = ENGINES[engine](
+        frames_t,
+        progress=reporter.stage(0.0, 0.97),
+        reference_frame=reference_frame,
+        spacing_mm=sequence.spacing_mm,
+        **options,
+    )
+    displacement = out.displacement.detach()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - start
+    reporter.report(0.98, "warping")
+
+    displacement_np = displacement.float().cpu().numpy().astype(np.float32)
+    registered = warp_images(sequence.frames, displacement_np)
+    registered_norm = warp_images(normalised, displacement_np)
+    weights = pca_weights(torch.from_numpy(registered_norm)).numpy()
+    template = np.tensordot(weights, registered_norm, axes=(0, 0)).astype(np.float32)
+    reporter.report(1.0, "done")
+    return RegistrationResult(
+        registered=registered,
+        displacement=displacement_np,
+        template=template,
+        weights=weights.astype(np.float32),
+        engine=engine,
+        params=out.params,
+        device=describe_device(dev),
+        seconds=seconds,
+        loss_history=out.loss_history,
+        reference_frame=reference_frame,
+        sequence=sequence,
+        extras=out.extras,
+    )

@@ -1,0 +1,230 @@
+"""The quantitative cardiac sequence model.
+
+A :class:`Sequence` is the one object that travels between readers, engines, the CLI and
+the napari widgets. It follows the project conventions (``DESIGN.md`` §2):
+
+* ``frames``: ``float32`` array ``(N, H, W)``, frame axis first;
+* ``timings_ms``: one inversion / saturation / trigger time per frame, in ms (``inf`` for a
+  non-inverted STONE frame), or ``None`` when unknown;
+* ``spacing_mm``: pixel spacing ``(dy, dx)`` in mm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Sequence", "SequenceError", "SEQUENCE_KINDS", "TIMING_NAMES"]
+
+#: Sequence kinds the project knows about. ``unknown`` is accepted for user data.
+SEQUENCE_KINDS = ("molli", "stone", "sasha", "ir", "asl", "perfusion", "cine", "unknown")
+
+#: What the per-frame timing means for each kind (used in labels and metadata).
+TIMING_NAMES = {
+    "molli": "inversion_times_ms",
+    "stone": "inversion_times_ms",
+    "ir": "inversion_times_ms",
+    "sasha": "saturation_times_ms",
+    "cine": "trigger_times_ms",
+    "perfusion": "trigger_times_ms",
+    "asl": "trigger_times_ms",
+    "unknown": "timings_ms",
+}
+
+
+class SequenceError(ValueError):
+    """Raised when an array cannot be used as a quantitative cardiac sequence."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Sequence:
+    """A motion-affected quantitative cardiac MR sequence.
+
+    Parameters
+    ----------
+    frames : array_like, shape (N, H, W)
+        Magnitude images, frame axis first. Converted to a new ``float32`` array: the
+        caller's array is never modified or aliased.
+    timings_ms : array_like of float, shape (N,), optional
+        Inversion / saturation / trigger time of each frame in ms. ``inf`` marks a frame
+        without preparation (STONE's reference frame).
+    spacing_mm : tuple of float, optional
+        Pixel spacing ``(dy, dx)`` in mm. Defaults to ``(1.0, 1.0)``.
+    kind : str, optional
+        One of :data:`SEQUENCE_KINDS`.
+    name : str, optional
+        Human-readable name (used for layer and file names).
+    metadata : dict, optional
+        Extra information carried along (e.g. source file, scanner fields).
+
+    Raises
+    ------
+    SequenceError
+        If the frames are not 3-D, have fewer than two frames, contain NaN/Inf, are all
+        constant, if the timings do not match the number of frames, or if the spacing is
+        not positive.
+    """
+
+    frames: np.ndarray
+    timings_ms: np.ndarray | None = None
+    spacing_mm: tuple[float, float] = (1.0, 1.0)
+    kind: str = "unknown"
+    name: str = "sequence"
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen dataclass: normalise fields once, here
+        set_(self, "frames", _validate_frames(self.frames, self.name))
+        n = self.frames.shape[0]
+        set_(self, "timings_ms", _validate_timings(self.timings_ms, n))
+        set_(self, "spacing_mm", _validate_spacing(self.spacing_mm))
+        kind = str(self.kind).lower()
+        if kind not in SEQUENCE_KINDS:
+            raise SequenceError(
+                f"Unknown sequence kind {self.kind!r}; use one of {', '.join(SEQUENCE_KINDS)}."
+            )
+        set_(self, "kind", kind)
+        set_(self, "metadata", dict(self.metadata))
+        self.frames.flags.writeable = False  # the loaded data is read-only from here on
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """In-plane shape ``(H, W)``."""
+        return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+    @property
+    def timing_name(self) -> str:
+        return TIMING_NAMES[self.kind]
+
+    # ------------------------------------------------------------------ helpers
+    def replace(self, **changes: Any) -> "Sequence":
+        """Return a copy with some fields replaced (validated again)."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        fields.update(changes)
+        return Sequence(**fields)
+
+    def permuted(self, order: np.ndarray) -> "Sequence":
+        """Return the sequence with its frames (and timings) reordered by ``order``."""
+        order = np.asarray(order, dtype=int)
+        if sorted(order.tolist()) != list(range(self.n_frames)):
+            raise SequenceError(f"order must be a permutation of 0..{self.n_frames - 1}")
+        timings = None if self.timings_ms is None else self.timings_ms[order]
+        return self.replace(frames=self.frames[order], timings_ms=timings)
+
+    def to_layer_metadata(self) -> dict[str, Any]:
+        """Metadata to keep with a napari image layer so the sequence can be rebuilt."""
+        meta = dict(self.metadata)
+        meta.update(
+            {
+                "any2reg_kind": self.kind,
+                "timings_ms": None if self.timings_ms is None else self.timings_ms.tolist(),
+                "spacing_mm": list(self.spacing_mm),
+            }
+        )
+        return meta
+
+    @classmethod
+    def from_layer(
+        cls,
+        data: Any,
+        *,
+        name: str = "sequence",
+        scale: Any = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> "Sequence":
+        """Build a sequence from napari image-layer fields (data, scale, metadata)."""
+        metadata = dict(metadata or {})
+        array = np.asarray(data)
+        if array.ndim != 3:
+            raise SequenceError(
+                f"Layer {name!r} has {array.ndim} dimension(s) {array.shape}; registration "
+                "needs a 3-D (frames, rows, columns) image. Load a time series, not a single image."
+            )
+        spacing = metadata.get("spacing_mm")
+        if spacing is None and scale is not None and len(scale) >= 3:
+            spacing = (float(scale[-2]), float(scale[-1]))
+        return cls(
+            frames=array,
+            timings_ms=metadata.get("timings_ms"),
+            spacing_mm=tuple(spacing) if spacing is not None else (1.0, 1.0),
+            kind=metadata.get("any2reg_kind", "unknown"),
+            name=name,
+            metadata={
+                k: v
+                for k, v in metadata.items()
+                if k not in ("timings_ms", "spacing_mm", "any2reg_kind")
+            },
+        )
+
+
+# ---------------------------------------------------------------------- validation
+def _validate_frames(frames: Any, name: str) -> np.ndarray:
+    array = np.asarray(frames)
+    if array.dtype.kind == "c":
+        raise SequenceError(
+            f"{name!r}: complex data given; pass magnitude images (np.abs) instead."
+        )
+    if array.ndim != 3:
+        raise SequenceError(
+            f"{name!r}: frames must be a 3-D array (N, H, W) with the frame axis first; "
+            f"got {array.ndim}-D with shape {array.shape}."
+        )
+    n, h, w = array.shape
+    if n < 2:
+        raise SequenceError(
+            f"{name!r}: a sequence needs at least 2 frames to register; got {n}."
+        )
+    if h < 8 or w < 8:
+        raise SequenceError(
+            f"{name!r}: frames of {h}x{w} pixels are too small; need at least 8x8. "
+            "Is the frame axis first (N, H, W)?"
+        )
+    array = np.array(array, dtype=np.float32, copy=True)
+    finite = np.isfinite(array)
+    if not finite.all():
+        bad = np.unique(np.nonzero(~finite)[0]).tolist()
+        raise SequenceError(
+            f"{name!r}: frames {bad} contain NaN or Inf values; replace them "
+            "(e.g. np.nan_to_num) or drop those frames."
+        )
+    per_frame_range = np.ptp(array.reshape(n, -1), axis=1)
+    if np.all(per_frame_range == 0):
+        raise SequenceError(f"{name!r}: every frame is constant; nothing to register.")
+    constant = np.nonzero(per_frame_range == 0)[0].tolist()
+    if constant:
+        raise SequenceError(
+            f"{name!r}: frames {constant} are constant images; remove them before registering."
+        )
+    return array
+
+
+def _validate_timings(timings: Any, n: int) -> np.ndarray | None:
+    if timings is None:
+        return None
+    values = np.array(timings, dtype=np.float64, copy=True).reshape(-1)
+    if values.size != n:
+        raise SequenceError(
+            f"{values.size} timings given for {n} frames; give exactly one timing (ms) per frame."
+        )
+    if np.isnan(values).any():
+        raise SequenceError("timings contain NaN; use inf for a frame without preparation.")
+    values.flags.writeable = False
+    return values
+
+
+def _validate_spacing(spacing: Any) -> tuple[float, float]:
+    values = np.asarray(spacing, dtype=np.float64).reshape(-1)
+    if values.size == 1:
+        values = np.repeat(values, 2)
+    if values.size != 2:
+        raise SequenceError(f"pixel spacing must be (dy, dx) in mm; got {spacing!r}.")
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise SequenceError(f"pixel spacing must be positive (mm); got {tuple(values)}.")
+    return float(values[0]), float(values[1])
