@@ -41,7 +41,10 @@ def _as_tensor(x: Any, dtype=torch.float32, device=None) -> tuple[torch.Tensor, 
     """Return ``(tensor, was_numpy)``."""
     if isinstance(x, torch.Tensor):
         return x.to(dtype=dtype, device=device or x.device), False
-    return torch.as_tensor(np.asarray(x), dtype=dtype, device=device), True
+    array = np.asarray(x)
+    if not array.flags.writeable:  # torch warns on read-only buffers; copy, never write back
+        array = array.copy()
+    return torch.as_tensor(array, dtype=dtype, device=device), True
 
 
 def _back(x: torch.Tensor, was_numpy: bool, dtype=np.float32):

@@ -1,0 +1,163 @@
+"""Per-frame transform model and multi-resolution optimiser shared by the classical engines.
+
+Each frame ``i`` has a translation ``t_i`` and a free-form deformation given by a coarse grid
+of control-point displacements (interpolated to pixels with bicubic interpolation, which is
+smooth like a cubic B-spline FFD but interpolating). Both are stored in **full-resolution
+pixels** so they can be evaluated on any pyramid level.
+
+The group constraint is enforced exactly, not by a penalty: in groupwise mode the parameters
+are projected to zero mean over frames (so the mean displacement is 0 at every pixel); in
+all-to-one mode the reference frame's parameters are held at zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..registration import Progress
+from ..spatial import warp
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
+
+
+@dataclasses.dataclass
+class Stage:
+    """One optimisation stage: a pyramid level and what is free in it."""
+
+    name: str
+    downsample: int  # pyramid factor (1 = full resolution)
+    iterations: int
+    grid_spacing_px: int | None  # control-point spacing (full-res px); None = translation only
+    learning_rate: float  # in full-resolution pixels per step (Adam)
+
+
+class GroupTransform(torch.nn.Module):
+    """Translation + control-point FFD for ``N`` frames on an ``(H, W)`` grid."""
+
+    def __init__(self, n_frames: int, shape: tuple[int, int], reference_frame: int | None, device):
+        super().__init__()
+        self.shape = shape
+        self.reference_frame = reference_frame
+        self.translation = torch.nn.Parameter(torch.zeros(n_frames, 2, device=device))
+        self.control = torch.nn.Parameter(torch.zeros(n_frames, 2, 2, 2, device=device))
+        free = torch.ones(n_frames, device=device)
+        if reference_frame is not None:
+            free[reference_frame] = 0.0
+        self.register_buffer("free", free)
+
+    def set_grid_spacing(self, spacing_px: int) -> None:
+        """Refine (or create) the control grid, keeping the current deformation."""
+        h, w = self.shape
+        gh = max(2, int(round((h - 1) / spacing_px)) + 1)
+        gw = max(2, int(round((w - 1) / spacing_px)) + 1)
+        if tuple(self.control.shape[-2:]) == (gh, gw):
+            return
+        with torch.no_grad():
+            refined = F.interpolate(self.control.data, size=(gh, gw), mode="bicubic", align_corners=True)
+        self.control = torch.nn.Parameter(refined)
+
+    def _constrained(self, p: torch.Tensor) -> torch.Tensor:
+        shape = (-1,) + (1,) * (p.ndim - 1)
+        if self.reference_frame is None:
+            return p - p.mean(dim=0, keepdim=True)
+        return p * self.free.view(shape)
+
+    def displacement(self, shape: tuple[int, int] | None = None) -> torch.Tensor:
+        """Dense pull-back displacement ``(N, 2, h, w)`` in pixels of the requested grid."""
+        H, W = self.shape
+        shape = shape or self.shape
+        t = self._constrained(self.translation)
+        c = self._constrained(self.control)
+        dense_full_px = F.interpolate(c, size=shape, mode="bicubic", align_corners=True)
+        dense_full_px = dense_full_px + t[:, :, None, None]
+        if tuple(shape) == (H, W):
+            return dense_full_px
+        # values are full-resolution pixels: convert to the level's pixel units
+        factor = dense_full_px.new_tensor([(shape[0] - 1) / (H - 1), (shape[1] - 1) / (W - 1)])
+        return dense_full_px * factor.view(1, 2, 1, 1)
+
+
+def pyramid_level(frames: torch.Tensor, factor: int) -> torch.Tensor:
+    """Anti-aliased downsampling of ``(N, H, W)`` by an integer factor."""
+    if factor == 1:
+        return frames
+    h, w = frames.shape[-2:]
+    size = (max(8, round(h / factor)), max(8, round(w / factor)))
+    return F.interpolate(frames[:, None], size=size, mode="area")[:, 0]
+
+
+def border_mask(
+    shape: tuple[int, int], device, margin_fraction: float = 0.06, max_pixels: int = 12000
+) -> torch.Tensor:
+    """Pixels the similarity is evaluated on.
+
+    Excludes a thin border (where warped pixels are extrapolated) and, on large grids, keeps
+    a regular sub-lattice of at most ~``max_pixels`` pixels: the smooth transform is well
+    determined by them and the histogram cost stays bounded at full resolution.
+    """
+    h, w = shape
+    my, mx = max(1, int(h * margin_fraction)), max(1, int(w * margin_fraction))
+    mask = torch.zeros(h, w, dtype=torch.bool, device=device)
+    stride = max(1, int((h * w / max_pixels) ** 0.5 + 0.999))
+    mask[my : h - my : stride, mx : w - mx : stride] = True
+    return mask
+
+
+def optimise(
+    frames: torch.Tensor,
+    stages: list[Stage],
+    loss_fn: LossFn,
+    *,
+    reference_frame: int | None,
+    progress: Progress,
+    regulariser_weight: float,
+    regulariser: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, dict[str, list[float]]]:
+    """Run the stages and return the full-resolution displacement and per-stage loss history.
+
+    ``loss_fn(warped, displacement, mask) -> (loss, extra)`` gets the warped frames of the
+    current level ``(N, h, w)``, the level displacement and a border mask.
+    """
+    n, H, W = frames.shape
+    model = GroupTransform(n, (H, W), reference_frame, frames.device)
+    history: dict[str, list[float]] = {}
+    total = max(1, sum(s.iterations for s in stages))
+    done = 0
+    for stage in stages:
+        level = pyramid_level(frames, stage.downsample)
+        shape = tuple(level.shape[-2:])
+        mask = border_mask(shape, frames.device)
+        if stage.grid_spacing_px is not None:
+            model.set_grid_spacing(stage.grid_spacing_px)
+            params = [model.control]
+        else:
+            params = [model.translation]
+        optimiser = torch.optim.Adam(params, lr=stage.learning_rate)
+        losses = history.setdefault(stage.name, [])
+        for _ in range(stage.iterations):
+            optimiser.zero_grad(set_to_none=True)
+            disp = model.displacement(shape)
+            warped = warp(level[:, None], disp, "bilinear", "border")[:, 0]
+            loss, _ = loss_fn(warped, disp, mask)
+            if stage.grid_spacing_px is not None and regulariser_weight > 0:
+                loss = loss + regulariser_weight * regulariser(disp)
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss.detach()))
+            done += 1
+            progress.report(done / total, f"{stage.name}: loss {losses[-1]:.4f}")
+    with torch.no_grad():
+        displacement = model.displacement((H, W))
+    return displacement, history
+
+
+def scaled_stages(stages: list[Stage], iterations_scale: float) -> list[Stage]:
+    """Scale every stage's iteration count (at least 1) — the speed/quality knob."""
+    return [dataclasses.replace(s, iterations=max(1, int(round(s.iterations * iterations_scale)))) for s in stages]
+
+
+__all__ = ["Stage", "GroupTransform", "optimise", "pyramid_level", "border_mask", "scaled_stages"]
