@@ -198,7 +198,7 @@ def local_ncc(a: torch.Tensor, b: torch.Tensor, window: int = 9) -> torch.Tensor
     var_a = box(a4 * a4) - mu_a**2
     var_b = box(b4 * b4) - mu_b**2
     cov = box(a4 * b4) - mu_a * mu_b
-    ncc = cov / torch.sqrt(var_a.clamp_min(0) * var_b.clamp_min(0) + 1e-5)
+    ncc = cov / torch.sqrt(var_a.clamp_min(0) * var_b.clamp_min(0) + 1e-10)
     return ncc.mean()
 
 
