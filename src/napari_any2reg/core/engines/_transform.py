@@ -136,7 +136,9 @@ def optimise(
             params = [model.control]
         else:
             params = [model.translation]
-        optimiser = torch.optim.Adam(params, lr=stage.learning_rate)
+        # eps well above float noise: Adam turns tiny gradients of either sign into full-size
+        # steps, which would make the result depend on the order of float sums (frame order).
+        optimiser = torch.optim.Adam(params, lr=stage.learning_rate, eps=1e-6)
         losses = history.setdefault(stage.name, [])
         for _ in range(stage.iterations):
             optimiser.zero_grad(set_to_none=True)
@@ -160,4 +162,29 @@ def scaled_stages(stages: list[Stage], iterations_scale: float) -> list[Stage]:
     return [dataclasses.replace(s, iterations=max(1, int(round(s.iterations * iterations_scale)))) for s in stages]
 
 
-__all__ = ["Stage", "GroupTransform", "optimise", "pyramid_level", "border_mask", "scaled_stages"]
+#: Default schedule of the classical engines, tuned on 192x192 phantoms at 1.5 mm
+#: (benchmarks/results/engines_cpu.md): translation first, then coarse-to-fine FFD.
+DEFAULT_STAGES = [
+    Stage("translation 1/4", downsample=4, iterations=40, grid_spacing_px=None, learning_rate=0.5),
+    Stage("translation 1/2", downsample=2, iterations=20, grid_spacing_px=None, learning_rate=0.2),
+    Stage("ffd 1/4", downsample=4, iterations=40, grid_spacing_px=48, learning_rate=0.2),
+    Stage("ffd 1/2", downsample=2, iterations=40, grid_spacing_px=24, learning_rate=0.12),
+    Stage("ffd 1/1", downsample=1, iterations=30, grid_spacing_px=12, learning_rate=0.08),
+]
+
+
+def stages_for_spacing(stages: list[Stage], spacing_mm: tuple[float, float], shape: tuple[int, int]) -> list[Stage]:
+    """Keep the control-point spacing roughly constant in mm (defaults assume ~1.5 mm pixels)."""
+    pixel_mm = float(min(spacing_mm))
+    out = []
+    for s in stages:
+        if s.grid_spacing_px is None:
+            out.append(s)
+            continue
+        px = max(6, int(round(s.grid_spacing_px * 1.5 / pixel_mm)))
+        px = min(px, max(shape) // 2)
+        out.append(dataclasses.replace(s, grid_spacing_px=px))
+    return out
+
+
+__all__ = ["Stage", "GroupTransform", "optimise", "pyramid_level", "border_mask", "scaled_stages", "stages_for_spacing", "DEFAULT_STAGES"]

@@ -19,32 +19,7 @@ import torch
 
 from ..losses import conditional_template_entropy, gradient_regulariser, pca_residual_variance
 from ..registration import EngineOutput, Progress, register_engine
-from ._transform import Stage, optimise, scaled_stages
-
-DEFAULT_STAGES = [
-    Stage("translation 1/4", downsample=4, iterations=40, grid_spacing_px=None, learning_rate=0.5),
-    Stage("translation 1/2", downsample=2, iterations=20, grid_spacing_px=None, learning_rate=0.2),
-    Stage("ffd 1/4", downsample=4, iterations=40, grid_spacing_px=48, learning_rate=0.5),
-    Stage("ffd 1/2", downsample=2, iterations=40, grid_spacing_px=24, learning_rate=0.3),
-    Stage("ffd 1/1", downsample=1, iterations=15, grid_spacing_px=16, learning_rate=0.15),
-]
-
-
-def _scale_grid(stages: list[Stage], spacing_mm: tuple[float, float], shape: tuple[int, int]) -> list[Stage]:
-    """Keep the control-point spacing roughly constant in mm (defaults assume ~1.5 mm pixels)."""
-    import dataclasses
-
-    pixel_mm = float(min(spacing_mm))
-    out = []
-    for s in stages:
-        if s.grid_spacing_px is None:
-            out.append(s)
-            continue
-        px = max(6, int(round(s.grid_spacing_px * 1.5 / pixel_mm)))
-        px = min(px, max(shape) // 2)
-        out.append(dataclasses.replace(s, grid_spacing_px=px))
-    return out
-
+from ._transform import DEFAULT_STAGES, optimise, scaled_stages, stages_for_spacing
 
 @register_engine("groupwise")
 def groupwise_engine(
@@ -55,7 +30,7 @@ def groupwise_engine(
     spacing_mm: tuple[float, float],
     metric: str = "cte",
     iterations_scale: float = 1.0,
-    regulariser_weight: float = 0.5,
+    regulariser_weight: float = 20.0,
     bins: int = 24,
     pca_components: int = 2,
     nonrigid: bool = True,
@@ -90,7 +65,7 @@ def groupwise_engine(
         raise ValueError(f"groupwise: unknown metric {metric!r}; use 'cte' or 'pca2'.")
 
     stages = [s for s in DEFAULT_STAGES if nonrigid or s.grid_spacing_px is None]
-    stages = scaled_stages(_scale_grid(stages, spacing_mm, tuple(frames.shape[-2:])), iterations_scale)
+    stages = scaled_stages(stages_for_spacing(stages, spacing_mm, tuple(frames.shape[-2:])), iterations_scale)
     displacement, history = optimise(
         frames,
         stages,

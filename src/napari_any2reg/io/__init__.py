@@ -1,0 +1,40 @@
+"""Reading and writing quantitative cardiac sequences (no Qt, no napari).
+
+Readers return a :class:`~napari_any2reg.core.sequence.Sequence` (``float32 (N, H, W)``,
+timings in ms, spacing ``(dy, dx)`` in mm); every read error is a
+:class:`SequenceReadError` whose message names the file. Writers are atomic and never
+replace an existing file unless ``overwrite=True``.
+
+=====================  ==========================================================
+``read_sequence``      any supported input, with ``kind`` / ``timings_ms`` /
+                       ``spacing_mm`` overrides
+``read_tiff``          TIFF, ImageJ hyperstack, OME-TIFF
+``read_nifti``         ``.nii`` / ``.nii.gz`` (+ JSON sidecar)
+``read_dicom_series``  folder / list of single-frame DICOM images
+``write_tiff``         ImageJ TIFF (or OME-TIFF for ``.ome.tif``) with any2reg JSON
+``write_nifti``        NIfTI + JSON sidecar
+``atomic_write``       temp file in the same folder, then ``os.replace``
+``supported_path``     cheap extension / DICOM-folder check
+=====================  ==========================================================
+"""
+
+from ._atomic import atomic_write, atomic_write_all
+from ._common import FILE_EXTENSIONS, SequenceReadError
+from ._dispatch import read_sequence, supported_path
+from .dicom import read_dicom_series
+from .nifti import read_nifti, write_nifti
+from .tiff import read_tiff, write_tiff
+
+__all__ = [
+    "SequenceReadError",
+    "FILE_EXTENSIONS",
+    "read_sequence",
+    "read_tiff",
+    "read_nifti",
+    "read_dicom_series",
+    "write_tiff",
+    "write_nifti",
+    "supported_path",
+    "atomic_write",
+    "atomic_write_all",
+]

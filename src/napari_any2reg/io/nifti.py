@@ -1,0 +1,211 @@
+"""NIfTI (``.nii``, ``.nii.gz``) reading and writing.
+
+Orientation
+-----------
+NIfTI stores voxel ``data[i, j, ...]`` with ``i`` the first (fastest, "x") index and ``j``
+the second ("y") index. As in ITK/SimpleITK, dcm2niix and the NIfTI viewers (ITK-SNAP,
+3D Slicer, FSLeyes), ``i`` is the horizontal image axis (DICOM columns) and ``j`` the
+vertical one (DICOM rows). The readers therefore return::
+
+    frames[t, r, c] = data[c, r, t]        # frames = np.transpose(data, (2, 1, 0))
+
+i.e. rows = NIfTI ``j``, columns = NIfTI ``i``, frames = the one non-singleton axis after
+``j`` (``(I, J, N)``, ``(I, J, 1, N)``, ``(I, J, N, 1)`` ... all work), with **no flips**:
+row 0 / column 0 is voxel ``j = 0`` / ``i = 0``. :func:`write_nifti` applies the inverse,
+``data = np.transpose(frames, (2, 1, 0))``, so write -> read is the identity.
+
+The affine is not used to reorient: cardiac short-axis slices are oblique and research
+files often carry placeholder affines, so affine-driven flips would rotate images
+arbitrarily. It is kept in ``metadata["nifti_affine"]`` and written back when the
+in-plane grid is unchanged. Spacing is ``(dy, dx) = (pixdim[2], pixdim[1])``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.sequence import Sequence
+from ._atomic import atomic_write_all
+from ._common import (
+    SequenceReadError,
+    _Parts,
+    build_sequence,
+    check_file,
+    encode_timings,
+    frames_from_axes,
+    jsonable_metadata,
+    split_name,
+)
+
+__all__ = ["read_nifti", "write_nifti", "sidecar_path", "ORIENTATION"]
+
+NIFTI_EXTENSIONS = (".nii", ".nii.gz")
+
+#: The transform between NIfTI voxel order and ``(N, H, W)`` frames (documentation string).
+ORIENTATION = "frames[t, r, c] = data[c, r, t]: rows = NIfTI j (axis 1), columns = NIfTI i (axis 0), no flips"
+
+_SPACE_UNIT_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3}
+
+
+def sidecar_path(path: Any) -> Path:
+    """The JSON sidecar of a NIfTI file: ``scan.nii.gz`` -> ``scan.json`` (BIDS style)."""
+    path = Path(path)
+    return path.with_name(split_name(path)[0] + ".json")
+
+
+def _exact_float(value: float) -> float:
+    """NIfTI stores pixdim as float32: recover the decimal that was most likely meant."""
+    return float(str(np.float32(value)))
+
+
+def read_nifti(path: Any) -> Sequence:
+    """Read a NIfTI file as a :class:`Sequence`.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.nii`` or ``.nii.gz`` file holding ``(I, J, N)`` (or ``(I, J, 1, N)``, ...) data.
+
+    Returns
+    -------
+    Sequence
+        ``frames = np.transpose(data, (2, 1, 0))`` (see module notes: rows = NIfTI ``j``,
+        columns = ``i``, no flips), spacing ``(pixdim[2], pixdim[1])`` in mm. Timings,
+        kind and name come from the JSON sidecar ``<stem>.json`` when present; otherwise
+        the kind is guessed from the file name (``stone``, ``cine``, ``molli``, ...).
+
+    Raises
+    ------
+    SequenceReadError
+        If the file is missing, not NIfTI, truncated, 2-D, RGB, has several non-singleton
+        axes beyond ``j``, or the sidecar timings do not match the number of frames.
+    """
+    return build_sequence(_nifti_parts(path))
+
+
+def _nifti_parts(path: Any) -> _Parts:
+    path = check_file(path)
+    import nibabel
+
+    try:
+        image = nibabel.load(str(path), mmap=False)  # no open file handle left behind
+        header = image.header
+        data = np.asanyarray(image.dataobj)
+        zooms = tuple(float(z) for z in header.get_zooms())
+        space_unit = header.get_xyzt_units()[0]
+        affine = np.asarray(image.affine, dtype=np.float64)
+        shape = tuple(int(s) for s in image.shape)
+        descrip = np.asarray(header.get("descrip", b"")).item()
+    except Exception as exc:  # nibabel/gzip/zlib raise many types for bad files
+        raise SequenceReadError(
+            f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc}); "
+            "is it corrupt or truncated? Re-export or re-download it."
+        ) from exc
+
+    if data.dtype.fields is not None:
+        raise SequenceReadError(
+            f"{path}: RGB/structured NIfTI data; registration needs grayscale magnitude frames."
+        )
+    if data.ndim < 2:
+        raise SequenceReadError(f"{path}: {data.ndim}-D data {data.shape}; need a time series (N, H, W).")
+    axes = "XY" + "ZTUVW"[: data.ndim - 2]
+    frames, _ = frames_from_axes(data, axes, path)  # (N, J, I): rows = j, columns = i
+    parts = _Parts(path=path, frames=frames, format="nifti")
+
+    scale = _SPACE_UNIT_MM.get(space_unit, 1.0)
+    if len(zooms) >= 2 and zooms[0] > 0 and zooms[1] > 0:
+        parts.spacing = (_exact_float(zooms[1]) * scale, _exact_float(zooms[0]) * scale)
+        parts.spacing_source = "NIfTI pixdim"
+    parts.metadata.update(
+        {
+            "nifti_shape": list(shape),
+            "nifti_pixdim": [float(v) for v in header["pixdim"]],
+            "nifti_affine": affine.tolist(),
+            "nifti_orientation": ORIENTATION,
+        }
+    )
+    if isinstance(descrip, bytes):
+        descrip = descrip.split(b"\0")[0].decode("ascii", "replace").strip()
+    if descrip:
+        parts.metadata["nifti_descrip"] = descrip
+    return parts
+
+
+def _affine_for(sequence: Sequence) -> np.ndarray:
+    """The affine to write: the source file's when the grid matches, else diag(dx, dy, 1)."""
+    dy, dx = sequence.spacing_mm
+    h, w = sequence.shape
+    meta = sequence.metadata
+    try:
+        affine = np.asarray(meta.get("nifti_affine"), dtype=np.float64)
+        shape = list(meta.get("nifti_shape"))[:2]
+        if affine.shape == (4, 4) and np.all(np.isfinite(affine)) and shape == [w, h]:
+            norms = np.linalg.norm(affine[:3, :2], axis=0)
+            if np.allclose(norms, [dx, dy], rtol=1e-5):
+                return affine
+    except (TypeError, ValueError):
+        pass
+    return np.diag([dx, dy, 1.0, 1.0])
+
+
+def write_nifti(path: Any, sequence: Sequence, *, overwrite: bool = False) -> Path:
+    """Write a sequence as NIfTI plus a JSON sidecar; :func:`read_nifti` reads it back exactly.
+
+    Parameters
+    ----------
+    path : str or Path
+        Target ``.nii`` or ``.nii.gz``. The sidecar ``<stem>.json`` is written beside it.
+    sequence : Sequence
+        The sequence; its frames are not modified.
+    overwrite : bool, optional
+        Replace existing files. Default: raise :class:`FileExistsError` if the image or
+        the sidecar exists.
+
+    Returns
+    -------
+    Path
+        The NIfTI file.
+
+    Notes
+    -----
+    Data are written float32 with shape ``(W, H, N)``: ``data = np.transpose(frames,
+    (2, 1, 0))`` (the inverse of the reader), pixdim ``(dx, dy, 1)``, unit mm. The sidecar
+    holds kind, name, ``timings_ms`` (``inf`` as ``"inf"``), ``spacing_mm`` and the
+    JSON-serialisable metadata. Both files are written atomically (:func:`atomic_write_all`).
+    """
+    if not isinstance(sequence, Sequence):
+        raise TypeError(f"write_nifti needs a Sequence; got {type(sequence).__name__}.")
+    path = Path(path)
+    if split_name(path)[1] not in NIFTI_EXTENSIONS:
+        raise ValueError(f"{path}: write_nifti writes .nii or .nii.gz files.")
+    import nibabel
+
+    data = np.transpose(np.asarray(sequence.frames, dtype=np.float32), (2, 1, 0))
+    image = nibabel.Nifti1Image(data, _affine_for(sequence))
+    image.header.set_xyzt_units("mm")
+    image.header["descrip"] = f"napari-any2reg {sequence.kind}".encode("ascii")[:79]
+    sidecar = {
+        "any2reg": 1,
+        "kind": sequence.kind,
+        "name": sequence.name,
+        "timings_ms": encode_timings(sequence.timings_ms),
+        "timing_name": sequence.timing_name,
+        "spacing_mm": list(sequence.spacing_mm),
+        "orientation": ORIENTATION,
+        "metadata": {
+            k: v for k, v in jsonable_metadata(sequence.metadata).items() if not k.startswith("nifti_")
+        },
+    }
+    text = json.dumps(sidecar, indent=2, allow_nan=False) + "\n"
+    written = atomic_write_all(
+        [
+            (path, lambda temp: nibabel.save(image, str(temp))),
+            (sidecar_path(path), lambda temp: temp.write_text(text, encoding="utf-8")),
+        ],
+        overwrite=overwrite,
+    )
+    return written[0]

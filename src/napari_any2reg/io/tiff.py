@@ -1,0 +1,377 @@
+"""TIFF, ImageJ hyperstack and OME-TIFF reading and writing.
+
+Files written by :func:`write_tiff` are ImageJ hyperstacks (float32, frames along T, pixel
+size in mm in the resolution tags so Fiji shows it) whose ImageDescription also carries one
+line ``any2reg={...}`` with a JSON object::
+
+    {"any2reg": 1, "kind": "stone", "name": "...", "timings_ms": [100.0, ..., "inf"],
+     "timing_name": "inversion_times_ms", "spacing_mm": [dy, dx], "metadata": {...}}
+
+A target ending in ``.ome.tif`` / ``.ome.tiff`` is written as OME-TIFF instead
+(PhysicalSizeY/X in mm; the same JSON in an OME CommentAnnotation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.sequence import Sequence
+from ._atomic import atomic_write
+from ._common import (
+    TIMING_KEYS,
+    SequenceReadError,
+    _Parts,
+    build_sequence,
+    check_file,
+    decode_timings,
+    encode_timings,
+    frames_from_axes,
+    jsonable_metadata,
+    parse_info,
+    split_name,
+)
+
+__all__ = ["read_tiff", "write_tiff"]
+
+TIFF_EXTENSIONS = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
+_ANNOTATION_NAMESPACE = "napari-any2reg"
+
+# length units to mm (ImageJ and OME spellings)
+_UNIT_MM = {
+    "mm": 1.0, "millimeter": 1.0, "millimetre": 1.0,
+    "um": 1e-3, "µm": 1e-3, "μm": 1e-3, "micron": 1e-3, "microns": 1e-3, "\\u00b5m": 1e-3,
+    "micrometer": 1e-3, "nm": 1e-6, "nanometer": 1e-6, "cm": 10.0, "centimeter": 10.0,
+    "m": 1000.0, "meter": 1000.0, "inch": 25.4, "in": 25.4,
+}
+# time units to ms (OME spellings)
+_UNIT_MS = {"s": 1000.0, "ms": 1.0, "µs": 1e-3, "us": 1e-3, "min": 60000.0, "h": 3600000.0}
+# print resolutions that say nothing about pixel size
+_DEFAULT_DPI = (1.0, 72.0, 96.0, 150.0, 300.0, 600.0)
+
+
+# ---------------------------------------------------------------------------- reading
+def read_tiff(path: Any) -> Sequence:
+    """Read a multi-page TIFF, ImageJ hyperstack or OME-TIFF as a :class:`Sequence`.
+
+    Parameters
+    ----------
+    path : str or Path
+        ``.tif`` / ``.tiff`` / ``.ome.tif`` file.
+
+    Returns
+    -------
+    Sequence
+        Frames ``(N, H, W)`` float32. Timings, spacing, kind and name come from, in order:
+        the any2reg JSON written by :func:`write_tiff`; OME-XML (PhysicalSizeY/X, Plane
+        DeltaT, MapAnnotation keys such as ``inversion_times_ms``); ImageJ metadata and the
+        resolution tags; a JSON sidecar ``<stem>.json``; the file name (kind).
+
+    Raises
+    ------
+    SequenceReadError
+        If the file is missing or not a TIFF, holds a single 2-D image, RGB data or more
+        than one non-singleton non-spatial axis, or its timings do not match the frames.
+
+    Notes
+    -----
+    Frames are taken along whichever axis (T, Z, ...) is the only one with more than one
+    entry; singleton axes are squeezed. Plain TIFF resolution tags are used only with the
+    centimetre unit or a non-default inch resolution (72/96/300 dpi say nothing about
+    pixel size).
+    """
+    return build_sequence(_tiff_parts(path))
+
+
+def _tiff_parts(path: Any) -> _Parts:
+    path = check_file(path)
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.series:
+                raise SequenceReadError(f"{path}: the TIFF file holds no image data.")
+            series = tif.series[0]
+            data = series.asarray()
+            axes = series.axes
+            page = tif.pages[0]
+            description = page.description or ""
+            imagej = dict(tif.imagej_metadata or {}) if tif.is_imagej else None
+            ome = tif.ome_metadata if tif.is_ome else None
+            resolution = _page_resolution(page)
+            n_series = len(tif.series)
+    except SequenceReadError:
+        raise
+    except Exception as exc:  # tifffile raises many types for corrupt input
+        raise SequenceReadError(
+            f"{path}: not a readable TIFF file ({type(exc).__name__}: {exc}); "
+            "is it corrupt, truncated or another format?"
+        ) from exc
+
+    axes = axes.upper()
+    rgb_as_frames = False
+    if "S" in axes and "Y" in axes and axes.index("S") < axes.index("Y") and data.dtype.kind == "f":
+        # planar "RGB(A)" float data: a 3- or 4-frame stack that was written without
+        # photometric='minisblack' (tifffile does this by default); colour is never float
+        axes = axes.replace("S", "Q")
+        rgb_as_frames = True
+    try:
+        frames, frame_axis = frames_from_axes(data, axes, path)
+    except SequenceReadError as exc:
+        if "RGB" in str(exc) and "S" in axes and axes.index("S") < axes.index("Y"):
+            raise SequenceReadError(
+                f"{exc} If the {data.shape[axes.index('S')]} planes are frames, rewrite the file "
+                "as a grayscale stack (tifffile.imwrite(..., photometric='minisblack'))."
+            ) from None
+        raise
+    parts = _Parts(path=path, frames=frames, format="tiff")
+    if rgb_as_frames:
+        parts.metadata["tiff_planar_rgb_read_as_frames"] = True
+    parts.metadata["tiff_frame_axis"] = frame_axis
+    if n_series > 1:
+        parts.metadata["tiff_series_ignored"] = n_series - 1
+
+    info = _any2reg_info(description, imagej, ome, path)
+    if info is not None:
+        parts.format = "any2reg-tiff"
+        parts.take_info(info, f"{path} (any2reg description)")
+    if ome is not None:
+        parts.format = "ome-tiff" if info is None else parts.format
+        _take_ome(parts, ome, frame_axis, frames.shape[0])
+    if imagej is not None:
+        parts.format = "imagej-tiff" if info is None else parts.format
+        if parts.spacing is None:
+            scale = _UNIT_MM.get(str(imagej.get("unit", "")).strip().lower())
+            if scale is not None and resolution is not None:
+                parts.spacing = (_tidy(scale / resolution[1]), _tidy(scale / resolution[0]))
+                parts.spacing_source = "ImageJ unit and resolution"
+    if parts.spacing is None and resolution is not None and imagej is None and ome is None:
+        spacing = _plain_resolution_spacing(resolution)
+        if spacing is not None:
+            parts.spacing, parts.spacing_source = spacing, "TIFF resolution tags"
+    return parts
+
+
+def _tidy(value: float) -> float:
+    """Drop rounding noise from rational/unit conversions (10 significant digits)."""
+    return float(f"{value:.10g}")
+
+
+def _page_resolution(page: Any) -> tuple[float, float, int] | None:
+    """(x pixels per unit, y pixels per unit, ResolutionUnit) or None."""
+    try:
+        xres = page.tags["XResolution"].value
+        yres = page.tags["YResolution"].value
+    except KeyError:
+        return None
+    unit_tag = page.tags.get("ResolutionUnit")
+    unit = int(unit_tag.value) if unit_tag is not None else 2
+
+    def ratio(value: Any) -> float:
+        return value[0] / value[1] if isinstance(value, tuple) else float(value)
+
+    try:
+        x, y = ratio(xres), ratio(yres)
+    except (ZeroDivisionError, TypeError, ValueError):
+        return None
+    if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
+        return None
+    return x, y, unit
+
+
+def _plain_resolution_spacing(resolution: tuple[float, float, int]) -> tuple[float, float] | None:
+    x, y, unit = resolution
+    if unit == 3:  # centimetre
+        return _tidy(10.0 / y), _tidy(10.0 / x)
+    if unit == 2 and not (x == y and x in _DEFAULT_DPI):  # inch, not a print default
+        return _tidy(25.4 / y), _tidy(25.4 / x)
+    return None
+
+
+def _any2reg_info(
+    description: str, imagej: dict | None, ome: str | None, path: Path
+) -> dict[str, Any] | None:
+    """The any2reg JSON from an ImageJ line, a JSON description or an OME annotation."""
+    candidates = []
+    if imagej is not None and isinstance(imagej.get("any2reg"), str):
+        candidates.append(imagej["any2reg"])
+    for line in description.splitlines():
+        if line.startswith("any2reg="):
+            candidates.append(line[len("any2reg="):])
+    if description.lstrip().startswith("{"):
+        candidates.append(description)
+    if ome is not None:
+        for element in _ome_elements(ome, "CommentAnnotation"):
+            value = _ome_child_text(element, "Value")
+            if value and value.lstrip().startswith("{"):
+                candidates.append(value)
+    for text in candidates:
+        try:
+            content = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(content, dict) and "any2reg" in content:
+            return parse_info(content, f"{path} (any2reg description)")
+    return None
+
+
+# ---------------------------------------------------------------------------- OME-XML
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _ome_elements(xml: str, name: str) -> list:
+    try:
+        root = ElementTree.fromstring(xml)
+    except ElementTree.ParseError:
+        return []
+    return [el for el in root.iter() if _local(el.tag) == name]
+
+
+def _ome_child_text(element: Any, name: str) -> str | None:
+    for child in element.iter():
+        if _local(child.tag) == name:
+            return child.text
+    return None
+
+
+def _take_ome(parts: _Parts, xml: str, frame_axis: str, n: int) -> None:
+    """Spacing (PhysicalSizeY/X) and timings (annotations, Plane DeltaT) from OME-XML."""
+    pixels = _ome_elements(xml, "Pixels")
+    if not pixels:
+        return
+    pix = pixels[0]
+    if parts.spacing is None:
+        sizes = []
+        for axis in ("Y", "X"):
+            value = pix.get(f"PhysicalSize{axis}")
+            unit = pix.get(f"PhysicalSize{axis}Unit", "µm").strip().lower()
+            scale = _UNIT_MM.get(unit)
+            try:
+                sizes.append(_tidy(float(value) * scale) if value is not None and scale else None)
+            except ValueError:
+                sizes.append(None)
+        if all(s is not None and s > 0 for s in sizes):
+            parts.spacing, parts.spacing_source = (sizes[0], sizes[1]), "OME PhysicalSizeY/X"
+    if parts.timings is None:
+        for element in _ome_elements(xml, "M"):  # MapAnnotation entries
+            key = (element.get("K") or "").strip()
+            if key in TIMING_KEYS and element.text:
+                parts.timings = decode_timings(element.text, f"{parts.path} (OME MapAnnotation {key})")
+                parts.timings_source = f"{parts.path} (OME MapAnnotation {key})"
+                break
+    if parts.timings is None:
+        index_attr = {"T": "TheT", "Z": "TheZ", "C": "TheC"}.get(frame_axis)
+        planes = [p for p in pix if _local(p.tag) == "Plane"]
+        times: dict[int, float] = {}
+        for plane in planes:
+            delta = plane.get("DeltaT")
+            if delta is None or index_attr is None:
+                continue
+            scale = _UNIT_MS.get(plane.get("DeltaTUnit", "s").strip().lower())
+            try:
+                times.setdefault(int(plane.get(index_attr, "0")), float(delta) * scale)
+            except (TypeError, ValueError):
+                continue
+        if len(times) == n and sorted(times) == list(range(n)):
+            parts.timings = np.array([times[i] for i in range(n)])
+            parts.timings_source = f"{parts.path} (OME Plane DeltaT)"
+
+
+# ---------------------------------------------------------------------------- writing
+def _description_json(sequence: Sequence) -> str:
+    content = {
+        "any2reg": 1,
+        "kind": sequence.kind,
+        "name": sequence.name,
+        "timings_ms": encode_timings(sequence.timings_ms),
+        "timing_name": sequence.timing_name,
+        "spacing_mm": list(sequence.spacing_mm),
+        "metadata": jsonable_metadata(sequence.metadata),
+    }
+    return json.dumps(content, ensure_ascii=True, allow_nan=False)
+
+
+def write_tiff(path: Any, sequence: Sequence, *, overwrite: bool = False) -> Path:
+    """Write a sequence as a float32 multi-page TIFF that :func:`read_tiff` reads back exactly.
+
+    Parameters
+    ----------
+    path : str or Path
+        Target ``.tif`` / ``.tiff`` (ImageJ hyperstack) or ``.ome.tif`` / ``.ome.tiff``
+        (OME-TIFF).
+    sequence : Sequence
+        The sequence; its frames are not modified.
+    overwrite : bool, optional
+        Replace an existing file. Default: raise :class:`FileExistsError`.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Notes
+    -----
+    Frames, timings (``inf`` stored as ``"inf"``), spacing, kind, name and the
+    JSON-serialisable metadata are kept in the any2reg JSON; the pixel size is also in the
+    resolution tags (ImageJ unit ``mm``) or OME PhysicalSizeY/X so Fiji and OME readers
+    see it. The write is atomic (:func:`atomic_write`).
+    """
+    if not isinstance(sequence, Sequence):
+        raise TypeError(f"write_tiff needs a Sequence; got {type(sequence).__name__}.")
+    path = Path(path)
+    _, ext = split_name(path)
+    if ext not in TIFF_EXTENSIONS:
+        raise ValueError(
+            f"{path}: write_tiff writes {', '.join(TIFF_EXTENSIONS)} files; got {ext or 'no extension'!r}."
+        )
+    import tifffile
+
+    frames = np.ascontiguousarray(sequence.frames, dtype=np.float32)
+    dy, dx = sequence.spacing_mm
+    info = _description_json(sequence)
+    if ext.startswith(".ome"):
+        def writer(temp: Path) -> None:
+            tifffile.imwrite(
+                temp,
+                frames,
+                ome=True,
+                photometric="minisblack",
+                metadata={
+                    "axes": "TYX",
+                    "Name": sequence.name,
+                    "PhysicalSizeX": dx,
+                    "PhysicalSizeXUnit": "mm",
+                    "PhysicalSizeY": dy,
+                    "PhysicalSizeYUnit": "mm",
+                    "CommentAnnotation": {"Value": info, "Namespace": _ANNOTATION_NAMESPACE},
+                },
+            )
+    else:
+        def writer(temp: Path) -> None:
+            tifffile.imwrite(
+                temp,
+                frames,
+                imagej=True,
+                photometric="minisblack",
+                resolution=(1.0 / dx, 1.0 / dy),
+                metadata={"axes": "TYX", "unit": "mm", "any2reg": info, "Info": _info_text(sequence)},
+            )
+
+    return atomic_write(path, writer, overwrite=overwrite)
+
+
+def _info_text(sequence: Sequence) -> str:
+    """Readable summary shown by Fiji's Image > Show Info."""
+    timings = encode_timings(sequence.timings_ms)
+    return (
+        f"napari-any2reg sequence {sequence.name!r}\n"
+        f"kind: {sequence.kind}\n"
+        f"{sequence.timing_name}: {timings}\n"
+        f"spacing_mm (dy, dx): {list(sequence.spacing_mm)}\n"
+    )

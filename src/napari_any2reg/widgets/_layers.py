@@ -1,0 +1,130 @@
+"""Conversion between :class:`~napari_any2reg.core.sequence.Sequence` and napari layer data.
+
+A sequence becomes an image layer with ``scale = (1, dy, dx)`` and
+``metadata = sequence.to_layer_metadata()`` (kind, timings, spacing and any extra fields), so
+``Sequence.from_layer(layer.data, name=layer.name, scale=layer.scale, metadata=layer.metadata)``
+rebuilds it. Registration results add array-valued entries (``displacement``, ``template``) to
+the metadata of the registered layer; :func:`sequence_from_layer_fields` drops those before
+writing, because files only keep JSON-friendly metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..core.registration import RegistrationResult
+    from ..core.sequence import Sequence
+
+__all__ = [
+    "LayerDataTuple",
+    "robust_contrast_limits",
+    "sequence_to_layer_data",
+    "sequence_from_layer_fields",
+    "registered_layer_metadata",
+    "jsonable_metadata",
+    "REGISTERED_SUFFIX",
+    "RESULT_KEYS",
+]
+
+LayerDataTuple = tuple[Any, dict[str, Any], str]
+
+#: Suffix of the layer holding the registered frames: ``"<source name> registered"``.
+REGISTERED_SUFFIX = " registered"
+
+#: Metadata keys the Registration widget adds to the registered layer.
+RESULT_KEYS = ("any2reg_result", "displacement", "template", "source_layer")
+
+
+def robust_contrast_limits(
+    frames: np.ndarray, low: float = 0.5, high: float = 99.5
+) -> tuple[float, float]:
+    """Contrast limits from percentiles of all frames (ignores a few hot pixels)."""
+    array = np.asarray(frames, dtype=np.float32)
+    finite = array[np.isfinite(array)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(finite, [low, high]))
+    if not hi > lo:
+        lo, hi = float(finite.min()), float(finite.max())
+    if not hi > lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+def sequence_to_layer_data(seq: "Sequence", *, name: str | None = None) -> LayerDataTuple:
+    """Image-layer data tuple ``(frames, kwargs, "image")`` for a sequence."""
+    dy, dx = seq.spacing_mm
+    kwargs = {
+        "name": name or seq.name,
+        "scale": (1.0, float(dy), float(dx)),
+        "metadata": seq.to_layer_metadata(),
+        "colormap": "gray",
+        "contrast_limits": robust_contrast_limits(seq.frames),
+    }
+    # Sequence.frames is read-only; napari layers are editable, so hand napari its own copy.
+    return np.array(seq.frames, dtype=np.float32, copy=True), kwargs, "image"
+
+
+def _is_jsonable(value: Any) -> bool:
+    if isinstance(value, np.ndarray):
+        return False
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def jsonable_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """The entries of ``metadata`` that survive a JSON round trip (no arrays, no objects).
+
+    The registration summary (``any2reg_result``) is kept when it is JSON-friendly; the
+    displacement and template arrays are dropped.
+    """
+    out: dict[str, Any] = {}
+    for key, value in dict(metadata or {}).items():
+        if key in ("displacement", "template"):
+            continue
+        if _is_jsonable(value):
+            out[str(key)] = value
+    return out
+
+
+def sequence_from_layer_fields(
+    data: Any,
+    *,
+    name: str | None = None,
+    scale: Any = None,
+    metadata: dict[str, Any] | None = None,
+    jsonable_only: bool = False,
+) -> "Sequence":
+    """``Sequence.from_layer`` with napari's field names; optionally drop non-JSON metadata."""
+    from ..core.sequence import Sequence
+
+    meta = dict(metadata or {})
+    if jsonable_only:
+        meta = jsonable_metadata(meta)
+    return Sequence.from_layer(data, name=name or "sequence", scale=scale, metadata=meta)
+
+
+def registered_layer_metadata(
+    source_metadata: dict[str, Any] | None,
+    result: "RegistrationResult",
+    source_name: str,
+) -> dict[str, Any]:
+    """Metadata of the registered layer: the source's entries plus the registration result.
+
+    The source dict is copied (never modified). Added keys: ``any2reg_result`` (the run's
+    summary), ``displacement`` ``(N, 2, H, W) float32`` in pixels (pull-back, ``(dy, dx)``),
+    ``template`` ``(H, W) float32`` and ``source_layer`` (the source layer's name).
+    """
+    meta = dict(source_metadata or {})
+    meta["any2reg_result"] = result.summary()
+    meta["displacement"] = np.asarray(result.displacement, dtype=np.float32)
+    meta["template"] = np.asarray(result.template, dtype=np.float32)
+    meta["source_layer"] = str(source_name)
+    return meta

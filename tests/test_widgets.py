@@ -1,0 +1,342 @@
+"""napari layer: Registration widget, reader, writers, sample data and ``python -m napari_any2reg``.
+
+Every test here opens a real napari viewer (Xvfb via pytest-xvfb) and runs the real engines on
+small phantoms with few iterations. After starting a run, tests wait for the result *and* for
+the Run button to be enabled again, so no worker thread outlives a test (ENVIRONMENT.md).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.napari
+
+PLUGIN = "napari-any2reg"
+SMALL = (64, 64)
+FAST = 0.2  # iterations_scale for quick runs
+RUN_TIMEOUT_MS = 120_000
+
+
+# ---------------------------------------------------------------------- fixtures / helpers
+@pytest.fixture(autouse=True)
+def small_samples(monkeypatch):
+    """Sample phantoms at 64x64 so registrations take about a second."""
+    from napari_any2reg.widgets import _sample_data
+
+    monkeypatch.setattr(_sample_data, "SAMPLE_SHAPE", SMALL)
+
+
+@pytest.fixture
+def notifications(monkeypatch):
+    """Capture the widget's show_error / show_info calls."""
+    from napari_any2reg.widgets import registration
+
+    calls: dict[str, list[str]] = {"error": [], "info": []}
+    monkeypatch.setattr(registration, "show_error", lambda msg: calls["error"].append(str(msg)))
+    monkeypatch.setattr(registration, "show_info", lambda msg: calls["info"].append(str(msg)))
+    return calls
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def widget(viewer, qtbot):
+    from napari_any2reg.widgets.registration import RegistrationWidget
+
+    w = RegistrationWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Registration")  # the viewer owns and deletes it
+    w.iterations_spin.setValue(FAST)
+    yield w
+    if w.worker is not None:  # never leave a thread behind, even when a test failed
+        w.cancel()
+        qtbot.waitUntil(lambda: w.worker is None, timeout=RUN_TIMEOUT_MS)
+
+
+def wait_done(qtbot, w, timeout=RUN_TIMEOUT_MS):
+    qtbot.waitUntil(lambda: w.worker is None and w.run_button.isEnabled(), timeout=timeout)
+
+
+def add_phantom(viewer, kind="molli", seed=0, shape=SMALL, **kwargs):
+    from napari_any2reg.core.phantom import make_phantom
+    from napari_any2reg.widgets._layers import sequence_to_layer_data
+
+    kwargs.setdefault("spacing_mm", (288.0 / shape[0], 288.0 / shape[1]))  # whole heart in view
+    phantom = make_phantom(kind, seed=seed, shape=shape, **kwargs)
+    data, meta, _ = sequence_to_layer_data(phantom.sequence)
+    return viewer.add_image(data, **meta), phantom
+
+
+def combo_items(combo):
+    return [combo.itemText(i) for i in range(combo.count())]
+
+
+# ---------------------------------------------------------------------- sample data
+def test_samples_are_sequences_with_scale_and_timings(viewer):
+    expected_frames = {"molli": 8, "stone": 11, "cine": 30}
+    for key, n in expected_frames.items():
+        layers = viewer.open_sample(PLUGIN, key)
+        assert len(layers) == 1
+        layer = layers[0]
+        assert layer.data.shape == (n, *SMALL), key
+        assert layer.data.dtype == np.float32
+        meta = layer.metadata
+        assert meta["any2reg_kind"] == key
+        assert len(meta["timings_ms"]) == n
+        dy, dx = meta["spacing_mm"]
+        np.testing.assert_allclose(layer.scale, (1.0, dy, dx))
+        lo, hi = layer.contrast_limits
+        assert hi > lo
+
+
+# ---------------------------------------------------------------------- registration
+def test_run_on_sample_adds_registered_layer(viewer, widget, qtbot, notifications):
+    from napari_any2reg.core.device import describe_device
+
+    (source,) = viewer.open_sample(PLUGIN, "molli")
+    assert widget.layer_combo.currentText() == source.name
+    data_before = source.data.copy()
+    meta_before = copy.deepcopy(source.metadata)
+    n, h, w = source.data.shape
+
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    qtbot.mouseClick(widget.run_button, qtbot_left_button())
+    assert widget.worker is not None
+    assert not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
+    assert not widget.layer_combo.isEnabled()
+    wait_done(qtbot, widget)
+
+    assert notifications["error"] == [], notifications
+    name = f"{source.name} registered"
+    assert name in viewer.layers
+    registered = viewer.layers[name]
+    assert registered.data.shape == (n, h, w)
+    np.testing.assert_allclose(registered.scale, source.scale)
+    np.testing.assert_allclose(registered.translate, source.translate)
+    np.testing.assert_allclose(registered.contrast_limits, source.contrast_limits)
+    assert registered.colormap.name == source.colormap.name
+    meta = registered.metadata
+    assert meta["displacement"].shape == (n, 2, h, w)
+    assert meta["displacement"].dtype == np.float32
+    assert meta["template"].shape == (h, w)
+    assert meta["source_layer"] == source.name
+    summary = meta["any2reg_result"]
+    assert summary["engine"] == "groupwise" and summary["reference_frame"] is None
+    assert summary["params"]["iterations_scale"] == pytest.approx(FAST)
+    assert meta["timings_ms"] == meta_before["timings_ms"]  # source metadata carried over
+    # groupwise centring: the mean displacement over frames is ~0
+    assert np.abs(meta["displacement"].mean(axis=0)).max() < 0.5
+
+    # the source layer is untouched
+    assert source.data.tobytes() == data_before.tobytes()
+    assert source.metadata.keys() == meta_before.keys()
+    assert source.metadata == meta_before
+
+    status = widget.status_label.text()
+    assert "groupwise" in status and describe_device("cpu").split()[0] in status
+    assert "folding" in status and " s" in status
+    assert widget.progress_bar.value() == 100
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    # the picker keeps the source selected, not the result
+    assert widget.layer_combo.currentText() == source.name
+
+    # re-running (fixed frame, PCA2) replaces the registered layer's data, no duplicates
+    n_layers = len(viewer.layers)
+    widget.metric_combo.setCurrentIndex(widget.metric_combo.findData("pca2"))
+    widget.reference_combo.setCurrentIndex(widget.reference_combo.findData("fixed"))
+    widget.frame_spin.setValue(2)
+    assert widget.run()
+    wait_done(qtbot, widget)
+    assert notifications["error"] == [], notifications
+    assert len(viewer.layers) == n_layers
+    assert viewer.layers[name] is registered
+    summary = registered.metadata["any2reg_result"]
+    assert summary["reference_frame"] == 2
+    assert summary["params"]["metric"] == "pca2"
+    assert np.abs(registered.metadata["displacement"][2]).max() < 1e-4
+    assert "frame 2 fixed" in widget.status_label.text()
+    assert source.data.tobytes() == data_before.tobytes()
+    assert source.metadata == meta_before
+
+
+def qtbot_left_button():
+    from qtpy.QtCore import Qt
+
+    return Qt.MouseButton.LeftButton
+
+
+def test_cancel_stops_a_run(viewer, widget, qtbot, notifications):
+    add_phantom(viewer, "molli", seed=3)
+    widget.iterations_spin.setValue(5.0)  # long enough to cancel mid-way
+    assert widget.run()
+    qtbot.waitUntil(lambda: widget.progress_bar.value() >= 2, timeout=RUN_TIMEOUT_MS)
+    assert widget.worker is not None, "run finished before it could be cancelled"
+    widget.cancel()
+    assert "cancel" in widget.status_label.text().lower()
+    wait_done(qtbot, widget, timeout=30_000)
+
+    assert not any(layer.name.endswith(" registered") for layer in viewer.layers)
+    assert "cancelled" in widget.status_label.text().lower()
+    assert notifications["info"] and "cancel" in notifications["info"][0].lower()
+    assert notifications["error"] == []
+    assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+    assert widget.layer_combo.isEnabled() and widget.engine_combo.isEnabled()
+    from napari_any2reg.core.registration import RegistrationCancelled
+
+    assert isinstance(widget.last_error, RegistrationCancelled)
+
+
+def test_invalid_layers_report_errors_without_new_layers(viewer, widget, qtbot, notifications):
+    rng = np.random.default_rng(0)
+    image2d = viewer.add_image(rng.random((32, 32)).astype(np.float32), name="single image")
+    # 2-D layers are not offered by the picker ...
+    assert "single image" not in combo_items(widget.layer_combo)
+    assert not widget.run_button.isEnabled()  # nothing to register yet
+    # ... and asking for one explicitly reports why it cannot be registered
+    assert widget.run(image2d) is False
+    assert len(notifications["error"]) == 1
+    assert "3-D" in notifications["error"][0]
+    assert "3-D" in widget.status_label.text()
+
+    one_frame = viewer.add_image(rng.random((1, 32, 32)).astype(np.float32), name="one frame")
+    assert widget.layer_combo.currentText() == "one frame"
+    qtbot.mouseClick(widget.run_button, qtbot_left_button())
+    assert len(notifications["error"]) == 2
+    assert "at least 2 frames" in notifications["error"][1]
+
+    frames = rng.random((4, 32, 32)).astype(np.float32)
+    frames[1, 3, 4] = np.nan
+    viewer.add_image(frames, name="with nan")
+    assert widget.run("with nan") is False
+    assert "NaN" in notifications["error"][2]
+
+    assert widget.worker is None and widget.run_button.isEnabled()
+    assert [layer.name for layer in viewer.layers] == ["single image", "one frame", "with nan"]
+
+
+def test_worker_exception_is_reported_and_ui_recovers(viewer, widget, qtbot, notifications):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA to provoke a device error in the worker")
+    add_phantom(viewer, "molli", seed=1)
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cuda"))
+    assert widget.run()  # the error happens inside the worker thread
+    wait_done(qtbot, widget)
+    assert len(notifications["error"]) == 1
+    assert "CUDA" in notifications["error"][0] and "failed" in notifications["error"][0]
+    assert "CUDA" in widget.status_label.text()
+    assert not any(layer.name.endswith(" registered") for layer in viewer.layers)
+    assert widget.run_button.isEnabled() and widget.layer_combo.isEnabled()
+
+
+def test_device_label_and_engine_defaults(widget):
+    import torch
+
+    from napari_any2reg.core.device import describe_device
+    from napari_any2reg.core.registration import available_engines
+    from napari_any2reg.widgets.registration import DEFAULT_ENGINE
+
+    assert describe_device("auto") in widget.device_label.text()
+    assert widget.device() == "auto"
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    assert describe_device("cpu") in widget.device_label.text()
+    cuda_item = widget.device_combo.model().item(widget.device_combo.findData("cuda"))
+    assert cuda_item.isEnabled() == torch.cuda.is_available()
+
+    assert combo_items(widget.engine_combo) == available_engines()
+    assert widget.engine() == DEFAULT_ENGINE
+    assert widget.engine_options() == {"metric": "cte", "iterations_scale": FAST}
+    widget.engine_combo.setCurrentIndex(widget.engine_combo.findData("xcoreg"))
+    assert not widget.metric_combo.isEnabled()  # X-CoReg has no metric choice
+    assert "metric" not in widget.engine_options()
+
+
+def test_layer_picker_and_reference_frame_follow_the_viewer(viewer, widget):
+    assert widget.layer_combo.count() == 0
+    a, _ = add_phantom(viewer, "molli", seed=0)
+    viewer.add_image(np.zeros((16, 16), np.float32), name="flat 2d")
+    assert combo_items(widget.layer_combo) == [a.name]
+
+    # a registered result is listed but never auto-selected; a new sequence is
+    result = viewer.add_image(a.data.copy(), name=f"{a.name} registered", metadata={"any2reg_result": {}})
+    assert widget.layer_combo.currentText() == a.name
+    b, _ = add_phantom(viewer, "stone", seed=1)
+    assert widget.layer_combo.currentText() == b.name
+    assert set(combo_items(widget.layer_combo)) == {a.name, result.name, b.name}
+
+    b.name = "renamed"
+    assert "renamed" in combo_items(widget.layer_combo)
+    assert widget.layer_combo.currentText() == "renamed"
+    viewer.layers.remove(b)
+    assert "renamed" not in combo_items(widget.layer_combo)
+    assert widget.layer_combo.currentText() == a.name
+
+    # the fixed-frame spin box defaults to the frame on screen
+    assert widget.frame_spin.maximum() == a.data.shape[0] - 1
+    assert not widget.frame_spin.isEnabled() and widget.reference_frame() is None
+    viewer.dims.set_current_step(0, 3)
+    widget.reference_combo.setCurrentIndex(widget.reference_combo.findData("fixed"))
+    assert widget.frame_spin.isEnabled()
+    assert widget.reference_frame() == 3
+
+
+# ---------------------------------------------------------------------- reader / writers
+def test_reader_opens_tiff_with_scale_and_timings(viewer, tmp_path):
+    from napari_any2reg.core.phantom import make_phantom
+    from napari_any2reg.io import write_tiff
+    from napari_any2reg.widgets._reader import get_reader
+
+    seq = make_phantom("molli", seed=4, shape=SMALL, spacing_mm=(4.5, 4.5)).sequence
+    path = write_tiff(tmp_path / "molli.tif", seq)
+    assert get_reader(str(path)) is not None
+    assert get_reader(str(tmp_path / "notes.txt")) is None
+    assert get_reader([str(path), str(path)]) is None  # two TIFFs are not one series
+    assert get_reader([str(path)]) is not None
+
+    layers = viewer.open(str(path), plugin=PLUGIN)
+    assert len(layers) == 1
+    layer = layers[0]
+    np.testing.assert_allclose(layer.data, seq.frames, rtol=1e-6)
+    np.testing.assert_allclose(layer.scale, (1.0, *seq.spacing_mm))
+    np.testing.assert_allclose(layer.metadata["timings_ms"], seq.timings_ms)
+    assert layer.metadata["any2reg_kind"] == "molli"
+    assert layer.colormap.name == "gray"
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".nii.gz"])
+def test_writer_round_trip(viewer, tmp_path, suffix):
+    from napari_any2reg.io import read_sequence
+
+    layer, phantom = add_phantom(viewer, "sasha", seed=5)
+    # a registered layer's metadata holds arrays: they must not break writing
+    layer.metadata = {**layer.metadata, "displacement": np.zeros((2, 2), np.float32)}
+    target = tmp_path / f"saved{suffix}"
+    written = viewer.layers.save(str(target), selected=False, plugin=PLUGIN)
+    assert str(written[0]) == str(target)
+    if suffix == ".nii.gz":  # timings and kind travel in the BIDS-style JSON sidecar
+        assert [str(p) for p in written[1:]] == [str(tmp_path / "saved.json")]
+    back = read_sequence(target)
+    seq = phantom.sequence
+    np.testing.assert_allclose(back.frames, seq.frames, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(back.timings_ms, seq.timings_ms)
+    np.testing.assert_allclose(back.spacing_mm, seq.spacing_mm, rtol=1e-5)
+    assert back.kind == seq.kind
+
+
+# ---------------------------------------------------------------------- python -m napari_any2reg
+def test_main_opens_sample_and_docks_widget(viewer):
+    from napari_any2reg.__main__ import build_parser, setup_viewer
+    from napari_any2reg.widgets.registration import RegistrationWidget
+
+    args = build_parser().parse_args(["--sample", "stone", "--device", "cpu"])
+    _, widget = setup_viewer(args, viewer=viewer)
+    assert isinstance(widget, RegistrationWidget)
+    assert [layer.data.shape[0] for layer in viewer.layers] == [11]
+    assert widget.layer_combo.currentText() == viewer.layers[0].name
+    assert widget.device() == "cpu"
