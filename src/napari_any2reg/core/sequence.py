@@ -224,7 +224,7 @@ def _validate_spacing(spacing: Any) -> tuple[float, float]:
     if values.size == 1:
         values = np.repeat(values, 2)
     if values.size != 2:
-        raise SequenceError(f"pixel spacing must be (dy, dx) in mm; got {spacing!r}.")
+        raise SequenceError(f"pixel spacing must be (dy, dx) in mm; got {values.tolist()}.")
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise SequenceError(f"pixel spacing must be positive (mm); got {tuple(values)}.")
+        raise SequenceError(f"pixel spacing must be positive (mm); got {tuple(values.tolist())}.")
     return float(values[0]), float(values[1])
