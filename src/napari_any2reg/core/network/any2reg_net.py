@@ -35,7 +35,6 @@ group-motion loss term handles the remainder during training.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
@@ -384,7 +383,6 @@ def predict(
     *,
     reference_frame: int | None = None,
     auxiliary_features=None,
-    device: str | torch.device | None = None,
 ) -> np.ndarray:
     """Run ``net`` on a raw sequence and return fields on the input grid.
 
@@ -408,8 +406,9 @@ def predict(
         All-to-one mode (``u_ref = 0``).
     auxiliary_features : ndarray or Tensor (N, C_aux, H, W), optional
         User-supplied per-frame features on the input grid.
-    device : optional
-        Where to run; default: the network's device.
+
+    The network runs on the device of its parameters (move it with ``net.to(device)``) and is
+    put in eval mode for the call (its previous mode is restored).
 
     Returns
     -------
@@ -421,7 +420,7 @@ def predict(
     if not np.isfinite(array).all():
         raise ValueError("frames contain NaN or infinite values")
     param = next(net.parameters(), None)
-    dev = torch.device(device) if device is not None else (param.device if param is not None else torch.device("cpu"))
+    dev = param.device if param is not None else torch.device("cpu")
     shape = tuple(array.shape[-2:])
     x = torch.from_numpy(normalise_intensities(array.astype(np.float32, copy=False))).to(dev)[:, None]
     aux = None
