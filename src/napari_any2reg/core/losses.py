@@ -13,6 +13,7 @@ __all__ = [
     "pca_weights",
     "weighted_template",
     "parzen_weights",
+    "rescale_to_unit",
     "bspline_bin_weights",
     "joint_histograms",
     "conditional_template_entropy",
@@ -73,7 +74,7 @@ def parzen_weights(values: torch.Tensor, bins: int, sigma: float | None = None) 
     return w / (w.sum(-1, keepdim=True) + _EPS)
 
 
-def _rescale_unit(x: torch.Tensor) -> torch.Tensor:
+def rescale_to_unit(x: torch.Tensor) -> torch.Tensor:
     """Min–max scale each row of ``(N, P)`` to [0, 1] (histogram range per image)."""
     lo = x.min(dim=1, keepdim=True).values.detach()
     hi = x.max(dim=1, keepdim=True).values.detach()
@@ -151,7 +152,7 @@ def conditional_template_entropy(
     if weights is None:
         weights = pca_weights(x.detach())
     template = weights @ x
-    joint = joint_histograms(_rescale_unit(x), _rescale_unit(template[None])[0], bins)
+    joint = joint_histograms(rescale_to_unit(x), rescale_to_unit(template[None])[0], bins)
     p_t = joint.sum(dim=1)  # (N, B) marginal of the template
     h_joint = -(joint * torch.log(joint + _EPS)).sum(dim=(1, 2))
     h_t = -(p_t * torch.log(p_t + _EPS)).sum(dim=1)

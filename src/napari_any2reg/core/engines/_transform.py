@@ -187,4 +187,40 @@ def stages_for_spacing(stages: list[Stage], spacing_mm: tuple[float, float], sha
     return out
 
 
-__all__ = ["Stage", "GroupTransform", "optimise", "pyramid_level", "border_mask", "scaled_stages", "stages_for_spacing", "DEFAULT_STAGES"]
+
+def run_classical_engine(
+    frames: torch.Tensor,
+    loss_fn: LossFn,
+    *,
+    progress: Progress,
+    reference_frame: int | None,
+    spacing_mm: tuple[float, float],
+    iterations_scale: float,
+    regulariser_weight: float,
+    nonrigid: bool,
+) -> tuple[torch.Tensor, dict[str, list[float]], list[dict]]:
+    """The schedule both classical engines share: pick, adapt and run the stages.
+
+    Returns the displacement, the loss history and a JSON-friendly description of the stages.
+    """
+    from ..losses import gradient_regulariser
+
+    stages = [s for s in DEFAULT_STAGES if nonrigid or s.grid_spacing_px is None]
+    stages = scaled_stages(stages_for_spacing(stages, spacing_mm, tuple(frames.shape[-2:])), iterations_scale)
+    displacement, history = optimise(
+        frames,
+        stages,
+        loss_fn,
+        reference_frame=reference_frame,
+        progress=progress,
+        regulariser_weight=regulariser_weight,
+        regulariser=gradient_regulariser,
+    )
+    described = [
+        {"name": s.name, "downsample": s.downsample, "iterations": s.iterations, "grid_spacing_px": s.grid_spacing_px}
+        for s in stages
+    ]
+    return displacement, history, described
+
+
+__all__ = ["Stage", "GroupTransform", "optimise", "pyramid_level", "border_mask", "scaled_stages", "stages_for_spacing", "DEFAULT_STAGES", "run_classical_engine"]

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from ..losses import conditional_template_entropy, gradient_regulariser, pca_residual_variance
+from ..losses import conditional_template_entropy, pca_residual_variance
 from ..registration import EngineOutput, Progress, register_engine
-from ._transform import DEFAULT_STAGES, optimise, scaled_stages, stages_for_spacing
+from ._transform import run_classical_engine
 
 @register_engine("groupwise")
 def groupwise_engine(
@@ -64,16 +64,15 @@ def groupwise_engine(
     else:
         raise ValueError(f"groupwise: unknown metric {metric!r}; use 'cte' or 'pca2'.")
 
-    stages = [s for s in DEFAULT_STAGES if nonrigid or s.grid_spacing_px is None]
-    stages = scaled_stages(stages_for_spacing(stages, spacing_mm, tuple(frames.shape[-2:])), iterations_scale)
-    displacement, history = optimise(
+    displacement, history, stages = run_classical_engine(
         frames,
-        stages,
         loss_fn,
-        reference_frame=reference_frame,
         progress=progress,
+        reference_frame=reference_frame,
+        spacing_mm=spacing_mm,
+        iterations_scale=iterations_scale,
         regulariser_weight=regulariser_weight,
-        regulariser=gradient_regulariser,
+        nonrigid=nonrigid,
     )
     params = {
         "metric": metric,
@@ -81,10 +80,7 @@ def groupwise_engine(
         "regulariser_weight": regulariser_weight,
         "bins": bins,
         "nonrigid": nonrigid,
-        "stages": [
-            {"name": s.name, "downsample": s.downsample, "iterations": s.iterations, "grid_spacing_px": s.grid_spacing_px}
-            for s in stages
-        ],
+        "stages": stages,
     }
     if metric == "pca2":
         params["pca_components"] = pca_components

@@ -21,18 +21,12 @@ from typing import Any
 
 import torch
 
-from ..losses import gradient_regulariser, parzen_weights, pca_weights
+from ..losses import parzen_weights, pca_weights, rescale_to_unit
 from ..registration import EngineOutput, Progress, register_engine
-from ._transform import DEFAULT_STAGES, optimise, scaled_stages, stages_for_spacing
+from ._transform import run_classical_engine
 
 _EPS = 1e-8
 
-
-
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    lo = x.min(dim=1, keepdim=True).values.detach()
-    hi = x.max(dim=1, keepdim=True).values.detach()
-    return (x - lo) / (hi - lo + _EPS)
 
 
 class LatentAnatomyModel:
@@ -50,7 +44,7 @@ class LatentAnatomyModel:
         permutation-equivariant.
         """
         template = pca_weights(x) @ x
-        template = _unit(template[None])[0]
+        template = rescale_to_unit(template[None])[0]
         centres = (torch.arange(self.n_classes, device=x.device, dtype=x.dtype) + 0.5) / self.n_classes
         logits = -0.5 * ((template[:, None] - centres) / (0.5 / self.n_classes)) ** 2
         return torch.softmax(logits, dim=1)  # (P, K)
@@ -121,7 +115,7 @@ def xcoreg_engine(
     def loss_fn(warped, disp, mask):
         n = warped.shape[0]
         x = warped.reshape(n, -1)[:, mask.reshape(-1)]
-        levels = parzen_weights(_unit(x), n_levels)  # (N, P, L)
+        levels = parzen_weights(rescale_to_unit(x), n_levels)  # (N, P, L)
         with torch.no_grad():
             if state["gamma"] is None or state["shape"] != tuple(warped.shape):
                 # a new pyramid level: restart the posterior from the current template
@@ -130,16 +124,15 @@ def xcoreg_engine(
             state["gamma"] = model.fit(levels.detach(), state["gamma"])
         return negative_mutual_information(levels, state["gamma"]), {}
 
-    stages = [s for s in DEFAULT_STAGES if nonrigid or s.grid_spacing_px is None]
-    stages = scaled_stages(stages_for_spacing(stages, spacing_mm, tuple(frames.shape[-2:])), iterations_scale)
-    displacement, history = optimise(
+    displacement, history, stages = run_classical_engine(
         frames,
-        stages,
         loss_fn,
-        reference_frame=reference_frame,
         progress=progress,
+        reference_frame=reference_frame,
+        spacing_mm=spacing_mm,
+        iterations_scale=iterations_scale,
         regulariser_weight=regulariser_weight,
-        regulariser=gradient_regulariser,
+        nonrigid=nonrigid,
     )
     params = {
         "n_classes": n_classes,
@@ -148,5 +141,6 @@ def xcoreg_engine(
         "iterations_scale": iterations_scale,
         "regulariser_weight": regulariser_weight,
         "nonrigid": nonrigid,
+        "stages": stages,
     }
     return EngineOutput(displacement=displacement, loss_history=history, params=params)
