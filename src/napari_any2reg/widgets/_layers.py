@@ -10,7 +10,6 @@ writing, because files only keep JSON-friendly metadata.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -69,29 +68,16 @@ def sequence_to_layer_data(seq: "Sequence", *, name: str | None = None) -> Layer
     return np.array(seq.frames, dtype=np.float32, copy=True), kwargs, "image"
 
 
-def _is_jsonable(value: Any) -> bool:
-    if isinstance(value, np.ndarray):
-        return False
-    try:
-        json.dumps(value, allow_nan=True)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 def jsonable_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
-    """The entries of ``metadata`` that survive a JSON round trip (no arrays, no objects).
+    """The entries of ``metadata`` that can go into a file header (see ``io``'s rule).
 
-    The registration summary (``any2reg_result``) is kept when it is JSON-friendly; the
-    displacement and template arrays are dropped.
+    The registration arrays (``displacement``, ``template``) are dropped first: they belong
+    to the session, not to the written stack.
     """
-    out: dict[str, Any] = {}
-    for key, value in dict(metadata or {}).items():
-        if key in ("displacement", "template"):
-            continue
-        if _is_jsonable(value):
-            out[str(key)] = value
-    return out
+    from ..io._common import jsonable_metadata as header_metadata
+
+    meta = {k: v for k, v in dict(metadata or {}).items() if k not in ("displacement", "template")}
+    return header_metadata(meta)
 
 
 def sequence_from_layer_fields(
