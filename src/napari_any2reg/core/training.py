@@ -1,0 +1,997 @@
+"""Unsupervised training of the Any2Reg network on simulated (and optionally user) sequences.
+
+Recipe (``DESIGN.md`` §3–4; Any2Reg and CAR papers), one optimisation step:
+
+1. draw a sequence: a seeded cardiac phantom (:func:`core.phantom.make_phantom`) with a random
+   kind (MOLLI 5(3)3 and 4(1)3(1)2, STONE, SASHA, IR, ASL, perfusion, cine), number of frames,
+   anatomy, motion, field strength, contrast state and SNR; a random frame subset and a random
+   flip / transpose; intensities normalised like :func:`core.network.predict` does. Optionally
+   an unlabelled user sequence instead (``user_data_dir``). The true motion is never used by
+   the loss (it is only kept for validation);
+2. network input: with probability ``car_probability`` a CAR contrast augmentation
+   (:func:`core.augmentation.car_augment`, a new random contrast per frame), else with
+   probability ``curve_probability`` a random monotone tone curve per frame, else the frames;
+3. loss, on the *un-augmented* frames warped by the predicted field ``u`` (CAR: the similarity
+   is computed on the pre-augmentation images)::
+
+       L = CTE(warp(frames, u) inside the border mask)
+           + lambda_reg * mean|grad u|^2          (pixels of the training grid)
+           + lambda_grp * mean_x |mean_i u_i(x)|^2
+           + lambda_contrast * MSE(P(E0(car_a(frames))), P(E0(car_b(frames))))
+
+   where ``E0`` is the network's level-0 image encoder (``net.encoder[0]``: the frame-shared
+   stem whose input is the image itself, i.e. where contrast enters), ``P`` a 1x1-conv
+   projection head (32 channels, trained with the network, kept in the checkpoint, not needed
+   at inference) and both projected maps are standardised per frame and channel before the
+   MSE so that the head cannot shrink its output to zero;
+4. Adam, gradient-norm clipping, a step is skipped (and logged) if the loss is not finite.
+
+Why the border mask and the strong regulariser: on a small phantom the CTE with a weak
+regulariser (1 x mean|grad u|^2) was minimised by non-physical deformations that pull
+extrapolated border pixels into the histogram (loss below its value at the true alignment
+while the end-point error grew). The classical engines evaluate the similarity inside
+:func:`core.engines._transform.border_mask` and use ``20 x mean|grad u|^2``; so do we.
+
+Validation: a few fixed held-out phantoms (seeds >= 10000, never drawn for training: training
+anatomy seeds are < 10000) registered with :func:`core.network.predict`; the score is the mean
+over them of ``relative_epe(predicted) / relative_epe(0)`` (1 = no better than doing nothing,
+0 = perfect). ``best.pt`` keeps the network with the lowest score.
+
+Files written to ``out_dir`` (all atomically):
+
+* ``checkpoint.pt`` — model, projection head and optimiser state, step, RNG states, config,
+  elapsed seconds, last and best validation; :func:`train` resumes from it;
+* ``train_log.jsonl`` — one JSON object per step (loss terms, gradient norm, seconds, kind,
+  N, and the validation numbers on validation steps);
+* ``best.pt`` — model state + network config + training config + validation numbers
+  (:func:`load_network` reads it, and ``checkpoint.pt``).
+
+Randomness: the sequence drawn at step ``k`` depends only on ``(seed, k)`` (and the phantoms
+on ``(seed, phantom index)``), so a resumed run draws exactly the sequences the uninterrupted
+run would have drawn. No Qt / napari imports.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .augmentation import car_augment, random_intensity_curve
+from .engines._transform import border_mask
+from .losses import conditional_template_entropy, gradient_regulariser, group_motion_penalty
+from .metrics import relative_epe
+from .network import Any2RegNet, predict
+from .phantom import make_phantom
+from .registration import Progress, RegistrationCancelled, normalise_intensities
+from .spatial import folding_fraction, warp
+
+__all__ = [
+    "TrainingConfig",
+    "TrainingSample",
+    "ProjectionHead",
+    "sample_training_sequence",
+    "training_loss",
+    "validation_phantoms",
+    "validate",
+    "train",
+    "learning_rate_at",
+    "load_network",
+    "read_log",
+    "CHECKPOINT_NAME",
+    "BEST_NAME",
+    "LOG_NAME",
+    "VALIDATION_SEED_MIN",
+]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+BEST_NAME = "best.pt"
+LOG_NAME = "train_log.jsonl"
+#: Phantom anatomy seeds at or above this are reserved for validation / testing.
+VALIDATION_SEED_MIN = 10000
+_CHECKPOINT_FORMAT = "any2reg-training-checkpoint"
+_WEIGHTS_FORMAT = "any2reg-weights"
+_FORMAT_VERSION = 1
+
+#: Sequence variants drawn for training: name -> (phantom kind, MOLLI schedule or None).
+SEQUENCE_VARIANTS: dict[str, tuple[str, str | None]] = {
+    "molli-5(3)3": ("molli", "5(3)3"),
+    "molli-4(1)3(1)2": ("molli", "4(1)3(1)2"),
+    "stone": ("stone", None),
+    "sasha": ("sasha", None),
+    "ir": ("ir", None),
+    "asl": ("asl", None),
+    "perfusion": ("perfusion", None),
+    "cine": ("cine", None),
+}
+
+
+# ====================================================================== configuration
+def _default_kinds() -> dict[str, float]:
+    return {name: 1.0 for name in SEQUENCE_VARIANTS}
+
+
+def _default_net() -> dict[str, Any]:
+    return {"scales": 4, "base_channels": 16}
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """Everything that defines a training run (saved in every checkpoint).
+
+    Defaults target ~1 h on 2 CPU cores: 96 x 96 crops at 3 mm (the field of view of
+    192 x 192 at 1.5 mm: 288 mm, the whole chest), ``base_channels=16``, 4 scales
+    (~0.25 M parameters), one sequence of 4–24 frames per step. At inference pass
+    ``training_spacing_mm=config.spacing_mm`` to :func:`core.network.predict`
+    (:func:`load_network` returns it).
+
+    Attributes (grouped)
+    --------------------
+    seed, steps, sequences_per_step
+        Run identity and length; ``sequences_per_step`` sequences (of different N) are
+        accumulated into one gradient step.
+    shape, spacing_mm
+        Training grid ``(H, W)`` and pixel spacing ``(dy, dx)`` in mm.
+    n_frames_range
+        Frames per training sequence (inclusive). MOLLI has 8 / 9 frames by its schedule
+        (a subset may be drawn from them).
+    kinds
+        Relative sampling weight per variant of :data:`SEQUENCE_VARIANTS`.
+    snr_range, noise_free_probability
+        Rician noise SNR, drawn log-uniformly; a share of noise-free sequences.
+    motion_mm_range, rotation_deg_range, nonrigid_mm_range, nonrigid_scale_mm_range
+        Phantom motion amplitudes (uniform); see :func:`core.phantom.make_phantom`.
+    heart_rate_range, field_strengths, post_contrast_probability
+        Protocol variation.
+    frame_subset_probability, dihedral
+        Use a random subset of the frames; random flips / transpose of the whole sequence.
+    phantom_reuse, phantom_pool
+        Each generated phantom is used about ``phantom_reuse`` times (with a different frame
+        subset, orientation and augmentation each time) from a pool of the last
+        ``phantom_pool`` phantoms: generating a phantom costs about as much as a step.
+    car_probability, car_layers, car_hidden, curve_probability
+        Input contrast augmentation (CAR) and the milder tone-curve augmentation.
+    learning_rate, lr_schedule, lr_min_fraction, warmup_steps, weight_decay, grad_clip, adam_eps
+        Optimiser (Adam; AdamW when ``weight_decay > 0``). ``lr_schedule="cosine"``: linear
+        warm-up over ``warmup_steps``, then cosine decay to ``lr_min_fraction x
+        learning_rate`` at ``steps`` (raising ``steps`` on resume stretches the remaining
+        schedule); ``"constant"``: warm-up then constant. ``grad_clip`` is the max global
+        gradient norm (0: none).
+    lambda_reg, lambda_grp, lambda_contrast
+        Loss weights (see the module docstring).
+    cte_bins, border_margin
+        CTE histogram bins; border excluded from the similarity (fraction of each side).
+    contrast_channels
+        Output channels of the CAR projection head.
+    net
+        Keyword arguments of :class:`~core.network.Any2RegNet`.
+    checkpoint_every, validate_every, log_every
+        In steps (the last step is always checkpointed and validated); ``log_every`` is used
+        by the CLI's progress line only (every step is logged to the file).
+    validation_seeds, validation_kinds, validation_motion_mm, validation_snr
+        Held-out phantoms: ``validation_kinds[i]`` at ``validation_seeds[i]`` (seeds must be
+        >= 10000).
+    user_data_dir, user_data_probability
+        Optional folder of unlabelled sequences (any format :func:`io.read_sequence` reads),
+        drawn instead of a phantom with the given probability.
+    device, num_threads
+        ``"auto"``, ``"cpu"`` or ``"cuda"``; CPU threads (``None``: torch's default).
+    """
+
+    seed: int = 0
+    steps: int = 3000
+    sequences_per_step: int = 1
+    shape: tuple[int, int] = (96, 96)
+    spacing_mm: tuple[float, float] = (3.0, 3.0)
+    n_frames_range: tuple[int, int] = (4, 24)
+    kinds: dict[str, float] = dataclasses.field(default_factory=_default_kinds)
+    snr_range: tuple[float, float] = (15.0, 80.0)
+    noise_free_probability: float = 0.1
+    motion_mm_range: tuple[float, float] = (3.0, 15.0)
+    rotation_deg_range: tuple[float, float] = (0.0, 5.0)
+    nonrigid_mm_range: tuple[float, float] = (0.0, 2.5)
+    nonrigid_scale_mm_range: tuple[float, float] = (20.0, 40.0)
+    heart_rate_range: tuple[float, float] = (50.0, 90.0)
+    field_strengths: tuple[float, ...] = (1.5, 3.0)
+    post_contrast_probability: float = 0.3
+    frame_subset_probability: float = 0.5
+    dihedral: bool = True
+    phantom_reuse: int = 4
+    phantom_pool: int = 8
+    car_probability: float = 0.5
+    car_layers: int = 4
+    car_hidden: int = 8
+    curve_probability: float = 0.2
+    learning_rate: float = 1e-3
+    lr_schedule: str = "cosine"
+    lr_min_fraction: float = 0.05
+    warmup_steps: int = 20
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    adam_eps: float = 1e-7
+    lambda_reg: float = 20.0
+    lambda_grp: float = 1.0
+    lambda_contrast: float = 0.05
+    cte_bins: int = 24
+    border_margin: float = 0.06
+    contrast_channels: int = 32
+    net: dict[str, Any] = dataclasses.field(default_factory=_default_net)
+    checkpoint_every: int = 50
+    validate_every: int = 100
+    log_every: int = 10
+    validation_seeds: tuple[int, ...] = (10000, 10001, 10002, 10003, 10004, 10005)
+    validation_kinds: tuple[str, ...] = ("molli", "stone", "sasha", "cine", "asl", "perfusion")
+    validation_motion_mm: float = 10.0
+    validation_snr: float = 40.0
+    user_data_dir: str | None = None
+    user_data_probability: float = 0.0
+    device: str = "cpu"
+    num_threads: int | None = None
+
+    def __post_init__(self) -> None:
+        self.shape = tuple(int(s) for s in self.shape)
+        self.spacing_mm = tuple(float(s) for s in self.spacing_mm)
+        self.n_frames_range = tuple(int(n) for n in self.n_frames_range)
+        for name in ("snr_range", "motion_mm_range", "rotation_deg_range", "nonrigid_mm_range",
+                     "nonrigid_scale_mm_range", "heart_rate_range"):
+            setattr(self, name, tuple(float(v) for v in getattr(self, name)))
+        self.field_strengths = tuple(float(v) for v in self.field_strengths)
+        self.validation_seeds = tuple(int(s) for s in self.validation_seeds)
+        self.validation_kinds = tuple(str(k) for k in self.validation_kinds)
+        self.kinds = {str(k): float(v) for k, v in dict(self.kinds).items()}
+        self.net = dict(self.net)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` for inconsistent settings."""
+        if self.steps < 0 or self.sequences_per_step < 1:
+            raise ValueError("steps must be >= 0 and sequences_per_step >= 1")
+        if len(self.shape) != 2 or min(self.shape) < 16:
+            raise ValueError(f"shape must be (H, W) with H, W >= 16; got {self.shape}")
+        if len(self.spacing_mm) != 2 or min(self.spacing_mm) <= 0:
+            raise ValueError(f"spacing_mm must be two positive numbers; got {self.spacing_mm}")
+        lo, hi = self.n_frames_range
+        if lo < 2 or hi < lo:
+            raise ValueError(f"n_frames_range must satisfy 2 <= min <= max; got {self.n_frames_range}")
+        unknown = set(self.kinds) - set(SEQUENCE_VARIANTS)
+        if unknown or not self.kinds or sum(self.kinds.values()) <= 0 or min(self.kinds.values()) < 0:
+            raise ValueError(
+                f"kinds must map some of {sorted(SEQUENCE_VARIANTS)} to non-negative weights "
+                f"(not all zero); got {self.kinds}"
+            )
+        if len(self.validation_seeds) != len(self.validation_kinds):
+            raise ValueError("validation_seeds and validation_kinds must have the same length")
+        if any(s < VALIDATION_SEED_MIN for s in self.validation_seeds):
+            raise ValueError(f"validation seeds must be >= {VALIDATION_SEED_MIN} (held out from training)")
+        if self.checkpoint_every < 1 or self.validate_every < 1 or self.log_every < 1:
+            raise ValueError("checkpoint_every, validate_every and log_every must be >= 1")
+        if self.phantom_reuse < 1 or self.phantom_pool < 1:
+            raise ValueError("phantom_reuse and phantom_pool must be >= 1")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be 'cosine' or 'constant'; got {self.lr_schedule!r}")
+        if self.user_data_probability > 0 and not self.user_data_dir:
+            raise ValueError("user_data_probability > 0 needs user_data_dir")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dictionary (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainingConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown TrainingConfig field(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "TrainingConfig":
+        return dataclasses.replace(self, **changes)
+
+
+# ====================================================================== data
+class TrainingSample(NamedTuple):
+    """One training sequence.
+
+    frames : Tensor (N, H, W) float32, normalised with :func:`core.registration.normalise_intensities`
+    displacement : Tensor (N, 2, H, W) float32 or None
+        True pull-back motion in pixels (phantoms only; never used by the loss).
+    heart_mask : Tensor (H, W) bool or None
+        Heart region on the common grid (phantoms only).
+    """
+
+    frames: torch.Tensor
+    displacement: torch.Tensor | None
+    heart_mask: torch.Tensor | None
+
+
+def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
+    lo, hi = bounds
+    return float(lo if hi <= lo else rng.uniform(lo, hi))
+
+
+def _phantom_arguments(rng: np.random.Generator, config: TrainingConfig) -> dict[str, Any]:
+    """Random :func:`make_phantom` arguments (anatomy seed < :data:`VALIDATION_SEED_MIN`)."""
+    names = sorted(config.kinds)
+    p = np.array([config.kinds[n] for n in names], np.float64)
+    variant = names[int(rng.choice(len(names), p=p / p.sum()))]
+    kind, schedule = SEQUENCE_VARIANTS[variant]
+    lo, hi = config.n_frames_range
+    args: dict[str, Any] = dict(
+        kind=kind,
+        seed=int(rng.integers(0, VALIDATION_SEED_MIN)),
+        shape=config.shape,
+        spacing_mm=config.spacing_mm,
+        heart_rate_bpm=_uniform(rng, config.heart_rate_range),
+        field_strength=float(config.field_strengths[int(rng.integers(len(config.field_strengths)))]),
+        contrast="post" if (kind in ("molli", "stone", "sasha", "ir") and rng.random() < config.post_contrast_probability) else "native",
+        motion_mm=_uniform(rng, config.motion_mm_range),
+        rotation_deg=_uniform(rng, config.rotation_deg_range),
+        nonrigid_mm=_uniform(rng, config.nonrigid_mm_range),
+        nonrigid_scale_mm=_uniform(rng, config.nonrigid_scale_mm_range),
+    )
+    snr_lo, snr_hi = config.snr_range
+    noise_free = rng.random() < config.noise_free_probability
+    snr = float(math.exp(rng.uniform(math.log(snr_lo), math.log(max(snr_hi, snr_lo)))))
+    args["snr"] = None if noise_free else snr
+    if kind == "molli":
+        args["schedule"] = schedule
+    else:
+        args["n_frames"] = int(rng.integers(lo, hi + 1))
+    return args
+
+
+def _make_phantom_safely(args: dict[str, Any]):
+    """:func:`make_phantom`, halving the motion until the deformation does not fold."""
+    for _ in range(6):
+        try:
+            return make_phantom(**args)
+        except ValueError as exc:
+            if "folds" not in str(exc):
+                raise
+            args = dict(args, motion_mm=args["motion_mm"] / 2, rotation_deg=args["rotation_deg"] / 2,
+                        nonrigid_mm=args["nonrigid_mm"] / 2)
+    return make_phantom(**dict(args, motion_mm=0.0, rotation_deg=0.0, nonrigid_mm=0.0))
+
+
+def _dihedral(frames: torch.Tensor, disp: torch.Tensor | None, mask: torch.Tensor | None,
+              transpose: bool, flip_y: bool, flip_x: bool):
+    """Apply a transpose / flips to frames ``(N, H, W)``, a pull-back field ``(N, 2, H, W)``
+    (vectors transformed with the grid) and a mask ``(H, W)``."""
+    if transpose:
+        frames = frames.transpose(-2, -1)
+        if disp is not None:
+            disp = disp.transpose(-2, -1).flip(1)  # swap (dy, dx)
+        if mask is not None:
+            mask = mask.transpose(-2, -1)
+    if flip_y:
+        frames = frames.flip(-2)
+        if disp is not None:
+            disp = disp.flip(-2) * disp.new_tensor([-1.0, 1.0]).view(1, 2, 1, 1)
+        if mask is not None:
+            mask = mask.flip(-2)
+    if flip_x:
+        frames = frames.flip(-1)
+        if disp is not None:
+            disp = disp.flip(-1) * disp.new_tensor([1.0, -1.0]).view(1, 2, 1, 1)
+        if mask is not None:
+            mask = mask.flip(-1)
+    return (frames.contiguous(), None if disp is None else disp.contiguous(),
+            None if mask is None else mask.contiguous())
+
+
+def _frame_subset(rng: np.random.Generator, n: int, config: TrainingConfig) -> np.ndarray:
+    """Indices of the frames to use (all, or a random subset of ``n_frames_range`` size)."""
+    lo, hi = config.n_frames_range
+    if n <= 2 or rng.random() >= config.frame_subset_probability:
+        keep = np.arange(n)
+        if n > hi:  # e.g. MOLLI 9 frames with n_frames_range (2, 8)
+            keep = np.sort(rng.choice(n, size=hi, replace=False))
+        return keep
+    size = int(rng.integers(min(max(2, lo), n), min(hi, n) + 1))
+    return np.sort(rng.choice(n, size=size, replace=False))
+
+
+def _use_phantom(phantom, rng: np.random.Generator, config: TrainingConfig) -> TrainingSample:
+    """Frame subset, orientation and normalisation of one phantom."""
+    keep = _frame_subset(rng, phantom.sequence.n_frames, config)
+    frames = torch.from_numpy(np.ascontiguousarray(phantom.sequence.frames[keep]))
+    disp = torch.from_numpy(np.ascontiguousarray(phantom.displacement[keep]))
+    mask = torch.from_numpy(np.asarray(phantom.heart_mask, bool))
+    if config.dihedral and config.shape[0] == config.shape[1]:
+        flags = rng.random(3) < 0.5
+        frames, disp, mask = _dihedral(frames, disp, mask, bool(flags[0]), bool(flags[1]), bool(flags[2]))
+    elif config.dihedral:
+        flags = rng.random(2) < 0.5
+        frames, disp, mask = _dihedral(frames, disp, mask, False, bool(flags[0]), bool(flags[1]))
+    frames = torch.from_numpy(normalise_intensities(frames.numpy()))
+    return TrainingSample(frames, disp, mask)
+
+
+def sample_training_sequence(rng: np.random.Generator, config: TrainingConfig) -> TrainingSample:
+    """Draw one fresh random phantom sequence for training.
+
+    A random variant (``config.kinds``), anatomy seed (< 10000), number of frames, motion
+    amplitude, rotation, non-rigid deformation, heart rate, field strength, contrast state and
+    SNR; then a random frame subset and orientation, and intensity normalisation.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    config : TrainingConfig
+
+    Returns
+    -------
+    TrainingSample ``(frames (N, H, W) normalised, true displacement (N, 2, H, W), heart mask (H, W))``
+    as torch tensors on the CPU.
+    """
+    phantom = _make_phantom_safely(_phantom_arguments(rng, config))
+    return _use_phantom(phantom, rng, config)
+
+
+class _UserData:
+    """Unlabelled user sequences from a folder, resampled to the training grid."""
+
+    def __init__(self, folder: str | os.PathLike, config: TrainingConfig):
+        from ..io import read_sequence, supported_path
+
+        root = Path(folder)
+        if not root.is_dir():
+            raise ValueError(f"user_data_dir {root} is not a folder")
+        candidates = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+        self.sequences = []
+        self.skipped: list[str] = []
+        for path in candidates:
+            try:
+                if not supported_path(path):
+                    continue
+                seq = read_sequence(path)
+            except Exception as exc:  # unreadable files are reported, not fatal
+                self.skipped.append(f"{path.name}: {' '.join(str(exc).split())}")
+                continue
+            frames = torch.from_numpy(normalise_intensities(seq.frames))
+            # resample to the training spacing (corner-aligned, like predict)
+            h, w = frames.shape[-2:]
+            size = tuple(max(2, int(round((s - 1) * sp / t)) + 1) for s, sp, t in zip((h, w), seq.spacing_mm, config.spacing_mm))
+            if size != (h, w):
+                shrink = size[0] < h or size[1] < w
+                frames = F.interpolate(frames[:, None], size=size, mode="bilinear", align_corners=True, antialias=shrink)[:, 0]
+            self.sequences.append(frames)
+        if not self.sequences:
+            raise ValueError(f"user_data_dir {root} holds no readable sequence")
+        self.config = config
+
+    def draw(self, rng: np.random.Generator) -> TrainingSample:
+        config = self.config
+        frames = self.sequences[int(rng.integers(len(self.sequences)))]
+        keep = _frame_subset(rng, frames.shape[0], config)
+        frames = frames[torch.from_numpy(keep)]
+        # random crop (or replicate-pad) to the training shape
+        H, W = config.shape
+        h, w = frames.shape[-2:]
+        if h < H or w < W:
+            ph, pw = max(0, H - h), max(0, W - w)
+            frames = F.pad(frames[:, None], (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")[:, 0]
+            h, w = frames.shape[-2:]
+        # stay near the centre (cardiac scans centre the heart)
+        top = int(rng.integers((h - H) // 4, (h - H) - (h - H) // 4 + 1))
+        left = int(rng.integers((w - W) // 4, (w - W) - (w - W) // 4 + 1))
+        frames = frames[:, top:top + H, left:left + W]
+        if config.dihedral:
+            flags = rng.random(3) < 0.5
+            frames, _, _ = _dihedral(frames, None, None, bool(flags[0]) and H == W, bool(flags[1]), bool(flags[2]))
+        return TrainingSample(frames.contiguous().float(), None, None)
+
+
+class _Sampler:
+    """Deterministic stream of training sequences with a small pool of reused phantoms.
+
+    Draw ``d`` (0-based over the whole run) uses phantom ``j = d // reuse - r`` with ``r``
+    drawn in ``[0, pool)``; phantom ``j``'s arguments depend only on ``(seed, j)``, so resuming
+    regenerates exactly the phantoms it needs.
+    """
+
+    def __init__(self, config: TrainingConfig):
+        self.config = config
+        self.cache: OrderedDict[int, Any] = OrderedDict()
+        self.user = None
+        if config.user_data_dir and config.user_data_probability > 0:
+            self.user = _UserData(config.user_data_dir, config)
+
+    def phantom(self, index: int):
+        if index in self.cache:
+            self.cache.move_to_end(index)
+            return self.cache[index]
+        rng = np.random.default_rng([self.config.seed, 7919, index])
+        phantom = _make_phantom_safely(_phantom_arguments(rng, self.config))
+        self.cache[index] = phantom
+        while len(self.cache) > self.config.phantom_pool + 1:
+            self.cache.popitem(last=False)
+        return phantom
+
+    def draw(self, rng: np.random.Generator, draw_index: int) -> tuple[TrainingSample, dict[str, Any]]:
+        config = self.config
+        if self.user is not None and rng.random() < config.user_data_probability:
+            return self.user.draw(rng), {"source": "user"}
+        newest = draw_index // config.phantom_reuse
+        index = max(0, newest - int(rng.integers(0, config.phantom_pool)))
+        phantom = self.phantom(index)
+        sample = _use_phantom(phantom, rng, config)
+        args = phantom.params["arguments"]
+        info = {"source": "phantom", "phantom": index, "kind": args["kind"]}
+        if args["kind"] == "molli":
+            info["kind"] = f"molli-{args['schedule']}"
+        return sample, info
+
+
+# ====================================================================== loss
+class ProjectionHead(nn.Module):
+    """CAR projection head: 1x1 conv ``channels → out_channels`` (no bias) applied per frame;
+    the output is standardised per frame and channel over space (instance norm, no affine)."""
+
+    def __init__(self, channels: int, out_channels: int = 32):
+        super().__init__()
+        self.proj = nn.Conv2d(channels, out_channels, 1, bias=False)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.instance_norm(self.proj(features), eps=1e-5)
+
+
+def _car(frames: torch.Tensor, generator: torch.Generator, config: TrainingConfig) -> torch.Tensor:
+    return car_augment(frames, generator, layers=config.car_layers, hidden=config.car_hidden)
+
+
+def training_loss(
+    net: Any2RegNet,
+    frames: torch.Tensor,
+    config: TrainingConfig,
+    generator: torch.Generator,
+    *,
+    projection: ProjectionHead | None = None,
+    mask: torch.Tensor | None = None,
+    augment: bool = True,
+) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    """The training loss on one sequence.
+
+    Parameters
+    ----------
+    net : Any2RegNet
+    frames : Tensor (N, H, W), normalised, on the network's device
+    config : TrainingConfig
+        Loss weights, CTE bins, augmentation probabilities.
+    generator : torch.Generator (CPU)
+        Draws the augmentation choices and CAR weights.
+    projection : ProjectionHead, optional
+        Needed when ``config.lambda_contrast > 0`` (else that term is skipped).
+    mask : Tensor (H, W) bool, optional
+        Pixels of the similarity; default :func:`core.engines._transform.border_mask`.
+    augment : bool
+        ``False``: feed the frames unchanged and skip the contrast term (evaluation).
+
+    Returns
+    -------
+    (loss, terms, displacement): scalar loss with gradient, a dict of float terms
+    (``loss``, ``cte``, ``reg``, ``grp``, ``contrast``, ``input`` = which input augmentation
+    was used as a code 0 none / 1 car / 2 curve) and the predicted field ``(N, 2, H, W)``.
+    """
+    if mask is None:
+        mask = border_mask(tuple(frames.shape[-2:]), frames.device, margin_fraction=config.border_margin)
+    choice = 0
+    net_input = frames
+    contrast = frames.new_zeros(())
+    if augment:
+        r = float(torch.rand((), generator=generator))
+        if r < config.car_probability:
+            choice = 1
+            net_input = _car(frames, generator, config)
+        elif r < config.car_probability + config.curve_probability:
+            choice = 2
+            net_input = random_intensity_curve(frames, generator)
+        if config.lambda_contrast > 0 and projection is not None:
+            a = _car(frames, generator, config)[:, None]
+            b = _car(frames, generator, config)[:, None]
+            stem = net.encoder[0]
+            contrast = F.mse_loss(projection(stem(a)), projection(stem(b)))
+    u = net(net_input)
+    warped = warp(frames[:, None], u)[:, 0]
+    cte = conditional_template_entropy(warped, bins=config.cte_bins, mask=mask)
+    reg = gradient_regulariser(u)
+    grp = group_motion_penalty(u)
+    loss = cte + config.lambda_reg * reg + config.lambda_grp * grp
+    if augment and config.lambda_contrast > 0 and projection is not None:
+        loss = loss + config.lambda_contrast * contrast
+    terms = {
+        "loss": float(loss.detach()),
+        "cte": float(cte.detach()),
+        "reg": float(reg.detach()),
+        "grp": float(grp.detach()),
+        "contrast": float(contrast.detach()),
+        "input": choice,
+    }
+    return loss, terms, u
+
+
+# ====================================================================== validation
+def validation_phantoms(config: TrainingConfig) -> list[Any]:
+    """The held-out phantoms (``validation_kinds[i]`` at ``validation_seeds[i]``, training grid)."""
+    out = []
+    for kind, seed in zip(config.validation_kinds, config.validation_seeds):
+        out.append(
+            make_phantom(kind, seed=seed, shape=config.shape, spacing_mm=config.spacing_mm,
+                         motion_mm=config.validation_motion_mm, snr=config.validation_snr)
+        )
+    return out
+
+
+def validate(net: Any2RegNet, phantoms: list[Any], spacing_mm: tuple[float, float]) -> dict[str, Any]:
+    """Register each phantom with :func:`core.network.predict` and score it.
+
+    Returns ``{"epe_ratio": mean over phantoms of relative_epe(pred) / relative_epe(0),
+    "epe_mm": mean relative EPE (mm), "epe0_mm": mean with no registration,
+    "folding_percent": mean % of folded pixels, "per_sequence": {...}}``.
+    """
+    per: dict[str, dict[str, float]] = {}
+    for ph in phantoms:
+        seq = ph.sequence
+        u = predict(net, seq.frames, spacing_mm=None)
+        e = relative_epe(u, ph.displacement, ph.heart_mask, spacing_mm=spacing_mm)
+        e0 = relative_epe(np.zeros_like(ph.displacement), ph.displacement, ph.heart_mask, spacing_mm=spacing_mm)
+        name = f"{seq.kind}-{seq.metadata.get('seed')}"
+        per[name] = {
+            "epe_mm": e,
+            "epe0_mm": e0,
+            "epe_ratio": e / max(e0, 1e-9),
+            "folding_percent": 100.0 * folding_fraction(u),
+        }
+    values = list(per.values())
+    return {
+        "epe_ratio": float(np.mean([v["epe_ratio"] for v in values])),
+        "epe_mm": float(np.mean([v["epe_mm"] for v in values])),
+        "epe0_mm": float(np.mean([v["epe0_mm"] for v in values])),
+        "folding_percent": float(np.mean([v["folding_percent"] for v in values])),
+        "per_sequence": per,
+    }
+
+
+# ====================================================================== files
+def _atomic_save(obj: Any, path: Path) -> None:
+    from ..io import atomic_write
+
+    atomic_write(path, lambda p: torch.save(obj, p), overwrite=True)
+
+
+def _write_log(path: Path, entries: list[dict[str, Any]]) -> None:
+    from ..io import atomic_write
+
+    text = "".join(json.dumps(e) + "\n" for e in entries)
+    atomic_write(path, lambda p: Path(p).write_text(text), overwrite=True)
+
+
+def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Entries of a ``train_log.jsonl`` (a truncated last line is ignored)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / LOG_NAME
+    if not path.exists():
+        return []
+    entries = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            entries.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return entries
+
+
+def _network_from_config(net_config: dict[str, Any]) -> Any2RegNet:
+    return Any2RegNet(**net_config)
+
+
+def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any2RegNet, dict[str, Any]]:
+    """Load a trained network from ``best.pt`` or ``checkpoint.pt`` (or a folder holding them;
+    ``best.pt`` first).
+
+    Returns ``(net, info)`` with ``net`` in eval mode on ``device`` and ``info`` holding
+    ``training_spacing_mm`` (pass it to :func:`core.network.predict`), ``training_shape``,
+    ``step``, ``validation`` and ``config``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / BEST_NAME if (path / BEST_NAME).exists() else path / CHECKPOINT_NAME
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if data.get("format") not in (_CHECKPOINT_FORMAT, _WEIGHTS_FORMAT):
+        raise ValueError(f"{path} is not an any2reg training checkpoint or weights file")
+    net = _network_from_config(data["net_config"])
+    net.load_state_dict(data["model_state"])
+    net.to(device).eval()
+    info = {
+        "training_spacing_mm": tuple(data["config"]["spacing_mm"]),
+        "training_shape": tuple(data["config"]["shape"]),
+        "step": data["step"],
+        "validation": data.get("validation") or data.get("last_validation"),
+        "config": data["config"],
+        "path": str(path),
+    }
+    return net, info
+
+
+# ====================================================================== training loop
+def learning_rate_at(config: TrainingConfig, step: int) -> float:
+    """Learning rate used for (1-based) step ``step``."""
+    lr = config.learning_rate
+    if config.warmup_steps > 0 and step <= config.warmup_steps:
+        return lr * step / (config.warmup_steps + 1)
+    if config.lr_schedule == "constant":
+        return lr
+    span = max(1, config.steps - config.warmup_steps)
+    t = min(1.0, max(0.0, (step - config.warmup_steps) / span))
+    low = lr * config.lr_min_fraction
+    return low + 0.5 * (lr - low) * (1.0 + math.cos(math.pi * t))
+
+
+def _rng_states() -> dict[str, Any]:
+    """Global RNG states as tensors / plain values (so checkpoints load with ``weights_only``).
+
+    The training stream itself does not depend on them (see the module docstring); they are
+    kept so that a resumed process also continues any other use of the global generators."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+    }
+
+
+def _restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    state = states.get("numpy")
+    if state:
+        np.random.set_state((state["name"], state["keys"].numpy().astype(np.uint32), state["pos"],
+                             state["has_gauss"], state["cached_gaussian"]))
+
+
+def _load(path: Path) -> dict[str, Any]:
+    # everything we save is tensors and plain containers: no arbitrary unpickling
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def train(
+    config: TrainingConfig,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = True,
+    progress: Callable[[float, str], None] | None = None,
+    cancel: Any = None,
+    log: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train (or continue training) an Any2Reg network; see the module docstring.
+
+    Parameters
+    ----------
+    config : TrainingConfig
+        ``config.steps`` is the *total* number of steps; a resumed run continues from the
+        checkpoint's step up to it (so ``steps`` may be raised between runs).
+    out_dir : path
+        Folder for ``checkpoint.pt``, ``train_log.jsonl`` and ``best.pt`` (created).
+    resume : bool
+        Continue from ``out_dir/checkpoint.pt`` when present (the network config must match;
+        the other settings are taken from ``config``). ``False``: start afresh and replace
+        the files.
+    progress : callable(fraction, message), optional
+        Called after every step.
+    cancel : threading.Event or callable returning bool, optional
+        Checked before and after every step; when set, the current state is checkpointed and
+        the function returns with ``summary["cancelled"] = True``.
+    log : callable(entry), optional
+        Receives every log entry (a dict, as written to ``train_log.jsonl``).
+
+    Returns
+    -------
+    dict summary: ``steps_done``, ``start_step``, ``cancelled``, ``elapsed_seconds``,
+    ``seconds_per_step`` (this call), ``last_validation``, ``best_validation``, ``best_step``,
+    file paths, ``parameters``.
+
+    A ``KeyboardInterrupt`` also checkpoints the last completed step before propagating.
+    """
+    from .device import resolve_device
+
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    reporter = Progress(progress, cancel)
+    device = resolve_device(config.device)
+    previous_threads = torch.get_num_threads()
+    if config.num_threads:
+        torch.set_num_threads(int(config.num_threads))
+    try:
+        return _train(config, out_dir, device, resume=resume, reporter=reporter, log=log)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: bool, reporter: Progress,
+           log: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    out = Path(out_dir)
+    ckpt_path, best_path, log_path = out / CHECKPOINT_NAME, out / BEST_NAME, out / LOG_NAME
+
+    torch.manual_seed(config.seed)
+    net = _network_from_config(config.net).to(device)
+    projection = ProjectionHead(net.channels[0], config.contrast_channels).to(device)
+    params = list(net.parameters()) + list(projection.parameters())
+    if config.weight_decay > 0:
+        optimiser = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, eps=config.adam_eps)
+    else:
+        optimiser = torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)
+
+    start_step, elapsed = 0, 0.0
+    best: dict[str, Any] | None = None
+    last_validation: dict[str, Any] | None = None
+    entries: list[dict[str, Any]] = []
+    if resume and ckpt_path.exists():
+        data = _load(ckpt_path)
+        if data.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"{ckpt_path} is not an any2reg training checkpoint")
+        if data["net_config"] != net.config:
+            raise ValueError(
+                f"{ckpt_path} holds a network with config {data['net_config']}, not {net.config}; "
+                "use the same net settings, another folder, or resume=False"
+            )
+        net.load_state_dict(data["model_state"])
+        projection.load_state_dict(data["projection_state"])
+        optimiser.load_state_dict(data["optimizer_state"])
+        start_step = int(data["step"])
+        elapsed = float(data["elapsed_seconds"])
+        best = data.get("best_validation")
+        last_validation = data.get("last_validation")
+        _restore_rng_states(data["rng_states"])
+        entries = [e for e in read_log(log_path) if int(e.get("step", 0)) <= start_step]
+    _write_log(log_path, entries)  # drops entries past the checkpoint (or starts afresh)
+    if not (resume and ckpt_path.exists()) and best_path.exists():
+        best_path.unlink()
+
+    def checkpoint(step: int) -> None:
+        nonlocal elapsed
+        if step > start_step:
+            elapsed = elapsed_before + time.perf_counter() - call_start
+        _atomic_save(
+            {
+                "format": _CHECKPOINT_FORMAT,
+                "version": _FORMAT_VERSION,
+                "step": step,
+                "model_state": net.state_dict(),
+                "net_config": net.config,
+                "projection_state": projection.state_dict(),
+                "optimizer_state": optimiser.state_dict(),
+                "rng_states": _rng_states(),
+                "rng_scheme": "step k draws from numpy default_rng([seed, k]); phantom j from default_rng([seed, 7919, j])",
+                "config": config.to_dict(),
+                "elapsed_seconds": elapsed,
+                "best_validation": best,
+                "last_validation": last_validation,
+                "torch_version": str(torch.__version__),
+            },
+            ckpt_path,
+        )
+
+    sampler = _Sampler(config)
+    phantoms: list[Any] | None = None
+    mask = border_mask(config.shape, device, margin_fraction=config.border_margin)
+    log_file = open(log_path, "a")
+    step = start_step
+    call_start = time.perf_counter()
+    elapsed_before = elapsed  # wall time of earlier calls (from the checkpoint)
+    cancelled = False
+    try:
+        reporter.check()
+        while step < config.steps:
+            t0 = time.perf_counter()
+            k = step + 1
+            rng = np.random.default_rng([config.seed, k])
+            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            net.train()
+            projection.train()
+            lr = learning_rate_at(config, k)
+            for group in optimiser.param_groups:
+                group["lr"] = lr
+            optimiser.zero_grad(set_to_none=True)
+            sums: dict[str, float] = {}
+            infos = []
+            for b in range(config.sequences_per_step):
+                sample, info = sampler.draw(rng, step * config.sequences_per_step + b)
+                frames = sample.frames.to(device)
+                loss, terms, _ = training_loss(net, frames, config, generator, projection=projection, mask=mask)
+                (loss / config.sequences_per_step).backward()
+                for key, value in terms.items():
+                    sums[key] = sums.get(key, 0.0) + float(value) / config.sequences_per_step
+                infos.append(dict(info, n=int(frames.shape[0])))
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip if config.grad_clip > 0 else float("inf")))
+            skipped = not (math.isfinite(sums["loss"]) and math.isfinite(grad_norm))
+            if skipped:
+                optimiser.zero_grad(set_to_none=True)
+            else:
+                optimiser.step()
+            step = k
+            step_seconds = time.perf_counter() - t0
+            elapsed = elapsed_before + time.perf_counter() - call_start
+            entry: dict[str, Any] = {"step": step, **{key: round(v, 6) for key, v in sums.items() if key != "input"}}
+            entry.update(grad_norm=round(grad_norm, 6), lr=float(f"{lr:.4g}"), seconds=round(elapsed, 3), step_seconds=round(step_seconds, 4))
+            entry["kind"] = ",".join(str(i.get("kind", i["source"])) for i in infos)
+            entry["n"] = infos[0]["n"] if len(infos) == 1 else [i["n"] for i in infos]
+            entry["input"] = ("none", "car", "curve")[int(sums.get("input", 0))] if len(infos) == 1 else None
+            if skipped:
+                entry["skipped"] = True
+            if step % config.validate_every == 0 or step == config.steps:
+                tv = time.perf_counter()
+                if phantoms is None:
+                    phantoms = validation_phantoms(config)
+                last_validation = dict(validate(net, phantoms, config.spacing_mm), step=step)
+                entry.update(
+                    val_epe_ratio=round(last_validation["epe_ratio"], 5),
+                    val_epe_mm=round(last_validation["epe_mm"], 4),
+                    val_folding_percent=round(last_validation["folding_percent"], 4),
+                    val_seconds=round(time.perf_counter() - tv, 3),
+                )
+                if best is None or last_validation["epe_ratio"] < best["epe_ratio"]:
+                    best = last_validation
+                    _atomic_save(
+                        {
+                            "format": _WEIGHTS_FORMAT,
+                            "version": _FORMAT_VERSION,
+                            "step": step,
+                            "model_state": net.state_dict(),
+                            "net_config": net.config,
+                            "config": config.to_dict(),
+                            "training_spacing_mm": list(config.spacing_mm),
+                            "validation": best,
+                        },
+                        best_path,
+                    )
+                    entry["best"] = True
+            log_file.write(json.dumps(entry) + "\n")
+            log_file.flush()
+            if log is not None:
+                log(entry)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                checkpoint(step)
+            message = f"step {step}/{config.steps} loss {sums['loss']:.4f}"
+            reporter.report(step / max(config.steps, 1), message)
+    except RegistrationCancelled:
+        cancelled = True
+        checkpoint(step)
+    except KeyboardInterrupt:
+        checkpoint(step)
+        raise
+    finally:
+        log_file.close()
+    if step == start_step and not ckpt_path.exists():
+        checkpoint(step)  # zero steps requested: still leave a valid checkpoint
+    done = step - start_step
+    wall = time.perf_counter() - call_start
+    return {
+        "steps_done": done,
+        "start_step": start_step,
+        "step": step,
+        "steps": config.steps,
+        "cancelled": cancelled,
+        "elapsed_seconds": elapsed,
+        "seconds_per_step": wall / done if done else None,
+        "last_validation": last_validation,
+        "best_validation": best,
+        "best_step": None if best is None else best.get("step"),
+        "checkpoint": str(ckpt_path),
+        "best": str(best_path) if best_path.exists() else None,
+        "log": str(log_path),
+        "parameters": net.parameter_count(),
+        "device": str(device),
+    }
