@@ -107,12 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     tr.add_argument("--out", required=True, help="output folder (created if missing)")
-    tr.add_argument("--steps", type=int, default=None, help="total number of steps (default: 3000)")
+    tr.add_argument("--steps", type=int, default=None, help="total number of steps (default: 6000, about 1 h at --size 96 on 2 CPU cores)")
     tr.add_argument("--seed", type=int, default=None, help="training seed (default: 0)")
     tr.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="continue from OUT/checkpoint.pt when present (default: yes)")
     tr.add_argument("--size", type=int, default=None, metavar="PX", help="training crop size in pixels over a 288 mm field of view (default: 96)")
-    tr.add_argument("--lr", type=float, default=None, help="learning rate (default: 1e-3)")
-    tr.add_argument("--lambda-reg", type=float, default=None, help="weight of mean|grad u|^2 (default: 20)")
+    tr.add_argument("--lr", type=float, default=None, help="peak learning rate, cosine-decayed (default: 2e-3)")
+    tr.add_argument("--lambda-reg", type=float, default=None, help="weight of mean|grad u|^2 in training-grid pixels (default: 10)")
     tr.add_argument("--base-channels", type=int, default=None, help="network width (default: 16)")
     tr.add_argument("--validate-every", type=int, default=None, metavar="N", help="validation interval in steps (default: 100)")
     tr.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="checkpoint interval in steps (default: 50)")
@@ -260,16 +260,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         changes.update(user_data_dir=str(args.user_data), user_data_probability=args.user_data_probability)
     config = TrainingConfig(**changes)
 
+    recent: list[dict] = []  # entries since the last printed line
+
     def show(entry: dict) -> None:
         if args.quiet:
             return
+        recent.append(entry)
         step = entry["step"]
         validation = "val_epe_ratio" in entry
         if step % config.log_every and step != config.steps and not validation:
             return
+        mean = {key: sum(e[key] for e in recent) / len(recent) for key in ("loss", "cte", "reg", "contrast", "step_seconds")}
+        recent.clear()
         line = (
-            f"step {step}/{config.steps}  loss {entry['loss']:.4f} (cte {entry['cte']:.4f} reg {entry['reg']:.5f} "
-            f"contrast {entry['contrast']:.3f})  {entry['step_seconds']:.2f} s/step  {entry['seconds'] / 60:.1f} min"
+            f"step {step}/{config.steps}  loss {mean['loss']:.4f} (cte {mean['cte']:.4f} reg {mean['reg']:.5f} "
+            f"contrast {mean['contrast']:.3f})  {mean['step_seconds']:.2f} s/step  {entry['seconds'] / 60:.1f} min"
         )
         if validation:
             line += f"  val EPE ratio {entry['val_epe_ratio']:.3f}{' *best*' if entry.get('best') else ''}"
