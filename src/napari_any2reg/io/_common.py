@@ -33,6 +33,7 @@ __all__ = [
     "encode_timings",
     "decode_timings",
     "jsonable_metadata",
+    "sequence_header",
     "find_sidecar",
     "read_sidecar",
     "check_file",
@@ -228,6 +229,19 @@ def jsonable_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
             continue
         out[str(key)] = converted
     return out
+
+
+def sequence_header(sequence: Any, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON header every writer stores (TIFF description, NIfTI sidecar) to round-trip a sequence."""
+    return {
+        "any2reg": 1,
+        "kind": sequence.kind,
+        "name": sequence.name,
+        "timings_ms": encode_timings(sequence.timings_ms),
+        "timing_name": sequence.timing_name,
+        "spacing_mm": list(sequence.spacing_mm),
+        "metadata": jsonable_metadata(sequence.metadata) if metadata is None else metadata,
+    }
 
 
 # ---------------------------------------------------------------------------- sidecars

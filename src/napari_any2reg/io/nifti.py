@@ -35,9 +35,9 @@ from ._common import (
     _Parts,
     build_sequence,
     check_file,
-    encode_timings,
     frames_from_axes,
     jsonable_metadata,
+    sequence_header,
     split_name,
 )
 
@@ -188,18 +188,8 @@ def write_nifti(path: Any, sequence: Sequence, *, overwrite: bool = False) -> Pa
     image = nibabel.Nifti1Image(data, _affine_for(sequence))
     image.header.set_xyzt_units("mm")
     image.header["descrip"] = f"napari-any2reg {sequence.kind}".encode("ascii")[:79]
-    sidecar = {
-        "any2reg": 1,
-        "kind": sequence.kind,
-        "name": sequence.name,
-        "timings_ms": encode_timings(sequence.timings_ms),
-        "timing_name": sequence.timing_name,
-        "spacing_mm": list(sequence.spacing_mm),
-        "orientation": ORIENTATION,
-        "metadata": {
-            k: v for k, v in jsonable_metadata(sequence.metadata).items() if not k.startswith("nifti_")
-        },
-    }
+    own_metadata = {k: v for k, v in jsonable_metadata(sequence.metadata).items() if not k.startswith("nifti_")}
+    sidecar = {**sequence_header(sequence, own_metadata), "orientation": ORIENTATION}
     text = json.dumps(sidecar, indent=2, allow_nan=False) + "\n"
     written = atomic_write_all(
         [

@@ -32,7 +32,7 @@ from ._common import (
     decode_timings,
     encode_timings,
     frames_from_axes,
-    jsonable_metadata,
+    sequence_header,
     parse_info,
     split_name,
 )
@@ -285,15 +285,7 @@ def _take_ome(parts: _Parts, xml: str, frame_axis: str, n: int) -> None:
 
 # ---------------------------------------------------------------------------- writing
 def _description_json(sequence: Sequence) -> str:
-    content = {
-        "any2reg": 1,
-        "kind": sequence.kind,
-        "name": sequence.name,
-        "timings_ms": encode_timings(sequence.timings_ms),
-        "timing_name": sequence.timing_name,
-        "spacing_mm": list(sequence.spacing_mm),
-        "metadata": jsonable_metadata(sequence.metadata),
-    }
+    content = sequence_header(sequence)
     return json.dumps(content, ensure_ascii=True, allow_nan=False)
 
 
