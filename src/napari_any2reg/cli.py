@@ -43,7 +43,7 @@ def _spacing(text: str) -> tuple[float, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     from .core.device import DEVICE_CHOICES
-    from .core.registration import available_engines
+    from .core.registration import DEFAULT_ENGINE, available_engines
     from .core.sequence import SEQUENCE_KINDS
 
     parser = argparse.ArgumentParser(
@@ -65,12 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
             "Motion-correct INPUT and write OUTDIR/registered.tif (timings and spacing kept), "
             "OUTDIR/displacement.npy ((N,2,H,W) float32, pixels, (dy,dx), pull-back: "
             "registered_i(x) = frame_i(x + u_i(x))) and OUTDIR/metrics.json (engine, device, "
-            "seconds, folding %%, model-free alignment score before/after)."
+            "seconds, folding %%, model-free alignment score before/after); the any2reg engines also "
+            "write OUTDIR/correspondence.npy ((N,H,W) float32 in [0,1], per-frame AdaCS scores)."
         ),
     )
     reg.add_argument("input", help="TIFF/OME-TIFF, NIfTI file, or DICOM series folder")
     reg.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
-    reg.add_argument("--engine", default="groupwise", choices=available_engines(), help="registration engine (default: %(default)s)")
+    reg.add_argument("--engine", default=DEFAULT_ENGINE, choices=available_engines(), help="registration engine (default: %(default)s)")
     reg.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device; auto = CUDA when present (default: %(default)s)")
     reg.add_argument("--reference-frame", type=int, default=None, metavar="I", help="keep frame I fixed (all-to-one); default: groupwise")
     reg.add_argument("--metric", choices=("cte", "pca2"), default=None, help="similarity for the groupwise engine (default: cte)")
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--kind", choices=SEQUENCE_KINDS, default=None, help="override the sequence kind read from the file")
     reg.add_argument("--times-ms", type=_float_list, default=None, metavar="T1,T2,...", help="per-frame inversion/saturation/trigger times (ms); 'inf' for no preparation")
     reg.add_argument("--spacing-mm", type=_spacing, default=None, metavar="DY,DX", help="override the pixel spacing (mm)")
+    reg.add_argument("--weights", default=None, metavar="FILE", help="any2reg engines: a best.pt / checkpoint.pt from 'any2reg train' instead of the shipped weights")
+    reg.add_argument("--io-steps", type=int, default=None, metavar="K", help="any2reg-io: instance-optimisation steps (default: 30)")
     reg.add_argument("--overwrite", action="store_true", help="replace existing output files")
     reg.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
@@ -100,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the Any2Reg network on simulated phantoms",
         description=(
             "Unsupervised training of the Any2Reg network on random cardiac phantoms (CTE + "
-            "regulariser + CAR contrast invariance). Writes OUT/checkpoint.pt (resumable), "
+            "regulariser + CAR contrast invariance), with the AdaCS correspondence scorer trained "
+            "alternately after a warm-up. Writes OUT/checkpoint.pt (resumable), "
             "OUT/train_log.jsonl (one line per step) and OUT/best.pt (lowest validation EPE "
             "ratio on held-out phantoms). The field of view is 288 mm, so --size sets the "
             "pixel spacing (96 -> 3 mm, 128 -> 2.25 mm). Ctrl-C checkpoints and stops."
@@ -117,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--validate-every", type=int, default=None, metavar="N", help="validation interval in steps (default: 100)")
     tr.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="checkpoint interval in steps (default: 50)")
     tr.add_argument("--log-every", type=int, default=None, metavar="N", help="print a progress line every N steps (default: 10)")
+    tr.add_argument("--adacs", action=argparse.BooleanOptionalAction, default=True, help="train the AdaCS correspondence scorer alternately with the network (default: yes)")
+    tr.add_argument("--adacs-start", type=int, default=None, metavar="STEP", help="registration-only warm-up before the scorer starts (default: 3500)")
     tr.add_argument("--user-data", default=None, metavar="DIR", help="folder of unlabelled sequences mixed into training")
     tr.add_argument("--user-data-probability", type=float, default=0.25, help="share of steps drawn from --user-data (default: %(default)s)")
     tr.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, help="compute device (default: %(default)s)")
@@ -162,6 +168,8 @@ def _cmd_register(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
     outdir.mkdir(parents=True, exist_ok=True)
     targets = [outdir / "registered.tif", outdir / "displacement.npy", outdir / "metrics.json"]
+    if args.engine.startswith("any2reg"):
+        targets.append(outdir / "correspondence.npy")
     existing = [str(p) for p in targets if p.exists()]
     if existing and not args.overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite to replace them")
@@ -171,6 +179,10 @@ def _cmd_register(args: argparse.Namespace) -> int:
         options["metric"] = args.metric
     if args.iterations_scale is not None:
         options["iterations_scale"] = args.iterations_scale
+    if args.weights is not None:
+        options["weights"] = args.weights
+    if args.io_steps is not None:
+        options["io_steps"] = args.io_steps
     result = register(
         sequence,
         engine=args.engine,
@@ -201,6 +213,9 @@ def _cmd_register(args: argparse.Namespace) -> int:
         lambda p: p.write_text(json.dumps(metrics, indent=2, default=float)),
         overwrite=args.overwrite,
     )
+    scores = result.extras.get("correspondence")
+    if scores is not None and len(targets) > 3:
+        atomic_write(targets[3], lambda p: np.save(p, np.asarray(scores, np.float32)), overwrite=args.overwrite)
     if not args.quiet:
         print(
             f"{sequence.name}: {sequence.n_frames} frames, engine {result.engine} on {result.device}, "
@@ -256,16 +271,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for name in ("validate_every", "checkpoint_every", "log_every"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
+    changes["adacs"] = bool(args.adacs)
+    if args.adacs_start is not None:
+        changes["adacs_start_step"] = args.adacs_start
     if args.user_data is not None:
         changes.update(user_data_dir=str(args.user_data), user_data_probability=args.user_data_probability)
     config = TrainingConfig(**changes)
 
     recent: list[dict] = []  # entries since the last printed line
+    recent_scores: list[dict] = []
 
     def show(entry: dict) -> None:
         if args.quiet:
             return
         recent.append(entry)
+        recent_scores.append(entry)
         step = entry["step"]
         validation = "val_epe_ratio" in entry
         if step % config.log_every and step != config.steps and not validation:
@@ -276,6 +296,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"step {step}/{config.steps}  loss {mean['loss']:.4f} (cte {mean['cte']:.4f} reg {mean['reg']:.5f} "
             f"contrast {mean['contrast']:.3f})  {mean['step_seconds']:.2f} s/step  {entry['seconds'] / 60:.1f} min"
         )
+        scored = [e["score_mean"] for e in recent_scores if "score_mean" in e]
+        recent_scores.clear()
+        if scored:
+            line += f"  score {sum(scored) / len(scored):.3f}"
         if validation:
             line += f"  val EPE ratio {entry['val_epe_ratio']:.3f}{' *best*' if entry.get('best') else ''}"
         print(line, flush=True)

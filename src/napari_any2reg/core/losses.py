@@ -102,20 +102,29 @@ def bspline_bin_weights(values: torch.Tensor, bins: int) -> tuple[torch.Tensor, 
     return index, w
 
 
-def joint_histograms(frames: torch.Tensor, template: torch.Tensor, bins: int) -> torch.Tensor:
+def joint_histograms(frames: torch.Tensor, template: torch.Tensor, bins: int,
+                     pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Normalised joint histograms ``(N, B, B)`` of each frame ``(N, P)`` with ``template`` ``(P,)``.
 
     Intensities must be in [0, 1]. Rows index frame bins, columns template bins.
+    ``pixel_weights`` ``(N, P)`` (non-negative, e.g. AdaCS correspondence scores) weight each
+    frame's pixels; each histogram is normalised by its frame's total weight.
     """
     n, p = frames.shape
     ia, wa = bspline_bin_weights(frames, bins)  # (N, P, 4)
     it, wt = bspline_bin_weights(template, bins)  # (P, 4)
     flat_index = (ia.unsqueeze(-1) * bins + it.unsqueeze(-2)).reshape(n, -1)  # (N, P*16)
-    flat_weight = (wa.unsqueeze(-1) * wt.unsqueeze(-2)).reshape(n, -1)
+    products = wa.unsqueeze(-1) * wt.unsqueeze(-2)  # (N, P, 4, 4)
+    if pixel_weights is not None:
+        products = products * pixel_weights.reshape(n, p, 1, 1)
+    flat_weight = products.reshape(n, -1)
     frame_offset = (torch.arange(n, device=frames.device) * bins * bins).unsqueeze(1)
     hist = torch.zeros(n * bins * bins, device=frames.device, dtype=frames.dtype)
     hist = hist.index_add(0, (flat_index + frame_offset).reshape(-1), flat_weight.reshape(-1))
-    return hist.view(n, bins, bins) / p
+    hist = hist.view(n, bins, bins)
+    if pixel_weights is None:
+        return hist / p
+    return hist / pixel_weights.reshape(n, p).sum(dim=1).clamp_min(_EPS).view(n, 1, 1)
 
 
 def conditional_template_entropy(
@@ -123,6 +132,7 @@ def conditional_template_entropy(
     weights: torch.Tensor | None = None,
     bins: int = 32,
     mask: torch.Tensor | None = None,
+    pixel_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Conditional template entropy ``H(warped_i | T)`` averaged over frames (lower is better).
 
@@ -140,6 +150,9 @@ def conditional_template_entropy(
         Histogram bins.
     mask : Tensor (H, W) or (P,), optional
         Pixels to include (e.g. to drop the border where warped pixels are extrapolated).
+    pixel_weights : Tensor (N, H, W) or (N, P), optional
+        Per-frame pixel weights of the joint histograms (AdaCS: detached correspondence
+        scores, so that pixels without correspondence do not drive the registration).
 
     Returns
     -------
@@ -147,12 +160,15 @@ def conditional_template_entropy(
     """
     n = warped.shape[0]
     x = warped.reshape(n, -1)
+    pw = None if pixel_weights is None else pixel_weights.reshape(n, -1)
     if mask is not None:
-        x = x[:, mask.reshape(-1).bool()]
+        keep = mask.reshape(-1).bool()
+        x = x[:, keep]
+        pw = None if pw is None else pw[:, keep]
     if weights is None:
         weights = pca_weights(x.detach())
     template = weights @ x
-    joint = joint_histograms(rescale_to_unit(x), rescale_to_unit(template[None])[0], bins)
+    joint = joint_histograms(rescale_to_unit(x), rescale_to_unit(template[None])[0], bins, pixel_weights=pw)
     p_t = joint.sum(dim=1)  # (N, B) marginal of the template
     h_joint = -(joint * torch.log(joint + _EPS)).sum(dim=(1, 2))
     h_t = -(p_t * torch.log(p_t + _EPS)).sum(dim=1)

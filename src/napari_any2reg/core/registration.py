@@ -21,6 +21,7 @@ from .sequence import Sequence, SequenceError
 from .spatial import folding_fraction, warp_images
 
 __all__ = [
+    "DEFAULT_ENGINE",
     "register",
     "RegistrationResult",
     "EngineOutput",
@@ -31,6 +32,10 @@ __all__ = [
     "available_engines",
     "normalise_intensities",
 ]
+
+
+#: The engine used when none is named (widget, CLI and :func:`register`): the trained network.
+DEFAULT_ENGINE = "any2reg"
 
 
 class RegistrationCancelled(RuntimeError):
@@ -127,7 +132,7 @@ def available_engines() -> list[str]:
 
 def _load_builtin_engines() -> None:
     # imported lazily so that `core.registration` has no import cycle with the engines
-    from .engines import groupwise, xcoreg  # noqa: F401
+    from .engines import any2reg, groupwise, xcoreg  # noqa: F401
 
 
 @dataclasses.dataclass
@@ -200,7 +205,7 @@ def normalise_intensities(frames: np.ndarray) -> np.ndarray:
 
 def register(
     sequence: Sequence | np.ndarray,
-    engine: str = "groupwise",
+    engine: str = DEFAULT_ENGINE,
     device: str | torch.device = "auto",
     *,
     reference_frame: int | None = None,

@@ -74,7 +74,8 @@ from .augmentation import car_augment, random_intensity_curve
 from .engines._transform import border_mask
 from .losses import conditional_template_entropy, gradient_regulariser, group_motion_penalty
 from .metrics import relative_epe
-from .network import Any2RegNet, predict
+from .network import Any2RegNet, CorrespondenceScorer, predict
+from .network.scoring import correspondence_residual, scoring_inputs, scoring_loss
 from .phantom import make_phantom
 from .registration import Progress, RegistrationCancelled, normalise_intensities
 from .spatial import folding_fraction, warp
@@ -85,11 +86,13 @@ __all__ = [
     "ProjectionHead",
     "sample_training_sequence",
     "training_loss",
+    "scorer_loss",
     "validation_phantoms",
     "validate",
     "train",
     "learning_rate_at",
     "load_network",
+    "export_weights",
     "read_log",
     "CHECKPOINT_NAME",
     "BEST_NAME",
@@ -176,6 +179,14 @@ class TrainingConfig:
         CTE histogram bins; border excluded from the similarity (fraction of each side).
     contrast_channels
         Output channels of the CAR projection head.
+    adacs, adacs_start_step, adacs_warmup_steps, adacs_beta, adacs_gamma, adacs_momentum
+        AdaCS correspondence scoring (:mod:`core.network.scoring`): the registration network
+        trains alone up to ``adacs_start_step`` (its warm-up), then the scorer trains alone
+        (registration loss unweighted) for ``adacs_warmup_steps``, then both alternate every
+        step and the detached scores weight the CTE histograms. ``beta``: anti-collapse
+        weight, ``gamma``: total-variation weight, ``momentum``: EMA decay of the residual.
+    scorer_channels, scorer_learning_rate
+        Scorer width and its Adam learning rate (constant).
     net
         Keyword arguments of :class:`~core.network.Any2RegNet`.
     checkpoint_every, validate_every, log_every
@@ -228,6 +239,14 @@ class TrainingConfig:
     cte_bins: int = 24
     border_margin: float = 0.06
     contrast_channels: int = 32
+    adacs: bool = True
+    adacs_start_step: int = 3500
+    adacs_warmup_steps: int = 200
+    adacs_beta: float = 0.5
+    adacs_gamma: float = 0.2
+    adacs_momentum: float = 0.99
+    scorer_channels: int = 8
+    scorer_learning_rate: float = 1e-3
     net: dict[str, Any] = dataclasses.field(default_factory=_default_net)
     checkpoint_every: int = 50
     validate_every: int = 100
@@ -282,6 +301,8 @@ class TrainingConfig:
             raise ValueError("phantom_reuse and phantom_pool must be >= 1")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"lr_schedule must be 'cosine' or 'constant'; got {self.lr_schedule!r}")
+        if self.adacs_start_step < 0 or self.adacs_warmup_steps < 0 or not 0 <= self.adacs_momentum < 1:
+            raise ValueError("adacs_start_step and adacs_warmup_steps must be >= 0 and adacs_momentum in [0, 1)")
         if self.user_data_probability > 0 and not self.user_data_dir:
             raise ValueError("user_data_probability > 0 needs user_data_dir")
 
@@ -563,6 +584,7 @@ def training_loss(
     projection: ProjectionHead | None = None,
     mask: torch.Tensor | None = None,
     augment: bool = True,
+    scorer: CorrespondenceScorer | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
     """The training loss on one sequence.
 
@@ -580,6 +602,8 @@ def training_loss(
         Pixels of the similarity; default :func:`core.engines._transform.border_mask`.
     augment : bool
         ``False``: feed the frames unchanged and skip the contrast term (evaluation).
+    scorer : CorrespondenceScorer, optional
+        AdaCS: its (detached) scores of the warped frames weight the CTE histograms.
 
     Returns
     -------
@@ -607,7 +631,11 @@ def training_loss(
             contrast = F.mse_loss(projection(stem(a)), projection(stem(b)))
     u = net(net_input)
     warped = warp(frames[:, None], u)[:, 0]
-    cte = conditional_template_entropy(warped, bins=config.cte_bins, mask=mask)
+    scores = None
+    if scorer is not None:
+        with torch.no_grad():  # stop-gradient: the scores only re-weight the residuals
+            scores = scorer(scoring_inputs(warped.detach()))
+    cte = conditional_template_entropy(warped, bins=config.cte_bins, mask=mask, pixel_weights=scores)
     reg = gradient_regulariser(u)
     grp = group_motion_penalty(u)
     loss = cte + config.lambda_reg * reg + config.lambda_grp * grp
@@ -622,6 +650,31 @@ def training_loss(
         "input": choice,
     }
     return loss, terms, u
+
+
+def scorer_loss(
+    scorer: CorrespondenceScorer,
+    frames: torch.Tensor,
+    displacement: torch.Tensor,
+    config: TrainingConfig,
+    momentum: float | None,
+    *,
+    mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float], float]:
+    """AdaCS scoring loss of ``scorer`` on ``frames`` warped by the (detached) ``displacement``.
+
+    ``momentum`` is the moving average of the mean residual so far (``None`` on the first
+    call: this step's mean starts it). Returns ``(loss, terms, new_momentum)``.
+    """
+    with torch.no_grad():
+        warped = warp(frames[:, None], displacement.detach())[:, 0]
+        residual = correspondence_residual(warped)
+        current = float(residual.mean())
+    momentum = current if momentum is None else config.adacs_momentum * momentum + (1 - config.adacs_momentum) * current
+    scores = scorer(scoring_inputs(warped, residual))
+    loss, terms = scoring_loss(scores, residual, momentum, beta=config.adacs_beta, gamma=config.adacs_gamma, mask=mask)
+    terms["residual"] = current
+    return loss, terms, momentum
 
 
 # ====================================================================== validation
@@ -709,7 +762,8 @@ def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") ->
 
     Returns ``(net, info)`` with ``net`` in eval mode on ``device`` and ``info`` holding
     ``training_spacing_mm`` (pass it to :func:`core.network.predict`), ``training_shape``,
-    ``step``, ``validation`` and ``config``.
+    ``step``, ``validation``, ``config`` and ``scorer`` (the AdaCS
+    :class:`~core.network.CorrespondenceScorer` in eval mode, or ``None`` when the file has none).
     """
     path = Path(path)
     if path.is_dir():
@@ -720,7 +774,13 @@ def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     net = _network_from_config(data["net_config"])
     net.load_state_dict(data["model_state"])
     net.to(device).eval()
+    scorer = None
+    if data.get("scorer_state") is not None:
+        scorer = CorrespondenceScorer(**(data.get("scorer_config") or {}))
+        scorer.load_state_dict(data["scorer_state"])
+        scorer.to(device).eval()
     info = {
+        "scorer": scorer,
         "training_spacing_mm": tuple(data["config"]["spacing_mm"]),
         "training_shape": tuple(data["config"]["shape"]),
         "step": data["step"],
@@ -729,6 +789,88 @@ def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         "path": str(path),
     }
     return net, info
+
+
+def export_weights(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    *,
+    scorer_source: str | os.PathLike | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    """Write a training run's network (and AdaCS scorer) as a shippable weights file.
+
+    Parameters
+    ----------
+    source : path
+        ``best.pt`` or ``checkpoint.pt`` (or a run folder: ``best.pt`` first).
+    destination : path
+        The weights file to write (e.g. ``weights/any2reg-v1.pt``); its folder's
+        ``manifest.json`` gets (or updates) the entry for this file name.
+    scorer_source : path, optional
+        Take the scorer from this file instead (e.g. the final ``checkpoint.pt`` when the best
+        network was saved before the scorer finished its warm-up).
+    description : str
+        Free text kept in the manifest.
+
+    Returns
+    -------
+    The manifest entry (``sha256``, ``bytes``, ``net_config``, ``scorer_config``, ``step``,
+    ``training_spacing_mm``, ``validation``, ``config``, ``description``).
+
+    Only the state dicts (float32), configs and validation numbers are kept: no optimiser
+    state, so the file is ~1 MB. Written atomically.
+    """
+    from ..io import atomic_write
+    from .weights import MANIFEST, sha256_of
+
+    src = Path(source)
+    if src.is_dir():
+        src = src / BEST_NAME if (src / BEST_NAME).exists() else src / CHECKPOINT_NAME
+    data = _load(src)
+    if data.get("format") not in (_CHECKPOINT_FORMAT, _WEIGHTS_FORMAT):
+        raise ValueError(f"{src} is not an any2reg training checkpoint or weights file")
+    scorer_data = _load(Path(scorer_source)) if scorer_source is not None else data
+    if scorer_data.get("scorer_state") is None:
+        raise ValueError(
+            f"{scorer_source or src} holds no AdaCS scorer (was it saved before the scorer started?); "
+            "pass scorer_source=<a later checkpoint.pt>"
+        )
+    validation = data.get("validation") or data.get("last_validation")
+    payload = {
+        "format": _WEIGHTS_FORMAT,
+        "version": _FORMAT_VERSION,
+        "step": int(data["step"]),
+        "model_state": {k: v.float() if v.is_floating_point() else v for k, v in data["model_state"].items()},
+        "net_config": data["net_config"],
+        "scorer_state": {k: v.float() if v.is_floating_point() else v for k, v in scorer_data["scorer_state"].items()},
+        "scorer_config": scorer_data["scorer_config"],
+        "scorer_step": int(scorer_data["step"]),
+        "config": data["config"],
+        "training_spacing_mm": list(data["config"]["spacing_mm"]),
+        "validation": validation,
+    }
+    dest = Path(destination)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(dest, lambda p: torch.save(payload, p), overwrite=True)
+    entry = {
+        "sha256": sha256_of(dest),
+        "bytes": dest.stat().st_size,
+        "format": _WEIGHTS_FORMAT,
+        "step": payload["step"],
+        "scorer_step": payload["scorer_step"],
+        "net_config": payload["net_config"],
+        "scorer_config": payload["scorer_config"],
+        "training_spacing_mm": payload["training_spacing_mm"],
+        "validation": None if validation is None else {k: v for k, v in validation.items() if k != "per_sequence"},
+        "config": payload["config"],
+        "description": description,
+    }
+    manifest_path = dest.parent / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[dest.name] = entry
+    atomic_write(manifest_path, lambda p: Path(p).write_text(json.dumps(manifest, indent=2) + "\n"), overwrite=True)
+    return entry
 
 
 # ====================================================================== training loop
@@ -837,6 +979,10 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
     else:
         optimiser = torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)
 
+    scorer = CorrespondenceScorer(config.scorer_channels).to(device) if config.adacs else None
+    scorer_optimiser = torch.optim.Adam(scorer.parameters(), lr=config.scorer_learning_rate) if scorer is not None else None
+    residual_momentum: float | None = None
+
     start_step, elapsed = 0, 0.0
     best: dict[str, Any] | None = None
     last_validation: dict[str, Any] | None = None
@@ -853,6 +999,10 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
         net.load_state_dict(data["model_state"])
         projection.load_state_dict(data["projection_state"])
         optimiser.load_state_dict(data["optimizer_state"])
+        if scorer is not None and data.get("scorer_state") is not None:
+            scorer.load_state_dict(data["scorer_state"])
+            scorer_optimiser.load_state_dict(data["scorer_optimizer_state"])
+            residual_momentum = data.get("residual_momentum")
         start_step = int(data["step"])
         elapsed = float(data["elapsed_seconds"])
         best = data.get("best_validation")
@@ -876,6 +1026,10 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
                 "net_config": net.config,
                 "projection_state": projection.state_dict(),
                 "optimizer_state": optimiser.state_dict(),
+                "scorer_state": scorer.state_dict() if scorer_active(step) else None,
+                "scorer_config": scorer.config if scorer is not None else None,
+                "scorer_optimizer_state": scorer_optimiser.state_dict() if scorer_active(step) else None,
+                "residual_momentum": residual_momentum,
                 "rng_states": _rng_states(),
                 "rng_scheme": "step k draws from numpy default_rng([seed, k]); phantom j from default_rng([seed, 7919, j])",
                 "config": config.to_dict(),
@@ -886,6 +1040,14 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
             },
             ckpt_path,
         )
+
+    def scorer_active(step: int) -> bool:
+        """The scorer is trained from step ``adacs_start_step + 1`` on."""
+        return scorer is not None and step > config.adacs_start_step
+
+    def scores_weight(step: int) -> bool:
+        """... and weights the registration loss after its own warm-up."""
+        return scorer_active(step) and step > config.adacs_start_step + config.adacs_warmup_steps
 
     sampler = _Sampler(config)
     phantoms: list[Any] | None = None
@@ -913,8 +1075,14 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
             for b in range(config.sequences_per_step):
                 sample, info = sampler.draw(rng, step * config.sequences_per_step + b)
                 frames = sample.frames.to(device)
-                loss, terms, _ = training_loss(net, frames, config, generator, projection=projection, mask=mask)
+                loss, terms, u = training_loss(net, frames, config, generator, projection=projection, mask=mask,
+                                               scorer=scorer if scores_weight(k) else None)
                 (loss / config.sequences_per_step).backward()
+                if scorer_active(k):
+                    # alternation: the scorer learns from the fields the network predicts now
+                    s_loss, s_terms, residual_momentum = scorer_loss(scorer, frames, u, config, residual_momentum, mask=mask)
+                    (s_loss / config.sequences_per_step).backward()
+                    terms.update(s_terms)
                 for key, value in terms.items():
                     sums[key] = sums.get(key, 0.0) + float(value) / config.sequences_per_step
                 infos.append(dict(info, n=int(frames.shape[0])))
@@ -924,6 +1092,11 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
                 optimiser.zero_grad(set_to_none=True)
             else:
                 optimiser.step()
+            if scorer_active(k):
+                if math.isfinite(sums.get("score_loss", float("nan"))):
+                    torch.nn.utils.clip_grad_norm_(scorer.parameters(), 1.0)
+                    scorer_optimiser.step()
+                scorer_optimiser.zero_grad(set_to_none=True)
             step = k
             step_seconds = time.perf_counter() - t0
             elapsed = elapsed_before + time.perf_counter() - call_start
@@ -957,6 +1130,8 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
                             "config": config.to_dict(),
                             "training_spacing_mm": list(config.spacing_mm),
                             "validation": best,
+                            "scorer_state": scorer.state_dict() if scorer_active(step) else None,
+                            "scorer_config": scorer.config if scorer_active(step) else None,
                         },
                         best_path,
                     )

@@ -37,6 +37,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.device import DEVICE_CHOICES, describe_device
+from ..core.registration import DEFAULT_ENGINE as CORE_DEFAULT_ENGINE
 from ..core.registration import (
     ENGINES,
     RegistrationCancelled,
@@ -53,7 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["RegistrationWidget", "DEFAULT_ENGINE", "METRICS", "REFERENCE_MODES"]
 
 #: Engine selected when the widget opens (becomes "any2reg" once its weights ship).
-DEFAULT_ENGINE = "groupwise"
+DEFAULT_ENGINE = CORE_DEFAULT_ENGINE
 
 #: Similarity metrics offered for engines that take a ``metric`` option: (label, value).
 METRICS = (("CTE (conditional template entropy)", "cte"), ("PCA2 (low-rank residual)", "pca2"))
