@@ -45,6 +45,20 @@ def test_sample_then_register_end_to_end(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_register_default_engine_writes_correspondence_maps(tmp_path):
+    sample = tmp_path / "stone.tif"
+    assert main(["sample", "stone", "-o", str(sample), "--size", "64", "--seed", "4"]) == 0
+    out = tmp_path / "out"
+    assert main(["register", str(sample), "-o", str(out), "--device", "cpu", "-q"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["engine"] == "any2reg" and metrics["params"]["weights_sha256"]
+    scores = np.load(out / "correspondence.npy")
+    assert scores.shape == (11, 64, 64) and scores.dtype == np.float32
+    assert 0 <= scores.min() and scores.max() <= 1
+    assert main(["register", str(sample), "-o", str(tmp_path / "io"), "--engine", "any2reg-io", "--io-steps", "3", "-q"]) == 0
+    assert json.loads((tmp_path / "io" / "metrics.json").read_text())["params"]["io_steps"] == 3
+
+
 def test_errors_are_one_line_with_non_zero_exit(tmp_path, capsys):
     assert main(["register", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip()

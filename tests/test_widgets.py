@@ -126,8 +126,11 @@ def test_run_on_sample_adds_registered_layer(viewer, widget, qtbot, notification
     assert meta["template"].shape == (h, w)
     assert meta["source_layer"] == source.name
     summary = meta["any2reg_result"]
-    assert summary["engine"] == "groupwise" and summary["reference_frame"] is None
-    assert summary["params"]["iterations_scale"] == pytest.approx(FAST)
+    # the default engine is the trained network, with its per-frame correspondence maps
+    assert summary["engine"] == "any2reg" and summary["reference_frame"] is None
+    assert summary["params"]["weights_sha256"]
+    assert meta["correspondence"].shape == (n, h, w)
+    assert 0 <= meta["correspondence"].min() and meta["correspondence"].max() <= 1
     assert meta["timings_ms"] == meta_before["timings_ms"]  # source metadata carried over
     # groupwise centring: the mean displacement over frames is ~0
     assert np.abs(meta["displacement"].mean(axis=0)).max() < 0.5
@@ -138,15 +141,16 @@ def test_run_on_sample_adds_registered_layer(viewer, widget, qtbot, notification
     assert source.metadata == meta_before
 
     status = widget.status_label.text()
-    assert "groupwise" in status and describe_device("cpu").split()[0] in status
+    assert "any2reg" in status and describe_device("cpu").split()[0] in status
     assert "folding" in status and " s" in status
     assert widget.progress_bar.value() == 100
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
     # the picker keeps the source selected, not the result
     assert widget.layer_combo.currentText() == source.name
 
-    # re-running (fixed frame, PCA2) replaces the registered layer's data, no duplicates
+    # re-running (groupwise engine, fixed frame, PCA2) replaces the registered layer's data
     n_layers = len(viewer.layers)
+    widget.engine_combo.setCurrentIndex(widget.engine_combo.findData("groupwise"))
     widget.metric_combo.setCurrentIndex(widget.metric_combo.findData("pca2"))
     widget.reference_combo.setCurrentIndex(widget.reference_combo.findData("fixed"))
     widget.frame_spin.setValue(2)
@@ -158,6 +162,8 @@ def test_run_on_sample_adds_registered_layer(viewer, widget, qtbot, notification
     summary = registered.metadata["any2reg_result"]
     assert summary["reference_frame"] == 2
     assert summary["params"]["metric"] == "pca2"
+    assert summary["params"]["iterations_scale"] == pytest.approx(FAST)
+    assert "correspondence" not in registered.metadata  # no stale maps from the first run
     assert np.abs(registered.metadata["displacement"][2]).max() < 1e-4
     assert "frame 2 fixed" in widget.status_label.text()
     assert source.data.tobytes() == data_before.tobytes()
@@ -172,6 +178,7 @@ def qtbot_left_button():
 
 def test_cancel_stops_a_run(viewer, widget, qtbot, notifications):
     add_phantom(viewer, "molli", seed=3)
+    widget.engine_combo.setCurrentIndex(widget.engine_combo.findData("groupwise"))
     widget.iterations_spin.setValue(5.0)  # long enough to cancel mid-way
     assert widget.run()
     qtbot.waitUntil(lambda: widget.progress_bar.value() >= 2, timeout=RUN_TIMEOUT_MS)
@@ -250,7 +257,10 @@ def test_device_label_and_engine_defaults(widget):
     assert cuda_item.isEnabled() == torch.cuda.is_available()
 
     assert combo_items(widget.engine_combo) == available_engines()
-    assert widget.engine() == DEFAULT_ENGINE
+    assert widget.engine() == DEFAULT_ENGINE == "any2reg"
+    assert widget.engine_options() == {}  # the network has no metric or iteration settings
+    assert not widget.metric_combo.isEnabled() and not widget.iterations_spin.isEnabled()
+    widget.engine_combo.setCurrentIndex(widget.engine_combo.findData("groupwise"))
     assert widget.engine_options() == {"metric": "cte", "iterations_scale": FAST}
     widget.engine_combo.setCurrentIndex(widget.engine_combo.findData("xcoreg"))
     assert not widget.metric_combo.isEnabled()  # X-CoReg has no metric choice

@@ -106,11 +106,18 @@ def registered_layer_metadata(
 
     The source dict is copied (never modified). Added keys: ``any2reg_result`` (the run's
     summary), ``displacement`` ``(N, 2, H, W) float32`` in pixels (pull-back, ``(dy, dx)``),
-    ``template`` ``(H, W) float32`` and ``source_layer`` (the source layer's name).
+    ``template`` ``(H, W) float32``, ``source_layer`` (the source layer's name) and, when the
+    engine produced them (the any2reg engines), ``correspondence`` ``(N, H, W) float32`` in
+    [0, 1] (per-frame AdaCS scores on the registered grid).
     """
     meta = dict(source_metadata or {})
     meta["any2reg_result"] = result.summary()
     meta["displacement"] = np.asarray(result.displacement, dtype=np.float32)
     meta["template"] = np.asarray(result.template, dtype=np.float32)
     meta["source_layer"] = str(source_name)
+    scores = result.extras.get("correspondence") if result.extras else None
+    if scores is not None:
+        meta["correspondence"] = np.asarray(scores, dtype=np.float32)
+    else:
+        meta.pop("correspondence", None)  # never carry a stale map from the source layer
     return meta
