@@ -7,7 +7,7 @@ import torch
 
 from .spatial import map_points_to_common, sample_displacement_at_points
 
-__all__ = ["relative_epe", "alignment_score", "default_roi", "dice", "all_pair_dice"]
+__all__ = ["relative_epe", "alignment_score", "default_roi", "dice", "all_pair_dice", "landmark_tre"]
 
 
 def relative_epe(
@@ -108,4 +108,58 @@ def all_pair_dice(labels: np.ndarray, label_values=(1, 2, 3)) -> dict[int, float
         m = labels == value
         scores = [dice(m[i], m[j]) for i in range(n) for j in range(i + 1, n)]
         out[int(value)] = float(np.mean(scores))
+    return out
+
+
+def landmark_tre(
+    landmarks: dict[str, np.ndarray] | np.ndarray,
+    displacement: np.ndarray | None = None,
+    spacing_mm: tuple[float, float] = (1.0, 1.0),
+) -> dict[str, float]:
+    """Groupwise target registration error of landmarks clicked on every frame (``DESIGN.md`` §6).
+
+    Each frame's point is mapped to the common grid by inverting ``x + u_i(x) = p_i``
+    (:func:`core.spatial.map_points_to_common`); the TRE of a landmark is the mean distance in
+    mm over all frame pairs ``i < j`` of the mapped positions. With ``displacement=None`` the
+    raw positions are used (the TRE before registration).
+
+    Parameters
+    ----------
+    landmarks : dict name -> ndarray (N, 2), or ndarray (N, 2) / (N, K, 2)
+        Pixel positions ``(y, x)`` per frame; NaN rows (landmark not placed on that frame) are
+        left out of the pairs.
+    displacement : ndarray (N, 2, H, W), optional
+    spacing_mm : (dy, dx)
+
+    Returns
+    -------
+    dict ``{name: TRE_mm, ..., "overall": mean over landmarks}``.
+    """
+    from .spatial import map_points_to_common
+
+    if not isinstance(landmarks, dict):
+        array = np.asarray(landmarks, dtype=np.float64)
+        if array.ndim == 2:
+            array = array[:, None]
+        landmarks = {str(k): array[:, k] for k in range(array.shape[1])}
+    scale = np.asarray(spacing_mm, dtype=np.float64)
+    out: dict[str, float] = {}
+    for name, points in landmarks.items():
+        points = np.asarray(points, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise ValueError(f"landmark {name!r}: expected (N, 2) positions (y, x) per frame; got {points.shape}")
+        if displacement is not None and points.shape[0] != displacement.shape[0]:
+            raise ValueError(f"landmark {name!r} has {points.shape[0]} frames but the displacement has {displacement.shape[0]}")
+        mapped = points.copy()
+        if displacement is not None:
+            for i in range(points.shape[0]):
+                if np.isfinite(points[i]).all():
+                    mapped[i] = np.asarray(map_points_to_common(displacement, i, points[i][None]))[0]
+        valid = np.flatnonzero(np.isfinite(mapped).all(axis=1))
+        distances = [
+            float(np.linalg.norm((mapped[i] - mapped[j]) * scale)) for a, i in enumerate(valid) for j in valid[a + 1:]
+        ]
+        out[str(name)] = float(np.mean(distances)) if distances else float("nan")
+    values = [v for v in out.values() if np.isfinite(v)]
+    out["overall"] = float(np.mean(values)) if values else float("nan")
     return out
