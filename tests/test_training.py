@@ -231,3 +231,11 @@ def test_cli_train_writes_checkpoint(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "checkpoint" in text and str(out / "checkpoint.pt") in text
     assert len(read_log(out)) == 2
+
+
+def test_cli_train_ablation_flags(tmp_path):
+    out = tmp_path / "ablation"
+    assert main(["train", "--steps", "1", "--size", "32", "--aggregation", "mean", "--no-auxiliary", "--no-adacs", "-q", "--out", str(out)]) == 0
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ckpt["net_config"]["aggregation"] == "mean" and ckpt["net_config"]["use_auxiliary"] is False
+    assert ckpt["config"]["adacs"] is False and ckpt["scorer_state"] is None

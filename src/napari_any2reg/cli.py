@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=None, help="peak learning rate, cosine-decayed (default: 2e-3)")
     tr.add_argument("--lambda-reg", type=float, default=None, help="weight of mean|grad u|^2 in training-grid pixels (default: 10)")
     tr.add_argument("--base-channels", type=int, default=None, help="network width (default: 16)")
+    tr.add_argument("--aggregation", choices=("pca", "mean"), default=None, help="set aggregation: correlation-guided eigenvector (default) or mean (ablation)")
+    tr.add_argument("--auxiliary", action=argparse.BooleanOptionalAction, default=None, help="auxiliary MIND stream (default: yes; --no-auxiliary for the ablation)")
     tr.add_argument("--validate-every", type=int, default=None, metavar="N", help="validation interval in steps (default: 100)")
     tr.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="checkpoint interval in steps (default: 50)")
     tr.add_argument("--log-every", type=int, default=None, metavar="N", help="print a progress line every N steps (default: 10)")
@@ -266,8 +268,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         changes["learning_rate"] = args.lr
     if args.lambda_reg is not None:
         changes["lambda_reg"] = args.lambda_reg
+    net = dict(TrainingConfig().net)
     if args.base_channels is not None:
-        changes["net"] = dict(TrainingConfig().net, base_channels=args.base_channels)
+        net["base_channels"] = args.base_channels
+    if args.aggregation is not None:
+        net["aggregation"] = args.aggregation
+    if args.auxiliary is not None:
+        net["use_auxiliary"] = bool(args.auxiliary)
+    if net != TrainingConfig().net:
+        changes["net"] = net
     for name in ("validate_every", "checkpoint_every", "log_every"):
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
