@@ -1,0 +1,249 @@
+"""napari layer: the Review widget in a real viewer (sample → register → overlays, QC table, profile).
+
+Like ``test_widgets.py``: 64x64 phantoms, real engines with few iterations, and every test waits
+for the workers it started (registration and review) before it ends.
+"""
+
+from __future__ import annotations
+
+import copy
+import types
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.napari
+
+PLUGIN = "napari-any2reg"
+SMALL = (64, 64)
+FAST = 0.2
+TIMEOUT_MS = 120_000
+
+
+def default_engine_ready() -> bool:
+    """The shipped network's weights are listed in ``weights/manifest.json``."""
+    from napari_any2reg.core.weights import read_manifest
+
+    try:
+        return "any2reg-v1.pt" in read_manifest()
+    except Exception:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def small_samples(monkeypatch):
+    from napari_any2reg.widgets import _sample_data
+
+    monkeypatch.setattr(_sample_data, "SAMPLE_SHAPE", SMALL)
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Capture the Review widget's error notifications."""
+    from napari_any2reg.widgets import review
+
+    calls: list[str] = []
+    monkeypatch.setattr(review, "show_error", lambda msg: calls.append(str(msg)))
+    return calls
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def registration(viewer, qtbot):
+    from napari_any2reg.widgets.registration import RegistrationWidget
+
+    w = RegistrationWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Registration")
+    yield w
+    if w.worker is not None:
+        w.cancel()
+        qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
+
+
+@pytest.fixture
+def review(viewer, qtbot):
+    from napari_any2reg.widgets.review import ReviewWidget
+
+    w = ReviewWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Review")
+    yield w
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
+
+
+def register_sample(viewer, registration, qtbot, key="molli"):
+    (source,) = viewer.open_sample(PLUGIN, key)
+    if not default_engine_ready():  # until the network ships, a quick classical run
+        registration.engine_combo.setCurrentIndex(registration.engine_combo.findData("groupwise"))
+        registration.iterations_spin.setValue(FAST)
+    assert registration.run(source)
+    qtbot.waitUntil(lambda: registration.worker is None, timeout=TIMEOUT_MS)
+    assert registration.last_result is not None, registration.status_label.text()
+    return source, viewer.layers[f"{source.name} registered"]
+
+
+def wait_review(qtbot, w):
+    qtbot.waitUntil(lambda: w.worker is None and w.review is not None, timeout=TIMEOUT_MS)
+
+
+def in_view(layer):
+    """Indices of the shapes / vectors napari shows on the current frame."""
+    return np.asarray(layer._view_indices)
+
+
+# ---------------------------------------------------------------------- the whole flow
+def test_review_flow_in_a_real_viewer(viewer, registration, review, qtbot, errors):
+    from qtpy.QtCore import Qt
+
+    from napari_any2reg.widgets.review import JACOBIAN_LIMITS
+
+    source, registered = register_sample(viewer, registration, qtbot)
+    data_before = source.data.copy()
+    registered_before = registered.data.copy()
+    meta_before = copy.deepcopy({k: v for k, v in source.metadata.items()})
+    n, h, w = registered.data.shape
+    scale = np.asarray(registered.scale)
+
+    # the new registered layer is picked up and its QC computed in a worker
+    assert review.layer_combo.currentText() == registered.name
+    assert review.source_label.text() == source.name
+    wait_review(qtbot, review)
+    assert errors == []
+    assert review.table.rowCount() == n
+    assert review.table.columnCount() == len(review.table_data.COLUMNS) + 1
+    summary = review.summary_label.text()
+    engine = registered.metadata["any2reg_result"]["engine"]
+    assert engine in summary and "folding" in summary and "→" in summary
+
+    # clicking a row moves the frame slider to that frame
+    viewer.dims.set_current_step(0, 0)
+    item = review.table.item(5, 0)
+    qtbot.mouseClick(review.table.viewport(), Qt.MouseButton.LeftButton,
+                     pos=review.table.visualItemRect(item).center())
+    assert viewer.dims.current_step[0] == 5
+    review.go_to_frame(2)
+    assert viewer.dims.current_step[0] == 2
+
+    # deformation grid: one path per line and frame, frame axis first, follows the slider
+    grid = review.show_grid()
+    assert grid is viewer.layers[f"{registered.name} grid"]
+    assert grid.ndim == 3 and len(grid.data) % n == 0
+    per_frame = len(grid.data) // n
+    np.testing.assert_allclose(grid.scale, scale)
+    assert all(s == "path" for s in grid.shape_type)
+    frames = np.array([path[0, 0] for path in grid.data])
+    assert all(np.all(path[:, 0] == path[0, 0]) for path in grid.data)
+    np.testing.assert_array_equal(np.bincount(frames.astype(int)), [per_frame] * n)
+    viewer.dims.set_current_step(0, 3)
+    shown = in_view(grid)
+    assert len(shown) == per_frame and np.all(frames[shown] == 3)
+    # a second click replaces the overlay, it does not pile up
+    review.grid_spacing_spin.setValue(16.0)
+    grid2 = review.show_grid()
+    assert f"{registered.name} grid" in viewer.layers and len(grid2.data) < len(grid.data)
+    assert sum(layer.name.startswith(f"{registered.name} grid") for layer in viewer.layers) == 1
+
+    quiver = review.show_quiver()
+    assert quiver.data.shape[1:] == (2, 3)
+    np.testing.assert_allclose(quiver.scale, scale)
+    assert np.all(quiver.data[:, 1, 0] == 0)  # arrows stay on their frame
+    assert np.all(quiver.data[in_view(quiver), 0, 0] == 3)
+
+    # image overlays: (N, H, W) with the registered layer's scale
+    assert review.show_jacobian() and review.show_folding() and review.show_scores()
+    assert review.show_differences()
+    checker = review.show_checkerboard()
+    qtbot.waitUntil(lambda: f"{registered.name} difference after" in viewer.layers, timeout=TIMEOUT_MS)
+    for suffix in ("Jacobian", "folding", "scores", "difference before", "difference after", "checkerboard"):
+        layer = viewer.layers[f"{registered.name} {suffix}"]
+        assert layer.data.shape == (n, h, w), suffix
+        np.testing.assert_allclose(layer.scale, scale)
+        np.testing.assert_allclose(layer.translate, registered.translate)
+    jac = viewer.layers[f"{registered.name} Jacobian"]
+    assert tuple(jac.contrast_limits) == JACOBIAN_LIMITS
+    assert np.all(jac.data > 0)  # a smooth registration does not fold ...
+    assert not viewer.layers[f"{registered.name} folding"].data.any()  # ... so nothing is marked
+    scores = viewer.layers[f"{registered.name} scores"].data
+    assert 0 <= scores.min() and scores.max() <= 1
+    if "correspondence" in registered.metadata:  # the network's own maps are shown as they are
+        np.testing.assert_allclose(scores, registered.metadata["correspondence"])
+    tiles = review.tiles_spin.value()
+    np.testing.assert_array_equal(checker.data[:, 0, 0], source.data[:, 0, 0])
+    np.testing.assert_array_equal(checker.data[:, 0, w // tiles], registered.data[:, 0, w // tiles])
+
+    # toggle raw <-> registered changes only visibility
+    assert registered.visible
+    review.toggle_raw_registered()
+    assert source.visible and not registered.visible
+    review.toggle_raw_registered()
+    assert registered.visible and not source.visible
+    source.visible = True
+
+    # temporal profile: programmatic and via the viewer's double-click
+    profile = review.show_profile(30, 25)
+    np.testing.assert_allclose(profile["raw"], source.data[:, 30, 25])
+    np.testing.assert_allclose(profile["registered"], registered.data[:, 30, 25])
+    np.testing.assert_allclose(np.sort(profile["t"]), np.sort(source.metadata["timings_ms"]))
+    assert len(review.figure.axes) == 1 and len(review.figure.axes[0].lines) == 2
+    world = registered.data_to_world((3, 40, 20))
+    review._on_double_click(types.SimpleNamespace(position=tuple(world)))
+    assert (review.last_profile["y"], review.last_profile["x"]) == (40, 20)
+
+    assert errors == []
+    # the user's layers are untouched
+    assert source.data.tobytes() == data_before.tobytes()
+    assert registered.data.tobytes() == registered_before.tobytes()
+    assert source.metadata.keys() == meta_before.keys()
+
+
+def test_thresholds_flag_rows_and_reasons(viewer, registration, review, qtbot, errors):
+    _, registered = register_sample(viewer, registration, qtbot)
+    wait_review(qtbot, review)
+    n = registered.data.shape[0]
+    reason_column = review.table.columnCount() - 1
+    review.score_threshold_spin.setValue(1.0)  # every frame is below a perfect score
+    assert review.table_data.flagged_frames == list(range(n))
+    assert all("score" in review.table.item(r, reason_column).text() for r in range(n))
+    flagged_colour = review.table.item(0, 0).background().color()
+    review.score_threshold_spin.setValue(0.0)
+    review.correlation_threshold_spin.setValue(0.0)
+    review.folding_threshold_spin.setValue(100.0)
+    assert review.table_data.flagged_frames == []
+    assert review.table.item(0, reason_column).text() == ""
+    assert review.table.item(0, 0).background().color() != flagged_colour
+    assert errors == []
+
+
+def test_review_without_source_or_result_reports_errors(viewer, review, qtbot, errors):
+    rng = np.random.default_rng(0)
+    assert review.layer_combo.count() == 0
+    assert review.show_jacobian() is False
+    assert errors and "Registration" in errors[-1]
+
+    # a registered layer whose source is gone: overlays from the field still work,
+    # raw-vs-registered views explain what is missing
+    frames = rng.random((4, 32, 32)).astype(np.float32)
+    meta = {"displacement": np.zeros((4, 2, 32, 32), np.float32), "source_layer": "gone",
+            "any2reg_result": {"engine": "groupwise", "device": "cpu", "seconds": 1.0, "folding_percent": 0.0}}
+    layer = viewer.add_image(frames, name="gone registered", metadata=meta, scale=(1, 2, 2))
+    assert review.layer_combo.currentText() == layer.name
+    assert "not found" in review.source_label.text()
+    assert review.worker is None  # nothing to compute against
+    grid = review.show_grid()
+    assert grid is not None and len(grid.data) % 4 == 0
+    n_errors = len(errors)
+    assert review.show_checkerboard() is None
+    assert len(errors) == n_errors + 1 and "'gone'" in errors[-1] and "open it again" in errors[-1]
+    assert review.show_profile(3, 3) is None
+    assert [la.name for la in viewer.layers] == ["gone registered", "gone registered grid"]
+
+
+def test_review_is_a_plugin_dock_widget(viewer):
+    from napari_any2reg.widgets.review import ReviewWidget
+
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Review")
+    assert isinstance(widget, ReviewWidget)
+    assert widget.layer_combo.count() == 0 and not widget.grid_button.isEnabled()
