@@ -7,6 +7,7 @@ Write a built-in phantom, register it, and look at the numbers::
     any2reg sample molli -o molli.tif
     any2reg register molli.tif -o out/ --engine groupwise
     cat out/metrics.json
+    any2reg fit out/registered.tif -o t1/          # T1, R², SD and parameter maps
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def _spacing(text: str) -> tuple[float, float]:
 
 def build_parser() -> argparse.ArgumentParser:
     from .core.device import DEVICE_CHOICES
+    from .core.mapping import T1_MODELS
     from .core.registration import DEFAULT_ENGINE, available_engines
     from .core.sequence import SEQUENCE_KINDS
 
@@ -95,6 +97,27 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--size", type=int, default=192, help="image size in pixels (default: %(default)s)")
     sample.add_argument("--truth", action="store_true", help="also write the true displacement next to it (<stem>_true_displacement.npy)")
     sample.add_argument("--overwrite", action="store_true")
+
+    fit = sub.add_parser(
+        "fit",
+        help="fit a T1 map (MOLLI, STONE, SASHA, inversion recovery)",
+        description=(
+            "Fit a T1 model to every pixel of INPUT (raw or registered) and write OUTDIR/t1.tif "
+            "(ms), OUTDIR/r2.tif, OUTDIR/t1_sd.tif (ms, from the fit covariance), "
+            "OUTDIR/params.tif (model parameters, one page each) and OUTDIR/stats.json (model, "
+            "timings, failed pixels, ROI statistics and R2 survival curves with --mask). Pixels "
+            "where the fit fails are NaN in every map and counted in stats.json."
+        ),
+    )
+    fit.add_argument("input", help="TIFF/OME-TIFF, NIfTI file, or DICOM series folder")
+    fit.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
+    fit.add_argument("--model", choices=tuple(T1_MODELS), default=None, help="T1 model; stone2/sasha2 are the 2-parameter forms (default: from the sequence kind)")
+    fit.add_argument("--times-ms", type=_float_list, default=None, metavar="T1,T2,...", help="per-frame inversion/saturation times (ms), 'inf' for no preparation (default: from the file's metadata)")
+    fit.add_argument("--mask", default=None, metavar="FILE", help="2-D label image or mask (TIFF, NIfTI or .npy) on the image grid, for ROI statistics (labels: 1 LV blood, 2 LV myocardium, 3 RV blood)")
+    fit.add_argument("--r2-threshold", type=float, default=0.9, metavar="R2", help="R2 above which a pixel's fit counts as good in the ROI statistics (default: %(default)s)")
+    fit.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device; auto = CUDA when present (default: %(default)s)")
+    fit.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    fit.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
     sub.add_parser("engines", help="list the registration engines and the device auto picks")
 
@@ -241,6 +264,135 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _read_label_image(path: str, shape: tuple[int, int]) -> np.ndarray:
+    """A 2-D label image or mask from TIFF, NIfTI (rows = j, like the sequence reader) or .npy."""
+    from .io._common import split_name
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--mask {file}: no such file; check the path.")
+    ext = split_name(file)[1]
+    if ext in (".tif", ".tiff", ".ome.tif", ".ome.tiff"):
+        import tifffile
+
+        data = np.squeeze(tifffile.imread(file))
+    elif ext in (".nii", ".nii.gz"):
+        import nibabel
+
+        data = np.squeeze(np.asanyarray(nibabel.load(str(file)).dataobj))
+        data = data.T if data.ndim == 2 else data  # NIfTI (i, j) -> (rows = j, columns = i)
+    elif ext == ".npy":
+        data = np.squeeze(np.load(file, allow_pickle=False))
+    else:
+        raise ValueError(f"--mask {file}: unsupported type {ext or '(none)'!r}; use a TIFF, NIfTI or .npy file.")
+    if data.shape != tuple(shape):
+        raise ValueError(
+            f"--mask {file} has shape {data.shape} but the images are {tuple(shape)}; give one 2-D "
+            "label image on the same grid (draw it on the registered series for registered input)."
+        )
+    if data.dtype.kind == "f":
+        if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
+            raise ValueError(f"--mask {file}: labels must be integers (0 = background) or 0/1.")
+        data = data.astype(np.int64)
+    return data
+
+
+def _write_map_tiff(path: Path, array: np.ndarray, spacing_mm: tuple[float, float], info: dict) -> None:
+    import tifffile
+
+    dy, dx = spacing_mm
+    tifffile.imwrite(
+        path,
+        np.ascontiguousarray(array, dtype=np.float32),
+        photometric="minisblack",
+        resolution=(10.0 / dx, 10.0 / dy),  # pixels per cm
+        resolutionunit="CENTIMETER",
+        description=json.dumps(info),
+        metadata=None,
+    )
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from .core.mapping import T1_MODELS, fit_t1, model_for_kind
+    from .core.mapping_roi import roi_masks, survival_thresholds
+    from .io import atomic_write_all, read_sequence
+
+    sequence = read_sequence(args.input)
+    if args.times_ms is not None:
+        if len(args.times_ms) != sequence.n_frames:
+            raise ValueError(
+                f"--times-ms has {len(args.times_ms)} values but {args.input} has {sequence.n_frames} "
+                "frames; give exactly one time (ms) per frame, in frame order."
+            )
+        sequence = sequence.replace(timings_ms=args.times_ms)
+    if sequence.timings_ms is None:
+        raise ValueError(
+            f"{args.input} has no inversion/saturation times in its metadata; pass --times-ms "
+            f"with {sequence.n_frames} values (ms)."
+        )
+    model = args.model or model_for_kind(sequence.kind)
+    if model is None:
+        raise ValueError(
+            f"{args.input} is a {sequence.kind!r} sequence, which has no default T1 model; pass "
+            f"--model ({', '.join(T1_MODELS)})."
+        )
+    if not 0.0 <= args.r2_threshold <= 1.0:
+        raise ValueError(f"--r2-threshold must be between 0 and 1; got {args.r2_threshold}.")
+    labels = _read_label_image(args.mask, sequence.shape) if args.mask is not None else None
+
+    outdir = Path(args.output)
+    names = ("t1.tif", "r2.tif", "t1_sd.tif", "params.tif", "stats.json")
+    targets = [outdir / name for name in names]
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not args.overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite to replace them")
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    result = fit_t1(sequence, model=model, device=args.device, progress=_ProgressPrinter(args.quiet))
+    stats = result.summary()
+    stats.update(
+        {
+            "input": str(args.input),
+            "name": sequence.name,
+            "kind": sequence.kind,
+            "n_frames": sequence.n_frames,
+            "shape": list(sequence.shape),
+            "spacing_mm": list(sequence.spacing_mm),
+            "files": {"t1.tif": "T1 (ms)", "r2.tif": "R2", "t1_sd.tif": "SD of T1 (ms) from s2 (J^T J)^-1",
+                      "params.tif": f"parameters, one page each: {', '.join(result.param_names)}"},
+        }
+    )
+    if labels is not None:
+        rows = result.roi_statistics(labels, r2_threshold=args.r2_threshold)
+        thresholds = survival_thresholds()
+        for row, (value, (_, roi)) in zip(rows, roi_masks(labels).items()):
+            row["r2_survival"] = result.r2_survival(roi, thresholds)[1].round(6).tolist()
+        stats.update({"mask": str(args.mask), "roi": rows, "r2_survival_thresholds": thresholds.round(6).tolist()})
+
+    base = {"model": result.model, "spacing_mm": list(sequence.spacing_mm), "source": str(args.input)}
+    maps = [
+        (result.t1_ms, {"quantity": "T1", "unit": "ms"}),
+        (result.r_squared, {"quantity": "R2", "unit": ""}),
+        (result.t1_sd_ms, {"quantity": "T1 SD", "unit": "ms"}),
+        (result.params_stack(), {"quantity": "parameters", "param_names": list(result.param_names)}),
+    ]
+    items = [
+        (target, lambda p, a=array, i=info: _write_map_tiff(p, a, sequence.spacing_mm, {**base, **i}))
+        for target, (array, info) in zip(targets, maps)
+    ]
+    items.append((targets[4], lambda p: p.write_text(json.dumps(stats, indent=2, default=float))))
+    atomic_write_all(items, overwrite=args.overwrite)
+    if not args.quiet:
+        median = stats["t1_median_ms"]
+        median_text = f"median T1 {median:.0f} ms" if median is not None else "no valid T1"
+        print(
+            f"{sequence.name}: {result.model} fit of {sequence.shape[0]}x{sequence.shape[1]} pixels in "
+            f"{result.seconds:.2f} s on {result.device}; {median_text}; {result.n_failed} failed "
+            f"pixels; wrote {outdir}"
+        )
+    return EXIT_OK
+
+
 def _cmd_engines(args: argparse.Namespace) -> int:
     from .core.device import describe_device
     from .core.registration import available_engines
@@ -331,7 +483,7 @@ def main(argv: Seq[str] | None = None) -> int:
     """Entry point of the ``any2reg`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"register": _cmd_register, "sample": _cmd_sample, "engines": _cmd_engines, "train": _cmd_train}
+    handlers = {"register": _cmd_register, "sample": _cmd_sample, "engines": _cmd_engines, "train": _cmd_train, "fit": _cmd_fit}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
