@@ -151,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--user-data", default=None, metavar="DIR", help="folder of unlabelled sequences mixed into training")
     tr.add_argument("--user-data-probability", type=float, default=0.25, help="share of steps drawn from --user-data (default: %(default)s)")
     tr.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, help="compute device (default: %(default)s)")
+    tr.add_argument("--threads", type=int, default=None, metavar="K", help="CPU threads for torch (default: torch's choice; 1 is faster when other jobs share the cores)")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return parser
 
@@ -433,6 +434,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             changes[name] = getattr(args, name)
     changes["adacs"] = bool(args.adacs)
+    if args.threads is not None:
+        changes["num_threads"] = args.threads
     if args.adacs_start is not None:
         changes["adacs_start_step"] = args.adacs_start
     if args.user_data is not None:
