@@ -282,6 +282,19 @@ def test_template_difference_removes_gain_and_offset():
     np.testing.assert_allclose(qc.template_correlation(frames, template), [1.0, -1.0], atol=1e-6)
 
 
+def test_frame_templates_reproduce_a_low_rank_series():
+    rng = np.random.default_rng(2)
+    mean, c1, c2 = (rng.random(SHAPE) for _ in range(3))
+    t = np.linspace(0.0, 1.0, 6)
+    frames = (mean + np.exp(-3 * t)[:, None, None] * c1 + np.sin(4 * t)[:, None, None] * c2).astype(np.float32)
+    np.testing.assert_allclose(qc.frame_templates(frames, rank=2), frames, atol=1e-5)
+    np.testing.assert_allclose(qc.template_difference(frames, qc.frame_templates(frames, rank=2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(qc.frame_templates(frames, rank=0), np.broadcast_to(frames.mean(0), frames.shape), atol=1e-6)
+    assert np.abs(qc.frame_templates(frames, rank=1) - frames).max() > 1e-2  # two components are needed
+    with pytest.raises(ValueError, match="rank"):
+        qc.frame_templates(frames, rank=6)
+
+
 def test_checkerboard_and_curtain():
     a, b = np.zeros((2, 8, 8), np.float32), np.ones((2, 8, 8), np.float32)
     board = qc.checkerboard(a, b, tiles=4)

@@ -174,6 +174,11 @@ def test_review_flow_in_a_real_viewer(viewer, registration, review, qtbot, error
     np.testing.assert_array_equal(checker.data[:, 0, 0], source.data[:, 0, 0])
     np.testing.assert_array_equal(checker.data[:, 0, w // tiles], registered.data[:, 0, w // tiles])
 
+    # the overlays are not sequences: the Registration panel neither lists nor picks them
+    listed = [registration.layer_combo.itemText(i) for i in range(registration.layer_combo.count())]
+    assert listed == [source.name, registered.name]
+    assert registration.layer_combo.currentText() == source.name
+
     # toggle raw <-> registered changes only visibility
     assert registered.visible
     review.toggle_raw_registered()

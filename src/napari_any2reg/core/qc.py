@@ -54,6 +54,7 @@ __all__ = [
     "correspondence_maps",
     "template_correlation",
     "matched_template",
+    "frame_templates",
     "template_difference",
     "sequence_template",
     "checkerboard",
@@ -380,14 +381,52 @@ def matched_template(frames: Any, template: Any, mask: Any = None) -> np.ndarray
     return (coeffs[0][:, None, None] * t[None] + coeffs[1][:, None, None]).astype(np.float32)
 
 
-def template_difference(frames: Any, template: Any, mask: Any = None) -> np.ndarray:
-    """``frame_i - (a_i T + b_i)`` (see :func:`matched_template`), in the frames' units.
+def frame_templates(registered: Any, rank: int = 2) -> np.ndarray:
+    """The template at each frame's contrast: rank-``rank`` PCA model of the registered frames.
 
-    Computed on the raw frames it shows the motion ("before"); on the registered frames what
-    is left after correction ("after").
+    A relaxation series changes contrast tissue by tissue (near a null point the myocardium is
+    dark while the blood is bright), which no gain and offset of one template reproduces. Once
+    the frames are aligned, every pixel's curve lies close to a ``rank``-dimensional subspace
+    (the PCA2 model of the engines), so the mean image plus the first ``rank`` principal
+    components across frames, evaluated at frame ``i``, is frame ``i``'s template with the
+    motion left out. ``rank=0`` gives the mean image for every frame.
+
+    Returns
+    -------
+    ndarray (N, H, W) float32, in the registered frames' units.
+    """
+    f = _as_frames(registered, "registered").astype(np.float64)
+    n = f.shape[0]
+    rank = int(rank)
+    if not 0 <= rank < n:
+        raise ValueError(f"rank must be in 0..{n - 1} for {n} frames; got {rank}.")
+    x = f.reshape(n, -1)
+    mean = x.mean(axis=0, keepdims=True)
+    model = np.repeat(mean, n, axis=0)
+    if rank:
+        # SVD of the small N x N Gram matrix instead of the N x HW data: same components
+        centred = x - mean
+        values, vectors = np.linalg.eigh(centred @ centred.T)
+        top = vectors[:, np.argsort(values)[::-1][:rank]]  # (N, rank) frame loadings
+        model += top @ (top.T @ centred)
+    return model.reshape(f.shape).astype(np.float32)
+
+
+def template_difference(frames: Any, template: Any, mask: Any = None) -> np.ndarray:
+    """Frames minus their template, in the frames' units.
+
+    ``template`` is either per frame ``(N, H, W)`` (e.g. :func:`frame_templates`), subtracted
+    as it is, or one ``(H, W)`` image, first matched to each frame's gain and offset
+    (:func:`matched_template`). Computed on the raw frames it shows the motion ("before"); on
+    the registered frames what is left after correction ("after").
     """
     f = _as_frames(frames)
-    return (f - matched_template(f, template, mask)).astype(np.float32)
+    t = np.asarray(template, dtype=np.float32)
+    if t.ndim == 3:
+        if t.shape != f.shape:
+            raise ValueError(f"per-frame templates must be (N, H, W) = {f.shape}; got {t.shape}.")
+        return (f - t).astype(np.float32)
+    return (f - matched_template(f, t, mask)).astype(np.float32)
 
 
 def checkerboard(first: Any, second: Any, tiles: int = 8) -> np.ndarray:
@@ -667,8 +706,8 @@ class Review:
     folding: np.ndarray  # (N, H, W) bool
     scores: np.ndarray  # (N, H, W) in [0, 1]
     template: np.ndarray  # (H, W)
-    difference_before: np.ndarray  # (N, H, W) raw - matched template
-    difference_after: np.ndarray  # (N, H, W) registered - matched template
+    difference_before: np.ndarray  # (N, H, W) raw - frame template
+    difference_after: np.ndarray  # (N, H, W) registered - frame template
     table: QCTable
     summary: RunSummary
 
@@ -684,12 +723,15 @@ def review_registration(
     info: dict[str, Any] | None = None,
     roi: Any = None,
     thresholds: QCThresholds = QCThresholds(),
+    difference_rank: int = 2,
     progress: Any = None,
 ) -> Review:
     """Compute every review map, the QC table and the run summary in one go.
 
     ``progress``, if given, is called as ``progress(fraction, message)`` between the steps.
-    ``scores`` are the stored correspondence maps (any2reg engines) or ``None``.
+    ``scores`` are the stored correspondence maps (any2reg engines) or ``None``. The
+    differences before / after are to :func:`frame_templates` of rank ``difference_rank``
+    (the template at each frame's contrast); the QC table correlates with ``template``.
     """
     report = progress or (lambda fraction, message: None)
     a, b = _as_frames(raw, "raw"), _as_frames(registered, "registered")
@@ -703,7 +745,8 @@ def review_registration(
     maps = correspondence_maps(a, u, spacing_mm=spacing_mm, stored=scores)
     report(0.6, "template differences")
     t = sequence_template(b) if template is None else np.asarray(template, dtype=np.float32)
-    before, after = template_difference(a, t, m), template_difference(b, t, m)
+    per_frame = frame_templates(b, rank=min(difference_rank, a.shape[0] - 1))
+    before, after = template_difference(a, per_frame), template_difference(b, per_frame)
     report(0.8, "QC table")
     table = frame_qc_table(a, b, u, template=t, scores=maps, spacing_mm=spacing_mm, roi=m,
                            thresholds=thresholds, det=det)

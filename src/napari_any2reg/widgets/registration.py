@@ -625,6 +625,7 @@ def _is_sequence_layer(layer: Any) -> bool:
         and layer.ndim == 3
         and not layer.rgb
         and not layer.multiscale
+        and "any2reg_overlay" not in layer.metadata  # the Review widget's maps are not sequences
     )
 
 
