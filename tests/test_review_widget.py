@@ -153,8 +153,8 @@ def test_review_flow_in_a_real_viewer(viewer, registration, review, qtbot, error
     assert np.all(quiver.data[in_view(quiver), 0, 0] == 3)
 
     # image overlays: (N, H, W) with the registered layer's scale
-    assert review.show_jacobian() and review.show_folding() and review.show_scores()
-    assert review.show_differences()
+    assert review.show_jacobian() is not None and review.show_folding() is not None
+    assert review.show_scores() and review.show_differences()
     checker = review.show_checkerboard()
     qtbot.waitUntil(lambda: f"{registered.name} difference after" in viewer.layers, timeout=TIMEOUT_MS)
     for suffix in ("Jacobian", "folding", "scores", "difference before", "difference after", "checkerboard"):
@@ -219,13 +219,25 @@ def test_thresholds_flag_rows_and_reasons(viewer, registration, review, qtbot, e
     assert review.table_data.flagged_frames == []
     assert review.table.item(0, reason_column).text() == ""
     assert review.table.item(0, 0).background().color() != flagged_colour
+
+    # a re-run replaces the registered layer's data: the review is redone, never left stale
+    old = review.review
+    source = viewer.layers[registered.metadata["source_layer"]]
+    registration.reference_combo.setCurrentIndex(registration.reference_combo.findData("fixed"))
+    registration.frame_spin.setValue(0)
+    assert registration.run(source)
+    qtbot.waitUntil(lambda: registration.worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: review.worker is None and review.review is not None and review.review is not old,
+                    timeout=TIMEOUT_MS)
+    assert review.table_data.rows[0].max_displacement_mm == pytest.approx(0.0, abs=1e-3)  # the fixed frame
+    assert review.table.rowCount() == n
     assert errors == []
 
 
 def test_review_without_source_or_result_reports_errors(viewer, review, qtbot, errors):
     rng = np.random.default_rng(0)
     assert review.layer_combo.count() == 0
-    assert review.show_jacobian() is False
+    assert review.show_jacobian() is None and review.show_scores() is False
     assert errors and "Registration" in errors[-1]
 
     # a registered layer whose source is gone: overlays from the field still work,
@@ -239,11 +251,15 @@ def test_review_without_source_or_result_reports_errors(viewer, review, qtbot, e
     assert review.worker is None  # nothing to compute against
     grid = review.show_grid()
     assert grid is not None and len(grid.data) % 4 == 0
+    jacobian = review.show_jacobian()
+    np.testing.assert_allclose(jacobian.data, 1.0)  # zero field
+    np.testing.assert_allclose(jacobian.scale, (1, 2, 2))
     n_errors = len(errors)
     assert review.show_checkerboard() is None
     assert len(errors) == n_errors + 1 and "'gone'" in errors[-1] and "open it again" in errors[-1]
     assert review.show_profile(3, 3) is None
-    assert [la.name for la in viewer.layers] == ["gone registered", "gone registered grid"]
+    assert [la.name for la in viewer.layers] == ["gone registered", "gone registered grid",
+                                                 "gone registered Jacobian"]
 
 
 def test_review_is_a_plugin_dock_widget(viewer):

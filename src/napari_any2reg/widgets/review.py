@@ -53,6 +53,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core import qc
+from ..core.spatial import jacobian_determinant
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -91,6 +92,7 @@ class _ProgressRelay(QObject):
 
 @dataclasses.dataclass
 class _Outcome:
+    key: tuple[int, ...]
     review: qc.Review | None = None
     error: BaseException | None = None
 
@@ -297,7 +299,14 @@ class ReviewWidget(QWidget):
             self._watch(layer)
         # viewer-level callback (the user's layers get nothing attached); a weak reference so a
         # closed widget does not keep receiving clicks
-        self.viewer.mouse_double_click_callbacks.append(_double_click_callback(self))
+        self._double_click = _double_click_callback(self)
+        self.viewer.mouse_double_click_callbacks.append(self._double_click)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
+        callbacks = self.viewer.mouse_double_click_callbacks
+        if self._double_click in callbacks:
+            callbacks.remove(self._double_click)
+        super().closeEvent(event)
 
     def _watch(self, layer: Any) -> None:
         if not any(layer is w for w in self._watched):
@@ -480,9 +489,10 @@ class ReviewWidget(QWidget):
             info=pair.info,
             thresholds=self.thresholds(),
             relay=self._relay,
+            key=pair.key,
         )
-        key = pair.key
-        worker.returned.connect(lambda outcome, key=key: self._on_returned(outcome, key))
+        # bound methods (not lambdas): Qt drops them if the widget is closed mid-run
+        worker.returned.connect(self._on_returned)
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self._update_enabled()
@@ -496,7 +506,8 @@ class ReviewWidget(QWidget):
         if message:
             self.set_status(f"Review: {message}…")
 
-    def _on_returned(self, outcome: _Outcome, key: tuple[int, ...]) -> None:
+    def _on_returned(self, outcome: _Outcome) -> None:
+        key = outcome.key
         if outcome.error is not None:
             self._pending.clear()
             self._report_error(f"Review failed: {outcome.error}", outcome.error)
@@ -682,15 +693,28 @@ class ReviewWidget(QWidget):
 
         return self.compute_review(then=add)
 
-    def show_jacobian(self) -> bool:
-        """Add / update det J per frame (diverging, centred at 1, limits 0–2)."""
-        return self._image_overlay("jacobian", lambda r: r.jacobian, colormap="coolwarm",
-                                   contrast_limits=JACOBIAN_LIMITS, opacity=0.7)
+    def show_jacobian(self) -> Any:
+        """Add / update det J per frame (diverging, centred at 1, limits 0–2).
 
-    def show_folding(self) -> bool:
-        """Add / update the folded pixels (det J ≤ 0) in magenta."""
-        return self._image_overlay("folding", lambda r: r.folding, colormap=FOLDING_COLORMAP,
-                                   contrast_limits=(0.0, 1.0), opacity=1.0)
+        Needs only the field (no source layer) and is fast, so it is computed here.
+        """
+
+        def make(pair: _Pair) -> Image:
+            det = np.asarray(jacobian_determinant(pair.displacement), dtype=np.float32)
+            return Image(det, colormap="coolwarm", contrast_limits=JACOBIAN_LIMITS, opacity=0.7)
+
+        return self._overlay("jacobian", make)
+
+    def show_folding(self) -> Any:
+        """Add / update the folded pixels (det J ≤ 0) in magenta (from the field alone)."""
+
+        def make(pair: _Pair) -> Image:
+            folded = qc.folding_mask(pair.displacement)
+            n = int(folded.reshape(len(folded), -1).any(axis=1).sum())
+            self.set_status(f"Folding: {100 * folded.mean():.2f} % of the pixels, in {n} frame(s).")
+            return Image(folded.astype(np.float32), colormap=FOLDING_COLORMAP, contrast_limits=(0.0, 1.0))
+
+        return self._overlay("folding", make)
 
     def show_scores(self) -> bool:
         """Add / update the per-frame correspondence scores in [0, 1]."""
@@ -794,7 +818,7 @@ class ReviewWidget(QWidget):
 # ---------------------------------------------------------------------- helpers
 def _compute(raw: np.ndarray, registered: np.ndarray, displacement: np.ndarray, *, template: Any, scores: Any,
              spacing_mm: tuple[float, float], info: dict[str, Any], thresholds: qc.QCThresholds,
-             relay: _ProgressRelay) -> _Outcome:
+             relay: _ProgressRelay, key: tuple[int, ...]) -> _Outcome:
     """Worker body: every error is returned, to be shown in the GUI thread."""
     try:
         review = qc.review_registration(
@@ -809,8 +833,8 @@ def _compute(raw: np.ndarray, registered: np.ndarray, displacement: np.ndarray, 
             progress=lambda fraction, message: relay.progress.emit(float(fraction), str(message)),
         )
     except Exception as exc:
-        return _Outcome(error=exc)
-    return _Outcome(review=review)
+        return _Outcome(key, error=exc)
+    return _Outcome(key, review=review)
 
 
 def _double_click_callback(widget: ReviewWidget) -> Callable[[Any, Any], None]:
