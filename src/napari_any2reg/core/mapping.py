@@ -260,9 +260,10 @@ def fit_t1(
     Parameters
     ----------
     frames : Sequence or array_like, shape (N, ...)
-        Magnitude images with the frame axis first (``(N, H, W)``, or ``(N, P)`` curves). A
-        :class:`~napari_any2reg.core.sequence.Sequence` also supplies ``timings_ms`` and,
-        through its ``kind``, the default ``model``. Never modified.
+        Magnitude images with the frame axis first: ``(N, H, W)``, ``(N, P)`` curves, or one
+        ``(N,)`` curve (0-d maps). A :class:`~napari_any2reg.core.sequence.Sequence` also
+        supplies ``timings_ms`` and, through its ``kind``, the default ``model``. Never
+        modified.
     timings_ms : array_like, shape (N,), optional
         Inversion (MOLLI, STONE, IR) or saturation (SASHA) time of each frame in ms; ``inf``
         for a frame without preparation. Required unless ``frames`` is a Sequence with timings.
@@ -357,7 +358,6 @@ def fit_t1(
     best = None
     for c, (k, g) in enumerate(candidates):
         fit = _levenberg_marquardt(y_norm, t_sorted, k, grid[g.clamp(min=0)], spec, (lo, hi), iterations)
-        fit["k"] = k
         fit["valid_candidate"] = g >= 0
         fit["rss"] = torch.where(fit["valid_candidate"], fit["rss"], torch.full_like(fit["rss"], float("inf")))
         if best is None:
@@ -386,8 +386,7 @@ def fit_t1(
     def masked(values: torch.Tensor) -> torch.Tensor:
         return torch.where(ok, values, nan)
 
-    amplitude_scale = scale
-    reported = _reported_params(out["theta"], spec, amplitude_scale)
+    reported = _reported_params(out["theta"], spec, scale)
     params = {name: to_map(masked(v)) for name, v in zip(spec.param_names, reported)}
     k_map = to_map(torch.where(ok, out["k"].to(torch.float64), torch.full_like(nan, -1.0)), fill=-1, dtype=np.int16)
     code = to_map(out["code"].to(torch.float64), fill=0, dtype=np.uint8)
@@ -465,8 +464,6 @@ def _unpack(frames: Any, timings_ms: Any) -> tuple[np.ndarray, Any, str | None]:
         raise ValueError(
             f"frames must have the frame axis first (N, H, W) with N >= 2; got shape {data.shape}."
         )
-    if data.ndim == 1:
-        data = data[:, None]
     return data.astype(np.float64, copy=False), timings_ms, kind
 
 
