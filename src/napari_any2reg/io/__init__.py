@@ -16,12 +16,18 @@ replace an existing file unless ``overwrite=True``.
 ``atomic_write``       temp file in the same folder, then ``os.replace``
 ``supported_path``     cheap extension / DICOM-folder check
 =====================  ==========================================================
+
+``atomic_write_folder`` writes several files into a folder as one unit (all or none; used by
+the export). :mod:`.fields` writes and reads what a registration produces besides the frames:
+``save_displacement`` / ``read_displacement`` (.npy in pixels or NIfTI in mm) and
+``save_map_tiff`` / ``read_map_tiff`` (float32 maps with spacing and a JSON description).
 """
 
-from ._atomic import atomic_write, atomic_write_all
+from ._atomic import atomic_write, atomic_write_all, atomic_write_folder
 from ._common import FILE_EXTENSIONS, SequenceReadError
 from ._dispatch import read_sequence, supported_path
 from .dicom import read_dicom_series
+from .fields import read_displacement, read_map_tiff, save_displacement, save_map_tiff
 from .nifti import read_nifti, write_nifti
 from .tiff import read_tiff, write_tiff
 
@@ -37,4 +43,9 @@ __all__ = [
     "supported_path",
     "atomic_write",
     "atomic_write_all",
+    "atomic_write_folder",
+    "save_displacement",
+    "read_displacement",
+    "save_map_tiff",
+    "read_map_tiff",
 ]

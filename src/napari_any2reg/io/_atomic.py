@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_all"]
+__all__ = ["atomic_write", "atomic_write_all", "atomic_write_folder"]
 
 
 def _check_target(target: Path, overwrite: bool) -> None:
@@ -152,3 +152,144 @@ def atomic_write(path: Any, writer: Callable[[Path], None], *, overwrite: bool =
     'u.npy'
     """
     return atomic_write_all([(path, writer)], overwrite=overwrite)[0]
+
+
+def _move_exclusive(source: Path, target: Path) -> None:
+    """Move ``source`` to ``target`` without ever replacing an existing ``target``."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise FileExistsError(
+            f"{target} already exists; pass overwrite=True to replace it or choose another folder."
+        ) from None
+    except OSError:  # no hard links on this file system: check, then rename
+        if target.exists():
+            raise FileExistsError(
+                f"{target} already exists; pass overwrite=True to replace it or choose another folder."
+            ) from None
+        os.replace(source, target)
+        return
+    source.unlink()
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` (and missing parents); return the folders created, deepest first."""
+    created: list[Path] = []
+    probe = folder
+    while not probe.exists():
+        created.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise NotADirectoryError(
+            f"cannot write into {folder}: {probe} is a file, not a folder; choose another output folder."
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise type(exc)(
+            f"cannot create the output folder {folder} ({exc.strerror or exc}); choose another folder "
+            "or fix its permissions."
+        ) from exc
+    return created
+
+
+def atomic_write_folder(
+    folder: Any,
+    writer: Callable[[Path], None],
+    *,
+    expected: Iterable[str] = (),
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write a set of files into ``folder`` as one unit: all of them appear, or none.
+
+    ``writer(staging)`` writes every file into a hidden staging folder inside ``folder`` (same
+    file system, so the final moves are renames). Then each file is moved into ``folder``.
+    If the writer or a move fails, the files already moved are removed again, files replaced
+    under ``overwrite`` are restored, the staging folder is deleted and folders this call
+    created are removed: a failed export leaves nothing behind.
+
+    Parameters
+    ----------
+    folder : str or Path
+        Output folder; created (with parents) when missing.
+    writer : callable
+        ``writer(staging_path)`` writes plain files (no sub-folders) into ``staging_path``.
+    expected : iterable of str, optional
+        File names the writer will produce, checked before it runs so a clash is reported
+        before any work is done (the actual names are checked again before moving).
+    overwrite : bool, optional
+        Replace existing files of the same names. Default: raise :class:`FileExistsError`.
+
+    Returns
+    -------
+    list of Path
+        The written files, sorted by name.
+    """
+    import shutil
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"cannot write into {folder}: it is a file, not a folder; choose another output folder.")
+
+    def clashes(names: Iterable[str]) -> list[str]:
+        return [str(folder / name) for name in names if (folder / name).exists()]
+
+    existing = clashes(expected) if folder.is_dir() else []
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist; pass overwrite=True to replace them or choose another folder.")
+    created = _make_folder(folder)
+    staging = folder / f".any2reg-staging-{secrets.token_hex(4)}"
+    backup = staging / ".replaced"
+    moved: list[Path] = []
+    replaced: list[tuple[Path, Path]] = []
+    try:
+        try:
+            staging.mkdir()
+        except PermissionError as exc:
+            raise PermissionError(
+                f"cannot write into {folder}: the folder is not writable ({exc.strerror}); choose another "
+                "folder or fix its permissions."
+            ) from exc
+        writer(staging)
+        entries = sorted(p for p in staging.iterdir() if p.name != backup.name)
+        nested = [p.name for p in entries if not p.is_file()]
+        if nested:
+            raise OSError(f"atomic_write_folder writes plain files only; the writer made {', '.join(nested)}.")
+        existing = clashes(p.name for p in entries)
+        if existing and not overwrite:
+            raise FileExistsError(f"{', '.join(existing)} already exist; pass overwrite=True to replace them or choose another folder.")
+        backup.mkdir()
+        for entry in entries:
+            target = folder / entry.name
+            if overwrite and target.exists():
+                if target.is_dir():
+                    raise IsADirectoryError(f"cannot write {target}: it is a folder.")
+                kept = backup / entry.name
+                os.replace(target, kept)
+                replaced.append((kept, target))
+                os.replace(entry, target)
+            else:
+                _move_exclusive(entry, target)
+            moved.append(target)
+    except BaseException:
+        for target in moved:
+            try:
+                target.unlink()
+            except OSError:
+                pass
+        for kept, target in replaced:
+            try:
+                os.replace(kept, target)
+            except OSError:
+                pass
+        shutil.rmtree(staging, ignore_errors=True)
+        for path in created:  # deepest first; only if still empty
+            try:
+                path.rmdir()
+            except OSError:
+                break
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return sorted(moved)
