@@ -8,6 +8,8 @@ Write a built-in phantom, register it, and look at the numbers::
     any2reg register molli.tif -o out/ --engine groupwise
     cat out/metrics.json
     any2reg fit out/registered.tif -o t1/          # T1, R², SD and parameter maps
+    any2reg register molli.tif -o out/ --export all --landmarks clicks.csv
+    any2reg tre out/displacement.npy clicks.csv    # landmark TRE before/after (mm)
 """
 
 from __future__ import annotations
@@ -68,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
             "OUTDIR/displacement.npy ((N,2,H,W) float32, pixels, (dy,dx), pull-back: "
             "registered_i(x) = frame_i(x + u_i(x))) and OUTDIR/metrics.json (engine, device, "
             "seconds, folding %%, model-free alignment score before/after); the any2reg engines also "
-            "write OUTDIR/correspondence.npy ((N,H,W) float32 in [0,1], per-frame AdaCS scores)."
+            "write OUTDIR/correspondence.npy ((N,H,W) float32 in [0,1], per-frame AdaCS scores). "
+            "--export adds NIfTI, NIfTI/npy displacement, Jacobian maps, T1 maps, QC (JSON, CSV), "
+            "landmarks and TRE (CSV, with --landmarks), a one-page QC report and a run record "
+            "(run.json); everything is written together or not at all."
         ),
     )
     reg.add_argument("input", help="TIFF/OME-TIFF, NIfTI file, or DICOM series folder")
@@ -83,8 +88,33 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--spacing-mm", type=_spacing, default=None, metavar="DY,DX", help="override the pixel spacing (mm)")
     reg.add_argument("--weights", default=None, metavar="FILE", help="any2reg engines: a best.pt / checkpoint.pt from 'any2reg train' instead of the shipped weights")
     reg.add_argument("--io-steps", type=int, default=None, metavar="K", help="any2reg-io: instance-optimisation steps (default: 30)")
+    reg.add_argument(
+        "--export", default=None, metavar="ITEMS",
+        help="also export, all or nothing: 'all' or a comma-separated list of "
+             "stack,nifti,displacement,jacobian,maps,qc,landmarks,report,record (maps: T1/R2/SD "
+             "before and after when the sequence has a T1 model; landmarks: needs --landmarks)",
+    )
+    reg.add_argument("--landmarks", default=None, metavar="CSV", help="landmarks clicked on the raw frames (frame,name,y,x in pixels) for TRE in the export")
+    reg.add_argument("--report-format", choices=("png", "pdf"), default="png", help="format of the QC report with --export (default: %(default)s)")
     reg.add_argument("--overwrite", action="store_true", help="replace existing output files")
     reg.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+    tre = sub.add_parser(
+        "tre",
+        help="landmark TRE before/after a registration (mm)",
+        description=(
+            "Target registration error of landmarks clicked on every raw frame: each point is mapped "
+            "to the common grid by inverting x + u_i(x) = p_i, and the TRE of a landmark is the mean "
+            "distance over frame pairs (mm). 'before' uses the raw positions. LANDMARKS is a CSV with "
+            "columns frame,name,y,x (pixels, frame 0-based; y_mm,x_mm optional), as the napari "
+            "Landmarks widget writes it."
+        ),
+    )
+    tre.add_argument("displacement", metavar="DISPLACEMENT", help="displacement.npy (N,2,H,W pixels) or the exported displacement.nii.gz")
+    tre.add_argument("landmarks", metavar="LANDMARKS", help="landmark CSV (frame,name,y,x)")
+    tre.add_argument("--spacing-mm", type=_spacing, default=None, metavar="DY,DX", help="pixel spacing (default: the CSV's mm columns, else the field's NIfTI header or sidecar, else 1 = pixels)")
+    tre.add_argument("--out", default=None, metavar="JSON", help="also write the numbers to this JSON file")
+    tre.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
     sample = sub.add_parser(
         "sample",
@@ -192,13 +222,23 @@ def _cmd_register(args: argparse.Namespace) -> int:
     sequence = read_sequence(args.input, **overrides)
 
     outdir = Path(args.output)
-    outdir.mkdir(parents=True, exist_ok=True)
+    export_items = _export_items(args, sequence)
+    landmarks = _read_landmarks_for(args.landmarks, sequence) if args.landmarks is not None else None
+    if export_items is None and landmarks is not None:
+        raise ValueError("--landmarks is used by the export; add --export all (or --export landmarks,...).")
     targets = [outdir / "registered.tif", outdir / "displacement.npy", outdir / "metrics.json"]
     if args.engine.startswith("any2reg"):
         targets.append(outdir / "correspondence.npy")
+    if export_items is not None:
+        from .core.export import planned_files
+
+        targets += [outdir / name for name in planned_files(export_items, report_format=args.report_format)
+                    if outdir / name not in targets]
     existing = [str(p) for p in targets if p.exists()]
     if existing and not args.overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite to replace them")
+    if export_items is None:
+        outdir.mkdir(parents=True, exist_ok=True)
 
     options = {}
     if args.metric is not None:
@@ -232,6 +272,9 @@ def _cmd_register(args: argparse.Namespace) -> int:
             "displacement_convention": "pixels (dy, dx), pull-back: registered_i(x) = frame_i(x + u_i(x))",
         }
     )
+    if export_items is not None:
+        _export_registration(args, sequence, result, metrics, export_items, landmarks, outdir)
+        return EXIT_OK
     write_tiff(targets[0], result.registered_sequence(), overwrite=args.overwrite)
     atomic_write(targets[1], lambda p: np.save(p, result.displacement), overwrite=args.overwrite)
     atomic_write(
@@ -249,6 +292,98 @@ def _cmd_register(args: argparse.Namespace) -> int:
             f"{metrics['alignment_score_before']:.3f} -> {metrics['alignment_score_after']:.3f}; "
             f"wrote {outdir}"
         )
+    return EXIT_OK
+
+
+def _export_items(args: argparse.Namespace, sequence) -> tuple[str, ...] | None:
+    """The export items of ``register --export`` resolved against what this run can provide."""
+    from .core.export import EXPORT_ITEMS, parse_export_items
+    from .core.mapping import model_for_kind
+
+    if args.export is None:
+        return None
+    requested = parse_export_items(args.export)
+    if not requested:
+        raise ValueError("--export needs 'all' or a comma-separated list of items.")
+    can_fit = sequence.timings_ms is not None and model_for_kind(sequence.kind) is not None
+    if requested == ("all",):
+        skip = {"dice"} | ({"landmarks"} if args.landmarks is None else set()) | (set() if can_fit else {"maps"})
+        return tuple(item for item in EXPORT_ITEMS if item not in skip)
+    if "dice" in requested:
+        raise ValueError("--export dice needs labels of every frame; export from napari (Export panel) or with core.export.")
+    if "landmarks" in requested and args.landmarks is None:
+        raise ValueError("--export landmarks needs --landmarks CSV (frame,name,y,x in pixels).")
+    if "maps" in requested and not can_fit:
+        raise ValueError(
+            f"--export maps needs a T1 sequence with inversion/saturation times; {args.input} is "
+            f"{sequence.kind!r}{'' if sequence.timings_ms is not None else ' without timings (pass --times-ms)'}."
+        )
+    # the plain outputs (registered.tif, displacement.npy) are always part of an export
+    return tuple(item for item in EXPORT_ITEMS if item in set(requested) | {"stack", "displacement"})
+
+
+def _read_landmarks_for(path: str, sequence):
+    from .core.landmarks import read_landmarks_csv
+
+    table = read_landmarks_csv(path, spacing_mm=sequence.spacing_mm)
+    if table.n_frames > sequence.n_frames:
+        raise ValueError(
+            f"--landmarks {path}: a point is on frame {table.n_frames - 1} but {sequence.name!r} has "
+            f"{sequence.n_frames} frames (0..{sequence.n_frames - 1}); frames are 0-based."
+        )
+    table.positions(sequence.n_frames)  # a landmark placed twice on a frame: fail before registering
+    return table
+
+
+def _export_registration(args, sequence, result, metrics, items, landmarks, outdir: Path) -> None:
+    """``register --export``: the plain outputs and the export items in one all-or-nothing write."""
+    from .core.export import export_result, t1_maps_from_fit
+
+    t1_maps = None
+    if "maps" in items:
+        from .core.mapping import fit_t1
+
+        t1_maps = {
+            "raw": t1_maps_from_fit(fit_t1(sequence, device=args.device)),
+            "registered": t1_maps_from_fit(fit_t1(result.registered_sequence(), device=args.device)),
+        }
+    extra = {"metrics.json": lambda p: p.write_text(json.dumps(metrics, indent=2, default=float))}
+    scores = result.extras.get("correspondence")
+    if scores is not None:
+        extra["correspondence.npy"] = lambda p: np.save(p, np.asarray(scores, np.float32))
+    outcome = export_result(
+        result, outdir, items=items, landmarks=landmarks, t1_maps=t1_maps, input_path=str(args.input),
+        report_format=args.report_format, extra_files=extra, command=["any2reg"] + list(getattr(args, "argv", [])),
+        overwrite=args.overwrite,
+    )
+    if not args.quiet:
+        print(
+            f"{sequence.name}: {sequence.n_frames} frames, engine {result.engine} on {result.device}, "
+            f"{result.seconds:.2f} s, folding {metrics['folding_percent']:.3f} %, alignment "
+            f"{metrics['alignment_score_before']:.3f} -> {metrics['alignment_score_after']:.3f}"
+        )
+        if outcome.tre is not None:
+            print(f"TRE overall {outcome.tre.before['overall']:.2f} -> {outcome.tre.after['overall']:.2f} mm")
+        print(outcome.summary())
+
+
+def _cmd_tre(args: argparse.Namespace) -> int:
+    from .core.landmarks import read_landmarks_csv, tre_before_after
+    from .io import atomic_write, read_displacement
+
+    displacement, field_spacing = read_displacement(args.displacement)
+    table = read_landmarks_csv(args.landmarks, spacing_mm=args.spacing_mm)
+    if args.spacing_mm is None and table.spacing_source == "default" and field_spacing is not None:
+        table = table.with_spacing(field_spacing, f"{args.displacement} (header)")
+    report = tre_before_after(table, displacement)
+    if report.spacing_source == "default":
+        print("any2reg: note: no pixel spacing known (no mm columns, no --spacing-mm): distances are in pixels", file=sys.stderr)
+    for line in report.lines():
+        print(line)
+    if args.out is not None:
+        content = {"displacement": str(args.displacement), "landmarks": str(args.landmarks), **report.to_dict()}
+        text = json.dumps(content, indent=2, allow_nan=False) + "\n"
+        atomic_write(Path(args.out), lambda p: p.write_text(text, encoding="utf-8"), overwrite=args.overwrite)
     return EXIT_OK
 
 
@@ -299,18 +434,9 @@ def _read_label_image(path: str, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _write_map_tiff(path: Path, array: np.ndarray, spacing_mm: tuple[float, float], info: dict) -> None:
-    import tifffile
+    from .io import save_map_tiff
 
-    dy, dx = spacing_mm
-    tifffile.imwrite(
-        path,
-        np.ascontiguousarray(array, dtype=np.float32),
-        photometric="minisblack",
-        resolution=(10.0 / dx, 10.0 / dy),  # pixels per cm
-        resolutionunit="CENTIMETER",
-        description=json.dumps(info),
-        metadata=None,
-    )
+    save_map_tiff(path, array, spacing_mm, info)
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -486,7 +612,9 @@ def main(argv: Seq[str] | None = None) -> int:
     """Entry point of the ``any2reg`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"register": _cmd_register, "sample": _cmd_sample, "engines": _cmd_engines, "train": _cmd_train, "fit": _cmd_fit}
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the run record
+    handlers = {"register": _cmd_register, "sample": _cmd_sample, "engines": _cmd_engines, "train": _cmd_train, "fit": _cmd_fit,
+                "tre": _cmd_tre}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
