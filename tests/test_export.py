@@ -9,7 +9,6 @@ import csv
 import errno
 import hashlib
 import json
-import os
 
 import numpy as np
 import pytest

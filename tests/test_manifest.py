@@ -37,6 +37,10 @@ def test_installed_package_ships_the_manifest():
     assert f"name: {PLUGIN}" in resource.read_text()
 
 
+#: The dock widgets, in menu order.
+DOCK_WIDGETS = ["Registration", "Review", "T1 mapping", "Landmarks", "Export"]
+
+
 def _discovered_manifest():
     pm = npe2.PluginManager.instance()
     pm.discover()
@@ -62,6 +66,8 @@ def test_npe2_discovers_all_contributions(tmp_path):
     writers = {w.command: w for w in pm.iter_compatible_writers(["image"])}
     assert {".tif", ".tiff"} <= set(writers[f"{PLUGIN}.write_tiff"].filename_extensions)
     assert ".nii.gz" in writers[f"{PLUGIN}.write_nifti"].filename_extensions
+    points_writers = {w.command: w for w in pm.iter_compatible_writers(["points"])}
+    assert points_writers[f"{PLUGIN}.write_landmarks"].filename_extensions == [".csv"]
 
     samples = {s.key: s.display_name for s in contributions.sample_data}
     assert samples == {
@@ -69,7 +75,7 @@ def test_npe2_discovers_all_contributions(tmp_path):
         "stone": "Phantom STONE-like (11 frames)",
         "cine": "Phantom cine (30 frames)",
     }
-    assert [w.display_name for w in contributions.widgets] == ["Registration"]
+    assert [w.display_name for w in contributions.widgets] == DOCK_WIDGETS
 
 
 @pytest.mark.napari
@@ -79,6 +85,6 @@ def test_napari_lists_the_plugin(make_napari_viewer):
     make_napari_viewer()  # initialises napari's plugin system
     _initialize_plugins()
     docks = dict(item for kind, item in _npe2.widget_iterator() if kind == "dock")
-    assert docks[PLUGIN] == ["Registration"]
+    assert docks[PLUGIN] == DOCK_WIDGETS
     samples = dict(_npe2.sample_iterator())
     assert set(samples[PLUGIN]) == {"molli", "stone", "cine"}

@@ -1,4 +1,5 @@
-"""napari writer contributions: an image layer → TIFF or NIfTI (with timings and spacing).
+"""napari writer contributions: an image layer → TIFF or NIfTI (with timings and spacing), a
+landmarks Points layer → landmark CSV (``frame,name,y,x,y_mm,x_mm``).
 
 The layer is turned back into a :class:`Sequence` with ``Sequence.from_layer`` (array-valued
 metadata such as a registration's displacement is dropped: files keep JSON-friendly metadata
@@ -12,7 +13,7 @@ from typing import Any
 
 from ._layers import sequence_from_layer_fields
 
-__all__ = ["write_tiff", "write_nifti"]
+__all__ = ["write_tiff", "write_nifti", "write_landmarks"]
 
 _TIFF_EXTENSIONS = (".ome.tif", ".tif", ".tiff")
 _NIFTI_EXTENSIONS = (".nii.gz", ".nii")
@@ -57,3 +58,31 @@ def write_nifti(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
     written = os.fspath(_write(target, _sequence(data, attributes), overwrite=True) or target)
     sidecar = sidecar_path(written)
     return [written, os.fspath(sidecar)] if sidecar.exists() else [written]
+
+
+def write_landmarks(path: str, data: Any, attributes: dict[str, Any]) -> list[str]:
+    """Write a Points layer ``(frame, y, x)`` with a ``name`` feature as a landmark CSV.
+
+    Positions are the layer's data coordinates: the image's pixels when the layer was made on the
+    image's grid (the Landmarks widget's "New" does that); the mm columns use the layer's scale.
+    A point placed twice for one landmark and frame keeps the last one.
+    """
+    import numpy as np
+
+    from ..core.landmarks import LandmarkTable, write_landmarks_csv
+
+    target = os.fspath(path)
+    if not target.lower().endswith(".csv"):
+        target += ".csv"
+    coords = np.asarray(data, dtype=float)
+    if coords.ndim != 2 or coords.shape[1] != 3:
+        raise ValueError(
+            f"landmarks are (frame, y, x) points; layer {attributes.get('name')!r} has shape {coords.shape}."
+        )
+    features = attributes.get("features")
+    if features is None or "name" not in getattr(features, "columns", ()):
+        raise ValueError(f"layer {attributes.get('name')!r} has no 'name' feature; make it with the Landmarks widget.")
+    scale = np.asarray(attributes.get("scale") or (1.0, 1.0, 1.0), dtype=float)[-2:]
+    table = LandmarkTable(np.round(coords[:, 0]).astype(int), features["name"].astype(str).to_numpy(object),
+                          coords[:, 1:], (float(scale[0]), float(scale[1]))).keep_last().sorted()
+    return [os.fspath(write_landmarks_csv(target, table, overwrite=True))]  # napari asked before replacing

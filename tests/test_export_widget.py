@@ -1,0 +1,197 @@
+"""napari layer: the Export widget (and the landmarks CSV writer) in a real viewer.
+
+64x64 phantom registered once per module with the groupwise engine; the layers are added the
+way the Registration, T1 mapping and Landmarks panels make them. Every test waits for the
+export worker it started.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.napari
+
+PLUGIN = "napari-any2reg"
+TIMEOUT_MS = 60_000
+SPACING = (4.5, 4.5)
+
+
+@pytest.fixture(scope="module")
+def phantom_run():
+    import torch
+
+    from napari_any2reg.core.mapping import fit_t1
+    from napari_any2reg.core.phantom import make_phantom
+    from napari_any2reg.core.registration import register
+
+    torch.manual_seed(0)
+    phantom = make_phantom("molli", seed=0, shape=(64, 64), spacing_mm=SPACING, motion_mm=10)
+    result = register(phantom.sequence, engine="groupwise", device="cpu", iterations_scale=0.3)
+    fits = {"molli": fit_t1(phantom.sequence, device="cpu"), "molli registered": fit_t1(result.registered_sequence(), device="cpu")}
+    return phantom, result, fits
+
+
+@pytest.fixture
+def notes(monkeypatch):
+    from napari_any2reg.widgets import export
+
+    calls: dict[str, list[str]] = {"error": [], "info": []}
+    monkeypatch.setattr(export, "show_error", lambda msg: calls["error"].append(str(msg)))
+    monkeypatch.setattr(export, "show_info", lambda msg: calls["info"].append(str(msg)))
+    return calls
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+@pytest.fixture
+def widget(viewer, qtbot):
+    from napari_any2reg.widgets.export import ExportWidget
+
+    w = ExportWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Export")
+    yield w
+    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
+
+
+def wait_done(qtbot, w):
+    qtbot.waitUntil(lambda: w.worker is None and w.export_button.isEnabled(), timeout=TIMEOUT_MS)
+
+
+def add_run(viewer, phantom_run, *, with_source=True, maps=True, points=True, labels=True):
+    from napari_any2reg.widgets._layers import registered_layer_metadata, sequence_to_layer_data
+
+    phantom, result, fits = phantom_run
+    data, kwargs, _ = sequence_to_layer_data(phantom.sequence, name="molli")
+    kwargs["metadata"]["source"] = "/scans/molli.tif"
+    raw = viewer.add_image(data, **kwargs)
+    meta = registered_layer_metadata(raw.metadata, result, raw.name)
+    registered = viewer.add_image(result.registered.copy(), name="molli registered", scale=raw.scale, metadata=meta)
+    out = {"raw": raw, "registered": registered}
+    if maps:  # what the T1 mapping panel adds
+        for name, fit in fits.items():
+            for suffix, array in ((" T1", fit.t1_ms), (" R²", fit.r_squared), (" T1 SD", fit.t1_sd_ms)):
+                viewer.add_image(array, name=f"{name}{suffix}", scale=raw.scale[-2:], visible=False)
+    if points:  # what the Landmarks panel makes
+        names = list(phantom.landmarks)
+        coords = [[f, *phantom.landmarks[n][f]] for f in range(8) for n in names]
+        out["points"] = viewer.add_points(np.array(coords), ndim=3, name="molli landmarks", scale=raw.scale,
+                                          features={"name": [n for _ in range(8) for n in names]})
+    if labels:
+        out["labels"] = viewer.add_labels(phantom.labels.astype(np.int32), name="segmentation", scale=raw.scale)
+    if not with_source:
+        viewer.layers.remove(raw)
+    return out
+
+
+def test_export_everything_from_the_viewer(viewer, widget, qtbot, tmp_path, phantom_run, notes):
+    from napari_any2reg.core.landmarks import read_landmarks_csv
+    from napari_any2reg.io import read_map_tiff, read_sequence
+
+    phantom, result, fits = phantom_run
+    layers = add_run(viewer, phantom_run)
+    raw_before = layers["raw"].data.copy()
+    assert widget.registered_layer() is layers["registered"] and widget.source_label.text() == "molli"
+    widget.select(points=layers["points"], labels=layers["labels"])
+    assert widget.missing_inputs() == {}
+    assert all(check.isEnabled() for check in widget.item_checks.values())
+    folder = tmp_path / "export"
+    widget.folder_edit.setText(str(folder))
+    assert widget.export()
+    assert widget.worker is not None and not widget.export_button.isEnabled()
+    wait_done(qtbot, widget)
+    assert notes["error"] == [], notes
+    result_files = {p.name for p in widget.last_result.files}
+    assert {"registered.tif", "registered.nii.gz", "displacement.npy", "jacobian.tif", "t1_raw.tif", "t1_registered.tif",
+            "qc.json", "landmarks.csv", "tre.csv", "dice.csv", "report.png", "run.json"} <= result_files
+    assert sorted(p.name for p in folder.iterdir()) == sorted(result_files)
+    assert "TRE overall" in widget.status_label.text() and notes["info"]
+
+    back = read_sequence(folder / "registered.tif")
+    np.testing.assert_array_equal(back.frames, layers["registered"].data)
+    np.testing.assert_array_equal(back.timings_ms, phantom.sequence.timings_ms)
+    assert back.spacing_mm == pytest.approx(SPACING)
+    np.testing.assert_array_equal(np.load(folder / "displacement.npy"), result.displacement)
+    t1, _ = read_map_tiff(folder / "t1_registered.tif")
+    np.testing.assert_array_equal(t1, fits["molli registered"].t1_ms)
+    landmarks = read_landmarks_csv(folder / "landmarks.csv")
+    np.testing.assert_allclose(landmarks.positions(8)["lv_centre"], phantom.landmarks["lv_centre"], atol=1e-5)
+    record = json.loads((folder / "run.json").read_text())
+    assert record["engine"] == "groupwise" and record["input"]["path"] == "/scans/molli.tif"
+    assert record["input"]["name"] == "molli"
+    dice = widget.last_result.dice
+    assert all(dice.after[v] > dice.before[v] for v in (1, 2, 3))
+    assert layers["raw"].data.tobytes() == raw_before.tobytes()
+
+    # again: refused, nothing changed; with "Overwrite" ticked it goes through
+    stamp = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert widget.export()
+    wait_done(qtbot, widget)
+    assert "already exist" in notes["error"][-1] and isinstance(widget.last_error, FileExistsError)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == stamp
+    widget.overwrite_check.setChecked(True)
+    widget.set_items(["jacobian", "record"])
+    assert widget.export()
+    wait_done(qtbot, widget)
+    assert widget.last_result.items == ("jacobian", "record") and len(notes["error"]) == 1
+
+
+def test_missing_inputs_disable_items(viewer, widget, qtbot, tmp_path, phantom_run, notes):
+    assert not widget.export_button.isEnabled()
+    layers = add_run(viewer, phantom_run, with_source=False, maps=False, points=False, labels=False)
+    assert widget.registered_layer() is layers["registered"]
+    missing = widget.missing_inputs()
+    assert set(missing) == {"qc", "report", "maps", "landmarks", "dice"}
+    assert "not open" in widget.source_label.text()
+    assert not widget.item_checks["qc"].isEnabled() and "unavailable" in widget.item_checks["qc"].toolTip()
+    assert widget.chosen_items() == ["stack", "nifti", "displacement", "jacobian", "record"]
+    assert not widget.export() and "choose an output folder" in notes["error"][-1]
+    widget.folder_edit.setText(str(tmp_path / "o"))
+    widget.set_items(["nifti"])
+    assert widget.export()
+    wait_done(qtbot, widget)
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["registered.json", "registered.nii.gz"]
+    with pytest.raises(ValueError, match="unknown export item"):
+        widget.set_items(["tiff"])
+
+
+def test_a_failed_export_writes_nothing(viewer, widget, qtbot, tmp_path, phantom_run, notes, monkeypatch):
+    add_run(viewer, phantom_run, points=False, labels=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    widget.folder_edit.setText(str(blocker / "out"))
+    assert widget.export()
+    wait_done(qtbot, widget)
+    assert "is a file" in notes["error"][-1] and "nothing was written" in notes["error"][-1]
+
+    from napari_any2reg.core import report
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "save_report", broken)
+    folder = tmp_path / "out"
+    widget.folder_edit.setText(str(folder))
+    assert widget.export()
+    wait_done(qtbot, widget)
+    assert "No space left" in notes["error"][-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # no folder, no partial files
+    assert widget.export_button.isEnabled() and widget.item_checks["stack"].isEnabled()
+
+
+def test_landmarks_layer_saves_as_csv_through_the_writer(viewer, tmp_path, phantom_run):
+    from napari_any2reg.core.landmarks import read_landmarks_csv
+
+    phantom, _, _ = phantom_run
+    layers = add_run(viewer, phantom_run, maps=False, labels=False)
+    written = layers["points"].save(str(tmp_path / "clicks.csv"), plugin=PLUGIN)
+    assert [str(p) for p in written] == [str(tmp_path / "clicks.csv")]
+    table = read_landmarks_csv(tmp_path / "clicks.csv")
+    assert table.spacing_mm == pytest.approx(SPACING)
+    for name, truth in phantom.landmarks.items():
+        np.testing.assert_allclose(table.positions(8)[name], truth, atol=1e-5)
