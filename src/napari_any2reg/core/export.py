@@ -2,25 +2,25 @@
 
 One call, :func:`export_registration`, writes any of these into a folder:
 
-==============  =====================================================================
-item            files
-==============  =====================================================================
-``stack``       ``registered.tif``: ImageJ TIFF, float32, timings and spacing kept
-``nifti``       ``registered.nii.gz`` + ``registered.json`` sidecar (timings, spacing)
-``displacement`` ``displacement.npy`` ``(N, 2, H, W)`` float32 pixels ``(dy, dx)``;
-                ``displacement.nii.gz`` (mm, vector in dim 5); ``displacement.json``
-``jacobian``    ``jacobian.tif``: ``det(I + ∇u)`` per frame ``(N, H, W)``
-``maps``        ``t1_raw.tif``, ``r2_raw.tif``, ``t1_sd_raw.tif`` and the same for
-                ``registered`` (T1 and SD in ms), for the fits given
-``qc``          ``qc.json`` (run summary, Jacobian statistics, per-frame table and flags,
-                TRE and Dice when available) and ``qc_frames.csv``
-``landmarks``   ``landmarks.csv`` (as clicked), ``landmarks_common.csv`` (mapped to the
-                common grid), ``tre.csv`` (per landmark before / after, mm)
-``dice``        ``dice.csv``: all-pair Dice per label before / after
-``report``      ``report.png`` or ``report.pdf``: the one-page QC report
-``record``      ``run.json``: software version, engine, weights hash, parameters, device,
-                input, time stamp, environment and the SHA-256 of every exported file
-==============  =====================================================================
+================  =====================================================================
+item              files
+================  =====================================================================
+``stack``         ``registered.tif``: ImageJ TIFF, float32, timings and spacing kept
+``nifti``         ``registered.nii.gz`` + ``registered.json`` sidecar (timings, spacing)
+``displacement``  ``displacement.npy`` ``(N, 2, H, W)`` float32 pixels ``(dy, dx)``;
+                  ``displacement.nii.gz`` (mm, vector in dim 5); ``displacement.json``
+``jacobian``      ``jacobian.tif``: ``det(I + ∇u)`` per frame ``(N, H, W)``
+``maps``          ``t1_raw.tif``, ``r2_raw.tif``, ``t1_sd_raw.tif`` and the same for
+                  ``registered`` (T1 and SD in ms), for the fits given
+``qc``            ``qc.json`` (run summary, Jacobian statistics, per-frame table and flags,
+                  TRE and Dice when available) and ``qc_frames.csv``
+``landmarks``     ``landmarks.csv`` (as clicked), ``landmarks_common.csv`` (mapped to the
+                  common grid), ``tre.csv`` (per landmark before / after, mm)
+``dice``          ``dice.csv``: all-pair Dice per label before / after
+``report``        ``report.png`` or ``report.pdf``: the one-page QC report
+``record``        ``run.json``: software version, engine, weights hash, parameters, device,
+                  input, time stamp, environment and the SHA-256 of every exported file
+================  =====================================================================
 
 ``items="all"`` writes every item whose inputs are there (``maps`` needs T1 maps,
 ``landmarks`` a landmark table, ``dice`` labels, ``qc`` and ``report`` the raw frames) and

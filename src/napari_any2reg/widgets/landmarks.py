@@ -125,13 +125,6 @@ def points_in_image_pixels(points: Points, image: Image) -> np.ndarray:
     return (data * p_scale + p_translate - i_translate) / i_scale
 
 
-def image_pixels_in_layer(coords: np.ndarray, image: Image, layer: Any) -> np.ndarray:
-    """Inverse of :func:`points_in_image_pixels` for any layer with a scale / translate."""
-    i_scale, i_translate = _world_scale_translate(image)
-    l_scale, l_translate = _world_scale_translate(layer)
-    return (np.asarray(coords, float).reshape(-1, 3) * i_scale + i_translate - l_translate) / l_scale
-
-
 def spacing_of(layer: Any) -> tuple[float, float]:
     """Pixel spacing ``(dy, dx)`` in mm: the layer's ``spacing_mm`` metadata, else its scale."""
     spacing = (getattr(layer, "metadata", None) or {}).get("spacing_mm")
