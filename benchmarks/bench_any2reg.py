@@ -203,12 +203,23 @@ def main(argv=None) -> int:
     parser.add_argument("--ablation", action="append", default=[], metavar="NAME=PATH", help="extra network weights to compare")
     parser.add_argument("--no-real", action="store_true")
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--timing-only", action="store_true", help="re-measure the timing section and keep the other results of <out>.json")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "any2reg_cpu"))
     args = parser.parse_args(argv)
     ablations = dict(item.split("=", 1) for item in args.ablation)
     seeds = args.seeds[:1] if args.quick else args.seeds
     method_list = methods(ablations)
     machine = machine_description()
+    out = Path(args.out)
+    if args.timing_only:
+        previous = json.loads(out.with_suffix(".json").read_text())
+        previous["timing"] = timing()
+        previous["timing_machine"] = machine
+        out.with_suffix(".json").write_text(json.dumps(previous, indent=2, default=float))
+        out.with_suffix(".md").write_text(to_markdown(previous["machine"], previous["phantoms"], previous["real"], previous["timing"],
+                                                      previous["ablations"], previous["seeds"]))
+        print(f"wrote {out.with_suffix('.md')}")
+        return 0
     # load every network once before timing anything (the first use reads and verifies the weights)
     warm = make_phantom("stone", seed=30999, shape=(64, 64), spacing_mm=(4.5, 4.5)).sequence
     for _, engine, options in method_list:
@@ -217,7 +228,6 @@ def main(argv=None) -> int:
     phantom = phantom_rows(seeds, method_list)
     real = [] if args.no_real else real_rows(method_list)
     timings = None if (args.quick or args.no_timing) else timing()
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"machine": machine, "seeds": seeds, "ablations": ablations, "phantoms": phantom,
                                                     "real": real, "timing": timings}, indent=2, default=float))

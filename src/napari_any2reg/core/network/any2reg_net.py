@@ -213,6 +213,9 @@ class Any2RegNet(nn.Module):
             "flow_init_std": flow_init_std,
         }
 
+    #: Frames per chunk of the frame-shared layers at inference (``None``: all at once).
+    inference_chunk: int | None = 16
+
     # ------------------------------------------------------------------ helpers
     @property
     def size_multiple(self) -> int:
@@ -306,17 +309,23 @@ class Any2RegNet(nn.Module):
         if self.use_auxiliary:
             aux = self._auxiliary(x) if aux is None else pad_to_multiple(aux, self.size_multiple)[0]
 
+        # Frame-shared layers see the frames in chunks when no gradient is needed: the result is
+        # the same (every layer, instance norm included, works per frame) but the working set
+        # stays cache-sized, so the time grows ~linearly with N instead of faster.
+        chunk = None if torch.is_grad_enabled() else self.inference_chunk
+
         # encoder with per-scale aggregation + shared update
         features: list[torch.Tensor] = []
         weights: list[torch.Tensor] = []
         f, a = x, aux
         for s in range(self.scales):
-            f = self.encoder[s](f)
             if self.use_auxiliary:
-                a = self.auxiliary_encoder[s](a)
-                f = self.fusion[s](torch.cat((f, a), dim=1))
+                a = _per_frame(self.auxiliary_encoder[s], chunk, a)
+                f = _per_frame(lambda fi, ai, s=s: self.fusion[s](torch.cat((self.encoder[s](fi), ai), dim=1)), chunk, f, a)
+            else:
+                f = _per_frame(self.encoder[s], chunk, f)
             g, wts = self.aggregation(f)
-            f = self.update[s](f, g)
+            f = _per_frame(lambda fi, s=s, g=g: self.update[s](fi, g), chunk, f)
             features.append(f)
             weights.append(wts)
 
@@ -334,8 +343,11 @@ class Any2RegNet(nn.Module):
                 u_up = upsample_displacement(u, shape)
                 f_w = warp(f, u_up)
             g, _ = self.aggregation(f_w)
-            inp = torch.cat((f_w, g.expand(n, -1, -1, -1), u_up), dim=1)
-            delta = self._constrain(self.decoder[s](inp), reference_frame)
+            raw = _per_frame(
+                lambda fi, ui, s=s, g=g: self.decoder[s](torch.cat((fi, g.expand(fi.shape[0], -1, -1, -1), ui), dim=1)),
+                chunk, f_w, u_up,
+            )
+            delta = self._constrain(raw, reference_frame)
             if self.diffeomorphic:
                 velocities.append(delta)
                 delta = integrate_velocity(delta, self.integration_steps)
@@ -352,6 +364,14 @@ class Any2RegNet(nn.Module):
 
 
 # ------------------------------------------------------------------ inference wrapper
+def _per_frame(fn, chunk: int | None, *tensors: torch.Tensor) -> torch.Tensor:
+    """``fn(*tensors)`` for frame-wise ``fn``, evaluated ``chunk`` frames at a time."""
+    n = tensors[0].shape[0]
+    if chunk is None or n <= chunk:
+        return fn(*tensors)
+    return torch.cat([fn(*(t[i : i + chunk] for t in tensors)) for i in range(0, n, chunk)], dim=0)
+
+
 def _resize_images(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize ``(N, C, h, w)`` with corner alignment (the grid convention of
     :func:`core.spatial.upsample_displacement`), anti-aliased when shrinking."""
