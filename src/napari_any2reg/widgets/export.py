@@ -23,7 +23,7 @@ import numpy as np
 from napari.layers import Image, Labels, Points
 from napari.qt.threading import FunctionWorker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -43,6 +43,7 @@ from qtpy.QtWidgets import (
 from ..core.export import EXPORT_ITEMS, ExportResult, export_registration
 from ._layers import sequence_from_layer_fields
 from ._pickers import chosen_layer, contains, fill_combo, is_registered_layer
+from ._relay import ProgressRelay
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -52,12 +53,6 @@ __all__ = ["ExportWidget", "gather_t1_maps"]
 
 #: Name suffixes of the maps the T1 mapping panel adds ("<layer> T1", ...), by export key.
 MAP_LAYER_SUFFIXES = {"t1": " T1", "r2": " R²", "t1_sd": " T1 SD"}
-
-
-class _Relay(QObject):
-    """Carries progress from the worker thread to the GUI thread."""
-
-    progress = Signal(float, str)
 
 
 def gather_t1_maps(viewer: Any, layers: dict[str, Image | None], shape: tuple[int, int]) -> dict[str, dict[str, np.ndarray]]:
@@ -95,7 +90,7 @@ class ExportWidget(QWidget):
         self._registered: list[Image] = []
         self._points: list[Points] = []
         self._labels: list[Labels] = []
-        self._relay = _Relay(self)
+        self._relay = ProgressRelay(self)
         self._relay.progress.connect(self._on_progress)
         self._build_ui()
         layers = self.viewer.layers
@@ -385,7 +380,7 @@ class ExportWidget(QWidget):
         show_error(message)
 
 
-def _run_export(job: dict[str, Any], relay: _Relay) -> tuple[ExportResult | None, BaseException | None]:
+def _run_export(job: dict[str, Any], relay: ProgressRelay) -> tuple[ExportResult | None, BaseException | None]:
     """Worker-thread body: the export, with errors handed back to the GUI thread."""
     job = dict(job)
     folder = job.pop("folder")

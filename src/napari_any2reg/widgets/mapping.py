@@ -27,7 +27,7 @@ import numpy as np
 from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import FunctionWorker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -51,6 +51,7 @@ from ..core.device import DEVICE_CHOICES
 from ..core.mapping import T1_MODELS, FitCancelled, T1FitResult, fit_t1, model_for_kind
 from ..core.mapping_roi import DEFAULT_R2_THRESHOLD, r2_survival, roi_masks, roi_statistics, survival_thresholds
 from ._layers import REGISTERED_SUFFIX
+from ._relay import ProgressRelay
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -71,12 +72,6 @@ POST_CONTRAST_MEDIAN_MS = 700.0
 
 _NONE = "(none)"
 _SIDE_BY_SIDE_GAP = 0.05  # fraction of the image width between raw and registered maps
-
-
-class _ProgressRelay(QObject):
-    """Carries progress from the worker thread to the GUI thread (queued connection)."""
-
-    progress = Signal(float, str)
 
 
 @dataclasses.dataclass
@@ -185,7 +180,7 @@ class MappingWidget(QWidget):
         self._registered_touched = False
         self._filled_for: tuple[int, int] | None = None  # layers the model/timings were read from
 
-        self._relay = _ProgressRelay(self)
+        self._relay = ProgressRelay(self)
         self._relay.progress.connect(self._on_progress)
 
         self._build_ui()
@@ -753,7 +748,7 @@ def _run_fits(
     rois: dict[str, np.ndarray | None],
     r2_threshold: float,
     cancel: threading.Event,
-    relay: _ProgressRelay,
+    relay: ProgressRelay,
 ) -> MappingOutcome:
     """Worker-thread body: fit each job, then ROI statistics and survival curves."""
     outcome = MappingOutcome(results={}, sources={}, statistics={}, survival={}, model=model, r2_threshold=r2_threshold)

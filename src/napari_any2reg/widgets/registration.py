@@ -21,7 +21,7 @@ import numpy as np
 from napari.layers import Image
 from napari.qt.threading import FunctionWorker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -47,6 +47,7 @@ from ..core.registration import (
 )
 from ..core.sequence import Sequence
 from ._layers import REGISTERED_SUFFIX, registered_layer_metadata, sequence_from_layer_fields
+from ._relay import ProgressRelay
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -64,12 +65,6 @@ REFERENCE_MODES = (("groupwise (implicit mean)", "groupwise"), ("fixed frame", "
 
 #: Default of the speed/quality control (engine option ``iterations_scale``).
 DEFAULT_ITERATIONS_SCALE = 1.0
-
-
-class _ProgressRelay(QObject):
-    """Carries progress from the worker thread to the GUI thread (queued connection)."""
-
-    progress = Signal(float, str)
 
 
 @dataclasses.dataclass
@@ -129,7 +124,7 @@ class RegistrationWidget(QWidget):
         self._watched_layers: list[Any] = []
         self._combo_layers: list[Image] = []
 
-        self._relay = _ProgressRelay(self)
+        self._relay = ProgressRelay(self)
         self._relay.progress.connect(self._on_progress)
 
         self._build_ui()
@@ -586,7 +581,7 @@ def _run_registration(
     device: str,
     reference_frame: int | None,
     cancel: threading.Event,
-    relay: _ProgressRelay,
+    relay: ProgressRelay,
     options: dict[str, Any],
 ) -> _Outcome:
     """Worker-thread body: run :func:`register`, relaying throttled progress to the GUI."""

@@ -31,7 +31,7 @@ from napari.layers import Image, Shapes, Vectors
 from napari.qt.threading import FunctionWorker
 from napari.utils.colormaps import Colormap
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QObject, Qt, QTimer, Signal
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QBrush, QColor
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -54,6 +54,7 @@ from qtpy.QtWidgets import (
 
 from ..core import qc
 from ..core.spatial import jacobian_determinant
+from ._relay import ProgressRelay
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -82,12 +83,6 @@ FOLDING_COLORMAP = Colormap([[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 1.0, 1.0]], name="
 FLAG_COLOUR = QColor(160, 40, 40)
 
 _OVERLAY_KEY = "any2reg_overlay"
-
-
-class _ProgressRelay(QObject):
-    """Carries progress from the worker thread to the GUI thread (queued connection)."""
-
-    progress = Signal(float, str)
 
 
 @dataclasses.dataclass
@@ -137,7 +132,7 @@ class ReviewWidget(QWidget):
         self._combo_layers: list[Image] = []
         self._watched: list[Any] = []
 
-        self._relay = _ProgressRelay(self)
+        self._relay = ProgressRelay(self)
         self._relay.progress.connect(self._on_progress)
         self._build_ui()
         self._connect_viewer()
@@ -818,7 +813,7 @@ class ReviewWidget(QWidget):
 # ---------------------------------------------------------------------- helpers
 def _compute(raw: np.ndarray, registered: np.ndarray, displacement: np.ndarray, *, template: Any, scores: Any,
              spacing_mm: tuple[float, float], info: dict[str, Any], thresholds: qc.QCThresholds,
-             relay: _ProgressRelay, key: tuple[int, ...]) -> _Outcome:
+             relay: ProgressRelay, key: tuple[int, ...]) -> _Outcome:
     """Worker body: every error is returned, to be shown in the GUI thread."""
     try:
         review = qc.review_registration(
