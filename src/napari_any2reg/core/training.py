@@ -74,7 +74,7 @@ from .augmentation import car_augment, random_intensity_curve
 from .engines._transform import border_mask
 from .losses import conditional_template_entropy, gradient_regulariser, group_motion_penalty
 from .metrics import relative_epe
-from .network import Any2RegNet, CorrespondenceScorer, predict
+from .network import Any2RegNet, CorrespondenceScorer, networks_from_checkpoint, predict
 from .network.scoring import correspondence_residual, scoring_inputs, scoring_loss
 from .phantom import make_phantom
 from .registration import Progress, RegistrationCancelled, normalise_intensities
@@ -771,14 +771,7 @@ def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     data = torch.load(path, map_location="cpu", weights_only=True)
     if data.get("format") not in (_CHECKPOINT_FORMAT, _WEIGHTS_FORMAT):
         raise ValueError(f"{path} is not an any2reg training checkpoint or weights file")
-    net = _network_from_config(data["net_config"])
-    net.load_state_dict(data["model_state"])
-    net.to(device).eval()
-    scorer = None
-    if data.get("scorer_state") is not None:
-        scorer = CorrespondenceScorer(**(data.get("scorer_config") or {}))
-        scorer.load_state_dict(data["scorer_state"])
-        scorer.to(device).eval()
+    net, scorer = networks_from_checkpoint(data, device)
     info = {
         "scorer": scorer,
         "training_spacing_mm": tuple(data["config"]["spacing_mm"]),

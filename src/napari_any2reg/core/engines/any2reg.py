@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import conditional_template_entropy, gradient_regulariser, group_motion_penalty
-from ..network import Any2RegNet, CorrespondenceScorer, mind_descriptors, predict, predict_scores
+from ..network import Any2RegNet, CorrespondenceScorer, mind_descriptors, networks_from_checkpoint, predict, predict_scores
 from ..network.any2reg_net import _resize_images, _working_shape
 from ..registration import EngineOutput, Progress, register_engine
 from ..spatial import upsample_displacement, warp
@@ -51,18 +51,6 @@ class Pretrained:
         return tuple(self.info["training_spacing_mm"])
 
 
-def _build(checkpoint: dict[str, Any], device: torch.device) -> tuple[Any2RegNet, CorrespondenceScorer | None]:
-    net = Any2RegNet(**checkpoint["net_config"])
-    net.load_state_dict(checkpoint["model_state"])
-    net.to(device).eval()
-    scorer = None
-    if checkpoint.get("scorer_state") is not None:
-        scorer = CorrespondenceScorer(**(checkpoint.get("scorer_config") or {}))
-        scorer.load_state_dict(checkpoint["scorer_state"])
-        scorer.to(device).eval()
-    return net, scorer
-
-
 @functools.lru_cache(maxsize=8)
 def _load_cached(weights: str | None, device: str) -> Pretrained:
     dev = torch.device(device)
@@ -78,13 +66,14 @@ def _load_cached(weights: str | None, device: str) -> Pretrained:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise WeightsError(f"Weights file {path} could not be read ({exc}).") from exc
-        if "net_config" not in checkpoint or "model_state" not in checkpoint:
-            raise WeightsError(f"{path} is not an any2reg weights file or training checkpoint.")
         source = str(path)
         from ..weights import sha256_of
 
         sha = sha256_of(path)
-    net, scorer = _build(checkpoint, dev)
+    try:
+        net, scorer = networks_from_checkpoint(checkpoint, dev)
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise WeightsError(f"{source}: {exc}") from exc
     spacing = checkpoint.get("training_spacing_mm") or checkpoint["config"]["spacing_mm"]
     info = {
         "weights": source,
@@ -204,7 +193,7 @@ def instance_optimise(
 
 # ---------------------------------------------------------------- engines
 def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | None, spacing_mm, weights,
-         auxiliary_features, io_steps: int, io_learning_rate: float, scores: bool, engine: str) -> EngineOutput:
+         auxiliary_features, io_steps: int, io_learning_rate: float, scores: bool) -> EngineOutput:
     progress.report(0.0, "loading the Any2Reg network")
     model = load_pretrained(frames.device, weights)
     progress.check()
@@ -270,7 +259,7 @@ def any2reg_engine(frames: torch.Tensor, *, progress: Progress, reference_frame:
     """
     _check_unused("any2reg", unused)
     return _run(frames, progress=progress, reference_frame=reference_frame, spacing_mm=spacing_mm, weights=weights,
-                auxiliary_features=auxiliary_features, io_steps=0, io_learning_rate=0.0, scores=scores, engine="any2reg")
+                auxiliary_features=auxiliary_features, io_steps=0, io_learning_rate=0.0, scores=scores)
 
 
 @register_engine("any2reg-io")
@@ -285,4 +274,4 @@ def any2reg_io_engine(frames: torch.Tensor, *, progress: Progress, reference_fra
         raise ValueError(f"any2reg-io: io_steps must be >= 0; got {io_steps}")
     return _run(frames, progress=progress, reference_frame=reference_frame, spacing_mm=spacing_mm, weights=weights,
                 auxiliary_features=auxiliary_features, io_steps=int(io_steps), io_learning_rate=float(io_learning_rate),
-                scores=scores, engine="any2reg-io")
+                scores=scores)

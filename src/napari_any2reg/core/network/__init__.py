@@ -9,6 +9,7 @@
 
 from .any2reg_net import DEFAULT_TRAINING_SPACING_MM, Any2RegNet, Any2RegOutput, pad_to_multiple, predict
 from .auxiliary import AUXILIARY_KINDS, ContrastInsensitiveFeatures, mind_descriptors, normalised_gradient_fields
+from .checkpoint import networks_from_checkpoint
 from .scoring import (
     CorrespondenceScorer,
     correspondence_residual,
@@ -43,4 +44,5 @@ __all__ = [
     "total_variation",
     "residual_scores",
     "predict_scores",
+    "networks_from_checkpoint",
 ]
