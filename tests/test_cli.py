@@ -71,3 +71,11 @@ def test_errors_are_one_line_with_non_zero_exit(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["register", str(sample), "-o", str(tmp_path / "o3"), "--engine", "nope"])
     assert exc.value.code == 2
+
+
+def test_engines_lists_the_default_and_its_weights(capsys):
+    assert main(["engines"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("any2reg  (default, weights any2reg-v1.pt)") for line in lines)
+    assert {"groupwise", "xcoreg"} <= {line.split()[0] for line in lines}
+    assert lines[-1].startswith("device auto -> ")

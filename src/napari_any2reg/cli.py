@@ -522,10 +522,16 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _cmd_engines(args: argparse.Namespace) -> int:
     from .core.device import describe_device
-    from .core.registration import available_engines
+    from .core.engines.any2reg import DEFAULT_WEIGHTS, shipped_weights_available
+    from .core.registration import DEFAULT_ENGINE, available_engines
 
     for name in available_engines():
-        print(name)
+        notes = []
+        if name == DEFAULT_ENGINE:
+            notes.append("default")
+        if name.startswith("any2reg"):
+            notes.append(f"weights {DEFAULT_WEIGHTS}" if shipped_weights_available() else "weights MISSING: reinstall, or use groupwise / xcoreg")
+        print(name + (f"  ({', '.join(notes)})" if notes else ""))
     print(f"device auto -> {describe_device('auto')}")
     return EXIT_OK
 
