@@ -1,4 +1,4 @@
-"""Layer pickers shared by the Landmarks and Export widgets (combo boxes listing layers by name).
+"""Layer pickers and layer tests shared by the dock widgets (combo boxes listing layers by name).
 
 A picker keeps the layer objects in a list beside the combo box; the combo holds the names as
 item data, with an optional leading "(none)" item.
@@ -12,7 +12,16 @@ import numpy as np
 from napari.layers import Image
 from qtpy.QtWidgets import QComboBox
 
-__all__ = ["NONE_ITEM", "fill_combo", "chosen_layer", "contains", "is_sequence_layer", "is_registered_layer"]
+__all__ = [
+    "NONE_ITEM",
+    "fill_combo",
+    "chosen_layer",
+    "contains",
+    "index_of",
+    "is_sequence_layer",
+    "is_registered_layer",
+    "cuda_available",
+]
 
 NONE_ITEM = "(none)"
 
@@ -41,6 +50,21 @@ def chosen_layer(combo: QComboBox, layers: list[Any], none: bool) -> Any:
 def contains(layers: list[Any], layer: Any) -> bool:
     """Identity membership (layers compare by value in some napari versions)."""
     return any(la is layer for la in layers)
+
+
+def index_of(layers: list[Any], layer: Any) -> int:
+    """Position of ``layer`` in ``layers`` by identity, ``-1`` when absent."""
+    return next((i for i, candidate in enumerate(layers) if candidate is layer), -1)
+
+
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (``False`` if torch cannot tell)."""
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # pragma: no cover - a broken CUDA install must not break the widgets
+        return False
 
 
 def is_sequence_layer(layer: Any) -> bool:

@@ -51,6 +51,7 @@ from ..core.device import DEVICE_CHOICES
 from ..core.mapping import T1_MODELS, FitCancelled, T1FitResult, fit_t1, model_for_kind
 from ..core.mapping_roi import DEFAULT_R2_THRESHOLD, r2_survival, roi_masks, roi_statistics, survival_thresholds
 from ._layers import REGISTERED_SUFFIX
+from ._pickers import cuda_available, index_of, is_sequence_layer
 from ._relay import ProgressRelay
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -236,7 +237,7 @@ class MappingWidget(QWidget):
         self.device_combo = QComboBox()
         for name in DEVICE_CHOICES:
             self.device_combo.addItem(name, name)
-        if not _cuda_available():
+        if not cuda_available():
             item = self.device_combo.model().item(self.device_combo.findData("cuda"))
             if item is not None:
                 item.setEnabled(False)
@@ -319,7 +320,7 @@ class MappingWidget(QWidget):
         if layer is not None:
             self._watch(layer)
         self.refresh_layers()
-        if layer is None or self.worker is not None or not _is_sequence_layer(layer):
+        if layer is None or self.worker is not None or not is_sequence_layer(layer):
             return
         raw = self.selected_layer("before")
         if "any2reg_result" in layer.metadata:
@@ -345,7 +346,7 @@ class MappingWidget(QWidget):
     def refresh_layers(self) -> None:
         """Rebuild the layer lists, keeping the current choices (followed through renames)."""
         before, after, roi = self.selected_layer("before"), self.selected_layer("after"), self.roi_layer()
-        sequences = [layer for layer in self.viewer.layers if _is_sequence_layer(layer)]
+        sequences = [layer for layer in self.viewer.layers if is_sequence_layer(layer)]
         self._sequence_layers = sequences
         self._roi_layers = [layer for layer in self.viewer.layers if isinstance(layer, (Labels, Shapes))]
         sources = [layer for layer in sequences if "any2reg_result" not in layer.metadata]
@@ -364,7 +365,7 @@ class MappingWidget(QWidget):
                 combo.addItem(_NONE, None)
                 for layer in layers:
                     combo.addItem(layer.name, layer.name)
-                index = _index_of(layers, chosen)
+                index = index_of(layers, chosen)
                 combo.setCurrentIndex(index + 1 if index >= 0 else 0)
             finally:
                 combo.blockSignals(False)
@@ -388,7 +389,7 @@ class MappingWidget(QWidget):
 
     def _select(self, role: str, layer: Any) -> None:
         """Programmatic choice (not a user's): the other combo keeps following automatically."""
-        index = _index_of(self._sequence_layers, layer)
+        index = index_of(self._sequence_layers, layer)
         if index < 0:
             return
         combo = self._combo_for(role)
@@ -416,7 +417,7 @@ class MappingWidget(QWidget):
 
     def set_roi_layer(self, layer: Any) -> None:
         """Choose ``layer`` (a Labels or Shapes layer in the viewer) as the ROI."""
-        index = _index_of(self._roi_layers, layer)
+        index = index_of(self._roi_layers, layer)
         self.roi_combo.setCurrentIndex(index + 1 if index >= 0 else 0)
 
     def _on_raw_changed(self, *args: Any) -> None:
@@ -428,7 +429,7 @@ class MappingWidget(QWidget):
             if raw is not None:
                 match = next((layer for layer in self._sequence_layers if _is_registration_of(layer, raw)), None)
             self.registered_combo.blockSignals(True)
-            index = _index_of(self._sequence_layers, match)
+            index = index_of(self._sequence_layers, match)
             self.registered_combo.setCurrentIndex(index + 1 if index >= 0 else 0)
             self.registered_combo.blockSignals(False)
         self._fill_from_metadata()
@@ -822,23 +823,3 @@ def _is_registration_of(layer: Any, source: Any) -> bool:
         meta.get("source_layer") == source.name and "any2reg_result" in meta
         or layer.name == f"{source.name}{REGISTERED_SUFFIX}"
     )
-
-
-def _index_of(layers: list[Any], layer: Any) -> int:
-    for i, candidate in enumerate(layers):
-        if candidate is layer:
-            return i
-    return -1
-
-
-def _is_sequence_layer(layer: Any) -> bool:
-    return isinstance(layer, Image) and layer.ndim == 3 and not layer.rgb and not layer.multiscale
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:  # pragma: no cover
-        return False

@@ -47,6 +47,7 @@ from ..core.registration import (
 )
 from ..core.sequence import Sequence
 from ._layers import REGISTERED_SUFFIX, registered_layer_metadata, sequence_from_layer_fields
+from ._pickers import cuda_available, index_of, is_sequence_layer
 from ._relay import ProgressRelay
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -179,7 +180,7 @@ class RegistrationWidget(QWidget):
         form.addRow("Iterations", self.iterations_spin)
 
         self.device_combo = QComboBox()
-        self._cuda_available = _cuda_available()
+        self._cuda_available = cuda_available()
         for name in DEVICE_CHOICES:
             self.device_combo.addItem(name, name)
         if not self._cuda_available:
@@ -272,7 +273,7 @@ class RegistrationWidget(QWidget):
             self._watch(layer)
         self.refresh_layers()
         # a newly loaded sequence becomes the target; our own results never do
-        if layer is not None and _is_sequence_layer(layer) and "any2reg_result" not in layer.metadata:
+        if layer is not None and is_sequence_layer(layer) and "any2reg_result" not in layer.metadata:
             if self.worker is None:
                 self._select_layer(layer)
 
@@ -297,7 +298,7 @@ class RegistrationWidget(QWidget):
     # ------------------------------------------------------------------ layer picker
     def eligible_layers(self) -> list[Image]:
         """Image layers that can be registered: 3-D, not RGB, not multiscale."""
-        return [layer for layer in self.viewer.layers if _is_sequence_layer(layer)]
+        return [layer for layer in self.viewer.layers if is_sequence_layer(layer)]
 
     def refresh_layers(self) -> None:
         """Rebuild the layer list, keeping the current choice (followed through renames)."""
@@ -309,7 +310,7 @@ class RegistrationWidget(QWidget):
             self.layer_combo.clear()
             for layer in layers:
                 self.layer_combo.addItem(layer.name, layer.name)
-            index = _index_of(layers, current)
+            index = index_of(layers, current)
             if index < 0 and layers:
                 # prefer a source sequence over a registered result
                 sources = [i for i, la in enumerate(layers) if "any2reg_result" not in la.metadata]
@@ -322,7 +323,7 @@ class RegistrationWidget(QWidget):
         self._update_run_enabled()
 
     def _select_layer(self, layer: Image) -> None:
-        index = _index_of(self._combo_layers, layer)
+        index = index_of(self._combo_layers, layer)
         if index >= 0:
             self.layer_combo.setCurrentIndex(index)
 
@@ -605,29 +606,3 @@ def _run_registration(
     except Exception as exc:  # handed to the GUI thread, shown there
         return _Outcome(error=exc)
     return _Outcome(result=result)
-
-
-def _index_of(layers: list[Any], layer: Any) -> int:
-    for i, candidate in enumerate(layers):
-        if candidate is layer:
-            return i
-    return -1
-
-
-def _is_sequence_layer(layer: Any) -> bool:
-    return (
-        isinstance(layer, Image)
-        and layer.ndim == 3
-        and not layer.rgb
-        and not layer.multiscale
-        and "any2reg_overlay" not in layer.metadata  # the Review widget's maps are not sequences
-    )
-
-
-def _cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except Exception:  # pragma: no cover
-        return False

@@ -54,6 +54,7 @@ from qtpy.QtWidgets import (
 
 from ..core import qc
 from ..core.spatial import jacobian_determinant
+from ._pickers import is_registered_layer
 from ._relay import ProgressRelay
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -314,7 +315,7 @@ class ReviewWidget(QWidget):
         if layer is not None:
             self._watch(layer)
         self.refresh_layers()
-        if layer is not None and _is_registered_layer(layer):
+        if layer is not None and is_registered_layer(layer):
             self._select(layer)
 
     def _on_layers_changed(self, event: Any = None) -> None:
@@ -337,7 +338,7 @@ class ReviewWidget(QWidget):
     # ------------------------------------------------------------------ picker
     def eligible_layers(self) -> list[Image]:
         """Registered layers: image layers carrying a displacement in their metadata."""
-        return [layer for layer in self.viewer.layers if _is_registered_layer(layer)]
+        return [layer for layer in self.viewer.layers if is_registered_layer(layer)]
 
     def refresh_layers(self) -> None:
         current = self.selected_layer()
@@ -845,16 +846,6 @@ def _double_click_callback(widget: ReviewWidget) -> Callable[[Any, Any], None]:
             pass
 
     return on_double_click
-
-
-def _is_registered_layer(layer: Any) -> bool:
-    return (
-        isinstance(layer, Image)
-        and layer.ndim == 3
-        and not layer.rgb
-        and "displacement" in layer.metadata
-        and _OVERLAY_KEY not in layer.metadata
-    )
 
 
 def _quick_summary(layer: Image) -> str:
