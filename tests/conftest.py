@@ -12,3 +12,17 @@ def shared_real_dir():
     if not path.is_dir():
         pytest.skip("../shared is absent")
     return path
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    """A real napari viewer (Xvfb), closed by napari's fixture after the test."""
+    return make_napari_viewer()
+
+
+def capture_notifications(monkeypatch, module) -> dict[str, list[str]]:
+    """Replace ``module.show_error`` / ``module.show_info`` by recorders; returns the records."""
+    calls: dict[str, list[str]] = {"error": [], "info": []}
+    monkeypatch.setattr(module, "show_error", lambda msg: calls["error"].append(str(msg)))
+    monkeypatch.setattr(module, "show_info", lambda msg: calls["info"].append(str(msg)))
+    return calls

@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import capture_notifications
 
 pytestmark = pytest.mark.napari
 
@@ -38,15 +39,7 @@ def phantom_run():
 def notes(monkeypatch):
     from napari_any2reg.widgets import export
 
-    calls: dict[str, list[str]] = {"error": [], "info": []}
-    monkeypatch.setattr(export, "show_error", lambda msg: calls["error"].append(str(msg)))
-    monkeypatch.setattr(export, "show_info", lambda msg: calls["info"].append(str(msg)))
-    return calls
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
+    return capture_notifications(monkeypatch, export)
 
 
 @pytest.fixture

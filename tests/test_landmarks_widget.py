@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import capture_notifications
 
 pytestmark = pytest.mark.napari
 
@@ -32,15 +33,7 @@ def phantom_run():
 def notes(monkeypatch):
     from napari_any2reg.widgets import landmarks
 
-    calls: dict[str, list[str]] = {"error": [], "info": []}
-    monkeypatch.setattr(landmarks, "show_error", lambda msg: calls["error"].append(str(msg)))
-    monkeypatch.setattr(landmarks, "show_info", lambda msg: calls["info"].append(str(msg)))
-    return calls
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
+    return capture_notifications(monkeypatch, landmarks)
 
 
 @pytest.fixture

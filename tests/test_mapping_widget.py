@@ -12,6 +12,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import capture_notifications
 
 pytestmark = pytest.mark.napari
 
@@ -36,15 +37,7 @@ def registered_phantom():
 def notifications(monkeypatch):
     from napari_any2reg.widgets import mapping
 
-    calls: dict[str, list[str]] = {"error": [], "info": []}
-    monkeypatch.setattr(mapping, "show_error", lambda msg: calls["error"].append(str(msg)))
-    monkeypatch.setattr(mapping, "show_info", lambda msg: calls["info"].append(str(msg)))
-    return calls
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
+    return capture_notifications(monkeypatch, mapping)
 
 
 @pytest.fixture

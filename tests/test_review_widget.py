@@ -48,11 +48,6 @@ def errors(monkeypatch):
 
 
 @pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
-
-
-@pytest.fixture
 def registration(viewer, qtbot):
     from napari_any2reg.widgets.registration import RegistrationWidget
 

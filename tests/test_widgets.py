@@ -11,6 +11,7 @@ import copy
 
 import numpy as np
 import pytest
+from conftest import capture_notifications
 
 pytestmark = pytest.mark.napari
 
@@ -34,15 +35,7 @@ def notifications(monkeypatch):
     """Capture the widget's show_error / show_info calls."""
     from napari_any2reg.widgets import registration
 
-    calls: dict[str, list[str]] = {"error": [], "info": []}
-    monkeypatch.setattr(registration, "show_error", lambda msg: calls["error"].append(str(msg)))
-    monkeypatch.setattr(registration, "show_info", lambda msg: calls["info"].append(str(msg)))
-    return calls
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
+    return capture_notifications(monkeypatch, registration)
 
 
 @pytest.fixture
