@@ -21,6 +21,7 @@ __all__ = [
     "local_ncc",
     "gradient_regulariser",
     "group_motion_penalty",
+    "relative_endpoint_loss",
 ]
 
 _EPS = 1e-8
@@ -230,3 +231,30 @@ def gradient_regulariser(displacement: torch.Tensor) -> torch.Tensor:
 def group_motion_penalty(displacement: torch.Tensor) -> torch.Tensor:
     """``mean_x |(1/N) sum_i u_i(x)|^2``: keeps the common grid at the group's mean position."""
     return (displacement.mean(dim=0) ** 2).sum(dim=0).mean()
+
+
+# ------------------------------------------------------------------ supervised term
+def relative_endpoint_loss(
+    displacement: torch.Tensor,
+    true_displacement: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    focus: torch.Tensor | None = None,
+    eps: float = 1e-3,
+) -> torch.Tensor:
+    """Mean end-point error of the frame-centred fields (pixels; Charbonnier-smoothed norm).
+
+    Groupwise fields are defined up to a common deformation of the reference grid, so both
+    fields are centred over frames (``u_i - mean_j u_j``) before they are compared: only the
+    relative motion between frames is supervised, as :func:`core.metrics.relative_epe`
+    scores it. ``mask`` ``(H, W)`` bool restricts the mean (e.g. without the border);
+    ``focus`` ``(H, W)`` bool (e.g. the heart) adds its own mean, so the organ of interest
+    counts as much as the rest of the image. With a zero ``true_displacement`` the term asks
+    for no relative motion at all (do-no-harm on a still sequence).
+    """
+    est = displacement - displacement.mean(dim=0, keepdim=True)
+    tru = true_displacement - true_displacement.mean(dim=0, keepdim=True)
+    error = torch.sqrt(((est - tru) ** 2).sum(dim=1) + eps**2)  # (N, H, W)
+    loss = error[:, mask].mean() if mask is not None else error.mean()
+    if focus is not None and bool(focus.any()):
+        loss = loss + error[:, focus].mean()
+    return loss

@@ -72,7 +72,7 @@ from torch import nn
 
 from .augmentation import car_augment, random_intensity_curve
 from .engines._transform import border_mask
-from .losses import conditional_template_entropy, gradient_regulariser, group_motion_penalty
+from .losses import conditional_template_entropy, gradient_regulariser, group_motion_penalty, relative_endpoint_loss
 from .metrics import relative_epe
 from .network import Any2RegNet, CorrespondenceScorer, networks_from_checkpoint, predict
 from .network.scoring import correspondence_residual, scoring_inputs, scoring_loss
@@ -198,6 +198,22 @@ class TrainingConfig:
     user_data_dir, user_data_probability
         Optional folder of unlabelled sequences (any format :func:`io.read_sequence` reads),
         drawn instead of a phantom with the given probability.
+    init_weights
+        Start a fresh run (not a resume) from this weights file / checkpoint (fine-tuning);
+        the network config must match ``net``. Its scorer, when present, is loaded too.
+    lambda_supervised, zero_motion_probability
+        Weight of the supervised end-point term on sequences whose motion is known (phantoms
+        and semi-synthetic real sequences; 0: unsupervised as before), and the share of those
+        drawn with no motion at all (the network must then return ~0: do-no-harm).
+    real_data_paths, real_data_probability, real_motion_mm_range
+        Real sequences (paths; the caller reads them and passes them to :func:`train`)
+        used semi-synthetically: pre-aligned once by the ``groupwise`` engine at the training
+        spacing, then moved at every draw by a known :func:`core.semisynthetic.breathing_motion`
+        of ``real_motion_mm_range`` peak-to-peak; drawn instead of a phantom with the given
+        probability.
+    validation_still_seed
+        Anatomy seed (>= 10000) of a motion-free MOLLI validation phantom; its spurious
+        relative motion (mm) is logged as ``val_still_mm`` (``None``: not measured).
     device, num_threads
         ``"auto"``, ``"cpu"`` or ``"cuda"``; CPU threads (``None``: torch's default).
     """
@@ -257,6 +273,13 @@ class TrainingConfig:
     validation_snr: float = 40.0
     user_data_dir: str | None = None
     user_data_probability: float = 0.0
+    init_weights: str | None = None
+    lambda_supervised: float = 0.0
+    zero_motion_probability: float = 0.0
+    real_data_paths: tuple[str, ...] = ()
+    real_data_probability: float = 0.0
+    real_motion_mm_range: tuple[float, float] = (3.0, 20.0)
+    validation_still_seed: int | None = None
     device: str = "cpu"
     num_threads: int | None = None
 
@@ -265,11 +288,12 @@ class TrainingConfig:
         self.spacing_mm = tuple(float(s) for s in self.spacing_mm)
         self.n_frames_range = tuple(int(n) for n in self.n_frames_range)
         for name in ("snr_range", "motion_mm_range", "rotation_deg_range", "nonrigid_mm_range",
-                     "nonrigid_scale_mm_range", "heart_rate_range"):
+                     "nonrigid_scale_mm_range", "heart_rate_range", "real_motion_mm_range"):
             setattr(self, name, tuple(float(v) for v in getattr(self, name)))
         self.field_strengths = tuple(float(v) for v in self.field_strengths)
         self.validation_seeds = tuple(int(s) for s in self.validation_seeds)
         self.validation_kinds = tuple(str(k) for k in self.validation_kinds)
+        self.real_data_paths = tuple(str(p) for p in self.real_data_paths)
         self.kinds = {str(k): float(v) for k, v in dict(self.kinds).items()}
         self.net = dict(self.net)
         self.validate()
@@ -305,6 +329,14 @@ class TrainingConfig:
             raise ValueError("adacs_start_step and adacs_warmup_steps must be >= 0 and adacs_momentum in [0, 1)")
         if self.user_data_probability > 0 and not self.user_data_dir:
             raise ValueError("user_data_probability > 0 needs user_data_dir")
+        if self.real_data_probability > 0 and not self.real_data_paths:
+            raise ValueError("real_data_probability > 0 needs real_data_paths")
+        if self.user_data_probability + self.real_data_probability > 1:
+            raise ValueError("user_data_probability + real_data_probability must be <= 1")
+        if self.lambda_supervised < 0 or not 0 <= self.zero_motion_probability <= 1:
+            raise ValueError("lambda_supervised must be >= 0 and zero_motion_probability in [0, 1]")
+        if self.validation_still_seed is not None and self.validation_still_seed < VALIDATION_SEED_MIN:
+            raise ValueError(f"validation_still_seed must be >= {VALIDATION_SEED_MIN} (held out from training)")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary (tuples become lists)."""
@@ -372,6 +404,9 @@ def _phantom_arguments(rng: np.random.Generator, config: TrainingConfig) -> dict
         args["schedule"] = schedule
     else:
         args["n_frames"] = int(rng.integers(lo, hi + 1))
+    # drawn last and only when asked for, so that runs without it keep their phantom stream
+    if config.zero_motion_probability > 0 and rng.random() < config.zero_motion_probability:
+        args.update(motion_mm=0.0, rotation_deg=0.0, nonrigid_mm=0.0)
     return args
 
 
@@ -486,7 +521,7 @@ class _UserData:
             frames = torch.from_numpy(normalise_intensities(seq.frames))
             # resample to the training spacing (corner-aligned, like predict)
             h, w = frames.shape[-2:]
-            size = tuple(max(2, int(round((s - 1) * sp / t)) + 1) for s, sp, t in zip((h, w), seq.spacing_mm, config.spacing_mm))
+            size = _training_size((h, w), seq.spacing_mm, config.spacing_mm)
             if size != (h, w):
                 shrink = size[0] < h or size[1] < w
                 frames = F.interpolate(frames[:, None], size=size, mode="bilinear", align_corners=True, antialias=shrink)[:, 0]
@@ -517,6 +552,75 @@ class _UserData:
         return TrainingSample(frames.contiguous().float(), None, None)
 
 
+class _RealData:
+    """Real sequences used semi-synthetically (see :mod:`core.semisynthetic`).
+
+    Each sequence is normalised, resampled to the training spacing and pre-aligned once by
+    the ``groupwise`` engine (the aligned frames are the "motion-free" base: its residual
+    misalignment is a floor shared by every prediction); every draw takes a random frame
+    subset, a random crop near the centre (replicate-padded when the scan is smaller than
+    the training grid), a known breathing motion (or none, ``zero_motion_probability``) and a
+    random orientation.
+    """
+
+    def __init__(self, sequences: list[Any], config: TrainingConfig):
+        from .registration import register
+        from .sequence import Sequence
+
+        self.config = config
+        self.bases: list[torch.Tensor] = []
+        for seq in sequences:
+            frames = torch.from_numpy(normalise_intensities(seq.frames))
+            size = _training_size(frames.shape[-2:], seq.spacing_mm, config.spacing_mm)
+            if size != tuple(frames.shape[-2:]):
+                shrink = size[0] < frames.shape[-2] or size[1] < frames.shape[-1]
+                frames = F.interpolate(frames[:, None], size=size, mode="bilinear", align_corners=True, antialias=shrink)[:, 0]
+            aligned = register(Sequence(frames.numpy(), spacing_mm=config.spacing_mm), engine="groupwise", device="cpu").registered
+            self.bases.append(torch.from_numpy(np.ascontiguousarray(aligned, np.float32)))
+        if not self.bases:
+            raise ValueError("real_data_probability > 0 needs at least one real sequence")
+
+    def draw(self, rng: np.random.Generator) -> TrainingSample:
+        from .semisynthetic import breathing_motion, move_frames
+
+        config = self.config
+        base = self.bases[int(rng.integers(len(self.bases)))]
+        frames = base[torch.from_numpy(_frame_subset(rng, base.shape[0], config))]
+        H, W = config.shape
+        h, w = frames.shape[-2:]
+        if h < H or w < W:
+            ph, pw = max(0, H - h), max(0, W - w)
+            frames = F.pad(frames[:, None], (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")[:, 0]
+            h, w = frames.shape[-2:]
+        top = int(rng.integers((h - H) // 4, (h - H) - (h - H) // 4 + 1))
+        left = int(rng.integers((w - W) // 4, (w - W) - (w - W) // 4 + 1))
+        frames = frames[:, top:top + H, left:left + W].numpy()
+        n = frames.shape[0]
+        if rng.random() < config.zero_motion_probability:
+            truth = np.zeros((n, 2, H, W), np.float32)
+            moved = frames
+        else:
+            centre = (H / 2 + rng.uniform(-0.15, 0.15) * H, W / 2 + rng.uniform(-0.15, 0.15) * W)
+            truth = breathing_motion(
+                rng, n, (H, W), config.spacing_mm,
+                translation_mm=_uniform(rng, config.real_motion_mm_range),
+                rotation_deg=_uniform(rng, config.rotation_deg_range),
+                nonrigid_mm=_uniform(rng, config.nonrigid_mm_range),
+                nonrigid_scale_mm=_uniform(rng, config.nonrigid_scale_mm_range),
+                centre_px=centre, decay_mm=float(rng.uniform(40.0, 100.0)),
+            )
+            moved = move_frames(frames, truth)
+        frames_t, disp_t, _ = _dihedral(torch.from_numpy(moved), torch.from_numpy(truth), None,
+                                        bool(rng.random() < 0.5) and H == W, bool(rng.random() < 0.5), bool(rng.random() < 0.5))
+        frames_t = torch.from_numpy(normalise_intensities(frames_t.numpy()))
+        return TrainingSample(frames_t, disp_t, None)
+
+
+def _training_size(shape, spacing_mm, training_spacing_mm) -> tuple[int, int]:
+    """Grid size of ``shape`` at ``spacing_mm`` resampled (corner-aligned) to the training spacing."""
+    return tuple(max(2, int(round((s - 1) * sp / t)) + 1) for s, sp, t in zip(shape, spacing_mm, training_spacing_mm))
+
+
 class _Sampler:
     """Deterministic stream of training sequences with a small pool of reused phantoms.
 
@@ -525,12 +629,15 @@ class _Sampler:
     regenerates exactly the phantoms it needs.
     """
 
-    def __init__(self, config: TrainingConfig):
+    def __init__(self, config: TrainingConfig, real_sequences: list[Any] | None = None):
         self.config = config
         self.cache: OrderedDict[int, Any] = OrderedDict()
         self.user = None
         if config.user_data_dir and config.user_data_probability > 0:
             self.user = _UserData(config.user_data_dir, config)
+        self.real = None
+        if config.real_data_probability > 0:
+            self.real = _RealData(list(real_sequences or []), config)
 
     def phantom(self, index: int):
         if index in self.cache:
@@ -547,6 +654,8 @@ class _Sampler:
         config = self.config
         if self.user is not None and rng.random() < config.user_data_probability:
             return self.user.draw(rng), {"source": "user"}
+        if self.real is not None and rng.random() < config.real_data_probability:
+            return self.real.draw(rng), {"source": "real", "kind": "real"}
         newest = draw_index // config.phantom_reuse
         index = max(0, newest - int(rng.integers(0, config.phantom_pool)))
         phantom = self.phantom(index)
@@ -585,6 +694,8 @@ def training_loss(
     mask: torch.Tensor | None = None,
     augment: bool = True,
     scorer: CorrespondenceScorer | None = None,
+    true_displacement: torch.Tensor | None = None,
+    heart_mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
     """The training loss on one sequence.
 
@@ -604,6 +715,11 @@ def training_loss(
         ``False``: feed the frames unchanged and skip the contrast term (evaluation).
     scorer : CorrespondenceScorer, optional
         AdaCS: its (detached) scores of the warped frames weight the CTE histograms.
+    true_displacement, heart_mask : Tensor, optional
+        Known motion ``(N, 2, H, W)`` (phantoms, semi-synthetic real sequences) and the
+        region to stress ``(H, W)``: adds ``lambda_supervised`` x
+        :func:`core.losses.relative_endpoint_loss` (inside the interior of the grid) to the
+        unsupervised loss, which stays.
 
     Returns
     -------
@@ -641,6 +757,12 @@ def training_loss(
     loss = cte + config.lambda_reg * reg + config.lambda_grp * grp
     if augment and config.lambda_contrast > 0 and projection is not None:
         loss = loss + config.lambda_contrast * contrast
+    supervised = None
+    if config.lambda_supervised > 0 and true_displacement is not None:
+        interior = border_mask(tuple(frames.shape[-2:]), frames.device, margin_fraction=config.border_margin, max_pixels=1 << 30)
+        supervised = relative_endpoint_loss(u, true_displacement.to(u.device), interior,
+                                            None if heart_mask is None else heart_mask.to(u.device))
+        loss = loss + config.lambda_supervised * supervised
     terms = {
         "loss": float(loss.detach()),
         "cte": float(cte.detach()),
@@ -649,6 +771,8 @@ def training_loss(
         "contrast": float(contrast.detach()),
         "input": choice,
     }
+    if supervised is not None:
+        terms["supervised"] = float(supervised.detach())
     return loss, terms, u
 
 
@@ -717,6 +841,19 @@ def validate(net: Any2RegNet, phantoms: list[Any], spacing_mm: tuple[float, floa
         "folding_percent": float(np.mean([v["folding_percent"] for v in values])),
         "per_sequence": per,
     }
+
+
+def spurious_motion_mm(net: Any2RegNet, config: TrainingConfig) -> float:
+    """Relative motion (mm, in the heart) the network invents on a motion-free MOLLI phantom.
+
+    The phantom (anatomy seed ``config.validation_still_seed``, SNR ``validation_snr``) has no
+    motion at all, only the MOLLI contrast changes with their null crossings: every
+    millimetre returned is harm done.
+    """
+    phantom = make_phantom("molli", seed=int(config.validation_still_seed), shape=config.shape, spacing_mm=config.spacing_mm,
+                           motion_mm=0.0, rotation_deg=0.0, nonrigid_mm=0.0, snr=config.validation_snr)
+    u = predict(net, phantom.sequence.frames, spacing_mm=None)
+    return relative_epe(u, np.zeros_like(u), phantom.heart_mask, spacing_mm=config.spacing_mm)
 
 
 # ====================================================================== files
@@ -914,6 +1051,7 @@ def train(
     progress: Callable[[float, str], None] | None = None,
     cancel: Any = None,
     log: Callable[[dict[str, Any]], None] | None = None,
+    real_sequences: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Train (or continue training) an Any2Reg network; see the module docstring.
 
@@ -935,6 +1073,9 @@ def train(
         the function returns with ``summary["cancelled"] = True``.
     log : callable(entry), optional
         Receives every log entry (a dict, as written to ``train_log.jsonl``).
+    real_sequences : list of Sequence, optional
+        The sequences read from ``config.real_data_paths`` (the caller reads the files, so
+        that core stays free of file formats); needed when ``config.real_data_probability > 0``.
 
     Returns
     -------
@@ -953,13 +1094,13 @@ def train(
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
     try:
-        return _train(config, out_dir, device, resume=resume, reporter=reporter, log=log)
+        return _train(config, out_dir, device, resume=resume, reporter=reporter, log=log, real_sequences=real_sequences)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: bool, reporter: Progress,
-           log: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+           log: Callable[[dict[str, Any]], None] | None, real_sequences: list[Any] | None = None) -> dict[str, Any]:
     out = Path(out_dir)
     ckpt_path, best_path, log_path = out / CHECKPOINT_NAME, out / BEST_NAME, out / LOG_NAME
 
@@ -1002,6 +1143,19 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
         last_validation = data.get("last_validation")
         _restore_rng_states(data["rng_states"])
         entries = [e for e in read_log(log_path) if int(e.get("step", 0)) <= start_step]
+    elif config.init_weights:
+        # fine-tuning: start from trained weights (and their scorer); optimiser state is fresh
+        source = _load(Path(config.init_weights))
+        if source.get("net_config") != net.config:
+            raise ValueError(
+                f"init_weights {config.init_weights} holds a network with config {source.get('net_config')}, "
+                f"not {net.config}; use the same net settings"
+            )
+        net.load_state_dict(source["model_state"])
+        if source.get("projection_state") is not None:
+            projection.load_state_dict(source["projection_state"])
+        if scorer is not None and source.get("scorer_state") is not None:
+            scorer.load_state_dict(source["scorer_state"])
     _write_log(log_path, entries)  # drops entries past the checkpoint (or starts afresh)
     if not (resume and ckpt_path.exists()) and best_path.exists():
         best_path.unlink()
@@ -1042,7 +1196,7 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
         """... and weights the registration loss after its own warm-up."""
         return scorer_active(step) and step > config.adacs_start_step + config.adacs_warmup_steps
 
-    sampler = _Sampler(config)
+    sampler = _Sampler(config, real_sequences)
     phantoms: list[Any] | None = None
     mask = border_mask(config.shape, device, margin_fraction=config.border_margin)
     log_file = open(log_path, "a")
@@ -1069,7 +1223,8 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
                 sample, info = sampler.draw(rng, step * config.sequences_per_step + b)
                 frames = sample.frames.to(device)
                 loss, terms, u = training_loss(net, frames, config, generator, projection=projection, mask=mask,
-                                               scorer=scorer if scores_weight(k) else None)
+                                               scorer=scorer if scores_weight(k) else None,
+                                               true_displacement=sample.displacement, heart_mask=sample.heart_mask)
                 (loss / config.sequences_per_step).backward()
                 if scorer_active(k):
                     # alternation: the scorer learns from the fields the network predicts now
@@ -1105,12 +1260,16 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
                 if phantoms is None:
                     phantoms = validation_phantoms(config)
                 last_validation = dict(validate(net, phantoms, config.spacing_mm), step=step)
+                if config.validation_still_seed is not None:
+                    last_validation["still_mm"] = spurious_motion_mm(net, config)
                 entry.update(
                     val_epe_ratio=round(last_validation["epe_ratio"], 5),
                     val_epe_mm=round(last_validation["epe_mm"], 4),
                     val_folding_percent=round(last_validation["folding_percent"], 4),
                     val_seconds=round(time.perf_counter() - tv, 3),
                 )
+                if "still_mm" in last_validation:
+                    entry["val_still_mm"] = round(last_validation["still_mm"], 4)
                 if best is None or last_validation["epe_ratio"] < best["epe_ratio"]:
                     best = last_validation
                     _atomic_save(
