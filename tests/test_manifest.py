@@ -88,3 +88,42 @@ def test_napari_lists_the_plugin(make_napari_viewer):
     assert docks[PLUGIN] == DOCK_WIDGETS
     samples = dict(_npe2.sample_iterator())
     assert set(samples[PLUGIN]) == {"molli", "stone", "cine"}
+
+
+def test_manifest_contributes_layers_menus():
+    manifest = npe2.PluginManifest.from_file(MANIFEST)
+    menus = {key: [item.command for item in items] for key, items in manifest.contributions.menus.items()}
+    assert menus["napari/layers/register"] == [f"{PLUGIN}.menu_registration", f"{PLUGIN}.menu_review"]
+    assert menus["napari/layers/measure"] == [f"{PLUGIN}.menu_mapping", f"{PLUGIN}.menu_landmarks"]
+
+
+@pytest.mark.napari
+def test_layers_menus_open_the_panels_tabbed(make_napari_viewer, qtbot):
+    """Layers > Register / Measure list our commands, and running them docks the panels as tabs."""
+    from napari._app_model import get_app_model
+    from napari.plugins import _initialize_plugins
+
+    viewer = make_napari_viewer()
+    _initialize_plugins()
+    app = get_app_model()
+
+    def commands(menu_id):
+        return [getattr(getattr(item, "command", None), "id", None) for item in app.menus.get_menu(menu_id)]
+
+    assert {f"{PLUGIN}.menu_registration", f"{PLUGIN}.menu_review"} <= set(commands("napari/layers/register"))
+    assert {f"{PLUGIN}.menu_mapping", f"{PLUGIN}.menu_landmarks"} <= set(commands("napari/layers/measure"))
+
+    from napari_any2reg.widgets.mapping import MappingWidget
+    from napari_any2reg.widgets.registration import RegistrationWidget
+
+    app.commands.execute_command(f"{PLUGIN}.menu_registration").result()
+    app.commands.execute_command(f"{PLUGIN}.menu_mapping").result()
+    docks = viewer.window._dock_widgets
+    inner = {name: dock.widget() for name, dock in docks.items()}
+    registration = next(w for w in inner.values() if isinstance(w, RegistrationWidget))
+    mapping = next(w for w in inner.values() if isinstance(w, MappingWidget))
+    # the second panel is a tab beside the first, not stacked under it
+    main = viewer.window._qt_window
+    from napari_any2reg.widgets._dock import dock_of
+
+    assert dock_of(mapping) in main.tabifiedDockWidgets(dock_of(registration))

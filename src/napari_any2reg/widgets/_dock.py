@@ -1,0 +1,167 @@
+"""Layout helpers shared by the dock panels: a scrollable body, tabbed docking, frame label.
+
+* :func:`scroll_body` puts a panel's controls in a :class:`QScrollArea`, so a panel's minimum
+  height is a few lines, not the height of all its controls: five panels docked together still
+  fit a 1280x800 screen (each scrolls instead of forcing the window taller).
+* Once docked, a panel joins the other Any2Reg panels of the same dock area as a **tab**
+  (:func:`tabify_panel`, napari's ``add_dock_widget(..., tabify=True)`` does the same for the
+  first one), so the docks do not stack up.
+* :func:`install_frame_label` shows "frame k / N · TI t ms" of the frame on screen in the
+  viewer's text overlay (napari's slider only shows the index).
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any
+
+from qtpy.QtCore import Qt, QTimer
+from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
+
+__all__ = ["scroll_body", "tabify_panel", "dock_of", "install_frame_label", "frame_label_text", "text_overlay"]
+
+#: Live panels (weak), so a newly docked panel finds the others to tab with.
+_PANELS: "weakref.WeakSet[QWidget]" = weakref.WeakSet()
+
+#: Viewers whose text overlay already shows the frame label.
+_LABELLED: list["weakref.ref[Any]"] = []
+
+
+def scroll_body(panel: QWidget) -> QWidget:
+    """Fill ``panel`` with a frameless scroll area and return the widget to lay controls on.
+
+    Also schedules :func:`tabify_panel` for when the panel has been docked.
+    """
+    outer = QVBoxLayout(panel)
+    outer.setContentsMargins(0, 0, 0, 0)
+    area = QScrollArea(panel)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    body = QWidget()
+    area.setWidget(body)
+    outer.addWidget(area)
+    panel.scroll_area = area
+    _PANELS.add(panel)
+    ref = weakref.ref(panel)
+    QTimer.singleShot(0, lambda: _tabify_later(ref))
+    return body
+
+
+def _tabify_later(ref: "weakref.ref[QWidget]") -> None:
+    panel = ref()
+    if panel is None:
+        return
+    try:
+        tabify_panel(panel)
+    except RuntimeError:  # the Qt side was deleted before the timer fired
+        pass
+
+
+def dock_of(widget: QWidget) -> QDockWidget | None:
+    """The dock widget holding ``widget`` (``None`` when it is not docked)."""
+    parent = widget.parentWidget()
+    while parent is not None and not isinstance(parent, QDockWidget):
+        parent = parent.parentWidget()
+    return parent
+
+
+def tabify_panel(panel: QWidget) -> bool:
+    """Put ``panel``'s dock in a tab beside another Any2Reg panel's dock in the same area.
+
+    Returns ``True`` if it was tabified (``False``: not docked, floating, or alone).
+    """
+    dock = dock_of(panel)
+    if dock is None or dock.isFloating():
+        return False
+    window = dock.parentWidget()
+    if not isinstance(window, QMainWindow):
+        return False
+    area = window.dockWidgetArea(dock)
+    for other in list(_PANELS):
+        if other is panel:
+            continue
+        try:
+            other_dock = dock_of(other)
+        except RuntimeError:  # deleted on the Qt side
+            continue
+        if (other_dock is None or other_dock is dock or other_dock.isFloating()
+                or other_dock.parentWidget() is not window or window.dockWidgetArea(other_dock) != area
+                or other_dock.isHidden()):
+            continue
+        if dock in window.tabifiedDockWidgets(other_dock):
+            return True
+        window.tabifyDockWidget(other_dock, dock)
+        dock.show()
+        dock.raise_()
+        return True
+    return False
+
+
+# ---------------------------------------------------------------------- frame label
+def frame_label_text(layer: Any, frame: int) -> str:
+    """``"<layer>: frame k / N · TI t ms"`` for a sequence layer (timings from its metadata)."""
+    n = int(layer.data.shape[0])
+    text = f"{layer.name}: frame {frame} / {n - 1}"
+    meta = getattr(layer, "metadata", None) or {}
+    timings = meta.get("timings_ms")
+    if timings is not None and len(timings) == n:
+        t = float(timings[frame])
+        kind = str(meta.get("any2reg_kind", meta.get("kind", ""))).lower()
+        label = "TS" if "sasha" in kind else "t" if "cine" in kind else "TI"
+        text += f" · {label} " + ("∞ (no preparation)" if math.isinf(t) else f"{t:g} ms")
+    return text
+
+
+def text_overlay(viewer: Any) -> Any:
+    """The viewer's text overlay (``viewer.canvas.overlays.text`` since napari 0.9)."""
+    canvas = getattr(viewer, "canvas", None)
+    overlays = getattr(canvas, "overlays", None)
+    if overlays is not None and "text" in overlays:
+        return overlays["text"]
+    return viewer.text_overlay
+
+
+def install_frame_label(viewer: Any) -> None:
+    """Show the frame and its inversion time in the viewer's text overlay (once per viewer).
+
+    It follows the frame slider and the selected layer (else the top visible sequence).
+    """
+    global _LABELLED
+    _LABELLED = [r for r in _LABELLED if r() is not None]
+    if any(r() is viewer for r in _LABELLED):
+        return
+    from ._pickers import is_sequence_layer
+
+    ref = weakref.ref(viewer)
+
+    def update(event: Any = None) -> None:
+        v = ref()
+        if v is None:
+            return
+        overlay = text_overlay(v)
+        active = v.layers.selection.active
+        layers = [active] if active is not None and is_sequence_layer(active) else []
+        layers += [la for la in reversed(list(v.layers)) if is_sequence_layer(la) and la.visible]
+        if not layers:
+            overlay.visible = False
+            return
+        layer = layers[0]
+        axis = v.dims.ndim - layer.ndim
+        try:
+            frame = int(round(float(layer.world_to_data(v.dims.point)[0]))) if axis >= 0 else 0
+        except Exception:  # pragma: no cover - a layer napari cannot map
+            frame = 0
+        frame = min(max(frame, 0), int(layer.data.shape[0]) - 1)
+        overlay.text = frame_label_text(layer, frame)
+        overlay.visible = True
+
+    viewer.dims.events.current_step.connect(update)
+    viewer.layers.events.inserted.connect(update)
+    viewer.layers.events.removed.connect(update)
+    viewer.layers.selection.events.active.connect(update)
+    overlay = text_overlay(viewer)
+    overlay.position = "top_left"
+    overlay.font_size = 10
+    _LABELLED.append(weakref.ref(viewer))
+    update()

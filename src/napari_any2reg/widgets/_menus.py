@@ -1,0 +1,41 @@
+"""Commands behind the plugin's napari menu entries (npe2 ``menus`` in ``napari.yaml``).
+
+napari lists widget contributions under Plugins only, so Layers > Register and Layers >
+Measure get small commands that open the dock widget the usual way
+(``add_plugin_dock_widget``), tabbed with the other Any2Reg panels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from napari.viewer import Viewer
+
+__all__ = ["open_registration", "open_review", "open_mapping", "open_landmarks"]
+
+PLUGIN = "napari-any2reg"
+
+
+def _open(viewer: Viewer, name: str) -> Any:
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=True)
+    return widget
+
+
+def open_registration(viewer: Viewer) -> Any:
+    """Layers > Register > Groupwise cardiac registration (Any2Reg)."""
+    return _open(viewer, "Registration")
+
+
+def open_review(viewer: Viewer) -> Any:
+    """Layers > Register > Review a cardiac registration (Any2Reg)."""
+    return _open(viewer, "Review")
+
+
+def open_mapping(viewer: Viewer) -> Any:
+    """Layers > Measure > T1 mapping (Any2Reg)."""
+    return _open(viewer, "T1 mapping")
+
+
+def open_landmarks(viewer: Viewer) -> Any:
+    """Layers > Measure > Landmarks, TRE and Dice (Any2Reg)."""
+    return _open(viewer, "Landmarks")
