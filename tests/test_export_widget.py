@@ -188,3 +188,37 @@ def test_landmarks_layer_saves_as_csv_through_the_writer(viewer, tmp_path, phant
     assert table.spacing_mm == pytest.approx(SPACING)
     for name, truth in phantom.landmarks.items():
         np.testing.assert_allclose(table.positions(8)[name], truth, atol=1e-5)
+
+
+def test_single_landmarks_and_labels_layers_are_picked(viewer, widget, qtbot, tmp_path, phantom_run, notes):
+    """Issue 11: with exactly one suitable layer the pickers choose it (no silent "(none)"), and an
+    item that cannot be written is shown unticked, not ticked-but-dropped."""
+    layers = add_run(viewer, phantom_run, maps=False, points=False, labels=False)
+    assert widget.points_layer() is None
+    landmarks = widget.item_checks["landmarks"]
+    assert not landmarks.isEnabled() and not landmarks.isChecked()
+    assert "landmarks" not in widget.chosen_items()
+
+    phantom = phantom_run[0]
+    names = list(phantom.landmarks)
+    coords = [[f, *phantom.landmarks[n][f]] for f in range(8) for n in names]
+    points = viewer.add_points(np.array(coords), ndim=3, name="clicks", scale=layers["raw"].scale,
+                               features={"name": [n for _ in range(8) for n in names]})
+    labels = viewer.add_labels(phantom.labels.astype(np.int32), name="seg", scale=layers["raw"].scale)
+    assert widget.points_layer() is points and widget.labels_layer() is labels
+    assert landmarks.isEnabled() and landmarks.isChecked() and widget.item_checks["dice"].isChecked()
+    assert {"landmarks", "dice"} <= set(widget.chosen_items())
+
+    # a user's explicit "(none)" is respected, and the export says what it did not write
+    widget.select(points="(none)")
+    assert widget.points_layer() is None and "landmarks" not in widget.chosen_items()
+    viewer.add_image(np.zeros((4, 4), np.float32), name="unrelated")  # a refresh keeps "(none)"
+    assert widget.points_layer() is None
+    widget.set_items(["jacobian", "landmarks"])
+    widget.folder_edit.setText(str(tmp_path / "o"))
+    assert widget.export()
+    wait_done(qtbot, widget)
+    assert "Not written: landmarks" in widget.status_label.text()
+    assert widget.progress_bar.value() == 100
+    widget.select(labels="(none)")  # another choice: last run's bar and message are cleared
+    assert widget.progress_bar.value() == 0 and "Not written" not in widget.status_label.text()

@@ -84,6 +84,10 @@ def wait_review(qtbot, w):
     qtbot.waitUntil(lambda: w.worker is None and w.review is not None, timeout=TIMEOUT_MS)
 
 
+def wait_idle(qtbot, w):
+    qtbot.waitUntil(lambda: not w.busy(), timeout=TIMEOUT_MS)
+
+
 def in_view(layer):
     """Indices of the shapes / vectors napari shows on the current frame."""
     return np.asarray(layer._view_indices)
@@ -92,8 +96,6 @@ def in_view(layer):
 # ---------------------------------------------------------------------- the whole flow
 def test_review_flow_in_a_real_viewer(viewer, registration, review, qtbot, errors):
     from qtpy.QtCore import Qt
-
-    from napari_any2reg.widgets.review import JACOBIAN_LIMITS
 
     source, registered = register_sample(viewer, registration, qtbot)
     data_before = source.data.copy()
@@ -123,11 +125,13 @@ def test_review_flow_in_a_real_viewer(viewer, registration, review, qtbot, error
     assert viewer.dims.current_step[0] == 2
 
     # deformation grid: one path per line and frame, frame axis first, follows the slider
-    grid = review.show_grid()
-    assert grid is viewer.layers[f"{registered.name} grid"]
+    assert review.show_grid()
+    wait_idle(qtbot, review)
+    grid = viewer.layers[f"{registered.name} grid"]
     assert grid.ndim == 3 and len(grid.data) % n == 0
     per_frame = len(grid.data) // n
     np.testing.assert_allclose(grid.scale, scale)
+    np.testing.assert_allclose(grid.translate, source.translate)  # drawn on the raw frames
     assert all(s == "path" for s in grid.shape_type)
     frames = np.array([path[0, 0] for path in grid.data])
     assert all(np.all(path[:, 0] == path[0, 0]) for path in grid.data)
@@ -137,28 +141,35 @@ def test_review_flow_in_a_real_viewer(viewer, registration, review, qtbot, error
     assert len(shown) == per_frame and np.all(frames[shown] == 3)
     # a second click replaces the overlay, it does not pile up
     review.grid_spacing_spin.setValue(16.0)
-    grid2 = review.show_grid()
-    assert f"{registered.name} grid" in viewer.layers and len(grid2.data) < len(grid.data)
+    assert review.show_grid()
+    wait_idle(qtbot, review)
+    grid2 = viewer.layers[f"{registered.name} grid"]
+    assert grid2 is not grid and len(grid2.data) < len(grid.data)
     assert sum(layer.name.startswith(f"{registered.name} grid") for layer in viewer.layers) == 1
 
-    quiver = review.show_quiver()
+    assert review.show_quiver()
+    wait_idle(qtbot, review)
+    quiver = review.overlay_layer("quiver")
     assert quiver.data.shape[1:] == (2, 3)
     np.testing.assert_allclose(quiver.scale, scale)
     assert np.all(quiver.data[:, 1, 0] == 0)  # arrows stay on their frame
     assert np.all(quiver.data[in_view(quiver), 0, 0] == 3)
 
     # image overlays: (N, H, W) with the registered layer's scale
-    assert review.show_jacobian() is not None and review.show_folding() is not None
+    assert review.show_jacobian() and review.show_folding()
     assert review.show_scores() and review.show_differences()
     checker = review.show_checkerboard()
     qtbot.waitUntil(lambda: f"{registered.name} difference after" in viewer.layers, timeout=TIMEOUT_MS)
+    wait_idle(qtbot, review)
     for suffix in ("Jacobian", "folding", "scores", "difference before", "difference after", "checkerboard"):
         layer = viewer.layers[f"{registered.name} {suffix}"]
         assert layer.data.shape == (n, h, w), suffix
         np.testing.assert_allclose(layer.scale, scale)
-        np.testing.assert_allclose(layer.translate, registered.translate)
+        base = source if suffix == "difference before" else registered
+        np.testing.assert_allclose(layer.translate, base.translate)
     jac = viewer.layers[f"{registered.name} Jacobian"]
-    assert tuple(jac.contrast_limits) == JACOBIAN_LIMITS
+    lo, hi = jac.contrast_limits
+    assert 0.0 < lo < 1.0 < hi < 2.0 and lo + hi == pytest.approx(2.0)  # centred at 1, from the data
     assert np.all(jac.data > 0)  # a smooth registration does not fold ...
     assert not viewer.layers[f"{registered.name} folding"].data.any()  # ... so nothing is marked
     scores = viewer.layers[f"{registered.name} scores"].data
@@ -232,7 +243,7 @@ def test_thresholds_flag_rows_and_reasons(viewer, registration, review, qtbot, e
 def test_review_without_source_or_result_reports_errors(viewer, review, qtbot, errors):
     rng = np.random.default_rng(0)
     assert review.layer_combo.count() == 0
-    assert review.show_jacobian() is None and review.show_scores() is False
+    assert review.show_jacobian() is False and review.show_scores() is False
     assert errors and "Registration" in errors[-1]
 
     # a registered layer whose source is gone: overlays from the field still work,
@@ -244,17 +255,19 @@ def test_review_without_source_or_result_reports_errors(viewer, review, qtbot, e
     assert review.layer_combo.currentText() == layer.name
     assert "not found" in review.source_label.text()
     assert review.worker is None  # nothing to compute against
-    grid = review.show_grid()
+    assert review.show_grid() and review.show_jacobian()
+    wait_idle(qtbot, review)
+    grid = review.overlay_layer("grid")
     assert grid is not None and len(grid.data) % 4 == 0
-    jacobian = review.show_jacobian()
+    jacobian = review.overlay_layer("jacobian")
     np.testing.assert_allclose(jacobian.data, 1.0)  # zero field
     np.testing.assert_allclose(jacobian.scale, (1, 2, 2))
     n_errors = len(errors)
     assert review.show_checkerboard() is None
     assert len(errors) == n_errors + 1 and "'gone'" in errors[-1] and "open it again" in errors[-1]
     assert review.show_profile(3, 3) is None
-    assert [la.name for la in viewer.layers] == ["gone registered", "gone registered grid",
-                                                 "gone registered Jacobian"]
+    assert sorted(la.name for la in viewer.layers) == ["gone registered", "gone registered Jacobian",
+                                                       "gone registered grid"]
 
 
 def test_review_is_a_plugin_dock_widget(viewer):

@@ -64,6 +64,11 @@ __all__ = [
     "frame_qc_table",
     "run_summary",
     "review_registration",
+    "grid_line_width",
+    "grid_vertex_step",
+    "arrow_display_scale",
+    "jacobian_display_limits",
+    "symmetric_limit",
 ]
 
 
@@ -307,14 +312,68 @@ def log_jacobian_std(det: np.ndarray) -> np.ndarray:
     return out
 
 
-def jacobian_gradient_norm(det: np.ndarray) -> np.ndarray:
-    """Per-frame mean of ``|∇ det J|`` (central differences, per pixel), ``(N,)``.
+def jacobian_gradient_norm(det: np.ndarray, spacing_mm: SequenceType[float] | None = None) -> np.ndarray:
+    """Per-frame mean of ``|∇ det J|`` (central differences), ``(N,)``.
 
-    Large values mean an irregular, locally changing deformation even without folding.
+    Per pixel without ``spacing_mm``; per mm with it. Large values mean an irregular, locally
+    changing deformation even without folding.
     """
     det = np.asarray(det, dtype=np.float64)
     gy, gx = np.gradient(det, axis=(-2, -1))
+    if spacing_mm is not None:
+        dy, dx = _spacing(spacing_mm)
+        gy, gx = gy / dy, gx / dx
     return np.hypot(gy, gx).reshape(det.shape[0], -1).mean(axis=1)
+
+
+# ------------------------------------------------------------------ display settings
+def grid_line_width(shape: SequenceType[int]) -> float:
+    """Width (pixels of the image) of deformation-grid lines that stay solid on screen.
+
+    A fixed 0.35 px is thinner than a screen pixel once a large image (e.g. 320 x 320) is
+    zoomed to fit, and the lines break into dashes; this grows with the image size.
+    """
+    return float(max(0.35, max(int(shape[-2]), int(shape[-1])) / 300.0))
+
+
+def grid_vertex_step(shape: SequenceType[int]) -> float:
+    """Distance between vertices along a grid line (pixels): ~128 vertices per line, at least 1."""
+    return float(max(1.0, max(int(shape[-2]), int(shape[-1])) / 128.0))
+
+
+def arrow_display_scale(magnitude_px: Any, step: float) -> float:
+    """Factor that draws arrows long enough to see (napari Vectors ``length``).
+
+    True displacements are often 1-3 px, invisible as arrows; the factor makes the 95th
+    percentile arrow 80 % of the arrow spacing ``step``, and never shrinks arrows (>= 1).
+    """
+    values = np.asarray(magnitude_px, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 1.0
+    top = float(np.percentile(values, 95))
+    if not top > 1e-6:
+        return 1.0
+    return float(max(1.0, 0.8 * float(step) / top))
+
+
+def symmetric_limit(values: Any, percentile: float = 99.5, floor: float = 1e-6) -> float:
+    """``percentile`` of ``|values|`` (finite ones), at least ``floor``: limits ``(-l, l)``."""
+    array = np.abs(np.asarray(values, dtype=np.float64))
+    array = array[np.isfinite(array)]
+    if array.size == 0:
+        return 1.0
+    return float(max(np.percentile(array, percentile), floor))
+
+
+def jacobian_display_limits(det: Any, percentile: float = 99.5, floor: float = 0.02) -> tuple[float, float]:
+    """Contrast limits of det J centred at 1: ``1 ± r`` with ``r`` the ``percentile`` of ``|det - 1|``.
+
+    Fixed limits 0-2 turn the small changes of a smooth registration (det J 0.95-1.05) into a
+    uniform wash; ``r`` is clipped to ``[floor, 1]`` so a field with no change is not noise.
+    """
+    radius = min(symmetric_limit(np.asarray(det, dtype=np.float64) - 1.0, percentile, floor), 1.0)
+    return 1.0 - radius, 1.0 + radius
 
 
 # ------------------------------------------------------------------ intensities
@@ -516,6 +575,8 @@ class FrameQC:
     template_correlation_before: float
     template_correlation: float
     reasons: tuple[str, ...] = ()
+    time_ms: float = float("nan")
+    jacobian_gradient_mm: float = float("nan")
 
     @property
     def flagged(self) -> bool:
@@ -545,11 +606,12 @@ class QCTable:
     #: (attribute, header, format) of the displayed columns, in order.
     COLUMNS = (
         ("frame", "frame", "{:d}"),
+        ("time_ms", "TI (ms)", "{:g}"),
         ("mean_displacement_mm", "mean |u| (mm)", "{:.2f}"),
         ("max_displacement_mm", "max |u| (mm)", "{:.2f}"),
         ("folding_percent", "folding (%)", "{:.2f}"),
         ("log_jacobian_std", "std log J", "{:.3f}"),
-        ("jacobian_gradient", "|∇J| (1/px)", "{:.3f}"),
+        ("jacobian_gradient_mm", "|∇J| (1/mm)", "{:.4f}"),
         ("mean_score", "score", "{:.2f}"),
         ("template_correlation_before", "corr. before", "{:.2f}"),
         ("template_correlation", "corr. after", "{:.2f}"),
@@ -573,12 +635,22 @@ class QCTable:
 
     def formatted(self) -> list[list[str]]:
         """Rows as display strings (the :data:`COLUMNS` then the reasons)."""
-        return [[fmt.format(getattr(row, attr)) for attr, _, fmt in self.COLUMNS] + ["; ".join(row.reasons)]
+        return [[_format_cell(fmt, getattr(row, attr)) for attr, _, fmt in self.COLUMNS] + ["; ".join(row.reasons)]
                 for row in self.rows]
 
     def to_records(self) -> list[dict[str, Any]]:
         """JSON-friendly rows (reasons as a list)."""
         return [{**dataclasses.asdict(row), "reasons": list(row.reasons)} for row in self.rows]
+
+
+def _format_cell(fmt: str, value: Any) -> str:
+    """A table cell: "—" for a missing number (NaN), "∞" for no preparation (inf)."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        if np.isnan(value):
+            return "—"
+        if np.isinf(value):
+            return "∞"
+    return fmt.format(value)
 
 
 def frame_qc_table(
@@ -592,6 +664,7 @@ def frame_qc_table(
     roi: Any = None,
     thresholds: QCThresholds = QCThresholds(),
     det: Any = None,
+    timings_ms: Any = None,
 ) -> QCTable:
     """Per-frame QC of a registration.
 
@@ -613,6 +686,11 @@ def frame_qc_table(
         Flagging rules.
     det : array (N, H, W), optional
         Precomputed Jacobian determinant (saves a recomputation).
+    timings_ms : sequence of float, optional
+        Inversion / saturation / trigger time of each frame (the table's "TI" column; NaN
+        when omitted or of the wrong length).
+
+    All lengths are in mm (``|∇J|`` per mm) when ``spacing_mm`` is given, else in pixels.
 
     Returns
     -------
@@ -635,6 +713,10 @@ def frame_qc_table(
     folding = 100.0 * (det <= 0).reshape(len(det), -1).mean(axis=1)
     log_std = log_jacobian_std(det)
     grad = jacobian_gradient_norm(det)
+    grad_mm = jacobian_gradient_norm(det, spacing_mm) if spacing_mm is not None else grad
+    times = np.full(a.shape[0], np.nan)
+    if timings_ms is not None and len(timings_ms) == a.shape[0]:
+        times = np.asarray(timings_ms, dtype=np.float64)
     corr_before = template_correlation(a, template, m)
     corr_after = template_correlation(b, template, m)
     mean_scores = scores[:, m].mean(axis=1)
@@ -650,6 +732,8 @@ def frame_qc_table(
             mean_score=float(mean_scores[i]),
             template_correlation_before=float(corr_before[i]),
             template_correlation=float(corr_after[i]),
+            time_ms=float(times[i]),
+            jacobian_gradient_mm=float(grad_mm[i]),
         )
         rows.append(dataclasses.replace(row, reasons=flag_reasons(row, thresholds)))
     return QCTable(rows, thresholds)
@@ -725,6 +809,7 @@ def review_registration(
     thresholds: QCThresholds = QCThresholds(),
     difference_rank: int = 2,
     progress: Any = None,
+    timings_ms: Any = None,
 ) -> Review:
     """Compute every review map, the QC table and the run summary in one go.
 
@@ -749,7 +834,7 @@ def review_registration(
     before, after = template_difference(a, per_frame), template_difference(b, per_frame)
     report(0.8, "QC table")
     table = frame_qc_table(a, b, u, template=t, scores=maps, spacing_mm=spacing_mm, roi=m,
-                           thresholds=thresholds, det=det)
+                           thresholds=thresholds, det=det, timings_ms=timings_ms)
     summary = run_summary(a, b, u, info, m)
     report(1.0, "done")
     return Review(jacobian=det.astype(np.float32), folding=det <= 0, scores=maps, template=t,

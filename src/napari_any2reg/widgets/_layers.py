@@ -27,7 +27,13 @@ __all__ = [
     "jsonable_metadata",
     "REGISTERED_SUFFIX",
     "RESULT_KEYS",
+    "axes_kwargs",
+    "beside_translate",
+    "SIDE_BY_SIDE_GAP",
 ]
+
+#: Gap between side-by-side layers, as a fraction of the image width.
+SIDE_BY_SIDE_GAP = 0.05
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
 
@@ -36,6 +42,23 @@ REGISTERED_SUFFIX = " registered"
 
 #: Metadata keys the Registration widget adds to the registered layer.
 RESULT_KEYS = ("any2reg_result", "displacement", "template", "source_layer")
+
+
+def axes_kwargs(ndim: int = 3) -> dict[str, tuple[str, ...]]:
+    """Layer ``axis_labels`` and ``units`` of our layers: ``frame`` (no unit), then ``y``, ``x`` in mm.
+
+    The layers' ``scale`` is the pixel spacing in mm, so the units say so (napari's default,
+    "pixel", would label the scale bar and the coordinates wrongly).
+    """
+    labels, units = ("frame", "y", "x"), ("", "mm", "mm")
+    return {"axis_labels": labels[-ndim:], "units": units[-ndim:]}
+
+
+def beside_translate(translate: Any, scale: Any, shape: tuple[int, ...]) -> np.ndarray:
+    """``translate`` moved right by one image width plus :data:`SIDE_BY_SIDE_GAP` (world units)."""
+    out = np.array(translate, dtype=float)
+    out[-1] += float(shape[-1]) * float(np.asarray(scale, dtype=float)[-1]) * (1.0 + SIDE_BY_SIDE_GAP)
+    return out
 
 
 def robust_contrast_limits(
@@ -63,6 +86,7 @@ def sequence_to_layer_data(seq: "Sequence", *, name: str | None = None) -> Layer
         "metadata": seq.to_layer_metadata(),
         "colormap": "gray",
         "contrast_limits": robust_contrast_limits(seq.frames),
+        **axes_kwargs(3),
     }
     # Sequence.frames is read-only; napari layers are editable, so hand napari its own copy.
     return np.array(seq.frames, dtype=np.float32, copy=True), kwargs, "image"

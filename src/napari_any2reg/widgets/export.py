@@ -41,8 +41,9 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.export import EXPORT_ITEMS, ExportResult, export_registration
+from ._dock import scroll_body
 from ._layers import sequence_from_layer_fields
-from ._pickers import chosen_layer, contains, fill_combo, is_registered_layer
+from ._pickers import NONE_ITEM, chosen_layer, contains, fill_combo, is_registered_layer
 from ._relay import ProgressRelay
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,6 +91,9 @@ class ExportWidget(QWidget):
         self._registered: list[Image] = []
         self._points: list[Points] = []
         self._labels: list[Labels] = []
+        self._wanted: dict[str, bool] = {item: True for item in EXPORT_ITEMS}
+        # the user chose "(none)" by hand: a single candidate layer is then not picked for them
+        self._none_chosen = {"points": False, "labels": False}
         self._relay = ProgressRelay(self)
         self._relay.progress.connect(self._on_progress)
         self._build_ui()
@@ -106,17 +110,19 @@ class ExportWidget(QWidget):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         self.registered_combo = QComboBox()
         self.registered_combo.setToolTip("A registered layer ('<name> registered') made by the Registration panel.")
-        self.registered_combo.currentIndexChanged.connect(lambda *_: self._update_available())
+        self.registered_combo.currentIndexChanged.connect(lambda *_: self._on_choice_changed())
         form.addRow("Registered", self.registered_combo)
         self.source_label = QLabel("—")
         form.addRow("Source", self.source_label)
         self.points_combo = QComboBox()
         self.points_combo.setToolTip("Landmarks (Points layer with a 'name' feature) for landmarks.csv and the TRE.")
-        self.points_combo.currentIndexChanged.connect(lambda *_: self._update_available())
+        self.points_combo.currentIndexChanged.connect(lambda *_: self._on_choice_changed())
+        self.points_combo.activated.connect(lambda index: self._user_chose("points", index))
         form.addRow("Landmarks", self.points_combo)
         self.labels_combo = QComboBox()
         self.labels_combo.setToolTip("Labels (N, H, W): a segmentation of every raw frame, for the all-pair Dice.")
-        self.labels_combo.currentIndexChanged.connect(lambda *_: self._update_available())
+        self.labels_combo.currentIndexChanged.connect(lambda *_: self._on_choice_changed())
+        self.labels_combo.activated.connect(lambda index: self._user_chose("labels", index))
         form.addRow("Labels", self.labels_combo)
 
         items_box = QGroupBox("Write")
@@ -126,6 +132,7 @@ class ExportWidget(QWidget):
             check = QCheckBox(item)
             check.setChecked(True)
             check.setToolTip(description)
+            check.clicked.connect(lambda checked, item=item: self._wanted.__setitem__(item, bool(checked)))
             grid.addWidget(check, k // 2, k % 2)
             self.item_checks[item] = check
 
@@ -154,7 +161,7 @@ class ExportWidget(QWidget):
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))
         layout.addLayout(form)
         layout.addWidget(items_box)
         layout.addLayout(options)
@@ -187,10 +194,25 @@ class ExportWidget(QWidget):
             points = None
         if labels is not None and not contains(self._labels, labels):
             labels = None
+        # exactly one suitable layer: pick it (a "(none)" would silently drop landmarks / Dice)
+        if points is None and len(self._points) == 1 and not self._none_chosen["points"]:
+            points = self._points[0]
+        if labels is None and len(self._labels) == 1 and not self._none_chosen["labels"]:
+            labels = self._labels[0]
         fill_combo(self.registered_combo, self._registered, registered, none=False)
         fill_combo(self.points_combo, self._points, points, none=True)
         fill_combo(self.labels_combo, self._labels, labels, none=True)
         self._update_available()
+
+    def _on_choice_changed(self) -> None:
+        if self.worker is None and self.progress_bar.value():
+            # the last export's bar and message do not describe the new choice
+            self.progress_bar.setValue(0)
+            self.set_status("Choose what to write and a folder.")
+        self._update_available()
+
+    def _user_chose(self, which: str, index: int) -> None:
+        self._none_chosen[which] = index == 0
 
     def registered_layer(self) -> Image | None:
         return chosen_layer(self.registered_combo, getattr(self, "_registered", []), none=False)
@@ -202,14 +224,21 @@ class ExportWidget(QWidget):
         return chosen_layer(self.labels_combo, getattr(self, "_labels", []), none=True)
 
     def select(self, *, registered: Any = None, points: Any = None, labels: Any = None) -> None:
-        """Choose layers (layers or names) as a user would; ``None`` leaves a choice unchanged."""
-        for combo, layer in ((self.registered_combo, registered), (self.points_combo, points), (self.labels_combo, labels)):
+        """Choose layers (layers or names) as a user would; ``None`` leaves a choice unchanged.
+
+        The string ``"(none)"`` chooses no landmarks / labels.
+        """
+        for which, combo, layer in (("registered", self.registered_combo, registered), ("points", self.points_combo, points),
+                                    ("labels", self.labels_combo, labels)):
             if layer is None:
                 continue
-            index = combo.findData(getattr(layer, "name", layer))
+            name = getattr(layer, "name", layer)
+            index = 0 if name == NONE_ITEM and which != "registered" else combo.findData(name)
             if index < 0:
-                raise ValueError(f"{getattr(layer, 'name', layer)!r} is not offered by this picker.")
+                raise ValueError(f"{name!r} is not offered by this picker.")
             combo.setCurrentIndex(index)
+            if which != "registered":
+                self._none_chosen[which] = index == 0
 
     def source_layer(self) -> Image | None:
         """The raw sequence the chosen registered layer came from (by its ``source_layer`` name)."""
@@ -255,21 +284,24 @@ class ExportWidget(QWidget):
         for item, check in self.item_checks.items():
             reason = missing.get(item)
             check.setEnabled(reason is None and self.worker is None)
+            # an item that cannot be written is shown unticked (the wish comes back with the input)
+            check.setChecked(self._wanted[item] and reason is None)
             check.setToolTip(EXPORT_ITEMS[item] + (f" — unavailable: {reason}" if reason else ""))
         self.export_button.setEnabled(self.worker is None and registered is not None)
 
     def chosen_items(self) -> list[str]:
         """Ticked items that can be written now."""
         missing = self.missing_inputs()
-        return [item for item, check in self.item_checks.items() if check.isChecked() and item not in missing]
+        return [item for item in self.item_checks if self._wanted[item] and item not in missing]
 
     def set_items(self, items: list[str]) -> None:
         """Tick exactly ``items``."""
         unknown = [i for i in items if i not in self.item_checks]
         if unknown:
             raise ValueError(f"unknown export item(s) {unknown}; choose from {', '.join(EXPORT_ITEMS)}.")
-        for item, check in self.item_checks.items():
-            check.setChecked(item in items)
+        for item in self.item_checks:
+            self._wanted[item] = item in items
+        self._update_available()
 
     def set_status(self, text: str) -> None:
         self.status_label.setText(text)
@@ -335,6 +367,7 @@ class ExportWidget(QWidget):
             return False
         self.last_result = None
         self.last_error = None
+        self._skipped = {item: why for item, why in self.missing_inputs().items() if self._wanted[item]}
         worker = FunctionWorker(_run_export, job, self._relay)
         worker.returned.connect(self._on_returned)
         worker.finished.connect(self._on_finished)
@@ -366,6 +399,9 @@ class ExportWidget(QWidget):
         text = result.summary()
         if result.tre is not None:
             text += f". TRE overall {result.tre.before['overall']:.2f} → {result.tre.after['overall']:.2f} mm"
+        skipped = getattr(self, "_skipped", {})
+        if skipped:
+            text += ". Not written: " + "; ".join(f"{item} ({why})" for item, why in skipped.items())
         self.set_status(text[0].upper() + text[1:] + ".")
         show_info(f"Exported {len(result.files)} files to {result.folder}.")
 

@@ -80,6 +80,7 @@ from ..core.landmarks import (
     tre_before_after,
     write_landmarks_csv,
 )
+from ._dock import install_frame_label, scroll_body
 from ._pickers import chosen_layer, contains, fill_combo, is_registered_layer, is_sequence_layer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -195,6 +196,7 @@ class LandmarksWidget(QWidget):
         layers.events.moved.connect(self._on_layers_changed)
         self.refresh_layers()
         self._update_status()
+        install_frame_label(self.viewer)
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
@@ -304,7 +306,7 @@ class LandmarksWidget(QWidget):
         self.tabs.addTab(tre_tab, "TRE")
         self.tabs.addTab(prop_tab, "Propagate / Dice")
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))
         layout.addLayout(form)
         layout.addWidget(self.status_label)
         layout.addWidget(self.tabs, 1)

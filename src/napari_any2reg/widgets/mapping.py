@@ -50,6 +50,7 @@ from qtpy.QtWidgets import (
 from ..core.device import DEVICE_CHOICES
 from ..core.mapping import T1_MODELS, FitCancelled, T1FitResult, fit_t1, model_for_kind
 from ..core.mapping_roi import DEFAULT_R2_THRESHOLD, r2_survival, roi_masks, roi_statistics, survival_thresholds
+from ._dock import install_frame_label, scroll_body
 from ._layers import REGISTERED_SUFFIX
 from ._pickers import cuda_available, index_of, is_sequence_layer
 from ._relay import ProgressRelay
@@ -189,6 +190,7 @@ class MappingWidget(QWidget):
         self.refresh_layers()
         self._set_running(False)
         self.set_status("Ready.")
+        install_frame_label(self.viewer)
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
@@ -282,7 +284,7 @@ class MappingWidget(QWidget):
         self.tabs.addTab(self.stats_table, "ROI statistics")
         self.tabs.addTab(self.canvas, "R² survival")
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)

@@ -46,7 +46,8 @@ from ..core.registration import (
     register,
 )
 from ..core.sequence import Sequence
-from ._layers import REGISTERED_SUFFIX, registered_layer_metadata, sequence_from_layer_fields
+from ._dock import install_frame_label, scroll_body
+from ._layers import REGISTERED_SUFFIX, axes_kwargs, beside_translate, registered_layer_metadata, sequence_from_layer_fields
 from ._pickers import cuda_available, index_of, is_sequence_layer
 from ._relay import ProgressRelay
 
@@ -63,6 +64,10 @@ METRICS = (("CTE (conditional template entropy)", "cte"), ("PCA2 (low-rank resid
 
 #: Reference modes: (label, value). "fixed" keeps one frame still (all-to-one, ``u_ref = 0``).
 REFERENCE_MODES = (("groupwise (implicit mean)", "groupwise"), ("fixed frame", "fixed"))
+
+#: Where the registered layer is placed: (label, value). "beside" shifts it right of the source
+#: by one image width plus a small gap, so raw and registered frames are seen side by side.
+PLACEMENTS = (("beside the source", "beside"), ("on top of the source", "on_top"))
 
 #: Default of the speed/quality control (engine option ``iterations_scale``).
 DEFAULT_ITERATIONS_SCALE = 1.0
@@ -135,6 +140,7 @@ class RegistrationWidget(QWidget):
         self._on_reference_mode_changed()
         self._set_running(False)
         self.set_status("Ready.")
+        install_frame_label(self.viewer)
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
@@ -214,6 +220,15 @@ class RegistrationWidget(QWidget):
         ref_row.addWidget(self.frame_spin)
         form.addRow("Reference", ref_row)
 
+        self.placement_combo = QComboBox()
+        for label, value in PLACEMENTS:
+            self.placement_combo.addItem(label, value)
+        self.placement_combo.setToolTip(
+            "Beside: the registered frames appear right of the raw ones (compare side by side).\n"
+            "On top: exactly over the raw frames (toggle or use the Review overlays)."
+        )
+        form.addRow("Result", self.placement_combo)
+
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip("Register the selected layer; the result is added as a new layer.")
         self.run_button.clicked.connect(lambda *_: self.run())
@@ -231,7 +246,7 @@ class RegistrationWidget(QWidget):
         self.status_label.setWordWrap(True)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
@@ -247,6 +262,7 @@ class RegistrationWidget(QWidget):
             self.device_combo,
             self.reference_combo,
             self.frame_spin,
+            self.placement_combo,
         )
         self._update_device_label()
         if engines_error is not None:
@@ -337,6 +353,9 @@ class RegistrationWidget(QWidget):
 
     def _on_layer_changed(self, *args: Any) -> None:
         layer = self.selected_layer()
+        if self.worker is None:  # the last run's message and bar belong to another layer
+            self.progress_bar.setValue(0)
+            self.set_status(f"Ready to register {layer.name!r}." if layer is not None else "Ready.")
         n = int(layer.data.shape[0]) if layer is not None else 1
         self.frame_spin.setRange(0, max(n - 1, 0))
         self._reset_frame_spin()
@@ -536,22 +555,26 @@ class RegistrationWidget(QWidget):
         self.last_result = result
         name = f"{source.name}{REGISTERED_SUFFIX}"
         metadata = registered_layer_metadata(source.metadata, result, source.name)
+        translate = np.array(source.translate, dtype=float)
+        if self.placement_combo.currentData() == "beside":
+            translate = beside_translate(source.translate, source.scale, result.registered.shape)
         existing = self.viewer.layers[name] if name in self.viewer.layers else None
         if isinstance(existing, Image):
             existing.data = result.registered
             existing.metadata = metadata
             existing.scale = source.scale
-            existing.translate = source.translate
+            existing.translate = translate
             existing.contrast_limits = source.contrast_limits
         else:
             self.viewer.add_image(
                 result.registered,
                 name=name,
                 scale=source.scale,
-                translate=source.translate,
+                translate=translate,
                 colormap=source.colormap,
                 contrast_limits=source.contrast_limits,
                 metadata=metadata,
+                **axes_kwargs(len(source.scale)),
             )
         self.progress_bar.setValue(100)
         self.set_status(format_summary(result))

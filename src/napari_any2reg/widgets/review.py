@@ -54,6 +54,8 @@ from qtpy.QtWidgets import (
 
 from ..core import qc
 from ..core.spatial import jacobian_determinant
+from ._dock import install_frame_label, scroll_body
+from ._layers import axes_kwargs, beside_translate
 from ._pickers import is_registered_layer
 from ._relay import ProgressRelay
 
@@ -74,8 +76,17 @@ OVERLAYS = {
     "checkerboard": "checkerboard",
 }
 
-#: Fixed display range of det J: 1 (volume kept) sits in the middle of the diverging map.
+#: Widest display range of det J: 1 (volume kept) sits in the middle of the diverging map. The
+#: overlay uses ``core.qc.jacobian_display_limits`` (1 ± the 99.5th percentile of |det J - 1|).
 JACOBIAN_LIMITS = (0.0, 2.0)
+
+#: The layer each overlay belongs on: the raw frames ("source") or the common grid ("registered").
+#: The grid and the arrows show where common-grid points are found in each raw frame; the
+#: difference before registration is of the raw frames.
+OVERLAY_BASE = {"grid": "source", "quiver": "source", "difference_before": "source"}
+
+#: Image overlays (opaque maps): a new one hides the others on the same layer position.
+IMAGE_OVERLAYS = ("jacobian", "folding", "scores", "difference_before", "difference_after", "checkerboard")
 
 #: Folded pixels in a loud colour; everything else transparent.
 FOLDING_COLORMAP = Colormap([[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 1.0, 1.0]], name="any2reg folding")
@@ -91,6 +102,7 @@ class _Outcome:
     key: tuple[int, ...]
     review: qc.Review | None = None
     error: BaseException | None = None
+    difference_limit: float = 1.0
 
 
 @dataclasses.dataclass
@@ -132,12 +144,19 @@ class ReviewWidget(QWidget):
         self._pending: list[Callable[[qc.Review], None]] = []
         self._combo_layers: list[Image] = []
         self._watched: list[Any] = []
+        self._tasks: dict[int, FunctionWorker] = {}
+        self._task_done: dict[int, tuple[str, Callable[[Any], Any]]] = {}
+        self._task_counter = 0
+        self._running_tasks = 0
+        self._finished_tasks = 0
+        self._difference_limit = 1.0
 
         self._relay = ProgressRelay(self)
         self._relay.progress.connect(self._on_progress)
         self._build_ui()
         self._connect_viewer()
         self.refresh_layers()
+        install_frame_label(self.viewer)
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
@@ -163,7 +182,7 @@ class ReviewWidget(QWidget):
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
 
-        layout = QVBoxLayout(self)
+        layout = QVBoxLayout(scroll_body(self))
         layout.addLayout(top)
         layout.addWidget(self.summary_label)
         layout.addWidget(self.tabs, 1)
@@ -201,7 +220,7 @@ class ReviewWidget(QWidget):
             ("quiver_button", "Displacement arrows", self.show_quiver,
              "Arrows from common-grid points to where they are found in each raw frame."),
             ("jacobian_button", "Jacobian det", self.show_jacobian,
-             "det(I + ∇u): blue compression, red expansion, 1 = volume kept (limits 0–2)."),
+             "det(I + ∇u): blue compression, red expansion, 1 = volume kept (limits from the data)."),
             ("folding_button", "Folding", self.show_folding, "Pixels with det J ≤ 0 (the transform folds)."),
             ("scores_button", "Correspondence", self.show_scores,
              "Per-frame correspondence score in [0, 1] (high = the pixel matches the group)."),
@@ -210,7 +229,9 @@ class ReviewWidget(QWidget):
             ("checkerboard_button", "Checkerboard raw/reg.", self.show_checkerboard,
              "Raw and registered frames in alternating tiles."),
             ("toggle_button", "Toggle raw ↔ registered", self.toggle_raw_registered,
-             "Show either the source or the registered layer."),
+             "Show either the source or the registered layer (image overlays are hidden)."),
+            ("side_button", "Side by side ↔ on top", self.side_by_side,
+             "Put the registered frames beside the raw ones, or back on top of them."),
         ]
         for i, (attr, text, slot, tip) in enumerate(specs):
             button = QPushButton(text)
@@ -294,14 +315,25 @@ class ReviewWidget(QWidget):
         for layer in layers:
             self._watch(layer)
         # viewer-level callback (the user's layers get nothing attached); a weak reference so a
-        # closed widget does not keep receiving clicks
-        self._double_click = _double_click_callback(self)
-        self.viewer.mouse_double_click_callbacks.append(self._double_click)
+        # closed widget does not keep receiving clicks. napari's own double-click zooms in: a
+        # double-click on a pixel of the reviewed layers plots its profile *instead*, so our
+        # callback takes the zoom's place and passes every other double-click on to it.
+        callbacks = self.viewer.mouse_double_click_callbacks
+        self._zoom_callback = next((cb for cb in callbacks if getattr(cb, "__name__", "") == "double_click_to_zoom"), None)
+        self._double_click = _double_click_callback(self, self._zoom_callback)
+        if self._zoom_callback is not None:
+            callbacks[callbacks.index(self._zoom_callback)] = self._double_click
+        else:
+            callbacks.append(self._double_click)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
         callbacks = self.viewer.mouse_double_click_callbacks
         if self._double_click in callbacks:
-            callbacks.remove(self._double_click)
+            index = callbacks.index(self._double_click)
+            if self._zoom_callback is not None and self._zoom_callback not in callbacks:
+                callbacks[index] = self._zoom_callback
+            else:
+                callbacks.remove(self._double_click)
         super().closeEvent(event)
 
     def _watch(self, layer: Any) -> None:
@@ -371,6 +403,9 @@ class ReviewWidget(QWidget):
 
     def _on_layer_changed(self, *args: Any) -> None:
         self._invalidate("")
+        if not self.busy():  # messages and the bar of the last action belong to another layer
+            self.progress_bar.setValue(0)
+            self.set_status("")
         self._update_source_label()
         self._update_enabled()
         layer = self.selected_layer()
@@ -413,7 +448,7 @@ class ReviewWidget(QWidget):
         has = self.selected_layer() is not None
         for button in (self.grid_button, self.quiver_button, self.jacobian_button, self.folding_button,
                        self.scores_button, self.difference_button, self.checkerboard_button,
-                       self.toggle_button):
+                       self.toggle_button, self.side_button):
             button.setEnabled(has)
         self.compute_button.setEnabled(has and self.worker is None)
 
@@ -486,6 +521,7 @@ class ReviewWidget(QWidget):
             thresholds=self.thresholds(),
             relay=self._relay,
             key=pair.key,
+            timings_ms=pair.registered.metadata.get("timings_ms"),
         )
         # bound methods (not lambdas): Qt drops them if the widget is closed mid-run
         worker.returned.connect(self._on_returned)
@@ -520,6 +556,7 @@ class ReviewWidget(QWidget):
             return
         self.review = outcome.review
         self._review_key = key
+        self._difference_limit = outcome.difference_limit
         self._show_table(outcome.review.table.with_thresholds(self.thresholds()))
         self.summary_label.setText(outcome.review.summary.line())
         self.progress_bar.setValue(100)
@@ -584,32 +621,111 @@ class ReviewWidget(QWidget):
         world = float(layer.data_to_world((float(frame), 0.0, 0.0))[0])
         self.viewer.dims.set_point(axis, world)
 
+    # ------------------------------------------------------------------ background tasks
+    def busy(self) -> bool:
+        """Whether a review or an overlay is being computed in a worker."""
+        return self.worker is not None or self._running_tasks > 0
+
+    def _start_task(self, message: str, fn: Callable[[], Any], done: Callable[[Any], Any]) -> bool:
+        """Run ``fn()`` in a worker (progress bar busy), then ``done(result)`` in the GUI thread."""
+        self._task_counter += 1
+        token = self._task_counter
+        self._task_done[token] = (message, done)
+        worker = FunctionWorker(_guarded, token, fn)
+        self._tasks[token] = worker
+        # bound methods (not lambdas): Qt drops them if the widget is closed mid-run
+        worker.returned.connect(self._on_task_returned)
+        worker.finished.connect(self._on_task_finished)
+        self.progress_bar.setRange(0, 0)  # busy indicator: these steps report no fraction
+        self.set_status(f"{message}…")
+        self._running_tasks += 1
+        worker.start()
+        return True
+
+    def _on_task_returned(self, outcome: tuple[int, Any, BaseException | None]) -> None:
+        token, result, error = outcome
+        message, done = self._task_done.pop(token, ("", None))
+        self._tasks.pop(token, None)
+        self._finished_tasks += 1
+        if done is None:
+            return
+        if error is not None:
+            self._report_error(f"{message} failed: {error}", error)
+            return
+        try:
+            done(result)
+        except Exception as exc:
+            self._report_error(f"{message} failed: {exc}", exc)
+
+    def _on_task_finished(self) -> None:
+        self._running_tasks -= 1
+        if self._running_tasks <= 0:
+            self._running_tasks = 0
+            self.progress_bar.setRange(0, 100)
+            self.progress_bar.setValue(100)
+
     # ------------------------------------------------------------------ overlays
-    def _overlay(self, kind: str, make: Callable[[_Pair], Any]) -> Any:
-        """Build an overlay layer with ``make`` and add it (or replace our previous one)."""
+    def _overlay(self, kind: str, build: Callable[[_Pair], Any], message: str) -> bool:
+        """Build an overlay layer with ``build`` in a worker and add it (or replace our previous one).
+
+        ``build`` gets the pair and returns the layer (made from copies, off the GUI thread);
+        it may set ``layer.metadata["status"]`` for the status line.
+        """
         try:
             pair = self.pair()
-            new = make(pair)
         except Exception as exc:
             self._report_error(f"Could not show the {OVERLAYS[kind]}: {exc}", exc)
-            return None
-        return self._put_layer(new, pair, kind)
+            return False
+
+        def done(layer: Any) -> None:
+            status = layer.metadata.get("status", "")
+            self._put_layer(layer, self.pair(), kind)
+            if status:
+                self.set_status(status)
+            else:
+                self.set_status(f"Added {layer.name!r}.")
+
+        return self._start_task(message, lambda: build(pair), done)
+
+    def _base_of(self, pair: _Pair, kind: str) -> Image:
+        """The layer an overlay of ``kind`` lies on (see :data:`OVERLAY_BASE`)."""
+        if OVERLAY_BASE.get(kind) == "source" and pair.source is not None:
+            return pair.source
+        return pair.registered
 
     def _put_layer(self, new: Any, pair: _Pair, kind: str) -> Any:
+        base = self._base_of(pair, kind)
         new.name = f"{pair.registered.name} {OVERLAYS[kind]}"
-        new.scale = pair.registered.scale
-        new.translate = pair.registered.translate
+        new.scale = base.scale
+        new.translate = base.translate
         new.metadata = {_OVERLAY_KEY: kind, "review_of": pair.registered.name}
         old = self._own_layer(new.name, kind)
         if old is not None:
             index = self.viewer.layers.index(old)
-            visible = old.visible
             self.viewer.layers.remove(old)
-            new.visible = visible
             self.viewer.layers.insert(index, new)
         else:
             self.viewer.layers.append(new)
+        if kind in IMAGE_OVERLAYS:
+            self._hide_covered(new, pair)
         return new
+
+    def _overlays_of(self, pair: _Pair) -> list[Any]:
+        return [la for la in self.viewer.layers
+                if la.metadata.get(_OVERLAY_KEY) and la.metadata.get("review_of") == pair.registered.name]
+
+    def _hide_covered(self, new: Any, pair: _Pair) -> None:
+        """Show ``new`` with its colour bar; hide the other image overlays it would pile onto."""
+        new.visible = True
+        for layer in self._overlays_of(pair):
+            if layer is new or layer.metadata.get(_OVERLAY_KEY) not in IMAGE_OVERLAYS:
+                continue
+            if np.allclose(np.asarray(layer.translate), np.asarray(new.translate)):
+                layer.visible = False
+                if hasattr(layer, "colorbar"):
+                    layer.colorbar.visible = False
+        if hasattr(new, "colorbar") and new.metadata.get(_OVERLAY_KEY) not in ("folding", "checkerboard"):
+            new.colorbar.visible = True
 
     def _own_layer(self, name: str, kind: str) -> Any:
         if name in self.viewer.layers:
@@ -623,17 +739,17 @@ class ReviewWidget(QWidget):
         layer = self.selected_layer()
         return None if layer is None else self._own_layer(f"{layer.name} {OVERLAYS[kind]}", kind)
 
-    def show_grid(self) -> Any:
-        """Add / update the deformation-grid Shapes layer (paths, frame axis first)."""
+    def show_grid(self) -> bool:
+        """Add / update the deformation-grid Shapes layer (paths, frame axis first), built in a worker.
 
-        def make(pair: _Pair) -> Shapes:
-            grid = qc.deformation_grid(
-                pair.displacement,
-                float(self.grid_spacing_spin.value()),
-                unit=str(self.grid_unit_combo.currentData()),
-                spacing_mm=pair.spacing_mm,
-                step=1.0,
-            )
+        Returns ``True`` when the work started; the layer arrives when it is done (:meth:`busy`).
+        """
+        spacing = float(self.grid_spacing_spin.value())
+        unit = str(self.grid_unit_combo.currentData())
+
+        def build(pair: _Pair) -> Shapes:
+            grid = qc.deformation_grid(pair.displacement, spacing, unit=unit, spacing_mm=pair.spacing_mm,
+                                       step=qc.grid_vertex_step(pair.displacement.shape[-2:]))
             top = max(float(grid.magnitude_mm.max()), 1e-3)
             layer = Shapes(
                 grid.paths,
@@ -644,36 +760,46 @@ class ReviewWidget(QWidget):
                 edge_color="magnitude_mm",
                 edge_colormap="plasma",
                 edge_contrast_limits=(0.0, top),
-                edge_width=0.35,
+                edge_width=qc.grid_line_width(pair.displacement.shape[-2:]),
                 face_color="transparent",
                 opacity=0.9,
+                **axes_kwargs(3),
             )
-            self.set_status(f"Grid: {grid.lines_per_frame} lines per frame; colour = |u| 0–{top:.1f} mm. "
-                            "Lines show where the common grid lands in each raw frame.")
+            layer.metadata = {"status": f"Grid: {grid.lines_per_frame} lines per frame; colour = |u| 0–{top:.1f} mm "
+                                        "(plasma). Lines show where the common grid lands in each raw frame."}
             return layer
 
-        return self._overlay("grid", make)
+        return self._overlay("grid", build, "Building the deformation grid")
 
-    def show_quiver(self) -> Any:
-        """Add / update the displacement arrows (Vectors layer, one set per frame)."""
+    def show_quiver(self) -> bool:
+        """Add / update the displacement arrows (Vectors layer, one set per frame), built in a worker.
 
-        def make(pair: _Pair) -> Vectors:
-            quiver = qc.quiver_vectors(pair.displacement, float(self.quiver_step_spin.value()),
-                                       spacing_mm=pair.spacing_mm)
+        Arrows are drawn longer than the true displacement when that is too short to see (the
+        factor is in the status line and the layer's ``length``); the data keep the true shift.
+        """
+        step = float(self.quiver_step_spin.value())
+
+        def build(pair: _Pair) -> Vectors:
+            quiver = qc.quiver_vectors(pair.displacement, step, spacing_mm=pair.spacing_mm)
+            lengths_px = np.hypot(quiver.vectors[:, 1, 1], quiver.vectors[:, 1, 2])
+            factor = qc.arrow_display_scale(lengths_px, step)
             top = max(float(quiver.magnitude_mm.max()), 1e-3)
-            return Vectors(
+            layer = Vectors(
                 quiver.vectors,
                 ndim=3,
                 features={"magnitude_mm": quiver.magnitude_mm},
                 edge_color="magnitude_mm",
                 edge_colormap="plasma",
                 edge_contrast_limits=(0.0, top),
-                edge_width=0.3,
-                length=1.0,
+                edge_width=qc.grid_line_width(pair.displacement.shape[-2:]),
+                length=factor,
                 vector_style="arrow",
+                **axes_kwargs(3),
             )
+            layer.metadata = {"status": f"Arrows drawn {factor:.1f}× their length; colour = |u| 0–{top:.1f} mm (plasma)."}
+            return layer
 
-        return self._overlay("quiver", make)
+        return self._overlay("quiver", build, "Computing the displacement arrows")
 
     def _image_overlay(self, kind: str, data_of: Callable[[qc.Review], np.ndarray], **kwargs: Any) -> bool:
         """Add an image overlay made from the review (computed in the worker when needed)."""
@@ -685,32 +811,36 @@ class ReviewWidget(QWidget):
 
         def add(review: qc.Review) -> None:
             pair = self.pair()
-            self._put_layer(Image(np.asarray(data_of(review), dtype=np.float32), **kwargs), pair, kind)
+            self._put_layer(Image(np.asarray(data_of(review), dtype=np.float32), **kwargs, **axes_kwargs(3)),
+                            pair, kind)
 
         return self.compute_review(then=add)
 
-    def show_jacobian(self) -> Any:
-        """Add / update det J per frame (diverging, centred at 1, limits 0–2).
+    def show_jacobian(self) -> bool:
+        """Add / update det J per frame (diverging, centred at 1, limits from the data), in a worker."""
 
-        Needs only the field (no source layer) and is fast, so it is computed here.
-        """
-
-        def make(pair: _Pair) -> Image:
+        def build(pair: _Pair) -> Image:
             det = np.asarray(jacobian_determinant(pair.displacement), dtype=np.float32)
-            return Image(det, colormap="coolwarm", contrast_limits=JACOBIAN_LIMITS, opacity=0.7)
+            limits = qc.jacobian_display_limits(det)
+            layer = Image(det, colormap="coolwarm", contrast_limits=limits, opacity=0.7, **axes_kwargs(3))
+            layer.metadata = {"status": f"det J: blue < 1 (compression), red > 1 (expansion); "
+                                        f"limits {limits[0]:.3f}–{limits[1]:.3f}."}
+            return layer
 
-        return self._overlay("jacobian", make)
+        return self._overlay("jacobian", build, "Computing the Jacobian determinant")
 
-    def show_folding(self) -> Any:
-        """Add / update the folded pixels (det J ≤ 0) in magenta (from the field alone)."""
+    def show_folding(self) -> bool:
+        """Add / update the folded pixels (det J ≤ 0) in magenta (from the field alone), in a worker."""
 
-        def make(pair: _Pair) -> Image:
+        def build(pair: _Pair) -> Image:
             folded = qc.folding_mask(pair.displacement)
             n = int(folded.reshape(len(folded), -1).any(axis=1).sum())
-            self.set_status(f"Folding: {100 * folded.mean():.2f} % of the pixels, in {n} frame(s).")
-            return Image(folded.astype(np.float32), colormap=FOLDING_COLORMAP, contrast_limits=(0.0, 1.0))
+            layer = Image(folded.astype(np.float32), colormap=FOLDING_COLORMAP, contrast_limits=(0.0, 1.0),
+                          **axes_kwargs(3))
+            layer.metadata = {"status": f"Folding: {100 * folded.mean():.2f} % of the pixels, in {n} frame(s)."}
+            return layer
 
-        return self._overlay("folding", make)
+        return self._overlay("folding", build, "Finding folded pixels")
 
     def show_scores(self) -> bool:
         """Add / update the per-frame correspondence scores in [0, 1]."""
@@ -727,25 +857,35 @@ class ReviewWidget(QWidget):
 
         def add(review: qc.Review) -> None:
             pair = self.pair()
-            limit = float(np.percentile(np.abs(review.difference_before), 99.5)) or 1.0
+            limit = self._difference_limit
             for kind, data in (("difference_before", review.difference_before),
                                ("difference_after", review.difference_after)):
-                self._put_layer(Image(data, colormap="coolwarm", contrast_limits=(-limit, limit)), pair, kind)
+                self._put_layer(Image(data, colormap="coolwarm", contrast_limits=(-limit, limit), **axes_kwargs(3)),
+                                pair, kind)
+            self.set_status(f"Difference to the template at each frame's contrast, ±{limit:.3g} "
+                            "(blue below, red above); before on the raw frames, after on the registered.")
 
         return self.compute_review(then=add)
 
     def show_checkerboard(self) -> Any:
         """Add / update the raw | registered checkerboard of every frame."""
-
-        def make(pair: _Pair) -> Image:
+        try:
+            pair = self.pair()
             source = self._require_source(pair)
             board = qc.checkerboard(source.data, pair.registered.data, int(self.tiles_spin.value()))
-            return Image(board, colormap="gray", contrast_limits=tuple(source.contrast_limits))
-
-        return self._overlay("checkerboard", make)
+            layer = Image(board, colormap="gray", contrast_limits=tuple(source.contrast_limits), **axes_kwargs(3))
+        except Exception as exc:
+            self._report_error(f"Could not show the {OVERLAYS['checkerboard']}: {exc}", exc)
+            return None
+        self.set_status("Checkerboard: raw and registered frames in alternating tiles.")
+        return self._put_layer(layer, pair, "checkerboard")
 
     def toggle_raw_registered(self) -> None:
-        """Show the source or the registered layer (one at a time)."""
+        """Show the source or the registered layer (one at a time).
+
+        The image overlays of this registration would cover either, so they are hidden (the
+        deformation grid and the arrows stay); the status line says how many.
+        """
         try:
             pair = self.pair()
             source = self._require_source(pair)
@@ -755,7 +895,40 @@ class ReviewWidget(QWidget):
         show_raw = pair.registered.visible
         source.visible = show_raw
         pair.registered.visible = not show_raw
-        self.set_status(f"Showing {'raw' if show_raw else 'registered'} frames.")
+        hidden = 0
+        for layer in self._overlays_of(pair):
+            if layer.metadata.get(_OVERLAY_KEY) in IMAGE_OVERLAYS and layer.visible:
+                layer.visible = False
+                hidden += 1
+        shown = source if show_raw else pair.registered
+        text = f"Showing {'raw' if show_raw else 'registered'} frames ({shown.name!r})."
+        if hidden:
+            text += f" {hidden} image overlay(s) hidden."
+        self.set_status(text)
+
+    def side_by_side(self, beside: bool | None = None) -> bool:
+        """Put the registered layer beside its source (``True``) or on top of it; toggles when ``None``.
+
+        Overlays on the common grid move with the registered layer. Returns the new state.
+        """
+        try:
+            pair = self.pair()
+            source = self._require_source(pair)
+        except Exception as exc:
+            self._report_error(str(exc), exc)
+            return False
+        on_top = np.allclose(np.asarray(pair.registered.translate), np.asarray(source.translate))
+        beside = on_top if beside is None else bool(beside)
+        target = (beside_translate(source.translate, source.scale, source.data.shape) if beside
+                  else np.array(source.translate, dtype=float))
+        pair.registered.translate = target
+        for layer in self._overlays_of(pair):
+            if OVERLAY_BASE.get(layer.metadata.get(_OVERLAY_KEY)) != "source":
+                layer.translate = target
+        pair.registered.visible = source.visible = True
+        self.viewer.reset_view()
+        self.set_status("Registered frames beside the raw ones." if beside else "Registered frames on top of the raw ones.")
+        return beside
 
     # ------------------------------------------------------------------ temporal profile
     def show_profile(self, y: float, x: float) -> dict[str, Any] | None:
@@ -788,18 +961,25 @@ class ReviewWidget(QWidget):
         self.last_profile = {"y": int(round(y)), "x": int(round(x)), "raw": raw, "registered": registered, "t": t}
         return self.last_profile
 
-    def _on_double_click(self, event: Any) -> None:
+    def _on_double_click(self, event: Any) -> bool:
+        """Plot the profile of the double-clicked pixel (on the registered or the raw layer).
+
+        Returns ``True`` when the click was on one of them (and so not a zoom).
+        """
         layer = self.selected_layer()
-        if layer is None:
-            return
         position = getattr(event, "position", None)
-        if position is None:
-            return
-        data = np.asarray(layer.world_to_data(position), dtype=float)
-        y, x = data[-2], data[-1]
-        h, w = layer.data.shape[-2:]
-        if 0 <= round(y) < h and 0 <= round(x) < w:
-            self.show_profile(y, x)
+        if layer is None or position is None:
+            return False
+        for candidate in (layer, self._source_of(layer)):
+            if candidate is None or not candidate.visible:
+                continue
+            data = np.asarray(candidate.world_to_data(position), dtype=float)
+            y, x = data[-2], data[-1]
+            h, w = candidate.data.shape[-2:]
+            if 0 <= round(y) < h and 0 <= round(x) < w:
+                self.show_profile(y, x)
+                return True
+        return False
 
     # ------------------------------------------------------------------ status
     def set_status(self, text: str) -> None:
@@ -814,7 +994,7 @@ class ReviewWidget(QWidget):
 # ---------------------------------------------------------------------- helpers
 def _compute(raw: np.ndarray, registered: np.ndarray, displacement: np.ndarray, *, template: Any, scores: Any,
              spacing_mm: tuple[float, float], info: dict[str, Any], thresholds: qc.QCThresholds,
-             relay: ProgressRelay, key: tuple[int, ...]) -> _Outcome:
+             relay: ProgressRelay, key: tuple[int, ...], timings_ms: Any = None) -> _Outcome:
     """Worker body: every error is returned, to be shown in the GUI thread."""
     try:
         review = qc.review_registration(
@@ -827,23 +1007,36 @@ def _compute(raw: np.ndarray, registered: np.ndarray, displacement: np.ndarray, 
             info=info,
             thresholds=thresholds,
             progress=lambda fraction, message: relay.progress.emit(float(fraction), str(message)),
+            timings_ms=None if timings_ms is None else [float(t) for t in timings_ms],
         )
+        limit = qc.symmetric_limit(review.difference_before, 99.5, 1e-6)
     except Exception as exc:
         return _Outcome(key, error=exc)
-    return _Outcome(key, review=review)
+    return _Outcome(key, review=review, difference_limit=limit)
 
 
-def _double_click_callback(widget: ReviewWidget) -> Callable[[Any, Any], None]:
+def _guarded(token: int, fn: Callable[[], Any]) -> tuple[int, Any, BaseException | None]:
+    """Worker body of an overlay task: the result or the error, shown in the GUI thread."""
+    try:
+        return token, fn(), None
+    except Exception as exc:
+        return token, None, exc
+
+
+def _double_click_callback(widget: ReviewWidget, fallback: Callable[[Any, Any], None] | None
+                           ) -> Callable[[Any, Any], None]:
     ref = weakref.ref(widget)
 
     def on_double_click(viewer: Any, event: Any) -> None:
         target = ref()
-        if target is None:
-            return
-        try:
-            target._on_double_click(event)
-        except RuntimeError:  # the Qt side of the widget was deleted
-            pass
+        handled = False
+        if target is not None:
+            try:
+                handled = target._on_double_click(event)
+            except RuntimeError:  # the Qt side of the widget was deleted
+                handled = False
+        if not handled and fallback is not None:
+            fallback(viewer, event)
 
     return on_double_click
 
