@@ -45,6 +45,13 @@ def widget(viewer):
     return w
 
 
+def done(qtbot, widget, started):
+    """Wait for the worker a call started; returns what it started."""
+    assert started
+    qtbot.waitUntil(lambda: not widget.busy(), timeout=60_000)
+    return started
+
+
 def add_raw(viewer, phantom):
     from napari_any2reg.widgets._layers import sequence_to_layer_data
 
@@ -121,23 +128,27 @@ def test_clicking_steps_through_landmarks_and_frames(viewer, widget, qtbot, phan
 
 
 # ---------------------------------------------------------------------- TRE, common grid, CSV
-def test_tre_table_common_grid_and_csv_round_trip(viewer, widget, tmp_path, phantom_run, notes):
+def test_tre_table_common_grid_and_csv_round_trip(viewer, widget, qtbot, tmp_path, phantom_run, notes):
     from napari_any2reg.core.landmarks import LandmarkTable, landmarks_to_common, read_landmarks_csv, tre_before_after, write_landmarks_csv
 
     phantom, result = phantom_run
     raw = add_raw(viewer, phantom)
     truth = LandmarkTable.from_positions(phantom.landmarks, SPACING)
     path = write_landmarks_csv(tmp_path / "clicks.csv", truth)
-    assert widget.compute_tre() is None and "choose or create a Points layer" in notes["error"][-1]
+    assert widget.compute_tre() is False and "choose or create a Points layer" in notes["error"][-1]
 
     points = widget.import_csv(path)
     assert points is not None and points.name == "clicks" and widget.points_layer() is points
     assert "lv_centre" in widget.landmark_names() and notes["info"]
-    assert widget.compute_tre() is None and "registered layer" in notes["error"][-1]
+    assert widget.compute_tre() is False and "registered layer" in notes["error"][-1]
 
     registered = add_registered(viewer, raw, result)
     assert widget.registered_layer() is registered  # picked as the registration of the image
-    report = widget.compute_tre()
+    started = widget.compute_tre()
+    assert widget.busy() and not widget.tre_button.isEnabled()  # off the GUI thread, with a busy bar
+    done(qtbot, widget, started)
+    report = widget.last_tre
+    assert widget.tre_button.isEnabled() and widget.progress_bar.value() == 100
     expected = tre_before_after(truth, result.displacement)
     assert report.after["overall"] == pytest.approx(expected.after["overall"], abs=1e-4)
     assert report.after["overall"] < 0.8 * report.before["overall"]
@@ -146,13 +157,15 @@ def test_tre_table_common_grid_and_csv_round_trip(viewer, widget, tmp_path, phan
     assert float(widget.tre_table.item(3, 2).text()) == pytest.approx(report.before["overall"], abs=0.01)
     assert "TRE overall" in widget.status_label.text()
 
-    common = widget.show_common_landmarks()
+    done(qtbot, widget, widget.show_common_landmarks())
+    common = viewer.layers["molli registered landmarks (common grid)"]
     assert common.name == "molli registered landmarks (common grid)"
     np.testing.assert_allclose(common.scale, registered.scale)
     mapped = landmarks_to_common(widget.table(), result.displacement)
     np.testing.assert_allclose(common.data[:, 1:], mapped.points, atol=1e-4)
     assert common.features["name"].tolist() == mapped.names.tolist()
-    assert widget.show_common_landmarks() is common  # updated, not duplicated
+    done(qtbot, widget, widget.show_common_landmarks())
+    assert viewer.layers["molli registered landmarks (common grid)"] is common  # updated, not duplicated
     assert common not in widget._points  # outputs are not offered as the clicking layer
 
     out = widget.export_csv(tmp_path / "out.csv")
@@ -169,7 +182,7 @@ def test_tre_table_common_grid_and_csv_round_trip(viewer, widget, tmp_path, phan
 
 
 # ---------------------------------------------------------------------- propagation and Dice
-def test_propagate_points_and_mask_then_all_pair_dice(viewer, widget, phantom_run, notes):
+def test_propagate_points_and_mask_then_all_pair_dice(viewer, widget, qtbot, phantom_run, notes):
     from napari_any2reg.core.landmarks import LandmarkTable, propagate_labels
     from napari_any2reg.core.metrics import dice
 
@@ -185,7 +198,8 @@ def test_propagate_points_and_mask_then_all_pair_dice(viewer, widget, phantom_ru
     assert widget.current_frame() == k + 1  # stepped on after the last landmark of frame 3
     widget.go_to_frame(k)
 
-    propagated = widget.propagate_points()
+    done(qtbot, widget, widget.propagate_points())
+    propagated = viewer.layers["molli landmarks (propagated)"]
     assert propagated.name == "molli landmarks (propagated)" and len(propagated.data) == 16
     table = LandmarkTable(np.round(propagated.data[:, 0]).astype(int), propagated.features["name"], propagated.data[:, 1:])
     for name in ("rv_insertion_anterior", "rv_insertion_inferior"):
@@ -194,14 +208,16 @@ def test_propagate_points_and_mask_then_all_pair_dice(viewer, widget, phantom_ru
 
     # a mask painted on frame 3 (2-D Labels layer) carried to every frame
     painted = viewer.add_labels(phantom.labels[k].astype(np.int32), name="mask", scale=raw.scale[-2:])
-    widget.select(labels=painted)
-    stack_layer = widget.propagate_mask()
+    assert widget.labels_layer() is painted  # the only Labels layer is picked, not left on "(none)"
+    done(qtbot, widget, widget.propagate_mask())
+    stack_layer = viewer.layers["mask propagated"]
     assert stack_layer.name == "mask propagated" and stack_layer.data.shape == phantom.labels.shape
     np.testing.assert_array_equal(stack_layer.data[k], phantom.labels[k])
     np.testing.assert_array_equal(stack_layer.data, propagate_labels(phantom.labels[k], k, phantom.displacement))
     myocardium = np.mean([dice(stack_layer.data[i] == 2, phantom.labels[i] == 2) for i in range(8)])
     assert myocardium > 0.85
-    assert widget.propagate_mask() is stack_layer  # updated in place
+    done(qtbot, widget, widget.propagate_mask())
+    assert viewer.layers["mask propagated"] is stack_layer  # updated in place
     np.testing.assert_array_equal(painted.data, phantom.labels[k])  # the painted layer is untouched
 
     # all-pair Dice of a segmentation of every frame, with the estimated registration
@@ -209,13 +225,14 @@ def test_propagate_points_and_mask_then_all_pair_dice(viewer, widget, phantom_ru
     widget.select(registered=estimated)
     segmentation = viewer.add_labels(phantom.labels.astype(np.int32), name="segmentation", scale=raw.scale)
     widget.select(labels=segmentation)
-    report = widget.compute_dice()
+    done(qtbot, widget, widget.compute_dice())
+    report = widget.last_dice
     assert list(report.before) == [1, 2, 3]
     assert all(report.after[v] > report.before[v] for v in (1, 2, 3))
     assert widget.dice_table.rowCount() == 3 and widget.dice_table.item(1, 0).text() == "2: LV myocardium"
 
     widget.select(labels=painted)  # 2-D: no Dice
-    assert widget.compute_dice() is None and "labels of every frame" in notes["error"][-1]
+    assert widget.compute_dice() is False and "labels of every frame" in notes["error"][-1]
     empty = viewer.add_labels(np.zeros((64, 64), np.int32), name="empty")
     widget.select(labels=empty)
-    assert widget.propagate_mask() is None and "empty on frame 3" in notes["error"][-1]
+    assert widget.propagate_mask() is False and "empty on frame 3" in notes["error"][-1]

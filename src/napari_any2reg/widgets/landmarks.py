@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Points
+from napari.qt.threading import FunctionWorker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
@@ -58,6 +59,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QListWidget,
+    QProgressBar,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -81,6 +83,7 @@ from ..core.landmarks import (
     write_landmarks_csv,
 )
 from ._dock import install_frame_label, scroll_body
+from ._layers import axes_kwargs
 from ._pickers import chosen_layer, contains, fill_combo, is_registered_layer, is_sequence_layer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -189,6 +192,9 @@ class LandmarksWidget(QWidget):
         self._connected: Points | None = None
         self._busy = False  # our own edits of the points layer: do not step
         self._pending_removal: list[tuple[Points, int, str]] = []
+        self.worker: FunctionWorker | None = None
+        self._task: tuple[str, Any] | None = None
+        self._labels_none_chosen = False
         self._build_ui()
         layers = self.viewer.layers
         layers.events.inserted.connect(self._on_layers_changed)
@@ -306,9 +312,15 @@ class LandmarksWidget(QWidget):
         self.tabs.addTab(tre_tab, "TRE")
         self.tabs.addTab(prop_tab, "Propagate / Dice")
 
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(0)
+        self.labels_combo.activated.connect(lambda index: setattr(self, "_labels_none_chosen", index == 0))
+
         layout = QVBoxLayout(scroll_body(self))
         layout.addLayout(form)
         layout.addWidget(self.status_label)
+        layout.addWidget(self.progress_bar)
         layout.addWidget(self.tabs, 1)
 
     # ------------------------------------------------------------------ layers
@@ -332,6 +344,8 @@ class LandmarksWidget(QWidget):
             registered = self._registration_of(image)
         if labels is not None and not contains(self._labels, labels):
             labels = None
+        if labels is None and len(self._labels) == 1 and not self._labels_none_chosen:
+            labels = self._labels[0]  # the only Labels layer: "(none)" would look like a bug
         for combo, items, chosen, none in (
             (self.image_combo, self._images, image, False),
             (self.points_combo, self._points, points, True),
@@ -407,7 +421,10 @@ class LandmarksWidget(QWidget):
         self.new_button.setEnabled(has_image)
         for button in (self.tre_button, self.common_button, self.propagate_points_button, self.propagate_mask_button):
             button.setEnabled(has_image and has_field)
-        self.dice_button.setEnabled(has_field)
+        self.dice_button.setEnabled(has_field and self.worker is None)
+        if self.worker is not None:
+            for button in (self.tre_button, self.common_button, self.propagate_points_button, self.propagate_mask_button):
+                button.setEnabled(False)
 
     # ------------------------------------------------------------------ landmark names
     def landmark_names(self) -> list[str]:
@@ -494,6 +511,7 @@ class LandmarksWidget(QWidget):
             scale=np.asarray(image.scale)[-3:],
             translate=np.asarray(image.translate)[-3:],
             features={NAME_FEATURE: np.array([], dtype=object)},
+            **axes_kwargs(3),
             feature_defaults={NAME_FEATURE: name},
             text=_TEXT,
             size=_POINT_SIZE,
@@ -680,15 +698,60 @@ class LandmarksWidget(QWidget):
             raise ValueError(f"{registered.name!r} has {field.shape[0]} frames but {image.name!r} has {image.data.shape[0]}.")
         return registered, field
 
-    def compute_tre(self) -> TREReport | None:
-        """TRE before / after per landmark and overall (mm), shown in the TRE table."""
+    # ------------------------------------------------------------------ worker
+    def busy(self) -> bool:
+        """Whether a TRE, propagation or Dice computation is running in a worker."""
+        return self.worker is not None
+
+    def _start(self, message: str, fn: Any, done: Any) -> bool:
+        """Run ``fn()`` in a worker (busy progress bar), then ``done(result)`` in the GUI thread."""
+        if self.worker is not None:
+            self._report("Another computation is running; try again when it is done.")
+            return False
+        self._task = (message, done)
+        worker = FunctionWorker(_guarded, fn)
+        worker.returned.connect(self._on_returned)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        self.progress_bar.setRange(0, 0)
+        self.status_label.setText(f"{message}…")
+        self._update_enabled()
+        worker.start()
+        return True
+
+    def _on_returned(self, outcome: tuple[Any, BaseException | None]) -> None:
+        result, error = outcome
+        message, done = self._task or ("", None)
+        self._task = None
+        if error is not None:
+            self._report(f"{message} failed: {error}", error)
+            return
+        try:
+            done(result)
+        except Exception as exc:
+            self._report(f"{message} failed: {exc}", exc)
+
+    def _on_finished(self) -> None:
+        self.worker = None
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(100)
+        self._update_enabled()
+
+    def compute_tre(self) -> bool:
+        """TRE before / after per landmark and overall (mm), in a worker; shown in the TRE table.
+
+        Returns ``True`` when the computation started (the report lands in :attr:`last_tre`).
+        """
         try:
             table = self.table()
             _, field = self._field()
-            report = tre_before_after(table, field, n_frames=field.shape[0])
         except Exception as exc:
             self._report(f"Cannot compute the TRE: {exc}", exc)
-            return None
+            return False
+        return self._start("Computing the TRE", lambda: tre_before_after(table, field, n_frames=field.shape[0]),
+                           self._show_tre)
+
+    def _show_tre(self, report: TREReport) -> None:
         self.last_tre = report
         rows = report.rows()
         self.tre_table.setRowCount(len(rows))
@@ -701,35 +764,45 @@ class LandmarksWidget(QWidget):
         self.status_label.setText(
             f"TRE overall {_fmt(report.before['overall'])} mm before, {_fmt(report.after['overall'])} mm after registration."
         )
-        return report
 
-    def show_common_landmarks(self) -> Points | None:
-        """Add (or update) ``"<registered> landmarks (common grid)"``: the points mapped by the inverse field."""
+    def show_common_landmarks(self) -> bool:
+        """Add (or update) ``"<registered> landmarks (common grid)"``: the points mapped by the inverse field.
+
+        The inversion runs in a worker; returns ``True`` when it started.
+        """
         try:
             table = self.table()
             registered, field = self._field()
-            common = landmarks_to_common(table, field)
+            image = self.image_layer()
         except Exception as exc:
             self._report(f"Cannot map the landmarks: {exc}", exc)
-            return None
-        return self._put_points(f"{registered.name} landmarks (common grid)", common, registered, self.image_layer())
+            return False
 
-    def propagate_points(self) -> Points | None:
-        """The current frame's landmarks carried to every raw frame (new / updated Points layer)."""
+        def done(common: LandmarkTable) -> None:
+            self._put_points(f"{registered.name} landmarks (common grid)", common, registered, image)
+            self.status_label.setText(f"Landmarks on the common grid shown on {registered.name!r}.")
+
+        return self._start("Mapping the landmarks to the common grid", lambda: landmarks_to_common(table, field), done)
+
+    def propagate_points(self) -> bool:
+        """The current frame's landmarks carried to every raw frame (new / updated Points layer), in a worker."""
         try:
             image = self.image_layer()
             table = self.table()
             _, field = self._field()
-            propagated = propagate_landmarks(table, self.current_frame(), field)
+            frame = self.current_frame()
         except Exception as exc:
             self._report(f"Cannot propagate the points: {exc}", exc)
-            return None
-        layer = self._put_points(f"{image.name} landmarks (propagated)", propagated, image, image)
-        self.status_label.setText(
-            f"Propagated {len(propagated.landmark_names)} landmark(s) from frame {self.current_frame()} to "
-            f"{field.shape[0]} frames: check them frame by frame, and move the ones that are off."
-        )
-        return layer
+            return False
+
+        def done(propagated: LandmarkTable) -> None:
+            self._put_points(f"{image.name} landmarks (propagated)", propagated, image, image)
+            self.status_label.setText(
+                f"Propagated {len(propagated.landmark_names)} landmark(s) from frame {frame} to "
+                f"{field.shape[0]} frames: check them frame by frame, and move the ones that are off."
+            )
+
+        return self._start("Propagating the points", lambda: propagate_landmarks(table, frame, field), done)
 
     def _labels_frame(self, labels: Labels, image: Image) -> np.ndarray:
         data = np.asarray(labels.data)
@@ -743,8 +816,8 @@ class LandmarksWidget(QWidget):
             raise ValueError(f"{labels.name!r} is empty on frame {self.current_frame()}; paint the mask on this frame first.")
         return np.array(data, copy=True)
 
-    def propagate_mask(self) -> Labels | None:
-        """The Labels layer's current frame carried to every raw frame (new / updated Labels layer)."""
+    def propagate_mask(self) -> bool:
+        """The Labels layer's current frame carried to every raw frame (new / updated Labels layer), in a worker."""
         try:
             image = self.image_layer()
             labels = self.labels_layer()
@@ -752,25 +825,30 @@ class LandmarksWidget(QWidget):
                 raise ValueError("choose the image and a Labels layer with a mask on the current frame.")
             mask = self._labels_frame(labels, image)
             _, field = self._field()
-            stack = propagate_labels(mask, self.current_frame(), field)
+            frame = self.current_frame()
         except Exception as exc:
             self._report(f"Cannot propagate the mask: {exc}", exc)
-            return None
+            return False
+        return self._start("Propagating the mask", lambda: propagate_labels(mask, frame, field),
+                           lambda stack: self._put_propagated(stack, labels, image, frame))
+
+    def _put_propagated(self, stack: np.ndarray, labels: Labels, image: Image, frame: int) -> Labels:
         name = f"{labels.name} propagated"
         existing = self.viewer.layers[name] if name in self.viewer.layers else None
-        meta = {_OWN_KEY: "labels", "source_frame": self.current_frame(), "image_layer": image.name}
+        meta = {_OWN_KEY: "labels", "source_frame": frame, "image_layer": image.name}
         if isinstance(existing, Labels) and existing.metadata.get(_OWN_KEY) and existing.data.shape == stack.shape:
             existing.data = stack
             existing.metadata = meta
             layer = existing
         else:
             layer = self.viewer.add_labels(stack, name=name, scale=np.asarray(image.scale)[-3:],
-                                           translate=np.asarray(image.translate)[-3:], metadata=meta, opacity=0.5)
-        self.status_label.setText(f"Propagated {labels.name!r} from frame {self.current_frame()} to {stack.shape[0]} frames.")
+                                           translate=np.asarray(image.translate)[-3:], metadata=meta, opacity=0.5,
+                                           **axes_kwargs(3))
+        self.status_label.setText(f"Propagated {labels.name!r} from frame {frame} to {stack.shape[0]} frames.")
         return layer
 
-    def compute_dice(self) -> DiceReport | None:
-        """All-pair Dice per label of the chosen Labels layer ``(N, H, W)``, before and after warping."""
+    def compute_dice(self) -> bool:
+        """All-pair Dice per label of the chosen Labels layer ``(N, H, W)``, before and after warping (worker)."""
         try:
             labels = self.labels_layer()
             if labels is None:
@@ -782,10 +860,13 @@ class LandmarksWidget(QWidget):
                     f"{labels.name!r} is {data.shape}; all-pair Dice needs labels of every frame on the image grid, "
                     f"{(field.shape[0],) + field.shape[2:]} (propagate a mask first)."
                 )
-            report = dice_before_after(data, field)
+            data = np.array(data, copy=True)  # the user may paint while the worker runs
         except Exception as exc:
             self._report(f"Cannot compute the Dice: {exc}", exc)
-            return None
+            return False
+        return self._start("Computing the all-pair Dice", lambda: dice_before_after(data, field), self._show_dice)
+
+    def _show_dice(self, report: DiceReport) -> None:
         self.last_dice = report
         rows = report.rows()
         self.dice_table.setRowCount(len(rows))
@@ -793,7 +874,6 @@ class LandmarksWidget(QWidget):
             for column, text in enumerate((f"{row['label']}: {row['name']}", _fmt(row["dice_before"]), _fmt(row["dice_after"]))):
                 self.dice_table.setItem(i, column, QTableWidgetItem(text))
         self.status_label.setText("All-pair Dice per label: raw frames (before) vs warped to the common grid (after).")
-        return report
 
     def _put_points(self, name: str, table: LandmarkTable, grid: Image, image: Image | None, own: bool = True) -> Points:
         """Add (or, for a layer this widget made, update) a Points layer showing ``table`` on ``grid``'s pixels."""
@@ -816,13 +896,15 @@ class LandmarksWidget(QWidget):
         return self.viewer.add_points(
             coords, ndim=3, name=name, scale=np.asarray(grid.scale)[-3:], translate=np.asarray(grid.translate)[-3:],
             features=features, text=_TEXT, size=_POINT_SIZE, face_color="cyan" if own else "yellow", border_color="black",
-            metadata=meta,
+            metadata=meta, **axes_kwargs(3),
         )
 
     def _report(self, message: str, exc: BaseException | None = None) -> None:
         if exc is not None:
             self.last_error = exc
         self.status_label.setText(message)
+        if self.worker is None:
+            self.progress_bar.setValue(0)  # no stale "done" bar beside an error
         show_error(message)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
@@ -836,6 +918,14 @@ class LandmarksWidget(QWidget):
 
 
 # ====================================================================== small helpers
+def _guarded(fn: Any) -> tuple[Any, BaseException | None]:
+    """Worker body: the result or the error, shown in the GUI thread."""
+    try:
+        return fn(), None
+    except Exception as exc:
+        return None, exc
+
+
 def _table(headers: list[str]) -> QTableWidget:
     table = QTableWidget(0, len(headers))
     table.setHorizontalHeaderLabels(headers)
