@@ -172,7 +172,9 @@ def test_shapes_roi_and_raw_only(viewer, widget, qtbot, notifications, registere
     assert len(widget.figure.axes[0].get_lines()) == 1
     assert "molli registered T1" not in viewer.layers
     t1 = viewer.layers["molli T1"]
-    np.testing.assert_allclose(t1.translate, raw.translate[-2:])  # nothing to put beside
+    h = raw.data.shape[-2]
+    # nothing to put beside; below the sequence, never covering its frames
+    np.testing.assert_allclose(t1.translate, raw.translate[-2:] + [h * raw.scale[-2] * 1.05, 0.0])
 
 
 def test_without_roi_the_table_summarises_the_fitted_pixels(viewer, widget, qtbot, notifications, registered_phantom):
@@ -295,3 +297,26 @@ def _left():
     from qtpy.QtCore import Qt
 
     return Qt.MouseButton.LeftButton
+
+
+def test_maps_masked_below_the_sequence_with_readable_sd(viewer, widget, qtbot, notifications, registered_phantom):
+    """Issue 11: the only ROI layer is picked; maps are masked to the signal, lie below their sequence
+    (never covering it), carry mm units, and the SD map's contrast comes from well-fitted pixels."""
+    from napari_any2reg.widgets.mapping import signal_mask
+
+    phantom, _ = registered_phantom
+    raw, registered = add_layers(viewer, registered_phantom)
+    roi = viewer.add_labels(phantom.common_labels.astype(np.int32), name="roi", scale=raw.scale[-2:])
+    assert widget.roi_layer() is roi
+    assert widget.run()
+    wait_done(qtbot, widget)
+    assert notifications["error"] == []
+    t1, sd = viewer.layers["molli T1"], viewer.layers["molli T1 SD"]
+    fit = widget.last_result.results["before"]
+    np.testing.assert_array_equal(np.isnan(t1.data), ~signal_mask(raw.data) | np.isnan(fit.t1_ms))
+    assert np.isfinite(t1.data[phantom.common_labels == 2]).mean() > 0.9
+    h, dy = raw.data.shape[-2], raw.scale[-2]
+    assert t1.translate[-2] >= raw.translate[-2] + h * dy  # below the frames
+    assert t1.axis_labels == ("y", "x") and str(t1.units[0]) == "millimeter"
+    assert 0 < sd.contrast_limits[1] <= 500.0  # not 0-19 468 ms
+    assert t1.colorbar.visible

@@ -51,7 +51,7 @@ from ..core.device import DEVICE_CHOICES
 from ..core.mapping import T1_MODELS, FitCancelled, T1FitResult, fit_t1, model_for_kind
 from ..core.mapping_roi import DEFAULT_R2_THRESHOLD, r2_survival, roi_masks, roi_statistics, survival_thresholds
 from ._dock import install_frame_label, scroll_body
-from ._layers import REGISTERED_SUFFIX
+from ._layers import REGISTERED_SUFFIX, axes_kwargs
 from ._pickers import cuda_available, index_of, is_sequence_layer
 from ._relay import ProgressRelay
 
@@ -101,6 +101,7 @@ class MappingOutcome:
     model: str
     r2_threshold: float
     error: BaseException | None = None
+    display: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -148,6 +149,33 @@ def t1_display_settings(t1_ms: np.ndarray, r_squared: np.ndarray, metadata: dict
             good = t1_ms[np.isfinite(t1_ms) & (r_squared > 0.9)]
         contrast = "post" if good.size and float(np.median(good)) < POST_CONTRAST_MEDIAN_MS else "native"
     return {"colormap": "turbo", "contrast_limits": T1_LIMITS_MS[(contrast, field)], "contrast": contrast}
+
+
+def sd_display_limits(t1_sd_ms: np.ndarray, r_squared: np.ndarray, r2_threshold: float = 0.9,
+                      t1_limits: tuple[float, float] = (0.0, 2000.0)) -> tuple[float, float]:
+    """Contrast limits of a T1 SD map: 0 to the 95th percentile over well-fitted pixels.
+
+    Badly fitted background pixels have SDs of 10^4 ms and more; a percentile over all pixels
+    makes the whole heart one colour. Capped at a quarter of the T1 display range.
+    """
+    sd = np.asarray(t1_sd_ms, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        good = sd[np.isfinite(sd) & (np.asarray(r_squared) > r2_threshold)]
+    cap = 0.25 * float(t1_limits[1] - t1_limits[0])
+    top = float(np.percentile(good, 95)) if good.size else cap
+    return 0.0, float(min(max(top, 1.0), cap))
+
+
+def signal_mask(frames: np.ndarray, fraction: float = 0.1) -> np.ndarray:
+    """Pixels with signal: max |intensity| over frames above ``fraction`` of its 99th percentile.
+
+    Air and lungs have no T1 worth showing; outside this mask the displayed maps are NaN.
+    """
+    peak = np.nanmax(np.abs(np.asarray(frames, dtype=np.float32)), axis=0)
+    finite = peak[np.isfinite(peak)]
+    if finite.size == 0:
+        return np.zeros(peak.shape, dtype=bool)
+    return peak > fraction * float(np.percentile(finite, 99))
 
 
 def _percentile_limits(values: np.ndarray, high: float = 99.0, floor: float = 1.0) -> tuple[float, float]:
@@ -227,6 +255,7 @@ class MappingWidget(QWidget):
             "ROI statistics and R² survival curves. A 3-D Labels layer uses the frame on screen."
         )
         form.addRow("ROI", self.roi_combo)
+        self.roi_combo.activated.connect(lambda index: setattr(self, "_roi_none_chosen", index == 0))
 
         self.r2_spin = QDoubleSpinBox()
         self.r2_spin.setRange(0.0, 0.999)
@@ -348,6 +377,9 @@ class MappingWidget(QWidget):
     def refresh_layers(self) -> None:
         """Rebuild the layer lists, keeping the current choices (followed through renames)."""
         before, after, roi = self.selected_layer("before"), self.selected_layer("after"), self.roi_layer()
+        candidates = [layer for layer in self.viewer.layers if isinstance(layer, (Labels, Shapes))]
+        if roi is None and len(candidates) == 1 and not getattr(self, "_roi_none_chosen", False):
+            roi = candidates[0]  # the only ROI layer: "(none)" would silently drop the statistics
         sequences = [layer for layer in self.viewer.layers if is_sequence_layer(layer)]
         self._sequence_layers = sequences
         self._roi_layers = [layer for layer in self.viewer.layers if isinstance(layer, (Labels, Shapes))]
@@ -624,13 +656,18 @@ class MappingWidget(QWidget):
         self.last_result = outcome
         side_by_side = self.side_by_side_check.isChecked() and len(outcome.results) == 2
         added: dict[str, list[Any]] = {key: [] for key in MAP_SUFFIXES}
+        translates = {job.role: job.translate.copy() for job in self._jobs}
+        if side_by_side and np.allclose(translates.get("before", 0), translates.get("after", 0)):
+            # the sequences overlap: put the registered maps right of the raw ones
+            width = next(iter(outcome.results.values())).t1_ms.shape[-1] * self._jobs[-1].scale[-1]
+            translates["after"][-1] += width * (1.0 + _SIDE_BY_SIDE_GAP)
         for job in self._jobs:
             result = outcome.results[job.role]
-            translate = job.translate.copy()
-            if side_by_side and job.role == "after":
-                width = result.t1_ms.shape[-1] * job.scale[-1]
-                translate[-1] += width * (1.0 + _SIDE_BY_SIDE_GAP)
-            for key, layer in self._add_maps(job, result, translate, outcome.r2_threshold).items():
+            # below the sequence, so the maps never cover the frames
+            translate = translates[job.role]
+            translate[-2] += result.t1_ms.shape[-2] * job.scale[-2] * (1.0 + _SIDE_BY_SIDE_GAP)
+            display = outcome.display.get(job.role) or _display_maps(result, job, outcome.r2_threshold)
+            for key, layer in self._add_maps(job, result, translate, outcome.r2_threshold, display).items():
                 added[key].append(layer)
         if side_by_side:
             _link(added)
@@ -639,16 +676,18 @@ class MappingWidget(QWidget):
         self.progress_bar.setValue(100)
         self.set_status(format_outcome(outcome))
 
-    def _add_maps(self, job: _Job, result: T1FitResult, translate: np.ndarray, r2_threshold: float) -> dict[str, Any]:
-        t1_view = t1_display_settings(result.t1_ms, result.r_squared, job.metadata)
-        base_meta = {"source_layer": job.name, "any2reg_fit": result.summary(), "spacing_mm": job.scale.tolist()}
+    def _add_maps(self, job: _Job, result: T1FitResult, translate: np.ndarray, r2_threshold: float,
+                  display: dict[str, Any]) -> dict[str, Any]:
+        t1_view = display["t1_view"]
+        base_meta = {"source_layer": job.name, "any2reg_fit": result.summary(), "spacing_mm": job.scale.tolist(),
+                     "masked_pixels": display["masked_pixels"]}
         specs = {
-            "t1": (result.t1_ms, {"colormap": t1_view["colormap"], "contrast_limits": t1_view["contrast_limits"], "visible": True}),
-            "r2": (result.r_squared, {"colormap": "viridis", "contrast_limits": (max(0.0, r2_threshold - 0.1), 1.0), "visible": False}),
-            "t1_sd": (result.t1_sd_ms, {"colormap": "magma", "contrast_limits": _percentile_limits(result.t1_sd_ms), "visible": False}),
+            "t1": (display["t1"], {"colormap": t1_view["colormap"], "contrast_limits": t1_view["contrast_limits"], "visible": True}),
+            "r2": (display["r2"], {"colormap": "viridis", "contrast_limits": (max(0.0, r2_threshold - 0.1), 1.0), "visible": False}),
+            "t1_sd": (display["t1_sd"], {"colormap": "magma", "contrast_limits": display["sd_limits"], "visible": False}),
         }
         layers = {}
-        for key, (data, display) in specs.items():
+        for key, (data, view) in specs.items():
             name = f"{job.name}{MAP_SUFFIXES[key]}"
             metadata = dict(base_meta, any2reg_map=key)
             if key == "t1":
@@ -659,7 +698,7 @@ class MappingWidget(QWidget):
                 existing.scale = job.scale
                 existing.translate = translate
                 existing.metadata = metadata
-                existing.contrast_limits = display["contrast_limits"]
+                existing.contrast_limits = view["contrast_limits"]
                 layers[key] = existing
             else:
                 layers[key] = self.viewer.add_image(
@@ -667,11 +706,13 @@ class MappingWidget(QWidget):
                     name=name,
                     scale=job.scale,
                     translate=translate,
-                    colormap=display["colormap"],
-                    contrast_limits=display["contrast_limits"],
-                    visible=display["visible"],
+                    colormap=view["colormap"],
+                    contrast_limits=view["contrast_limits"],
+                    visible=view["visible"],
                     metadata=metadata,
+                    **axes_kwargs(2),
                 )
+                layers[key].colorbar.visible = key == "t1" and job.role == "before"
         return layers
 
     def _fill_table(self, outcome: MappingOutcome) -> None:
@@ -763,6 +804,7 @@ def _run_fits(
             result = fit_t1(job.frames, timings, model, device=device, progress=progress, cancel=cancel)
             outcome.results[job.role] = result
             outcome.sources[job.role] = job.name
+            outcome.display[job.role] = _display_maps(result, job, r2_threshold)
             labels = rois.get(job.role)
             if labels is None:
                 rows = roi_statistics(result.t1_ms, result.mask, t1_sd_ms=result.t1_sd_ms, r_squared=result.r_squared,
@@ -783,6 +825,26 @@ def _run_fits(
 
 
 # ====================================================================== small helpers
+def _display_maps(result: T1FitResult, job: _Job, r2_threshold: float) -> dict[str, Any]:
+    """What the layers show (worker side): maps masked to the heart's signal, and their limits."""
+    mask = signal_mask(job.frames)
+    t1_view = t1_display_settings(result.t1_ms, result.r_squared, job.metadata)
+
+    def masked(values: np.ndarray) -> np.ndarray:
+        out = np.array(values, dtype=np.float32, copy=True)
+        out[~mask] = np.nan
+        return out
+
+    return {
+        "t1": masked(result.t1_ms),
+        "r2": masked(result.r_squared),
+        "t1_sd": masked(result.t1_sd_ms),
+        "t1_view": t1_view,
+        "sd_limits": sd_display_limits(result.t1_sd_ms, result.r_squared, r2_threshold, t1_view["contrast_limits"]),
+        "masked_pixels": int((~mask).sum()),
+    }
+
+
 def _shapes_to_labels(layer: Shapes, reference: Image, shape: tuple[int, int]) -> np.ndarray:
     """Rasterise a Shapes layer onto ``reference``'s (rows, columns) grid; shape i gets label i+1.
 
