@@ -110,7 +110,9 @@ def test_run_on_sample_adds_registered_layer(viewer, widget, qtbot, notification
     registered = viewer.layers[name]
     assert registered.data.shape == (n, h, w)
     np.testing.assert_allclose(registered.scale, source.scale)
-    np.testing.assert_allclose(registered.translate, source.translate)
+    # beside the source by default (issue 11: not exactly on top of it), same rows
+    np.testing.assert_allclose(registered.translate[:-1], source.translate[:-1])
+    np.testing.assert_allclose(registered.translate[-1] - source.translate[-1], w * source.scale[-1] * 1.05)
     np.testing.assert_allclose(registered.contrast_limits, source.contrast_limits)
     assert registered.colormap.name == source.colormap.name
     meta = registered.metadata
@@ -343,3 +345,71 @@ def test_main_opens_sample_and_docks_widget(viewer):
     assert [layer.data.shape[0] for layer in viewer.layers] == [11]
     assert widget.layer_combo.currentText() == viewer.layers[0].name
     assert widget.device() == "cpu"
+
+
+# ---------------------------------------------------------------------- issue 11: usability
+def test_five_panels_fit_a_1280x800_window(make_napari_viewer, qtbot):
+    """Item 9: the five docks tab together and scroll, so the window can be 1280x800."""
+    from napari_any2reg.widgets._dock import dock_of
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample(PLUGIN, "molli")
+    panels = {}
+    for name in ("Registration", "Review", "T1 mapping", "Landmarks", "Export"):
+        _, panels[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    main = viewer.window._qt_window
+    first = dock_of(panels["Registration"])
+    qtbot.waitUntil(lambda: len(main.tabifiedDockWidgets(first)) == 4, timeout=10_000)
+    for name, panel in panels.items():
+        assert panel.minimumSizeHint().height() <= 200, name  # scrolls instead of forcing the height
+        assert panel.scroll_area.widget() is not None
+    hint = main.minimumSizeHint()
+    assert hint.height() <= 800 and hint.width() <= 1280, hint
+    main.resize(1280, 800)
+    qtbot.waitUntil(lambda: main.height() <= 800 and main.width() <= 1280, timeout=5_000)
+    assert main.height() == 800 and main.width() == 1280
+    # every panel is reachable: raising a tab shows it at a usable height
+    dock = dock_of(panels["T1 mapping"])
+    dock.raise_()
+    qtbot.waitUntil(lambda: panels["T1 mapping"].isVisible(), timeout=5_000)
+    assert panels["T1 mapping"].height() >= 300
+
+
+def test_layers_say_frame_and_mm_and_show_the_inversion_time(viewer, widget):
+    """Item 12: axis labels and units; the frame slider's frame and TI are shown on the canvas."""
+    from napari_any2reg.widgets._dock import text_overlay
+
+    (source,) = viewer.open_sample(PLUGIN, "molli")
+    assert source.axis_labels == ("frame", "y", "x")
+    assert [str(u) for u in source.units] == ["dimensionless", "millimeter", "millimeter"]
+    assert viewer.dims.axis_labels == ("frame", "y", "x")
+    viewer.dims.set_current_step(0, 2)
+    ti = source.metadata["timings_ms"][2]
+    label = text_overlay(viewer)
+    assert label.visible and f"frame 2 / 7 · TI {ti:g} ms" in label.text
+
+
+def test_dicom_folder_opens_in_a_worker_and_status_follows_the_layer(viewer, widget, qtbot, tmp_path, notifications):
+    """Items 10 and 11: a DICOM folder is read off the GUI thread; messages do not go stale."""
+    from test_io import _dicom_series
+
+    tis = [100.0, 180.0, 260.0, 1100.0, 1180.0]
+    _dicom_series(tmp_path / "series", tis=tis, shape=(24, 20))
+    assert widget.open_path(tmp_path / "series")
+    assert widget.read_worker is not None and not widget.open_folder_button.isEnabled()
+    assert "Reading" in widget.status_label.text()
+    qtbot.waitUntil(lambda: widget.read_worker is None, timeout=60_000)
+    layer = viewer.layers[-1]
+    assert layer.data.shape == (5, 24, 20) and widget.selected_layer() is layer
+    np.testing.assert_allclose(layer.metadata["timings_ms"], tis)
+    assert "Opened" in widget.status_label.text() and widget.open_folder_button.isEnabled()
+
+    assert widget.open_path(tmp_path / "missing")  # errors come back as notifications
+    qtbot.waitUntil(lambda: widget.read_worker is None, timeout=60_000)
+    assert notifications["error"] and "Cannot open" in widget.status_label.text()
+    assert len(viewer.layers) == 1
+
+    # another layer chosen: the last message and bar are cleared, not left beside it
+    other, _ = add_phantom(viewer)
+    widget.layer_combo.setCurrentIndex(widget.layer_combo.findData(other.name))
+    assert "Cannot open" not in widget.status_label.text() and widget.progress_bar.value() == 0

@@ -25,6 +25,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -123,6 +124,7 @@ class RegistrationWidget(QWidget):
         super().__init__(parent)
         self.viewer = napari_viewer
         self.worker: FunctionWorker | None = None
+        self.read_worker: FunctionWorker | None = None
         self.last_result: RegistrationResult | None = None
         self.last_error: BaseException | None = None
         self._cancel_event: threading.Event | None = None
@@ -150,7 +152,22 @@ class RegistrationWidget(QWidget):
         self.layer_combo = QComboBox()
         self.layer_combo.setToolTip("3-D image layer (frames, rows, columns) to motion-correct.")
         self.layer_combo.currentIndexChanged.connect(self._on_layer_changed)
-        form.addRow("Image", self.layer_combo)
+        self.open_file_button = QPushButton("File…")
+        self.open_file_button.setToolTip("Open a TIFF / NIfTI / DICOM file in the background (progress below).")
+        self.open_file_button.clicked.connect(lambda *_: self._open_dialog(folder=False))
+        self.open_folder_button = QPushButton("DICOM folder…")
+        self.open_folder_button.setToolTip("Read a DICOM series folder in the background (progress below); "
+                                           "napari's File > Open reads it while the window waits.")
+        self.open_folder_button.clicked.connect(lambda *_: self._open_dialog(folder=True))
+        image_row = QVBoxLayout()
+        image_row.setContentsMargins(0, 0, 0, 0)
+        image_row.addWidget(self.layer_combo)
+        open_row = QHBoxLayout()
+        open_row.setContentsMargins(0, 0, 0, 0)
+        open_row.addWidget(self.open_file_button)
+        open_row.addWidget(self.open_folder_button)
+        image_row.addLayout(open_row)
+        form.addRow("Image", image_row)
 
         self.engine_combo = QComboBox()
         try:
@@ -443,6 +460,52 @@ class RegistrationWidget(QWidget):
             self.worker is None and self.layer_combo.count() > 0 and self.engine_combo.count() > 0
         )
 
+    # ------------------------------------------------------------------ open in the background
+    def _open_dialog(self, folder: bool) -> None:  # pragma: no cover - needs a user
+        if folder:
+            path = QFileDialog.getExistingDirectory(self, "Open a DICOM series folder")
+        else:
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Open a cardiac sequence", "", "Sequences (*.tif *.tiff *.nii *.nii.gz *.dcm);;All files (*)")
+        if path:
+            self.open_path(path)
+
+    def open_path(self, path: Any) -> bool:
+        """Read a sequence file or DICOM folder in a worker and add it as a layer (it becomes the target).
+
+        Returns ``True`` when reading started; errors are notified and add nothing.
+        """
+        if self.read_worker is not None:
+            self._report_error("A file is being read; wait for it to finish.")
+            return False
+        worker = FunctionWorker(_read_layer_data, str(path))
+        worker.returned.connect(self._on_read)
+        worker.finished.connect(self._on_read_finished)
+        self.read_worker = worker
+        self.open_file_button.setEnabled(False)
+        self.open_folder_button.setEnabled(False)
+        self.progress_bar.setRange(0, 0)  # reading reports no fraction: a busy bar
+        self.set_status(f"Reading {path}…")
+        worker.start()
+        return True
+
+    def _on_read(self, outcome: tuple[Any, BaseException | None, str]) -> None:
+        data, error, path = outcome
+        if error is not None:
+            self._report_error(f"Cannot open {path}: {error}", error)
+            return
+        array, kwargs, _ = data
+        layer = self.viewer.add_image(array, **kwargs)
+        self._select_layer(layer)
+        self.set_status(f"Opened {path} as {layer.name!r}: {array.shape[0]} frames of {array.shape[1]}×{array.shape[2]}.")
+
+    def _on_read_finished(self) -> None:
+        self.read_worker = None
+        self.progress_bar.setRange(0, 100)
+        self.progress_bar.setValue(0)
+        self.open_file_button.setEnabled(True)
+        self.open_folder_button.setEnabled(True)
+
     # ------------------------------------------------------------------ run / cancel
     def run(self, layer: Image | str | None = None) -> bool:
         """Start registering a layer; returns ``True`` if a run was started.
@@ -596,6 +659,16 @@ def format_summary(result: RegistrationResult) -> str:
         f"{summary['seconds']:.1f} s; folding {summary['folding_percent']:.2f} %; "
         f"max |u| {summary['max_displacement_px']:.1f} px."
     )
+
+
+def _read_layer_data(path: str) -> tuple[Any, BaseException | None, str]:
+    """Worker body of "Open": the reader's layer data, or the error (shown in the GUI thread)."""
+    from ._reader import read_layers
+
+    try:
+        return read_layers(path)[0], None, path
+    except Exception as exc:
+        return None, exc, path
 
 
 def _run_registration(
