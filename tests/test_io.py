@@ -655,3 +655,145 @@ def test_io_does_not_import_qt_or_napari():
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------- issue 11
+def test_tiff_reader_refuses_absurd_decoded_sizes_before_decoding(tmp_path, monkeypatch):
+    from napari_any2reg.io._common import check_decoded_size
+
+    # the header is checked, not the data: 3.1 GB claimed by a small file is refused at once
+    with pytest.raises(SequenceReadError, match=r"x\.tif.*3\.1 GB decoded.*ANY2REG_MAX_DECODED_GB"):
+        check_decoded_size(tmp_path / "x.tif", (12, 8000, 8000), np.uint32)
+    check_decoded_size(tmp_path / "x.tif", (300, 512, 512), np.float32)  # a large real series is fine
+    path = tmp_path / "bomb.tif"
+    tifffile.imwrite(path, np.zeros((20, 256, 256), np.float32), compression="zlib")
+    assert path.stat().st_size < 100_000  # compresses 5 MB of zeros to almost nothing
+    monkeypatch.setenv("ANY2REG_MAX_DECODED_GB", "0.001")  # 1 MB: the same check at test size
+    import tifffile as tf
+
+    decoded = []
+    monkeypatch.setattr(tf.TiffPageSeries, "asarray", lambda self, *a, **k: decoded.append(1))
+    with pytest.raises(SequenceReadError, match=r"bomb\.tif: the header claims \(20, 256, 256\) float32 values, 5\.2 MB decoded from a [\d.]+ KB file; more than the 1\.0 MB limit"):
+        read_sequence(path)
+    assert decoded == []  # refused before any pixel was decoded
+    monkeypatch.setenv("ANY2REG_MAX_DECODED_GB", "lots")
+    with pytest.raises(SequenceReadError, match="ANY2REG_MAX_DECODED_GB='lots' is not a number"):
+        read_sequence(path)
+
+
+def test_nifti_reader_refuses_absurd_decoded_sizes(tmp_path, monkeypatch):
+    import nibabel
+
+    path = tmp_path / "big.nii.gz"
+    data = np.random.default_rng(0).random((64, 64, 40)).astype(np.float32)
+    nibabel.save(nibabel.Nifti1Image(data, np.eye(4)), str(path))
+    monkeypatch.setenv("ANY2REG_MAX_DECODED_GB", "0.0005")
+    with pytest.raises(SequenceReadError, match=r"big\.nii\.gz: the header claims \(64, 64, 40\) float32"):
+        read_sequence(path)
+    monkeypatch.delenv("ANY2REG_MAX_DECODED_GB")
+    assert read_sequence(path).n_frames == 40
+
+
+def _warned(path, **kwargs):
+    from napari_any2reg.io import SequenceReadWarning
+
+    with pytest.warns(SequenceReadWarning) as record:
+        seq = read_sequence(path, **kwargs)
+    assert seq.spacing_mm == (1.0, 1.0) and seq.metadata["spacing_source"] == "default"
+    assert seq.metadata["read_warnings"] == [str(w.message) for w in record]
+    assert "using 1 x 1 mm" in record[0].message.args[0] and "--spacing-mm" in record[0].message.args[0]
+    return seq.metadata["read_warnings"][0]
+
+
+def test_invalid_pixel_sizes_are_warned_about_and_recorded(tmp_path):
+    import warnings
+
+    import nibabel
+
+    frames = _frames()
+    image = nibabel.Nifti1Image(np.transpose(frames, (2, 1, 0)), np.eye(4))
+    image.header["pixdim"][1:4] = [0.0, -1.5, 1.0]  # nibabel would silently read 1 and 1.5
+    nibabel.save(image, str(tmp_path / "zero.nii.gz"))
+    assert "pixdim[1:3] = [0.0, -1.5]" in _warned(tmp_path / "zero.nii.gz")
+    tifffile.imwrite(tmp_path / "ij.tif", frames, imagej=True, resolution=(0.0, 0.0), metadata={"axes": "TYX", "unit": "mm"})
+    assert "ImageJ pixel size is not positive" in _warned(tmp_path / "ij.tif")
+    tifffile.imwrite(
+        tmp_path / "bad.ome.tif", frames, ome=True, photometric="minisblack",
+        metadata={"axes": "TYX", "PhysicalSizeX": -1.0, "PhysicalSizeY": 0.0, "PhysicalSizeXUnit": "mm", "PhysicalSizeYUnit": "mm"},
+    )
+    assert "OME pixel size" in _warned(tmp_path / "bad.ome.tif")
+    tifffile.imwrite(tmp_path / "cm.tif", frames, resolution=(0.0, 0.0), resolutionunit=3)
+    assert "TIFF pixel size is not positive" in _warned(tmp_path / "cm.tif")
+    # an explicit spacing replaces the bad value: nothing to warn about; a valid file warns never
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_sequence(tmp_path / "zero.nii.gz", spacing_mm=(2.0, 2.0)).metadata.get("read_warnings") is None
+        good = read_sequence(write_tiff(tmp_path / "good.tif", _sequence()))
+        assert good.spacing_mm == (1.3, 0.7) and "read_warnings" not in good.metadata
+
+
+def test_nonfinite_pixels_can_be_masked_instead_of_refused(tmp_path):
+    frames = _frames()
+    frames[1, 2, 3] = np.nan
+    frames[:, 4, 5] = -np.inf
+    tifffile.imwrite(tmp_path / "n.tif", frames)
+    with pytest.raises(SequenceReadError, match="NaN or Inf"):
+        read_sequence(tmp_path / "n.tif")
+    seq = read_sequence(tmp_path / "n.tif", nonfinite="mask")
+    expected = np.zeros((H, W), bool)
+    expected[2, 3] = expected[4, 5] = True
+    np.testing.assert_array_equal(seq.metadata["nonfinite_mask"], expected)
+    assert seq.metadata["nonfinite_pixels"] == 2 and seq.frames[1, 2, 3] == 0 and np.isfinite(seq.frames).all()
+    with pytest.raises(ValueError, match="nonfinite must be"):
+        read_sequence(tmp_path / "n.tif", nonfinite="ignore")
+
+
+def test_atomic_write_all_rolls_back_when_a_later_rename_fails(tmp_path, monkeypatch):
+    import napari_any2reg.io._atomic as atomic
+    from napari_any2reg.io import atomic_write_all
+
+    (tmp_path / "a.txt").write_text("old a")
+    real_commit = atomic._commit
+
+    def fail_on_b(temp, target, overwrite):
+        if target.name == "b.txt":
+            raise KeyboardInterrupt  # Ctrl-C / SIGTERM between the renames
+        real_commit(temp, target, overwrite)
+
+    monkeypatch.setattr(atomic, "_commit", fail_on_b)
+    items = [(tmp_path / name, lambda p, n=name: p.write_text("new " + n)) for name in ("a.txt", "b.txt")]
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_all(items, overwrite=True)
+    # a.txt had already been replaced: it is restored, b.txt never appears, nothing hidden is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"] and (tmp_path / "a.txt").read_text() == "old a"
+    monkeypatch.setattr(atomic, "_commit", real_commit)
+    assert atomic_write_all(items, overwrite=True) == [tmp_path / "a.txt", tmp_path / "b.txt"]
+    assert (tmp_path / "a.txt").read_text() == "new a.txt" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_full_disk_and_bad_output_folders_have_clear_messages(tmp_path, monkeypatch):
+    import errno
+
+    import napari_any2reg.io._atomic as atomic
+    from napari_any2reg.io import atomic_write_folder, check_output_folder
+
+    def full(path):
+        path.write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=r"u\.npy: the disk is full.*nothing was written.*Free some space") as info:
+        atomic_write(tmp_path / "u.npy", full)
+    assert info.value.errno == errno.ENOSPC
+    with pytest.raises(OSError, match="disk is full"):
+        atomic_write_folder(tmp_path / "new" / "out", lambda staging: full(staging / "x.bin"))
+    assert list(tmp_path.iterdir()) == []  # the folders made for the export are gone too
+    # checked before any work: nothing is created by the check itself
+    assert check_output_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b"
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"f is a file, not a folder"):
+        check_output_folder(tmp_path / "f" / "out")
+    monkeypatch.setattr(atomic.shutil, "disk_usage", lambda p: type("U", (), {"free": 5_000})())
+    with pytest.raises(OSError, match=r"need about 2\.0 MB but only 0\.0 MB are free") as info:
+        check_output_folder(tmp_path / "out", needed_bytes=2_000_000)
+    assert info.value.errno == errno.ENOSPC

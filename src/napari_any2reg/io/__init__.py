@@ -18,13 +18,16 @@ replace an existing file unless ``overwrite=True``.
 =====================  ==========================================================
 
 ``atomic_write_folder`` writes several files into a folder as one unit (all or none; used by
-the export). :mod:`.fields` writes and reads what a registration produces besides the frames:
+the export and the CLI); ``check_output_folder`` checks a folder can take the outputs before
+any work is done. Readers refuse images that decode to more than 2 GiB (environment variable
+``ANY2REG_MAX_DECODED_GB``). :mod:`.fields` writes and reads what a registration produces
+besides the frames:
 ``save_displacement`` / ``read_displacement`` (.npy in pixels or NIfTI in mm) and
 ``save_map_tiff`` / ``read_map_tiff`` (float32 maps with spacing and a JSON description).
 """
 
-from ._atomic import atomic_write, atomic_write_all, atomic_write_folder
-from ._common import FILE_EXTENSIONS, SequenceReadError
+from ._atomic import atomic_write, atomic_write_all, atomic_write_folder, check_output_folder
+from ._common import FILE_EXTENSIONS, SequenceReadError, SequenceReadWarning
 from ._dispatch import read_sequence, supported_path
 from .dicom import read_dicom_series
 from .fields import read_displacement, read_map_tiff, save_displacement, save_map_tiff
@@ -33,6 +36,7 @@ from .tiff import read_tiff, write_tiff
 
 __all__ = [
     "SequenceReadError",
+    "SequenceReadWarning",
     "FILE_EXTENSIONS",
     "read_sequence",
     "read_tiff",
@@ -44,6 +48,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_all",
     "atomic_write_folder",
+    "check_output_folder",
     "save_displacement",
     "read_displacement",
     "save_map_tiff",

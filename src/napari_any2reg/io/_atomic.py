@@ -6,13 +6,114 @@ existing file is only replaced when the caller says so.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_all", "atomic_write_folder"]
+__all__ = ["atomic_write", "atomic_write_all", "atomic_write_folder", "check_output_folder"]
+
+# errno values that mean "the medium cannot take more data": reported as a full disk
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+
+
+def _explained(exc: BaseException, target: Path) -> BaseException:
+    """``exc`` with a message that names the problem and the fix, for the common OS failures.
+
+    A bare ``[Errno 28] No space left on device`` from deep inside a TIFF writer does not say
+    which file or what to do; the re-raised error does (same errno, so callers can still test it).
+    """
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return exc
+    if exc.errno in _FULL:
+        return OSError(
+            exc.errno,
+            f"cannot write {target}: the disk is full or over quota ({exc.strerror}); nothing was "
+            "written. Free some space or choose an output folder on another disk.",
+        )
+    if exc.errno == errno.EROFS:
+        return OSError(
+            exc.errno,
+            f"cannot write {target}: the file system is read-only; nothing was written. Choose "
+            "another output folder.",
+        )
+    return exc
+
+
+def _nearest_existing(folder: Path) -> Path:
+    """The deepest existing path on the way up from ``folder`` (``folder`` itself if it exists)."""
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return probe
+
+
+def check_output_folder(folder: Any, *, needed_bytes: int = 0) -> Path:
+    """Check, before any work is done, that ``folder`` can receive the outputs.
+
+    Nothing is created: a missing folder is checked through its nearest existing parent (the
+    writers create it later, and remove it again if writing fails).
+
+    Parameters
+    ----------
+    folder : str or Path
+        The output folder (existing or to be created).
+    needed_bytes : int, optional
+        Expected size of the outputs; refused when the disk has less free space.
+
+    Returns
+    -------
+    Path
+        ``Path(folder)``.
+
+    Raises
+    ------
+    NotADirectoryError
+        ``folder``, or a path on the way to it, is a file.
+    PermissionError
+        The folder (or the parent it would be created in) is not writable.
+    OSError
+        The disk is full, has less than ``needed_bytes`` free, or is read-only.
+    """
+    import tempfile
+
+    folder = Path(folder)
+    base = _nearest_existing(folder)
+    if not base.is_dir():
+        where = "it is" if base == folder else f"{base} is"
+        raise NotADirectoryError(
+            f"cannot write into {folder}: {where} a file, not a folder; choose another output folder."
+        )
+    # a real probe file: os.access() is wrong for root, ACLs, read-only mounts and full disks
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".any2reg-probe-", dir=base)
+    except PermissionError as exc:
+        raise PermissionError(
+            exc.errno,
+            f"cannot write into {folder}: {base} is not writable ({exc.strerror}); choose another "
+            "folder or fix its permissions.",
+        ) from exc
+    except OSError as exc:
+        raise _explained(exc, folder) from exc
+    os.close(fd)
+    os.unlink(probe)
+    if needed_bytes > 0:
+        free = shutil.disk_usage(base).free
+        if free < needed_bytes:
+            raise OSError(
+                errno.ENOSPC,
+                f"cannot write into {folder}: the outputs need about {_megabytes(needed_bytes)} but only "
+                f"{_megabytes(free)} are free on that disk. Free some space or choose an output folder "
+                "on another disk.",
+            )
+    return folder
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count < 1e9 else f"{count / 1e9:.2f} GB"
 
 
 def _check_target(target: Path, overwrite: bool) -> None:
@@ -70,14 +171,36 @@ def _commit(temp: Path, target: Path, overwrite: bool) -> None:
     temp.unlink()
 
 
+def _set_aside(target: Path) -> Path:
+    """Keep the file about to be replaced under a hidden name, so a failed unit can restore it.
+
+    A hard link keeps ``target`` in place until the atomic replace (readers never see it missing);
+    without hard links the file is renamed aside.
+    """
+    for _ in range(100):
+        aside = target.with_name(f".{secrets.token_hex(4)}~replaced~{target.name}")
+        try:
+            os.link(target, aside)
+            return aside
+        except FileExistsError:
+            continue
+        except OSError:
+            if aside.exists():
+                continue
+            os.replace(target, aside)
+            return aside
+    raise FileExistsError(f"cannot set {target} aside before replacing it.")  # pragma: no cover
+
+
 def atomic_write_all(
     items: Iterable[tuple[Any, Callable[[Path], None]]], *, overwrite: bool = False
 ) -> list[Path]:
-    """Write several files (e.g. an image and its JSON sidecar) as a unit.
+    """Write several files (e.g. an image and its JSON sidecar) as a unit: all of them, or none.
 
     All targets are checked first, all temporary files are written, then they are renamed
-    into place in order. If a check or a writer fails, no target is created or changed and
-    no temporary file is left.
+    into place. If a check, a writer or a rename fails (or the process is interrupted by an
+    exception such as ``KeyboardInterrupt``), the targets already renamed are removed, the
+    files they replaced are restored, and no temporary file is left.
 
     Parameters
     ----------
@@ -95,22 +218,47 @@ def atomic_write_all(
     for target, _ in items:
         _check_target(target, overwrite)
     temps: list[Path] = []
+    committed: list[Path] = []
+    kept: list[tuple[Path, Path]] = []  # (replaced file set aside, its target)
+    current = items[0][0] if items else Path(".")
     try:
         for target, writer in items:
-            temp = _reserve_temp(target)
-            temps.append(temp)
-            writer(temp)
-            if not temp.is_file():
-                raise OSError(f"writing {target} failed: the writer did not create {temp.name}.")
+            current = target
+            temps.append(_reserve_temp(target))
+            writer(temps[-1])
+            if not temps[-1].is_file():
+                raise OSError(f"writing {target} failed: the writer did not create {temps[-1].name}.")
         for temp, (target, _) in zip(temps, items):
+            current = target
+            if overwrite and target.exists():
+                kept.append((_set_aside(target), target))
             _commit(temp, target, overwrite)
-    except BaseException:
+            committed.append(target)
+    except BaseException as exc:
+        for target in committed:
+            try:
+                target.unlink()
+            except OSError:
+                pass
+        for aside, target in kept:
+            try:
+                os.replace(aside, target)
+            except OSError:
+                pass
         for temp in temps:
             try:
                 temp.unlink()
             except OSError:
                 pass
+        explained = _explained(exc, current)
+        if explained is not exc:
+            raise explained from exc
         raise
+    for aside, _ in kept:
+        try:
+            aside.unlink()
+        except OSError:
+            pass
     return [target for target, _ in items]
 
 
@@ -227,8 +375,6 @@ def atomic_write_folder(
     list of Path
         The written files, sorted by name.
     """
-    import shutil
-
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"cannot write into {folder}: it is a file, not a folder; choose another output folder.")
@@ -273,7 +419,7 @@ def atomic_write_folder(
             else:
                 _move_exclusive(entry, target)
             moved.append(target)
-    except BaseException:
+    except BaseException as exc:
         for target in moved:
             try:
                 target.unlink()
@@ -290,6 +436,9 @@ def atomic_write_folder(
                 path.rmdir()
             except OSError:
                 break
+        explained = _explained(exc, folder)
+        if explained is not exc:
+            raise explained from exc
         raise
     shutil.rmtree(staging, ignore_errors=True)
     return sorted(moved)

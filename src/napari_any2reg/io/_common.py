@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,9 @@ from ..core.sequence import SEQUENCE_KINDS, Sequence, SequenceError
 
 __all__ = [
     "SequenceReadError",
+    "SequenceReadWarning",
+    "MAX_DECODED_BYTES",
+    "check_decoded_size",
     "FILE_EXTENSIONS",
     "SUPPORTED_DESCRIPTION",
     "TIMING_KEYS",
@@ -54,7 +59,16 @@ SUPPORTED_DESCRIPTION = (
 TIMING_KEYS = ("timings_ms", "inversion_times_ms", "saturation_times_ms", "trigger_times_ms")
 
 #: Metadata keys the readers add themselves; not copied into exported files.
-READER_KEYS = ("source", "format", "timings_source", "spacing_source", "kind_source", "sidecar")
+READER_KEYS = (
+    "source", "format", "timings_source", "spacing_source", "kind_source", "sidecar", "read_warnings",
+    "nonfinite_mask", "nonfinite_pixels",
+)
+
+#: Largest image a reader decodes (bytes as float32), unless the environment variable
+#: ``ANY2REG_MAX_DECODED_GB`` says otherwise. A cardiac series is at most a few hundred MB (300
+#: frames of 512 x 512 is 315 MB); a small compressed file that claims more is corrupt or hostile
+#: (a 614 KB TIFF can claim 3 GB) and would exhaust memory before any other check runs.
+MAX_DECODED_BYTES = 2 * 1024**3
 
 
 class SequenceReadError(ValueError):
@@ -68,6 +82,53 @@ class SequenceReadError(ValueError):
 
 class SequenceFileNotFoundError(SequenceReadError, FileNotFoundError):
     """The path given to a reader does not exist."""
+
+
+class SequenceReadWarning(UserWarning):
+    """A file was read, but something in it was replaced by a default (e.g. an invalid pixel size).
+
+    The same text is kept in ``sequence.metadata["read_warnings"]``.
+    """
+
+
+def check_decoded_size(path: Path, shape: tuple[int, ...], dtype: Any, limit: int | None = None) -> None:
+    """Refuse to decode an image whose pixels would exceed :data:`MAX_DECODED_BYTES`.
+
+    Checked from the header, before the pixel data are read, so a corrupt or hostile file
+    cannot exhaust memory. The size counts at least 4 bytes per value (frames are float32).
+    """
+    if limit is None:
+        limit = MAX_DECODED_BYTES
+        setting = os.environ.get("ANY2REG_MAX_DECODED_GB", "").strip()
+        if setting:
+            try:
+                limit = int(float(setting) * 1e9)
+            except ValueError:
+                raise SequenceReadError(
+                    f"ANY2REG_MAX_DECODED_GB={setting!r} is not a number; set it to a size in GB or unset it."
+                ) from None
+    limit = int(limit)
+    count = math.prod(int(v) for v in shape)
+    decoded = count * max(np.dtype(dtype).itemsize, 4)
+    if decoded > limit:
+        try:
+            on_disk = f" from a {_size_text(path.stat().st_size)} file"
+        except OSError:
+            on_disk = ""
+        raise SequenceReadError(
+            f"{path}: the header claims {tuple(int(v) for v in shape)} {np.dtype(dtype).name} values, "
+            f"{_size_text(decoded)} decoded{on_disk}; more than the {_size_text(limit)} limit for one "
+            "sequence. The file is corrupt, or not one cardiac series: save one slice per file or "
+            "crop it; if it is genuine, raise the limit with the environment variable "
+            "ANY2REG_MAX_DECODED_GB."
+        )
+
+
+def _size_text(count: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
 
 
 # ---------------------------------------------------------------------------- names
@@ -404,6 +465,7 @@ class _Parts:
     name: str | None = None
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     sidecar: bool = True  # look for a JSON sidecar next to ``path``
+    spacing_problem: str | None = None  # an invalid pixel size found in the file (warned if nothing replaces it)
 
     def take_info(self, info: dict[str, Any], source: str) -> None:
         """Fill empty fields from parsed any2reg/sidecar info."""
@@ -425,8 +487,19 @@ def build_sequence(
     kind: str | None = None,
     timings_ms: Any = None,
     spacing_mm: Any = None,
+    nonfinite: str = "error",
 ) -> Sequence:
     """Complete ``parts`` (sidecar, name guess, overrides) and build the :class:`Sequence`.
+
+    Parameters
+    ----------
+    parts : _Parts
+    kind, timings_ms, spacing_mm : optional
+        Overrides (see :func:`read_sequence`).
+    nonfinite : {"error", "mask"}
+        ``"mask"``: NaN/Inf samples are set to 0 and the pixels that had one are recorded in
+        ``metadata["nonfinite_mask"]`` (bool ``(H, W)``; count in ``metadata["nonfinite_pixels"]``),
+        for uses that skip such pixels (T1 fitting) instead of refusing the file.
 
     Raises
     ------
@@ -434,6 +507,8 @@ def build_sequence(
         Naming the file when the sidecar is bad, the timing count does not match the number
         of frames, or the frames fail :class:`Sequence` validation.
     """
+    if nonfinite not in ("error", "mask"):
+        raise ValueError(f"nonfinite must be 'error' or 'mask'; got {nonfinite!r}.")
     path = parts.path
     n = int(parts.frames.shape[0])
     needs_more = parts.timings is None or parts.spacing is None or parts.kind is None
@@ -461,7 +536,27 @@ def build_sequence(
     if kind is not None:
         parts.kind, parts.kind_source = kind, "argument"
 
+    read_warnings = []
+    if parts.spacing is None and parts.spacing_problem:
+        read_warnings.append(
+            f"{path}: {parts.spacing_problem}; using 1 x 1 mm pixels instead. Distances, TRE and the "
+            "registration's smoothness in mm are wrong unless you give the real spacing (CLI: "
+            "--spacing-mm DY,DX; Python: spacing_mm=(dy, dx))."
+        )
+    frames = parts.frames
     metadata = dict(parts.metadata)
+    if nonfinite == "mask":
+        values = np.asarray(frames)
+        if values.dtype.kind in "fc":
+            bad = ~np.isfinite(values)
+            if bad.any():
+                frames = np.where(bad, 0, values)
+                metadata["nonfinite_mask"] = bad.reshape(bad.shape[0], *bad.shape[-2:]).any(axis=0)
+                metadata["nonfinite_pixels"] = int(metadata["nonfinite_mask"].sum())
+    for text in read_warnings:
+        warnings.warn(text, SequenceReadWarning, stacklevel=3)
+    if read_warnings:
+        metadata["read_warnings"] = read_warnings
     metadata.update(
         {
             "source": str(path),
@@ -473,7 +568,7 @@ def build_sequence(
     )
     try:
         return Sequence(
-            frames=parts.frames,
+            frames=frames,
             timings_ms=parts.timings,
             spacing_mm=parts.spacing if parts.spacing is not None else (1.0, 1.0),
             kind=parts.kind if parts.kind is not None else "unknown",

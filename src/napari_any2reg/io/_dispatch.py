@@ -51,6 +51,7 @@ def read_sequence(
     kind: str | None = None,
     timings_ms: Any = None,
     spacing_mm: Any = None,
+    nonfinite: str = "error",
 ) -> Sequence:
     """Read a quantitative cardiac sequence from any supported file or folder.
 
@@ -67,6 +68,10 @@ def read_sequence(
         One time (ms) per frame; overrides the file's timings (``inf`` allowed).
     spacing_mm : float or (float, float), optional
         Pixel spacing ``(dy, dx)``; overrides the file's.
+    nonfinite : {"error", "mask"}, optional
+        What to do with NaN/Inf pixel values: refuse the file (default: registration needs
+        finite frames), or set them to 0 and record the pixels in ``metadata["nonfinite_mask"]``
+        (``(H, W)`` bool) for uses that skip them, such as T1 fitting.
 
     Returns
     -------
@@ -78,13 +83,21 @@ def read_sequence(
         With a message naming the file, the problem and the fix (missing path: also a
         :class:`FileNotFoundError`).
 
+    Warns
+    -----
+    SequenceReadWarning
+        When a value in the file was invalid and replaced by a default (a pixel size of zero
+        or below: 1 mm is used); the text is also in ``metadata["read_warnings"]``.
+
     Examples
     --------
     >>> seq = read_sequence("molli.tif")                                   # doctest: +SKIP
     >>> seq = read_sequence("cine.nii.gz", kind="cine")                    # doctest: +SKIP
     >>> seq = read_sequence("MOLLI_dicom/", timings_ms=[100, 180, 260])    # doctest: +SKIP
     """
-    return build_sequence(_parts_for(path), kind=kind, timings_ms=timings_ms, spacing_mm=spacing_mm)
+    return build_sequence(
+        _parts_for(path), kind=kind, timings_ms=timings_ms, spacing_mm=spacing_mm, nonfinite=nonfinite
+    )
 
 
 def _folder_has_dicom(folder: Path) -> bool:

@@ -330,6 +330,8 @@ def _dicom_parts(path: Any) -> _Parts:
         dy, dx = _float_or_none(spacing[0]), _float_or_none(spacing[1])
         if dy and dx and dy > 0 and dx > 0:
             parts.spacing, parts.spacing_source = (dy, dx), "PixelSpacing (0028,0030)"
+        else:
+            parts.spacing_problem = f"PixelSpacing {list(spacing)} is not a positive pixel size"
     if kind is not None:
         parts.kind, parts.kind_source = kind, "SeriesDescription/ProtocolName"
     elif basis == "trigger_time":

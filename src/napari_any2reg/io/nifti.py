@@ -34,6 +34,7 @@ from ._common import (
     SequenceReadError,
     _Parts,
     build_sequence,
+    check_decoded_size,
     check_file,
     frames_from_axes,
     jsonable_metadata,
@@ -94,12 +95,16 @@ def _nifti_parts(path: Any) -> _Parts:
     try:
         image = nibabel.load(str(path), mmap=False)  # no open file handle left behind
         header = image.header
+        # before decoding: a small .nii.gz can claim gigabytes
+        check_decoded_size(path, image.shape, header.get_data_dtype())
         data = np.asanyarray(image.dataobj)
         zooms = tuple(float(z) for z in header.get_zooms())
         space_unit = header.get_xyzt_units()[0]
         affine = np.asarray(image.affine, dtype=np.float64)
         shape = tuple(int(s) for s in image.shape)
         descrip = np.asarray(header.get("descrip", b"")).item()
+    except SequenceReadError:
+        raise
     except Exception as exc:  # nibabel/gzip/zlib raise many types for bad files
         raise SequenceReadError(
             f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc}); "
@@ -117,9 +122,12 @@ def _nifti_parts(path: Any) -> _Parts:
     parts = _Parts(path=path, frames=frames, format="nifti")
 
     scale = _SPACE_UNIT_MM.get(space_unit, 1.0)
-    if len(zooms) >= 2 and zooms[0] > 0 and zooms[1] > 0:
+    pixdim = _raw_pixdim(path, header)
+    if len(zooms) >= 2 and all(np.isfinite(pixdim)) and min(pixdim) > 0:
         parts.spacing = (_exact_float(zooms[1]) * scale, _exact_float(zooms[0]) * scale)
         parts.spacing_source = "NIfTI pixdim"
+    else:
+        parts.spacing_problem = f"NIfTI pixdim[1:3] = {pixdim} is not a positive pixel size"
     parts.metadata.update(
         {
             "nifti_shape": list(shape),
@@ -133,6 +141,23 @@ def _nifti_parts(path: Any) -> _Parts:
     if descrip:
         parts.metadata["nifti_descrip"] = descrip
     return parts
+
+
+def _raw_pixdim(path: Path, header: Any) -> list[float]:
+    """``pixdim[1:3]`` as stored in the file.
+
+    nibabel's loader silently "fixes" zero or negative pixdim (to 1 or the absolute value), so
+    the loaded header cannot tell a real 1 mm from a substituted one; the raw header can.
+    """
+    import nibabel
+    from nibabel.openers import ImageOpener
+
+    try:
+        with ImageOpener(str(path)) as handle:
+            raw = type(header).from_fileobj(handle, check=False)
+        return [float(v) for v in raw["pixdim"][1:3]]
+    except Exception:  # unreadable raw header: fall back to what nibabel loaded
+        return [float(v) for v in header["pixdim"][1:3]]
 
 
 def _affine_for(sequence: Sequence) -> np.ndarray:

@@ -28,6 +28,7 @@ from ._common import (
     SequenceReadError,
     _Parts,
     build_sequence,
+    check_decoded_size,
     check_file,
     decode_timings,
     encode_timings,
@@ -97,13 +98,14 @@ def _tiff_parts(path: Any) -> _Parts:
             if not tif.series:
                 raise SequenceReadError(f"{path}: the TIFF file holds no image data.")
             series = tif.series[0]
+            check_decoded_size(path, series.shape, series.dtype)  # before decoding anything
             data = series.asarray()
             axes = series.axes
             page = tif.pages[0]
             description = page.description or ""
             imagej = dict(tif.imagej_metadata or {}) if tif.is_imagej else None
             ome = tif.ome_metadata if tif.is_ome else None
-            resolution = _page_resolution(page)
+            resolution, resolution_problem = _page_resolution(page)
             n_series = len(tif.series)
     except SequenceReadError:
         raise
@@ -146,14 +148,20 @@ def _tiff_parts(path: Any) -> _Parts:
     if imagej is not None:
         parts.format = "imagej-tiff" if info is None else parts.format
         if parts.spacing is None:
-            scale = _UNIT_MM.get(str(imagej.get("unit", "")).strip().lower())
+            unit = str(imagej.get("unit", "")).strip()
+            scale = _UNIT_MM.get(unit.lower())
             if scale is not None and resolution is not None:
                 parts.spacing = (_tidy(scale / resolution[1]), _tidy(scale / resolution[0]))
                 parts.spacing_source = "ImageJ unit and resolution"
-    if parts.spacing is None and resolution is not None and imagej is None and ome is None:
-        spacing = _plain_resolution_spacing(resolution)
-        if spacing is not None:
-            parts.spacing, parts.spacing_source = spacing, "TIFF resolution tags"
+            elif scale is not None and resolution_problem:
+                parts.spacing_problem = f"the ImageJ pixel size is not positive ({resolution_problem}, unit {unit})"
+    if parts.spacing is None and imagej is None and ome is None:
+        if resolution is not None:
+            spacing = _plain_resolution_spacing(resolution)
+            if spacing is not None:
+                parts.spacing, parts.spacing_source = spacing, "TIFF resolution tags"
+        elif resolution_problem and _resolution_unit(page) == 3:  # centimetre: meant as a pixel size
+            parts.spacing_problem = f"the TIFF pixel size is not positive ({resolution_problem}, unit cm)"
     return parts
 
 
@@ -162,26 +170,39 @@ def _tidy(value: float) -> float:
     return float(f"{value:.10g}")
 
 
-def _page_resolution(page: Any) -> tuple[float, float, int] | None:
-    """(x pixels per unit, y pixels per unit, ResolutionUnit) or None."""
+def _page_resolution(page: Any) -> tuple[tuple[float, float, int] | None, str | None]:
+    """``((x pixels per unit, y pixels per unit, ResolutionUnit), None)``, or ``(None, problem)``.
+
+    ``problem`` is ``None`` when the tags are absent and describes the values when they are
+    present but unusable (zero, negative, NaN), so that the fall-back to 1 mm can be reported.
+    """
     try:
         xres = page.tags["XResolution"].value
         yres = page.tags["YResolution"].value
     except KeyError:
-        return None
+        return None, None
     unit_tag = page.tags.get("ResolutionUnit")
     unit = int(unit_tag.value) if unit_tag is not None else 2
 
     def ratio(value: Any) -> float:
         return value[0] / value[1] if isinstance(value, tuple) else float(value)
 
+    def text(value: Any) -> str:
+        return f"{value[0]}/{value[1]}" if isinstance(value, tuple) else str(value)
+
+    problem = f"XResolution {text(xres)}, YResolution {text(yres)} pixels per unit"
     try:
         x, y = ratio(xres), ratio(yres)
     except (ZeroDivisionError, TypeError, ValueError):
-        return None
+        return None, problem
     if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
-        return None
-    return x, y, unit
+        return None, problem
+    return (x, y, unit), None
+
+
+def _resolution_unit(page: Any) -> int:
+    tag = page.tags.get("ResolutionUnit")
+    return int(tag.value) if tag is not None else 2
 
 
 def _plain_resolution_spacing(resolution: tuple[float, float, int]) -> tuple[float, float] | None:
@@ -247,17 +268,24 @@ def _take_ome(parts: _Parts, xml: str, frame_axis: str, n: int) -> None:
         return
     pix = pixels[0]
     if parts.spacing is None:
-        sizes = []
+        sizes, given = [], []
         for axis in ("Y", "X"):
             value = pix.get(f"PhysicalSize{axis}")
-            unit = pix.get(f"PhysicalSize{axis}Unit", "µm").strip().lower()
-            scale = _UNIT_MM.get(unit)
+            unit = pix.get(f"PhysicalSize{axis}Unit", "µm").strip()
+            scale = _UNIT_MM.get(unit.lower())
+            if value is not None:
+                given.append(f"PhysicalSize{axis}={value!r} {unit}")
             try:
-                sizes.append(_tidy(float(value) * scale) if value is not None and scale else None)
+                size = _tidy(float(value) * scale) if value is not None and scale else None
             except ValueError:
-                sizes.append(None)
-        if all(s is not None and s > 0 for s in sizes):
+                size = None
+            sizes.append(size if size is not None and math.isfinite(size) and size > 0 else None)
+        if all(s is not None for s in sizes):
             parts.spacing, parts.spacing_source = (sizes[0], sizes[1]), "OME PhysicalSizeY/X"
+        elif given:
+            parts.spacing_problem = (
+                f"the OME pixel size ({', '.join(given)}) is not a positive length in a known unit"
+            )
     if parts.timings is None:
         for element in _ome_elements(xml, "M"):  # MapAnnotation entries
             key = (element.get("K") or "").strip()
