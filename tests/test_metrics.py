@@ -25,3 +25,19 @@ def test_tre_skips_missing_points_and_checks_shapes():
     assert landmark_tre({"a": points}, None, (2.0, 2.0))["a"] == pytest.approx(10.0)
     with pytest.raises(ValueError, match=r"\(N, 2\)"):
         landmark_tre({"a": np.zeros((3, 3))})
+
+
+def test_alignment_score_does_not_depend_on_the_intensity_scale():
+    from napari_any2reg.core.metrics import alignment_score
+
+    phantom = make_phantom("molli", seed=2, shape=(48, 48))
+    frames = phantom.sequence.frames.astype(np.float64)
+    reference = alignment_score(frames)
+    assert 0.5 < reference < 1.0
+    # a fixed epsilon in the normalisation used to turn data ~1e-30 into noise (score ~0)
+    for scale in (1e-30, 1e-150, 1e30, 1e150):
+        assert alignment_score(frames * scale) == pytest.approx(reference, rel=1e-9)
+    # a frame constant in the ROI contributes nothing instead of dividing by zero
+    flat = frames.copy()
+    flat[0] = 7.0
+    assert np.isfinite(alignment_score(flat)) and alignment_score(flat) < reference

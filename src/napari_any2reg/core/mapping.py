@@ -51,6 +51,7 @@ __all__ = [
     "FitCancelled",
     "FAILURE_REASONS",
     "fit_t1",
+    "fit_problem",
     "model_for_kind",
     "model_signal",
     "t1_gradient",
@@ -114,6 +115,28 @@ def model_for_kind(kind: str | None) -> str | None:
     ('molli', None)
     """
     return _KIND_MODELS.get(str(kind or "").lower())
+
+
+def fit_problem(timings_ms: Any, n_frames: int, model: str | T1Model | None) -> str | None:
+    """Why :func:`fit_t1` would refuse these timings, or ``None`` when a fit is possible.
+
+    Lets a caller decide before any expensive work (registration, export) whether T1 maps can
+    be made: no model, no timings, too few frames for the model, fewer than two distinct times.
+
+    Examples
+    --------
+    >>> fit_problem([100, 180, 260, 1000], 4, "molli") is None
+    True
+    >>> fit_problem([100, 100, 100, 100], 4, "molli")
+    'need at least 2 distinct finite inversion times to fit T1; got [100.0, 100.0, 100.0, 100.0].'
+    """
+    if model is None:
+        return "the sequence kind has no T1 model"
+    try:
+        _check_timings(timings_ms, int(n_frames), _get_model(model))
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _get_model(model: str | T1Model) -> T1Model:

@@ -87,7 +87,14 @@ def alignment_score(frames: np.ndarray, mask: np.ndarray | None = None, k: int =
         mask = default_roi(frames.shape[-2:])
     x = frames[:, np.asarray(mask, bool)]
     x = x - x.mean(axis=1, keepdims=True)
-    x /= np.linalg.norm(x, axis=1, keepdims=True) + 1e-12
+    # the score is scale-free: bring the data to ~1 first, so neither a fixed epsilon (data
+    # ~1e-30) nor squaring (under- or overflow of float64) decides the result
+    peak = np.max(np.abs(x)) if x.size else 0.0
+    if peak > 0:
+        x = x / peak
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    # a frame constant inside the ROI has no direction: it contributes nothing, not noise
+    x = np.divide(x, norms, out=np.zeros_like(x), where=norms > 1e-12)
     eigenvalues = np.linalg.eigvalsh(x @ x.T)
     return float(eigenvalues[-min(k, n):].sum() / n)
 

@@ -186,6 +186,19 @@ def _validate_frames(frames: Any, name: str) -> np.ndarray:
             f"{name!r}: frames of {h}x{w} pixels are too small; need at least 8x8. "
             "Is the frame axis first (N, H, W)?"
         )
+    if array.dtype.kind in "fiu" and array.dtype.itemsize > 4 and array.size:
+        # float64 (or int64) values beyond float32 become Inf in the conversion below: say so,
+        # rather than blaming the data for NaN/Inf it does not contain
+        magnitude = np.abs(array, dtype=np.float64) if array.dtype.kind == "f" else np.abs(array.astype(np.float64))
+        limit = float(np.finfo(np.float32).max)
+        too_large = np.isfinite(magnitude) & (magnitude > limit)
+        if too_large.any():
+            bad = np.unique(np.nonzero(too_large)[0]).tolist()
+            raise SequenceError(
+                f"{name!r}: frames {bad} hold values up to {float(magnitude[too_large].max()):.3g}, beyond the "
+                f"float32 range (±{limit:.3g}) the frames are stored in (overflow); rescale the data "
+                "first (e.g. divide by its maximum)."
+            )
     array = np.array(array, dtype=np.float32, copy=True)
     finite = np.isfinite(array)
     if not finite.all():

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["WeightsError", "weights_dir", "sha256_of", "read_manifest", "load_weights"]
+__all__ = ["WeightsError", "weights_dir", "sha256_of", "read_manifest", "load_weights", "weights_problem"]
 
 MANIFEST = "manifest.json"
 
@@ -72,10 +72,22 @@ def load_weights(name: str, directory: Path | None = None) -> tuple[dict[str, An
     return _load_verified(str(directory.resolve()), name)
 
 
-@functools.lru_cache(maxsize=8)
-def _load_verified(directory: str, name: str):
-    # cached: the first use of an engine loads its weights once per process
-    folder = Path(directory)
+def weights_problem(name: str, directory: Path | None = None) -> str | None:
+    """What is wrong with the shipped weights ``name`` (missing, altered, unlisted), or ``None``.
+
+    Hashes the file against the manifest without loading it and without caching, so it sees a
+    file that changed since it was last loaded (``any2reg engines`` reports with it).
+    """
+    directory = Path(directory) if directory is not None else weights_dir()
+    try:
+        _verify(directory, name)
+    except WeightsError as exc:
+        return str(exc)
+    return None
+
+
+def _verify(folder: Path, name: str) -> dict[str, Any]:
+    """The manifest entry of ``name`` once the file exists and its SHA-256 matches; else WeightsError."""
     entry = read_manifest(folder).get(name)
     path = folder / name
     if entry is None:
@@ -89,14 +101,26 @@ def _load_verified(directory: str, name: str):
             f"Weights file {path} is missing; reinstall napari-any2reg (the wheel ships it), "
             "or use a classical engine (groupwise, xcoreg)."
         )
-    actual = sha256_of(path)
+    try:
+        actual = sha256_of(path)
+    except OSError as exc:
+        raise WeightsError(f"Weights file {path} cannot be read ({exc.strerror or exc}); check its permissions or reinstall napari-any2reg.") from exc
     if actual != entry.get("sha256"):
         raise WeightsError(
             f"Weights file {path} has SHA-256 {actual}, but the manifest expects "
             f"{entry.get('sha256')}: the file is corrupted or was altered. Reinstall napari-any2reg."
         )
+    return dict(entry)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_verified(directory: str, name: str):
+    # cached: the first use of an engine loads its weights once per process
+    folder = Path(directory)
+    entry = _verify(folder, name)
+    path = folder / name
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a bad pickle/zip
         raise WeightsError(f"Weights file {path} could not be read ({exc}); reinstall napari-any2reg.") from exc
-    return checkpoint, dict(entry)
+    return checkpoint, entry

@@ -13,6 +13,7 @@ all-to-one mode the reference frame's parameters are held at zero.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import torch
@@ -158,7 +159,24 @@ def optimise(
 
 
 def scaled_stages(stages: list[Stage], iterations_scale: float) -> list[Stage]:
-    """Scale every stage's iteration count (at least 1) — the speed/quality knob."""
+    """Scale every stage's iteration count (at least 1) — the speed/quality knob.
+
+    Raises
+    ------
+    ValueError
+        If ``iterations_scale`` is not a positive finite number (0 or a negative value would
+        silently run one iteration per stage; NaN cannot be rounded).
+    """
+    try:
+        scale = float(iterations_scale)
+    except (TypeError, ValueError):
+        scale = float("nan")
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(
+            f"iterations_scale must be a positive number (0.3 for a quick preview, 2 for hard cases); "
+            f"got {iterations_scale!r}."
+        )
+    iterations_scale = scale
     return [dataclasses.replace(s, iterations=max(1, int(round(s.iterations * iterations_scale)))) for s in stages]
 
 
