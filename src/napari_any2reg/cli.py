@@ -41,7 +41,42 @@ def _spacing(text: str) -> tuple[float, float]:
         values = values * 2
     if len(values) != 2:
         raise argparse.ArgumentTypeError("spacing is 'dy,dx' in mm (or one value for both)")
+    if not all(np.isfinite(values)) or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"spacing must be positive mm ('dy,dx'); got {text!r}")
     return values[0], values[1]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number (e.g. 0.3 for a quick preview, 2 for hard cases); got {text!r}")
+    return value
+
+
+#: Options whose value is a number or a list of numbers. argparse takes a value that starts with
+#: '-' and is not a plain negative number (``--spacing-mm -1,2``) for an option and reports a
+#: missing value; joining them (``--spacing-mm=-1,2``) lets the value's own check say what is wrong.
+_NUMERIC_OPTIONS = ("--spacing-mm", "--times-ms", "--iterations-scale", "--reference-frame", "--io-steps",
+                    "--r2-threshold", "--seed", "--size")
+
+
+def _join_numeric_values(argv: Seq[str]) -> list[str]:
+    out: list[str] = []
+    tokens = list(argv)
+    k = 0
+    while k < len(tokens):
+        token = tokens[k]
+        following = tokens[k + 1] if k + 1 < len(tokens) else ""
+        if token in _NUMERIC_OPTIONS and following[:1] == "-" and following[1:2] in tuple("0123456789.") + ("i", "n", "I", "N"):
+            out.append(f"{token}={following}")
+            k += 2
+            continue
+        out.append(token)
+        k += 1
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device; auto = CUDA when present (default: %(default)s)")
     reg.add_argument("--reference-frame", type=int, default=None, metavar="I", help="keep frame I fixed (all-to-one); default: groupwise")
     reg.add_argument("--metric", choices=("cte", "pca2"), default=None, help="similarity for the groupwise engine (default: cte)")
-    reg.add_argument("--iterations-scale", type=float, default=None, metavar="S", help="multiply iteration counts (0.3 quick preview, 2 hard cases)")
+    reg.add_argument("--iterations-scale", type=_positive_float, default=None, metavar="S", help="multiply iteration counts (0.3 quick preview, 2 hard cases)")
     reg.add_argument("--kind", choices=SEQUENCE_KINDS, default=None, help="override the sequence kind read from the file")
     reg.add_argument("--times-ms", type=_float_list, default=None, metavar="T1,T2,...", help="per-frame inversion/saturation/trigger times (ms); 'inf' for no preparation")
     reg.add_argument("--spacing-mm", type=_spacing, default=None, metavar="DY,DX", help="override the pixel spacing (mm)")
@@ -207,10 +242,95 @@ class _ProgressPrinter:
         sys.stderr.flush()
 
 
+def _note(kind: str, text: str) -> None:
+    """A one-line message on stderr that is not an error (shown even with -q: it concerns the results)."""
+    print(f"any2reg: {kind}: {' '.join(str(text).split())}", file=sys.stderr)
+
+
+def _read_input(path: str, **options):
+    """``read_sequence`` with its warnings (a pixel size replaced by 1 mm, ...) printed as one line each."""
+    import warnings
+
+    from .io import SequenceReadWarning, read_sequence
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SequenceReadWarning)  # printed below, once, in CLI form
+        sequence = read_sequence(path, **options)
+    for text in sequence.metadata.get("read_warnings", ()):
+        _note("warning", text)
+    return sequence
+
+
+def _refuse_replacing_inputs(targets: Seq[Path], inputs: Seq[str | None]) -> None:
+    """Never let an output (even with --overwrite) replace a file this run reads.
+
+    ``any2reg register out/registered.tif -o out --overwrite`` would otherwise replace the very
+    data being processed (and a NIfTI input's JSON sidecar is as much input as the image).
+    """
+    import os
+
+    from .io._common import find_sidecar
+
+    read: list[Path] = []
+    for name in inputs:
+        if name is None or not Path(name).is_file():
+            continue
+        read.append(Path(name))
+        sidecar = find_sidecar(Path(name))
+        if sidecar is not None:
+            read.append(sidecar)
+    for target in targets:
+        if not target.is_file():
+            continue
+        for source in read:
+            if os.path.samefile(target, source):
+                alias = "" if Path(os.path.abspath(source)) == Path(os.path.abspath(target)) else f" (as {source})"
+                raise ValueError(
+                    f"{target} is also read by this run{alias}; writing the outputs there would "
+                    "replace it. Choose another output folder or file name."
+                )
+
+
+def _check_weights(args: argparse.Namespace) -> None:
+    """Load the network the any2reg engines will use now, so a weights problem stops the run
+    before any work, with one line that says what to do (the loaded network is cached)."""
+    from .core.device import resolve_device
+    from .core.engines.any2reg import load_pretrained
+    from .core.weights import WeightsError
+
+    device = resolve_device(args.device)
+    if args.weights is None:
+        load_pretrained(device)  # its WeightsError already names the file and the fix
+        return
+    fix = "pass a best.pt / checkpoint.pt written by 'any2reg train', or omit --weights to use the shipped weights."
+    import zipfile
+
+    if Path(args.weights).is_file() and not zipfile.is_zipfile(args.weights):
+        # torch's own message for this case is a page about weights_only that misleads
+        raise WeightsError(f"--weights {args.weights}: not a PyTorch checkpoint (those are zip archives); {fix}")
+    try:
+        load_pretrained(device, args.weights)
+    except Exception as exc:  # torch and the checkpoint layout raise many types for a wrong file
+        if not Path(args.weights).is_file():
+            raise WeightsError(f"--weights {args.weights}: no such file; {fix}") from exc
+        cause = " ".join(str(exc).split())
+        for spelling in {str(args.weights), str(Path(args.weights).resolve())}:
+            cause = cause.replace(f"Weights file {spelling} ", "").replace(f"{spelling}: ", "").replace(spelling, "the file")
+        cause = cause if len(cause) <= 160 else cause[:157] + "..."  # torch's messages run to pages
+        if not isinstance(exc, WeightsError):
+            cause = f"{type(exc).__name__}: {cause}"
+        raise WeightsError(f"--weights {args.weights}: not a usable any2reg network ({cause}); {fix}") from exc
+
+
+def _output_bytes(sequence, per_voxel: int, extra: int = 0) -> int:
+    """Rough size of the outputs, to refuse a disk that cannot hold them before computing."""
+    return sequence.n_frames * sequence.shape[0] * sequence.shape[1] * per_voxel + extra
+
+
 def _cmd_register(args: argparse.Namespace) -> int:
     from .core.metrics import alignment_score
     from .core.registration import register
-    from .io import atomic_write, read_sequence, write_tiff
+    from .io import atomic_write_folder, check_output_folder, write_tiff
 
     overrides = {}
     if args.kind is not None:
@@ -219,26 +339,34 @@ def _cmd_register(args: argparse.Namespace) -> int:
         overrides["timings_ms"] = args.times_ms
     if args.spacing_mm is not None:
         overrides["spacing_mm"] = args.spacing_mm
-    sequence = read_sequence(args.input, **overrides)
+    sequence = _read_input(args.input, **overrides)
 
+    # everything that can be checked is checked before the registration runs
     outdir = Path(args.output)
-    export_items = _export_items(args, sequence)
+    export_items, skipped = _export_items(args, sequence)
     landmarks = _read_landmarks_for(args.landmarks, sequence) if args.landmarks is not None else None
     if export_items is None and landmarks is not None:
         raise ValueError("--landmarks is used by the export; add --export all (or --export landmarks,...).")
-    targets = [outdir / "registered.tif", outdir / "displacement.npy", outdir / "metrics.json"]
+    names = ["registered.tif", "displacement.npy", "metrics.json"]
     if args.engine.startswith("any2reg"):
-        targets.append(outdir / "correspondence.npy")
+        names.append("correspondence.npy")
     if export_items is not None:
         from .core.export import planned_files
 
-        targets += [outdir / name for name in planned_files(export_items, report_format=args.report_format)
-                    if outdir / name not in targets]
+        names += [name for name in planned_files(export_items, report_format=args.report_format) if name not in names]
+    targets = [outdir / name for name in names]
+    _refuse_replacing_inputs(targets, [args.input, args.landmarks, args.weights])
     existing = [str(p) for p in targets if p.exists()]
     if existing and not args.overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite to replace them")
-    if export_items is None:
-        outdir.mkdir(parents=True, exist_ok=True)
+    # registered + displacement (2) + correspondence: 16 bytes a voxel; the export adds NIfTI
+    # copies and the Jacobian, and a report of a few MB
+    check_output_folder(outdir, needed_bytes=_output_bytes(sequence, 16) if export_items is None
+                        else _output_bytes(sequence, 32, 5_000_000))
+    if args.engine.startswith("any2reg"):
+        _check_weights(args)
+    elif args.weights is not None or args.io_steps is not None:
+        raise ValueError(f"--weights and --io-steps are options of the any2reg engines, not of {args.engine!r}; drop them or use --engine any2reg / any2reg-io.")
 
     options = {}
     if args.metric is not None:
@@ -265,6 +393,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
             "n_frames": sequence.n_frames,
             "shape": list(sequence.shape),
             "spacing_mm": list(sequence.spacing_mm),
+            "spacing_source": sequence.metadata.get("spacing_source"),
             "kind": sequence.kind,
             "alignment_score_before": alignment_score(sequence.frames),
             "alignment_score_after": alignment_score(result.registered),
@@ -272,19 +401,24 @@ def _cmd_register(args: argparse.Namespace) -> int:
             "displacement_convention": "pixels (dy, dx), pull-back: registered_i(x) = frame_i(x + u_i(x))",
         }
     )
+    if sequence.metadata.get("read_warnings"):
+        metrics["read_warnings"] = list(sequence.metadata["read_warnings"])
+    if skipped:
+        metrics["export_skipped"] = dict(skipped)
     if export_items is not None:
-        _export_registration(args, sequence, result, metrics, export_items, landmarks, outdir)
+        _export_registration(args, sequence, result, metrics, export_items, landmarks, outdir, skipped)
         return EXIT_OK
-    write_tiff(targets[0], result.registered_sequence(), overwrite=args.overwrite)
-    atomic_write(targets[1], lambda p: np.save(p, result.displacement), overwrite=args.overwrite)
-    atomic_write(
-        targets[2],
-        lambda p: p.write_text(json.dumps(metrics, indent=2, default=float)),
-        overwrite=args.overwrite,
-    )
     scores = result.extras.get("correspondence")
-    if scores is not None and len(targets) > 3:
-        atomic_write(targets[3], lambda p: np.save(p, np.asarray(scores, np.float32)), overwrite=args.overwrite)
+
+    def write_outputs(staging: Path) -> None:
+        write_tiff(staging / "registered.tif", result.registered_sequence())
+        np.save(staging / "displacement.npy", result.displacement)
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+        if scores is not None and "correspondence.npy" in names:
+            np.save(staging / "correspondence.npy", np.asarray(scores, np.float32))
+
+    # the outputs appear together or not at all (full disk, Ctrl-C, SIGTERM)
+    atomic_write_folder(outdir, write_outputs, expected=names, overwrite=args.overwrite)
     if not args.quiet:
         print(
             f"{sequence.name}: {sequence.n_frames} frames, engine {result.engine} on {result.device}, "
@@ -295,31 +429,43 @@ def _cmd_register(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _export_items(args: argparse.Namespace, sequence) -> tuple[str, ...] | None:
-    """The export items of ``register --export`` resolved against what this run can provide."""
+def _export_items(args: argparse.Namespace, sequence) -> tuple[tuple[str, ...] | None, dict[str, str]]:
+    """The export items of ``register --export`` resolved against what this run can provide.
+
+    Returns the items and, for ``--export all``, the items left out and why (printed and kept in
+    metrics.json). An item named explicitly whose input is missing is an error, raised here,
+    before the registration runs.
+    """
     from .core.export import EXPORT_ITEMS, parse_export_items
-    from .core.mapping import model_for_kind
+    from .core.mapping import fit_problem, model_for_kind
 
     if args.export is None:
-        return None
+        return None, {}
     requested = parse_export_items(args.export)
     if not requested:
         raise ValueError("--export needs 'all' or a comma-separated list of items.")
-    can_fit = sequence.timings_ms is not None and model_for_kind(sequence.kind) is not None
+    model = model_for_kind(sequence.kind)
+    if model is None:
+        no_fit = f"no T1 model for a {sequence.kind!r} sequence (pass --kind molli|stone|sasha if it is one)"
+    elif sequence.timings_ms is None:
+        no_fit = "no inversion/saturation times (pass --times-ms)"
+    else:
+        no_fit = fit_problem(sequence.timings_ms, sequence.n_frames, model)
     if requested == ("all",):
-        skip = {"dice"} | ({"landmarks"} if args.landmarks is None else set()) | (set() if can_fit else {"maps"})
-        return tuple(item for item in EXPORT_ITEMS if item not in skip)
+        skipped = {"dice": "needs labels of every frame; export from napari or with core.export"}
+        if args.landmarks is None:
+            skipped["landmarks"] = "no --landmarks CSV"
+        if no_fit is not None:
+            skipped["maps"] = f"no T1 fit possible: {no_fit}"
+        return tuple(item for item in EXPORT_ITEMS if item not in skipped), skipped
     if "dice" in requested:
         raise ValueError("--export dice needs labels of every frame; export from napari (Export panel) or with core.export.")
     if "landmarks" in requested and args.landmarks is None:
         raise ValueError("--export landmarks needs --landmarks CSV (frame,name,y,x in pixels).")
-    if "maps" in requested and not can_fit:
-        raise ValueError(
-            f"--export maps needs a T1 sequence with inversion/saturation times; {args.input} is "
-            f"{sequence.kind!r}{'' if sequence.timings_ms is not None else ' without timings (pass --times-ms)'}."
-        )
+    if "maps" in requested and no_fit is not None:
+        raise ValueError(f"--export maps: no T1 fit is possible for {args.input}: {no_fit}")
     # the plain outputs (registered.tif, displacement.npy) are always part of an export
-    return tuple(item for item in EXPORT_ITEMS if item in set(requested) | {"stack", "displacement"})
+    return tuple(item for item in EXPORT_ITEMS if item in set(requested) | {"stack", "displacement"}), {}
 
 
 def _read_landmarks_for(path: str, sequence):
@@ -335,7 +481,7 @@ def _read_landmarks_for(path: str, sequence):
     return table
 
 
-def _export_registration(args, sequence, result, metrics, items, landmarks, outdir: Path) -> None:
+def _export_registration(args, sequence, result, metrics, items, landmarks, outdir: Path, skipped=None) -> None:
     """``register --export``: the plain outputs and the export items in one all-or-nothing write."""
     from .core.export import export_result, t1_maps_from_fit
 
@@ -356,6 +502,9 @@ def _export_registration(args, sequence, result, metrics, items, landmarks, outd
         report_format=args.report_format, extra_files=extra, command=["any2reg"] + list(getattr(args, "argv", [])),
         overwrite=args.overwrite,
     )
+    for item, why in (skipped or {}).items():
+        if item != "dice" and not (item == "landmarks" and args.landmarks is None):
+            _note("note", f"--export all: skipped {item}: {why}")  # the ones a user may have expected
     if not args.quiet:
         print(
             f"{sequence.name}: {sequence.n_frames} frames, engine {result.engine} on {result.device}, "
@@ -364,13 +513,18 @@ def _export_registration(args, sequence, result, metrics, items, landmarks, outd
         )
         if outcome.tre is not None:
             print(f"TRE overall {outcome.tre.before['overall']:.2f} -> {outcome.tre.after['overall']:.2f} mm")
-        print(outcome.summary())
+        summary = outcome.summary()
+        if skipped:
+            summary += "; skipped " + ", ".join(f"{k} ({v})" for k, v in skipped.items())
+        print(summary)
 
 
 def _cmd_tre(args: argparse.Namespace) -> int:
     from .core.landmarks import read_landmarks_csv, tre_before_after
     from .io import atomic_write, read_displacement
 
+    if args.out is not None:
+        _refuse_replacing_inputs([Path(args.out)], [args.displacement, args.landmarks])
     displacement, field_spacing = read_displacement(args.displacement)
     table = read_landmarks_csv(args.landmarks, spacing_mm=args.spacing_mm)
     if args.spacing_mm is None and table.spacing_source == "default" and field_spacing is not None:
@@ -389,13 +543,15 @@ def _cmd_tre(args: argparse.Namespace) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from .core.phantom import make_phantom
-    from .io import atomic_write, write_tiff
+    from .io import atomic_write_all, write_tiff
 
     phantom = make_phantom(args.kind, seed=args.seed, shape=(args.size, args.size))
-    out = write_tiff(Path(args.output), phantom.sequence, overwrite=args.overwrite)
+    out = Path(args.output)
+    items = [(out, lambda p: write_tiff(p, phantom.sequence, overwrite=True))]  # p: the reserved temp file
     if args.truth:
         truth = out.with_name(out.name.split(".")[0] + "_true_displacement.npy")
-        atomic_write(truth, lambda p: np.save(p, phantom.displacement), overwrite=args.overwrite)
+        items.append((truth, lambda p: np.save(p, phantom.displacement)))
+    atomic_write_all(items, overwrite=args.overwrite)  # the stack and its truth together, or neither
     print(f"wrote {out} ({phantom.sequence.n_frames} frames, {args.kind}, seed {args.seed})")
     return EXIT_OK
 
@@ -442,9 +598,11 @@ def _write_map_tiff(path: Path, array: np.ndarray, spacing_mm: tuple[float, floa
 def _cmd_fit(args: argparse.Namespace) -> int:
     from .core.mapping import T1_MODELS, fit_t1, model_for_kind
     from .core.mapping_roi import roi_masks, survival_thresholds
-    from .io import atomic_write_all, read_sequence
+    from .io import atomic_write_folder, check_output_folder
 
-    sequence = read_sequence(args.input)
+    # fit_t1 skips pixels with NaN/Inf samples (NaN in the maps, counted as failed), so such
+    # pixels are no reason to refuse the file here, unlike for registration
+    sequence = _read_input(args.input, nonfinite="mask")
     if args.times_ms is not None:
         if len(args.times_ms) != sequence.n_frames:
             raise ValueError(
@@ -470,12 +628,19 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     outdir = Path(args.output)
     names = ("t1.tif", "r2.tif", "t1_sd.tif", "params.tif", "stats.json")
     targets = [outdir / name for name in names]
+    _refuse_replacing_inputs(targets, [args.input, args.mask])
     existing = [str(p) for p in targets if p.exists()]
     if existing and not args.overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite to replace them")
-    outdir.mkdir(parents=True, exist_ok=True)
+    check_output_folder(outdir, needed_bytes=_output_bytes(sequence, 0, sequence.shape[0] * sequence.shape[1] * 4 * 8))
 
-    result = fit_t1(sequence, model=model, device=args.device, progress=_ProgressPrinter(args.quiet))
+    frames = sequence.frames
+    nonfinite = sequence.metadata.get("nonfinite_mask")
+    if nonfinite is not None:
+        frames = frames.copy()
+        frames[:, nonfinite] = np.nan  # the reader set them to 0; fit_t1 must see them as unusable
+        _note("note", f"{int(nonfinite.sum())} pixels of {args.input} have NaN/Inf values; they are not fitted (NaN in the maps, counted as failed)")
+    result = fit_t1(frames, sequence.timings_ms, model, device=args.device, progress=_ProgressPrinter(args.quiet))
     stats = result.summary()
     stats.update(
         {
@@ -503,12 +668,17 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         (result.t1_sd_ms, {"quantity": "T1 SD", "unit": "ms"}),
         (result.params_stack(), {"quantity": "parameters", "param_names": list(result.param_names)}),
     ]
-    items = [
-        (target, lambda p, a=array, i=info: _write_map_tiff(p, a, sequence.spacing_mm, {**base, **i}))
-        for target, (array, info) in zip(targets, maps)
-    ]
-    items.append((targets[4], lambda p: p.write_text(json.dumps(stats, indent=2, default=float))))
-    atomic_write_all(items, overwrite=args.overwrite)
+    if sequence.metadata.get("read_warnings"):
+        stats["read_warnings"] = list(sequence.metadata["read_warnings"])
+    if nonfinite is not None:
+        stats["nonfinite_input_pixels"] = int(nonfinite.sum())
+
+    def write_outputs(staging: Path) -> None:
+        for name, (array, info) in zip(names, maps):
+            _write_map_tiff(staging / name, array, sequence.spacing_mm, {**base, **info})
+        (staging / "stats.json").write_text(json.dumps(stats, indent=2, default=float))
+
+    atomic_write_folder(outdir, write_outputs, expected=names, overwrite=args.overwrite)
     if not args.quiet:
         median = stats["t1_median_ms"]
         median_text = f"median T1 {median:.0f} ms" if median is not None else "no valid T1"
@@ -522,17 +692,24 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 def _cmd_engines(args: argparse.Namespace) -> int:
     from .core.device import describe_device
-    from .core.engines.any2reg import DEFAULT_WEIGHTS, shipped_weights_available
+    from .core.engines.any2reg import DEFAULT_WEIGHTS
     from .core.registration import DEFAULT_ENGINE, available_engines
+    from .core.weights import weights_problem
 
+    # the file is hashed, not only looked up in the manifest: a missing or altered file is
+    # reported here rather than as a failure of the first registration
+    problem = weights_problem(DEFAULT_WEIGHTS)
     for name in available_engines():
         notes = []
         if name == DEFAULT_ENGINE:
             notes.append("default")
         if name.startswith("any2reg"):
-            notes.append(f"weights {DEFAULT_WEIGHTS}" if shipped_weights_available() else "weights MISSING: reinstall, or use groupwise / xcoreg")
+            notes.append(f"weights {DEFAULT_WEIGHTS}, SHA-256 verified" if problem is None else "weights NOT USABLE")
         print(name + (f"  ({', '.join(notes)})" if notes else ""))
     print(f"device auto -> {describe_device('auto')}")
+    if problem is not None:
+        print(f"any2reg: error: {' '.join(problem.split())}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -614,22 +791,81 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler, a closing terminal), raised in the main thread.
+
+    A KeyboardInterrupt so that it unwinds like Ctrl-C: the atomic writers catch it, delete
+    their temporary and staging files and remove folders they created, and nothing half
+    written is left behind.
+    """
+
+
+EXIT_TERMINATED = 128 + 15  # the shell's code for a process ended by SIGTERM
+
+
+class _SigtermAsException:
+    """Turn SIGTERM into :class:`Terminated` while the command runs; restore the handler after.
+
+    Only the first SIGTERM raises; later ones are ignored so the clean-up itself is not cut
+    short (SIGKILL still stops the process at once).
+    """
+
+    def __enter__(self):
+        import signal
+
+        self.previous = None
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signal handlers can only be installed from the main thread
+        self.fired = False
+
+        def handler(signum, frame):
+            if self.fired:
+                return
+            self.fired = True
+            raise Terminated()
+
+        self.previous = signal.signal(signal.SIGTERM, handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
 def main(argv: Seq[str] | None = None) -> int:
     """Entry point of the ``any2reg`` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the run record
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_join_numeric_values(argv))
+    args.argv = argv  # for the run record
     handlers = {"register": _cmd_register, "sample": _cmd_sample, "engines": _cmd_engines, "train": _cmd_train, "fit": _cmd_fit,
                 "tre": _cmd_tre}
     try:
-        return handlers[args.command](args)
+        with _SigtermAsException():
+            return handlers[args.command](args)
+    except Terminated:
+        print("any2reg: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("any2reg: cancelled", file=sys.stderr)
         return EXIT_CANCELLED
     except (ValueError, OSError, TypeError) as exc:  # SequenceError/ReadError are ValueErrors
-        message = " ".join(str(exc).split())  # one line
-        print(f"any2reg: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
+        return _error(exc)
+    except RuntimeError as exc:
+        from .core.weights import WeightsError
+
+        if isinstance(exc, WeightsError):  # missing, altered or unreadable weights: the user's to fix
+            return _error(exc)
+        raise  # anything else is a bug: keep the traceback
+
+
+def _error(exc: BaseException) -> int:
+    message = " ".join(str(exc).split())  # one line
+    print(f"any2reg: error: {message}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover
