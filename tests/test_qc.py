@@ -327,3 +327,43 @@ def test_temporal_profile_follows_the_tissue_after_registration(phantom):
     np.testing.assert_allclose(mean_before, raw[:, y - 1 : y + 2, x - 1 : x + 2].mean(axis=(1, 2)), rtol=1e-6)
     with pytest.raises(ValueError, match="outside"):
         qc.temporal_profile(raw, registered, 64, 0)
+
+
+# ------------------------------------------------------------------ display settings (issue 11, item 12)
+def test_grid_lines_and_arrows_stay_visible_on_large_images():
+    assert qc.grid_line_width((64, 64)) == pytest.approx(0.35)
+    assert qc.grid_line_width((320, 320)) >= 1.0  # a 320 x 320 grid does not break into dashes
+    assert qc.grid_vertex_step((64, 64)) == 1.0 and qc.grid_vertex_step((320, 320)) == pytest.approx(2.5)
+    # arrows of 1-3 px drawn long enough to see: the 95th percentile at 80 % of the spacing
+    lengths = np.linspace(1.0, 3.0, 101)
+    factor = qc.arrow_display_scale(lengths, step=6.0)
+    assert np.percentile(lengths * factor, 95) == pytest.approx(4.8)
+    assert qc.arrow_display_scale([20.0, 30.0], step=6.0) == 1.0  # long arrows are never shrunk
+    assert qc.arrow_display_scale(np.zeros(5), step=6.0) == 1.0
+
+
+def test_jacobian_limits_follow_the_data_centred_at_one():
+    det = 1.0 + 0.03 * np.sin(np.linspace(0, 6, 4096)).reshape(1, 64, 64)
+    lo, hi = qc.jacobian_display_limits(det)
+    assert lo + hi == pytest.approx(2.0) and 0.025 < hi - 1 <= 0.0301  # not a uniform 0-2 wash
+    assert qc.jacobian_display_limits(np.ones((1, 4, 4))) == pytest.approx((0.98, 1.02))  # no change: floor
+    assert qc.jacobian_display_limits(np.full((1, 4, 4), 5.0)) == pytest.approx((0.0, 2.0))  # capped
+    assert qc.symmetric_limit([-3.0, 1.0, np.nan], percentile=100) == 3.0
+
+
+def test_qc_table_has_times_and_lengths_in_mm():
+    from napari_any2reg.core.phantom import make_phantom
+
+    phantom = make_phantom("molli", seed=2, shape=SHAPE, spacing_mm=SPACING)
+    raw, u = phantom.sequence.frames, phantom.displacement
+    times = phantom.sequence.timings_ms
+    table = qc.frame_qc_table(raw, warp_images(raw, u), u, spacing_mm=SPACING, timings_ms=times)
+    np.testing.assert_allclose(table.column("time_ms"), times)
+    # isotropic 4.5 mm pixels: the gradient per mm is the gradient per pixel / 4.5
+    np.testing.assert_allclose(table.column("jacobian_gradient_mm"), table.column("jacobian_gradient") / SPACING[0],
+                               rtol=1e-6)
+    headers = [header for _, header, _ in qc.QCTable.COLUMNS]
+    assert headers[1] == "TI (ms)" and not any("px" in h for h in headers)
+    assert table.formatted()[0][1] == f"{times[0]:g}"
+    untimed = qc.frame_qc_table(raw, raw, u, spacing_mm=SPACING)
+    assert untimed.formatted()[0][1] == "—"

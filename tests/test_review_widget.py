@@ -66,7 +66,7 @@ def review(viewer, qtbot):
     w = ReviewWidget(viewer)
     viewer.window.add_dock_widget(w, name="Review")
     yield w
-    qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not w.busy(), timeout=TIMEOUT_MS)  # no overlay or review thread outlives a test
 
 
 def register_sample(viewer, registration, qtbot, key="molli"):
@@ -276,3 +276,98 @@ def test_review_is_a_plugin_dock_widget(viewer):
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Review")
     assert isinstance(widget, ReviewWidget)
     assert widget.layer_combo.count() == 0 and not widget.grid_button.isEnabled()
+
+
+# ---------------------------------------------------------------------- issue 11: usability
+def test_overlays_in_workers_readable_and_not_piled(viewer, registration, review, qtbot, errors):
+    """Items 10-12: overlays are built off the GUI thread; the display is readable; a new image
+    overlay hides the ones it would pile onto; the toggle is not hidden behind overlays; the QC
+    table has a TI column and lengths in mm; side by side and back."""
+    from napari_any2reg.core import qc
+    from napari_any2reg.widgets._layers import beside_translate
+
+    source, registered = register_sample(viewer, registration, qtbot)
+    wait_review(qtbot, review)
+    n, h, w = registered.data.shape
+    np.testing.assert_allclose(registered.translate, beside_translate(source.translate, source.scale, (n, h, w)))
+
+    headers = [review.table.horizontalHeaderItem(c).text() for c in range(review.table.columnCount())]
+    assert headers[1] == "TI (ms)" and "|∇J| (1/mm)" in headers and not any("px" in t for t in headers)
+    times = [float(review.table.item(r, 1).text()) for r in range(n)]
+    np.testing.assert_allclose(times, source.metadata["timings_ms"])
+
+    # item 10: the grid is built in a worker; the panel answers at once and the layer follows
+    assert review.show_grid()
+    assert review.busy() and review.overlay_layer("grid") is None and review.progress_bar.maximum() == 0
+    wait_idle(qtbot, review)
+    grid = review.overlay_layer("grid")
+    assert grid.edge_width[0] == pytest.approx(qc.grid_line_width((h, w)))
+    assert review.progress_bar.maximum() == 100
+
+    step = review.quiver_step_spin.value()
+    assert review.show_quiver()
+    wait_idle(qtbot, review)
+    quiver = review.overlay_layer("quiver")
+    lengths = np.hypot(quiver.data[:, 1, 1], quiver.data[:, 1, 2])
+    assert quiver.length == pytest.approx(qc.arrow_display_scale(lengths, step)) and quiver.length >= 1
+    assert np.percentile(lengths * quiver.length, 95) >= 0.8 * step - 1e-3  # visible arrows
+    assert "×" in review.status_label.text()
+
+    # one image overlay at a time per position, each with a colour bar
+    assert review.show_jacobian()
+    wait_idle(qtbot, review)
+    jacobian = review.overlay_layer("jacobian")
+    assert jacobian.visible and jacobian.colorbar.visible
+    assert review.show_scores()
+    qtbot.waitUntil(lambda: review.overlay_layer("scores") is not None, timeout=TIMEOUT_MS)
+    scores = review.overlay_layer("scores")
+    assert scores.visible and scores.colorbar.visible
+    assert not jacobian.visible and not jacobian.colorbar.visible
+    assert grid.visible and quiver.visible  # line overlays stay
+
+    # item 11: the toggle shows the chosen layer, not the overlays on top of it
+    review.side_by_side(False)
+    np.testing.assert_allclose(registered.translate, source.translate)
+    np.testing.assert_allclose(scores.translate, registered.translate)  # follows the registered layer
+    np.testing.assert_allclose(grid.translate, source.translate)  # stays on the raw frames
+    review.toggle_raw_registered()
+    assert source.visible and not registered.visible and not scores.visible
+    assert "hidden" in review.status_label.text()
+    review.toggle_raw_registered()
+    assert registered.visible and not source.visible
+    review.side_by_side(True)
+    np.testing.assert_allclose(registered.translate, beside_translate(source.translate, source.scale, (n, h, w)))
+    assert source.visible and registered.visible
+    assert errors == []
+
+
+def test_double_click_plots_the_profile_without_zooming(viewer, registration, review, qtbot, errors):
+    """Item 11: napari's double-click zoom is replaced on the reviewed layers, kept elsewhere."""
+    from napari.utils.interactions import mouse_double_click_callbacks
+
+    source, registered = register_sample(viewer, registration, qtbot)
+    wait_review(qtbot, review)
+    viewer.layers.selection.active = registered  # pan/zoom mode: napari would zoom
+    zoom = viewer.camera.zoom
+
+    def double_click(world):
+        mouse_double_click_callbacks(viewer, types.SimpleNamespace(position=tuple(world), modifiers=[],
+                                                                    view_direction=None, dims_displayed=[1, 2]))
+
+    double_click(registered.data_to_world((3, 40, 20)))
+    assert (review.last_profile["y"], review.last_profile["x"]) == (40, 20)
+    assert viewer.camera.zoom == pytest.approx(zoom)
+    double_click(source.data_to_world((3, 10, 12)))  # the raw layer (beside) works as well
+    assert (review.last_profile["y"], review.last_profile["x"]) == (10, 12)
+    assert viewer.camera.zoom == pytest.approx(zoom)
+    outside = np.asarray(registered.data_to_world((3, 40, 20)), float)
+    outside[-2] += 10 * registered.data.shape[-2] * registered.scale[-2]
+    review.last_profile = None
+    double_click(outside)  # not on an image: napari's zoom as usual
+    assert review.last_profile is None and viewer.camera.zoom == pytest.approx(2 * zoom)
+
+    # closing the panel gives napari its zoom back
+    review.close()
+    callbacks = viewer.mouse_double_click_callbacks
+    assert any(getattr(cb, "__name__", "") == "double_click_to_zoom" for cb in callbacks)
+    assert errors == []
