@@ -102,7 +102,13 @@ def test_run_on_sample_adds_registered_layer(viewer, widget, qtbot, notification
     assert widget.worker is not None
     assert not widget.run_button.isEnabled() and widget.cancel_button.isEnabled()
     assert not widget.layer_combo.isEnabled()
+    # napari's own progress convention: the run also shows in the Activity dock / status bar
+    from napari.utils import progress
+
+    activity = widget.activity._bar
+    assert activity in progress._all_instances and activity.desc.startswith(f"Registering {source.name}")
     wait_done(qtbot, widget)
+    assert widget.activity is None and activity not in progress._all_instances
 
     assert notifications["error"] == [], notifications
     name = f"{source.name} registered"

@@ -44,7 +44,7 @@ from ..core.export import EXPORT_ITEMS, ExportResult, export_registration
 from ._dock import scroll_body
 from ._layers import sequence_from_layer_fields
 from ._pickers import NONE_ITEM, chosen_layer, contains, fill_combo, is_registered_layer
-from ._relay import ProgressRelay
+from ._relay import ActivityProgress, ProgressRelay
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -96,6 +96,7 @@ class ExportWidget(QWidget):
         self._none_chosen = {"points": False, "labels": False}
         self._relay = ProgressRelay(self)
         self._relay.progress.connect(self._on_progress)
+        self.activity: ActivityProgress | None = None
         self._build_ui()
         layers = self.viewer.layers
         layers.events.inserted.connect(self._on_layers_changed)
@@ -375,6 +376,7 @@ class ExportWidget(QWidget):
         self._set_running(True)
         self.progress_bar.setValue(0)
         self.set_status(f"Exporting {', '.join(job['items'])} to {job['folder']}…")
+        self.activity = ActivityProgress(f"Export to {job['folder'].name}")
         worker.start()
         return True
 
@@ -388,6 +390,8 @@ class ExportWidget(QWidget):
             self.progress_bar.setValue(int(round(100 * min(max(fraction, 0.0), 1.0))))
             if message:
                 self.set_status(f"Exporting: {message}…")
+            if self.activity is not None:  # last: napari's bar may process events
+                self.activity.set(fraction, message)
 
     def _on_returned(self, outcome: tuple[ExportResult | None, BaseException | None]) -> None:
         result, error = outcome
@@ -406,6 +410,9 @@ class ExportWidget(QWidget):
         show_info(f"Exported {len(result.files)} files to {result.folder}.")
 
     def _on_finished(self) -> None:
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
         self.worker = None
         self._set_running(False)
 

@@ -27,7 +27,7 @@ import numpy as np
 from napari.layers import Image, Labels, Shapes
 from napari.qt.threading import FunctionWorker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -53,7 +53,7 @@ from ..core.mapping_roi import DEFAULT_R2_THRESHOLD, r2_survival, roi_masks, roi
 from ._dock import install_frame_label, scroll_body
 from ._layers import REGISTERED_SUFFIX, axes_kwargs
 from ._pickers import cuda_available, index_of, is_sequence_layer
-from ._relay import ProgressRelay
+from ._relay import ActivityProgress, ProgressRelay
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -178,12 +178,6 @@ def signal_mask(frames: np.ndarray, fraction: float = 0.1) -> np.ndarray:
     return peak > fraction * float(np.percentile(finite, 99))
 
 
-def _percentile_limits(values: np.ndarray, high: float = 99.0, floor: float = 1.0) -> tuple[float, float]:
-    finite = values[np.isfinite(values)]
-    top = float(np.percentile(finite, high)) if finite.size else floor
-    return 0.0, max(top, floor)
-
-
 # ====================================================================== widget
 class MappingWidget(QWidget):
     """Dock widget fitting T1 maps of a raw and/or registered sequence and comparing them.
@@ -201,6 +195,8 @@ class MappingWidget(QWidget):
         self.last_result: MappingOutcome | None = None
         self.last_error: BaseException | None = None
         self._cancel_event: threading.Event | None = None
+        self.activity: ActivityProgress | None = None
+        self._staging: list[Any] = []  # map layers still to add, one per event-loop turn
         self._jobs: list[_Job] = []
         self._watched_layers: list[Any] = []
         self._sequence_layers: list[Image] = []
@@ -371,6 +367,7 @@ class MappingWidget(QWidget):
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
         self.cancel()
+        self._staging.clear()
         super().closeEvent(event)
 
     # ------------------------------------------------------------------ layer pickers
@@ -518,7 +515,7 @@ class MappingWidget(QWidget):
 
     def _update_run_enabled(self) -> None:
         chosen = self.selected_layer("before") is not None or self.selected_layer("after") is not None
-        self.run_button.setEnabled(self.worker is None and chosen)
+        self.run_button.setEnabled(self.worker is None and not self._staging and chosen)
 
     # ------------------------------------------------------------------ ROI
     def roi_labels(self, shape: tuple[int, int], reference: Image) -> np.ndarray | None:
@@ -588,6 +585,7 @@ class MappingWidget(QWidget):
         self.progress_bar.setValue(0)
         names = " and ".join(repr(job.name) for job in jobs)
         self.set_status(f"Fitting {model} T1 maps of {names} on {device}…")
+        self.activity = ActivityProgress(f"T1 fit ({model})")
         worker.start()
         return True
 
@@ -632,6 +630,8 @@ class MappingWidget(QWidget):
         self.progress_bar.setValue(int(round(100 * min(max(fraction, 0.0), 1.0))))
         if message and self._cancel_event is not None and not self._cancel_event.is_set():
             self.set_status(f"{message} ({100 * fraction:.0f} %)")
+        if self.activity is not None:  # last: napari's bar may process events (and finish the run)
+            self.activity.set(fraction, message)
 
     def _on_returned(self, outcome: MappingOutcome) -> None:
         if outcome.error is not None:
@@ -648,9 +648,13 @@ class MappingWidget(QWidget):
             self._report_error(f"Could not add the T1 maps: {exc}", exc)
 
     def _on_finished(self) -> None:
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
         self.worker = None
         self._cancel_event = None
-        self._set_running(False)
+        if not self._staging:  # else the last staged layer re-enables the panel
+            self._set_running(False)
 
     def _show_outcome(self, outcome: MappingOutcome) -> None:
         self.last_result = outcome
@@ -661,23 +665,53 @@ class MappingWidget(QWidget):
             # the sequences overlap: put the registered maps right of the raw ones
             width = next(iter(outcome.results.values())).t1_ms.shape[-1] * self._jobs[-1].scale[-1]
             translates["after"][-1] += width * (1.0 + _SIDE_BY_SIDE_GAP)
+        steps = []
         for job in self._jobs:
             result = outcome.results[job.role]
             # below the sequence, so the maps never cover the frames
             translate = translates[job.role]
             translate[-2] += result.t1_ms.shape[-2] * job.scale[-2] * (1.0 + _SIDE_BY_SIDE_GAP)
             display = outcome.display.get(job.role) or _display_maps(result, job, outcome.r2_threshold)
-            for key, layer in self._add_maps(job, result, translate, outcome.r2_threshold, display).items():
-                added[key].append(layer)
-        if side_by_side:
-            _link(added)
+            for key in MAP_SUFFIXES:
+                def step(job=job, result=result, translate=translate, display=display, key=key) -> None:
+                    layers = self._add_maps(job, result, translate, outcome.r2_threshold, display, only=key)
+                    added[key].append(layers[key])
+                steps.append(step)
+
+        def finish() -> None:
+            if side_by_side:
+                _link(added)
+            self.progress_bar.setValue(100)
+            self.set_status(format_outcome(outcome))
+
         self._fill_table(outcome)
         self._draw_survival(outcome)
-        self.progress_bar.setValue(100)
-        self.set_status(format_outcome(outcome))
+        self.set_status("Adding the maps…")
+        # napari needs ~0.1-0.3 s of GUI time per new layer: one layer per event-loop turn keeps
+        # the window responsive instead of freezing for all six at once
+        self._staging = steps + [finish]
+        QTimer.singleShot(0, self._stage_next)
+
+    def _stage_next(self) -> None:
+        if not self._staging:
+            return
+        step = self._staging.pop(0)
+        try:
+            step()
+        except Exception as exc:
+            self._staging.clear()
+            self._report_error(f"Could not add the T1 maps: {exc}", exc)
+        if self._staging:
+            QTimer.singleShot(0, self._stage_next)
+        elif self.worker is None:
+            self._set_running(False)
+
+    def busy(self) -> bool:
+        """Whether a fit runs or its maps are still being added."""
+        return self.worker is not None or bool(self._staging)
 
     def _add_maps(self, job: _Job, result: T1FitResult, translate: np.ndarray, r2_threshold: float,
-                  display: dict[str, Any]) -> dict[str, Any]:
+                  display: dict[str, Any], only: str | None = None) -> dict[str, Any]:
         t1_view = display["t1_view"]
         base_meta = {"source_layer": job.name, "any2reg_fit": result.summary(), "spacing_mm": job.scale.tolist(),
                      "masked_pixels": display["masked_pixels"]}
@@ -688,6 +722,8 @@ class MappingWidget(QWidget):
         }
         layers = {}
         for key, (data, view) in specs.items():
+            if only is not None and key != only:
+                continue
             name = f"{job.name}{MAP_SUFFIXES[key]}"
             metadata = dict(base_meta, any2reg_map=key)
             if key == "t1":

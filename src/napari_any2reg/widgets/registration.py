@@ -50,7 +50,7 @@ from ..core.sequence import Sequence
 from ._dock import install_frame_label, scroll_body
 from ._layers import REGISTERED_SUFFIX, axes_kwargs, beside_translate, registered_layer_metadata, sequence_from_layer_fields
 from ._pickers import cuda_available, index_of, is_sequence_layer
-from ._relay import ProgressRelay
+from ._relay import ActivityProgress, ProgressRelay
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -125,6 +125,7 @@ class RegistrationWidget(QWidget):
         self.viewer = napari_viewer
         self.worker: FunctionWorker | None = None
         self.read_worker: FunctionWorker | None = None
+        self.activity: ActivityProgress | None = None
         self.last_result: RegistrationResult | None = None
         self.last_error: BaseException | None = None
         self._cancel_event: threading.Event | None = None
@@ -574,6 +575,7 @@ class RegistrationWidget(QWidget):
         self.set_status(
             f"Registering {layer.name!r}: {sequence.n_frames} frames, {engine}, {mode}, {device}…"
         )
+        self.activity = ActivityProgress(f"Registering {layer.name}")
         worker.start()
         return True
 
@@ -590,8 +592,10 @@ class RegistrationWidget(QWidget):
         if self.worker is None:
             return
         self.progress_bar.setValue(int(round(100 * min(max(fraction, 0.0), 1.0))))
-        if message and not self._cancel_event.is_set():
+        if message and self._cancel_event is not None and not self._cancel_event.is_set():
             self.set_status(f"{message} ({100 * fraction:.0f} %)")
+        if self.activity is not None:  # last: napari's bar may process events (and finish the run)
+            self.activity.set(fraction, message)
 
     def _on_returned(self, outcome: _Outcome) -> None:
         if outcome.error is not None:
@@ -608,6 +612,9 @@ class RegistrationWidget(QWidget):
             self._report_error(f"Could not add the registered layer: {exc}", exc)
 
     def _on_finished(self) -> None:
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
         self.worker = None
         self._cancel_event = None
         self._set_running(False)

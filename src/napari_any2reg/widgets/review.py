@@ -57,7 +57,7 @@ from ..core.spatial import jacobian_determinant
 from ._dock import install_frame_label, scroll_body
 from ._layers import axes_kwargs, beside_translate
 from ._pickers import is_registered_layer
-from ._relay import ProgressRelay
+from ._relay import ActivityProgress, ProgressRelay
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -150,6 +150,7 @@ class ReviewWidget(QWidget):
         self._running_tasks = 0
         self._finished_tasks = 0
         self._difference_limit = 1.0
+        self.activity: ActivityProgress | None = None
 
         self._relay = ProgressRelay(self)
         self._relay.progress.connect(self._on_progress)
@@ -530,6 +531,7 @@ class ReviewWidget(QWidget):
         self._update_enabled()
         self.progress_bar.setValue(0)
         self.set_status(f"Reviewing {pair.registered.name!r}…")
+        self.activity = ActivityProgress(f"Review of {pair.registered.name}")
         worker.start()
         return True
 
@@ -537,6 +539,8 @@ class ReviewWidget(QWidget):
         self.progress_bar.setValue(int(round(100 * min(max(fraction, 0.0), 1.0))))
         if message:
             self.set_status(f"Review: {message}…")
+        if self.activity is not None:  # last: napari's bar may process events
+            self.activity.set(fraction, message)
 
     def _on_returned(self, outcome: _Outcome) -> None:
         key = outcome.key
@@ -565,6 +569,9 @@ class ReviewWidget(QWidget):
         self._flush_pending()
 
     def _on_finished(self) -> None:
+        if self.activity is not None:
+            self.activity.close()
+            self.activity = None
         self.worker = None
         self._update_enabled()
         if self._recompute:
