@@ -90,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
     frame = args.frame
     if frame is None:  # the frame that moved most shows the correction best
         frame = int(np.argmax(np.abs(displacement).reshape(len(displacement), -1).mean(1)))
-    viewer.dims.axis_labels = ("frame", "y", "x")
 
     # every overlay, through the widget's own buttons
     review.show_grid()
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     review.show_checkerboard()
     for show in (review.show_jacobian, review.show_folding, review.show_scores, review.show_differences):
         show()
-    _wait(app, lambda: f"{registered.name} difference after" in viewer.layers and review.worker is None, args.timeout)
+    _wait(app, lambda: f"{registered.name} difference after" in viewer.layers and not review.busy(), args.timeout)
     review.show_profile(*_myocardial_pixel(review.review, registered.data.shape[1:]))
     review.go_to_frame(frame)
 
@@ -119,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     # 1. six panels of one frame
     panels = [
         ("raw + deformation grid (|u| in mm)", only(source, overlays["grid"])),
-        ("det J (0 blue, 1 white, 2 red)", only(overlays["Jacobian"])),
+        ("det J ({:.2f} blue, 1 white, {:.2f} red)".format(*overlays["Jacobian"].contrast_limits),
+         only(overlays["Jacobian"])),
         ("correspondence score [0, 1]", only(registered, overlays["scores"])),
         ("difference to template, before", only(overlays["difference before"])),
         ("difference to template, after", only(overlays["difference after"])),
