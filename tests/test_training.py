@@ -239,3 +239,49 @@ def test_cli_train_ablation_flags(tmp_path):
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ckpt["net_config"]["aggregation"] == "mean" and ckpt["net_config"]["use_auxiliary"] is False
     assert ckpt["config"]["adacs"] is False and ckpt["scorer_state"] is None
+
+
+# ------------------------------------------------------------------ fine-tuning, supervision, real data
+def test_supervised_term_pulls_towards_the_known_motion_and_zero_motion_draws():
+    config = _tiny_config(lambda_supervised=1.0, zero_motion_probability=1.0, car_probability=0.0, curve_probability=0.0)
+    sample = sample_training_sequence(np.random.default_rng(5), config)
+    assert float(sample.displacement.abs().max()) == 0.0  # every draw motionless
+    net = Any2RegNet(**config.net)
+    _, terms, u = training_loss(net, sample.frames, config, torch.Generator().manual_seed(0),
+                                true_displacement=sample.displacement, heart_mask=sample.heart_mask)
+    assert "supervised" in terms and terms["supervised"] >= 0
+    unsupervised = _tiny_config(car_probability=0.0, curve_probability=0.0)
+    _, plain, _ = training_loss(net, sample.frames, unsupervised, torch.Generator().manual_seed(0),
+                                true_displacement=sample.displacement, heart_mask=sample.heart_mask)
+    assert "supervised" not in plain  # lambda_supervised = 0: the loss is unchanged
+    assert plain["loss"] == pytest.approx(terms["loss"] - terms["supervised"], abs=1e-5)
+
+
+def test_fine_tuning_on_semisynthetic_real_sequences(tmp_path):
+    from napari_any2reg.core.phantom import make_phantom
+
+    first = _tiny_config(steps=2)
+    train(first, tmp_path / "base")
+    # a "real" sequence at another size and spacing: pre-aligned, then moved by known motion
+    real = make_phantom("molli", seed=11, shape=(56, 40), spacing_mm=(6.0, 6.0), motion_mm=4.0).sequence
+    config = _tiny_config(steps=3, init_weights=str(tmp_path / "base" / "checkpoint.pt"), lambda_supervised=1.0,
+                          real_data_paths=("molli.tif",), real_data_probability=1.0, real_motion_mm_range=(6.0, 12.0),
+                          validate_every=3, validation_still_seed=10009)
+    start, _ = load_network(tmp_path / "base" / "checkpoint.pt")
+    summary = train(config, tmp_path / "tuned", real_sequences=[real])
+    log = read_log(tmp_path / "tuned")
+    assert summary["start_step"] == 0 and [e["kind"] for e in log] == ["real"] * 3
+    assert all(e["supervised"] > 0 and e["n"] >= 3 for e in log)
+    assert log[-1]["val_still_mm"] >= 0  # spurious motion on a still MOLLI is measured
+    # the run started from the given weights, not from a fresh initialisation
+    fresh = Any2RegNet(**config.net)
+    tuned, _ = load_network(tmp_path / "tuned" / "checkpoint.pt")
+    name = next(iter(start.state_dict()))
+    d_start = (tuned.state_dict()[name] - start.state_dict()[name]).abs().max()
+    d_fresh = (tuned.state_dict()[name] - fresh.state_dict()[name]).abs().max()
+    assert d_start < d_fresh
+    with pytest.raises(ValueError, match="real_data_paths"):
+        _tiny_config(real_data_probability=0.5)
+    with pytest.raises(ValueError, match="network"):
+        train(_tiny_config(steps=1, init_weights=str(tmp_path / "base" / "checkpoint.pt"),
+                           net={"scales": 3, "base_channels": 4}), tmp_path / "mismatch")

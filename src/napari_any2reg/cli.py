@@ -79,6 +79,13 @@ def _join_numeric_values(argv: Seq[str]) -> list[str]:
     return out
 
 
+def _float_pair(text: str) -> tuple[float, float]:
+    values = _float_list(text)
+    if len(values) != 2 or values[0] < 0 or values[1] < values[0]:
+        raise argparse.ArgumentTypeError("a range is 'LO,HI' with 0 <= LO <= HI")
+    return values[0], values[1]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .core.device import DEVICE_CHOICES
     from .core.mapping import T1_MODELS
@@ -215,6 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--adacs-start", type=int, default=None, metavar="STEP", help="registration-only warm-up before the scorer starts (default: 3500)")
     tr.add_argument("--user-data", default=None, metavar="DIR", help="folder of unlabelled sequences mixed into training")
     tr.add_argument("--user-data-probability", type=float, default=0.25, help="share of steps drawn from --user-data (default: %(default)s)")
+    tr.add_argument("--init-weights", default=None, metavar="FILE", help="fine-tune: start a fresh run from this weights file / checkpoint (same network config)")
+    tr.add_argument("--lambda-supervised", type=float, default=None, help="weight of the supervised end-point term on sequences with known motion (phantoms, semi-synthetic real; default: 0 = unsupervised)")
+    tr.add_argument("--zero-motion-probability", type=float, default=None, help="share of phantom / semi-synthetic sequences drawn without motion (do-no-harm; default: 0)")
+    tr.add_argument("--motion-mm", type=_float_pair, default=None, metavar="LO,HI", help="phantom breathing motion range in mm (default: 3,15)")
+    tr.add_argument("--real-data", action="append", default=None, metavar="FILE", help="a real sequence used semi-synthetically (pre-aligned, then moved by known motion); repeat for several")
+    tr.add_argument("--real-data-probability", type=float, default=0.3, help="share of steps drawn from --real-data (default: %(default)s)")
+    tr.add_argument("--real-motion-mm", type=_float_pair, default=None, metavar="LO,HI", help="injected motion range on real data in mm (default: 3,20)")
+    tr.add_argument("--validation-still-seed", type=int, default=None, metavar="SEED", help="log the spurious motion on a motion-free MOLLI phantom of this seed (>= 10000)")
     tr.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, help="compute device (default: %(default)s)")
     tr.add_argument("--threads", type=int, default=None, metavar="K", help="CPU threads for torch (default: torch's choice; 1 is faster when other jobs share the cores)")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -749,6 +764,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         changes["adacs_start_step"] = args.adacs_start
     if args.user_data is not None:
         changes.update(user_data_dir=str(args.user_data), user_data_probability=args.user_data_probability)
+    for name, field in (("lambda_supervised", "lambda_supervised"),
+                        ("zero_motion_probability", "zero_motion_probability"), ("motion_mm", "motion_mm_range"),
+                        ("real_motion_mm", "real_motion_mm_range"), ("validation_still_seed", "validation_still_seed")):
+        if getattr(args, name) is not None:
+            changes[field] = getattr(args, name)
+    if args.init_weights is not None:
+        changes["init_weights"] = str(Path(args.init_weights).resolve())
+    real_sequences = None
+    if args.real_data:
+        from .io import read_sequence
+
+        changes.update(real_data_paths=tuple(str(Path(p).resolve()) for p in args.real_data),
+                       real_data_probability=args.real_data_probability)
+        real_sequences = [read_sequence(p) for p in args.real_data]
     config = TrainingConfig(**changes)
 
     recent: list[dict] = []  # entries since the last printed line
@@ -778,7 +807,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     out = Path(args.out)
-    summary = train(config, out, resume=args.resume, log=show)
+    summary = train(config, out, resume=args.resume, log=show, real_sequences=real_sequences)
     if not args.quiet:
         best = summary["best_validation"]
         best_text = f"best val EPE ratio {best['epe_ratio']:.3f} at step {best['step']}" if best else "no validation yet"

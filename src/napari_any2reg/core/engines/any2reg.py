@@ -193,20 +193,21 @@ def instance_optimise(
 
 
 # ---------------------------------------------------------------- coarse stage
-def _subpixel_peak(correlation: torch.Tensor) -> tuple[float, float]:
-    """Position of the maximum of a circular correlation map ``(h, w)`` as a signed shift,
-    refined by a parabola through the peak and its neighbours on each axis."""
-    h, w = correlation.shape
-    index = int(torch.argmax(correlation))
-    py, px = divmod(index, w)
-    shift = []
-    for p, size, line in ((py, h, correlation[:, px]), (px, w, correlation[py, :])):
-        left, centre, right = float(line[(p - 1) % size]), float(line[p]), float(line[(p + 1) % size])
+def _subpixel_peaks(correlation: torch.Tensor) -> torch.Tensor:
+    """Positions of the maxima of circular correlation maps ``(N, h, w)`` as signed shifts
+    ``(N, 2)``, refined by a parabola through each peak and its neighbours on each axis."""
+    n, h, w = correlation.shape
+    index = torch.argmax(correlation.reshape(n, -1), dim=1)
+    py, px = index // w, index % w
+    rows = torch.arange(n, device=correlation.device)
+    shifts = []
+    for p, size, sample in ((py, h, lambda q: correlation[rows, q % h, px]), (px, w, lambda q: correlation[rows, py, q % w])):
+        left, centre, right = sample(p - 1), sample(p), sample(p + 1)
         denominator = left - 2 * centre + right
-        offset = 0.5 * (left - right) / denominator if denominator < 0 else 0.0
-        value = p + max(-0.5, min(0.5, offset))
-        shift.append(value - size if value > size / 2 else value)
-    return shift[0], shift[1]
+        offset = torch.where(denominator < 0, 0.5 * (left - right) / denominator.clamp(max=-1e-12), torch.zeros_like(centre))
+        value = p.to(correlation.dtype) + offset.clamp(-0.5, 0.5)
+        shifts.append(torch.where(value > size / 2, value - size, value))
+    return torch.stack(shifts, dim=1)
 
 
 def coarse_translation(
@@ -264,14 +265,12 @@ def coarse_translation(
         # the spectra moved back by the current shifts (Fourier shift theorem)
         phase = torch.exp(2j * math.pi * (ky * shifts[:, 0, None, None].to(x.device) + kx * shifts[:, 1, None, None].to(x.device)))
         aligned = spectra * phase[:, None].to(spectra.dtype)
-        total = aligned.sum(dim=0)
-        new = torch.zeros_like(shifts)
-        for i in range(n):
-            template = (total - aligned[i]) / max(n - 1, 1)
-            correlation = torch.fft.irfft2((spectra[i] * template.conj()).sum(dim=0), s=work)
-            dy, dx = _subpixel_peak(correlation)
-            new[i, 0] = max(-limit_px[0], min(limit_px[0], dy))
-            new[i, 1] = max(-limit_px[1], min(limit_px[1], dx))
+        total = aligned.sum(dim=0, keepdim=True)
+        # each frame against the mean of the *other* frames (its own noise does not attract it)
+        templates = (total - aligned) / max(n - 1, 1)
+        correlation = torch.fft.irfft2((spectra * templates.conj()).sum(dim=1), s=work)
+        peaks = _subpixel_peaks(correlation).to(torch.float64).cpu()
+        new = torch.stack([peaks[:, 0].clamp(-limit_px[0], limit_px[0]), peaks[:, 1].clamp(-limit_px[1], limit_px[1])], dim=1)
         shifts = new - (new.mean(dim=0, keepdim=True) if reference_frame is None else new[reference_frame : reference_frame + 1])
     spread_mm = (shifts * torch.tensor(work_spacing, dtype=torch.float64)).norm(dim=1).max()
     if float(spread_mm) < threshold_mm:
@@ -286,7 +285,10 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     progress.report(0.0, "loading the Any2Reg network")
     model = load_pretrained(frames.device, weights)
     progress.check()
-    split = 0.6 if io_steps > 0 else 0.85
+    # progress spans: coarse stage 0-0.05, network up to `network_end`, instance optimisation
+    # up to `split`, correspondence maps to the end
+    split = 0.85
+    network_end = 0.3 if io_steps > 0 else split
     history: dict[str, list[float]] = {}
     translation = None
     network_input = frames
@@ -301,10 +303,12 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
             aux = torch.as_tensor(np.asarray(auxiliary_features, np.float32), device=frames.device)
             auxiliary_features = warp(aux if aux.ndim == 4 else aux[:, None], shift).cpu().numpy()
     array = frames.detach().cpu().numpy()
-    progress.report(0.1, "network prediction")
+    network_progress = progress.stage(0.05, network_end)
+    network_progress.report(0.0, "network prediction")
     u = predict(model.net, network_input.detach().cpu().numpy(), spacing_mm=spacing_mm,
                 training_spacing_mm=model.training_spacing_mm, reference_frame=reference_frame,
-                auxiliary_features=auxiliary_features)
+                auxiliary_features=auxiliary_features,
+                progress=lambda fraction: network_progress.report(fraction, "network prediction"))
     displacement = torch.from_numpy(u).to(frames.device)
     if translation is not None:
         displacement = displacement + translation[:, :, None, None]
@@ -316,15 +320,17 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
         u_work = upsample_displacement(displacement, work) if work != shape else displacement
         refined, losses = instance_optimise(
             x, u_work, steps=io_steps, learning_rate=io_learning_rate, reference_frame=reference_frame,
-            progress=progress.stage(split - 0.55, split),
+            progress=progress.stage(network_end, split),
         )
         displacement = upsample_displacement(refined, shape) if work != shape else refined
         history["instance_optimisation"] = losses
     extras: dict[str, Any] = {}
     if scores:
-        progress.report(split + 0.05, "correspondence scores")
+        score_progress = progress.stage(split, 1.0)
+        score_progress.report(0.0, "correspondence scores")
         extras["correspondence"] = predict_scores(model.scorer, array, displacement.detach().cpu().numpy(),
-                                                  spacing_mm=spacing_mm, training_spacing_mm=model.training_spacing_mm)
+                                                  spacing_mm=spacing_mm, training_spacing_mm=model.training_spacing_mm,
+                                                  progress=lambda fraction: score_progress.report(fraction, "correspondence scores"))
         extras["correspondence_source"] = "adacs-scorer" if model.scorer is not None else "residual"
     progress.report(1.0, "done")
     params = {

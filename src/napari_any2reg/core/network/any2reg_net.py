@@ -35,7 +35,7 @@ group-motion loss term handles the remainder during training.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -276,6 +276,7 @@ class Any2RegNet(nn.Module):
         auxiliary_features: torch.Tensor | None = None,
         reference_frame: int | None = None,
         return_intermediates: bool = False,
+        progress: Callable[[float], None] | None = None,
     ) -> torch.Tensor | Any2RegOutput:
         """Predict the pull-back displacement of every frame to the common grid.
 
@@ -292,6 +293,9 @@ class Any2RegNet(nn.Module):
             All-to-one mode: this frame's field is exactly 0. ``None``: groupwise.
         return_intermediates : bool
             Return an :class:`Any2RegOutput` instead of the displacement tensor.
+        progress : callable(fraction), optional
+            Called after every chunk of frames of every frame-shared layer with the fraction
+            of the forward pass done (0–1); it may raise to cancel the pass.
 
         Returns
         -------
@@ -313,6 +317,15 @@ class Any2RegNet(nn.Module):
         # the same (every layer, instance norm included, works per frame) but the working set
         # stays cache-sized, so the time grows ~linearly with N instead of faster.
         chunk = None if torch.is_grad_enabled() else self.inference_chunk
+        tick = None
+        if progress is not None:
+            # frame-shared passes: per scale (auxiliary encoder,) encoder/fusion, update, decoder
+            passes = self.scales * (4 if self.use_auxiliary else 3)
+            done = [0]
+
+            def tick(frames_done: int) -> None:
+                done[0] += frames_done
+                progress(min(1.0, done[0] / (passes * n)))
 
         # encoder with per-scale aggregation + shared update
         features: list[torch.Tensor] = []
@@ -320,12 +333,12 @@ class Any2RegNet(nn.Module):
         f, a = x, aux
         for s in range(self.scales):
             if self.use_auxiliary:
-                a = _per_frame(self.auxiliary_encoder[s], chunk, a)
-                f = _per_frame(lambda fi, ai, s=s: self.fusion[s](torch.cat((self.encoder[s](fi), ai), dim=1)), chunk, f, a)
+                a = _per_frame(self.auxiliary_encoder[s], chunk, a, tick=tick)
+                f = _per_frame(lambda fi, ai, s=s: self.fusion[s](torch.cat((self.encoder[s](fi), ai), dim=1)), chunk, f, a, tick=tick)
             else:
-                f = _per_frame(self.encoder[s], chunk, f)
+                f = _per_frame(self.encoder[s], chunk, f, tick=tick)
             g, wts = self.aggregation(f)
-            f = _per_frame(lambda fi, s=s, g=g: self.update[s](fi, g), chunk, f)
+            f = _per_frame(lambda fi, s=s, g=g: self.update[s](fi, g), chunk, f, tick=tick)
             features.append(f)
             weights.append(wts)
 
@@ -345,7 +358,7 @@ class Any2RegNet(nn.Module):
             g, _ = self.aggregation(f_w)
             raw = _per_frame(
                 lambda fi, ui, s=s, g=g: self.decoder[s](torch.cat((fi, g.expand(fi.shape[0], -1, -1, -1), ui), dim=1)),
-                chunk, f_w, u_up,
+                chunk, f_w, u_up, tick=tick,
             )
             delta = self._constrain(raw, reference_frame)
             if self.diffeomorphic:
@@ -364,12 +377,23 @@ class Any2RegNet(nn.Module):
 
 
 # ------------------------------------------------------------------ inference wrapper
-def _per_frame(fn, chunk: int | None, *tensors: torch.Tensor) -> torch.Tensor:
-    """``fn(*tensors)`` for frame-wise ``fn``, evaluated ``chunk`` frames at a time."""
+def _per_frame(fn, chunk: int | None, *tensors: torch.Tensor, tick=None) -> torch.Tensor:
+    """``fn(*tensors)`` for frame-wise ``fn``, evaluated ``chunk`` frames at a time.
+
+    ``tick(frames_done)`` is called after every chunk (progress reporting; it may raise to
+    cancel: on hundreds of frames one pass takes seconds)."""
     n = tensors[0].shape[0]
     if chunk is None or n <= chunk:
-        return fn(*tensors)
-    return torch.cat([fn(*(t[i : i + chunk] for t in tensors)) for i in range(0, n, chunk)], dim=0)
+        out = fn(*tensors)
+        if tick is not None:
+            tick(n)
+        return out
+    parts = []
+    for i in range(0, n, chunk):
+        parts.append(fn(*(t[i : i + chunk] for t in tensors)))
+        if tick is not None:
+            tick(parts[-1].shape[0])
+    return torch.cat(parts, dim=0)
 
 
 def _resize_images(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -392,7 +416,9 @@ def _working_shape(shape: tuple[int, int], spacing_mm, training_spacing_mm, tole
         raise ValueError(f"spacings must be two positive numbers (dy, dx); got {spacing_mm}, {training_spacing_mm}")
     if all(abs(s / t - 1.0) <= tolerance for s, t in zip(spacing, train)):
         return tuple(shape)
-    return tuple(max(2, int(round((size - 1) * s / t)) + 1) for size, s, t in zip(shape, spacing, train))
+    # at least 8 pixels per axis (or the input's own size): a tiny field of view at a fine
+    # spacing would otherwise shrink to a grid too small for the loss and the scorer
+    return tuple(max(min(8, size), int(round((size - 1) * s / t)) + 1) for size, s, t in zip(shape, spacing, train))
 
 
 def predict(
@@ -403,6 +429,7 @@ def predict(
     *,
     reference_frame: int | None = None,
     auxiliary_features=None,
+    progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
     """Run ``net`` on a raw sequence and return fields on the input grid.
 
@@ -426,6 +453,8 @@ def predict(
         All-to-one mode (``u_ref = 0``).
     auxiliary_features : ndarray or Tensor (N, C_aux, H, W), optional
         User-supplied per-frame features on the input grid.
+    progress : callable(fraction), optional
+        Passed to the forward pass (called per chunk of frames; may raise to cancel).
 
     The network runs on the device of its parameters (move it with ``net.to(device)``) and is
     put in eval mode for the call (its previous mode is restored).
@@ -464,7 +493,7 @@ def predict(
     net.eval()
     try:
         with torch.no_grad():
-            u = net(x, auxiliary_features=aux, reference_frame=reference_frame)
+            u = net(x, auxiliary_features=aux, reference_frame=reference_frame, progress=progress)
             if tuple(u.shape[-2:]) != shape:
                 u = upsample_displacement(u, shape)
     finally:

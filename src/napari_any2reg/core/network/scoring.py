@@ -116,7 +116,9 @@ class CorrespondenceScorer(nn.Module):
         if inputs.ndim != 4 or inputs.shape[1] != self.config["in_channels"]:
             raise ValueError(f"scorer input must be (N, {self.config['in_channels']}, H, W); got {tuple(inputs.shape)}")
         h, w = inputs.shape[-2:]
-        ph, pw = (-h) % 4, (-w) % 4
+        # pad to a multiple of 4 and at least 8 x 8, so that the quarter-resolution level keeps
+        # more than one pixel (instance norm needs it): small fields of view work too
+        ph, pw = max((-h) % 4, 8 - h), max((-w) % 4, 8 - w)
         x = F.pad(inputs, (0, pw, 0, ph), mode="replicate") if (ph or pw) else inputs
         e0 = self.enc0(x)
         e1 = self.enc1(e0)
@@ -173,7 +175,7 @@ def residual_scores(warped: torch.Tensor, beta: float = 0.5, smoothing_sigma: fl
 
 
 def predict_scores(scorer: CorrespondenceScorer | None, frames, displacement, spacing_mm=None,
-                   training_spacing_mm=DEFAULT_TRAINING_SPACING_MM) -> np.ndarray:
+                   training_spacing_mm=DEFAULT_TRAINING_SPACING_MM, *, progress=None, chunk: int = 16) -> np.ndarray:
     """Per-frame correspondence maps of a registered sequence, on the input grid.
 
     Parameters
@@ -187,6 +189,10 @@ def predict_scores(scorer: CorrespondenceScorer | None, frames, displacement, sp
     spacing_mm, training_spacing_mm : (dy, dx), optional
         As in :func:`.any2reg_net.predict`: the scorer runs at the training spacing (MIND
         offsets and receptive field are in pixels) and its maps are resampled back.
+    progress : callable(fraction), optional
+        Called after every ``chunk`` frames scored (it may raise to cancel).
+    chunk : int
+        Frames per scorer pass (the scorer works frame by frame once the group inputs exist).
 
     Returns
     -------
@@ -216,7 +222,13 @@ def predict_scores(scorer: CorrespondenceScorer | None, frames, displacement, sp
             was_training = scorer.training
             scorer.eval()
             try:
-                scores = scorer(scoring_inputs(warped))
+                inputs = scoring_inputs(warped)
+                parts = []
+                for start in range(0, inputs.shape[0], chunk):
+                    parts.append(scorer(inputs[start : start + chunk]))
+                    if progress is not None:
+                        progress(min(1.0, (start + chunk) / inputs.shape[0]))
+                scores = torch.cat(parts, dim=0)
             finally:
                 scorer.train(was_training)
         scores = _resize_images(scores[:, None], shape)[:, 0]
