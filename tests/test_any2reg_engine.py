@@ -153,3 +153,16 @@ def test_cancel_is_honoured():
     with pytest.raises(RegistrationCancelled):
         register(phantom.sequence, engine="any2reg-io", cancel=event)
     assert any2reg_module.DEFAULT_WEIGHTS == DEFAULT_WEIGHTS
+
+
+def test_previous_weights_stay_loadable_by_name_and_verified():
+    from napari_any2reg.core.engines.any2reg import shipped_weights_name
+
+    assert shipped_weights_name("any2reg-v1") == "any2reg-v1.pt" == shipped_weights_name("any2reg-v1.pt")
+    assert shipped_weights_name(None) == DEFAULT_WEIGHTS and shipped_weights_name("no-such-weights") is None
+    old = load_pretrained("cpu", "any2reg-v1")
+    assert old.info["weights"] == "weights/any2reg-v1.pt"
+    assert old.info["sha256"] == read_manifest()["any2reg-v1.pt"]["sha256"]
+    phantom = make_phantom("stone", seed=20080, shape=(48, 48), spacing_mm=(6.0, 6.0))
+    result = register(phantom.sequence, engine="any2reg", device="cpu", weights="any2reg-v1")
+    assert result.params["weights"] == "weights/any2reg-v1.pt"

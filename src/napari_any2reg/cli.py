@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--kind", choices=SEQUENCE_KINDS, default=None, help="override the sequence kind read from the file")
     reg.add_argument("--times-ms", type=_float_list, default=None, metavar="T1,T2,...", help="per-frame inversion/saturation/trigger times (ms); 'inf' for no preparation")
     reg.add_argument("--spacing-mm", type=_spacing, default=None, metavar="DY,DX", help="override the pixel spacing (mm)")
-    reg.add_argument("--weights", default=None, metavar="FILE", help="any2reg engines: a best.pt / checkpoint.pt from 'any2reg train' instead of the shipped weights")
+    reg.add_argument("--weights", default=None, metavar="FILE", help="any2reg engines: a shipped weights name (e.g. any2reg-v1, the previous release) or a best.pt / checkpoint.pt from 'any2reg train' instead of the default weights")
     reg.add_argument("--io-steps", type=int, default=None, metavar="K", help="any2reg-io: instance-optimisation steps (default: 30)")
     reg.add_argument(
         "--export", default=None, metavar="ITEMS",
@@ -310,12 +310,12 @@ def _check_weights(args: argparse.Namespace) -> None:
     """Load the network the any2reg engines will use now, so a weights problem stops the run
     before any work, with one line that says what to do (the loaded network is cached)."""
     from .core.device import resolve_device
-    from .core.engines.any2reg import load_pretrained
+    from .core.engines.any2reg import load_pretrained, shipped_weights_name
     from .core.weights import WeightsError
 
     device = resolve_device(args.device)
-    if args.weights is None:
-        load_pretrained(device)  # its WeightsError already names the file and the fix
+    if shipped_weights_name(args.weights) is not None:  # the default, or a shipped file by name
+        load_pretrained(device, args.weights)  # its WeightsError already names the file and the fix
         return
     fix = "pass a best.pt / checkpoint.pt written by 'any2reg train', or omit --weights to use the shipped weights."
     import zipfile

@@ -33,7 +33,7 @@ from ..spatial import upsample_displacement, warp
 from ..weights import WeightsError, load_weights, read_manifest
 from ._transform import border_mask
 
-__all__ = ["DEFAULT_WEIGHTS", "load_pretrained", "Pretrained", "instance_optimise", "any2reg_engine", "any2reg_io_engine"]
+__all__ = ["DEFAULT_WEIGHTS", "load_pretrained", "shipped_weights_name", "Pretrained", "instance_optimise", "any2reg_engine", "any2reg_io_engine"]
 
 #: The shipped weights file used by default.
 DEFAULT_WEIGHTS = "any2reg-v1.pt"
@@ -52,12 +52,30 @@ class Pretrained:
         return tuple(self.info["training_spacing_mm"])
 
 
-@functools.lru_cache(maxsize=8)
-def _load_cached(weights: str | None, device: str) -> Pretrained:
-    dev = torch.device(device)
+def shipped_weights_name(weights: str | Path | None) -> str | None:
+    """The manifest name of a shipped weights file given by name (``"any2reg-v1"`` or
+    ``"any2reg-v1.pt"``); ``None`` for the default, for paths and for unknown names."""
     if weights is None:
-        checkpoint, entry = load_weights(DEFAULT_WEIGHTS)
-        source = f"weights/{DEFAULT_WEIGHTS}"
+        return DEFAULT_WEIGHTS
+    text = str(weights)
+    if "/" in text or "\\" in text or Path(text).is_file():
+        return None
+    try:
+        manifest = read_manifest()
+    except WeightsError:
+        return None
+    for name in (text, f"{text}.pt"):
+        if name in manifest:
+            return name
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _load_cached(weights: str | None, device: str, shipped: str | None = None) -> Pretrained:
+    dev = torch.device(device)
+    if shipped is not None:
+        checkpoint, entry = load_weights(shipped)
+        source = f"weights/{shipped}"
         sha = entry.get("sha256")
     else:
         path = Path(weights)
@@ -90,11 +108,15 @@ def _load_cached(weights: str | None, device: str) -> Pretrained:
 def load_pretrained(device: str | torch.device = "cpu", weights: str | Path | None = None) -> Pretrained:
     """The Any2Reg network (and AdaCS scorer) on ``device``, loaded once per process.
 
-    ``weights``: ``None`` for the shipped, hash-verified file; or a path to ``best.pt`` /
-    ``checkpoint.pt`` / an exported weights file.
+    ``weights``: ``None`` for the default shipped, hash-verified file; the name of another
+    shipped file (``"any2reg-v1"``, kept for comparison; hash-verified too); or a path to
+    ``best.pt`` / ``checkpoint.pt`` / an exported weights file.
     """
     dev = torch.device(device)
-    return _load_cached(None if weights is None else str(Path(weights).resolve()), str(dev))
+    shipped = shipped_weights_name(weights)
+    if shipped is not None:
+        return _load_cached(None, str(dev), shipped)
+    return _load_cached(str(Path(weights).resolve()), str(dev))
 
 
 def shipped_weights_available() -> bool:
