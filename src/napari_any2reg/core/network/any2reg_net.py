@@ -310,13 +310,13 @@ class Any2RegNet(nn.Module):
             reference_frame %= n
         h, w = frames.shape[-2:]
         x, pads = pad_to_multiple(frames, self.size_multiple)
-        if self.use_auxiliary:
-            aux = self._auxiliary(x) if aux is None else pad_to_multiple(aux, self.size_multiple)[0]
 
         # Frame-shared layers see the frames in chunks when no gradient is needed: the result is
         # the same (every layer, instance norm included, works per frame) but the working set
         # stays cache-sized, so the time grows ~linearly with N instead of faster.
         chunk = None if torch.is_grad_enabled() else self.inference_chunk
+        if self.use_auxiliary:  # the built-in extractor works per frame: chunked like the layers
+            aux = _per_frame(self._auxiliary, chunk, x) if aux is None else pad_to_multiple(aux, self.size_multiple)[0]
         tick = None
         if progress is not None:
             # frame-shared passes: per scale (auxiliary encoder,) encoder/fusion, update, decoder
