@@ -62,12 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     frame = args.frame
     if frame is None:  # show the frame that moved most, where the correction is visible
         frame = int(np.argmax(np.abs(result.displacement).reshape(result.displacement.shape[0], -1).mean(1)))
-    viewer.dims.axis_labels = ("frame", "y", "x")
     viewer.dims.set_current_step(0, frame)
 
-    viewer.grid.enabled = True
-    viewer.grid.shape = (1, 2)
-    viewer.grid.stride = -1  # first layer (raw) in the left panel, registered on the right
+    # the Registration panel puts the registered layer beside the raw one (its default)
     viewer.layers.selection.active = registered
     viewer.text_overlay.visible = True
     viewer.text_overlay.text = (

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if frame is None:  # the frame that moved most shows the correction best
         frame = int(np.argmax(np.abs(displacement).reshape(len(displacement), -1).mean(1)))
 
+    review.side_by_side(False)  # one layer per panel below: raw and registered on the same spot
     # every overlay, through the widget's own buttons
     review.show_grid()
     review.show_quiver()

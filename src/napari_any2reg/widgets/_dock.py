@@ -16,16 +16,48 @@ import math
 import weakref
 from typing import Any
 
-from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
+from qtpy.QtWidgets import QComboBox, QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
 
-__all__ = ["scroll_body", "tabify_panel", "dock_of", "install_frame_label", "frame_label_text", "text_overlay"]
+__all__ = ["compact_combos", "scroll_body", "tabify_panel", "dock_of", "install_frame_label", "frame_label_text", "text_overlay"]
 
 #: Live panels (weak), so a newly docked panel finds the others to tab with.
 _PANELS: "weakref.WeakSet[QWidget]" = weakref.WeakSet()
 
 #: Viewers whose text overlay already shows the frame label.
 _LABELLED: list["weakref.ref[Any]"] = []
+
+
+class _VerticalScrollArea(QScrollArea):
+    """Scrolls vertically only: as wide as the controls need, as short as a few lines."""
+
+    #: Minimum height of a panel (px): a couple of rows; the rest scrolls.
+    MIN_HEIGHT = 120
+
+    def setWidget(self, widget: QWidget) -> None:  # noqa: N802 (Qt name)
+        super().setWidget(widget)
+        widget.installEventFilter(self)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt name)
+        # the controls changed (a combo filled, a label rewritten): the dock re-reads our hints
+        if watched is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(watched, event)
+
+    def _width(self) -> int:
+        body = self.widget()
+        width = body.minimumSizeHint().width() if body is not None else 0
+        bar = max(self.verticalScrollBar().sizeHint().width(), self.style().pixelMetric(
+            self.style().PixelMetric.PM_ScrollBarExtent))
+        return width + bar + 2 * self.frameWidth() + 2
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt name)
+        return QSize(self._width(), self.MIN_HEIGHT)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt name)
+        body = self.widget()
+        height = body.sizeHint().height() + 2 * self.frameWidth() + 4 if body is not None else self.MIN_HEIGHT
+        return QSize(self._width(), max(height, self.MIN_HEIGHT))
 
 
 def scroll_body(panel: QWidget) -> QWidget:
@@ -35,8 +67,9 @@ def scroll_body(panel: QWidget) -> QWidget:
     """
     outer = QVBoxLayout(panel)
     outer.setContentsMargins(0, 0, 0, 0)
-    area = QScrollArea(panel)
+    area = _VerticalScrollArea(panel)
     area.setWidgetResizable(True)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
     area.setFrameShape(QFrame.Shape.NoFrame)
     body = QWidget()
     area.setWidget(body)
@@ -46,6 +79,14 @@ def scroll_body(panel: QWidget) -> QWidget:
     ref = weakref.ref(panel)
     QTimer.singleShot(0, lambda: _tabify_later(ref))
     return body
+
+
+def compact_combos(panel: QWidget, characters: int = 16) -> None:
+    """Let the panel's combo boxes be narrower than their longest item (it shows in the popup),
+    so a long layer or model name does not make the dock wider than a small screen allows."""
+    for combo in panel.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(characters)
 
 
 def _tabify_later(ref: "weakref.ref[QWidget]") -> None:

@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.export import EXPORT_ITEMS, ExportResult, export_registration
-from ._dock import scroll_body
+from ._dock import compact_combos, scroll_body
 from ._layers import sequence_from_layer_fields
 from ._pickers import NONE_ITEM, chosen_layer, contains, fill_combo, is_registered_layer
 from ._relay import ActivityProgress, ProgressRelay
@@ -104,6 +104,7 @@ class ExportWidget(QWidget):
         layers.events.moved.connect(self._on_layers_changed)
         self.refresh_layers()
         self.set_status("Choose a registered layer and a folder.")
+        compact_combos(self)
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:

@@ -82,7 +82,7 @@ from ..core.landmarks import (
     tre_before_after,
     write_landmarks_csv,
 )
-from ._dock import install_frame_label, scroll_body
+from ._dock import compact_combos, install_frame_label, scroll_body
 from ._layers import axes_kwargs
 from ._pickers import chosen_layer, contains, fill_combo, is_registered_layer, is_sequence_layer
 
@@ -203,6 +203,7 @@ class LandmarksWidget(QWidget):
         self.refresh_layers()
         self._update_status()
         install_frame_label(self.viewer)
+        compact_combos(self)
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:

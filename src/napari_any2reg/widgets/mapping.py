@@ -50,7 +50,7 @@ from qtpy.QtWidgets import (
 from ..core.device import DEVICE_CHOICES
 from ..core.mapping import T1_MODELS, FitCancelled, T1FitResult, fit_t1, model_for_kind
 from ..core.mapping_roi import DEFAULT_R2_THRESHOLD, r2_survival, roi_masks, roi_statistics, survival_thresholds
-from ._dock import install_frame_label, scroll_body
+from ._dock import compact_combos, install_frame_label, scroll_body
 from ._layers import REGISTERED_SUFFIX, axes_kwargs
 from ._pickers import cuda_available, index_of, is_sequence_layer
 from ._relay import ActivityProgress, ProgressRelay
@@ -215,6 +215,7 @@ class MappingWidget(QWidget):
         self._set_running(False)
         self.set_status("Ready.")
         install_frame_label(self.viewer)
+        compact_combos(self)
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:

@@ -47,7 +47,7 @@ from ..core.registration import (
     register,
 )
 from ..core.sequence import Sequence
-from ._dock import install_frame_label, scroll_body
+from ._dock import compact_combos, install_frame_label, scroll_body
 from ._layers import REGISTERED_SUFFIX, axes_kwargs, beside_translate, registered_layer_metadata, sequence_from_layer_fields
 from ._pickers import cuda_available, index_of, is_sequence_layer
 from ._relay import ActivityProgress, ProgressRelay
@@ -144,6 +144,7 @@ class RegistrationWidget(QWidget):
         self._set_running(False)
         self.set_status("Ready.")
         install_frame_label(self.viewer)
+        compact_combos(self)
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:

@@ -54,7 +54,7 @@ from qtpy.QtWidgets import (
 
 from ..core import qc
 from ..core.spatial import jacobian_determinant
-from ._dock import install_frame_label, scroll_body
+from ._dock import compact_combos, install_frame_label, scroll_body
 from ._layers import axes_kwargs, beside_translate
 from ._pickers import is_registered_layer
 from ._relay import ActivityProgress, ProgressRelay
@@ -158,6 +158,7 @@ class ReviewWidget(QWidget):
         self._connect_viewer()
         self.refresh_layers()
         install_frame_label(self.viewer)
+        compact_combos(self)
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
