@@ -231,11 +231,14 @@ def test_weights_problems_are_one_line_errors_before_computing(tmp_path, molli_f
 def broken_weights(tmp_path, monkeypatch):
     """A copy of the shipped weights folder that the package uses instead of the real one."""
     from napari_any2reg.core import weights
+    from napari_any2reg.core.engines import any2reg
 
     folder = tmp_path / "weights"
     shutil.copytree(weights.weights_dir(), folder)
     monkeypatch.setattr(weights, "weights_dir", lambda: folder)
-    return folder
+    any2reg._load_cached.cache_clear()  # the network loaded by earlier tests is kept per process
+    yield folder
+    any2reg._load_cached.cache_clear()  # nor may the altered copy outlive this test
 
 
 def test_engines_verifies_the_weights_file(broken_weights, capsys):
