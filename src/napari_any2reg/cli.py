@@ -26,6 +26,7 @@ import numpy as np
 from ._version import __version__
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
+EXIT_SOME_FAILED = 3  # batch: the cohort ran, but some series failed (listed in summary.csv)
 
 
 def _float_list(text: str) -> list[float]:
@@ -86,11 +87,69 @@ def _float_pair(text: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
+class _LazyChoices:
+    """Choices read from the core on first use (parsing that option, or its command's help).
+
+    The core's constants live in modules that import torch (6-8 s on a busy machine); building
+    the parser must not, so that ``any2reg --help`` and ``--version`` answer at once. Options
+    with lazy choices carry a metavar, because argparse lists the choices of options without
+    one while adding them.
+    """
+
+    def __init__(self, module: str, name: str, call: bool = False):
+        self.module, self.name, self.call = module, name, call
+        self._values: tuple | None = None
+
+    def _load(self) -> tuple:
+        if self._values is None:
+            import importlib
+
+            value = getattr(importlib.import_module(self.module), self.name)
+            self._values = tuple(value() if self.call else value)
+        return self._values
+
+    def __contains__(self, item) -> bool:
+        return item in self._load()
+
+    def __iter__(self):
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+
+_EXIT_CODES_TEXT = (
+    "Exit codes: 0 success; 1 error (one line on stderr: the problem and the fix); 2 usage error; "
+    "3 batch finished but some series failed (see OUTDIR/summary.csv); 130 cancelled (Ctrl-C); "
+    "143 terminated (SIGTERM). Outputs are written all or nothing, so a failed or interrupted "
+    "run leaves no partial file."
+)
+
+
+def _add_engine_options(parser: argparse.ArgumentParser, engines, devices) -> None:
+    """Registration options shared by 'register' and 'batch'."""
+    parser.add_argument("--engine", default=None, choices=engines, metavar="ENGINE", help="registration engine: %(choices)s (default: any2reg, the trained network)")
+    parser.add_argument("--device", default="auto", choices=devices, metavar="DEVICE", help="compute device: %(choices)s; auto = CUDA when present (default: %(default)s)")
+    parser.add_argument("--reference-frame", type=int, default=None, metavar="I", help="keep frame I fixed (all-to-one); default: groupwise")
+    parser.add_argument("--metric", choices=("cte", "pca2"), default=None, help="similarity for the groupwise engine (default: cte)")
+    parser.add_argument("--iterations-scale", type=_positive_float, default=None, metavar="S", help="multiply iteration counts (0.3 quick preview, 2 hard cases)")
+
+
+def _add_verbosity(parser: argparse.ArgumentParser, quiet_help: str | None = None) -> None:
+    """-v (more log lines; twice: debug) and -q (no progress, warnings and errors only)."""
+    existing = {s for action in parser._actions for s in action.option_strings}
+    if "-v" not in existing:
+        parser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more log output (-vv: debug)")
+    if "-q" not in existing:
+        parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=quiet_help or "no progress output; warnings and errors only")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from .core.device import DEVICE_CHOICES
-    from .core.mapping import T1_MODELS
-    from .core.registration import DEFAULT_ENGINE, available_engines
-    from .core.sequence import SEQUENCE_KINDS
+    # lazily resolved: building the parser imports no torch (fast --help / --version)
+    DEVICE_CHOICES = _LazyChoices("napari_any2reg.core.device", "DEVICE_CHOICES")
+    T1_MODELS = _LazyChoices("napari_any2reg.core.mapping", "T1_MODELS")
+    ENGINES = _LazyChoices("napari_any2reg.core.registration", "available_engines", call=True)
+    SEQUENCE_KINDS = _LazyChoices("napari_any2reg.core.sequence", "SEQUENCE_KINDS")
 
     parser = argparse.ArgumentParser(
         prog="any2reg",
@@ -99,9 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
             "ASL, perfusion, cine). Reads TIFF/OME-TIFF, NIfTI (.nii, .nii.gz) and DICOM series "
             "folders; writes the registered stack, the displacement field and QC metrics."
         ),
-        epilog="Run 'any2reg COMMAND --help' for the options of each command.",
+        epilog="Run 'any2reg COMMAND --help' for the options of each command. " + _EXIT_CODES_TEXT,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    # own dests: a sub-command's defaults would overwrite options of the same dest given before it
+    parser.add_argument("-v", "--verbose", dest="global_verbose", action="count", default=0, help="more log output (-vv: debug); also after the command")
+    parser.add_argument("-q", "--quiet", dest="global_quiet", action="store_true", help="no progress output, warnings and errors only; also after the command")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     reg = sub.add_parser(
@@ -120,12 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reg.add_argument("input", help="TIFF/OME-TIFF, NIfTI file, or DICOM series folder")
     reg.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
-    reg.add_argument("--engine", default=DEFAULT_ENGINE, choices=available_engines(), help="registration engine (default: %(default)s)")
-    reg.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device; auto = CUDA when present (default: %(default)s)")
-    reg.add_argument("--reference-frame", type=int, default=None, metavar="I", help="keep frame I fixed (all-to-one); default: groupwise")
-    reg.add_argument("--metric", choices=("cte", "pca2"), default=None, help="similarity for the groupwise engine (default: cte)")
-    reg.add_argument("--iterations-scale", type=_positive_float, default=None, metavar="S", help="multiply iteration counts (0.3 quick preview, 2 hard cases)")
-    reg.add_argument("--kind", choices=SEQUENCE_KINDS, default=None, help="override the sequence kind read from the file")
+    _add_engine_options(reg, ENGINES, DEVICE_CHOICES)
+    reg.add_argument("--kind", choices=SEQUENCE_KINDS, default=None, metavar="KIND", help="override the sequence kind read from the file: %(choices)s")
     reg.add_argument("--times-ms", type=_float_list, default=None, metavar="T1,T2,...", help="per-frame inversion/saturation/trigger times (ms); 'inf' for no preparation")
     reg.add_argument("--spacing-mm", type=_spacing, default=None, metavar="DY,DX", help="override the pixel spacing (mm)")
     reg.add_argument("--weights", default=None, metavar="FILE", help="any2reg engines: a shipped weights name (e.g. any2reg-v1, the previous release) or a best.pt / checkpoint.pt from 'any2reg train' instead of the default weights")
@@ -139,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--landmarks", default=None, metavar="CSV", help="landmarks clicked on the raw frames (frame,name,y,x in pixels) for TRE in the export")
     reg.add_argument("--report-format", choices=("png", "pdf"), default="png", help="format of the QC report with --export (default: %(default)s)")
     reg.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    reg.add_argument("--threads", type=int, default=None, metavar="K", help="CPU threads for torch (default: torch's choice; 1 is faster when other jobs share the cores)")
     reg.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
     tre = sub.add_parser(
@@ -183,12 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("input", help="TIFF/OME-TIFF, NIfTI file, or DICOM series folder")
     fit.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
-    fit.add_argument("--model", choices=tuple(T1_MODELS), default=None, help="T1 model; stone2/sasha2 are the 2-parameter forms (default: from the sequence kind)")
+    fit.add_argument("--model", choices=T1_MODELS, default=None, metavar="MODEL", help="T1 model: %(choices)s; stone2/sasha2 are the 2-parameter forms (default: from the sequence kind)")
     fit.add_argument("--times-ms", type=_float_list, default=None, metavar="T1,T2,...", help="per-frame inversion/saturation times (ms), 'inf' for no preparation (default: from the file's metadata)")
     fit.add_argument("--mask", default=None, metavar="FILE", help="2-D label image or mask (TIFF, NIfTI or .npy) on the image grid, for ROI statistics (labels: 1 LV blood, 2 LV myocardium, 3 RV blood)")
     fit.add_argument("--r2-threshold", type=float, default=0.9, metavar="R2", help="R2 above which a pixel's fit counts as good in the ROI statistics (default: %(default)s)")
-    fit.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="compute device; auto = CUDA when present (default: %(default)s)")
+    fit.add_argument("--device", default="auto", choices=DEVICE_CHOICES, metavar="DEVICE", help="compute device: %(choices)s; auto = CUDA when present (default: %(default)s)")
     fit.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    fit.add_argument("--threads", type=int, default=None, metavar="K", help="CPU threads for torch (default: torch's choice; 1 is faster when other jobs share the cores)")
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
     sub.add_parser("engines", help="list the registration engines and the device auto picks")
@@ -230,31 +290,85 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--real-data-probability", type=float, default=0.3, help="share of steps drawn from --real-data (default: %(default)s)")
     tr.add_argument("--real-motion-mm", type=_float_pair, default=None, metavar="LO,HI", help="injected motion range on real data in mm (default: 3,20)")
     tr.add_argument("--validation-still-seed", type=int, default=None, metavar="SEED", help="log the spurious motion on a motion-free MOLLI phantom of this seed (>= 10000)")
-    tr.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, help="compute device (default: %(default)s)")
+    tr.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, metavar="DEVICE", help="compute device: %(choices)s (default: %(default)s)")
     tr.add_argument("--threads", type=int, default=None, metavar="K", help="CPU threads for torch (default: torch's choice; 1 is faster when other jobs share the cores)")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+    _add_batch_parser(sub, ENGINES, DEVICE_CHOICES)
+    for command in sub.choices.values():
+        _add_verbosity(command)
     return parser
 
 
-class _ProgressPrinter:
-    """One-line progress bar on stderr."""
+def _add_batch_parser(sub, engines, devices) -> None:
+    batch = sub.add_parser(
+        "batch",
+        help="motion-correct a cohort (many files, DICOM trees or a CSV list) on Dask",
+        description=(
+            "Register every series of a study and summarise the cohort. INPUTS are sequence files, "
+            "folders (searched recursively: each TIFF/NIfTI file and each DICOM series/slice is one "
+            "series) or CSV lists (--list). Each series gets OUTDIR/<name>/ with the files of "
+            "'any2reg register --export record,...' plus series.json; OUTDIR/summary.csv has one row "
+            "per series and OUTDIR/cohort_qc.html (+ .png) the cohort QC page. Re-running the same "
+            "command skips the finished series (checked by their run record) and retries the failed "
+            "ones; a failed series never stops the cohort. Runs on a local Dask cluster (--jobs "
+            "worker processes, --threads-per-job torch threads each) or on an existing Dask "
+            "scheduler (--scheduler; its workers need napari-any2reg installed and the same paths)."
+        ),
+        epilog=_EXIT_CODES_TEXT,
+    )
+    batch.add_argument("inputs", nargs="*", metavar="INPUT", help="sequence files, folders to search, or CSV lists")
+    batch.add_argument("--list", action="append", default=[], metavar="CSV",
+                       help="CSV with a 'path' column and optional id, kind, timings_ms (';'-separated), "
+                            "spacing_mm ('dy;dx'), mask columns (relative paths from the CSV's folder); repeatable")
+    batch.add_argument("-o", "--output", required=True, help="cohort output folder (created if missing)")
+    _add_engine_options(batch, engines, devices)
+    batch.add_argument("--weights", default=None, metavar="FILE", help="any2reg engines: a shipped weights name or a best.pt / checkpoint.pt (loaded once per worker)")
+    batch.add_argument("--io-steps", type=int, default=None, metavar="K", help="any2reg-io: instance-optimisation steps (default: 30)")
+    batch.add_argument("--export", default="qc,record", metavar="ITEMS",
+                       help="export items per series ('record' is always added: it marks a finished series; default: %(default)s; "
+                            "'all' adds NIfTI, Jacobian, report...)")
+    batch.add_argument("--report-format", choices=("png", "pdf"), default="png", help="format of per-series QC reports (default: %(default)s)")
+    batch.add_argument("--fit", action="store_true", help="also fit T1 before and after (series with a T1 model and timings): maps, ROI T1 mean/SD and R2 in the summary")
+    batch.add_argument("--r2-threshold", type=float, default=0.9, metavar="R2", help="R2 above which a pixel's fit counts as good (default: %(default)s)")
+    batch.add_argument("--jobs", type=int, default=None, metavar="K", help="local cluster: worker processes (default: CPU cores // threads per job)")
+    batch.add_argument("--threads-per-job", "--threads", dest="threads", type=int, default=1, metavar="T", help="torch threads per job (default: %(default)s)")
+    batch.add_argument("--scheduler", default=None, metavar="ADDRESS", help="run on this Dask scheduler (tcp://host:8786) instead of a local cluster")
+    batch.add_argument("--overwrite", action="store_true", help="redo finished series (and series made with other settings)")
+    batch.add_argument("--dry-run", action="store_true", help="list the series and their output folders, run nothing")
+    batch.add_argument("-q", "--quiet", action="store_true", help="no progress output; warnings and errors only")
+
+
+class _Progress:
+    """Progress bar on stderr (tqdm) for one computation, as a ``(fraction, message)`` callback.
+
+    Shown only on a terminal: in a log file (stderr not a TTY) the carriage returns of a bar are
+    noise, so nothing is written there (tqdm's ``disable=None``). ``-q`` hides it everywhere.
+    """
 
     def __init__(self, quiet: bool):
         self.quiet = quiet
-        self.last = -1
+        self.bar = None
+
+    def __enter__(self):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=100, disable=True if self.quiet else None, file=sys.stderr, leave=False,
+                        bar_format="{l_bar}{bar}| {elapsed}", dynamic_ncols=True)
+        return self
 
     def __call__(self, fraction: float, message: str) -> None:
-        if self.quiet:
+        if self.bar is None or self.bar.disable:
             return
-        percent = int(fraction * 100)
-        if percent == self.last:
-            return
-        self.last = percent
-        bar = "#" * (percent // 4)
-        sys.stderr.write(f"\r[{bar:<25}] {percent:3d}% {message[:40]:<40}")
-        if percent >= 100:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+        percent = max(0, min(100, int(fraction * 100)))
+        if percent != self.bar.n:
+            self.bar.update(percent - self.bar.n)
+        self.bar.set_description_str(message[:40], refresh=False)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        return False
 
 
 def _note(kind: str, text: str) -> None:
@@ -264,88 +378,40 @@ def _note(kind: str, text: str) -> None:
 
 def _read_input(path: str, **options):
     """``read_sequence`` with its warnings (a pixel size replaced by 1 mm, ...) printed as one line each."""
-    import warnings
+    from .pipeline.series import read_input
 
-    from .io import SequenceReadWarning, read_sequence
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SequenceReadWarning)  # printed below, once, in CLI form
-        sequence = read_sequence(path, **options)
+    sequence = read_input(path, **options)
     for text in sequence.metadata.get("read_warnings", ()):
         _note("warning", text)
     return sequence
 
 
 def _refuse_replacing_inputs(targets: Seq[Path], inputs: Seq[str | None]) -> None:
-    """Never let an output (even with --overwrite) replace a file this run reads.
+    """Never let an output (even with --overwrite) replace a file this run reads (see pipeline.series)."""
+    from .pipeline.series import refuse_replacing_inputs
 
-    ``any2reg register out/registered.tif -o out --overwrite`` would otherwise replace the very
-    data being processed (and a NIfTI input's JSON sidecar is as much input as the image).
-    """
-    import os
-
-    from .io._common import find_sidecar
-
-    read: list[Path] = []
-    for name in inputs:
-        if name is None or not Path(name).is_file():
-            continue
-        read.append(Path(name))
-        sidecar = find_sidecar(Path(name))
-        if sidecar is not None:
-            read.append(sidecar)
-    for target in targets:
-        if not target.is_file():
-            continue
-        for source in read:
-            if os.path.samefile(target, source):
-                alias = "" if Path(os.path.abspath(source)) == Path(os.path.abspath(target)) else f" (as {source})"
-                raise ValueError(
-                    f"{target} is also read by this run{alias}; writing the outputs there would "
-                    "replace it. Choose another output folder or file name."
-                )
-
-
-def _check_weights(args: argparse.Namespace) -> None:
-    """Load the network the any2reg engines will use now, so a weights problem stops the run
-    before any work, with one line that says what to do (the loaded network is cached)."""
-    from .core.device import resolve_device
-    from .core.engines.any2reg import load_pretrained, shipped_weights_name
-    from .core.weights import WeightsError
-
-    device = resolve_device(args.device)
-    if shipped_weights_name(args.weights) is not None:  # the default, or a shipped file by name
-        load_pretrained(device, args.weights)  # its WeightsError already names the file and the fix
-        return
-    fix = "pass a best.pt / checkpoint.pt written by 'any2reg train', or omit --weights to use the shipped weights."
-    import zipfile
-
-    if Path(args.weights).is_file() and not zipfile.is_zipfile(args.weights):
-        # torch's own message for this case is a page about weights_only that misleads
-        raise WeightsError(f"--weights {args.weights}: not a PyTorch checkpoint (those are zip archives); {fix}")
-    try:
-        load_pretrained(device, args.weights)
-    except Exception as exc:  # torch and the checkpoint layout raise many types for a wrong file
-        if not Path(args.weights).is_file():
-            raise WeightsError(f"--weights {args.weights}: no such file; {fix}") from exc
-        cause = " ".join(str(exc).split())
-        for spelling in {str(args.weights), str(Path(args.weights).resolve())}:
-            cause = cause.replace(f"Weights file {spelling} ", "").replace(f"{spelling}: ", "").replace(spelling, "the file")
-        cause = cause if len(cause) <= 160 else cause[:157] + "..."  # torch's messages run to pages
-        if not isinstance(exc, WeightsError):
-            cause = f"{type(exc).__name__}: {cause}"
-        raise WeightsError(f"--weights {args.weights}: not a usable any2reg network ({cause}); {fix}") from exc
+    refuse_replacing_inputs(targets, inputs)
 
 
 def _output_bytes(sequence, per_voxel: int, extra: int = 0) -> int:
-    """Rough size of the outputs, to refuse a disk that cannot hold them before computing."""
-    return sequence.n_frames * sequence.shape[0] * sequence.shape[1] * per_voxel + extra
+    from .pipeline.series import output_bytes
+
+    return output_bytes(sequence, per_voxel, extra)
+
+
+def _register_settings(args: argparse.Namespace):
+    from .pipeline.series import RegisterSettings
+
+    return RegisterSettings(
+        engine=args.engine, device=args.device, reference_frame=args.reference_frame, metric=args.metric,
+        iterations_scale=args.iterations_scale, weights=args.weights, io_steps=args.io_steps,
+        export=args.export, report_format=args.report_format,
+    )
 
 
 def _cmd_register(args: argparse.Namespace) -> int:
-    from .core.metrics import alignment_score
-    from .core.registration import register
-    from .io import atomic_write_folder, check_output_folder, write_tiff
+    # the same code path as every series of 'any2reg batch' (pipeline.series)
+    from .pipeline.series import register_series
 
     overrides = {}
     if args.kind is not None:
@@ -355,183 +421,34 @@ def _cmd_register(args: argparse.Namespace) -> int:
     if args.spacing_mm is not None:
         overrides["spacing_mm"] = args.spacing_mm
     sequence = _read_input(args.input, **overrides)
-
-    # everything that can be checked is checked before the registration runs
     outdir = Path(args.output)
-    export_items, skipped = _export_items(args, sequence)
-    landmarks = _read_landmarks_for(args.landmarks, sequence) if args.landmarks is not None else None
-    if export_items is None and landmarks is not None:
-        raise ValueError("--landmarks is used by the export; add --export all (or --export landmarks,...).")
-    names = ["registered.tif", "displacement.npy", "metrics.json"]
-    if args.engine.startswith("any2reg"):
-        names.append("correspondence.npy")
-    if export_items is not None:
-        from .core.export import planned_files
-
-        names += [name for name in planned_files(export_items, report_format=args.report_format) if name not in names]
-    targets = [outdir / name for name in names]
-    _refuse_replacing_inputs(targets, [args.input, args.landmarks, args.weights])
-    existing = [str(p) for p in targets if p.exists()]
-    if existing and not args.overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite to replace them")
-    # registered + displacement (2) + correspondence: 16 bytes a voxel; the export adds NIfTI
-    # copies and the Jacobian, and a report of a few MB
-    check_output_folder(outdir, needed_bytes=_output_bytes(sequence, 16) if export_items is None
-                        else _output_bytes(sequence, 32, 5_000_000))
-    if args.engine.startswith("any2reg"):
-        _check_weights(args)
-    elif args.weights is not None or args.io_steps is not None:
-        raise ValueError(f"--weights and --io-steps are options of the any2reg engines, not of {args.engine!r}; drop them or use --engine any2reg / any2reg-io.")
-
-    options = {}
-    if args.metric is not None:
-        options["metric"] = args.metric
-    if args.iterations_scale is not None:
-        options["iterations_scale"] = args.iterations_scale
-    if args.weights is not None:
-        options["weights"] = args.weights
-    if args.io_steps is not None:
-        options["io_steps"] = args.io_steps
-    result = register(
-        sequence,
-        engine=args.engine,
-        device=args.device,
-        reference_frame=args.reference_frame,
-        progress=_ProgressPrinter(args.quiet),
-        cancel=threading.Event(),
-        **options,
-    )
-    metrics = result.summary()
-    metrics.update(
-        {
-            "input": str(args.input),
-            "n_frames": sequence.n_frames,
-            "shape": list(sequence.shape),
-            "spacing_mm": list(sequence.spacing_mm),
-            "spacing_source": sequence.metadata.get("spacing_source"),
-            "kind": sequence.kind,
-            "alignment_score_before": alignment_score(sequence.frames),
-            "alignment_score_after": alignment_score(result.registered),
-            "alignment_score_definition": "share of variance in the first 2 principal components, central ROI (higher = better aligned)",
-            "displacement_convention": "pixels (dy, dx), pull-back: registered_i(x) = frame_i(x + u_i(x))",
-        }
-    )
-    if sequence.metadata.get("read_warnings"):
-        metrics["read_warnings"] = list(sequence.metadata["read_warnings"])
-    if skipped:
-        metrics["export_skipped"] = dict(skipped)
-    if export_items is not None:
-        _export_registration(args, sequence, result, metrics, export_items, landmarks, outdir, skipped)
-        return EXIT_OK
-    scores = result.extras.get("correspondence")
-
-    def write_outputs(staging: Path) -> None:
-        write_tiff(staging / "registered.tif", result.registered_sequence())
-        np.save(staging / "displacement.npy", result.displacement)
-        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-        if scores is not None and "correspondence.npy" in names:
-            np.save(staging / "correspondence.npy", np.asarray(scores, np.float32))
-
-    # the outputs appear together or not at all (full disk, Ctrl-C, SIGTERM)
-    atomic_write_folder(outdir, write_outputs, expected=names, overwrite=args.overwrite)
-    if not args.quiet:
-        print(
-            f"{sequence.name}: {sequence.n_frames} frames, engine {result.engine} on {result.device}, "
-            f"{result.seconds:.2f} s, folding {metrics['folding_percent']:.3f} %, alignment "
-            f"{metrics['alignment_score_before']:.3f} -> {metrics['alignment_score_after']:.3f}; "
-            f"wrote {outdir}"
+    with _Progress(args.quiet) as progress:
+        outcome = register_series(
+            sequence, outdir, _register_settings(args), input_path=args.input, landmarks_path=args.landmarks,
+            overwrite=args.overwrite, command=["any2reg"] + list(getattr(args, "argv", [])), progress=progress,
         )
-    return EXIT_OK
-
-
-def _export_items(args: argparse.Namespace, sequence) -> tuple[tuple[str, ...] | None, dict[str, str]]:
-    """The export items of ``register --export`` resolved against what this run can provide.
-
-    Returns the items and, for ``--export all``, the items left out and why (printed and kept in
-    metrics.json). An item named explicitly whose input is missing is an error, raised here,
-    before the registration runs.
-    """
-    from .core.export import EXPORT_ITEMS, parse_export_items
-    from .core.mapping import fit_problem, model_for_kind
-
-    if args.export is None:
-        return None, {}
-    requested = parse_export_items(args.export)
-    if not requested:
-        raise ValueError("--export needs 'all' or a comma-separated list of items.")
-    model = model_for_kind(sequence.kind)
-    if model is None:
-        no_fit = f"no T1 model for a {sequence.kind!r} sequence (pass --kind molli|stone|sasha if it is one)"
-    elif sequence.timings_ms is None:
-        no_fit = "no inversion/saturation times (pass --times-ms)"
-    else:
-        no_fit = fit_problem(sequence.timings_ms, sequence.n_frames, model)
-    if requested == ("all",):
-        skipped = {"dice": "needs labels of every frame; export from napari or with core.export"}
-        if args.landmarks is None:
-            skipped["landmarks"] = "no --landmarks CSV"
-        if no_fit is not None:
-            skipped["maps"] = f"no T1 fit possible: {no_fit}"
-        return tuple(item for item in EXPORT_ITEMS if item not in skipped), skipped
-    if "dice" in requested:
-        raise ValueError("--export dice needs labels of every frame; export from napari (Export panel) or with core.export.")
-    if "landmarks" in requested and args.landmarks is None:
-        raise ValueError("--export landmarks needs --landmarks CSV (frame,name,y,x in pixels).")
-    if "maps" in requested and no_fit is not None:
-        raise ValueError(f"--export maps: no T1 fit is possible for {args.input}: {no_fit}")
-    # the plain outputs (registered.tif, displacement.npy) are always part of an export
-    return tuple(item for item in EXPORT_ITEMS if item in set(requested) | {"stack", "displacement"}), {}
-
-
-def _read_landmarks_for(path: str, sequence):
-    from .core.landmarks import read_landmarks_csv
-
-    table = read_landmarks_csv(path, spacing_mm=sequence.spacing_mm)
-    if table.n_frames > sequence.n_frames:
-        raise ValueError(
-            f"--landmarks {path}: a point is on frame {table.n_frames - 1} but {sequence.name!r} has "
-            f"{sequence.n_frames} frames (0..{sequence.n_frames - 1}); frames are 0-based."
-        )
-    table.positions(sequence.n_frames)  # a landmark placed twice on a frame: fail before registering
-    return table
-
-
-def _export_registration(args, sequence, result, metrics, items, landmarks, outdir: Path, skipped=None) -> None:
-    """``register --export``: the plain outputs and the export items in one all-or-nothing write."""
-    from .core.export import export_result, t1_maps_from_fit
-
-    t1_maps = None
-    if "maps" in items:
-        from .core.mapping import fit_t1
-
-        t1_maps = {
-            "raw": t1_maps_from_fit(fit_t1(sequence, device=args.device)),
-            "registered": t1_maps_from_fit(fit_t1(result.registered_sequence(), device=args.device)),
-        }
-    extra = {"metrics.json": lambda p: p.write_text(json.dumps(metrics, indent=2, default=float))}
-    scores = result.extras.get("correspondence")
-    if scores is not None:
-        extra["correspondence.npy"] = lambda p: np.save(p, np.asarray(scores, np.float32))
-    outcome = export_result(
-        result, outdir, items=items, landmarks=landmarks, t1_maps=t1_maps, input_path=str(args.input),
-        report_format=args.report_format, extra_files=extra, command=["any2reg"] + list(getattr(args, "argv", [])),
-        overwrite=args.overwrite,
-    )
-    for item, why in (skipped or {}).items():
+    result, metrics = outcome.result, outcome.metrics
+    for item, why in outcome.skipped.items():
         if item != "dice" and not (item == "landmarks" and args.landmarks is None):
             _note("note", f"--export all: skipped {item}: {why}")  # the ones a user may have expected
-    if not args.quiet:
-        print(
-            f"{sequence.name}: {sequence.n_frames} frames, engine {result.engine} on {result.device}, "
-            f"{result.seconds:.2f} s, folding {metrics['folding_percent']:.3f} %, alignment "
-            f"{metrics['alignment_score_before']:.3f} -> {metrics['alignment_score_after']:.3f}"
-        )
-        if outcome.tre is not None:
-            print(f"TRE overall {outcome.tre.before['overall']:.2f} -> {outcome.tre.after['overall']:.2f} mm")
-        summary = outcome.summary()
-        if skipped:
-            summary += "; skipped " + ", ".join(f"{k} ({v})" for k, v in skipped.items())
-        print(summary)
+    if args.quiet:
+        return EXIT_OK
+    line = (
+        f"{sequence.name}: {sequence.n_frames} frames, engine {result.engine} on {result.device}, "
+        f"{result.seconds:.2f} s, folding {metrics['folding_percent']:.3f} %, alignment "
+        f"{metrics['alignment_score_before']:.3f} -> {metrics['alignment_score_after']:.3f}"
+    )
+    if outcome.export is None:
+        print(f"{line}; wrote {outdir}")
+        return EXIT_OK
+    print(line)
+    if outcome.export.tre is not None:
+        print(f"TRE overall {outcome.export.tre.before['overall']:.2f} -> {outcome.export.tre.after['overall']:.2f} mm")
+    summary = outcome.export.summary()
+    if outcome.skipped:
+        summary += "; skipped " + ", ".join(f"{k} ({v})" for k, v in outcome.skipped.items())
+    print(summary)
+    return EXIT_OK
 
 
 def _cmd_tre(args: argparse.Namespace) -> int:
@@ -572,36 +489,10 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _read_label_image(path: str, shape: tuple[int, int]) -> np.ndarray:
-    """A 2-D label image or mask from TIFF, NIfTI (rows = j, like the sequence reader) or .npy."""
-    from .io._common import split_name
+    """A 2-D label image or mask from TIFF, NIfTI or .npy (see pipeline.series.read_label_image)."""
+    from .pipeline.series import read_label_image
 
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"--mask {file}: no such file; check the path.")
-    ext = split_name(file)[1]
-    if ext in (".tif", ".tiff", ".ome.tif", ".ome.tiff"):
-        import tifffile
-
-        data = np.squeeze(tifffile.imread(file))
-    elif ext in (".nii", ".nii.gz"):
-        import nibabel
-
-        data = np.squeeze(np.asanyarray(nibabel.load(str(file)).dataobj))
-        data = data.T if data.ndim == 2 else data  # NIfTI (i, j) -> (rows = j, columns = i)
-    elif ext == ".npy":
-        data = np.squeeze(np.load(file, allow_pickle=False))
-    else:
-        raise ValueError(f"--mask {file}: unsupported type {ext or '(none)'!r}; use a TIFF, NIfTI or .npy file.")
-    if data.shape != tuple(shape):
-        raise ValueError(
-            f"--mask {file} has shape {data.shape} but the images are {tuple(shape)}; give one 2-D "
-            "label image on the same grid (draw it on the registered series for registered input)."
-        )
-    if data.dtype.kind == "f":
-        if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
-            raise ValueError(f"--mask {file}: labels must be integers (0 = background) or 0/1.")
-        data = data.astype(np.int64)
-    return data
+    return read_label_image(path, shape)
 
 
 def _write_map_tiff(path: Path, array: np.ndarray, spacing_mm: tuple[float, float], info: dict) -> None:
@@ -655,7 +546,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         frames = frames.copy()
         frames[:, nonfinite] = np.nan  # the reader set them to 0; fit_t1 must see them as unusable
         _note("note", f"{int(nonfinite.sum())} pixels of {args.input} have NaN/Inf values; they are not fitted (NaN in the maps, counted as failed)")
-    result = fit_t1(frames, sequence.timings_ms, model, device=args.device, progress=_ProgressPrinter(args.quiet))
+    with _Progress(args.quiet) as progress:
+        result = fit_t1(frames, sequence.timings_ms, model, device=args.device, progress=progress)
     stats = result.summary()
     stats.update(
         {
@@ -820,6 +712,109 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _LogFormatter:
+    """``any2reg: warning: text`` for warnings and errors (like the CLI's other messages), plain
+    ``text`` for information, and the logger's name with -vv."""
+
+    def __init__(self, debug: bool):
+        import logging
+
+        self.debug = debug
+        self.plain = logging.Formatter("%(message)s")
+
+    def format(self, record) -> str:
+        import logging
+
+        text = self.plain.format(record)
+        if self.debug:
+            return f"{record.levelname.lower()} {record.name}: {text}"
+        if record.levelno >= logging.WARNING:
+            return f"any2reg: {record.levelname.lower()}: {text}"
+        return text
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    """Log records of napari_any2reg to stderr: warnings with -q, information by default, debug with -vv.
+
+    The handler is replaced on every call (tests call ``main`` many times, each with its own stderr).
+    """
+    import logging
+
+    logger = logging.getLogger("napari_any2reg")
+    for handler in [h for h in logger.handlers if getattr(h, "_any2reg_cli", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._any2reg_cli = True
+    handler.setFormatter(_LogFormatter(debug=verbose >= 2))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose >= 2 else logging.INFO)
+    logger.propagate = False
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    import logging
+
+    from .pipeline.batch import BatchSettings, run_batch
+    from .pipeline.cohort import discover
+    from .pipeline.series import RegisterSettings
+
+    log = logging.getLogger("napari_any2reg.batch")
+    if not args.inputs and not args.list:
+        raise ValueError("batch needs INPUTS (files, folders or CSV lists) or --list CSV.")
+    if args.threads < 1:
+        raise ValueError(f"--threads-per-job must be at least 1; got {args.threads}.")
+    if args.jobs is not None and args.jobs < 1:
+        raise ValueError(f"--jobs must be at least 1; got {args.jobs}.")
+    if args.scheduler is not None and args.jobs is not None:
+        raise ValueError("--jobs sets the size of the local cluster; with --scheduler the scheduler's workers run the series. Drop one of them.")
+    if not 0.0 <= args.r2_threshold <= 1.0:
+        raise ValueError(f"--r2-threshold must be between 0 and 1; got {args.r2_threshold}.")
+    from .core.export import parse_export_items
+
+    parse_export_items(args.export)  # an unknown item: one line now, not one failure per series
+    outdir = Path(args.output)
+    jobs = discover(args.inputs, args.list, exclude=[outdir])
+    if not jobs:
+        raise ValueError("no series found in the inputs; give TIFF/NIfTI files, folders with such files or DICOM images, or a CSV list.")
+    if args.dry_run:
+        for job in jobs:
+            print(f"{job.name}\t{job.label}")
+        return EXIT_OK
+    settings = BatchSettings(
+        register=RegisterSettings(
+            engine=args.engine, device=args.device, reference_frame=args.reference_frame, metric=args.metric,
+            iterations_scale=args.iterations_scale, weights=args.weights, io_steps=args.io_steps,
+            export=args.export, report_format=args.report_format,
+        ),
+        fit=args.fit, r2_threshold=args.r2_threshold, threads=args.threads, overwrite=args.overwrite,
+    )
+    from tqdm import tqdm
+
+    # a bar on a terminal; in a log file (not a TTY) one line per series instead of carriage returns
+    bar = tqdm(total=len(jobs), disable=True if args.quiet else None, file=sys.stderr, unit="series", dynamic_ncols=True)
+
+    def on_result(row: dict, done: int, total: int) -> None:
+        text = f"[{done}/{total}] {row['series']}: {row['this_run'] if row['status'] != 'failed' else 'FAILED'}"
+        if row.get("status") == "ok" and row.get("this_run") == "ran":
+            text += (f" {row.get('seconds_registration', 0):.2f} s, alignment {row['alignment_before']:.3f} -> "
+                     f"{row['alignment_after']:.3f}")
+        if row.get("status") == "failed":
+            log.warning("%s: %s", row["series"], row.get("error"))
+        if bar.disable:
+            log.info(text)
+        else:
+            bar.update(1)
+            bar.set_postfix_str(row["series"][-30:], refresh=True)
+
+    try:
+        report = run_batch(jobs, outdir, settings, n_jobs=args.jobs, scheduler=args.scheduler, on_result=on_result)
+    finally:
+        bar.close()
+    if not args.quiet:
+        print(report.line())
+    return EXIT_SOME_FAILED if report.n_failed else EXIT_OK
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a job scheduler, a closing terminal), raised in the main thread.
 
@@ -870,10 +865,17 @@ def main(argv: Seq[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(_join_numeric_values(argv))
     args.argv = argv  # for the run record
+    args.quiet = bool(getattr(args, "quiet", False) or args.global_quiet)
+    args.verbose = int(getattr(args, "verbose", 0) or 0) + args.global_verbose
+    _configure_logging(args.verbose, args.quiet)
     handlers = {"register": _cmd_register, "sample": _cmd_sample, "engines": _cmd_engines, "train": _cmd_train, "fit": _cmd_fit,
-                "tre": _cmd_tre}
+                "tre": _cmd_tre, "batch": _cmd_batch}
     try:
         with _SigtermAsException():
+            if args.command in ("register", "fit"):
+                from .pipeline.series import set_torch_threads
+
+                set_torch_threads(args.threads)
             return handlers[args.command](args)
     except Terminated:
         print("any2reg: terminated (SIGTERM)", file=sys.stderr)

@@ -37,7 +37,7 @@ import numpy as np
 from ..core.sequence import Sequence
 from ._common import SequenceFileNotFoundError, SequenceReadError, _Parts, build_sequence, guess_kind
 
-__all__ = ["read_dicom_series", "parse_ti_comment", "looks_like_dicom"]
+__all__ = ["read_dicom_series", "parse_ti_comment", "looks_like_dicom", "find_dicom_series"]
 
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 _MAPPING_KINDS = ("molli", "stone", "sasha", "ir")
@@ -271,6 +271,69 @@ def _pixels(f: Path) -> np.ndarray:
     intercept = _float_or_none(ds.get("RescaleIntercept"))
     values = stored.astype(np.float64) * (1.0 if slope is None else slope) + (intercept or 0.0)
     return values.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- discovery
+def find_dicom_series(root: Any, *, exclude: Any = ()) -> list[dict[str, Any]]:
+    """Every DICOM series / slice under ``root`` (searched recursively), for cohort runs.
+
+    Headers only are read (no pixel data). Images are grouped by folder, SeriesInstanceUID
+    and slice position (ImagePositionPatient rounded to 0.1 mm), because :func:`read_dicom_series`
+    reads one slice of one series; each group can be passed to it as its list of files.
+
+    Parameters
+    ----------
+    root : str or Path
+        Folder to search. Hidden files and folders and ``DICOMDIR`` are skipped.
+    exclude : iterable of paths, optional
+        Folders not to search (e.g. the output folder of a run inside the input tree).
+
+    Returns
+    -------
+    list of dict
+        Sorted by folder, series number and slice: ``files`` (list of Path), ``folder``
+        (Path), ``series_number`` (int or None), ``description`` (str), ``slice_index`` (0-based
+        position of the slice within its series, by position along the slice normal order of
+        appearance) and ``n_slices`` (slices in that series).
+    """
+    import os
+
+    root = Path(root)
+    skip = {Path(p).resolve() for p in exclude}
+    groups: dict[tuple, list[Path]] = defaultdict(list)
+    info: dict[tuple, tuple] = {}
+    for folder, subfolders, names in os.walk(root):
+        here = Path(folder)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and (here / d).resolve() not in skip)
+        candidates = [here / n for n in sorted(names) if looks_like_dicom(here / n)]
+        found, _ = _scan(candidates)
+        for f, ds in found:
+            uid = str(ds.get("SeriesInstanceUID", "") or "")
+            ipp = ds.get("ImagePositionPatient")
+            position = tuple(round(float(v), 1) for v in ipp) if ipp is not None and len(ipp) == 3 else None
+            key = (str(here), uid, position)
+            groups[key].append(f)
+            if key not in info:
+                number = _float_or_none(ds.get("SeriesNumber"))
+                info[key] = (None if number is None else int(number), str(ds.get("SeriesDescription", "") or "").strip())
+    slices: dict[tuple, list[tuple]] = defaultdict(list)
+    for key in groups:
+        slices[key[:2]].append(key)
+    series = []
+    for (folder, _uid), keys in slices.items():
+        keys = sorted(keys, key=lambda k: (k[2] is None, k[2] or ()))
+        for index, key in enumerate(keys):
+            number, description = info[key]
+            series.append({
+                "files": sorted(groups[key]),
+                "folder": Path(folder),
+                "series_number": number,
+                "description": description,
+                "slice_index": index,
+                "n_slices": len(keys),
+            })
+    series.sort(key=lambda s: (str(s["folder"]), s["series_number"] if s["series_number"] is not None else -1, s["slice_index"]))
+    return series
 
 
 # ---------------------------------------------------------------------------- reader
