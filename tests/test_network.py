@@ -262,3 +262,22 @@ def test_few_adam_steps_lower_the_loss(phantom_frames):
         final = float(loss_fn())
     assert np.isfinite(final)
     assert final < initial - 1e-3, (initial, final)
+
+
+# ------------------------------------------------------------------ test-time orientations
+def test_test_time_orientations_map_fields_back_and_average(phantom_frames):
+    net = _net(seed=3)
+    frames = phantom_frames.numpy()
+    single = predict(net, frames, spacing_mm=None)
+    # the 180-degree pass alone, mapped back by hand: rotate the input, rotate the field back
+    rotated = predict(net, np.ascontiguousarray(frames[:, ::-1, ::-1]), spacing_mm=None)
+    back = -rotated[:, :, ::-1, ::-1]
+    two = predict(net, frames, spacing_mm=None, orientations=2)
+    np.testing.assert_allclose(two, 0.5 * (single + back), atol=1e-5)
+    four = predict(net, frames, spacing_mm=None, orientations=4, reference_frame=1)
+    assert np.abs(four[1]).max() == 0.0  # the fixed frame stays fixed in every orientation
+    order = np.random.default_rng(0).permutation(frames.shape[0])
+    shuffled = predict(net, frames[order], spacing_mm=None, orientations=2)
+    assert np.abs(shuffled - two[order]).max() < 0.02  # still permutation-equivariant
+    with pytest.raises(ValueError, match="orientations"):
+        predict(net, frames, spacing_mm=None, orientations=3)

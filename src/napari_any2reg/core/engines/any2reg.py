@@ -37,6 +37,8 @@ __all__ = ["DEFAULT_WEIGHTS", "load_pretrained", "shipped_weights_name", "Pretra
 
 #: The shipped weights file used by default.
 DEFAULT_WEIGHTS = "any2reg-v1.pt"
+#: Test-time orientations of the network pass (see :func:`core.network.predict`).
+DEFAULT_ORIENTATIONS = 1
 
 
 class Pretrained:
@@ -303,7 +305,8 @@ def coarse_translation(
 
 # ---------------------------------------------------------------- engines
 def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | None, spacing_mm, weights,
-         auxiliary_features, io_steps: int, io_learning_rate: float, scores: bool, coarse: bool) -> EngineOutput:
+         auxiliary_features, io_steps: int, io_learning_rate: float, scores: bool, coarse: bool,
+         orientations: int) -> EngineOutput:
     progress.report(0.0, "loading the Any2Reg network")
     model = load_pretrained(frames.device, weights)
     progress.check()
@@ -329,7 +332,7 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     network_progress.report(0.0, "network prediction")
     u = predict(model.net, network_input.detach().cpu().numpy(), spacing_mm=spacing_mm,
                 training_spacing_mm=model.training_spacing_mm, reference_frame=reference_frame,
-                auxiliary_features=auxiliary_features,
+                auxiliary_features=auxiliary_features, orientations=orientations,
                 progress=lambda fraction: network_progress.report(fraction, "network prediction"))
     displacement = torch.from_numpy(u).to(frames.device)
     if translation is not None:
@@ -366,6 +369,7 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     if io_steps > 0:
         params.update(io_steps=io_steps, io_learning_rate=io_learning_rate)
     params["coarse"] = bool(coarse)
+    params["orientations"] = int(orientations)
     if translation is not None:
         params["coarse_translation_px"] = [[round(float(v), 3) for v in row] for row in translation.cpu()]
     return EngineOutput(displacement=displacement, loss_history=history, params=params, extras=extras)
@@ -379,7 +383,8 @@ def _check_unused(name: str, unused: dict[str, Any]) -> None:
 @register_engine("any2reg")
 def any2reg_engine(frames: torch.Tensor, *, progress: Progress, reference_frame: int | None, spacing_mm,
                    weights: str | Path | None = None, auxiliary_features: np.ndarray | None = None,
-                   scores: bool = True, coarse: bool = True, **unused: Any) -> EngineOutput:
+                   scores: bool = True, coarse: bool = True, orientations: int = DEFAULT_ORIENTATIONS,
+                   **unused: Any) -> EngineOutput:
     """Register with one forward pass of the trained network.
 
     Parameters
@@ -394,18 +399,21 @@ def any2reg_engine(frames: torch.Tensor, *, progress: Progress, reference_frame:
     coarse : bool
         Groupwise translation pre-alignment before the network (:func:`coarse_translation`),
         for breathing shifts larger than the network captures; ``False`` skips it.
+    orientations : {1, 2, 4}
+        Test-time augmentation (:func:`core.network.predict`): mean of the fields predicted in
+        1, 2 or 4 orientations; each costs one network pass.
     """
     _check_unused("any2reg", unused)
     return _run(frames, progress=progress, reference_frame=reference_frame, spacing_mm=spacing_mm, weights=weights,
                 auxiliary_features=auxiliary_features, io_steps=0, io_learning_rate=0.0, scores=scores,
-                coarse=bool(coarse))
+                coarse=bool(coarse), orientations=int(orientations))
 
 
 @register_engine("any2reg-io")
 def any2reg_io_engine(frames: torch.Tensor, *, progress: Progress, reference_frame: int | None, spacing_mm,
                       weights: str | Path | None = None, auxiliary_features: np.ndarray | None = None,
                       io_steps: int = 30, io_learning_rate: float = 0.05, scores: bool = True,
-                      coarse: bool = True, **unused: Any) -> EngineOutput:
+                      coarse: bool = True, orientations: int = DEFAULT_ORIENTATIONS, **unused: Any) -> EngineOutput:
     """The network's prediction refined by ``io_steps`` Adam steps of instance optimisation
     (see :func:`instance_optimise`); other options as :func:`any2reg_engine`."""
     _check_unused("any2reg-io", unused)
@@ -413,4 +421,4 @@ def any2reg_io_engine(frames: torch.Tensor, *, progress: Progress, reference_fra
         raise ValueError(f"any2reg-io: io_steps must be >= 0; got {io_steps}")
     return _run(frames, progress=progress, reference_frame=reference_frame, spacing_mm=spacing_mm, weights=weights,
                 auxiliary_features=auxiliary_features, io_steps=int(io_steps), io_learning_rate=float(io_learning_rate),
-                scores=scores, coarse=bool(coarse))
+                scores=scores, coarse=bool(coarse), orientations=int(orientations))

@@ -377,6 +377,10 @@ class Any2RegNet(nn.Module):
 
 
 # ------------------------------------------------------------------ inference wrapper
+#: (flip y, flip x) of the test-time orientations, in the order they are used.
+_ORIENTATIONS = ((False, False), (True, True), (True, False), (False, True))
+
+
 def _per_frame(fn, chunk: int | None, *tensors: torch.Tensor, tick=None) -> torch.Tensor:
     """``fn(*tensors)`` for frame-wise ``fn``, evaluated ``chunk`` frames at a time.
 
@@ -430,6 +434,7 @@ def predict(
     reference_frame: int | None = None,
     auxiliary_features=None,
     progress: Callable[[float], None] | None = None,
+    orientations: int = 1,
 ) -> np.ndarray:
     """Run ``net`` on a raw sequence and return fields on the input grid.
 
@@ -455,6 +460,13 @@ def predict(
         User-supplied per-frame features on the input grid.
     progress : callable(fraction), optional
         Passed to the forward pass (called per chunk of frames; may raise to cancel).
+    orientations : {1, 2, 4}
+        Test-time augmentation: the mean of the fields predicted for the sequence as given,
+        rotated by 180° (2) and also flipped along each axis (4), each mapped back. The
+        network is not exactly flip-equivariant, so its small orientation-dependent errors
+        (e.g. motion invented from contrast change alone) partly cancel; the time grows
+        with the number of passes. The same transform is applied to every frame, so the
+        result stays permutation-equivariant.
 
     The network runs on the device of its parameters (move it with ``net.to(device)``) and is
     put in eval mode for the call (its previous mode is restored).
@@ -489,11 +501,27 @@ def predict(
     if aux is not None:
         aux = _resize_images(aux, work)
 
+    if orientations not in (1, 2, 4):
+        raise ValueError(f"orientations must be 1, 2 or 4; got {orientations}")
     was_training = net.training
     net.eval()
     try:
         with torch.no_grad():
-            u = net(x, auxiliary_features=aux, reference_frame=reference_frame, progress=progress)
+            fields = []
+            for k, (flip_y, flip_x) in enumerate(_ORIENTATIONS[:orientations]):
+                def passes(fraction, k=k):
+                    if progress is not None:
+                        progress((k + fraction) / orientations)
+
+                dims = [d for d, flip in ((-2, flip_y), (-1, flip_x)) if flip]
+                xi = x.flip(dims) if dims else x
+                ai = aux.flip(dims) if (dims and aux is not None) else aux
+                ui = net(xi, auxiliary_features=ai, reference_frame=reference_frame, progress=passes)
+                if dims:  # back to the input orientation: flip the grid and the flipped components
+                    sign = ui.new_tensor([-1.0 if flip_y else 1.0, -1.0 if flip_x else 1.0]).view(1, 2, 1, 1)
+                    ui = ui.flip(dims) * sign
+                fields.append(ui)
+            u = torch.stack(fields).mean(dim=0)
             if tuple(u.shape[-2:]) != shape:
                 u = upsample_displacement(u, shape)
     finally:
