@@ -96,6 +96,10 @@ def methods(candidate: str | None, v1: bool) -> list[tuple[str, str | None, dict
         ("any2reg-io", "any2reg-io", {}),
         ("any2reg (no coarse stage)", "any2reg", {"coarse": False}),
     ]
+    from napari_any2reg.core.engines.any2reg import DEFAULT_ORIENTATIONS
+
+    other = 2 if DEFAULT_ORIENTATIONS == 1 else 1  # the test-time orientation ablation
+    out.append((f"any2reg ({other} orientation{'s' if other > 1 else ''})", "any2reg", {"orientations": other}))
     if v1 and V1_WEIGHTS.is_file():
         out.append(("any2reg-v1", "any2reg", {"weights": str(V1_WEIGHTS), "coarse": False}))
     if candidate:
