@@ -20,8 +20,8 @@ Motion model (:func:`breathing_motion`), per frame ``i`` and in mm:
   organs more than the wall (sliding);
 * zero mean over frames (groupwise convention: the common grid is the mean position).
 
-Conventions (``DESIGN.md`` in ``docs/``): pull-back displacement ``(N, 2, H, W)`` in pixels,
-``registered_i(x) = frame_i(x + u_i(x))``.
+Conventions as everywhere in the package: pull-back displacement ``(N, 2, H, W)`` in pixels,
+components ``(dy, dx)``, ``registered_i(x) = frame_i(x + u_i(x))``.
 """
 
 from __future__ import annotations
