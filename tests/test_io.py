@@ -261,7 +261,7 @@ def test_rgb_and_multi_axis_tiff_are_refused(tmp_path):
     both = tmp_path / "zt.tif"
     tifffile.imwrite(both, np.random.default_rng(0).random((3, 2, H, W)).astype(np.float32),
                      imagej=True, metadata={"axes": "TZYX"})
-    with pytest.raises(SequenceReadError, match=r"zt\.tif: 2 non-spatial axes"):
+    with pytest.raises(SequenceReadError, match=r"zt\.tif: 2 slices \(Z axis\) of 3 frames"):
         read_sequence(both)
 
 
@@ -396,9 +396,9 @@ def test_nifti_orientation_is_documented_transpose(tmp_path):
     assert np.all(seq.frames[:, 7, 3] == 50)
     assert seq.spacing_mm == (1.3, 0.7)  # (pixdim[2], pixdim[1]), float32 noise removed
     assert seq.kind == "cine" and seq.timings_ms is None
-    # the writer applies the inverse: the file holds the same voxel layout
+    # the writer applies the inverse: the file holds the same voxel layout, as (I, J, 1, N)
     out = write_nifti(tmp_path / "again.nii.gz", seq)
-    np.testing.assert_array_equal(np.asanyarray(nibabel.load(str(out)).dataobj), data)
+    np.testing.assert_array_equal(np.asanyarray(nibabel.load(str(out)).dataobj), data[:, :, None, :])
 
 
 def test_nifti_4d_with_singleton_slice_axis(tmp_path):

@@ -6,7 +6,9 @@ the napari widgets. It follows the project conventions (``DESIGN.md`` §2):
 * ``frames``: ``float32`` array ``(N, H, W)``, frame axis first;
 * ``timings_ms``: one inversion / saturation / trigger time per frame, in ms (``inf`` for a
   non-inverted STONE frame), or ``None`` when unknown;
-* ``spacing_mm``: pixel spacing ``(dy, dx)`` in mm.
+* ``spacing_mm``: pixel spacing ``(dy, dx)`` in mm;
+* ``geometry``: where the slice lies in the scanner (:class:`~.geometry.SliceGeometry`), or
+  ``None`` when the file did not say.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import dataclasses
 from typing import Any
 
 import numpy as np
+
+from .geometry import SliceGeometry
 
 __all__ = ["Sequence", "SequenceError", "SEQUENCE_KINDS", "TIMING_NAMES"]
 
@@ -58,6 +62,9 @@ class Sequence:
         Human-readable name (used for layer and file names).
     metadata : dict, optional
         Extra information carried along (e.g. source file, scanner fields).
+    geometry : SliceGeometry or dict, optional
+        Position and orientation of the slice in patient coordinates (from DICOM IOP/IPP or
+        a NIfTI affine); carried into napari and every export. ``None`` when unknown.
 
     Raises
     ------
@@ -73,6 +80,7 @@ class Sequence:
     kind: str = "unknown"
     name: str = "sequence"
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    geometry: SliceGeometry | None = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen dataclass: normalise fields once, here
@@ -87,6 +95,11 @@ class Sequence:
             )
         set_(self, "kind", kind)
         set_(self, "metadata", dict(self.metadata))
+        if self.geometry is not None:
+            try:
+                set_(self, "geometry", SliceGeometry.from_dict(self.geometry))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise SequenceError(f"{self.name!r}: invalid slice geometry ({exc}).") from exc
         self.frames.flags.writeable = False  # the loaded data is read-only from here on
 
     # ------------------------------------------------------------------ properties
@@ -128,6 +141,8 @@ class Sequence:
                 "spacing_mm": list(self.spacing_mm),
             }
         )
+        if self.geometry is not None:
+            meta["geometry"] = self.geometry.to_dict()
         return meta
 
     @classmethod
@@ -159,8 +174,9 @@ class Sequence:
             metadata={
                 k: v
                 for k, v in metadata.items()
-                if k not in ("timings_ms", "spacing_mm", "any2reg_kind")
+                if k not in ("timings_ms", "spacing_mm", "any2reg_kind", "geometry")
             },
+            geometry=metadata.get("geometry"),
         )
 
 

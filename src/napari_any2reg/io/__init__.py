@@ -7,7 +7,8 @@ replace an existing file unless ``overwrite=True``.
 
 =====================  ==========================================================
 ``read_sequence``      any supported input, with ``kind`` / ``timings_ms`` /
-                       ``spacing_mm`` overrides
+                       ``spacing_mm`` overrides (``slice_index`` for multi-slice data)
+``read_slices``        every slice of multi-slice data, one sequence per slice
 ``read_tiff``          TIFF, ImageJ hyperstack, OME-TIFF
 ``read_nifti``         ``.nii`` / ``.nii.gz`` (+ JSON sidecar)
 ``read_dicom_series``  folder / list of single-frame DICOM images
@@ -28,8 +29,8 @@ besides the frames:
 
 from ._atomic import atomic_write, atomic_write_all, atomic_write_folder, check_output_folder
 from ._common import FILE_EXTENSIONS, SequenceReadError, SequenceReadWarning
-from ._dispatch import read_sequence, supported_path
-from .dicom import read_dicom_series
+from ._dispatch import read_sequence, read_slices, supported_path
+from .dicom import read_dicom_series, read_dicom_slices
 from .fields import read_displacement, read_map_tiff, save_displacement, save_map_tiff
 from .nifti import read_nifti, write_nifti
 from .tiff import read_tiff, write_tiff
@@ -39,6 +40,8 @@ __all__ = [
     "SequenceReadWarning",
     "FILE_EXTENSIONS",
     "read_sequence",
+    "read_slices",
+    "read_dicom_slices",
     "read_tiff",
     "read_nifti",
     "read_dicom_series",

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.geometry import SliceGeometry
 from ..core.sequence import SEQUENCE_KINDS, Sequence, SequenceError
 
 __all__ = [
@@ -61,7 +62,7 @@ TIMING_KEYS = ("timings_ms", "inversion_times_ms", "saturation_times_ms", "trigg
 #: Metadata keys the readers add themselves; not copied into exported files.
 READER_KEYS = (
     "source", "format", "timings_source", "spacing_source", "kind_source", "sidecar", "read_warnings",
-    "nonfinite_mask", "nonfinite_pixels",
+    "nonfinite_mask", "nonfinite_pixels", "geometry_source", "geometry",
 )
 
 #: Largest image a reader decodes (bytes as float32), unless the environment variable
@@ -302,6 +303,7 @@ def sequence_header(sequence: Any, metadata: dict[str, Any] | None = None) -> di
         "timing_name": sequence.timing_name,
         "spacing_mm": list(sequence.spacing_mm),
         "metadata": jsonable_metadata(sequence.metadata) if metadata is None else metadata,
+        **({"geometry": sequence.geometry.to_dict()} if getattr(sequence, "geometry", None) is not None else {}),
     }
 
 
@@ -378,6 +380,18 @@ def parse_info(content: dict[str, Any], source: str) -> dict[str, Any]:
         info["name"] = content["name"]
     if isinstance(content.get("metadata"), dict):
         info["metadata"] = dict(content["metadata"])
+    if isinstance(content.get("geometry"), dict):
+        try:
+            info["geometry"] = SliceGeometry.from_dict(content["geometry"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SequenceReadError(f"{source}: invalid geometry ({exc}); fix or remove the entry.") from exc
+    if "timings" not in info and content.get("InversionTime") is not None:
+        # BIDS sidecars (dcm2niix) give InversionTime in seconds: one value, or one per volume
+        values = decode_timings(content["InversionTime"], source) * 1000.0
+        if values.size > 1:
+            info["timings"], info["timing_key"] = values, "InversionTime (BIDS, s)"
+        else:
+            info.setdefault("metadata", {})["bids_inversion_time_ms"] = float(values[0])
     return info
 
 
@@ -466,6 +480,8 @@ class _Parts:
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
     sidecar: bool = True  # look for a JSON sidecar next to ``path``
     spacing_problem: str | None = None  # an invalid pixel size found in the file (warned if nothing replaces it)
+    geometry: SliceGeometry | None = None  # where the slice lies in the scanner (LPS)
+    geometry_source: str | None = None
 
     def take_info(self, info: dict[str, Any], source: str) -> None:
         """Fill empty fields from parsed any2reg/sidecar info."""
@@ -477,6 +493,8 @@ class _Parts:
             self.kind, self.kind_source = info["kind"], source
         if self.name is None and "name" in info:
             self.name = info["name"]
+        if self.geometry is None and "geometry" in info:
+            self.geometry, self.geometry_source = info["geometry"], source
         for key, value in info.get("metadata", {}).items():
             self.metadata.setdefault(key, value)
 
@@ -511,7 +529,7 @@ def build_sequence(
         raise ValueError(f"nonfinite must be 'error' or 'mask'; got {nonfinite!r}.")
     path = parts.path
     n = int(parts.frames.shape[0])
-    needs_more = parts.timings is None or parts.spacing is None or parts.kind is None
+    needs_more = parts.timings is None or parts.spacing is None or parts.kind is None or parts.geometry is None
     sidecar = find_sidecar(path) if (parts.sidecar and needs_more and path.is_file()) else None
     if sidecar is not None:
         parts.take_info(read_sidecar(sidecar), str(sidecar))
@@ -566,6 +584,8 @@ def build_sequence(
             "kind_source": parts.kind_source if parts.kind is not None else "default",
         }
     )
+    if parts.geometry is not None:
+        metadata["geometry_source"] = parts.geometry_source
     try:
         return Sequence(
             frames=frames,
@@ -574,6 +594,7 @@ def build_sequence(
             kind=parts.kind if parts.kind is not None else "unknown",
             name=parts.name or stem or path.name,
             metadata=metadata,
+            geometry=parts.geometry,
         )
     except SequenceError as exc:
         raise SequenceReadError(f"{path}: {exc}") from exc

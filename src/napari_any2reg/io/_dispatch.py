@@ -1,4 +1,4 @@
-"""Format dispatch: :func:`read_sequence` and :func:`supported_path`."""
+"""Format dispatch: :func:`read_sequence`, :func:`read_slices` and :func:`supported_path`."""
 
 from __future__ import annotations
 
@@ -14,35 +14,79 @@ from ._common import (
     build_sequence,
     split_name,
 )
-from .dicom import _dicom_parts, looks_like_dicom
-from .nifti import NIFTI_EXTENSIONS, _nifti_parts
-from .tiff import TIFF_EXTENSIONS, _tiff_parts
+from .dicom import _dicom_parts_list, looks_like_dicom
+from .nifti import NIFTI_EXTENSIONS, _nifti_parts_list
+from .tiff import TIFF_EXTENSIONS, _tiff_parts_list
 
-__all__ = ["read_sequence", "supported_path"]
+__all__ = ["read_sequence", "read_slices", "supported_path"]
 
 _DICOM_EXTENSIONS = (".dcm", ".ima")
 _FOLDER_PROBE = 32  # files looked at by supported_path on a folder
 
 
-def _parts_for(path: Any):
+def _parts_list(path: Any):
+    """One ``_Parts`` per slice of whatever ``path`` holds."""
     if isinstance(path, (list, tuple)):
-        return _dicom_parts(list(path))
+        return _dicom_parts_list(list(path))
     path = Path(path)
     if not path.exists():
         raise SequenceFileNotFoundError(f"{path}: no such file or folder; check the path.")
     if path.is_dir():
-        return _dicom_parts(path)
+        return _dicom_parts_list(path)
     _, ext = split_name(path)
     if ext in TIFF_EXTENSIONS:
-        return _tiff_parts(path)
+        return _tiff_parts_list(path)
     if ext in NIFTI_EXTENSIONS:
-        return _nifti_parts(path)
+        return _nifti_parts_list(path)
     if ext in _DICOM_EXTENSIONS or looks_like_dicom(path):
-        return _dicom_parts(path)
+        return _dicom_parts_list(path)
     raise SequenceReadError(
         f"{path}: unsupported file type {ext or '(no extension)'!r}; supported: "
         f"{SUPPORTED_DESCRIPTION}. Convert the file to one of these."
     )
+
+
+def _pick_slice(parts: list, slice_index: int | None):
+    if slice_index is None:
+        if len(parts) == 1:
+            return parts[0]
+        positions = "; ".join(
+            f"{k}: {p.metadata.get('slice_position_mm', k):.1f} mm ({p.frames.shape[0]} frames)" for k, p in enumerate(parts)
+        )
+        raise SequenceReadError(
+            f"{parts[0].path}: holds {len(parts)} slices ({positions}); a sequence is one slice. Pick one "
+            "(Python: read_sequence(..., slice_index=K) or read_slices(); CLI: --slice K or --slice all; "
+            "napari opens each slice as its own layer)."
+        )
+    k = int(slice_index)
+    if not -len(parts) <= k < len(parts):
+        raise SequenceReadError(
+            f"{parts[0].path}: slice {k} asked for, but it holds {len(parts)} slice(s) (0..{len(parts) - 1})."
+        )
+    return parts[k]
+
+
+def read_slices(
+    path: Any,
+    *,
+    kind: str | None = None,
+    timings_ms: Any = None,
+    spacing_mm: Any = None,
+    nonfinite: str = "error",
+) -> list[Sequence]:
+    """Read every slice of a file or folder: one :class:`Sequence` per slice position.
+
+    A multi-slice DICOM series (several ImagePositionPatient values, e.g. a Philips MOLLI
+    export of 3-4 slices x 11 frames in one folder, or an enhanced multi-frame file), a NIfTI
+    ``(I, J, Z, N)`` file or an OME/ImageJ TIFF with ``Z > 1`` and ``T > 1`` gives one sequence
+    per slice, sorted along the slice normal, with ``metadata["slice_index"]``,
+    ``["n_slices"]`` and ``["slice_position_mm"]``; single-slice data give a list of one. The
+    overrides apply to every slice (see :func:`read_sequence`).
+    """
+    return [
+        build_sequence(parts, kind=kind, timings_ms=timings_ms, spacing_mm=spacing_mm, nonfinite=nonfinite)
+        for parts in _parts_list(path)
+    ]
 
 
 def read_sequence(
@@ -52,6 +96,7 @@ def read_sequence(
     timings_ms: Any = None,
     spacing_mm: Any = None,
     nonfinite: str = "error",
+    slice_index: int | None = None,
 ) -> Sequence:
     """Read a quantitative cardiac sequence from any supported file or folder.
 
@@ -72,6 +117,9 @@ def read_sequence(
         What to do with NaN/Inf pixel values: refuse the file (default: registration needs
         finite frames), or set them to 0 and record the pixels in ``metadata["nonfinite_mask"]``
         (``(H, W)`` bool) for uses that skip them, such as T1 fitting.
+    slice_index : int, optional
+        Which slice of multi-slice data (0-based, along the slice normal; see
+        :func:`read_slices`). Required when the data hold several slices.
 
     Returns
     -------
@@ -96,7 +144,8 @@ def read_sequence(
     >>> seq = read_sequence("MOLLI_dicom/", timings_ms=[100, 180, 260])    # doctest: +SKIP
     """
     return build_sequence(
-        _parts_for(path), kind=kind, timings_ms=timings_ms, spacing_mm=spacing_mm, nonfinite=nonfinite
+        _pick_slice(_parts_list(path), slice_index),
+        kind=kind, timings_ms=timings_ms, spacing_mm=spacing_mm, nonfinite=nonfinite,
     )
 
 

@@ -10,14 +10,24 @@ vertical one (DICOM rows). The readers therefore return::
     frames[t, r, c] = data[c, r, t]        # frames = np.transpose(data, (2, 1, 0))
 
 i.e. rows = NIfTI ``j``, columns = NIfTI ``i``, frames = the one non-singleton axis after
-``j`` (``(I, J, N)``, ``(I, J, 1, N)``, ``(I, J, N, 1)`` ... all work), with **no flips**:
-row 0 / column 0 is voxel ``j = 0`` / ``i = 0``. :func:`write_nifti` applies the inverse,
-``data = np.transpose(frames, (2, 1, 0))``, so write -> read is the identity.
+``j`` (``(I, J, N)``, ``(I, J, 1, N)``, ``(I, J, N, 1)`` ... all work). A file with slices
+*and* frames, ``(I, J, Z, N)`` with ``Z > 1``, is read slice by slice (:func:`read_nifti_slices`).
 
-The affine is not used to reorient: cardiac short-axis slices are oblique and research
-files often carry placeholder affines, so affine-driven flips would rotate images
-arbitrarily. It is kept in ``metadata["nifti_affine"]`` and written back when the
-in-plane grid is unchanged. Spacing is ``(dy, dx) = (pixdim[2], pixdim[1])``.
+Geometry and the one flip
+-------------------------
+When the header declares a real space (``sform_code`` or ``qform_code`` > 0) the affine
+becomes the sequence's :class:`~napari_any2reg.core.geometry.SliceGeometry`. DICOM pixel
+axes (column, row, slice normal) are right-handed; converters such as dcm2niix reverse the
+row axis, which makes the affine's determinant negative. Such a file is read with its rows
+reversed (``frames[t, r, c] = data[c, J-1-r, t]``) so the same scan read from DICOM and from
+NIfTI gives the same frames, and the geometry still places every pixel where the affine
+says. No other reorientation is applied (an oblique short-axis slice is never rotated), and
+files with a positive determinant or no declared space read without flips, exactly as
+before. :func:`write_nifti` writes ``(I, J, 1, N)`` (slice axis 1, frames on the 4th, time
+axis, unit ms) with the geometry's affine (positive determinant, ``sform``/``qform`` code 1),
+so an export overlays its source in ITK-SNAP, 3D Slicer and FSLeyes: world coordinates of a
+pixel equal the source's. Without geometry the source file's affine is written back when the
+grid is unchanged, else ``diag(dx, dy, 1)``. Spacing is ``(dy, dx) = (pixdim[2], pixdim[1])``.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.geometry import LPS_TO_RAS, SliceGeometry
 from ..core.sequence import Sequence
 from ._atomic import atomic_write_all
 from ._common import (
@@ -42,12 +53,13 @@ from ._common import (
     split_name,
 )
 
-__all__ = ["read_nifti", "write_nifti", "sidecar_path", "ORIENTATION"]
+__all__ = ["read_nifti", "read_nifti_slices", "write_nifti", "sidecar_path", "ORIENTATION"]
 
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 
 #: The transform between NIfTI voxel order and ``(N, H, W)`` frames (documentation string).
-ORIENTATION = "frames[t, r, c] = data[c, r, t]: rows = NIfTI j (axis 1), columns = NIfTI i (axis 0), no flips"
+ORIENTATION = ("frames[t, r, c] = data[c, r, 0, t]: rows = NIfTI j (axis 1), columns = NIfTI i (axis 0), "
+               "frames on axis 3; rows reversed on reading only when the affine's determinant is negative")
 
 _SPACE_UNIT_MM = {"meter": 1000.0, "mm": 1.0, "micron": 1e-3}
 
@@ -61,6 +73,11 @@ def sidecar_path(path: Any) -> Path:
 def _exact_float(value: float) -> float:
     """NIfTI stores pixdim as float32: recover the decimal that was most likely meant."""
     return float(str(np.float32(value)))
+
+
+def read_nifti_slices(path: Any) -> list[Sequence]:
+    """Read every slice of a NIfTI file: one :class:`Sequence` per ``k`` of an ``(I, J, Z, N)`` file."""
+    return [build_sequence(parts) for parts in _nifti_parts_list(path)]
 
 
 def read_nifti(path: Any) -> Sequence:
@@ -89,6 +106,17 @@ def read_nifti(path: Any) -> Sequence:
 
 
 def _nifti_parts(path: Any) -> _Parts:
+    parts = _nifti_parts_list(path)
+    if len(parts) > 1:
+        raise SequenceReadError(
+            f"{parts[0].path}: {len(parts)} slices (NIfTI k) of {parts[0].frames.shape[0]} frames; a sequence "
+            "is one slice. Pick one (Python: read_sequence(..., slice_index=K) or read_slices(); CLI: "
+            "--slice K or --slice all; napari opens each slice as its own layer)."
+        )
+    return parts[0]
+
+
+def _nifti_parts_list(path: Any) -> list[_Parts]:
     path = check_file(path)
     import nibabel
 
@@ -103,6 +131,7 @@ def _nifti_parts(path: Any) -> _Parts:
         affine = np.asarray(image.affine, dtype=np.float64)
         shape = tuple(int(s) for s in image.shape)
         descrip = np.asarray(header.get("descrip", b"")).item()
+        declared = int(header["sform_code"]) > 0 or int(header["qform_code"]) > 0
     except SequenceReadError:
         raise
     except Exception as exc:  # nibabel/gzip/zlib raise many types for bad files
@@ -117,8 +146,52 @@ def _nifti_parts(path: Any) -> _Parts:
         )
     if data.ndim < 2:
         raise SequenceReadError(f"{path}: {data.ndim}-D data {data.shape}; need a time series (N, H, W).")
-    axes = "XY" + "ZTUVW"[: data.ndim - 2]
-    frames, _ = frames_from_axes(data, axes, path)  # (N, J, I): rows = j, columns = i
+    geometry, flip = None, False
+    if declared:
+        try:
+            geometry, _ = SliceGeometry.from_nifti_affine(affine)
+            # DICOM's (column, row, normal) is right-handed; a negative determinant means the
+            # row axis was reversed by the converter (dcm2niix): undo it
+            flip = float(np.linalg.det(LPS_TO_RAS @ affine[:3, :3])) < 0
+        except ValueError:
+            geometry = None
+    slice_count = int(data.shape[2]) if data.ndim >= 4 else 1
+    if slice_count > 1 and any(s > 1 for s in data.shape[3:]):
+        slabs = [(k, data[:, :, k]) for k in range(slice_count)]
+    else:
+        slabs = [(0, data)]
+    out = []
+    for k, slab in slabs:
+        axes = "XY" + "ZTUVW"[: slab.ndim - 2]
+        frames, _ = frames_from_axes(slab, axes, path)  # (N, J, I): rows = j, columns = i
+        slice_geometry = None
+        if geometry is not None:
+            slice_geometry, _ = SliceGeometry.from_nifti_affine(affine @ _shift_k(k))
+        if flip:
+            frames = frames[:, ::-1, :]
+        parts = _finish_parts(path, frames, header, zooms, space_unit, shape, affine, descrip)
+        if slice_geometry is not None:
+            if flip:
+                slice_geometry = slice_geometry.with_rows_flipped(frames.shape[1], parts.spacing or (1.0, 1.0))
+            parts.geometry, parts.geometry_source = slice_geometry, "NIfTI affine"
+            parts.metadata["nifti_rows_reversed"] = bool(flip)
+        if len(slabs) > 1:
+            parts.metadata.update({"slice_index": k, "n_slices": slice_count,
+                                   "slice_position_mm": round(slice_geometry.slice_position_mm, 4)
+                                   if slice_geometry is not None else float(k)})
+            parts.name = f"{split_name(path)[0]} slice {k}"
+        out.append(parts)
+    return out
+
+
+def _shift_k(k: int) -> np.ndarray:
+    shift = np.eye(4)
+    shift[2, 3] = float(k)
+    return shift
+
+
+def _finish_parts(path: Path, frames: np.ndarray, header: Any, zooms: tuple, space_unit: Any,
+                  shape: tuple, affine: np.ndarray, descrip: Any) -> _Parts:
     parts = _Parts(path=path, frames=frames, format="nifti")
 
     scale = _SPACE_UNIT_MM.get(space_unit, 1.0)
@@ -161,8 +234,10 @@ def _raw_pixdim(path: Path, header: Any) -> list[float]:
 
 
 def _affine_for(sequence: Sequence) -> np.ndarray:
-    """The affine to write: the source file's when the grid matches, else diag(dx, dy, 1)."""
+    """The affine to write: the geometry's; else the source file's when the grid matches, else diag(dx, dy, 1)."""
     dy, dx = sequence.spacing_mm
+    if sequence.geometry is not None:
+        return sequence.geometry.nifti_affine(sequence.spacing_mm)
     h, w = sequence.shape
     meta = sequence.metadata
     try:
@@ -175,6 +250,16 @@ def _affine_for(sequence: Sequence) -> np.ndarray:
     except (TypeError, ValueError):
         pass
     return np.diag([dx, dy, 1.0, 1.0])
+
+
+def _frame_step_ms(timings: Any) -> float:
+    """pixdim[4]: the median step between timings (ms) when known, else 1 (frames are not evenly timed in MOLLI)."""
+    if timings is None:
+        return 1.0
+    values = np.asarray(timings, dtype=np.float64)
+    steps = np.diff(values[np.isfinite(values)])
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if steps.size else 1.0
 
 
 def write_nifti(path: Any, sequence: Sequence, *, overwrite: bool = False) -> Path:
@@ -197,8 +282,9 @@ def write_nifti(path: Any, sequence: Sequence, *, overwrite: bool = False) -> Pa
 
     Notes
     -----
-    Data are written float32 with shape ``(W, H, N)``: ``data = np.transpose(frames,
-    (2, 1, 0))`` (the inverse of the reader), pixdim ``(dx, dy, 1)``, unit mm. The sidecar
+    Data are written float32 with shape ``(W, H, 1, N)``: ``data[:, :, 0] = np.transpose(frames,
+    (2, 1, 0))`` (the inverse of the reader), pixdim ``(dx, dy, thickness, step)``, units mm and
+    ms, affine from the sequence's geometry (see the module notes). The sidecar
     holds kind, name, ``timings_ms`` (``inf`` as ``"inf"``), ``spacing_mm`` and the
     JSON-serialisable metadata. Both files are written atomically (:func:`atomic_write_all`).
     """
@@ -209,9 +295,15 @@ def write_nifti(path: Any, sequence: Sequence, *, overwrite: bool = False) -> Pa
         raise ValueError(f"{path}: write_nifti writes .nii or .nii.gz files.")
     import nibabel
 
-    data = np.transpose(np.asarray(sequence.frames, dtype=np.float32), (2, 1, 0))
-    image = nibabel.Nifti1Image(data, _affine_for(sequence))
-    image.header.set_xyzt_units("mm")
+    # (I, J, 1, N): k is the slice axis, frames go on the 4th (time) axis
+    data = np.transpose(np.asarray(sequence.frames, dtype=np.float32), (2, 1, 0))[:, :, None, :]
+    affine = _affine_for(sequence)
+    image = nibabel.Nifti1Image(data, affine)
+    code = 1 if sequence.geometry is not None else 0  # 1 = scanner anatomical space
+    image.set_sform(affine, code=code if code else 2)
+    image.set_qform(affine, code=code)
+    image.header.set_xyzt_units("mm", "msec")
+    image.header["pixdim"][4] = _frame_step_ms(sequence.timings_ms)
     image.header["descrip"] = f"napari-any2reg {sequence.kind}".encode("ascii")[:79]
     own_metadata = {k: v for k, v in jsonable_metadata(sequence.metadata).items() if not k.startswith("nifti_")}
     sidecar = {**sequence_header(sequence, own_metadata), "orientation": ORIENTATION}

@@ -90,6 +90,18 @@ def read_tiff(path: Any) -> Sequence:
 
 
 def _tiff_parts(path: Any) -> _Parts:
+    parts = _tiff_parts_list(path)
+    if len(parts) > 1:
+        raise SequenceReadError(
+            f"{parts[0].path}: {len(parts)} slices (Z axis) of {parts[0].frames.shape[0]} frames; a sequence "
+            "is one slice. Pick one (Python: read_sequence(..., slice_index=K) or read_slices(); CLI: "
+            "--slice K or --slice all; napari opens each slice as its own layer)."
+        )
+    return parts[0]
+
+
+def _tiff_parts_list(path: Any) -> list[_Parts]:
+    """One :class:`_Parts` per slice: an OME/ImageJ stack with Z > 1 and T > 1 is split along Z."""
     path = check_file(path)
     import tifffile
 
@@ -122,6 +134,24 @@ def _tiff_parts(path: Any) -> _Parts:
         # photometric='minisblack' (tifffile does this by default); colour is never float
         axes = axes.replace("S", "Q")
         rgb_as_frames = True
+    context = (description, imagej, ome, resolution, resolution_problem, n_series, rgb_as_frames, page)
+    others = [i for i, a in enumerate(axes) if a not in "YXS" and data.shape[i] > 1]
+    if "Z" in axes and data.shape[axes.index("Z")] > 1 and len(others) == 2:
+        z = axes.index("Z")
+        rest = axes[:z] + axes[z + 1:]
+        out = []
+        for k in range(data.shape[z]):
+            parts = _tiff_slice_parts(path, np.take(data, k, axis=z), rest, *context)
+            parts.metadata.update({"slice_index": k, "n_slices": int(data.shape[z]), "slice_position_mm": float(k)})
+            parts.name = f"{split_name(path)[0]} slice {k}"
+            out.append(parts)
+        return out
+    return [_tiff_slice_parts(path, data, axes, *context)]
+
+
+def _tiff_slice_parts(path: Path, data: np.ndarray, axes: str, description: str, imagej: Any, ome: Any,
+                      resolution: Any, resolution_problem: Any, n_series: int, rgb_as_frames: bool,
+                      page: Any) -> _Parts:
     try:
         frames, frame_axis = frames_from_axes(data, axes, path)
     except SequenceReadError as exc:

@@ -78,11 +78,18 @@ def robust_contrast_limits(
 
 
 def sequence_to_layer_data(seq: "Sequence", *, name: str | None = None) -> LayerDataTuple:
-    """Image-layer data tuple ``(frames, kwargs, "image")`` for a sequence."""
+    """Image-layer data tuple ``(frames, kwargs, "image")`` for a sequence.
+
+    With a scanner geometry the layer's ``translate`` places the slice in its own in-plane axes
+    (mm), so slices of one stack, and labels or points added on them, overlay where the anatomy
+    does; the full position and orientation stay in ``metadata["geometry"]`` for the exports.
+    """
     dy, dx = seq.spacing_mm
+    ty, tx = seq.geometry.napari_translate() if seq.geometry is not None else (0.0, 0.0)
     kwargs = {
         "name": name or seq.name,
         "scale": (1.0, float(dy), float(dx)),
+        "translate": (0.0, float(ty), float(tx)),
         "metadata": seq.to_layer_metadata(),
         "colormap": "gray",
         "contrast_limits": robust_contrast_limits(seq.frames),

@@ -45,7 +45,11 @@ def get_reader(path: PathLike | _Seq[PathLike]) -> Callable[[Any], list[LayerDat
 
 
 def read_layers(path: PathLike | _Seq[PathLike]) -> list[LayerDataTuple]:
-    """Read one sequence (file, DICOM folder or DICOM file list) into one image-layer tuple."""
-    from ..io import read_sequence
+    """Read a file, DICOM folder or DICOM file list: one image-layer tuple per slice.
 
-    return [sequence_to_layer_data(read_sequence(_normalise(path)))]
+    A multi-slice series (e.g. 3-4 MOLLI slices in one DICOM folder) opens as one layer per
+    slice, named ``"<series> slice K"``, each registered on its own.
+    """
+    from ..io import read_slices
+
+    return [sequence_to_layer_data(seq) for seq in read_slices(_normalise(path))]
