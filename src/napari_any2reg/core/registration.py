@@ -203,6 +203,26 @@ def normalise_intensities(frames: np.ndarray) -> np.ndarray:
     return np.clip((frames - lo) / (hi - lo), -0.5, 1.5).astype(np.float32)
 
 
+def _region_mask(mask: Any, shape: tuple[int, int]) -> np.ndarray | None:
+    """A user mask as bool ``(H, W)``: labels > 0, a stack reduced over frames."""
+    if mask is None:
+        return None
+    array = np.asarray(mask)
+    if array.ndim == 3:
+        array = (array != 0).any(axis=0)
+    if array.shape != tuple(shape):
+        raise SequenceError(
+            f"the registration mask has shape {array.shape} but the frames are {tuple(shape)}; draw it on "
+            "the sequence's grid (one (H, W) label image, or one per frame)."
+        )
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise SequenceError("the registration mask contains NaN or Inf; use 0 for outside, 1 (or a label) for inside.")
+    region = array != 0
+    if not region.any():
+        raise SequenceError("the registration mask is empty; draw the heart / body region (non-zero labels) or pass no mask.")
+    return region
+
+
 def register(
     sequence: Sequence | np.ndarray,
     engine: str = DEFAULT_ENGINE,
@@ -211,6 +231,7 @@ def register(
     reference_frame: int | None = None,
     progress: ProgressCallback | None = None,
     cancel: Any = None,
+    mask: Any = None,
     **options: Any,
 ) -> RegistrationResult:
     """Motion-correct a quantitative cardiac sequence.
@@ -230,6 +251,13 @@ def register(
         Progress callback.
     cancel : threading.Event or callable, optional
         Cancellation flag, checked between optimisation steps.
+    mask : array_like (H, W) or (N, H, W), optional
+        Region that drives the similarity (e.g. the heart or the body; a napari Labels layer:
+        every non-zero label counts; a stack counts a pixel labelled in any frame). The
+        ``groupwise``, ``xcoreg`` and ``any2reg-io`` engines evaluate their similarity only
+        inside it; the fields stay smooth (regularised) everywhere. The single network pass of
+        ``any2reg`` has no similarity to restrict: it ignores the mask and says so in
+        ``params["mask"]`` (use ``any2reg-io``).
     **options
         Engine-specific options (e.g. ``metric="cte"``, ``iterations=...``).
 
@@ -249,6 +277,14 @@ def register(
                 f"reference frame {reference_frame} is outside 0..{sequence.n_frames - 1}."
             )
     dev = resolve_device(device)
+    region = _region_mask(mask, sequence.shape)
+    mask_note = None
+    if region is not None:
+        if engine == "any2reg":
+            mask_note = "ignored: one network pass has no similarity to restrict; any2reg-io uses the mask"
+        else:
+            options["region_mask"] = torch.from_numpy(region).to(dev)
+            mask_note = f"{int(region.sum())} pixels drive the similarity"
     reporter = Progress(progress, cancel)
     reporter.report(0.0, "preparing")
 
@@ -263,6 +299,8 @@ def register(
         **options,
     )
     displacement = out.displacement.detach()
+    if mask_note is not None:
+        out.params = {**out.params, "mask": mask_note}
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start

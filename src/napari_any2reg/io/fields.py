@@ -19,6 +19,25 @@ y (row) component ``u_dy * dy``, in mm; pixdim is ``(dx, dy, 1)``. The field sta
 *pull-back* from the common grid (``registered_i(x) = frame_i(x + u_i(x))``).
 :func:`read_displacement` undoes all of this.
 
+Displacement for ITK / SimpleITK (2-D, one file per frame)
+----------------------------------------------------------
+:func:`save_displacement_itk` writes ``<stem>_frame000.nii.gz`` ... each holding one frame's field
+as ``(W, H, 1, 1, 2)`` float32 (``intent_code = NIFTI_INTENT_VECTOR``) with the affine
+``diag(-dx, -dy, 1)``. ITK reads that as a **2-D** image with 2 components, spacing
+``(dx, dy)``, origin ``(0, 0)`` and *identity* direction (ITK converts the RAS affine to LPS,
+which cancels the two minus signs; with ``diag(dx, dy, 1)`` it would see a mirrored direction
+and mirror the warp). Component 0 is ``u_dx * dx`` and component 1 is ``u_dy * dy`` in mm, so::
+
+    field = sitk.ReadImage("displacement_frame003.nii.gz", sitk.sitkVectorFloat64)
+    transform = sitk.DisplacementFieldTransform(field)
+    moving = sitk.GetImageFromArray(frames[3]); moving.SetSpacing((dx, dy))   # origin 0, identity
+    registered = sitk.Resample(moving, field, transform, sitk.sitkLinear)
+
+reproduces ``registered[3]``: ITK's resampling transform maps each output point ``p`` to the
+input point ``p + u(p)``, which is exactly the pull-back convention. The 2-D images live in the
+slice's own in-plane axes (an ITK 2-D image cannot be oblique in 3-D); the scanner geometry is
+in the JSON sidecar.
+
 The functions here write to the path they are given (callers make it atomic with
 :func:`.atomic_write` or :func:`.atomic_write_folder`).
 """
@@ -36,6 +55,8 @@ from ._common import split_name
 __all__ = [
     "DISPLACEMENT_CONVENTION",
     "save_displacement",
+    "save_displacement_itk",
+    "itk_frame_paths",
     "read_displacement",
     "displacement_sidecar",
     "save_map_tiff",
@@ -102,6 +123,52 @@ def save_displacement(path: Any, displacement: Any, spacing_mm: Any = (1.0, 1.0)
     image.header["descrip"] = b"napari-any2reg pull-back displacement (mm)"
     nibabel.save(image, str(path))
     return path
+
+
+def itk_frame_paths(path: Any, n_frames: int) -> list[Path]:
+    """The per-frame file names :func:`save_displacement_itk` writes for ``path`` (``x.nii.gz``)."""
+    path = Path(path)
+    stem, ext = split_name(path)
+    return [path.with_name(f"{stem}_frame{k:03d}{ext or '.nii.gz'}") for k in range(int(n_frames))]
+
+
+def save_displacement_itk(path: Any, displacement: Any, spacing_mm: Any = (1.0, 1.0)) -> list[Path]:
+    """Write one 2-D ITK displacement field per frame (see the module notes); returns the paths.
+
+    Parameters
+    ----------
+    path : str or Path
+        Base name, ``.nii`` or ``.nii.gz``: frame ``k`` goes to ``<stem>_frame<kkk><ext>``.
+        Written in place (callers make the set atomic with :func:`.atomic_write_all`).
+    displacement : array (N, 2, H, W)
+        Pixels, components ``(dy, dx)``, pull-back.
+    spacing_mm : (dy, dx)
+    """
+    path = Path(path)
+    u = _check_field(displacement)
+    if split_name(path)[1] not in _NIFTI:
+        raise ValueError(f"{path}: ITK displacement fields are written as .nii or .nii.gz.")
+    return [write_itk_frame(target, u[k], spacing_mm) for k, target in enumerate(itk_frame_paths(path, u.shape[0]))]
+
+
+def write_itk_frame(path: Any, field: Any, spacing_mm: Any) -> Path:
+    """One frame's field ``(2, H, W)`` (pixels, ``(dy, dx)``) as a 2-D ITK vector image in mm."""
+    import nibabel
+
+    dy, dx = (float(s) for s in spacing_mm)
+    field = np.asarray(field, dtype=np.float32)
+    vectors = np.stack([field[1] * dx, field[0] * dy], axis=-1)  # (H, W, 2): (x, y) in mm
+    data = np.ascontiguousarray(np.transpose(vectors, (1, 0, 2))[:, :, None, None, :], dtype=np.float32)
+    # RAS diag(-dx, -dy): ITK (LPS) sees spacing (dx, dy) and an identity direction
+    affine = np.diag([-dx, -dy, 1.0, 1.0])
+    image = nibabel.Nifti1Image(data, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    image.header.set_xyzt_units("mm")
+    image.header.set_intent("vector", (), name="displacement")
+    image.header["descrip"] = b"napari-any2reg 2-D ITK displacement (mm), pull-back"
+    nibabel.save(image, str(path))
+    return Path(path)
 
 
 def read_displacement(path: Any) -> tuple[np.ndarray, tuple[float, float] | None]:

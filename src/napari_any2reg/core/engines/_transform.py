@@ -91,21 +91,50 @@ def pyramid_level(frames: torch.Tensor, factor: int) -> torch.Tensor:
     return F.interpolate(frames[:, None], size=size, mode="area")[:, 0]
 
 
+#: Fewest similarity pixels a user region may leave on a pyramid level before the sub-lattice is dropped.
+MIN_REGION_PIXELS = 64
+
+
 def border_mask(
-    shape: tuple[int, int], device, margin_fraction: float = 0.06, max_pixels: int = 12000
+    shape: tuple[int, int], device, margin_fraction: float = 0.06, max_pixels: int = 12000,
+    region: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Pixels the similarity is evaluated on.
 
     Excludes a thin border (where warped pixels are extrapolated) and, on large grids, keeps
     a regular sub-lattice of at most ~``max_pixels`` pixels: the smooth transform is well
     determined by them and the histogram cost stays bounded at full resolution.
+
+    ``region`` (bool ``(H, W)`` on the full grid, e.g. a heart or body mask drawn by the user)
+    restricts the similarity further: it is resampled to ``shape`` (a coarse pixel counts when
+    any of its fine pixels does) and intersected with the border mask; when that leaves fewer
+    than :data:`MIN_REGION_PIXELS` pixels the sub-lattice is dropped so a small region still
+    drives the cost. The regulariser still acts everywhere, so the field stays smooth outside.
     """
     h, w = shape
     my, mx = max(1, int(h * margin_fraction)), max(1, int(w * margin_fraction))
     mask = torch.zeros(h, w, dtype=torch.bool, device=device)
     stride = max(1, int((h * w / max_pixels) ** 0.5 + 0.999))
     mask[my : h - my : stride, mx : w - mx : stride] = True
-    return mask
+    if region is None:
+        return mask
+    inside = region_on_grid(region, shape, device)
+    restricted = mask & inside
+    if int(restricted.sum()) < MIN_REGION_PIXELS:
+        full = torch.zeros(h, w, dtype=torch.bool, device=device)
+        full[my : h - my, mx : w - mx] = True
+        restricted = full & inside
+    if not bool(restricted.any()):
+        raise ValueError("the registration mask covers no pixel away from the image border; draw it over the heart / body.")
+    return restricted
+
+
+def region_on_grid(region: torch.Tensor, shape: tuple[int, int], device) -> torch.Tensor:
+    """A bool ``(H, W)`` region resampled to ``shape`` (max pooling: any fine pixel counts)."""
+    region = region.to(device=device, dtype=torch.float32)
+    if tuple(region.shape) == tuple(shape):
+        return region > 0
+    return F.adaptive_max_pool2d(region[None, None], shape)[0, 0] > 0
 
 
 def optimise(
@@ -117,11 +146,13 @@ def optimise(
     progress: Progress,
     regulariser_weight: float,
     regulariser: Callable[[torch.Tensor], torch.Tensor],
+    region: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, list[float]]]:
     """Run the stages and return the full-resolution displacement and per-stage loss history.
 
     ``loss_fn(warped, displacement, mask) -> (loss, extra)`` gets the warped frames of the
-    current level ``(N, h, w)``, the level displacement and a border mask.
+    current level ``(N, h, w)``, the level displacement and a border mask (intersected with
+    ``region``, a user mask ``(H, W)``, when given: see :func:`border_mask`).
     """
     n, H, W = frames.shape
     model = GroupTransform(n, (H, W), reference_frame, frames.device)
@@ -131,7 +162,7 @@ def optimise(
     for stage in stages:
         level = pyramid_level(frames, stage.downsample)
         shape = tuple(level.shape[-2:])
-        mask = border_mask(shape, frames.device)
+        mask = border_mask(shape, frames.device, region=region)
         if stage.grid_spacing_px is not None:
             model.set_grid_spacing(stage.grid_spacing_px)
             params = [model.control]
@@ -216,6 +247,7 @@ def run_classical_engine(
     iterations_scale: float,
     regulariser_weight: float,
     nonrigid: bool,
+    region: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, list[float]], list[dict]]:
     """The schedule both classical engines share: pick, adapt and run the stages.
 
@@ -233,6 +265,7 @@ def run_classical_engine(
         progress=progress,
         regulariser_weight=regulariser_weight,
         regulariser=gradient_regulariser,
+        region=region,
     )
     described = [
         {"name": s.name, "downsample": s.downsample, "iterations": s.iterations, "grid_spacing_px": s.grid_spacing_px}
@@ -241,4 +274,4 @@ def run_classical_engine(
     return displacement, history, described
 
 
-__all__ = ["Stage", "GroupTransform", "optimise", "pyramid_level", "border_mask", "scaled_stages", "stages_for_spacing", "DEFAULT_STAGES", "run_classical_engine"]
+__all__ = ["Stage", "GroupTransform", "optimise", "pyramid_level", "border_mask", "region_on_grid", "scaled_stages", "stages_for_spacing", "DEFAULT_STAGES", "run_classical_engine"]

@@ -143,6 +143,7 @@ def instance_optimise(
     bins: int = 24,
     reference_frame: int | None = None,
     progress: Progress | None = None,
+    region: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[float]]:
     """Refine a field ``initial`` ``(N, 2, H, W)`` for normalised ``frames`` ``(N, H, W)``.
 
@@ -165,7 +166,7 @@ def instance_optimise(
     grid = (max(2, h // control_spacing_px), max(2, w // control_spacing_px))
     coefficients = torch.zeros(n, 2, *grid, device=frames.device, dtype=frames.dtype, requires_grad=True)
     optimiser = torch.optim.Adam([coefficients], lr=learning_rate, eps=1e-6)
-    mask = border_mask((h, w), frames.device)
+    mask = border_mask((h, w), frames.device, region=region)  # region: a user mask, see register(mask=)
     initial = initial.detach()
 
     def field() -> torch.Tensor:
@@ -306,7 +307,7 @@ def coarse_translation(
 # ---------------------------------------------------------------- engines
 def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | None, spacing_mm, weights,
          auxiliary_features, io_steps: int, io_learning_rate: float, scores: bool, coarse: bool,
-         orientations: int) -> EngineOutput:
+         orientations: int, region_mask: torch.Tensor | None = None) -> EngineOutput:
     progress.report(0.0, "loading the Any2Reg network")
     model = load_pretrained(frames.device, weights)
     progress.check()
@@ -345,7 +346,7 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
         u_work = upsample_displacement(displacement, work) if work != shape else displacement
         refined, losses = instance_optimise(
             x, u_work, steps=io_steps, learning_rate=io_learning_rate, reference_frame=reference_frame,
-            progress=progress.stage(network_end, split),
+            progress=progress.stage(network_end, split), region=region_mask,
         )
         displacement = upsample_displacement(refined, shape) if work != shape else refined
         history["instance_optimisation"] = losses
@@ -413,12 +414,14 @@ def any2reg_engine(frames: torch.Tensor, *, progress: Progress, reference_frame:
 def any2reg_io_engine(frames: torch.Tensor, *, progress: Progress, reference_frame: int | None, spacing_mm,
                       weights: str | Path | None = None, auxiliary_features: np.ndarray | None = None,
                       io_steps: int = 30, io_learning_rate: float = 0.05, scores: bool = True,
-                      coarse: bool = True, orientations: int = DEFAULT_ORIENTATIONS, **unused: Any) -> EngineOutput:
+                      coarse: bool = True, orientations: int = DEFAULT_ORIENTATIONS,
+                      region_mask: torch.Tensor | None = None, **unused: Any) -> EngineOutput:
     """The network's prediction refined by ``io_steps`` Adam steps of instance optimisation
-    (see :func:`instance_optimise`); other options as :func:`any2reg_engine`."""
+    (see :func:`instance_optimise`); other options as :func:`any2reg_engine`. ``region_mask``
+    (bool ``(H, W)``, from ``register(mask=...)``) restricts the refinement's similarity."""
     _check_unused("any2reg-io", unused)
     if io_steps < 0:
         raise ValueError(f"any2reg-io: io_steps must be >= 0; got {io_steps}")
     return _run(frames, progress=progress, reference_frame=reference_frame, spacing_mm=spacing_mm, weights=weights,
                 auxiliary_features=auxiliary_features, io_steps=int(io_steps), io_learning_rate=float(io_learning_rate),
-                scores=scores, coarse=bool(coarse), orientations=int(orientations))
+                scores=scores, coarse=bool(coarse), orientations=int(orientations), region_mask=region_mask)

@@ -34,6 +34,7 @@ def groupwise_engine(
     bins: int = 24,
     pca_components: int = 2,
     nonrigid: bool = True,
+    region_mask: torch.Tensor | None = None,
     **unused: Any,
 ) -> EngineOutput:
     """Register ``frames`` ``(N, H, W)`` (normalised to ~[0, 1]) groupwise.
@@ -51,6 +52,9 @@ def groupwise_engine(
         ``k`` for the PCA2 metric.
     nonrigid : bool
         ``False`` stops after the translation stages.
+    region_mask : torch.Tensor (H, W) bool, optional
+        User mask (heart / body region): the similarity is evaluated only inside it
+        (:func:`._transform.border_mask`); ``register(mask=...)`` passes it.
     """
     if unused:
         raise TypeError(f"groupwise: unknown option(s) {', '.join(sorted(unused))}")
@@ -73,6 +77,7 @@ def groupwise_engine(
         iterations_scale=iterations_scale,
         regulariser_weight=regulariser_weight,
         nonrigid=nonrigid,
+        region=region_mask,
     )
     params = {
         "metric": metric,

@@ -91,6 +91,7 @@ def xcoreg_engine(
     iterations_scale: float = 1.0,
     regulariser_weight: float = 20.0,
     nonrigid: bool = True,
+    region_mask: torch.Tensor | None = None,
     **unused: Any,
 ) -> EngineOutput:
     """Register ``frames`` ``(N, H, W)`` with X-CoReg.
@@ -106,6 +107,9 @@ def xcoreg_engine(
         EM iterations between consecutive gradient steps on the transforms.
     iterations_scale, regulariser_weight, nonrigid
         As for the ``groupwise`` engine.
+    region_mask : torch.Tensor (H, W) bool, optional
+        User mask (heart / body region): the similarity is evaluated only inside it
+        (:func:`._transform.border_mask`); ``register(mask=...)`` passes it.
     """
     if unused:
         raise TypeError(f"xcoreg: unknown option(s) {', '.join(sorted(unused))}")
@@ -133,6 +137,7 @@ def xcoreg_engine(
         iterations_scale=iterations_scale,
         regulariser_weight=regulariser_weight,
         nonrigid=nonrigid,
+        region=region_mask,
     )
     params = {
         "n_classes": n_classes,
