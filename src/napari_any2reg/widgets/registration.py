@@ -248,6 +248,14 @@ class RegistrationWidget(QWidget):
         )
         form.addRow("Result", self.placement_combo)
 
+        self.mask_combo = QComboBox()
+        self.mask_combo.addItem("none", None)
+        self.mask_combo.setToolTip(
+            "Optional Labels layer (heart or body region, on the sequence's grid): only its pixels\n"
+            "drive the similarity (groupwise, xcoreg, any2reg-io; any2reg's single pass ignores it)."
+        )
+        form.addRow("Mask", self.mask_combo)
+
         self.run_button = QPushButton("Run")
         self.run_button.setToolTip("Register the selected layer; the result is added as a new layer.")
         self.run_button.clicked.connect(lambda *_: self.run())
@@ -282,6 +290,7 @@ class RegistrationWidget(QWidget):
             self.reference_combo,
             self.frame_spin,
             self.placement_combo,
+            self.mask_combo,
         )
         self._update_device_label()
         if engines_error is not None:
@@ -335,8 +344,30 @@ class RegistrationWidget(QWidget):
         """Image layers that can be registered: 3-D, not RGB, not multiscale."""
         return [layer for layer in self.viewer.layers if is_sequence_layer(layer)]
 
+    def refresh_masks(self) -> None:
+        """Rebuild the mask list (Labels layers), keeping the current choice by name."""
+        current = self.mask_combo.currentData()
+        names = [layer.name for layer in self.viewer.layers if type(layer).__name__ == "Labels"]
+        self.mask_combo.blockSignals(True)
+        try:
+            self.mask_combo.clear()
+            self.mask_combo.addItem("none", None)
+            for name in names:
+                self.mask_combo.addItem(name, name)
+            self.mask_combo.setCurrentIndex(names.index(current) + 1 if current in names else 0)
+        finally:
+            self.mask_combo.blockSignals(False)
+
+    def mask_array(self) -> np.ndarray | None:
+        """A copy of the chosen Labels layer's data (``None``: no mask)."""
+        name = self.mask_combo.currentData()
+        if name is None or name not in self.viewer.layers:
+            return None
+        return np.array(self.viewer.layers[name].data, copy=True)  # never hand the worker the live layer
+
     def refresh_layers(self) -> None:
         """Rebuild the layer list, keeping the current choice (followed through renames)."""
+        self.refresh_masks()
         current = self.selected_layer()
         layers = self.eligible_layers()
         self._combo_layers = layers
@@ -538,6 +569,9 @@ class RegistrationWidget(QWidget):
                 layer.data, name=layer.name, scale=layer.scale, metadata=layer.metadata
             )
             options = self.engine_options()
+            mask = self.mask_array()
+            if mask is not None:
+                options["mask"] = mask
             source = _SourceInfo(
                 name=layer.name,
                 scale=np.array(layer.scale, dtype=float),
