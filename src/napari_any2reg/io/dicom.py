@@ -586,6 +586,9 @@ def _pixels(frames: list[_Frame]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------- discovery
+_NOT_DICOM = (".tif", ".tiff", ".nii", ".nii.gz", ".json", ".csv", ".npy", ".npz", ".txt", ".png", ".jpg", ".pdf",
+              ".html", ".md", ".py", ".pt")
+
 def find_dicom_series(root: Any, *, exclude: Any = ()) -> list[dict[str, Any]]:
     """Every DICOM series / slice under ``root`` (searched recursively), for cohort runs.
 
@@ -617,7 +620,8 @@ def find_dicom_series(root: Any, *, exclude: Any = ()) -> list[dict[str, Any]]:
     for folder, subfolders, names in os.walk(root):
         here = Path(folder)
         subfolders[:] = sorted(d for d in subfolders if not d.startswith(".") and (here / d).resolve() not in skip)
-        candidates = [here / n for n in sorted(names) if looks_like_dicom(here / n)]
+        # extension-less and preamble-less files can be DICOM: every file but known other formats is tried
+        candidates = [here / n for n in sorted(names) if not n.lower().endswith(_NOT_DICOM)]
         found, _ = _scan(candidates)
         for f, ds in found:
             uid = str(ds.get("SeriesInstanceUID", "") or "")
