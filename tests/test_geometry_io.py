@@ -294,3 +294,20 @@ def test_geometry_round_trips_through_tiff_and_layer_metadata(tmp_path):
     # pixel_to_world follows DICOM: origin + c dx row_direction + r dy column_direction
     np.testing.assert_allclose(geometry.pixel_to_world(2, 5, SPACING),
                                ORIGIN + 5 * SPACING[1] * ROW_DIR + 2 * SPACING[0] * COL_DIR)
+
+
+def test_cli_register_slice_all_and_one(tmp_path, capsys):
+    from napari_any2reg.cli import main
+
+    _philips_molli(tmp_path / "philips", tis=(250.0, 100.0, 1100.0))
+    common = ["--engine", "groupwise", "--device", "cpu", "--iterations-scale", "0.05", "-q"]
+    assert main(["register", str(tmp_path / "philips"), "-o", str(tmp_path / "all"), "--slice", "all", *common]) == 0
+    slices = read_slices(tmp_path / "philips")
+    for k in range(3):
+        registered = read_sequence(tmp_path / "all" / f"slice_{k}" / "registered.tif")
+        np.testing.assert_array_equal(registered.timings_ms, [100.0, 250.0, 1100.0])
+        assert registered.geometry.allclose(slices[k].geometry)  # geometry kept in the export
+    assert main(["register", str(tmp_path / "philips"), "-o", str(tmp_path / "one"), "--slice", "1", *common]) == 0
+    assert (tmp_path / "one" / "registered.tif").is_file()
+    assert main(["register", str(tmp_path / "philips"), "-o", str(tmp_path / "none"), *common]) != 0
+    assert "--slice" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import json
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 from typing import Sequence as Seq
 
 import numpy as np
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     reg.add_argument("--kind", choices=SEQUENCE_KINDS, default=None, metavar="KIND", help="override the sequence kind read from the file: %(choices)s")
     reg.add_argument("--times-ms", type=_float_list, default=None, metavar="T1,T2,...", help="per-frame inversion/saturation/trigger times (ms); 'inf' for no preparation")
     reg.add_argument("--spacing-mm", type=_spacing, default=None, metavar="DY,DX", help="override the pixel spacing (mm)")
+    reg.add_argument("--slice", default=None, metavar="K|all", help="multi-slice input (several DICOM slice positions, NIfTI (I,J,Z,N), TIFF with Z and T): register slice K (0-based, along the slice normal) or every slice, each into OUTDIR/slice_K")
     reg.add_argument("--weights", default=None, metavar="FILE", help="any2reg engines: a shipped weights name (e.g. any2reg-v1, the previous release) or a best.pt / checkpoint.pt from 'any2reg train' instead of the default weights")
     reg.add_argument("--io-steps", type=int, default=None, metavar="K", help="any2reg-io: instance-optimisation steps (default: 30)")
     reg.add_argument(
@@ -420,8 +422,27 @@ def _cmd_register(args: argparse.Namespace) -> int:
         overrides["timings_ms"] = args.times_ms
     if args.spacing_mm is not None:
         overrides["spacing_mm"] = args.spacing_mm
-    sequence = _read_input(args.input, **overrides)
-    outdir = Path(args.output)
+    choice = getattr(args, "slice", None)
+    if choice is not None and str(choice).lower() == "all":
+        from .io import read_slices
+
+        code = EXIT_OK
+        for sequence in read_slices(args.input, **overrides):
+            k = int(sequence.metadata.get("slice_index", 0))
+            code = max(code, _register_one(args, sequence, Path(args.output) / f"slice_{k}"))
+        return code
+    if choice is not None:
+        try:
+            overrides["slice_index"] = int(choice)
+        except ValueError:
+            raise ValueError(f"--slice {choice!r}: give a slice number (0, 1, ...) or 'all'.") from None
+    return _register_one(args, _read_input(args.input, **overrides), Path(args.output))
+
+
+def _register_one(args: argparse.Namespace, sequence: Any, outdir: Path) -> int:
+    """Register one sequence (one slice) into ``outdir`` and print its summary line."""
+    from .pipeline.series import register_series
+
     with _Progress(args.quiet) as progress:
         outcome = register_series(
             sequence, outdir, _register_settings(args), input_path=args.input, landmarks_path=args.landmarks,
