@@ -92,10 +92,12 @@ def _load_cached(weights: str | None, device: str, shipped: str | None = None) -
 
         sha = sha256_of(path)
     try:
+        if not isinstance(checkpoint, dict):
+            raise ValueError(f"holds a {type(checkpoint).__name__}, not an any2reg checkpoint")
         net, scorer = networks_from_checkpoint(checkpoint, dev)
-    except (ValueError, KeyError, RuntimeError) as exc:
+        spacing = checkpoint.get("training_spacing_mm") or checkpoint["config"]["spacing_mm"]
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise WeightsError(f"{source}: {exc}") from exc
-    spacing = checkpoint.get("training_spacing_mm") or checkpoint["config"]["spacing_mm"]
     info = {
         "weights": source,
         "sha256": sha,
@@ -122,11 +124,10 @@ def load_pretrained(device: str | torch.device = "cpu", weights: str | Path | No
 
 
 def shipped_weights_available() -> bool:
-    """Whether the installation lists the default weights in its manifest."""
-    try:
-        return DEFAULT_WEIGHTS in read_manifest()
-    except WeightsError:
-        return False
+    """Whether the default weights are installed, listed and intact (SHA-256 checked)."""
+    from ..weights import weights_problem
+
+    return weights_problem(DEFAULT_WEIGHTS) is None
 
 
 # ---------------------------------------------------------------- instance optimisation
