@@ -36,7 +36,7 @@ from ._transform import border_mask
 __all__ = ["DEFAULT_WEIGHTS", "load_pretrained", "shipped_weights_name", "Pretrained", "instance_optimise", "any2reg_engine", "any2reg_io_engine"]
 
 #: The shipped weights file used by default.
-DEFAULT_WEIGHTS = "any2reg-v1.pt"
+DEFAULT_WEIGHTS = "any2reg-v2.pt"
 #: Test-time orientations of the network pass (see :func:`core.network.predict`).
 DEFAULT_ORIENTATIONS = 1
 
