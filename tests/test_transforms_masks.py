@@ -75,3 +75,25 @@ def test_mask_decides_which_anatomy_drives_the_registration():
         register(seq, mask=np.ones((5, 5)), **options)
     with pytest.raises(SequenceError, match="mask is empty"):
         register(seq, mask=np.zeros((48, 48)), **options)
+
+
+def test_cli_register_mask_drives_the_similarity(tmp_path, capsys):
+    import json
+
+    from napari_any2reg.cli import main
+    from napari_any2reg.io import write_tiff
+
+    seq, left, right = _two_objects()
+    write_tiff(tmp_path / "two.tif", seq)
+    np.save(tmp_path / "left.npy", left.astype(np.uint8))
+    options = ["--engine", "groupwise", "--iterations-scale", "0.5", "--device", "cpu", "-q"]
+    assert main(["register", str(tmp_path / "two.tif"), "-o", str(tmp_path / "out"), "--mask", str(tmp_path / "left.npy"), *options]) == 0
+    displacement = np.load(tmp_path / "out" / "displacement.npy")
+    moving = displacement[-1, 1][left].mean() - displacement[0, 1][left].mean()
+    assert abs(moving - 4.5) < 1.0, moving
+    assert "pixels drive the similarity" in json.loads((tmp_path / "out" / "metrics.json").read_text())["params"]["mask"]
+    # the mask is an input: the run may not write over it, and a wrong shape is refused up front
+    np.save(tmp_path / "small.npy", np.ones((5, 5), np.uint8))
+    code = main(["register", str(tmp_path / "two.tif"), "-o", str(tmp_path / "out2"), "--mask", str(tmp_path / "small.npy"), *options])
+    assert code != 0 and "has shape (5, 5) but the images are (48, 48)" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()

@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
              "stack,nifti,displacement,jacobian,maps,qc,landmarks,report,record (maps: T1/R2/SD "
              "before and after when the sequence has a T1 model; landmarks: needs --landmarks)",
     )
+    reg.add_argument("--mask", default=None, metavar="FILE", help="2-D label image or mask (TIFF, NIfTI or .npy) on the image grid: only its non-zero region (e.g. the heart) drives the similarity (groupwise, xcoreg, any2reg-io)")
     reg.add_argument("--landmarks", default=None, metavar="CSV", help="landmarks clicked on the raw frames (frame,name,y,x in pixels) for TRE in the export")
     reg.add_argument("--report-format", choices=("png", "pdf"), default="png", help="format of the QC report with --export (default: %(default)s)")
     reg.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -446,7 +447,7 @@ def _register_one(args: argparse.Namespace, sequence: Any, outdir: Path) -> int:
     with _Progress(args.quiet) as progress:
         outcome = register_series(
             sequence, outdir, _register_settings(args), input_path=args.input, landmarks_path=args.landmarks,
-            overwrite=args.overwrite, command=["any2reg"] + list(getattr(args, "argv", [])), progress=progress,
+            mask_path=args.mask, overwrite=args.overwrite, command=["any2reg"] + list(getattr(args, "argv", [])), progress=progress,
         )
     result, metrics = outcome.result, outcome.metrics
     for item, why in outcome.skipped.items():

@@ -259,6 +259,7 @@ def register_series(
     *,
     input_path: Any = None,
     landmarks_path: str | None = None,
+    mask_path: str | None = None,
     overwrite: bool = False,
     command: Seq[str] | None = None,
     progress: Callable[[float, str], None] | None = None,
@@ -283,6 +284,9 @@ def register_series(
         What was read (metrics, run record, and never overwritten).
     landmarks_path : str, optional
         Landmark CSV for the ``landmarks`` export item and TRE.
+    mask_path : str, optional
+        2-D label image / mask (:func:`read_label_image`): only its non-zero region drives the
+        similarity (``register(..., mask=)``; the plain ``any2reg`` pass notes it ignores it).
     overwrite : bool
         Replace existing outputs; default: refuse before computing.
     command : list of str, optional
@@ -326,7 +330,8 @@ def register_series(
     names += [name for name in extra_names if name not in names]
     targets = [outdir / name for name in names]
     inputs = list(input_path) if isinstance(input_path, (list, tuple)) else [input_path]
-    refuse_replacing_inputs(targets, inputs + [landmarks_path, settings.weights])
+    refuse_replacing_inputs(targets, inputs + [landmarks_path, mask_path, settings.weights])
+    region = read_label_image(mask_path, sequence.shape) if mask_path is not None else None
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite to replace them")
@@ -346,6 +351,7 @@ def register_series(
         reference_frame=settings.reference_frame,
         progress=progress,
         cancel=cancel if cancel is not None else threading.Event(),
+        **({"mask": region} if region is not None else {}),
         **settings.engine_options(),
     )
     metrics = result.summary()
