@@ -24,6 +24,7 @@ import tifffile
 import torch
 
 from napari_any2reg import cli
+from napari_any2reg.core.engines.any2reg import DEFAULT_WEIGHTS
 from napari_any2reg.cli import main
 from napari_any2reg.io import read_sequence
 
@@ -244,7 +245,7 @@ def broken_weights(tmp_path, monkeypatch):
 def test_engines_verifies_the_weights_file(broken_weights, capsys):
     assert main(["engines"]) == 0
     assert "SHA-256 verified" in capsys.readouterr().out
-    with open(broken_weights / "any2reg-v1.pt", "r+b") as handle:  # one byte changed
+    with open(broken_weights / DEFAULT_WEIGHTS, "r+b") as handle:  # one byte changed
         handle.seek(1000)
         byte = handle.read(1)
         handle.seek(1000)
@@ -254,14 +255,14 @@ def test_engines_verifies_the_weights_file(broken_weights, capsys):
     assert any(line.startswith("any2reg  (default, weights NOT USABLE)") for line in captured.out.splitlines())
     line = _one_error_line(captured.err)
     assert "corrupted or was altered" in line and "Reinstall" in line
-    (broken_weights / "any2reg-v1.pt").unlink()
+    (broken_weights / DEFAULT_WEIGHTS).unlink()
     assert main(["engines"]) == 1
     assert "is missing" in _one_error_line(capsys.readouterr().err)
 
 
 def test_register_with_altered_shipped_weights_is_a_one_line_error(broken_weights, tmp_path, molli_file, monkeypatch, capsys):
     _no_registration(monkeypatch)
-    with open(broken_weights / "any2reg-v1.pt", "ab") as handle:
+    with open(broken_weights / DEFAULT_WEIGHTS, "ab") as handle:
         handle.write(b"appended")
     out = tmp_path / "out"
     assert main(["register", str(molli_file), "-o", str(out), "--device", "cpu", "-q"]) == 1

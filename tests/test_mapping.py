@@ -377,7 +377,9 @@ def _any2reg_weights_available() -> bool:
         manifest = read_manifest()
     except Exception:
         return False
-    return "any2reg-v1.pt" in manifest and (weights_dir() / "any2reg-v1.pt").is_file()
+    from napari_any2reg.core.engines.any2reg import DEFAULT_WEIGHTS
+
+    return DEFAULT_WEIGHTS in manifest and (weights_dir() / DEFAULT_WEIGHTS).is_file()
 
 
 def _myocardial_t1_quality(phantom, frames):
@@ -394,7 +396,7 @@ def test_registration_improves_myocardial_t1_and_r2(engine):
     from napari_any2reg.core.registration import register
 
     if engine == "any2reg" and not _any2reg_weights_available():
-        pytest.skip("the any2reg weights (weights/any2reg-v1.pt) are not shipped yet")
+        pytest.skip("the default any2reg weights are not shipped")
     torch.manual_seed(0)
     phantom = make_phantom("molli", seed=0, shape=(64, 64), spacing_mm=(2.25, 2.25), motion_mm=10)
     options = {"iterations_scale": 0.5} if engine == "groupwise" else {}

@@ -25,7 +25,9 @@ def default_engine_ready() -> bool:
     from napari_any2reg.core.weights import read_manifest
 
     try:
-        return "any2reg-v1.pt" in read_manifest()
+        from napari_any2reg.core.engines.any2reg import DEFAULT_WEIGHTS
+
+        return DEFAULT_WEIGHTS in read_manifest()
     except Exception:
         return False
 

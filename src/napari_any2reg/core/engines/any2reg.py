@@ -33,7 +33,7 @@ from ..spatial import upsample_displacement, warp
 from ..weights import WeightsError, load_weights, read_manifest
 from ._transform import border_mask
 
-__all__ = ["DEFAULT_WEIGHTS", "load_pretrained", "shipped_weights_name", "Pretrained", "instance_optimise", "any2reg_engine", "any2reg_io_engine"]
+__all__ = ["DEFAULT_WEIGHTS", "load_pretrained", "shipped_weights_name", "sequence_loss", "coarse_translation", "Pretrained", "instance_optimise", "any2reg_engine", "any2reg_io_engine"]
 
 #: The shipped weights file used by default.
 DEFAULT_WEIGHTS = "any2reg-v2.pt"
@@ -131,6 +131,35 @@ def shipped_weights_available() -> bool:
 
 
 # ---------------------------------------------------------------- instance optimisation
+def sequence_loss(
+    frames: torch.Tensor,
+    displacement: torch.Tensor,
+    *,
+    mask: torch.Tensor,
+    descriptors: torch.Tensor | None,
+    lambda_reg: float = 10.0,
+    lambda_grp: float = 1.0,
+    lambda_structure: float = 20.0,
+    bins: int = 24,
+    groupwise: bool = True,
+) -> torch.Tensor:
+    """How well ``displacement`` aligns normalised ``frames`` ``(N, H, W)`` (lower is better).
+
+    The training loss (CTE inside ``mask`` + ``lambda_reg`` mean|∇u|² + ``lambda_grp`` group
+    penalty when ``groupwise``) plus ``lambda_structure`` x the groupwise residual of the MIND
+    ``descriptors`` of the raw frames, warped with them (``None``: no structure term).
+    """
+    warped = warp(frames[:, None], displacement)[:, 0]
+    loss = conditional_template_entropy(warped, bins=bins, mask=mask) + lambda_reg * gradient_regulariser(displacement)
+    if descriptors is not None:
+        moved = warp(descriptors, displacement)
+        residual = ((moved - moved.mean(dim=0, keepdim=True)) ** 2).mean(dim=1)
+        loss = loss + lambda_structure * residual[:, mask].mean()
+    if groupwise:
+        loss = loss + lambda_grp * group_motion_penalty(displacement)
+    return loss
+
+
 def instance_optimise(
     frames: torch.Tensor,
     initial: torch.Tensor,
@@ -186,15 +215,8 @@ def instance_optimise(
     descriptors = mind_descriptors(frames) if lambda_structure > 0 else None
 
     def loss_of(u: torch.Tensor) -> torch.Tensor:
-        warped = warp(frames[:, None], u)[:, 0]
-        loss = conditional_template_entropy(warped, bins=bins, mask=mask) + lambda_reg * gradient_regulariser(u)
-        if descriptors is not None:
-            moved = warp(descriptors, u)
-            residual = ((moved - moved.mean(dim=0, keepdim=True)) ** 2).mean(dim=1)
-            loss = loss + lambda_structure * residual[:, mask].mean()
-        if reference_frame is None:
-            loss = loss + lambda_grp * group_motion_penalty(u)
-        return loss
+        return sequence_loss(frames, u, mask=mask, descriptors=descriptors, lambda_reg=lambda_reg, lambda_grp=lambda_grp,
+                             lambda_structure=lambda_structure, bins=bins, groupwise=reference_frame is None)
 
     history: list[float] = []
     best_loss, best_field = None, initial
@@ -305,6 +327,18 @@ def coarse_translation(
     return (shifts * scale).to(device=frames.device, dtype=frames.dtype)
 
 
+def _compare_fields(frames, fields, spacing_mm, training_spacing_mm, region, reference_frame) -> list[float]:
+    """:func:`sequence_loss` of each candidate field (input grid) at the training spacing."""
+    shape = tuple(frames.shape[-2:])
+    work = _working_shape(shape, spacing_mm, training_spacing_mm)
+    x = _resize_images(frames[:, None], work)[:, 0]
+    mask = border_mask(work, frames.device, region=region)
+    descriptors = mind_descriptors(x)
+    with torch.no_grad():
+        return [float(sequence_loss(x, upsample_displacement(u, work) if work != shape else u, mask=mask,
+                                    descriptors=descriptors, groupwise=reference_frame is None)) for u in fields]
+
+
 # ---------------------------------------------------------------- engines
 def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | None, spacing_mm, weights,
          auxiliary_features, io_steps: int, io_learning_rate: float, scores: bool, coarse: bool,
@@ -319,6 +353,7 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     history: dict[str, list[float]] = {}
     translation = None
     network_input = frames
+    original_auxiliary = auxiliary_features
     if coarse:
         translation = coarse_translation(frames, spacing_mm=spacing_mm, training_spacing_mm=model.training_spacing_mm,
                                          reference_frame=reference_frame)
@@ -339,6 +374,18 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     displacement = torch.from_numpy(u).to(frames.device)
     if translation is not None:
         displacement = displacement + translation[:, :, None, None]
+        # The shifts are estimated on the whole field of view; where static anatomy or
+        # rotation dominates they can mislead the network. Keep the coarse stage only if the
+        # result fits the sequence better than the network alone, by the engine's own loss
+        # (CTE + MIND residual at the training spacing, as instance optimisation uses).
+        plain = torch.from_numpy(predict(model.net, frames.detach().cpu().numpy(), spacing_mm=spacing_mm,
+                                         training_spacing_mm=model.training_spacing_mm, reference_frame=reference_frame,
+                                         auxiliary_features=original_auxiliary, orientations=orientations)).to(frames.device)
+        losses = _compare_fields(frames, [displacement, plain], spacing_mm, model.training_spacing_mm, region_mask,
+                                 reference_frame)
+        history["coarse_choice_loss"] = losses
+        if losses[1] <= losses[0]:
+            displacement, translation = plain, None
     if io_steps > 0:
         # refine at the training spacing, where the loss and its weights were tuned
         shape = tuple(array.shape[-2:])
@@ -371,6 +418,7 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     if io_steps > 0:
         params.update(io_steps=io_steps, io_learning_rate=io_learning_rate)
     params["coarse"] = bool(coarse)
+    params["coarse_used"] = translation is not None  # shifts found and kept (see the choice above)
     params["orientations"] = int(orientations)
     if translation is not None:
         params["coarse_translation_px"] = [[round(float(v), 3) for v in row] for row in translation.cpu()]
