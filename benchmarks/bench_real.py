@@ -292,6 +292,10 @@ def main(argv=None) -> int:
     parser.add_argument("--no-v1", action="store_true", help="do not score the previous weights any2reg-v1")
     parser.add_argument("--sections", default="raw,semi,still,timing", help="comma-separated subset of raw,semi,still,timing")
     parser.add_argument("--phantom-seeds", type=int, nargs="+", default=[30001, 30002, 30003])
+    parser.add_argument("--split", choices=("all", "held-out"), default="all", help="cases of the semi-synthetic and motion-free sections")
+    parser.add_argument("--reuse", default=None, metavar="JSONL",
+                        help="rows of an earlier run (one JSON row per line, as printed) kept for the methods not in --recompute")
+    parser.add_argument("--recompute", default=None, metavar="M1,M2", help="with --reuse: the methods to run again (e.g. after an engine change)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "real_cpu"))
     args = parser.parse_args(argv)
     sections = set(args.sections.split(","))
@@ -302,19 +306,36 @@ def main(argv=None) -> int:
     from napari_any2reg.io import read_sequence
 
     method_list = methods(args.candidate, not args.no_v1)
+    reused: list[dict] = []
+    again = set(args.recompute.split(",")) if args.recompute else {m[0] for m in method_list}
+    if args.reuse:
+        # a reused row stays unless its section runs now for its method
+        section_of = {"alignment": "raw", "epe_ratio": "semi", "spurious_mm": "still"}
+        for row in map(json.loads, Path(args.reuse).read_text().splitlines()):
+            section = next(v for k, v in section_of.items() if k in row)
+            if section not in sections or (row["method"] not in again and row["method"] != "none"):
+                reused.append(row)
+    method_list = [m for m in method_list if m[0] in again or m[0] == "none"]
+    cases = CASES if args.split == "all" else [c for c in CASES if c.split == "held-out"]
     data = {"machine": machine_description(), "default_weights": DEFAULT_WEIGHTS, "draws": args.draws,
-            "methods": [m[0] for m in method_list], "raw": [], "semisynthetic": [], "still": [], "timing": None}
+            "methods": [m[0] for m in methods(args.candidate, not args.no_v1)], "split": args.split, "raw": [], "semisynthetic": [], "still": [], "timing": None}
     if REAL.is_dir():
         sequences = {c.name: read_sequence(REAL / c.file) for c in CASES}
-        bases = {c.name: aligned_base(sequences[c.name]) for c in CASES} if sections & {"semi", "still"} else {}
+        bases = {c.name: aligned_base(sequences[c.name]) for c in cases} if sections & {"semi", "still"} else {}
         if "raw" in sections:
             data["raw"] = raw_rows(CASES, method_list, sequences)
         if "semi" in sections:
-            data["semisynthetic"] = semisynthetic_rows(CASES, method_list, bases, sequences, args.draws)
+            data["semisynthetic"] = semisynthetic_rows(cases, method_list, bases, sequences, args.draws)
         if "still" in sections:
-            data["still"] = still_rows(CASES, method_list, bases, sequences, args.phantom_seeds)
+            data["still"] = still_rows(cases, method_list, bases, sequences, args.phantom_seeds)
     else:
         print(f"{REAL} is absent: real-data sections skipped", flush=True)
+    if reused:  # earlier rows of the methods not run again, for the cases this run covers
+        names = {c.name for c in cases}
+        data["raw"] = [r for r in reused if "alignment" in r and not (r["method"] == "none" and "raw" in sections)] + data["raw"]
+        data["semisynthetic"] = [r for r in reused if "epe_ratio" in r and r["case"] in names] + data["semisynthetic"]
+        data["still"] = [r for r in reused if "spurious_mm" in r and (r["case"] in names or r["case"].startswith("phantom"))] + data["still"]
+        data["reused_rows"] = len(reused)
     if "timing" in sections:
         data["timing"] = timing()
     out = Path(args.out)
