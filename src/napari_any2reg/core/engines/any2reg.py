@@ -327,18 +327,6 @@ def coarse_translation(
     return (shifts * scale).to(device=frames.device, dtype=frames.dtype)
 
 
-def _compare_fields(frames, fields, spacing_mm, training_spacing_mm, region, reference_frame) -> list[float]:
-    """:func:`sequence_loss` of each candidate field (input grid) at the training spacing."""
-    shape = tuple(frames.shape[-2:])
-    work = _working_shape(shape, spacing_mm, training_spacing_mm)
-    x = _resize_images(frames[:, None], work)[:, 0]
-    mask = border_mask(work, frames.device, region=region)
-    descriptors = mind_descriptors(x)
-    with torch.no_grad():
-        return [float(sequence_loss(x, upsample_displacement(u, work) if work != shape else u, mask=mask,
-                                    descriptors=descriptors, groupwise=reference_frame is None)) for u in fields]
-
-
 # ---------------------------------------------------------------- engines
 def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | None, spacing_mm, weights,
          auxiliary_features, io_steps: int, io_learning_rate: float, scores: bool, coarse: bool,
@@ -353,7 +341,6 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     history: dict[str, list[float]] = {}
     translation = None
     network_input = frames
-    original_auxiliary = auxiliary_features
     if coarse:
         translation = coarse_translation(frames, spacing_mm=spacing_mm, training_spacing_mm=model.training_spacing_mm,
                                          reference_frame=reference_frame)
@@ -374,18 +361,6 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     displacement = torch.from_numpy(u).to(frames.device)
     if translation is not None:
         displacement = displacement + translation[:, :, None, None]
-        # The shifts are estimated on the whole field of view; where static anatomy or
-        # rotation dominates they can mislead the network. Keep the coarse stage only if the
-        # result fits the sequence better than the network alone, by the engine's own loss
-        # (CTE + MIND residual at the training spacing, as instance optimisation uses).
-        plain = torch.from_numpy(predict(model.net, frames.detach().cpu().numpy(), spacing_mm=spacing_mm,
-                                         training_spacing_mm=model.training_spacing_mm, reference_frame=reference_frame,
-                                         auxiliary_features=original_auxiliary, orientations=orientations)).to(frames.device)
-        losses = _compare_fields(frames, [displacement, plain], spacing_mm, model.training_spacing_mm, region_mask,
-                                 reference_frame)
-        history["coarse_choice_loss"] = losses
-        if losses[1] <= losses[0]:
-            displacement, translation = plain, None
     if io_steps > 0:
         # refine at the training spacing, where the loss and its weights were tuned
         shape = tuple(array.shape[-2:])
@@ -418,7 +393,7 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     if io_steps > 0:
         params.update(io_steps=io_steps, io_learning_rate=io_learning_rate)
     params["coarse"] = bool(coarse)
-    params["coarse_used"] = translation is not None  # shifts found and kept (see the choice above)
+    params["coarse_used"] = translation is not None and bool(translation.abs().max() > 0)  # shifts above the threshold
     params["orientations"] = int(orientations)
     if translation is not None:
         params["coarse_translation_px"] = [[round(float(v), 3) for v in row] for row in translation.cpu()]
