@@ -225,7 +225,16 @@ def to_markdown(data) -> str:
              f"Engines as shipped (`any2reg` = {data['default_weights']}). Split: held-out = STONE, kidney z1 "
              "(never trained on, never used to choose a model); training-base = ACDC cine, kidney z0 (their "
              "pre-aligned frames were used for semi-synthetic training). Regenerate: `python benchmarks/bench_real.py`.", ""]
-    method_names = list(dict.fromkeys(r["method"] for r in data["raw"] + data["semisynthetic"] + data["still"]))
+    if data.get("split") == "held-out":
+        lines += ["This run covers the semi-synthetic and motion-free sections on the held-out cases only "
+                  "(`--split held-out`; the training-base column is therefore empty); the raw section covers all four.", ""]
+    if data.get("reused_rows"):
+        lines += [f"{data['reused_rows']} rows (classical engines, any2reg-v1) were kept from an earlier run of this script "
+                  "with the same data and code for those methods (`--reuse`), the any2reg variants recomputed after the last "
+                  "engine change; their seconds were measured on a busier machine.", ""]
+    method_names = [m for m in data["methods"] if any(r["method"] == m for r in data["raw"] + data["semisynthetic"] + data["still"])]
+    case_order = [c.name for c in CASES]
+    data = dict(data, raw=sorted(data["raw"], key=lambda r: (case_order.index(r["case"]), method_names.index(r["method"]))))
     semi = data["semisynthetic"]
     if semi:
         lines += ["## Semi-synthetic real (known injected motion)", "",
@@ -233,6 +242,8 @@ def to_markdown(data) -> str:
                   "| method | held-out median ratio | held-out mean EPE mm | training-base median ratio | folding % (max) | mean seconds |",
                   "|---|---|---|---|---|---|"]
         for m in method_names:
+            if m == "none":
+                continue
             held = [r for r in semi if r["method"] == m and r["split"] == "held-out"]
             train = [r for r in semi if r["method"] == m and r["split"] == "training-base"]
             if not held and not train:
