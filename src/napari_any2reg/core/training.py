@@ -535,17 +535,8 @@ class _UserData:
         frames = self.sequences[int(rng.integers(len(self.sequences)))]
         keep = _frame_subset(rng, frames.shape[0], config)
         frames = frames[torch.from_numpy(keep)]
-        # random crop (or replicate-pad) to the training shape
         H, W = config.shape
-        h, w = frames.shape[-2:]
-        if h < H or w < W:
-            ph, pw = max(0, H - h), max(0, W - w)
-            frames = F.pad(frames[:, None], (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")[:, 0]
-            h, w = frames.shape[-2:]
-        # stay near the centre (cardiac scans centre the heart)
-        top = int(rng.integers((h - H) // 4, (h - H) - (h - H) // 4 + 1))
-        left = int(rng.integers((w - W) // 4, (w - W) - (w - W) // 4 + 1))
-        frames = frames[:, top:top + H, left:left + W]
+        frames = _crop_near_centre(frames, config.shape, rng)
         if config.dihedral:
             flags = rng.random(3) < 0.5
             frames, _, _ = _dihedral(frames, None, None, bool(flags[0]) and H == W, bool(flags[1]), bool(flags[2]))
@@ -587,14 +578,7 @@ class _RealData:
         base = self.bases[int(rng.integers(len(self.bases)))]
         frames = base[torch.from_numpy(_frame_subset(rng, base.shape[0], config))]
         H, W = config.shape
-        h, w = frames.shape[-2:]
-        if h < H or w < W:
-            ph, pw = max(0, H - h), max(0, W - w)
-            frames = F.pad(frames[:, None], (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")[:, 0]
-            h, w = frames.shape[-2:]
-        top = int(rng.integers((h - H) // 4, (h - H) - (h - H) // 4 + 1))
-        left = int(rng.integers((w - W) // 4, (w - W) - (w - W) // 4 + 1))
-        frames = frames[:, top:top + H, left:left + W].numpy()
+        frames = _crop_near_centre(frames, config.shape, rng).numpy()
         n = frames.shape[0]
         if rng.random() < config.zero_motion_probability:
             truth = np.zeros((n, 2, H, W), np.float32)
@@ -614,6 +598,20 @@ class _RealData:
                                         bool(rng.random() < 0.5) and H == W, bool(rng.random() < 0.5), bool(rng.random() < 0.5))
         frames_t = torch.from_numpy(normalise_intensities(frames_t.numpy()))
         return TrainingSample(frames_t, disp_t, None)
+
+
+def _crop_near_centre(frames: torch.Tensor, shape: tuple[int, int], rng: np.random.Generator) -> torch.Tensor:
+    """A random ``shape`` crop of ``(N, h, w)`` frames from the central half of the free range
+    (scans centre the organ), replicate-padded first when the scan is smaller."""
+    H, W = shape
+    h, w = frames.shape[-2:]
+    if h < H or w < W:
+        ph, pw = max(0, H - h), max(0, W - w)
+        frames = F.pad(frames[:, None], (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")[:, 0]
+        h, w = frames.shape[-2:]
+    top = int(rng.integers((h - H) // 4, (h - H) - (h - H) // 4 + 1))
+    left = int(rng.integers((w - W) // 4, (w - W) - (w - W) // 4 + 1))
+    return frames[:, top:top + H, left:left + W]
 
 
 def _training_size(shape, spacing_mm, training_spacing_mm) -> tuple[int, int]:
