@@ -39,13 +39,14 @@ import dataclasses
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_any2reg import _register  # noqa: E402  (the same timed register() call)
+from bench_any2reg import methods as base_methods  # noqa: E402
 from bench_engines import machine_description  # noqa: E402
 
 from napari_any2reg.core.mapping import fit_t1  # noqa: E402
@@ -88,14 +89,7 @@ AMPLITUDES_MM = (5.0, 10.0, 15.0, 25.0)
 
 
 def methods(candidate: str | None, v1: bool) -> list[tuple[str, str | None, dict]]:
-    out: list[tuple[str, str | None, dict]] = [
-        ("none", None, {}),
-        ("groupwise", "groupwise", {}),
-        ("xcoreg", "xcoreg", {}),
-        ("any2reg", "any2reg", {}),
-        ("any2reg-io", "any2reg-io", {}),
-        ("any2reg (no coarse stage)", "any2reg", {"coarse": False}),
-    ]
+    out = base_methods({}) + [("any2reg (no coarse stage)", "any2reg", {"coarse": False})]
     from napari_any2reg.core.engines.any2reg import DEFAULT_ORIENTATIONS
 
     other = 2 if DEFAULT_ORIENTATIONS == 1 else 1  # the test-time orientation ablation
@@ -105,15 +99,6 @@ def methods(candidate: str | None, v1: bool) -> list[tuple[str, str | None, dict
     if candidate:
         out.append((f"candidate {Path(candidate).parent.name}/{Path(candidate).name}", "any2reg", {"weights": candidate}))
     return out
-
-
-def _register(sequence: Sequence, engine, options):
-    n, h, w = sequence.frames.shape
-    if engine is None:
-        return np.zeros((n, 2, h, w), np.float32), sequence.frames, 0.0, 0.0
-    start = time.perf_counter()
-    result = register(sequence, engine=engine, device="cpu", **options)
-    return result.displacement, result.registered, time.perf_counter() - start, result.folding_percent
 
 
 def _fit_quality(sequence: Sequence, frames: np.ndarray, roi: np.ndarray) -> dict[str, float]:
