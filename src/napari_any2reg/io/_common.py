@@ -598,3 +598,25 @@ def build_sequence(
         )
     except SequenceError as exc:
         raise SequenceReadError(f"{path}: {exc}") from exc
+
+
+def pick_slice(parts: list, slice_index: int | None):
+    """The one ``_Parts`` of a file or series: the only slice, or slice ``slice_index``; several
+    slices and no choice is an error that lists them and names the ways to pick one."""
+    if slice_index is None:
+        if len(parts) == 1:
+            return parts[0]
+        positions = "; ".join(
+            f"{k}: {p.metadata.get('slice_position_mm', k):.1f} mm ({p.frames.shape[0]} frames)" for k, p in enumerate(parts)
+        )
+        raise SequenceReadError(
+            f"{parts[0].path}: holds {len(parts)} slices ({positions}); a sequence is one slice. Pick one "
+            "(Python: read_sequence(..., slice_index=K) or read_slices(); CLI: --slice K or --slice all; "
+            "napari opens each slice as its own layer)."
+        )
+    k = int(slice_index)
+    if not -len(parts) <= k < len(parts):
+        raise SequenceReadError(
+            f"{parts[0].path}: slice {k} asked for, but it holds {len(parts)} slice(s) (0..{len(parts) - 1})."
+        )
+    return parts[k]

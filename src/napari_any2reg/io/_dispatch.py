@@ -8,6 +8,7 @@ from typing import Any
 
 from ..core.sequence import Sequence
 from ._common import (
+    pick_slice,
     SUPPORTED_DESCRIPTION,
     SequenceFileNotFoundError,
     SequenceReadError,
@@ -44,26 +45,6 @@ def _parts_list(path: Any):
         f"{path}: unsupported file type {ext or '(no extension)'!r}; supported: "
         f"{SUPPORTED_DESCRIPTION}. Convert the file to one of these."
     )
-
-
-def _pick_slice(parts: list, slice_index: int | None):
-    if slice_index is None:
-        if len(parts) == 1:
-            return parts[0]
-        positions = "; ".join(
-            f"{k}: {p.metadata.get('slice_position_mm', k):.1f} mm ({p.frames.shape[0]} frames)" for k, p in enumerate(parts)
-        )
-        raise SequenceReadError(
-            f"{parts[0].path}: holds {len(parts)} slices ({positions}); a sequence is one slice. Pick one "
-            "(Python: read_sequence(..., slice_index=K) or read_slices(); CLI: --slice K or --slice all; "
-            "napari opens each slice as its own layer)."
-        )
-    k = int(slice_index)
-    if not -len(parts) <= k < len(parts):
-        raise SequenceReadError(
-            f"{parts[0].path}: slice {k} asked for, but it holds {len(parts)} slice(s) (0..{len(parts) - 1})."
-        )
-    return parts[k]
 
 
 def read_slices(
@@ -144,7 +125,7 @@ def read_sequence(
     >>> seq = read_sequence("MOLLI_dicom/", timings_ms=[100, 180, 260])    # doctest: +SKIP
     """
     return build_sequence(
-        _pick_slice(_parts_list(path), slice_index),
+        pick_slice(_parts_list(path), slice_index),
         kind=kind, timings_ms=timings_ms, spacing_mm=spacing_mm, nonfinite=nonfinite,
     )
 

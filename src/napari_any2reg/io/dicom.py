@@ -62,6 +62,7 @@ import numpy as np
 from ..core.geometry import SliceGeometry
 from ..core.sequence import Sequence
 from ._common import (
+    pick_slice,
     MAX_DECODED_BYTES,
     SequenceFileNotFoundError,
     SequenceReadError,
@@ -694,16 +695,7 @@ def read_dicom_slices(path: Any) -> list[Sequence]:
 
 
 def _dicom_parts(path: Any, *, slice_index: int | None = None) -> _Parts:
-    parts = _dicom_parts_list(path, slice_index=slice_index)
-    if len(parts) > 1:
-        positions = "; ".join(f"{k}: {p.metadata['slice_position_mm']:.1f} mm ({p.frames.shape[0]} frames)"
-                              for k, p in enumerate(parts))
-        raise SequenceReadError(
-            f"{parts[0].path}: the series spans {len(parts)} slice positions ({positions}); a sequence "
-            "is one slice. Pick one (Python: slice_index=K or read_slices(); CLI: --slice K or "
-            "--slice all; napari opens each slice as its own layer)."
-        )
-    return parts[0]
+    return pick_slice(_dicom_parts_list(path, slice_index=slice_index), None)
 
 
 def _dicom_parts_list(path: Any, *, slice_index: int | None = None) -> list[_Parts]:

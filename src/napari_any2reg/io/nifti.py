@@ -42,6 +42,7 @@ from ..core.geometry import LPS_TO_RAS, SliceGeometry
 from ..core.sequence import Sequence
 from ._atomic import atomic_write_all
 from ._common import (
+    pick_slice,
     SequenceReadError,
     _Parts,
     build_sequence,
@@ -106,14 +107,7 @@ def read_nifti(path: Any) -> Sequence:
 
 
 def _nifti_parts(path: Any) -> _Parts:
-    parts = _nifti_parts_list(path)
-    if len(parts) > 1:
-        raise SequenceReadError(
-            f"{parts[0].path}: {len(parts)} slices (NIfTI k) of {parts[0].frames.shape[0]} frames; a sequence "
-            "is one slice. Pick one (Python: read_sequence(..., slice_index=K) or read_slices(); CLI: "
-            "--slice K or --slice all; napari opens each slice as its own layer)."
-        )
-    return parts[0]
+    return pick_slice(_nifti_parts_list(path), None)
 
 
 def _nifti_parts_list(path: Any) -> list[_Parts]:

@@ -24,6 +24,7 @@ import numpy as np
 from ..core.sequence import Sequence
 from ._atomic import atomic_write
 from ._common import (
+    pick_slice,
     TIMING_KEYS,
     SequenceReadError,
     _Parts,
@@ -90,14 +91,7 @@ def read_tiff(path: Any) -> Sequence:
 
 
 def _tiff_parts(path: Any) -> _Parts:
-    parts = _tiff_parts_list(path)
-    if len(parts) > 1:
-        raise SequenceReadError(
-            f"{parts[0].path}: {len(parts)} slices (Z axis) of {parts[0].frames.shape[0]} frames; a sequence "
-            "is one slice. Pick one (Python: read_sequence(..., slice_index=K) or read_slices(); CLI: "
-            "--slice K or --slice all; napari opens each slice as its own layer)."
-        )
-    return parts[0]
+    return pick_slice(_tiff_parts_list(path), None)
 
 
 def _tiff_parts_list(path: Any) -> list[_Parts]:
