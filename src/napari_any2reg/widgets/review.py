@@ -484,6 +484,15 @@ class ReviewWidget(QWidget):
             )
         return pair.source
 
+    def _pair_and_source(self) -> tuple[_Pair, Image] | None:
+        """The chosen registration and its source layer, or ``None`` once the reason is shown."""
+        try:
+            pair = self.pair()
+            return pair, self._require_source(pair)
+        except Exception as exc:
+            self._report_error(str(exc), exc)
+            return None
+
     def thresholds(self) -> qc.QCThresholds:
         """The flagging rules set in the QC tab."""
         return qc.QCThresholds(
@@ -498,12 +507,10 @@ class ReviewWidget(QWidget):
         Returns ``True`` if a worker was started (or the review was already there and ``then``
         ran at once); ``False`` when it could not start (the reason is shown).
         """
-        try:
-            pair = self.pair()
-            source = self._require_source(pair)
-        except Exception as exc:
-            self._report_error(str(exc), exc)
+        found = self._pair_and_source()
+        if found is None:
             return False
+        pair, source = found
         if then is not None:
             self._pending.append(then)
         if not force and self.review is not None and self._review_key == pair.key:
@@ -894,12 +901,10 @@ class ReviewWidget(QWidget):
         The image overlays of this registration would cover either, so they are hidden (the
         deformation grid and the arrows stay); the status line says how many.
         """
-        try:
-            pair = self.pair()
-            source = self._require_source(pair)
-        except Exception as exc:
-            self._report_error(str(exc), exc)
+        found = self._pair_and_source()
+        if found is None:
             return
+        pair, source = found
         show_raw = pair.registered.visible
         source.visible = show_raw
         pair.registered.visible = not show_raw
@@ -919,12 +924,10 @@ class ReviewWidget(QWidget):
 
         Overlays on the common grid move with the registered layer. Returns the new state.
         """
-        try:
-            pair = self.pair()
-            source = self._require_source(pair)
-        except Exception as exc:
-            self._report_error(str(exc), exc)
+        found = self._pair_and_source()
+        if found is None:
             return False
+        pair, source = found
         on_top = np.allclose(np.asarray(pair.registered.translate), np.asarray(source.translate))
         beside = on_top if beside is None else bool(beside)
         target = (beside_translate(source.translate, source.scale, source.data.shape) if beside
