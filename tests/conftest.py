@@ -21,8 +21,12 @@ def viewer(make_napari_viewer):
 
 
 def capture_notifications(monkeypatch, module) -> dict[str, list[str]]:
-    """Replace ``module.show_error`` / ``module.show_info`` by recorders; returns the records."""
+    """Replace ``show_error`` / ``show_info`` of ``module`` and of the docks' base
+    (``widgets._base``, where the worker errors are reported) by recorders; returns the records."""
+    from napari_any2reg.widgets import _base
+
     calls: dict[str, list[str]] = {"error": [], "info": []}
-    monkeypatch.setattr(module, "show_error", lambda msg: calls["error"].append(str(msg)))
-    monkeypatch.setattr(module, "show_info", lambda msg: calls["info"].append(str(msg)))
+    for target in {module, _base}:
+        monkeypatch.setattr(target, "show_error", lambda msg: calls["error"].append(str(msg)), raising=False)
+        monkeypatch.setattr(target, "show_info", lambda msg: calls["info"].append(str(msg)), raising=False)
     return calls

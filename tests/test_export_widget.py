@@ -57,13 +57,14 @@ def wait_done(qtbot, w):
 
 
 def add_run(viewer, phantom_run, *, with_source=True, maps=True, points=True, labels=True):
-    from napari_any2reg.widgets._layers import registered_layer_metadata, sequence_to_layer_data
+    from napari_any2reg.widgets._layers import sequence_to_layer_data
+    from napari_any2reg.widgets._registered import RegisteredLayer
 
     phantom, result, fits = phantom_run
     data, kwargs, _ = sequence_to_layer_data(phantom.sequence, name="molli")
     kwargs["metadata"]["source"] = "/scans/molli.tif"
     raw = viewer.add_image(data, **kwargs)
-    meta = registered_layer_metadata(raw.metadata, result, raw.name)
+    meta = RegisteredLayer.from_result(result, raw.name, raw.metadata).to_metadata()
     registered = viewer.add_image(result.registered.copy(), name="molli registered", scale=raw.scale, metadata=meta)
     out = {"raw": raw, "registered": registered}
     if maps:  # what the T1 mapping panel adds

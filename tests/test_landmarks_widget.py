@@ -60,9 +60,9 @@ def add_raw(viewer, phantom):
 
 
 def add_registered(viewer, raw, result, name="molli registered", displacement=None):
-    from napari_any2reg.widgets._layers import registered_layer_metadata
+    from napari_any2reg.widgets._registered import RegisteredLayer
 
-    meta = registered_layer_metadata(raw.metadata, result, raw.name)
+    meta = RegisteredLayer.from_result(result, raw.name, raw.metadata).to_metadata()
     if displacement is not None:
         meta["displacement"] = np.asarray(displacement, np.float32)
     return viewer.add_image(result.registered.copy(), name=name, scale=raw.scale, metadata=meta)

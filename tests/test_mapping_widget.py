@@ -58,12 +58,13 @@ def wait_done(qtbot, w):
 
 
 def add_layers(viewer, registered_phantom):
-    from napari_any2reg.widgets._layers import registered_layer_metadata, sequence_to_layer_data
+    from napari_any2reg.widgets._layers import sequence_to_layer_data
+    from napari_any2reg.widgets._registered import RegisteredLayer
 
     phantom, result = registered_phantom
     data, kwargs, _ = sequence_to_layer_data(phantom.sequence, name="molli")
     raw = viewer.add_image(data, **kwargs)
-    meta = registered_layer_metadata(raw.metadata, result, raw.name)
+    meta = RegisteredLayer.from_result(result, raw.name, raw.metadata).to_metadata()
     registered = viewer.add_image(result.registered.copy(), name="molli registered", scale=raw.scale, metadata=meta)
     return raw, registered
 

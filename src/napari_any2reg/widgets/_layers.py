@@ -4,8 +4,9 @@ A sequence becomes an image layer with ``scale = (1, dy, dx)`` and
 ``metadata = sequence.to_layer_metadata()`` (kind, timings, spacing and any extra fields), so
 ``Sequence.from_layer(layer.data, name=layer.name, scale=layer.scale, metadata=layer.metadata)``
 rebuilds it. Registration results add array-valued entries (``displacement``, ``template``) to
-the metadata of the registered layer; :func:`sequence_from_layer_fields` drops those before
-writing, because files only keep JSON-friendly metadata.
+the metadata of the registered layer (:class:`._registered.RegisteredLayer`);
+:func:`sequence_from_layer_fields` drops those before writing, because files only keep
+JSON-friendly metadata.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..core.registration import RegistrationResult
     from ..core.sequence import Sequence
 
 __all__ = [
@@ -23,10 +23,8 @@ __all__ = [
     "robust_contrast_limits",
     "sequence_to_layer_data",
     "sequence_from_layer_fields",
-    "registered_layer_metadata",
     "jsonable_metadata",
     "REGISTERED_SUFFIX",
-    "RESULT_KEYS",
     "axes_kwargs",
     "beside_translate",
     "SIDE_BY_SIDE_GAP",
@@ -39,9 +37,6 @@ LayerDataTuple = tuple[Any, dict[str, Any], str]
 
 #: Suffix of the layer holding the registered frames: ``"<source name> registered"``.
 REGISTERED_SUFFIX = " registered"
-
-#: Metadata keys the Registration widget adds to the registered layer.
-RESULT_KEYS = ("any2reg_result", "displacement", "template", "source_layer")
 
 
 def axes_kwargs(ndim: int = 3) -> dict[str, tuple[str, ...]]:
@@ -107,7 +102,9 @@ def jsonable_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     """
     from ..io._common import jsonable_metadata as header_metadata
 
-    meta = {k: v for k, v in dict(metadata or {}).items() if k not in ("displacement", "template")}
+    from ._registered import ARRAY_KEYS
+
+    meta = {k: v for k, v in dict(metadata or {}).items() if k not in ARRAY_KEYS}
     return header_metadata(meta)
 
 
@@ -126,29 +123,3 @@ def sequence_from_layer_fields(
     if jsonable_only:
         meta = jsonable_metadata(meta)
     return Sequence.from_layer(data, name=name or "sequence", scale=scale, metadata=meta)
-
-
-def registered_layer_metadata(
-    source_metadata: dict[str, Any] | None,
-    result: "RegistrationResult",
-    source_name: str,
-) -> dict[str, Any]:
-    """Metadata of the registered layer: the source's entries plus the registration result.
-
-    The source dict is copied (never modified). Added keys: ``any2reg_result`` (the run's
-    summary), ``displacement`` ``(N, 2, H, W) float32`` in pixels (pull-back, ``(dy, dx)``),
-    ``template`` ``(H, W) float32``, ``source_layer`` (the source layer's name) and, when the
-    engine produced them (the any2reg engines), ``correspondence`` ``(N, H, W) float32`` in
-    [0, 1] (per-frame AdaCS scores on the registered grid).
-    """
-    meta = dict(source_metadata or {})
-    meta["any2reg_result"] = result.summary()
-    meta["displacement"] = np.asarray(result.displacement, dtype=np.float32)
-    meta["template"] = np.asarray(result.template, dtype=np.float32)
-    meta["source_layer"] = str(source_name)
-    scores = result.extras.get("correspondence") if result.extras else None
-    if scores is not None:
-        meta["correspondence"] = np.asarray(scores, dtype=np.float32)
-    else:
-        meta.pop("correspondence", None)  # never carry a stale map from the source layer
-    return meta

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from napari.layers import Image
 from qtpy.QtWidgets import QComboBox
 
 __all__ = [
+    "LayerPicker",
     "NONE_ITEM",
     "fill_combo",
     "chosen_layer",
@@ -20,6 +20,7 @@ __all__ = [
     "index_of",
     "is_sequence_layer",
     "is_registered_layer",
+    "is_raw_sequence_layer",
     "cuda_available",
 ]
 
@@ -74,9 +75,82 @@ def is_sequence_layer(layer: Any) -> bool:
 
 
 def is_registered_layer(layer: Any) -> bool:
-    """A sequence layer carrying a matching ``(N, 2, H, W)`` displacement in its metadata."""
-    if not is_sequence_layer(layer):
-        return False
-    field = layer.metadata.get("displacement")
-    n, h, w = layer.data.shape
-    return field is not None and tuple(np.shape(field)) == (n, 2, h, w)
+    """A sequence layer carrying a matching ``(N, 2, H, W)`` displacement (a :class:`RegisteredLayer`)."""
+    from ._registered import RegisteredLayer
+
+    return is_sequence_layer(layer) and RegisteredLayer.of(layer) is not None
+
+
+def is_raw_sequence_layer(layer: Any) -> bool:
+    """A sequence layer that is not a registration result."""
+    from ._registered import RegisteredLayer
+
+    return is_sequence_layer(layer) and not RegisteredLayer.is_result(layer)
+
+
+class LayerPicker(QComboBox):
+    """A combo box of the viewer's layers that pass ``accept``, with an optional "(none)" item.
+
+    The dock calls :meth:`refresh` when the layer list changes (see
+    :meth:`~._base.WorkerDock.watch_layers`); the choice is kept by identity. Items hold the
+    layer names as data, so ``findData(name)`` works as for a plain combo.
+
+    Parameters
+    ----------
+    viewer : napari.Viewer
+    accept : callable(layer) -> bool
+    none : bool
+        Offer "(none)" first (an optional input).
+    tooltip : str
+    """
+
+    def __init__(self, viewer: Any, accept: Any, *, none: bool = False, tooltip: str = "", parent: Any = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.accept = accept
+        self.none = bool(none)
+        self.layers: list[Any] = []
+        #: the user chose "(none)" by hand (a single candidate is then not picked for them)
+        self.none_chosen = False
+        if tooltip:
+            self.setToolTip(tooltip)
+        self.activated.connect(self._on_activated)
+
+    def _on_activated(self, index: int) -> None:
+        self.none_chosen = self.none and index == 0
+
+    def candidates(self) -> list[Any]:
+        return [layer for layer in self.viewer.layers if self.accept(layer)]
+
+    def refresh(self, prefer: Any = None) -> bool:
+        """Re-list the layers, keeping the choice (else ``prefer``, else the first / "(none)").
+
+        Returns ``True`` when the chosen layer changed (``currentIndexChanged`` is not emitted:
+        the caller reacts once).
+        """
+        current = self.layer()
+        self.layers = self.candidates()
+        chosen = current if current is not None and contains(self.layers, current) else None
+        if prefer is not None and contains(self.layers, prefer):
+            chosen = prefer
+        fill_combo(self, self.layers, chosen, self.none)
+        return self.layer() is not current
+
+    def layer(self) -> Any:
+        """The chosen layer, ``None`` for "(none)" or an empty list."""
+        return chosen_layer(self, self.layers, self.none)
+
+    def set_layer(self, layer: Any) -> None:
+        """Choose ``layer`` (a layer, its name, or "(none)"), as the user would; emits the change."""
+        name = getattr(layer, "name", layer)
+        if self.none and (layer is None or name == NONE_ITEM):
+            self.none_chosen = True
+            self.setCurrentIndex(0)
+            return
+        index = index_of(self.layers, layer) + (1 if self.none else 0) if not isinstance(layer, str) else -1
+        if index < (1 if self.none else 0):
+            index = self.findData(name)
+        if index < 0:
+            raise ValueError(f"{name!r} is not offered here.")
+        self.none_chosen = False
+        self.setCurrentIndex(index)

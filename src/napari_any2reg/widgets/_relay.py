@@ -18,6 +18,8 @@ class ProgressRelay(QObject):
     """
 
     progress = Signal(float, str)
+    #: ``(job token, fraction, message)`` of a :class:`~._base.WorkerDock` job.
+    job_progress = Signal(int, float, str)
 
 
 class ActivityProgress:

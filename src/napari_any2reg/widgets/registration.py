@@ -48,7 +48,8 @@ from ..core.registration import (
 )
 from ..core.sequence import Sequence
 from ._dock import compact_combos, install_frame_label, scroll_body
-from ._layers import REGISTERED_SUFFIX, axes_kwargs, beside_translate, registered_layer_metadata, sequence_from_layer_fields
+from ._layers import REGISTERED_SUFFIX, axes_kwargs, beside_translate, sequence_from_layer_fields
+from ._registered import RegisteredLayer
 from ._pickers import cuda_available, index_of, is_sequence_layer
 from ._relay import ActivityProgress, ProgressRelay
 
@@ -659,7 +660,7 @@ class RegistrationWidget(QWidget):
         assert source is not None
         self.last_result = result
         name = f"{source.name}{REGISTERED_SUFFIX}"
-        metadata = registered_layer_metadata(source.metadata, result, source.name)
+        metadata = RegisteredLayer.from_result(result, source.name, source.metadata).to_metadata()
         translate = np.array(source.translate, dtype=float)
         if self.placement_combo.currentData() == "beside":
             translate = beside_translate(source.translate, source.scale, result.registered.shape)
