@@ -10,6 +10,7 @@ Write a built-in phantom, register it, and look at the numbers::
     any2reg fit out/registered.tif -o t1/          # T1, R², SD and parameter maps
     any2reg register molli.tif -o out/ --export all --landmarks clicks.csv
     any2reg tre out/displacement.npy clicks.csv    # landmark TRE before/after (mm)
+    any2reg apply out/displacement.npy echo2.tif -o echo2_registered.tif   # reuse the registration
 """
 
 from __future__ import annotations
@@ -151,13 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     T1_MODELS = _LazyChoices("napari_any2reg.core.mapping", "T1_MODELS")
     ENGINES = _LazyChoices("napari_any2reg.core.registration", "available_engines", call=True)
     SEQUENCE_KINDS = _LazyChoices("napari_any2reg.core.sequence", "SEQUENCE_KINDS")
+    from .io._dispatch import input_help  # the reader table (no torch, no file parsers)
+
+    _INPUT_HELP = input_help()
 
     parser = argparse.ArgumentParser(
         prog="any2reg",
         description=(
             "Groupwise motion correction for quantitative cardiac MRI (MOLLI, STONE, SASHA, "
-            "ASL, perfusion, cine). Reads TIFF/OME-TIFF, NIfTI (.nii, .nii.gz) and DICOM series "
-            "folders; writes the registered stack, the displacement field and QC metrics."
+            f"ASL, perfusion, cine). Reads {_INPUT_HELP}; writes the registered stack, the "
+            "displacement field and QC metrics."
         ),
         epilog="Run 'any2reg COMMAND --help' for the options of each command. " + _EXIT_CODES_TEXT,
     )
@@ -181,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(run.json); everything is written together or not at all."
         ),
     )
-    reg.add_argument("input", help="TIFF/OME-TIFF, NIfTI file, or DICOM series folder")
+    reg.add_argument("input", help=_INPUT_HELP)
     reg.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
     _add_engine_options(reg, ENGINES, DEVICE_CHOICES)
     reg.add_argument("--kind", choices=SEQUENCE_KINDS, default=None, metavar="KIND", help="override the sequence kind read from the file: %(choices)s")
@@ -220,6 +224,30 @@ def build_parser() -> argparse.ArgumentParser:
     tre.add_argument("--out", default=None, metavar="JSON", help="also write the numbers to this JSON file")
     tre.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
+    app = sub.add_parser(
+        "apply",
+        help="apply a saved registration to another series, a label image or landmarks",
+        description=(
+            "Bring INPUT onto the registered grid with the displacement FIELD of an earlier "
+            "registration (displacement.npy, displacement.nii.gz or the ITK per-frame fields "
+            "displacement_itk_frameKKK.nii.gz) without registering again. An image series (same "
+            "frames and matrix as the registered one) is warped bilinearly, keeping its timings, "
+            "spacing and geometry (OUT: .tif, .ome.tif, .nii, .nii.gz); a label image (--labels: "
+            "a (N,H,W) stack, or one 2-D image applied to every frame) by nearest neighbour, so "
+            "labels stay integer (OUT: .tif or .npy); a landmark CSV (frame,name,y,x on the raw "
+            "frames) is moved to the common grid by solving x + u_frame(x) = p (OUT: .csv). The "
+            "output is written atomically."
+        ),
+        epilog=_EXIT_CODES_TEXT,
+    )
+    app.add_argument("field", metavar="FIELD", help="displacement.npy (N,2,H,W pixels), displacement.nii.gz, or an ITK field (base name or one _frameKKK file)")
+    app.add_argument("input", metavar="INPUT", help=f"{_INPUT_HELP}; a label image with --labels; a landmark CSV (frame,name,y,x)")
+    app.add_argument("-o", "--output", required=True, metavar="OUT", help="output file; its extension picks the format")
+    app.add_argument("--labels", action="store_true", help="INPUT is a label image or stack: nearest-neighbour warping, integer output")
+    app.add_argument("--slice", type=int, default=None, metavar="K", help="multi-slice image input: the slice the field belongs to (0-based)")
+    app.add_argument("--spacing-mm", type=_spacing, default=None, metavar="DY,DX", help="landmarks: spacing of the mm columns (default: the CSV's, else the field's)")
+    app.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
     sample = sub.add_parser(
         "sample",
         help="write a built-in phantom sequence",
@@ -243,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
             "where the fit fails are NaN in every map and counted in stats.json."
         ),
     )
-    fit.add_argument("input", help="TIFF/OME-TIFF, NIfTI file, or DICOM series folder")
+    fit.add_argument("input", help=_INPUT_HELP)
     fit.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
     fit.add_argument("--model", choices=T1_MODELS, default=None, metavar="MODEL", help="T1 model: %(choices)s; stone2/sasha2 are the 2-parameter forms (default: from the sequence kind)")
     fit.add_argument("--times-ms", type=_float_list, default=None, metavar="T1,T2,...", help="per-frame inversion/saturation times (ms), 'inf' for no preparation (default: from the file's metadata)")
@@ -492,6 +520,19 @@ def _cmd_tre(args: argparse.Namespace) -> int:
         content = {"displacement": str(args.displacement), "landmarks": str(args.landmarks), **report.to_dict()}
         text = json.dumps(content, indent=2, allow_nan=False) + "\n"
         atomic_write(Path(args.out), lambda p: p.write_text(text, encoding="utf-8"), overwrite=args.overwrite)
+    return EXIT_OK
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    from .pipeline.apply import apply_file
+
+    kind = "labels" if args.labels else "auto"
+    outcome = apply_file(args.field, args.input, args.output, kind=kind, slice_index=args.slice,
+                         spacing_mm=args.spacing_mm, overwrite=args.overwrite)
+    if not args.quiet:
+        what = {"image": "frames", "labels": "label frames", "points": "landmark rows"}[outcome.kind]
+        count = outcome.shape[0]
+        print(f"{args.input}: {count} {what} moved by {args.field} ({outcome.n_frames} frames); wrote {outcome.output}")
     return EXIT_OK
 
 
@@ -891,7 +932,7 @@ def main(argv: Seq[str] | None = None) -> int:
     args.verbose = int(getattr(args, "verbose", 0) or 0) + args.global_verbose
     _configure_logging(args.verbose, args.quiet)
     handlers = {"register": _cmd_register, "sample": _cmd_sample, "engines": _cmd_engines, "train": _cmd_train, "fit": _cmd_fit,
-                "tre": _cmd_tre, "batch": _cmd_batch}
+                "tre": _cmd_tre, "batch": _cmd_batch, "apply": _cmd_apply}
     try:
         with _SigtermAsException():
             if args.command in ("register", "fit"):

@@ -32,7 +32,6 @@ __all__ = [
     "MAX_DECODED_BYTES",
     "check_decoded_size",
     "FILE_EXTENSIONS",
-    "SUPPORTED_DESCRIPTION",
     "TIMING_KEYS",
     "split_name",
     "guess_kind",
@@ -47,14 +46,9 @@ __all__ = [
     "build_sequence",
 ]
 
-#: File endings the readers understand (longest first so ``.ome.tif`` wins over ``.tif``).
+#: File endings :func:`split_name` treats as one extension (longest first so ``.ome.tif`` wins
+#: over ``.tif``); every reader extension of ``_dispatch.READERS`` must be here (tested).
 FILE_EXTENSIONS = (".ome.tiff", ".ome.tif", ".nii.gz", ".tiff", ".tif", ".nii", ".dcm", ".ima")
-
-#: Human-readable list used in error messages.
-SUPPORTED_DESCRIPTION = (
-    "TIFF (.tif, .tiff), OME-TIFF (.ome.tif, .ome.tiff), NIfTI (.nii, .nii.gz), "
-    "DICOM (.dcm, .ima, or a folder holding one DICOM series)"
-)
 
 #: Sidecar keys that may hold the per-frame timing (first match wins).
 TIMING_KEYS = ("timings_ms", "inversion_times_ms", "saturation_times_ms", "trigger_times_ms")

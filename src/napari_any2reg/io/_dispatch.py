@@ -1,15 +1,22 @@
-"""Format dispatch: :func:`read_sequence`, :func:`read_slices` and :func:`supported_path`."""
+"""Format dispatch: :func:`read_sequence`, :func:`read_slices` and :func:`supported_path`.
+
+Every sequence reader is declared once, in :data:`READERS`: its name, file name patterns,
+the function that parses it, a description and whether it reads folders. The table drives
+the dispatch here, the error message for unsupported files, the ``any2reg`` help text for
+inputs (:func:`input_help`), and is checked against the reader ``filename_patterns`` of
+``napari.yaml`` by the tests. Adding a format is one :class:`ReaderFormat` entry.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..core.sequence import Sequence
 from ._common import (
     pick_slice,
-    SUPPORTED_DESCRIPTION,
     SequenceFileNotFoundError,
     SequenceReadError,
     build_sequence,
@@ -19,32 +26,126 @@ from .dicom import _dicom_parts_list, looks_like_dicom
 from .nifti import NIFTI_EXTENSIONS, _nifti_parts_list
 from .tiff import TIFF_EXTENSIONS, _tiff_parts_list
 
-__all__ = ["read_sequence", "read_slices", "supported_path"]
+__all__ = [
+    "ReaderFormat",
+    "READERS",
+    "reader_patterns",
+    "reader_for",
+    "supported_description",
+    "input_help",
+    "read_sequence",
+    "read_slices",
+    "supported_path",
+]
+
+_FOLDER_PROBE = 32  # files looked at by supported_path on a folder
+
+
+@dataclasses.dataclass(frozen=True)
+class ReaderFormat:
+    """One input format: how files are recognised and which function parses them.
+
+    Attributes
+    ----------
+    name : str
+        Shown in messages and help (``"NIfTI"``).
+    extensions : tuple of str
+        Lower-case endings with the dot (``".nii.gz"``); matched case-insensitively.
+    patterns : tuple of str
+        The napari reader ``filename_patterns`` for this format (napari matches them with
+        case-sensitive globs, hence ``*.DCM`` beside ``*.dcm``; ``"*"`` for formats whose files
+        may have no extension).
+    parts : callable
+        ``parts(path)`` -> list of ``_Parts``, one per slice (the format's parser).
+    description : str
+        What to give, for messages and the CLI help.
+    accepts_folders : bool
+        A folder (or a list of files) is read by this format.
+    sniff : callable, optional
+        ``sniff(path) -> bool`` recognises files without a known extension from their content.
+    """
+
+    name: str
+    extensions: tuple[str, ...]
+    patterns: tuple[str, ...]
+    parts: Callable[[Any], list]
+    description: str
+    accepts_folders: bool = False
+    sniff: Callable[[Path], bool] | None = None
+
 
 _DICOM_EXTENSIONS = (".dcm", ".ima")
-_FOLDER_PROBE = 32  # files looked at by supported_path on a folder
+
+#: The sequence readers, in the order they are tried.
+READERS: tuple[ReaderFormat, ...] = (
+    ReaderFormat(
+        "TIFF", TIFF_EXTENSIONS, tuple("*" + e for e in TIFF_EXTENSIONS), _tiff_parts_list,
+        "TIFF (.tif, .tiff), OME-TIFF (.ome.tif, .ome.tiff) or an ImageJ hyperstack",
+    ),
+    ReaderFormat(
+        "NIfTI", NIFTI_EXTENSIONS, tuple("*" + e for e in NIFTI_EXTENSIONS), _nifti_parts_list,
+        "NIfTI (.nii, .nii.gz), with an optional JSON sidecar",
+    ),
+    ReaderFormat(
+        "DICOM", _DICOM_EXTENSIONS,
+        # extension-less DICOM files (IM_0001, 00000001) need "*"; the reader declines the rest
+        ("*.dcm", "*.DCM", "*.ima", "*.IMA", "*"),
+        _dicom_parts_list,
+        "DICOM (.dcm, .ima, extension-less files, or a folder or list of files holding one series)",
+        accepts_folders=True, sniff=looks_like_dicom,
+    ),
+)
+
+
+def reader_patterns() -> set[str]:
+    """Every file name pattern of :data:`READERS` (what napari.yaml's reader must declare)."""
+    return {pattern for reader in READERS for pattern in reader.patterns}
+
+
+def supported_description() -> str:
+    """The formats for error messages: ``"TIFF (...); NIfTI (...); DICOM (...)"``."""
+    return "; ".join(reader.description for reader in READERS)
+
+
+def input_help() -> str:
+    """Short CLI help for a sequence input, from the table (``"TIFF/OME-TIFF, NIfTI or DICOM ..."``)."""
+    files = ", ".join(f"{r.name} ({' '.join(r.extensions)})" for r in READERS)
+    folders = " or ".join(f"a {r.name} series folder" for r in READERS if r.accepts_folders)
+    return f"{files} file, or {folders}"
+
+
+def reader_for(path: Any) -> ReaderFormat | None:
+    """The reader for ``path`` (a file, a folder or a list of files), or ``None``.
+
+    Judged from the name first, then from the content (``sniff``) for unknown extensions;
+    folders and lists go to the format that reads folders. Nothing is parsed.
+    """
+    if isinstance(path, (list, tuple)) or Path(path).is_dir():
+        return next((r for r in READERS if r.accepts_folders), None)
+    ext = split_name(path)[1]
+    for reader in READERS:
+        if ext in reader.extensions:
+            return reader
+    for reader in READERS:
+        if reader.sniff is not None and reader.sniff(Path(path)):
+            return reader
+    return None
 
 
 def _parts_list(path: Any):
     """One ``_Parts`` per slice of whatever ``path`` holds."""
-    if isinstance(path, (list, tuple)):
-        return _dicom_parts_list(list(path))
-    path = Path(path)
-    if not path.exists():
-        raise SequenceFileNotFoundError(f"{path}: no such file or folder; check the path.")
-    if path.is_dir():
-        return _dicom_parts_list(path)
-    _, ext = split_name(path)
-    if ext in TIFF_EXTENSIONS:
-        return _tiff_parts_list(path)
-    if ext in NIFTI_EXTENSIONS:
-        return _nifti_parts_list(path)
-    if ext in _DICOM_EXTENSIONS or looks_like_dicom(path):
-        return _dicom_parts_list(path)
-    raise SequenceReadError(
-        f"{path}: unsupported file type {ext or '(no extension)'!r}; supported: "
-        f"{SUPPORTED_DESCRIPTION}. Convert the file to one of these."
-    )
+    if not isinstance(path, (list, tuple)):
+        path = Path(path)
+        if not path.exists():
+            raise SequenceFileNotFoundError(f"{path}: no such file or folder; check the path.")
+    reader = reader_for(path)
+    if reader is None:
+        ext = split_name(path)[1]
+        raise SequenceReadError(
+            f"{path}: unsupported file type {ext or '(no extension)'!r}; supported: "
+            f"{supported_description()}. Convert the file to one of these."
+        )
+    return reader.parts(list(path) if isinstance(path, (list, tuple)) else path)
 
 
 def read_slices(
@@ -130,7 +231,8 @@ def read_sequence(
     )
 
 
-def _folder_has_dicom(folder: Path) -> bool:
+def _folder_holds(folder: Path, sniff: Callable[[Path], bool]) -> bool:
+    """Whether one of the first files of ``folder`` is recognised by ``sniff`` (a folder reader's)."""
     try:
         with os.scandir(folder) as entries:
             checked = 0
@@ -142,7 +244,7 @@ def _folder_has_dicom(folder: Path) -> bool:
                 if not entry.is_file():
                     continue
                 checked += 1
-                if looks_like_dicom(Path(entry.path)):
+                if sniff(Path(entry.path)):
                     return True
     except OSError:
         return False
@@ -165,18 +267,19 @@ def supported_path(path: Any) -> bool:
         No file is fully read; a ``True`` answer does not guarantee the read succeeds.
     """
     if isinstance(path, (list, tuple)):
+        folder_readers = [r for r in READERS if r.accepts_folders and r.sniff is not None]
         return bool(path) and all(
-            isinstance(p, (str, os.PathLike)) and Path(p).is_file() and looks_like_dicom(Path(p))
+            isinstance(p, (str, os.PathLike)) and Path(p).is_file() and any(r.sniff(Path(p)) for r in folder_readers)
             for p in path
         )
     if not isinstance(path, (str, os.PathLike)):
         return False
     path = Path(path)
     _, ext = split_name(path)
-    if ext in TIFF_EXTENSIONS or ext in NIFTI_EXTENSIONS or ext in _DICOM_EXTENSIONS:
+    if any(ext in reader.extensions for reader in READERS):
         return True
     if path.is_dir():
-        return _folder_has_dicom(path)
+        return any(_folder_holds(path, r.sniff) for r in READERS if r.accepts_folders and r.sniff is not None)
     if ext == "" and path.is_file():
-        return looks_like_dicom(path)
+        return any(r.sniff(path) for r in READERS if r.sniff is not None)
     return False
