@@ -399,12 +399,9 @@ def correspondence_maps(frames: Any, displacement: Any, *, spacing_mm: SequenceT
 
 def sequence_template(registered: Any) -> np.ndarray:
     """PCA-weighted template of registered frames (as :func:`.registration.register` makes it)."""
-    from .losses import pca_weights
-    from .registration import normalise_intensities
+    from .intensity import normalise_intensities, pca_template
 
-    normalised = normalise_intensities(_as_frames(registered, "registered"))
-    weights = pca_weights(torch.from_numpy(normalised)).numpy()
-    return np.tensordot(weights, normalised, axes=(0, 0)).astype(np.float32)
+    return pca_template(normalise_intensities(_as_frames(registered, "registered")))[0]
 
 
 def template_correlation(frames: Any, template: Any, mask: Any = None) -> np.ndarray:

@@ -8,15 +8,24 @@ registered in :data:`ENGINES`; each receives the normalised frames as a torch te
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
-from typing import Any, Callable, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 
 from .device import describe_device, resolve_device
-from .losses import pca_weights
+from .engine_api import (
+    ENGINES,
+    Cancelled,
+    Engine,
+    EngineOutput,
+    Progress,
+    ProgressCallback,
+    RegistrationCancelled,
+    register_engine,
+)
+from .intensity import normalise_intensities, pca_template
 from .sequence import Sequence, SequenceError
 from .spatial import folding_fraction, warp_images
 
@@ -27,6 +36,8 @@ __all__ = [
     "EngineOutput",
     "Progress",
     "RegistrationCancelled",
+    "Cancelled",
+    "Engine",
     "ENGINES",
     "register_engine",
     "available_engines",
@@ -38,100 +49,14 @@ __all__ = [
 DEFAULT_ENGINE = "any2reg"
 
 
-class RegistrationCancelled(RuntimeError):
-    """Raised inside :func:`register` when the user cancelled the run."""
-
-
-ProgressCallback = Callable[[float, str], None]
-
-
-class Progress:
-    """Progress reporting and cooperative cancellation for an engine.
-
-    Parameters
-    ----------
-    callback : callable(fraction, message), optional
-        Receives the overall fraction done (0–1) and a short message.
-    cancel : threading.Event or callable returning bool, optional
-        When set / true, the next :meth:`check` raises :class:`RegistrationCancelled`.
-    """
-
-    def __init__(self, callback: ProgressCallback | None = None, cancel: Any = None):
-        self._callback = callback
-        if cancel is None:
-            self._cancelled: Callable[[], bool] = lambda: False
-        elif isinstance(cancel, threading.Event):
-            self._cancelled = cancel.is_set
-        elif callable(cancel):
-            self._cancelled = cancel
-        else:
-            raise TypeError("cancel must be a threading.Event or a callable returning bool")
-        self._span = (0.0, 1.0)
-
-    def check(self) -> None:
-        """Raise :class:`RegistrationCancelled` if cancellation was requested."""
-        if self._cancelled():
-            raise RegistrationCancelled("registration cancelled by the user")
-
-    def report(self, fraction: float, message: str = "") -> None:
-        """Report progress within the current stage span, then check for cancellation."""
-        lo, hi = self._span
-        if self._callback is not None:
-            self._callback(float(lo + (hi - lo) * min(max(fraction, 0.0), 1.0)), message)
-        self.check()
-
-    def stage(self, start: float, stop: float) -> "Progress":
-        """A child reporter mapping 0–1 onto ``[start, stop]`` of this one's span."""
-        child = Progress.__new__(Progress)
-        child._callback = self._callback
-        child._cancelled = self._cancelled
-        lo, hi = self._span
-        child._span = (lo + (hi - lo) * start, lo + (hi - lo) * stop)
-        return child
-
-
-@dataclasses.dataclass
-class EngineOutput:
-    """What an engine returns to :func:`register`."""
-
-    displacement: torch.Tensor  # (N, 2, H, W), pixels, pull-back
-    loss_history: dict[str, list[float]]
-    params: dict[str, Any]
-    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-class Engine(Protocol):
-    def __call__(
-        self,
-        frames: torch.Tensor,
-        *,
-        progress: Progress,
-        reference_frame: int | None,
-        spacing_mm: tuple[float, float],
-        **options: Any,
-    ) -> EngineOutput: ...
-
-
-ENGINES: dict[str, Engine] = {}
-
-
-def register_engine(name: str) -> Callable[[Engine], Engine]:
-    """Decorator adding an engine function to :data:`ENGINES` under ``name``."""
-
-    def deco(fn: Engine) -> Engine:
-        ENGINES[name] = fn
-        return fn
-
-    return deco
-
-
 def available_engines() -> list[str]:
     _load_builtin_engines()
     return sorted(ENGINES)
 
 
 def _load_builtin_engines() -> None:
-    # imported lazily so that `core.registration` has no import cycle with the engines
+    # imported on first use: importing the engines loads torch networks and weights code that
+    # `core.registration`'s importers (CLI --help) should not pay for
     from .engines import any2reg, groupwise, xcoreg  # noqa: F401
 
 
@@ -190,17 +115,6 @@ class RegistrationResult:
             "max_displacement_px": float(np.abs(self.displacement).max()),
             "params": self.params,
         }
-
-
-def normalise_intensities(frames: np.ndarray) -> np.ndarray:
-    """Robust per-sequence scaling to about [0, 1] (1st–99.5th percentile of all frames).
-
-    One scale for the whole sequence keeps the relaxation contrast between frames intact.
-    """
-    lo, hi = np.percentile(frames, [1.0, 99.5])
-    if hi <= lo:
-        lo, hi = float(frames.min()), float(frames.max())
-    return np.clip((frames - lo) / (hi - lo), -0.5, 1.5).astype(np.float32)
 
 
 def _region_mask(mask: Any, shape: tuple[int, int]) -> np.ndarray | None:
@@ -309,8 +223,7 @@ def register(
     displacement_np = displacement.float().cpu().numpy().astype(np.float32)
     registered = warp_images(sequence.frames, displacement_np)
     registered_norm = warp_images(normalised, displacement_np)
-    weights = pca_weights(torch.from_numpy(registered_norm)).numpy()
-    template = np.tensordot(weights, registered_norm, axes=(0, 0)).astype(np.float32)
+    template, weights = pca_template(registered_norm)
     reporter.report(1.0, "done")
     return RegistrationResult(
         registered=registered,

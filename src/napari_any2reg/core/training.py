@@ -71,13 +71,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .augmentation import car_augment, random_intensity_curve
+from .engine_api import Progress, RegistrationCancelled
 from .engines._transform import border_mask
+from .intensity import normalise_intensities
 from .losses import conditional_template_entropy, gradient_regulariser, group_motion_penalty, relative_endpoint_loss
 from .metrics import relative_epe
 from .network import Any2RegNet, CorrespondenceScorer, networks_from_checkpoint, predict
 from .network.scoring import correspondence_residual, scoring_inputs, scoring_loss
 from .phantom import make_phantom
-from .registration import Progress, RegistrationCancelled, normalise_intensities
 from .spatial import folding_fraction, warp
 
 __all__ = [

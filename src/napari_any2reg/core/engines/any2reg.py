@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..losses import conditional_template_entropy, gradient_regulariser, group_motion_penalty
 from ..network import Any2RegNet, CorrespondenceScorer, mind_descriptors, networks_from_checkpoint, predict, predict_scores
 from ..network.any2reg_net import _resize_images, _working_shape
-from ..registration import EngineOutput, Progress, register_engine
+from ..engine_api import EngineOutput, Progress, register_engine
 from ..spatial import upsample_displacement, warp
 from ..weights import WeightsError, load_weights, read_manifest
 from ._transform import border_mask

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..losses import conditional_template_entropy, pca_residual_variance
-from ..registration import EngineOutput, Progress, register_engine
+from ..engine_api import EngineOutput, Progress, register_engine
 from ._transform import run_classical_engine
 
 @register_engine("groupwise")

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from ..losses import parzen_weights, pca_weights, rescale_to_unit
-from ..registration import EngineOutput, Progress, register_engine
+from ..losses import parzen_weights, rescale_to_unit, weighted_template
+from ..engine_api import EngineOutput, Progress, register_engine
 from ._transform import run_classical_engine
 
 _EPS = 1e-8
@@ -43,7 +43,7 @@ class LatentAnatomyModel:
         Deterministic and invariant to frame order (the template is), so the engine stays
         permutation-equivariant.
         """
-        template = pca_weights(x) @ x
+        template = weighted_template(x)
         template = rescale_to_unit(template[None])[0]
         centres = (torch.arange(self.n_classes, device=x.device, dtype=x.dtype) + 0.5) / self.n_classes
         logits = -0.5 * ((template[:, None] - centres) / (0.5 / self.n_classes)) ** 2

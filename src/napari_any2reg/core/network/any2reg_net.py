@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..registration import normalise_intensities
+from ..intensity import normalise_intensities
 from ..spatial import compose_displacements, upsample_displacement, warp
 from .auxiliary import ContrastInsensitiveFeatures
 from .blocks import ConvBlock, FlowHead, SetAggregation, SharedUpdate, integrate_velocity

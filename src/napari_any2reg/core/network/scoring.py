@@ -198,7 +198,7 @@ def predict_scores(scorer: CorrespondenceScorer | None, frames, displacement, sp
     -------
     ndarray float32 (N, H, W) in [0, 1], on the common (registered) grid.
     """
-    from ..registration import normalise_intensities
+    from ..intensity import normalise_intensities
 
     frames = np.asarray(frames, dtype=np.float32)
     displacement = np.asarray(displacement, dtype=np.float32)
