@@ -405,3 +405,62 @@ def test_registration_improves_myocardial_t1_and_r2(engine):
     error_after, r2_after = _myocardial_t1_quality(phantom, registered)
     assert error_after < 0.8 * error_before, (error_before, error_after)
     assert r2_after > r2_before, (r2_before, r2_after)
+
+
+# ---------------------------------------------------------------------- models as classes
+def test_a_registered_toy_model_is_fitted_listed_and_defaulted(monkeypatch):
+    from napari_any2reg.core import mapping
+
+    monkeypatch.setattr(mapping, "T1_MODELS", dict(mapping.T1_MODELS))  # registration is undone after the test
+
+    @mapping.register_t1_model
+    class HalfTime(mapping.RecoveryModel):
+        """Toy: T1 is half the fitted time constant (a derived T1 with its own gradient)."""
+
+        name = "toy-half"
+        description = "toy A - B exp(-t/T), T1 = T / 2"
+        param_names = ("A", "B", "time_constant_ms")
+        kinds = ("toykind",)
+
+        def t1(self, theta):
+            grad = torch.zeros_like(theta)
+            grad[..., -1] = 0.5
+            return 0.5 * theta[..., -1], grad
+
+    @mapping.register_t1_model
+    class PartialInversion(mapping.FixedEfficiencyModel):
+        name = "toy-ir80"
+        description = "toy M0 (1 - 1.6 exp(-t/T1)): 80 % inversion efficiency"
+        param_names = ("M0", "t1_ms")
+        kappa = 1.6
+
+    ti = np.array([100.0, 180.0, 260.0, 500.0, 900.0, 1400.0, 2200.0, 3500.0])
+    time_constants = np.array([600.0, 900.0, 1500.0])
+    half = np.abs(3.0 - 5.0 * np.exp(-ti[:, None] / time_constants))  # magnitude data
+    result = fit_t1(half, ti, "toy-half", device="cpu")
+    np.testing.assert_allclose(result.t1_ms, time_constants / 2, rtol=1e-4)
+    np.testing.assert_allclose(result.params["time_constant_ms"], time_constants, rtol=1e-4)
+    np.testing.assert_allclose(result.params["A"], 3.0, rtol=1e-4)
+    assert result.param_names == ("A", "B", "time_constant_ms") and result.summary()["model"] == "toy-half"
+    assert np.all(result.t1_sd_ms < 1e-2)  # noiseless: the propagated SD (gradient 0.5) is ~0
+    np.testing.assert_allclose(np.abs(model_signal("toy-half", result.params, ti)), half, atol=1e-5)
+
+    partial = 700.0 * np.abs(1.0 - 1.6 * np.exp(-ti[:, None] / time_constants))
+    fitted = fit_t1(partial, ti, "toy-ir80", device="cpu")
+    np.testing.assert_allclose(fitted.t1_ms, time_constants, rtol=1e-4)
+    np.testing.assert_allclose(fitted.params["M0"], 700.0, rtol=1e-4)
+    # the wrong efficiency does not fit the same curve
+    assert np.nanmax(_rel_error(fit_t1(partial, ti, "stone2", device="cpu").t1_ms, time_constants)) > 0.05
+
+    assert {"toy-half", "toy-ir80"} <= set(mapping.T1_MODELS)
+    assert model_for_kind("toykind") == "toy-half"
+    assert fit_t1(half, ti, HalfTime, device="cpu").t1_ms == pytest.approx(result.t1_ms)  # a class works unregistered too
+
+    with pytest.raises(ValueError, match="param_names"):
+        @mapping.register_t1_model
+        class Broken(mapping.RecoveryModel):
+            name = "broken"
+            param_names = ("A",)
+
+    with pytest.raises(TypeError):
+        mapping.register_t1_model(object)

@@ -30,6 +30,13 @@ name        signal                           T1                          polarit
 ``sasha``   ``A (1 − B exp(−t/T1))``         ``T1``                      no
 ``sasha2``  ``A (1 − exp(−t/T1))``           ``T1``                      no
 ==========  ===============================  ==========================  =========
+
+Each model is a :class:`T1Model` subclass (signal, Jacobian, initial guess, bounds, derived T1,
+reported parameters, timing name, description); the fit calls its methods and never branches
+on a model's name. A new model is one class with the :func:`register_t1_model` decorator,
+usually on :class:`RecoveryModel` or :class:`FixedEfficiencyModel`; it is then in
+:data:`T1_MODELS`, so ``any2reg fit --model``, the mapping widget and :func:`model_for_kind`
+(through ``kinds``) offer it.
 """
 
 from __future__ import annotations
@@ -46,7 +53,10 @@ from .device import describe_device, resolve_device
 
 __all__ = [
     "T1Model",
+    "RecoveryModel",
+    "FixedEfficiencyModel",
     "T1_MODELS",
+    "register_t1_model",
     "T1FitResult",
     "FitCancelled",
     "FAILURE_REASONS",
@@ -59,42 +69,255 @@ __all__ = [
 
 
 # ====================================================================== models
-@dataclasses.dataclass(frozen=True)
 class T1Model:
-    """A T1 signal model.
+    """A T1 signal model: one subclass per model, registered with :func:`register_t1_model`.
 
-    Internally every model is ``S = A − C exp(−t/T)`` (3 parameters ``A, C, T``) or
-    ``S = A (1 − kappa exp(−t/T))`` (2 parameters ``A, T``, ``kappa`` fixed); ``param_names``
-    are the names of the *reported* parameters (see :func:`_reported_params`).
+    The fit works on *internal* parameters ``theta`` ``(P, p)`` whose last column is the time
+    constant ``T`` of ``exp(-t/T)``, on data scaled to about 1 per pixel. A model says
+
+    * what it measures: :attr:`name`, :attr:`description`, :attr:`param_names` (the reported
+      parameters), :attr:`timing_name`, :attr:`polarity_restoration`, :attr:`kinds` (sequence
+      kinds it is the default for);
+    * its signal and derivatives: :meth:`signal`, :meth:`jacobian`;
+    * its initial guess: :meth:`initial_guess` (the amplitudes for a given ``T``, in closed
+      form) and :meth:`grid_score` (the fit quality of each grid ``T`` from frame sums, so the
+      grid search can try every polarity at the cost of one);
+    * its bounds: :meth:`physical` (parameters that mean something) and the fit's
+      ``t1_range_ms`` for ``T`` and T1;
+    * the derived quantities: :meth:`t1` (T1 and its gradient, for the SD) and
+      :meth:`reported_params`, :meth:`signal_from_params` (the reported parametrisation).
+
+    Two families implement the signal: :class:`RecoveryModel` (``A - C exp(-t/T)``) and
+    :class:`FixedEfficiencyModel` (``A (1 - kappa exp(-t/T))``); a new model usually
+    subclasses one of them and changes what differs (see ``MOLLI``'s Look-Locker T1).
     """
 
-    name: str
-    description: str
-    n_params: int
-    param_names: tuple[str, ...]
-    polarity_restoration: bool
-    kappa: float | None = None  # 2-parameter models: the fixed C/A
-    look_locker: bool = False  # MOLLI: T1 = T1* (B/A - 1)
+    name: str = ""
+    description: str = ""
+    param_names: tuple[str, ...] = ()
+    n_params: int = 0  # internal parameters (the last is the time constant)
+    polarity_restoration: bool = True
     timing_name: str = "inversion_times_ms"
+    kinds: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"<T1 model {self.name!r}: {self.description}>"
+
+    # ---- signal (torch, internal parameters)
+    def signal(self, theta: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Signed model ``(N, P)`` and ``exp(-t/T)`` ``(N, P)`` for ``theta (P, p)``."""
+        raise NotImplementedError
+
+    def jacobian(self, theta: torch.Tensor, t: torch.Tensor, e: torch.Tensor) -> list[torch.Tensor | float]:
+        """Columns ``df/dtheta_i`` (each ``(N, P)``; a constant column may be a float)."""
+        raise NotImplementedError
+
+    # ---- initial guess
+    def initial_guess(self, y: torch.Tensor, t: torch.Tensor, time_constant: torch.Tensor) -> torch.Tensor:
+        """``theta (P, p)``: the best amplitudes for the time constant of each pixel."""
+        raise NotImplementedError
+
+    def grid_score(self, u: torch.Tensor, sy: torch.Tensor, sums: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fit quality ``F`` (larger is better; ``RSS = sum(y²) - F``) and validity, ``(G, c)``.
+
+        ``u`` = sum of the signed data times ``e`` per grid time constant ``(G, c)``, ``sy`` =
+        sum of the signed data ``(c,)``; ``sums`` holds ``n``, ``se`` = sum of ``e`` and
+        ``see`` = sum of ``e²`` (each ``(G, 1)``).
+        """
+        raise NotImplementedError
+
+    # ---- bounds and derived values
+    def physical(self, theta: torch.Tensor) -> torch.Tensor:
+        """Pixels whose parameters are physical (positive amplitudes...), ``(P,)`` bool."""
+        raise NotImplementedError
+
+    def t1(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """T1 and ``dT1/dtheta`` for ``theta (..., p)``; by default T1 is the time constant."""
+        grad = torch.zeros_like(theta)
+        grad[..., -1] = 1.0
+        return theta[..., -1].clone(), grad
+
+    def reported_params(self, theta: torch.Tensor, scale: torch.Tensor) -> list[torch.Tensor]:
+        """Internal parameters on normalised data -> the :attr:`param_names` values."""
+        raise NotImplementedError
+
+    def signal_from_params(self, values: list[np.ndarray], decay: np.ndarray) -> np.ndarray:
+        """Signed signal (numpy) from the reported parameters and ``exp(-t/T)``."""
+        raise NotImplementedError
 
 
-T1_MODELS: dict[str, T1Model] = {
-    m.name: m
-    for m in (
-        T1Model("molli", "MOLLI, 3-parameter A - B exp(-TI/T1*), T1 = T1* (B/A - 1)", 3,
-                ("A", "B", "t1_star_ms"), True, look_locker=True),
-        T1Model("ir", "inversion recovery, 3-parameter A - B exp(-TI/T1)", 3, ("A", "B", "t1_ms"), True),
-        T1Model("stone", "STONE, 3-parameter A - B exp(-TI/T1)", 3, ("A", "B", "t1_ms"), True),
-        T1Model("stone2", "STONE, 2-parameter M0 (1 - 2 exp(-TI/T1))", 2, ("M0", "t1_ms"), True, kappa=2.0),
-        T1Model("sasha", "SASHA, 3-parameter A (1 - B exp(-TS/T1))", 3, ("A", "B", "t1_ms"), False,
-                timing_name="saturation_times_ms"),
-        T1Model("sasha2", "SASHA, 2-parameter A (1 - exp(-TS/T1))", 2, ("A", "t1_ms"), False, kappa=1.0,
-                timing_name="saturation_times_ms"),
-    )
-}
+class RecoveryModel(T1Model):
+    """``S = A - C exp(-t/T)``: 3 parameters, linear in ``A, C`` for a fixed ``T``."""
 
-#: Default model for each sequence kind (kinds without a T1 model are absent).
-_KIND_MODELS = {"molli": "molli", "stone": "stone", "sasha": "sasha", "ir": "ir"}
+    n_params = 3
+    param_names = ("A", "B", "t1_ms")
+
+    def signal(self, theta, t):
+        e = _decay(t[:, None], theta[None, :, -1])
+        return theta[None, :, 0] - theta[None, :, 1] * e, e
+
+    def jacobian(self, theta, t, e):
+        te = _t_times_decay(t, e)
+        time_constant = theta[:, -1]
+        return [1.0, -e, te * (-theta[:, 1] / (time_constant * time_constant))[None]]
+
+    def initial_guess(self, y, t, time_constant):
+        e = _decay(t[:, None], time_constant[None, :])
+        n = float(y.shape[0])
+        se, see = e.sum(0), (e * e).sum(0)
+        sy, sye = y.sum(0), (y * e).sum(0)
+        det = n * see - se * se
+        det = torch.where(det.abs() > 1e-300, det, torch.full_like(det, 1e-300))
+        a = (see * sy - se * sye) / det
+        c = (se * sy - n * sye) / det
+        return torch.stack([a, c, time_constant], dim=1)
+
+    def grid_score(self, u, sy, sums):
+        n, se, see = sums["n"], sums["se"], sums["see"]
+        det = n * see - se * se
+        # F = (n u² − 2 se sy u + see sy²) / det; A ∝ see sy − se u, C ∝ se sy − n u
+        f = u * (n / det * u - 2.0 * se / det * sy) + see / det * (sy * sy)
+        return f, (see * sy - se * u > 0) & (se * sy - n * u > 0)
+
+    def physical(self, theta):
+        return (theta[:, 0] > 0) & (theta[:, 1] > 0)
+
+    def reported_params(self, theta, scale):
+        return [theta[:, 0] * scale, theta[:, 1] * scale, theta[:, 2]]
+
+    def signal_from_params(self, values, decay):
+        return values[0] - values[1] * decay
+
+
+class FixedEfficiencyModel(T1Model):
+    """``S = A (1 - kappa exp(-t/T))`` with ``kappa`` fixed: 2 parameters ``A, T``."""
+
+    n_params = 2
+    kappa: float = 1.0
+
+    def signal(self, theta, t):
+        e = _decay(t[:, None], theta[None, :, -1])
+        return theta[None, :, 0] * (1.0 - self.kappa * e), e
+
+    def jacobian(self, theta, t, e):
+        te = _t_times_decay(t, e)
+        time_constant = theta[:, -1]
+        return [1.0 - self.kappa * e, te * (-self.kappa * theta[:, 0] / (time_constant * time_constant))[None]]
+
+    def initial_guess(self, y, t, time_constant):
+        g = 1.0 - self.kappa * _decay(t[:, None], time_constant[None, :])
+        return torch.stack([(y * g).sum(0) / (g * g).sum(0), time_constant], dim=1)
+
+    def grid_score(self, u, sy, sums):
+        kappa = float(self.kappa)
+        gg = sums["n"] - 2.0 * kappa * sums["se"] + kappa * kappa * sums["see"]  # sum of g², g = 1 - kappa e
+        yg = sy - kappa * u  # sum of y g
+        return yg * yg / gg, yg > 0  # M0 > 0
+
+    def physical(self, theta):
+        return theta[:, 0] > 0
+
+    def reported_params(self, theta, scale):
+        return [theta[:, 0] * scale, theta[:, 1]]
+
+    def signal_from_params(self, values, decay):
+        return values[0] * (1.0 - self.kappa * decay)
+
+
+#: The registered models by name (:func:`register_t1_model`); the CLI and the widgets list them.
+T1_MODELS: dict[str, T1Model] = {}
+
+
+def register_t1_model(cls: type[T1Model]) -> type[T1Model]:
+    """Class decorator: make ``cls`` a fit model under ``cls.name`` (in :data:`T1_MODELS`).
+
+    Examples
+    --------
+    >>> @register_t1_model                                               # doctest: +SKIP
+    ... class HalfInversion(FixedEfficiencyModel):
+    ...     name, description, kappa = "ir-half", "IR with 50 % inversion efficiency", 1.5
+    ...     param_names = ("M0", "t1_ms")
+    """
+    if not (isinstance(cls, type) and issubclass(cls, T1Model)):
+        raise TypeError(f"register_t1_model takes a T1Model subclass; got {cls!r}.")
+    model = cls()
+    if not model.name or len(model.param_names) != model.n_params:
+        raise ValueError(
+            f"{cls.__name__}: a T1 model needs a name and one entry of param_names per parameter "
+            f"({model.n_params}); got name {model.name!r}, param_names {model.param_names}."
+        )
+    T1_MODELS[model.name] = model
+    return cls
+
+
+@register_t1_model
+class Molli(RecoveryModel):
+    """MOLLI: the apparent ``T1*`` of ``A - B exp(-TI/T1*)``, corrected by Look-Locker."""
+
+    name = "molli"
+    description = "MOLLI, 3-parameter A - B exp(-TI/T1*), T1 = T1* (B/A - 1)"
+    param_names = ("A", "B", "t1_star_ms")
+    kinds = ("molli",)
+
+    def t1(self, theta):
+        a, c, time_constant = theta[..., 0], theta[..., 1], theta[..., -1]
+        t1 = time_constant * (c / a - 1.0)
+        grad = torch.stack([-time_constant * c / (a * a), time_constant / a, c / a - 1.0], dim=-1)
+        return t1, grad
+
+    def physical(self, theta):
+        return super().physical(theta) & (theta[:, 1] > theta[:, 0])  # B/A > 1, i.e. T1 > 0
+
+
+@register_t1_model
+class InversionRecovery(RecoveryModel):
+    name = "ir"
+    description = "inversion recovery, 3-parameter A - B exp(-TI/T1)"
+    kinds = ("ir",)
+
+
+@register_t1_model
+class Stone(RecoveryModel):
+    name = "stone"
+    description = "STONE, 3-parameter A - B exp(-TI/T1)"
+    kinds = ("stone",)
+
+
+@register_t1_model
+class Stone2(FixedEfficiencyModel):
+    name = "stone2"
+    description = "STONE, 2-parameter M0 (1 - 2 exp(-TI/T1))"
+    param_names = ("M0", "t1_ms")
+    kappa = 2.0
+
+
+@register_t1_model
+class Sasha(RecoveryModel):
+    """SASHA ``A (1 - B exp(-TS/T1))``: fitted as ``A - C e`` and reported with ``B = C / A``."""
+
+    name = "sasha"
+    description = "SASHA, 3-parameter A (1 - B exp(-TS/T1))"
+    polarity_restoration = False
+    timing_name = "saturation_times_ms"
+    kinds = ("sasha",)
+
+    def reported_params(self, theta, scale):
+        a, c, time_constant = theta[:, 0], theta[:, 1], theta[:, 2]
+        return [a * scale, c / a, time_constant]
+
+    def signal_from_params(self, values, decay):
+        return values[0] * (1.0 - values[1] * decay)
+
+
+@register_t1_model
+class Sasha2(FixedEfficiencyModel):
+    name = "sasha2"
+    description = "SASHA, 2-parameter A (1 - exp(-TS/T1))"
+    param_names = ("A", "t1_ms")
+    kappa = 1.0
+    polarity_restoration = False
+    timing_name = "saturation_times_ms"
+
 
 #: ``failure_code`` values. 0 also marks pixels outside the mask (see ``T1FitResult.mask``).
 FAILURE_REASONS = {
@@ -114,7 +337,8 @@ def model_for_kind(kind: str | None) -> str | None:
     >>> model_for_kind("molli"), model_for_kind("cine")
     ('molli', None)
     """
-    return _KIND_MODELS.get(str(kind or "").lower())
+    key = str(kind or "").lower()
+    return next((name for name, model in T1_MODELS.items() if key in model.kinds), None)
 
 
 def fit_problem(timings_ms: Any, n_frames: int, model: str | T1Model | None) -> str | None:
@@ -139,9 +363,11 @@ def fit_problem(timings_ms: Any, n_frames: int, model: str | T1Model | None) -> 
     return None
 
 
-def _get_model(model: str | T1Model) -> T1Model:
+def _get_model(model: str | T1Model | type[T1Model]) -> T1Model:
     if isinstance(model, T1Model):
         return model
+    if isinstance(model, type) and issubclass(model, T1Model):
+        return model()
     key = str(model).lower()
     if key not in T1_MODELS:
         raise ValueError(f"Unknown T1 model {model!r}; use one of {', '.join(T1_MODELS)}.")
@@ -218,7 +444,7 @@ class T1FitResult:
 
     @property
     def param_names(self) -> tuple[str, ...]:
-        return T1_MODELS[self.model].param_names
+        return tuple(self.params)  # in the model's param_names order
 
     def params_stack(self) -> np.ndarray:
         """The parameters as one ``(p, ...)`` float32 array, in ``param_names`` order."""
@@ -249,11 +475,12 @@ class T1FitResult:
     def summary(self) -> dict[str, Any]:
         """JSON-friendly provenance and headline numbers."""
         t1 = self.t1_ms[np.isfinite(self.t1_ms)]
+        spec = T1_MODELS.get(self.model)  # None for an unregistered model passed as a class
         return {
             "model": self.model,
-            "model_description": T1_MODELS[self.model].description,
+            "model_description": spec.description if spec else self.model,
             "param_names": list(self.param_names),
-            T1_MODELS[self.model].timing_name: [float(t) for t in self.timings_ms],
+            (spec.timing_name if spec else "timings_ms"): [float(t) for t in self.timings_ms],
             "device": self.device,
             "seconds": round(float(self.seconds), 4),
             "n_fitted": self.n_fitted,
@@ -409,7 +636,7 @@ def fit_t1(
     def masked(values: torch.Tensor) -> torch.Tensor:
         return torch.where(ok, values, nan)
 
-    reported = _reported_params(out["theta"], spec, scale)
+    reported = spec.reported_params(out["theta"], scale)
     params = {name: to_map(masked(v)) for name, v in zip(spec.param_names, reported)}
     k_map = to_map(torch.where(ok, out["k"].to(torch.float64), torch.full_like(nan, -1.0)), fill=-1, dtype=np.int16)
     code = to_map(out["code"].to(torch.float64), fill=0, dtype=np.uint8)
@@ -445,7 +672,7 @@ def t1_gradient(model: str | T1Model, theta: Any) -> np.ndarray:
     """
     spec = _get_model(model)
     th = np.asarray(theta, dtype=np.float64)
-    return _t1_and_gradient(torch.as_tensor(th), spec)[1].numpy()
+    return spec.t1(torch.as_tensor(th))[1].numpy()
 
 
 def model_signal(model: str | T1Model, params: dict[str, Any], timings_ms: Any) -> np.ndarray:
@@ -460,12 +687,7 @@ def model_signal(model: str | T1Model, params: dict[str, Any], timings_ms: Any) 
     base = np.broadcast_shapes(*(v.shape for v in values))
     t = t.reshape((-1,) + (1,) * len(base))
     with np.errstate(invalid="ignore", over="ignore"):
-        decay = np.exp(-t / values[-1])
-        if spec.n_params == 2:
-            return values[0] * (1.0 - spec.kappa * decay)
-        if spec.name.startswith("sasha"):
-            return values[0] * (1.0 - values[1] * decay)
-        return values[0] - values[1] * decay
+        return spec.signal_from_params(values, np.exp(-t / values[-1]))
 
 
 # ====================================================================== input checks
@@ -566,14 +788,7 @@ def _grid_search(
     n_k = n if restore else 1
     f32 = torch.float32
     nf = float(n)
-    se = decay.sum(1, keepdim=True)  # (G, 1)
-    see = (decay * decay).sum(1, keepdim=True)
-    if spec.n_params == 3:
-        det = nf * see - se * se
-        coef_uu, coef_us, coef_ss = nf / det, 2.0 * se / det, see / det
-    else:
-        kappa = float(spec.kappa)
-        gg = nf - 2.0 * kappa * se + kappa * kappa * see  # sum of g², g = 1 - kappa e
+    sums = {"n": nf, "se": decay.sum(1, keepdim=True), "see": (decay * decay).sum(1, keepdim=True)}  # (G, 1)
     out_k = [torch.zeros(p, dtype=torch.long, device=y.device) for _ in range(2)]
     out_g = [torch.full((p,), -1, dtype=torch.long, device=y.device) for _ in range(2)]
     for s in range(0, p, chunk):
@@ -591,15 +806,8 @@ def _grid_search(
                 prefix += yc[k - 1]
             sy = total - 2.0 * prefix  # (c,)   sum of the signed data
             u = q_all - 2.0 * q_k  # (G, c) sum of signed data times e
-            if spec.n_params == 3:
-                # F = (n u² − 2 se sy u + see sy²) / det; A ∝ see sy − se u, C ∝ se sy − n u
-                f = u * (coef_uu * u - coef_us * sy) + coef_ss * (sy * sy)
-                valid = (see * sy - se * u > 0) & (se * sy - nf * u > 0)
-            else:
-                yg = sy - kappa * u  # sum of y g
-                f = yg * yg / gg
-                valid = yg > 0  # M0 > 0
-            f = f.masked_fill_(~valid, -float("inf"))
+            f, valid = spec.grid_score(u, sy, sums)
+            f = f.masked_fill(~valid, -float("inf"))
             f_max, g_idx = f.max(0)
             g_idx = torch.where(torch.isfinite(f_max), g_idx, torch.full_like(g_idx, -1))
             first = f_max > best[0]
@@ -626,24 +834,9 @@ def _signed(y: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return torch.where(rank < k[None, :], -y, y)
 
 
-def _model(theta: torch.Tensor, t: torch.Tensor, spec: T1Model) -> tuple[torch.Tensor, torch.Tensor]:
-    """Signed model ``(N, P)`` and ``exp(-t/T)`` for internal parameters ``theta (P, p)``."""
-    e = _decay(t[:, None], theta[None, :, -1])  # (N, P)
-    if spec.n_params == 3:
-        return theta[None, :, 0] - theta[None, :, 1] * e, e
-    return theta[None, :, 0] * (1.0 - spec.kappa * e), e
-
-
-def _jacobian(theta: torch.Tensor, t: torch.Tensor, e: torch.Tensor, spec: T1Model) -> list[torch.Tensor | float]:
-    """Columns ``df/dtheta_i`` (each ``(N, P)``; the constant column of ``A`` is the float 1)."""
-    time_constant = theta[:, -1]
-    # d e / d T = e t / T²; an infinite t has e = 0 (avoid inf * 0)
-    te = torch.where(torch.isinf(t)[:, None], torch.zeros_like(e), e * t[:, None])
-    if spec.n_params == 3:
-        d_t = te * (-theta[:, 1] / (time_constant * time_constant))[None]
-        return [1.0, -e, d_t]
-    d_t = te * (-spec.kappa * theta[:, 0] / (time_constant * time_constant))[None]
-    return [1.0 - spec.kappa * e, d_t]
+def _t_times_decay(t: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """``t exp(-t/T)`` ``(N, P)`` (``d e / d T = e t / T²``); an infinite t has e = 0 (avoid inf * 0)."""
+    return torch.where(torch.isinf(t)[:, None], torch.zeros_like(e), e * t[:, None])
 
 
 def _dot(u: torch.Tensor | float, v: torch.Tensor | float, n: int) -> torch.Tensor:
@@ -694,23 +887,6 @@ def _solve_symmetric(h: list[list[torch.Tensor]], b: list[torch.Tensor]) -> tupl
     return x, regular
 
 
-def _linear_init(y: torch.Tensor, t: torch.Tensor, time_constant: torch.Tensor, spec: T1Model) -> torch.Tensor:
-    """Closed-form amplitudes for a given time constant per pixel: ``theta (P, p)``."""
-    e = _decay(t[:, None], time_constant[None, :])
-    n = float(y.shape[0])
-    if spec.n_params == 3:
-        se, see = e.sum(0), (e * e).sum(0)
-        sy, sye = y.sum(0), (y * e).sum(0)
-        det = n * see - se * se
-        det = torch.where(det.abs() > 1e-300, det, torch.full_like(det, 1e-300))
-        a = (see * sy - se * sye) / det
-        c = (se * sy - n * sye) / det
-        return torch.stack([a, c, time_constant], dim=1)
-    g = 1.0 - spec.kappa * e
-    a = (y * g).sum(0) / (g * g).sum(0)
-    return torch.stack([a, time_constant], dim=1)
-
-
 def _levenberg_marquardt(
     y_abs: torch.Tensor,
     t: torch.Tensor,
@@ -728,8 +904,8 @@ def _levenberg_marquardt(
     lo, hi = bounds
     n = y_abs.shape[0]
     y_all = _signed(y_abs, k)
-    theta_all = _linear_init(y_all, t, start, spec)
-    f, e = _model(theta_all, t, spec)
+    theta_all = spec.initial_guess(y_all, t, start)
+    f, e = spec.signal(theta_all, t)
     rss_all = ((y_all - f) ** 2).sum(0)
     idx = torch.nonzero(torch.isfinite(rss_all))[:, 0]
     y, theta, rss = y_all[:, idx], theta_all[idx], rss_all[idx]
@@ -738,7 +914,7 @@ def _levenberg_marquardt(
     for _ in range(int(iterations)):
         if idx.numel() == 0:
             break
-        jac = _jacobian(theta, t, e, spec)
+        jac = spec.jacobian(theta, t, e)
         r = y - f
         h = _normal_matrix(jac, n)
         g = [_dot(column, r, n) for column in jac]
@@ -747,7 +923,7 @@ def _levenberg_marquardt(
         step, regular = _solve_symmetric(damped, g)
         trial = theta + torch.stack(step, dim=1)
         trial[:, -1] = trial[:, -1].clamp(lo, hi)  # keep exp(-t/T) finite; a bound hit is flagged later
-        f_trial, e_trial = _model(trial, t, spec)
+        f_trial, e_trial = spec.signal(trial, t)
         rss_trial = ((y - f_trial) ** 2).sum(0)
         better = regular & torch.isfinite(rss_trial) & (rss_trial < rss)
         stalled = better & (rss - rss_trial <= 1e-10 * rss)
@@ -776,19 +952,6 @@ def _where_rows(take: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> tor
 
 
 # ====================================================================== quality maps
-def _t1_and_gradient(theta: torch.Tensor, spec: T1Model) -> tuple[torch.Tensor, torch.Tensor]:
-    """T1 and dT1/dtheta for internal parameters ``theta (..., p)``."""
-    time_constant = theta[..., -1]
-    if spec.look_locker:
-        a, c = theta[..., 0], theta[..., 1]
-        t1 = time_constant * (c / a - 1.0)
-        grad = torch.stack([-time_constant * c / (a * a), time_constant / a, c / a - 1.0], dim=-1)
-        return t1, grad
-    grad = torch.zeros_like(theta)
-    grad[..., -1] = 1.0
-    return time_constant.clone(), grad
-
-
 def _quality(
     fit: dict[str, torch.Tensor],
     y_abs: torch.Tensor,
@@ -802,10 +965,10 @@ def _quality(
     theta, rss, k = fit["theta"], fit["rss"], fit["k"]
     n, p = y_abs.shape[0], spec.n_params
     y = _signed(y_abs, k)
-    _, e = _model(theta, t, spec)
-    h = _normal_matrix(_jacobian(theta, t, e, spec), n)
+    _, e = spec.signal(theta, t)
+    h = _normal_matrix(spec.jacobian(theta, t, e), n)
     s2 = rss / (n - p)
-    t1, grad = _t1_and_gradient(theta, spec)
+    t1, grad = spec.t1(theta)
     # var(T1) = s² gradᵀ (JᵀJ)⁻¹ grad, with (JᵀJ)⁻¹ grad from one symmetric solve
     x, regular = _solve_symmetric(h, list(grad.unbind(1)))
     var = s2 * sum(gi * xi for gi, xi in zip(grad.unbind(1), x))
@@ -816,14 +979,7 @@ def _quality(
     code = torch.zeros(theta.shape[0], dtype=torch.uint8, device=theta.device)
     finite = torch.isfinite(theta).all(1) & torch.isfinite(rss) & torch.isfinite(t1) & torch.isfinite(var)
     finite = finite & regular & (var >= 0) & fit["valid_candidate"]
-    if spec.n_params == 3:
-        amplitude = theta[:, 0]
-        c = theta[:, 1]
-        physical = (amplitude > 0) & (c > 0)
-        if spec.look_locker:
-            physical = physical & (c > amplitude)  # B/A > 1, i.e. T1 > 0
-    else:
-        physical = theta[:, 0] > 0
+    physical = spec.physical(theta)
     tol = 1e-3
     time_constant = theta[:, -1]
     at_bound = (time_constant <= lo * (1 + tol)) | (time_constant >= hi * (1 - tol))
@@ -841,13 +997,3 @@ def _quality(
         "rms": rms,
         "code": code,
     }
-
-
-def _reported_params(theta: torch.Tensor, spec: T1Model, scale: torch.Tensor) -> list[torch.Tensor]:
-    """Internal ``(A, C, T)`` / ``(A, T)`` on normalised data -> reported parameters."""
-    if spec.n_params == 2:
-        return [theta[:, 0] * scale, theta[:, 1]]
-    a, c, time_constant = theta[:, 0], theta[:, 1], theta[:, 2]
-    if spec.name.startswith("sasha"):
-        return [a * scale, c / a, time_constant]  # S = A (1 - B e): B = C / A
-    return [a * scale, c * scale, time_constant]
