@@ -37,7 +37,7 @@ def test_labels_layer_is_offered_and_used_as_registration_mask(viewer, qtbot):
     w = RegistrationWidget(viewer)
     viewer.window.add_dock_widget(w, name="Registration")
     viewer.add_labels(left, name="heart", scale=kwargs["scale"][1:])
-    assert [w.mask_combo.itemText(i) for i in range(w.mask_combo.count())] == ["none", "heart"]
+    assert [w.mask_combo.itemText(i) for i in range(w.mask_combo.count())] == ["(none)", "heart"]
     w.mask_combo.setCurrentIndex(1)
     w.engine_combo.setCurrentIndex(w.engine_combo.findData("groupwise"))
     w.iterations_spin.setValue(0.3)

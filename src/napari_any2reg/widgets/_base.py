@@ -142,6 +142,8 @@ class WorkerDock(QWidget):
         self.activity: ActivityProgress | None = None
         self.last_error: BaseException | None = None
         self._running: dict[int, _Running] = {}
+        #: token of the last job started (see :meth:`job_worker`)
+        self.last_token: int | None = None
         self._main_token: int | None = None
         self._tokens = itertools.count(1)
         self._relay = ProgressRelay(self)
@@ -243,6 +245,11 @@ class WorkerDock(QWidget):
         """Whether any job (main or task) runs."""
         return bool(self._running)
 
+    def job_worker(self, token: int | None) -> Any:
+        """The worker of a running job (``None`` once it finished)."""
+        running = self._running.get(token) if token is not None else None
+        return None if running is None else running.worker
+
     def on_running_changed(self, running: bool) -> None:
         """Hook: the main job started (``True``) or ended (``False``); enable inputs here."""
 
@@ -258,6 +265,7 @@ class WorkerDock(QWidget):
         main: bool = True,
         busy: bool = False,
         error_prefix: str | None = None,
+        activity: str | None = None,
     ) -> bool:
         """Run ``fn(job)`` in a napari ``thread_worker``; ``on_result(result)`` in the GUI thread.
 
@@ -266,7 +274,8 @@ class WorkerDock(QWidget):
         fn : callable(Job) -> result
             The work. It must not touch layers (copy what it needs before).
         description : str
-            What runs ("Registering 'x'"): the Activity bar's text and the start of messages.
+            What runs ("Registration"): the start of the messages ("<description> failed: ...",
+            "<description> cancelled.").
         on_result, on_finished : callables, optional
             Called in the GUI thread with the result / once the worker is done (always).
         message : str, optional
@@ -277,6 +286,8 @@ class WorkerDock(QWidget):
             The job reports no fraction: a busy bar.
         error_prefix : str, optional
             Start of the error message (default ``description + " failed"``).
+        activity : str, optional
+            Text of napari's Activity bar (default ``description``).
 
         Returns ``False`` (with a message) when a main job is already running.
         """
@@ -287,10 +298,11 @@ class WorkerDock(QWidget):
         token = next(self._tokens)
         job = Job(token, self._relay, threading.Event())
         worker = _run_in_thread(token, fn, job)
-        activity = ActivityProgress(description, busy=busy) if main else None
-        running = _Running(token, worker, job, description, on_result, on_finished, main, activity, time.perf_counter())
+        bar = ActivityProgress(activity or description, busy=busy) if main else None
+        running = _Running(token, worker, job, description, on_result, on_finished, main, bar, time.perf_counter())
         running.error_prefix = error_prefix or f"{description} failed"  # type: ignore[attr-defined]
         self._running[token] = running
+        self.last_token = token
         # bound methods (not lambdas): Qt drops them if the dock is closed mid-run
         worker.returned.connect(self._on_job_returned)
         worker.finished.connect(_weak_slot(self._on_job_finished, token))
@@ -302,7 +314,7 @@ class WorkerDock(QWidget):
                 self.progress_bar.setValue(0)
         if main:
             self.worker = worker
-            self.activity = activity
+            self.activity = bar
             self._main_token = token
             self.last_error = None
             if self.cancel_button is not None:
@@ -361,8 +373,8 @@ class WorkerDock(QWidget):
             return
         if is_cancellation(error):
             self.last_error = error
-            self.set_status(f"{running.description}: cancelled; nothing was added.")
-            show_info(f"{running.description}: cancelled.")
+            self.set_status(f"{running.description} cancelled; nothing was added.")
+            show_info(f"{running.description} cancelled.")
         else:
             self.report_error(f"{running.error_prefix}: {error}", error)  # type: ignore[attr-defined]
 
