@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from .device import describe_device, resolve_device
+from .engine_api import Cancelled
 
 __all__ = [
     "T1Model",
@@ -374,8 +375,12 @@ def _get_model(model: str | T1Model | type[T1Model]) -> T1Model:
     return T1_MODELS[key]
 
 
-class FitCancelled(RuntimeError):
-    """Raised inside :func:`fit_t1` when the caller's cancel flag is set."""
+class FitCancelled(Cancelled):
+    """Raised inside :func:`fit_t1` when the caller's cancel flag is set.
+
+    A :class:`.engine_api.Cancelled`, the one cancellation exception of registration, training
+    and fitting, so callers catch that; the name stays for code that catches this one.
+    """
 
 
 # ====================================================================== result
