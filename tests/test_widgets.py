@@ -259,13 +259,58 @@ def test_device_label_and_engine_defaults(widget):
 
     assert combo_items(widget.engine_combo) == available_engines()
     assert widget.engine() == DEFAULT_ENGINE == "any2reg"
-    assert widget.engine_options() == {}  # the network has no metric or iteration settings
+    assert widget.engine_options() == {}  # every option of the network at its default
     assert not widget.metric_combo.isEnabled() and not widget.iterations_spin.isEnabled()
     widget.engine_combo.setCurrentIndex(widget.engine_combo.findData("groupwise"))
-    assert widget.engine_options() == {"metric": "cte", "iterations_scale": FAST}
+    assert widget.engine_options() == {"iterations_scale": FAST}  # only what differs from the defaults
+    widget.metric_combo.setCurrentIndex(widget.metric_combo.findData("pca2"))
+    assert widget.engine_options() == {"metric": "pca2", "iterations_scale": FAST}
     widget.engine_combo.setCurrentIndex(widget.engine_combo.findData("xcoreg"))
     assert not widget.metric_combo.isEnabled()  # X-CoReg has no metric choice
     assert "metric" not in widget.engine_options()
+
+
+def test_option_controls_come_from_the_engine_registry(viewer, widget, qtbot, notifications):
+    """Issue 12: one control per ENGINE_OPTIONS entry, only the selected engine's on show."""
+    from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QSpinBox
+
+    from napari_any2reg.core.engine_api import ENGINE_OPTIONS, options_for
+
+    form = widget.options_form
+    declared = {o.name for o in ENGINE_OPTIONS} - {"reference_frame"}  # the Reference row sets that one
+    assert set(form.controls) == declared
+    for engine in combo_items(widget.engine_combo):
+        widget.engine_combo.setCurrentIndex(widget.engine_combo.findData(engine))
+        expected = [o.name for o in options_for(engine) if o.name != "reference_frame"]
+        assert form.shown_options() == expected
+        for name, control in form.controls.items():
+            assert control.isVisibleTo(widget) == (name in expected), (engine, name)
+            assert control.isEnabled() == (name in expected)
+    kinds = {"nonrigid": QCheckBox, "orientations": QComboBox, "bins": QSpinBox, "io_learning_rate": QDoubleSpinBox,
+             "weights": QLineEdit}
+    for name, kind in kinds.items():
+        assert isinstance(form.controls[name], kind)
+    bins = next(o for o in ENGINE_OPTIONS if o.name == "bins")
+    assert (form.controls["bins"].minimum(), form.controls["bins"].maximum()) == (bins.minimum, bins.maximum)
+    assert bins.help in form.controls["bins"].toolTip()
+
+    # the values reach the engine: a rigid-only groupwise run moves every pixel of a frame alike
+    add_phantom(viewer, "molli", seed=2)
+    widget.engine_combo.setCurrentIndex(widget.engine_combo.findData("groupwise"))
+    form.set_option("nonrigid", False)
+    form.set_option("bins", 16)
+    assert widget.engine_options() == {"iterations_scale": FAST, "nonrigid": False, "bins": 16}
+    widget.engine_combo.setCurrentIndex(widget.engine_combo.findData("any2reg"))
+    assert "nonrigid" not in widget.engine_options()  # hidden options are not passed
+    widget.engine_combo.setCurrentIndex(widget.engine_combo.findData("groupwise"))
+    assert widget.run()
+    assert not form.controls["bins"].isEnabled()  # inputs are locked while it runs
+    wait_done(qtbot, widget)
+    assert notifications["error"] == [], notifications
+    u = widget.last_result.displacement
+    spread = (u - u.mean(axis=(2, 3), keepdims=True)).std()
+    assert spread < 1e-3 * max(float(np.abs(u).max()), 1.0)
+    assert form.controls["bins"].isEnabled()
 
 
 def test_layer_picker_and_reference_frame_follow_the_viewer(viewer, widget):
