@@ -797,3 +797,58 @@ def test_full_disk_and_bad_output_folders_have_clear_messages(tmp_path, monkeypa
     with pytest.raises(OSError, match=r"need about 2\.0 MB but only 0\.0 MB are free") as info:
         check_output_folder(tmp_path / "out", needed_bytes=2_000_000)
     assert info.value.errno == errno.ENOSPC
+
+
+# ---------------------------------------------------------------------------- compressed DICOM
+def _series_from_testdata(folder, name, n=3):
+    """``n`` copies of one pydicom test file as a series with distinct inversion times."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    folder.mkdir()
+    uid = generate_uid()
+    for k in range(n):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        ds.SeriesInstanceUID = uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.InstanceNumber = k + 1
+        ds.InversionTime = 100.0 + 250.0 * k
+        ds.save_as(str(folder / f"IM{k:04d}.dcm"))
+    return folder
+
+
+def test_rle_lossless_dicom_reads_like_uncompressed(tmp_path):
+    # RLE Lossless: pydicom encodes and decodes it with numpy alone, so this runs everywhere
+    import pydicom
+    from pydicom.uid import RLELossless
+
+    pixels = _dicom_series(tmp_path / "plain", tis=[100.0, 350.0, 600.0, 1200.0])
+    (tmp_path / "rle").mkdir()
+    for path in sorted((tmp_path / "plain").iterdir()):
+        ds = pydicom.dcmread(path)
+        ds.compress(RLELossless)
+        assert ds.file_meta.TransferSyntaxUID == RLELossless
+        ds.save_as(str(tmp_path / "rle" / path.name))
+    plain, rle = read_sequence(tmp_path / "plain"), read_sequence(tmp_path / "rle")
+    np.testing.assert_array_equal(rle.frames, plain.frames)
+    np.testing.assert_array_equal(rle.timings_ms, [100.0, 350.0, 600.0, 1200.0])
+    assert rle.frames.shape == (4, *pixels.shape[1:]) and rle.spacing_mm == plain.spacing_mm
+    # and pydicom's own RLE test file (a third-party encoder) matches its uncompressed twin
+    reference = read_sequence(_series_from_testdata(tmp_path / "mr", "MR_small.dcm"))
+    np.testing.assert_array_equal(read_sequence(_series_from_testdata(tmp_path / "mr_rle", "MR_small_RLE.dcm")).frames, reference.frames)
+
+
+@pytest.mark.parametrize("name, syntax", [("MR_small_jpeg_ls_lossless.dcm", "JPEGLSLossless"),
+                                          ("MR_small_jp2klossless.dcm", "JPEG2000Lossless")])
+def test_lossless_jpeg_dicom_reads_like_uncompressed(tmp_path, name, syntax):
+    import pydicom.uid
+    from pydicom.pixels import get_decoder
+
+    if not get_decoder(getattr(pydicom.uid, syntax)).is_available:
+        pytest.skip(f"no {syntax} decoder installed (pip install 'napari-any2reg[dicom]')")
+    reference = read_sequence(_series_from_testdata(tmp_path / "mr", "MR_small.dcm"))
+    compressed = read_sequence(_series_from_testdata(tmp_path / "mr_c", name))
+    np.testing.assert_array_equal(compressed.frames, reference.frames)
+    np.testing.assert_array_equal(compressed.timings_ms, [100.0, 350.0, 600.0])
+    assert compressed.spacing_mm == reference.spacing_mm == (0.3125, 0.3125)
