@@ -38,7 +38,7 @@ def test_installed_package_ships_the_manifest():
 
 
 #: The dock widgets, in menu order.
-DOCK_WIDGETS = ["Registration", "Review", "T1 mapping", "Landmarks", "Export"]
+DOCK_WIDGETS = ["Registration", "Review", "T1 mapping", "Landmarks", "Export", "Apply registration", "Batch"]
 
 
 def _discovered_manifest():
@@ -93,7 +93,8 @@ def test_napari_lists_the_plugin(make_napari_viewer):
 def test_manifest_contributes_layers_menus():
     manifest = npe2.PluginManifest.from_file(MANIFEST)
     menus = {key: [item.command for item in items] for key, items in manifest.contributions.menus.items()}
-    assert menus["napari/layers/register"] == [f"{PLUGIN}.menu_registration", f"{PLUGIN}.menu_review"]
+    assert menus["napari/layers/register"] == [f"{PLUGIN}.menu_registration", f"{PLUGIN}.menu_review",
+                                               f"{PLUGIN}.menu_apply", f"{PLUGIN}.menu_batch"]
     assert menus["napari/layers/measure"] == [f"{PLUGIN}.menu_mapping", f"{PLUGIN}.menu_landmarks"]
 
 
@@ -127,3 +128,12 @@ def test_layers_menus_open_the_panels_tabbed(make_napari_viewer, qtbot):
     from napari_any2reg.widgets._dock import dock_of
 
     assert dock_of(mapping) in main.tabifiedDockWidgets(dock_of(registration))
+
+    from napari_any2reg.widgets.apply import ApplyWidget
+    from napari_any2reg.widgets.batch import BatchWidget
+
+    assert {f"{PLUGIN}.menu_apply", f"{PLUGIN}.menu_batch"} <= set(commands("napari/layers/register"))
+    app.commands.execute_command(f"{PLUGIN}.menu_apply").result()
+    app.commands.execute_command(f"{PLUGIN}.menu_batch").result()
+    opened = [dock.widget() for dock in viewer.window._dock_widgets.values()]
+    assert any(isinstance(w, ApplyWidget) for w in opened) and any(isinstance(w, BatchWidget) for w in opened)

@@ -64,6 +64,10 @@ class Job:
             self._last = (fraction, message)
             self._relay.job_progress.emit(self.token, fraction, message)
 
+    def publish(self, data: Any) -> None:
+        """Hand a partial result to the dock's ``on_data`` (in the GUI thread), e.g. one row per series."""
+        self._relay.job_data.emit(self.token, data)
+
     def cancelled(self) -> bool:
         return self.cancel.is_set()
 
@@ -88,6 +92,7 @@ class _Running:
     description: str
     on_result: Callable[[Any], Any] | None
     on_finished: Callable[[], Any] | None
+    on_data: Callable[[Any], Any] | None
     main: bool
     activity: ActivityProgress | None
     started: float
@@ -148,6 +153,7 @@ class WorkerDock(QWidget):
         self._tokens = itertools.count(1)
         self._relay = ProgressRelay(self)
         self._relay.job_progress.connect(self._on_job_progress)
+        self._relay.job_data.connect(self._on_job_data)
         self.progress_bar: QProgressBar | None = None
         self.status_label: QLabel | None = None
         self.cancel_button: QPushButton | None = None
@@ -266,6 +272,7 @@ class WorkerDock(QWidget):
         busy: bool = False,
         error_prefix: str | None = None,
         activity: str | None = None,
+        on_data: Callable[[Any], Any] | None = None,
     ) -> bool:
         """Run ``fn(job)`` in a napari ``thread_worker``; ``on_result(result)`` in the GUI thread.
 
@@ -288,6 +295,8 @@ class WorkerDock(QWidget):
             Start of the error message (default ``description + " failed"``).
         activity : str, optional
             Text of napari's Activity bar (default ``description``).
+        on_data : callable, optional
+            Receives, in the GUI thread, what the job hands to :meth:`Job.publish`.
 
         Returns ``False`` (with a message) when a main job is already running.
         """
@@ -299,7 +308,8 @@ class WorkerDock(QWidget):
         job = Job(token, self._relay, threading.Event())
         worker = _run_in_thread(token, fn, job)
         bar = ActivityProgress(activity or description, busy=busy) if main else None
-        running = _Running(token, worker, job, description, on_result, on_finished, main, bar, time.perf_counter())
+        running = _Running(token, worker, job, description, on_result, on_finished, on_data, main, bar,
+                           time.perf_counter())
         running.error_prefix = error_prefix or f"{description} failed"  # type: ignore[attr-defined]
         self._running[token] = running
         self.last_token = token
@@ -356,6 +366,15 @@ class WorkerDock(QWidget):
             self.set_status(f"{message} ({100 * fraction:.0f} %)")
         if running.activity is not None:  # last: napari's bar may process events
             running.activity.set(fraction, message)
+
+    def _on_job_data(self, token: int, data: Any) -> None:
+        running = self._running.get(token)
+        if running is None or running.on_data is None:
+            return
+        try:
+            running.on_data(data)
+        except Exception as exc:  # shown, never raised into Qt
+            self.report_error(f"{running.description}: {exc}", exc)
 
     def _on_job_returned(self, outcome: _Outcome) -> None:
         running = self._running.get(outcome.token)

@@ -11,7 +11,7 @@ from typing import Any
 
 from napari.viewer import Viewer
 
-__all__ = ["open_registration", "open_review", "open_mapping", "open_landmarks"]
+__all__ = ["open_registration", "open_review", "open_apply", "open_batch", "open_mapping", "open_landmarks"]
 
 PLUGIN = "napari-any2reg"
 
@@ -29,6 +29,16 @@ def open_registration(viewer: Viewer) -> Any:
 def open_review(viewer: Viewer) -> Any:
     """Layers > Register > Review a cardiac registration (Any2Reg)."""
     return _open(viewer, "Review")
+
+
+def open_apply(viewer: Viewer) -> Any:
+    """Layers > Register > Apply a registration to another layer (Any2Reg)."""
+    return _open(viewer, "Apply registration")
+
+
+def open_batch(viewer: Viewer) -> Any:
+    """Layers > Register > Register a cohort of series (Any2Reg)."""
+    return _open(viewer, "Batch")
 
 
 def open_mapping(viewer: Viewer) -> Any:

@@ -20,6 +20,8 @@ class ProgressRelay(QObject):
     progress = Signal(float, str)
     #: ``(job token, fraction, message)`` of a :class:`~._base.WorkerDock` job.
     job_progress = Signal(int, float, str)
+    #: ``(job token, object)``: a partial result a job publishes while it runs.
+    job_data = Signal(int, object)
 
 
 class ActivityProgress:
