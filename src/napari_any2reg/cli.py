@@ -128,13 +128,69 @@ _EXIT_CODES_TEXT = (
 )
 
 
-def _add_engine_options(parser: argparse.ArgumentParser, engines, devices) -> None:
-    """Registration options shared by 'register' and 'batch'."""
+#: Flag details the registry leaves to the command line: today's metavars, and the parse
+#: function of --iterations-scale (a usage error, exit 2, naming quick and hard-case values).
+_ENGINE_FLAG_METAVARS = {"reference_frame": "I", "iterations_scale": "S", "io_steps": "K", "weights": "FILE"}
+_ENGINE_FLAG_TYPES = {"iterations_scale": _positive_float}
+
+
+def _cli_engine_options() -> list:
+    """The :data:`.core.engine_api.ENGINE_OPTIONS` that ``register`` and ``batch`` can pass on.
+
+    A run's engine options travel in :class:`.pipeline.series.RegisterSettings` (also the
+    batch's resume key), so an option gets its flag once that dataclass has a field of its
+    name; the flags themselves (spelling, type, choices, range, help) come from the registry.
+    """
+    import dataclasses
+
+    from .core.engine_api import ENGINE_OPTIONS
+    from .pipeline.series import RegisterSettings
+
+    fields = {f.name for f in dataclasses.fields(RegisterSettings)}
+    return [option for option in ENGINE_OPTIONS if option.name in fields]
+
+
+def add_engine_option_flags(parser: argparse.ArgumentParser, options) -> None:
+    """One flag per :class:`.core.engine_api.EngineOption`: ``--name-with-dashes``.
+
+    Unset flags stay ``None`` (the engine's default); values are checked against the
+    registry's range by :func:`.core.engine_api.validate_engine_options` before any work. A
+    ``bool`` option gets ``--name`` / ``--no-name``.
+    """
+    from .core.engine_api import BUILTIN_ENGINES
+
+    for option in options:
+        scope = "" if set(option.engines) >= set(BUILTIN_ENGINES) else f"{', '.join(option.engines)}: "
+        default = "" if option.default is None else f" (default: {option.default})"
+        text = (scope + option.help + default).replace("%", "%%")
+        if option.type is bool:
+            parser.add_argument(option.flag, dest=option.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            continue
+        parser.add_argument(
+            option.flag, dest=option.name, default=None,
+            type=_ENGINE_FLAG_TYPES.get(option.name, option.type),
+            choices=option.choices,
+            metavar=_ENGINE_FLAG_METAVARS.get(option.name, option.name.upper()) if option.choices is None else None,
+            help=text,
+        )
+
+
+def _add_engine_options(parser: argparse.ArgumentParser, engines, devices, with_options: bool = True) -> None:
+    """Registration options shared by 'register' and 'batch' (engine options from the registry)."""
     parser.add_argument("--engine", default=None, choices=engines, metavar="ENGINE", help="registration engine: %(choices)s (default: any2reg, the trained network)")
     parser.add_argument("--device", default="auto", choices=devices, metavar="DEVICE", help="compute device: %(choices)s; auto = CUDA when present (default: %(default)s)")
-    parser.add_argument("--reference-frame", type=int, default=None, metavar="I", help="keep frame I fixed (all-to-one); default: groupwise")
-    parser.add_argument("--metric", choices=("cte", "pca2"), default=None, help="similarity for the groupwise engine (default: cte)")
-    parser.add_argument("--iterations-scale", type=_positive_float, default=None, metavar="S", help="multiply iteration counts (0.3 quick preview, 2 hard cases)")
+    if with_options:  # the registry imports torch: only for the command that uses it
+        add_engine_option_flags(parser, _cli_engine_options())
+
+
+def _engine_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine options given on the command line, checked against the registry (one-line error)."""
+    from .core.engine_api import validate_engine_options
+    from .core.registration import DEFAULT_ENGINE
+
+    values = {option.name: getattr(args, option.name, None) for option in _cli_engine_options()}
+    validate_engine_options(args.engine or DEFAULT_ENGINE, values)
+    return values
 
 
 def _add_verbosity(parser: argparse.ArgumentParser, quiet_help: str | None = None) -> None:
@@ -146,7 +202,9 @@ def _add_verbosity(parser: argparse.ArgumentParser, quiet_help: str | None = Non
         parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help=quiet_help or "no progress output; warnings and errors only")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
+    """The ``any2reg`` parser; ``engine_flags=False`` leaves out the engine-option flags of
+    'register' and 'batch' (reading their registry imports torch: 2-3 s for ``--version``)."""
     # lazily resolved: building the parser imports no torch (fast --help / --version)
     DEVICE_CHOICES = _LazyChoices("napari_any2reg.core.device", "DEVICE_CHOICES")
     T1_MODELS = _LazyChoices("napari_any2reg.core.mapping", "T1_MODELS")
@@ -178,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Motion-correct INPUT and write OUTDIR/registered.tif (timings and spacing kept), "
             "OUTDIR/displacement.npy ((N,2,H,W) float32, pixels, (dy,dx), pull-back: "
             "registered_i(x) = frame_i(x + u_i(x))) and OUTDIR/metrics.json (engine, device, "
-            "seconds, folding %%, model-free alignment score before/after); the any2reg engines also "
+            "seconds, folding %, model-free alignment score before/after); the any2reg engines also "
             "write OUTDIR/correspondence.npy ((N,H,W) float32 in [0,1], per-frame AdaCS scores). "
             "--export adds NIfTI, NIfTI/npy displacement, Jacobian maps, T1 maps, QC (JSON, CSV), "
             "landmarks and TRE (CSV, with --landmarks), a one-page QC report and a run record "
@@ -187,13 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reg.add_argument("input", help=_INPUT_HELP)
     reg.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
-    _add_engine_options(reg, ENGINES, DEVICE_CHOICES)
+    _add_engine_options(reg, ENGINES, DEVICE_CHOICES, engine_flags)
     reg.add_argument("--kind", choices=SEQUENCE_KINDS, default=None, metavar="KIND", help="override the sequence kind read from the file: %(choices)s")
     reg.add_argument("--times-ms", type=_float_list, default=None, metavar="T1,T2,...", help="per-frame inversion/saturation/trigger times (ms); 'inf' for no preparation")
     reg.add_argument("--spacing-mm", type=_spacing, default=None, metavar="DY,DX", help="override the pixel spacing (mm)")
     reg.add_argument("--slice", default=None, metavar="K|all", help="multi-slice input (several DICOM slice positions, NIfTI (I,J,Z,N), TIFF with Z and T): register slice K (0-based, along the slice normal) or every slice, each into OUTDIR/slice_K")
-    reg.add_argument("--weights", default=None, metavar="FILE", help="any2reg engines: a shipped weights name (e.g. any2reg-v1, the previous release) or a best.pt / checkpoint.pt from 'any2reg train' instead of the default weights")
-    reg.add_argument("--io-steps", type=int, default=None, metavar="K", help="any2reg-io: instance-optimisation steps (default: 30)")
     reg.add_argument(
         "--export", default=None, metavar="ITEMS",
         help="also export, all or nothing: 'all' or a comma-separated list of "
@@ -325,13 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--threads", type=int, default=None, metavar="K", help="CPU threads for torch (default: torch's choice; 1 is faster when other jobs share the cores)")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
-    _add_batch_parser(sub, ENGINES, DEVICE_CHOICES)
+    _add_batch_parser(sub, ENGINES, DEVICE_CHOICES, engine_flags)
     for command in sub.choices.values():
         _add_verbosity(command)
     return parser
 
 
-def _add_batch_parser(sub, engines, devices) -> None:
+def _add_batch_parser(sub, engines, devices, engine_flags: bool = True) -> None:
     batch = sub.add_parser(
         "batch",
         help="motion-correct a cohort (many files, DICOM trees or a CSV list) on Dask",
@@ -353,9 +409,7 @@ def _add_batch_parser(sub, engines, devices) -> None:
                        help="CSV with a 'path' column and optional id, kind, timings_ms (';'-separated), "
                             "spacing_mm ('dy;dx'), mask columns (relative paths from the CSV's folder); repeatable")
     batch.add_argument("-o", "--output", required=True, help="cohort output folder (created if missing)")
-    _add_engine_options(batch, engines, devices)
-    batch.add_argument("--weights", default=None, metavar="FILE", help="any2reg engines: a shipped weights name or a best.pt / checkpoint.pt (loaded once per worker)")
-    batch.add_argument("--io-steps", type=int, default=None, metavar="K", help="any2reg-io: instance-optimisation steps (default: 30)")
+    _add_engine_options(batch, engines, devices, engine_flags)
     batch.add_argument("--export", default="qc,record", metavar="ITEMS",
                        help="export items per series ('record' is always added: it marks a finished series; default: %(default)s; "
                             "'all' adds NIfTI, Jacobian, report...)")
@@ -434,8 +488,7 @@ def _register_settings(args: argparse.Namespace):
     from .pipeline.series import RegisterSettings
 
     return RegisterSettings(
-        engine=args.engine, device=args.device, reference_frame=args.reference_frame, metric=args.metric,
-        iterations_scale=args.iterations_scale, weights=args.weights, io_steps=args.io_steps,
+        engine=args.engine, device=args.device, **_engine_settings(args),
         export=args.export, report_format=args.report_format,
     )
 
@@ -444,6 +497,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
     # the same code path as every series of 'any2reg batch' (pipeline.series)
     from .pipeline.series import register_series
 
+    _engine_settings(args)  # a bad engine option: one line now, before reading the input
     overrides = {}
     if args.kind is not None:
         overrides["kind"] = args.kind
@@ -832,9 +886,10 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         raise ValueError("--jobs sets the size of the local cluster; with --scheduler the scheduler's workers run the series. Drop one of them.")
     if not 0.0 <= args.r2_threshold <= 1.0:
         raise ValueError(f"--r2-threshold must be between 0 and 1; got {args.r2_threshold}.")
+    engine_settings = _engine_settings(args)  # a bad engine option: one line now, not one failure per series
     from .core.export import parse_export_items
 
-    parse_export_items(args.export)  # an unknown item: one line now, not one failure per series
+    parse_export_items(args.export)  # likewise an unknown item
     outdir = Path(args.output)
     jobs = discover(args.inputs, args.list, exclude=[outdir])
     if not jobs:
@@ -845,8 +900,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
         return EXIT_OK
     settings = BatchSettings(
         register=RegisterSettings(
-            engine=args.engine, device=args.device, reference_frame=args.reference_frame, metric=args.metric,
-            iterations_scale=args.iterations_scale, weights=args.weights, io_steps=args.io_steps,
+            engine=args.engine, device=args.device, **engine_settings,
             export=args.export, report_format=args.report_format,
         ),
         fit=args.fit, r2_threshold=args.r2_threshold, threads=args.threads, overwrite=args.overwrite,
@@ -924,8 +978,10 @@ class _SigtermAsException:
 
 def main(argv: Seq[str] | None = None) -> int:
     """Entry point of the ``any2reg`` command; returns the exit code."""
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    # global options take no value, so the first other word is the command
+    command = next((token for token in argv if not token.startswith("-")), None)
+    parser = build_parser(engine_flags=command in ("register", "batch"))
     args = parser.parse_args(_join_numeric_values(argv))
     args.argv = argv  # for the run record
     args.quiet = bool(getattr(args, "quiet", False) or args.global_quiet)
