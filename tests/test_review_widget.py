@@ -42,11 +42,11 @@ def small_samples(monkeypatch):
 @pytest.fixture
 def errors(monkeypatch):
     """Capture the Review widget's error notifications."""
+    from conftest import capture_notifications
+
     from napari_any2reg.widgets import review
 
-    calls: list[str] = []
-    monkeypatch.setattr(review, "show_error", lambda msg: calls.append(str(msg)))
-    return calls
+    return capture_notifications(monkeypatch, review)["error"]
 
 
 @pytest.fixture
