@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from napari_any2reg.cli import main
-from napari_any2reg.core.landmarks import LandmarkTable, landmarks_to_common, propagate_points, read_landmarks_csv, write_landmarks_csv
+from napari_any2reg.core.landmarks import LandmarkTable, landmarks_to_common, propagate_points
+from napari_any2reg.io.landmarks import read_landmarks_csv, write_landmarks_csv
 from napari_any2reg.core.phantom import make_phantom
 from napari_any2reg.core.registration import register
 from napari_any2reg.core.spatial import sample_displacement_at_points

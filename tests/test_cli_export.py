@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from napari_any2reg.cli import main
-from napari_any2reg.core.landmarks import LandmarkTable, landmarks_csv_text, write_landmarks_csv
+from napari_any2reg.core.landmarks import LandmarkTable, landmarks_csv_text
+from napari_any2reg.io.landmarks import write_landmarks_csv
 from napari_any2reg.core.phantom import make_phantom
 
 FAST = ["--engine", "groupwise", "--device", "cpu", "--iterations-scale", "0.2"]

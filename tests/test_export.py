@@ -1,4 +1,4 @@
-"""core.export / core.report / io.atomic_write_folder: every format reads back, and failures leave nothing.
+"""pipeline.export / core.export / core.report / io.atomic_write_folder: every format reads back, and failures leave nothing.
 
 One quick groupwise registration of a 64x64 phantom per module, T1 fits of raw and registered.
 """
@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_any2reg.core import export as ex
-from napari_any2reg.core.landmarks import LandmarkTable, landmarks_to_common, read_landmarks_csv
+from napari_any2reg.core.landmarks import LandmarkTable, landmarks_to_common
+from napari_any2reg.io.landmarks import read_landmarks_csv
+from napari_any2reg.pipeline import export as ex
 from napari_any2reg.core.phantom import make_phantom
 from napari_any2reg.core.spatial import jacobian_determinant
 
@@ -62,7 +63,7 @@ def test_every_export_format_reads_back_equal(tmp_path, run):
     folder = tmp_path / "out"
     assert out.items == tuple(ex.EXPORT_ITEMS) and out.skipped == {}
     assert sorted(p.name for p in out.files) == listing(folder)
-    assert set(listing(folder)) == set(ex.planned_files(out.items))
+    assert set(listing(folder)) == set(ex.planned_files(out.items, n_frames=result.displacement.shape[0]))
 
     registered = result.registered_sequence()
     for name in ("registered.tif", "registered.nii.gz"):  # timings and spacing kept
@@ -146,13 +147,15 @@ def test_report_as_pdf_and_a_subset_of_items(tmp_path, run):
 def test_all_skips_what_is_missing_and_explicit_items_say_what_to_pass(tmp_path, run):
     phantom, result, _, _ = run
     out = ex.export_registration(tmp_path / "a", result.registered_sequence(), result.displacement)
-    assert out.items == ("stack", "nifti", "displacement", "jacobian", "record")
-    assert set(out.skipped) == {"maps", "qc", "landmarks", "dice", "report"}
+    assert out.items == ("stack", "nifti", "displacement", "itk", "jacobian", "record")
+    assert set(out.skipped) == {"maps", "maps_nifti", "qc", "landmarks", "dice", "report"}
     assert "raw" in out.skipped["qc"] and "--landmarks" in out.skipped["landmarks"]
     with pytest.raises(ValueError, match="cannot export 'landmarks'.*--landmarks CSV"):
         ex.export_result(result, tmp_path / "b", items=["stack", "landmarks"])
     with pytest.raises(ValueError, match="cannot export 'maps'"):
         ex.export_result(result, tmp_path / "b", items="maps")
+    with pytest.raises(ValueError, match="cannot export 'maps_nifti'.*T1 mapping"):
+        ex.export_result(result, tmp_path / "b", items="maps_nifti")
     with pytest.raises(ValueError, match="unknown export item.*'tiff'"):
         ex.export_result(result, tmp_path / "b", items="stack,tiff")
     with pytest.raises(ValueError, match="report_format"):
@@ -245,3 +248,62 @@ def test_a_failed_move_rolls_back_and_restores_replaced_files(tmp_path, monkeypa
     assert [p.name for p in written] == ["a.txt", "b.txt", "c.txt"]
     with pytest.raises(FileExistsError, match="a.txt"):
         atomic_write_folder(tmp_path / "x", writer, expected=["a.txt"])
+
+
+# ---------------------------------------------------------------------- the item table
+def test_one_table_drives_names_planning_and_availability():
+    names = [item.name for item in ex.ITEMS]
+    assert list(ex.EXPORT_ITEMS) == names and len(set(names)) == len(names)
+    assert ex.MAP_ITEMS == ("maps", "maps_nifti")
+    plan = ex.ExportPlan(t1_roles=("registered",), report_format="pdf", n_frames=3)
+    for item in ex.ITEMS:
+        assert ex.planned_files([item.name], t1_roles=("registered",), report_format="pdf", n_frames=3) == item.files(plan)
+    assert ex.planned_files(["itk"], n_frames=2) == ["displacement_itk_frame000.nii.gz", "displacement_itk_frame001.nii.gz"]
+    assert ex.planned_files(["itk"]) == []  # per-frame names are unknown without the frame count
+    context = ex.ExportContext(registered=ex.Sequence(np.arange(128, dtype=np.float32).reshape(2, 8, 8)), displacement=np.zeros((2, 2, 8, 8), np.float32))
+    missing = {item.name for item in ex.ITEMS if item.available(context) is not None}
+    assert missing == {"maps", "maps_nifti", "qc", "landmarks", "dice", "report"}
+
+
+def test_map_nifti_voxels_lie_where_the_source_pixels_lie(tmp_path, run):
+    """maps_nifti: (I, J, 1) maps with the source's affine; a voxel's world point is the source pixel's."""
+    import nibabel
+
+    from napari_any2reg.core.geometry import SliceGeometry
+    from napari_any2reg.io import read_sequence, write_nifti
+
+    _, result, fits, _ = run
+    geometry = SliceGeometry(origin=(-12.5, 30.0, 41.0), row_direction=(0.8, 0.6, 0.0), column_direction=(0.0, 0.0, -1.0),
+                             slice_thickness_mm=8.0)
+    source = result.sequence.replace(geometry=geometry)
+    write_nifti(tmp_path / "source.nii.gz", source)
+    out = ex.export_registration(tmp_path / "out", result.registered_sequence().replace(geometry=geometry), result.displacement,
+                                 raw=source, items="maps_nifti,maps", t1_maps=fits)
+    assert out.items == ("maps", "maps_nifti")
+    stack = nibabel.load(str(tmp_path / "source.nii.gz"))
+    for role in ("raw", "registered"):
+        for key, prefix in (("t1", "t1"), ("r2", "r2"), ("t1_sd", "t1_sd")):
+            image = nibabel.load(str(tmp_path / "out" / f"{prefix}_{role}.nii.gz"))
+            assert image.shape == (64, 64, 1)
+            data = np.asarray(image.dataobj)
+            np.testing.assert_array_equal(data[:, :, 0].T, np.asarray(fits[role][key], np.float32))
+            np.testing.assert_allclose(image.affine, stack.affine)
+    # pixel (row 10, column 20): the map voxel (i=20, j=10, k=0) is at the source pixel's world point
+    image = nibabel.load(str(tmp_path / "out" / "t1_registered.nii.gz"))
+    world_ras = image.affine @ np.array([20.0, 10.0, 0.0, 1.0])
+    world_lps = geometry.pixel_to_world(10, 20, source.spacing_mm)
+    np.testing.assert_allclose(world_ras[:3] * [-1, -1, 1], np.ravel(world_lps), atol=1e-4)
+    assert read_sequence(tmp_path / "source.nii.gz").geometry.allclose(geometry)
+
+
+def test_itk_item_writes_one_field_per_frame_that_reads_back(tmp_path, run):
+    from napari_any2reg.io.fields import read_displacement_itk
+
+    _, result, _, _ = run
+    out = ex.export_result(result, tmp_path / "out", items="itk")
+    n = result.displacement.shape[0]
+    assert out.items == ("itk",)
+    assert listing(tmp_path / "out") == [f"displacement_itk_frame{k:03d}.nii.gz" for k in range(n)]
+    back, spacing = read_displacement_itk(tmp_path / "out" / "displacement_itk_frame000.nii.gz")
+    np.testing.assert_allclose(back, result.displacement, atol=1e-4)
+    assert spacing == pytest.approx(SPACING)

@@ -84,8 +84,8 @@ def add_run(viewer, phantom_run, *, with_source=True, maps=True, points=True, la
 
 
 def test_export_everything_from_the_viewer(viewer, widget, qtbot, tmp_path, phantom_run, notes):
-    from napari_any2reg.core.landmarks import read_landmarks_csv
     from napari_any2reg.io import read_map_tiff, read_sequence
+    from napari_any2reg.io.landmarks import read_landmarks_csv
 
     phantom, result, fits = phantom_run
     layers = add_run(viewer, phantom_run)
@@ -140,10 +140,10 @@ def test_missing_inputs_disable_items(viewer, widget, qtbot, tmp_path, phantom_r
     layers = add_run(viewer, phantom_run, with_source=False, maps=False, points=False, labels=False)
     assert widget.registered_layer() is layers["registered"]
     missing = widget.missing_inputs()
-    assert set(missing) == {"qc", "report", "maps", "landmarks", "dice"}
+    assert set(missing) == {"qc", "report", "maps", "maps_nifti", "landmarks", "dice"}
     assert "not open" in widget.source_label.text()
     assert not widget.item_checks["qc"].isEnabled() and "unavailable" in widget.item_checks["qc"].toolTip()
-    assert widget.chosen_items() == ["stack", "nifti", "displacement", "jacobian", "record"]
+    assert widget.chosen_items() == ["stack", "nifti", "displacement", "itk", "jacobian", "record"]
     assert not widget.export() and "choose an output folder" in notes["error"][-1]
     widget.folder_edit.setText(str(tmp_path / "o"))
     widget.set_items(["nifti"])
@@ -179,7 +179,7 @@ def test_a_failed_export_writes_nothing(viewer, widget, qtbot, tmp_path, phantom
 
 
 def test_landmarks_layer_saves_as_csv_through_the_writer(viewer, tmp_path, phantom_run):
-    from napari_any2reg.core.landmarks import read_landmarks_csv
+    from napari_any2reg.io.landmarks import read_landmarks_csv
 
     phantom, _, _ = phantom_run
     layers = add_run(viewer, phantom_run, maps=False, labels=False)

@@ -16,6 +16,7 @@ from napari_any2reg.core.landmarks import LandmarkError, LandmarkTable
 from napari_any2reg.core.metrics import dice
 from napari_any2reg.core.phantom import make_phantom
 from napari_any2reg.core.spatial import gaussian_smooth, sample_displacement_at_points
+from napari_any2reg.io import landmarks as lmio
 
 SPACING = (4.5, 4.5)
 
@@ -173,21 +174,21 @@ def test_all_pair_dice_improves_after_registration(phantom, registration):
 def test_csv_round_trip_is_exact(tmp_path, phantom):
     table = LandmarkTable.from_positions(phantom.landmarks, (2.25, 1.5))
     renamed = LandmarkTable(table.frames, [f"{n}, v2" for n in table.names], table.points, table.spacing_mm)  # commas survive
-    path = lm.write_landmarks_csv(tmp_path / "landmarks.csv", renamed)
+    path = lmio.write_landmarks_csv(tmp_path / "landmarks.csv", renamed)
     header = path.read_text().splitlines()[0]
     assert header == "frame,name,y,x,y_mm,x_mm"
-    back = lm.read_landmarks_csv(path)
+    back = lmio.read_landmarks_csv(path)
     np.testing.assert_array_equal(back.frames, renamed.frames)
     assert back.names.tolist() == renamed.names.tolist()
     np.testing.assert_array_equal(back.points, renamed.points)
     assert back.spacing_mm == pytest.approx((2.25, 1.5)) and "mm columns" in back.spacing_source
-    assert lm.read_landmarks_csv(path, spacing_mm=(1.0, 1.0)).spacing_mm == (1.0, 1.0)
+    assert lmio.read_landmarks_csv(path, spacing_mm=(1.0, 1.0)).spacing_mm == (1.0, 1.0)
     with pytest.raises(FileExistsError):
-        lm.write_landmarks_csv(path, renamed)
-    lm.write_landmarks_csv(path, table, overwrite=True)
-    assert lm.read_landmarks_csv(path).names.tolist() == table.names.tolist()
+        lmio.write_landmarks_csv(path, renamed)
+    lmio.write_landmarks_csv(path, table, overwrite=True)
+    assert lmio.read_landmarks_csv(path).names.tolist() == table.names.tolist()
     # the pixel-only form (frame,name,y,x) reads with a default spacing, flagged as such
-    minimal = lm.read_landmarks_csv("m.csv", text="frame,name,y,x\n0,a,1.5,2\n1,a,2.5,3\n")
+    minimal = lmio.read_landmarks_csv("m.csv", text="frame,name,y,x\n0,a,1.5,2\n1,a,2.5,3\n")
     assert minimal.spacing_source == "default" and minimal.spacing_mm == (1.0, 1.0)
     np.testing.assert_array_equal(minimal.positions()["a"], [[1.5, 2.0], [2.5, 3.0]])
 
@@ -210,12 +211,12 @@ def test_csv_round_trip_is_exact(tmp_path, phantom):
 )
 def test_bad_csvs_are_rejected_with_the_line_and_the_fix(text, message):
     with pytest.raises(LandmarkError, match=message):
-        lm.read_landmarks_csv("bad.csv", text=text)
+        lmio.read_landmarks_csv("bad.csv", text=text)
 
 
 def test_missing_csv_and_table_validation(tmp_path):
     with pytest.raises(FileNotFoundError, match="no such landmark CSV"):
-        lm.read_landmarks_csv(tmp_path / "nope.csv")
+        lmio.read_landmarks_csv(tmp_path / "nope.csv")
     with pytest.raises(LandmarkError, match="one frame, name"):
         LandmarkTable([0, 1], ["a"], [[1, 2], [3, 4]])
     with pytest.raises(LandmarkError, match="finite"):

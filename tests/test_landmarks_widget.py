@@ -129,7 +129,8 @@ def test_clicking_steps_through_landmarks_and_frames(viewer, widget, qtbot, phan
 
 # ---------------------------------------------------------------------- TRE, common grid, CSV
 def test_tre_table_common_grid_and_csv_round_trip(viewer, widget, qtbot, tmp_path, phantom_run, notes):
-    from napari_any2reg.core.landmarks import LandmarkTable, landmarks_to_common, read_landmarks_csv, tre_before_after, write_landmarks_csv
+    from napari_any2reg.core.landmarks import LandmarkTable, landmarks_to_common, tre_before_after
+    from napari_any2reg.io.landmarks import read_landmarks_csv, write_landmarks_csv
 
     phantom, result = phantom_run
     raw = add_raw(viewer, phantom)

@@ -210,6 +210,7 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
     T1_MODELS = _LazyChoices("napari_any2reg.core.mapping", "T1_MODELS")
     ENGINES = _LazyChoices("napari_any2reg.core.registration", "available_engines", call=True)
     SEQUENCE_KINDS = _LazyChoices("napari_any2reg.core.sequence", "SEQUENCE_KINDS")
+    from .pipeline.export import EXPORT_ITEMS  # the export table (no torch at import)
     from .io._dispatch import input_help  # the reader table (no torch, no file parsers)
 
     _INPUT_HELP = input_help()
@@ -253,8 +254,8 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
     reg.add_argument(
         "--export", default=None, metavar="ITEMS",
         help="also export, all or nothing: 'all' or a comma-separated list of "
-             "stack,nifti,displacement,jacobian,maps,qc,landmarks,report,record (maps: T1/R2/SD "
-             "before and after when the sequence has a T1 model; landmarks: needs --landmarks)",
+             + ",".join(item for item in EXPORT_ITEMS if item != "dice")  # dice needs labels: napari only
+             + " (maps, maps_nifti: T1/R2/SD before and after when the sequence has a T1 model; landmarks: needs --landmarks)",
     )
     reg.add_argument("--mask", default=None, metavar="FILE", help="2-D label image or mask (TIFF, NIfTI or .npy) on the image grid: only its non-zero region (e.g. the heart) drives the similarity (groupwise, xcoreg, any2reg-io)")
     reg.add_argument("--landmarks", default=None, metavar="CSV", help="landmarks clicked on the raw frames (frame,name,y,x in pixels) for TRE in the export")
@@ -556,8 +557,9 @@ def _register_one(args: argparse.Namespace, sequence: Any, outdir: Path) -> int:
 
 
 def _cmd_tre(args: argparse.Namespace) -> int:
-    from .core.landmarks import read_landmarks_csv, tre_before_after
+    from .core.landmarks import tre_before_after
     from .io import atomic_write, read_displacement
+    from .io.landmarks import read_landmarks_csv
 
     if args.out is not None:
         _refuse_replacing_inputs([Path(args.out)], [args.displacement, args.landmarks])
@@ -887,7 +889,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     if not 0.0 <= args.r2_threshold <= 1.0:
         raise ValueError(f"--r2-threshold must be between 0 and 1; got {args.r2_threshold}.")
     engine_settings = _engine_settings(args)  # a bad engine option: one line now, not one failure per series
-    from .core.export import parse_export_items
+    from .pipeline.export import parse_export_items
 
     parse_export_items(args.export)  # likewise an unknown item
     outdir = Path(args.output)

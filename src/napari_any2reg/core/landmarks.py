@@ -21,7 +21,8 @@ CSV format
 ----------
 ``frame,name,y,x,y_mm,x_mm`` — one header line, then one row per point, positions in pixels
 and in mm. Only ``frame,name,y,x`` are required on reading; ``y_mm, x_mm`` (when present) give
-the spacing. The Landmarks widget and ``any2reg tre`` read and write exactly this format.
+the spacing. The Landmarks widget and ``any2reg tre`` read and write exactly this format
+(:mod:`napari_any2reg.io.landmarks` reads and writes the files; the text is made and parsed here).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import csv
 import dataclasses
 import io
 import math
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -54,8 +54,7 @@ __all__ = [
     "LandmarkTable",
     "TREReport",
     "DiceReport",
-    "read_landmarks_csv",
-    "write_landmarks_csv",
+    "parse_landmarks_csv",
     "landmarks_csv_text",
     "landmarks_to_common",
     "tre_before_after",
@@ -267,20 +266,6 @@ def landmarks_csv_text(table: LandmarkTable) -> str:
     return buffer.getvalue()
 
 
-def write_landmarks_csv(path: Any, table: LandmarkTable, *, overwrite: bool = False) -> Path:
-    """Write ``table`` as a landmark CSV, atomically (see :func:`napari_any2reg.io.atomic_write`).
-
-    Raises
-    ------
-    FileExistsError
-        If ``path`` exists and ``overwrite`` is false.
-    """
-    from ..io import atomic_write
-
-    text = landmarks_csv_text(table)
-    return atomic_write(path, lambda temp: temp.write_text(text, encoding="utf-8"), overwrite=overwrite)
-
-
 def _number(value: str, column: str, line: int, source: str) -> float:
     try:
         number = float(value)
@@ -306,18 +291,21 @@ def _spacing_from_mm(pixels: np.ndarray, mm: np.ndarray, column: str, source: st
     return spacing
 
 
-def read_landmarks_csv(path: Any, spacing_mm: Any = None, *, text: str | None = None) -> LandmarkTable:
-    """Read a landmark CSV (``frame,name,y,x`` in pixels, optional ``y_mm,x_mm``).
+def parse_landmarks_csv(text: str, spacing_mm: Any = None, *, source: str = "<landmark CSV>") -> LandmarkTable:
+    """Parse landmark CSV text (``frame,name,y,x`` in pixels, optional ``y_mm,x_mm``).
+
+    Reading the file is :func:`napari_any2reg.io.landmarks.read_landmarks_csv`; this is the
+    parsing and checking, so that any text (a file, a clipboard, a test) gives the same table.
 
     Parameters
     ----------
-    path : str or Path
-        The CSV file (also used in error messages when ``text`` is given).
+    text : str
+        The CSV content; blank lines and lines starting with ``#`` are ignored.
     spacing_mm : (dy, dx), optional
         Pixel spacing. Default: derived from the ``y_mm`` / ``x_mm`` columns when present, else
         ``(1, 1)`` with ``spacing_source = "default"`` (distances are then in pixels).
-    text : str, optional
-        CSV content to parse instead of reading ``path``.
+    source : str
+        The file name (or another label) used in error messages.
 
     Returns
     -------
@@ -326,21 +314,10 @@ def read_landmarks_csv(path: Any, spacing_mm: Any = None, *, text: str | None = 
     Raises
     ------
     LandmarkError
-        Naming the file, line and problem: missing columns, a frame that is not a whole number
-        >= 0, a position that is not a number, an empty name, a landmark placed twice on a frame,
-        mm columns that disagree with the pixel columns.
-    FileNotFoundError
-        If the file does not exist.
+        Naming the source, line and problem: missing columns, a frame that is not a whole
+        number >= 0, a position that is not a number, an empty name, a landmark placed twice on
+        a frame, mm columns that disagree with the pixel columns.
     """
-    source = str(path)
-    if text is None:
-        file = Path(path)
-        if not file.is_file():
-            raise FileNotFoundError(f"{file}: no such landmark CSV; check the path.")
-        try:
-            text = file.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise LandmarkError(f"{file}: cannot read the landmark CSV ({exc}).") from exc
     lines = [(k + 1, line) for k, line in enumerate(text.splitlines()) if line.strip() and not line.lstrip().startswith("#")]
     if not lines:
         raise LandmarkError(f"{source}: the landmark CSV is empty; expected a header 'frame,name,y,x' and one row per point.")

@@ -25,6 +25,10 @@ any work is done. Readers refuse images that decode to more than 2 GiB (environm
 besides the frames:
 ``save_displacement`` / ``read_displacement`` (.npy in pixels or NIfTI in mm) and
 ``save_map_tiff`` / ``read_map_tiff`` (float32 maps with spacing and a JSON description).
+:mod:`.maps` writes T1 / R² / SD maps as NIfTI on the source geometry (``write_map_nifti``);
+:mod:`.landmarks` reads and writes landmark CSV files (``read_landmarks_csv``,
+``write_landmarks_csv``). Those two load torch (core.landmarks), so they are imported on first
+use: ``import napari_any2reg.io`` stays light for ``any2reg --help``.
 """
 
 from ._atomic import atomic_write, atomic_write_all, atomic_write_folder, check_output_folder
@@ -57,3 +61,15 @@ __all__ = [
     "save_map_tiff",
     "read_map_tiff",
 ]
+__all__ += ["read_landmarks_csv", "write_landmarks_csv", "write_map_nifti"]
+
+_LAZY = {"read_landmarks_csv": "landmarks", "write_landmarks_csv": "landmarks", "write_map_nifti": "maps"}
+
+
+def __getattr__(name: str):
+    # PEP 562: the landmark and map writers import core modules that need torch
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -230,7 +230,8 @@ def apply_file(
     ext = "".join(output.suffixes[-2:]).lower() if output.name.lower().endswith((".nii.gz", ".ome.tif", ".ome.tiff")) else output.suffix.lower()
 
     if kind == "points":
-        from ..core.landmarks import landmarks_csv_text, read_landmarks_csv
+        from ..core.landmarks import landmarks_csv_text
+        from ..io.landmarks import read_landmarks_csv
 
         if ext != ".csv":
             raise ValueError(f"{output}: moved landmarks are written as a .csv file.")

@@ -222,7 +222,7 @@ def _write_failure(folder: Path, row: dict[str, Any]) -> None:
 
 
 def _register_one(job: SeriesJob, settings: BatchSettings, folder: Path, start: float) -> dict[str, Any]:
-    from ..core.export import EXPORT_ITEMS, parse_export_items
+    from .export import EXPORT_ITEMS, MAP_ITEMS, parse_export_items
     from .series import fit_problem_for, read_input, read_label_image, register_series
 
     sequence = read_input(job.source, **job.overrides())
@@ -234,7 +234,7 @@ def _register_one(job: SeriesJob, settings: BatchSettings, folder: Path, start: 
     if no_fit is None:
         items.add("maps")
     else:
-        items.discard("maps")
+        items -= set(MAP_ITEMS)
     if requested == ("all",):
         items -= {"dice", "landmarks"}  # need labels of every frame / a landmark CSV: not in a batch
     export = ",".join(item for item in EXPORT_ITEMS if item in items)

@@ -91,7 +91,7 @@ class RegisterOutcome:
     result: Any
     metrics: dict[str, Any]
     outdir: Path
-    export: Any = None  # core.export.ExportResult with --export
+    export: Any = None  # pipeline.export.ExportResult with --export
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     fits: dict[str, Any] | None = None  # {"raw": T1FitResult, "registered": T1FitResult} with maps
 
@@ -212,7 +212,7 @@ def resolve_export_items(
     (printed and kept in metrics.json). An item named explicitly whose input is missing is an
     error, raised here, before the registration runs.
     """
-    from ..core.export import EXPORT_ITEMS, parse_export_items
+    from .export import EXPORT_ITEMS, MAP_ITEMS, parse_export_items
 
     if export is None:
         return None, {}
@@ -221,17 +221,17 @@ def resolve_export_items(
         raise ValueError("--export needs 'all' or a comma-separated list of items.")
     no_fit = fit_problem_for(sequence)
     if requested == ("all",):
-        skipped = {"dice": "needs labels of every frame; export from napari or with core.export"}
+        skipped = {"dice": "needs labels of every frame; export from napari or with pipeline.export"}
         if not landmarks_given:
             skipped["landmarks"] = "no --landmarks CSV"
         if no_fit is not None:
-            skipped["maps"] = f"no T1 fit possible: {no_fit}"
+            skipped.update(dict.fromkeys(MAP_ITEMS, f"no T1 fit possible: {no_fit}"))
         return tuple(item for item in EXPORT_ITEMS if item not in skipped), skipped
     if "dice" in requested:
-        raise ValueError("--export dice needs labels of every frame; export from napari (Export panel) or with core.export.")
+        raise ValueError("--export dice needs labels of every frame; export from napari (Export panel) or with pipeline.export.")
     if "landmarks" in requested and not landmarks_given:
         raise ValueError("--export landmarks needs --landmarks CSV (frame,name,y,x in pixels).")
-    if "maps" in requested and no_fit is not None:
+    if set(MAP_ITEMS) & set(requested) and no_fit is not None:
         raise ValueError(f"--export maps: no T1 fit is possible for {input_label}: {no_fit}")
     # the plain outputs (registered.tif, displacement.npy) are always part of an export
     return tuple(item for item in EXPORT_ITEMS if item in set(requested) | {"stack", "displacement"}), {}
@@ -239,7 +239,7 @@ def resolve_export_items(
 
 def read_landmarks_for(path: str, sequence: Any):
     """A landmark CSV checked against the sequence's frames (before registering)."""
-    from ..core.landmarks import read_landmarks_csv
+    from ..io.landmarks import read_landmarks_csv
 
     table = read_landmarks_csv(path, spacing_mm=sequence.spacing_mm)
     if table.n_frames > sequence.n_frames:
@@ -273,7 +273,7 @@ def register_series(
 
     Writes ``registered.tif``, ``displacement.npy``, ``metrics.json`` (and
     ``correspondence.npy`` for the any2reg engines), or with ``settings.export`` the export
-    items (:func:`napari_any2reg.core.export.export_result`).
+    items (:func:`napari_any2reg.pipeline.export.export_result`).
 
     Parameters
     ----------
@@ -326,9 +326,9 @@ def register_series(
     if engine.startswith("any2reg"):
         names.append("correspondence.npy")
     if export_items is not None:
-        from ..core.export import planned_files
+        from .export import planned_files
 
-        names += [name for name in planned_files(export_items, report_format=settings.report_format) if name not in names]
+        names += [name for name in planned_files(export_items, report_format=settings.report_format, n_frames=sequence.n_frames) if name not in names]
     names += [name for name in extra_names if name not in names]
     targets = [outdir / name for name in names]
     inputs = list(input_path) if isinstance(input_path, (list, tuple)) else [input_path]
@@ -380,10 +380,10 @@ def register_series(
     metrics_writer = {"metrics.json": lambda p: p.write_text(json.dumps(metrics, indent=2, default=float))}
 
     if export_items is not None:
-        from ..core.export import export_result, t1_maps_from_fit
+        from .export import MAP_ITEMS, export_result, t1_maps_from_fit
 
         t1_maps = None
-        if "maps" in export_items:
+        if set(MAP_ITEMS) & set(export_items):
             from ..core.mapping import fit_t1
 
             outcome.fits = {

@@ -69,7 +69,8 @@ def write_landmarks(path: str, data: Any, attributes: dict[str, Any]) -> list[st
     """
     import numpy as np
 
-    from ..core.landmarks import LandmarkTable, write_landmarks_csv
+    from ..core.landmarks import LandmarkTable
+    from ..io.landmarks import write_landmarks_csv
 
     target = os.fspath(path)
     if not target.lower().endswith(".csv"):

@@ -3,8 +3,8 @@
 Thin by design: it gathers the layers — the registered layer (frames, displacement, run summary
 in its metadata), its source (raw frames, for QC and the report), optionally a landmarks Points
 layer, a Labels layer ``(N, H, W)`` and the T1 / R² / SD maps the T1 mapping panel made — and
-calls :func:`napari_any2reg.core.export.export_registration` in a worker thread. What can be
-written is listed as check boxes (see :data:`~napari_any2reg.core.export.EXPORT_ITEMS`); items
+calls :func:`napari_any2reg.pipeline.export.export_registration` in a worker thread. What can be
+written is listed as check boxes (see :data:`~napari_any2reg.pipeline.export.ITEMS`); items
 whose input is missing are disabled, with the reason as tool tip.
 
 The export is all or nothing, never replaces a file unless "Overwrite" is ticked, and reports
@@ -40,7 +40,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..core.export import EXPORT_ITEMS, ExportResult, export_registration
+from ..pipeline.export import EXPORT_ITEMS, MAP_ITEMS, ExportResult, export_registration
 from ._dock import compact_combos, scroll_body
 from ._layers import sequence_from_layer_fields
 from ._pickers import NONE_ITEM, chosen_layer, contains, fill_combo, is_registered_layer
@@ -266,7 +266,7 @@ class ExportWidget(QWidget):
             missing["qc"] = missing["report"] = why
         shape = tuple(registered.data.shape[1:])
         if not gather_t1_maps(self.viewer, {"raw": source, "registered": registered}, shape):
-            missing["maps"] = "no T1 maps: run the T1 mapping panel first"
+            missing.update(dict.fromkeys(MAP_ITEMS, "no T1 maps: run the T1 mapping panel first"))
         if self.points_layer() is None:
             missing["landmarks"] = "choose a landmarks Points layer"
         labels = self.labels_layer()
@@ -340,7 +340,7 @@ class ExportWidget(QWidget):
         if "dice" in items:
             labels = np.array(self.labels_layer().data, copy=True)
         t1_maps = gather_t1_maps(self.viewer, {"raw": source, "registered": registered}, tuple(registered.data.shape[1:])) \
-            if "maps" in items else None
+            if set(MAP_ITEMS) & set(items) else None
         return {
             "folder": Path(folder).expanduser(),
             "registered": registered_seq,

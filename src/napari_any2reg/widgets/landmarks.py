@@ -78,10 +78,9 @@ from ..core.landmarks import (
     landmarks_to_common,
     propagate_labels,
     propagate_landmarks,
-    read_landmarks_csv,
     tre_before_after,
-    write_landmarks_csv,
 )
+from ..io.landmarks import read_landmarks_csv, write_landmarks_csv
 from ._dock import compact_combos, install_frame_label, scroll_body
 from ._layers import axes_kwargs
 from ._points import NAME_FEATURE, points_in_image_pixels, points_to_table, spacing_of

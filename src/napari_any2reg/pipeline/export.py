@@ -1,0 +1,646 @@
+"""Export everything a user needs to analyse a registration elsewhere.
+
+One call, :func:`export_registration`, writes any of the items of :data:`ITEMS` into a folder.
+Each item is declared once, as an :class:`ExportItem` row: its name (as the CLI's ``--export``
+and the export dock's check boxes show it), a description, the files it writes, what it needs
+(``available``) and how it writes them. Planning, availability and writing all read the table:
+
+================  =====================================================================
+item              files
+================  =====================================================================
+``stack``         ``registered.tif``: ImageJ TIFF, float32, timings and spacing kept
+``nifti``         ``registered.nii.gz`` + ``registered.json`` sidecar (timings, spacing)
+``displacement``  ``displacement.npy`` ``(N, 2, H, W)`` float32 pixels ``(dy, dx)``;
+                  ``displacement.nii.gz`` (mm, vector in dim 5); ``displacement.json``
+``itk``           ``displacement_itk_frame000.nii.gz`` ...: one 2-D ITK displacement field
+                  per frame (mm), read by SimpleITK / ANTs as a DisplacementFieldTransform
+``jacobian``      ``jacobian.tif``: ``det(I + ∇u)`` per frame ``(N, H, W)``
+``maps``          ``t1_raw.tif``, ``r2_raw.tif``, ``t1_sd_raw.tif`` and the same for
+                  ``registered`` (T1 and SD in ms), for the fits given
+``maps_nifti``    the same maps as NIfTI (``t1_raw.nii.gz``...) on the source's scanner
+                  geometry, ``(I, J, 1)`` like the stacks: they overlay the images
+``qc``            ``qc.json`` (run summary, Jacobian statistics, per-frame table and flags,
+                  TRE and Dice when available) and ``qc_frames.csv``
+``landmarks``     ``landmarks.csv`` (as clicked), ``landmarks_common.csv`` (mapped to the
+                  common grid), ``tre.csv`` (per landmark before / after, mm)
+``dice``          ``dice.csv``: all-pair Dice per label before / after
+``report``        ``report.png`` or ``report.pdf``: the one-page QC report
+``record``        ``run.json``: software version, engine, weights hash, parameters, device,
+                  input, time stamp, environment and the SHA-256 of every exported file
+================  =====================================================================
+
+``items="all"`` writes every item whose inputs are there (the maps need T1 maps,
+``landmarks`` a landmark table, ``dice`` labels, ``qc`` and ``report`` the raw frames) and
+lists the others in :attr:`ExportResult.skipped`; naming an item whose input is missing is an
+error that says what to pass.
+
+Everything is computed first, then written through :func:`napari_any2reg.io.atomic_write_folder`:
+the files appear together or not at all, an existing file is only replaced with
+``overwrite=True``, and a failure (a writer error, a full disk, a folder that cannot be made)
+leaves no partial file behind. Importing this module loads no torch (the CLI lists the items in
+its help). The numbers themselves (QC metrics, run record) are computed in
+:mod:`napari_any2reg.core.export`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from ..core.export import (
+    MAP_FILES,
+    MAP_ROLES,
+    json_safe,
+    qc_csv_text,
+    qc_metrics,
+    run_record,
+    t1_maps_from_fit,
+)
+from ..core.sequence import Sequence
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..core.landmarks import DiceReport, LandmarkTable, TREReport
+
+__all__ = [
+    "ExportItem",
+    "ExportPlan",
+    "ExportContext",
+    "ITEMS",
+    "EXPORT_ITEMS",
+    "MAP_ITEMS",
+    "ExportResult",
+    "parse_export_items",
+    "planned_files",
+    "t1_maps_from_fit",
+    "qc_metrics",
+    "run_record",
+    "export_registration",
+    "export_result",
+]
+
+
+# ====================================================================== the table
+@dataclasses.dataclass(frozen=True)
+class ExportPlan:
+    """What decides the file names of an export before anything is computed.
+
+    Attributes
+    ----------
+    t1_roles : tuple of str
+        The map roles given (``"raw"``, ``"registered"``).
+    report_format : {"png", "pdf"}
+    n_frames : int, optional
+        Frames of the sequence (per-frame files); ``None`` leaves per-frame files out of a
+        plan made before the sequence is known.
+    """
+
+    t1_roles: tuple[str, ...] = MAP_ROLES
+    report_format: str = "png"
+    n_frames: int | None = None
+
+
+@dataclasses.dataclass
+class ExportContext:
+    """The inputs of one export and what is computed from them before writing."""
+
+    registered: Sequence
+    displacement: np.ndarray
+    raw: Sequence | None = None
+    info: Mapping[str, Any] | None = None
+    template: Any = None
+    correspondence: Any = None
+    landmarks: LandmarkTable | None = None
+    labels: Any = None
+    t1_maps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    input_path: Any = None
+    report_format: str = "png"
+    command: Any = None
+    # computed (nothing is written yet)
+    tre: TREReport | None = None
+    dice: DiceReport | None = None
+    qc: dict[str, Any] | None = None
+    qc_table: Any = None
+    run_summary: Any = None
+    figure: Any = None
+    items: tuple[str, ...] = ()
+    record: dict[str, Any] | None = None
+
+    @property
+    def spacing_mm(self) -> tuple[float, float]:
+        return self.registered.spacing_mm
+
+    @property
+    def plan(self) -> ExportPlan:
+        return ExportPlan(
+            t1_roles=tuple(r for r in MAP_ROLES if r in self.t1_maps),
+            report_format=self.report_format,
+            n_frames=int(self.displacement.shape[0]),
+        )
+
+
+_NEED_RAW = "the raw (unregistered) frames are needed; give the source sequence (CLI: it is read from INPUT)"
+_NEED_MAPS = "no T1 maps were fitted (CLI: a sequence with timings and a T1 model; napari: run T1 mapping first)"
+
+
+def _always(context: ExportContext) -> str | None:
+    return None
+
+
+def _needs_raw(context: ExportContext) -> str | None:
+    return None if context.raw is not None else _NEED_RAW
+
+
+def _needs_maps(context: ExportContext) -> str | None:
+    return None if context.t1_maps else _NEED_MAPS
+
+
+def _needs_landmarks(context: ExportContext) -> str | None:
+    return None if context.landmarks is not None else "no landmarks given (CLI: --landmarks CSV; napari: choose a Points layer)"
+
+
+def _needs_labels(context: ExportContext) -> str | None:
+    return None if context.labels is not None else "no labels given (a Labels layer (N, H, W) with a segmentation of every frame)"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportItem:
+    """One row of the export table.
+
+    Attributes
+    ----------
+    name : str
+        The item's name in ``--export`` and on the export dock's check box.
+    label : str
+        A short human name.
+    description : str
+        What it writes (help text and tooltip).
+    files : callable(ExportPlan) -> list of str
+        The file names it writes (to refuse an overwrite before any work).
+    write : callable(ExportContext, Path)
+        Writes the files into the (staging) folder.
+    available : callable(ExportContext) -> str or None
+        Why the item cannot be written from these inputs, or ``None`` when it can.
+    hashes_files : bool
+        Written after every other file (the run record lists their SHA-256).
+    """
+
+    name: str
+    label: str
+    description: str
+    files: Callable[[ExportPlan], list[str]]
+    write: Callable[[ExportContext, Path], None]
+    available: Callable[[ExportContext], str | None] = _always
+    hashes_files: bool = False
+
+
+def _json_text(content: Any) -> str:
+    return json.dumps(json_safe(content), indent=2, allow_nan=False) + "\n"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------- the writers, one per item
+def _write_stack(context: ExportContext, folder: Path) -> None:
+    from ..io import write_tiff
+
+    write_tiff(folder / "registered.tif", context.registered)
+
+
+def _write_nifti(context: ExportContext, folder: Path) -> None:
+    from ..io import write_nifti
+
+    write_nifti(folder / "registered.nii.gz", context.registered)
+
+
+def _write_displacement(context: ExportContext, folder: Path) -> None:
+    from ..io import save_displacement
+    from ..io.fields import displacement_sidecar
+
+    u, spacing = context.displacement, context.spacing_mm
+    save_displacement(folder / "displacement.npy", u)
+    save_displacement(folder / "displacement.nii.gz", u, spacing)
+    (folder / "displacement.json").write_text(_json_text(displacement_sidecar(u, spacing)), encoding="utf-8")
+
+
+_ITK_BASE = "displacement_itk.nii.gz"
+
+
+def _itk_files(plan: ExportPlan) -> list[str]:
+    from ..io.fields import itk_frame_paths
+
+    return [] if plan.n_frames is None else [p.name for p in itk_frame_paths(_ITK_BASE, plan.n_frames)]
+
+
+def _write_itk(context: ExportContext, folder: Path) -> None:
+    from ..io.fields import save_displacement_itk
+
+    save_displacement_itk(folder / _ITK_BASE, context.displacement, context.spacing_mm)
+
+
+def _write_jacobian(context: ExportContext, folder: Path) -> None:
+    from ..core.spatial import jacobian_determinant
+    from ..io import save_map_tiff
+
+    det = np.asarray(jacobian_determinant(context.displacement), np.float32)
+    folding = 100.0 * float((det <= 0).mean())
+    save_map_tiff(folder / "jacobian.tif", det, context.spacing_mm,
+                  {"quantity": "det(I + grad u)", "unit": "", "folding_percent": folding,
+                   "note": "per frame on the common grid; <= 0 is folding"})
+
+
+def _map_files(extension: str) -> Callable[[ExportPlan], list[str]]:
+    def files(plan: ExportPlan) -> list[str]:
+        return [f"{MAP_FILES[k][0]}_{role}{extension}" for role in plan.t1_roles for k in MAP_FILES]
+
+    return files
+
+
+def _fitted_maps(context: ExportContext):
+    """``(role, prefix, quantity, unit, array)`` for every map given, in file order."""
+    for role in MAP_ROLES:
+        for key, (prefix, quantity, unit) in MAP_FILES.items():
+            array = context.t1_maps.get(role, {}).get(key)
+            if role in context.t1_maps and array is not None:
+                yield role, prefix, quantity, unit, array
+
+
+def _write_maps(context: ExportContext, folder: Path) -> None:
+    from ..io import save_map_tiff
+
+    for role, prefix, quantity, unit, array in _fitted_maps(context):
+        save_map_tiff(folder / f"{prefix}_{role}.tif", array, context.spacing_mm,
+                      {"quantity": quantity, "unit": unit, "role": role,
+                       "frames": "raw" if role == "raw" else "registered (common grid)"})
+
+
+def _write_maps_nifti(context: ExportContext, folder: Path) -> None:
+    from ..io.maps import write_map_nifti
+
+    # raw and registered frames share the source's grid (the registered frames are resampled
+    # onto it), so both roles carry the source geometry
+    grid = context.raw if context.raw is not None else context.registered
+    for role, prefix, quantity, unit, array in _fitted_maps(context):
+        write_map_nifti(folder / f"{prefix}_{role}.nii.gz", array, grid,
+                        description=f"napari-any2reg {quantity}" + (f" ({unit})" if unit else "") + f" {role}")
+
+
+def _write_qc(context: ExportContext, folder: Path) -> None:
+    (folder / "qc.json").write_text(_json_text(context.qc), encoding="utf-8")
+    (folder / "qc_frames.csv").write_text(qc_csv_text(context.qc_table), encoding="utf-8")
+
+
+def _write_landmarks(context: ExportContext, folder: Path) -> None:
+    from ..core.landmarks import landmarks_to_common
+    from ..io.landmarks import write_landmarks_csv
+
+    write_landmarks_csv(folder / "landmarks.csv", context.landmarks)
+    write_landmarks_csv(folder / "landmarks_common.csv", landmarks_to_common(context.landmarks, context.displacement))
+    (folder / "tre.csv").write_text(context.tre.csv_text(), encoding="utf-8")
+
+
+def _write_dice(context: ExportContext, folder: Path) -> None:
+    (folder / "dice.csv").write_text(context.dice.csv_text(), encoding="utf-8")
+
+
+def _write_report(context: ExportContext, folder: Path) -> None:
+    from ..core.report import save_report
+
+    save_report(folder / f"report.{context.report_format}", context.figure, context.report_format)
+
+
+def _write_record(context: ExportContext, folder: Path) -> None:
+    hashes = {p.name: _sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+    record = run_record(context.info, context.registered, raw=context.raw, input_path=context.input_path,
+                        items=context.items, files=hashes, command=context.command)
+    if context.qc is not None:
+        record["qc"] = {k: context.qc[k] for k in ("folding_percent", "alignment_score_before", "alignment_score_after", "flagged_frames")}
+    context.record = record
+    (folder / "run.json").write_text(_json_text(record), encoding="utf-8")
+
+
+#: The export items, in the order they are listed and written.
+ITEMS: tuple[ExportItem, ...] = (
+    ExportItem("stack", "Registered stack (TIFF)", "registered frames as TIFF (timings and spacing kept)",
+               lambda plan: ["registered.tif"], _write_stack),
+    ExportItem("nifti", "Registered stack (NIfTI)", "registered frames as NIfTI + JSON sidecar",
+               lambda plan: ["registered.nii.gz", "registered.json"], _write_nifti),
+    ExportItem("displacement", "Displacement field", "displacement field (.npy in pixels, NIfTI in mm)",
+               lambda plan: ["displacement.npy", "displacement.nii.gz", "displacement.json"], _write_displacement),
+    ExportItem("itk", "ITK displacement fields", "one 2-D ITK displacement field per frame (NIfTI, mm; SimpleITK / ANTs)",
+               _itk_files, _write_itk),
+    ExportItem("jacobian", "Jacobian determinant", "Jacobian determinant maps (TIFF)",
+               lambda plan: ["jacobian.tif"], _write_jacobian),
+    ExportItem("maps", "T1 maps (TIFF)", "T1, R² and T1 SD maps before/after (TIFF), when fitted",
+               _map_files(".tif"), _write_maps, _needs_maps),
+    ExportItem("maps_nifti", "T1 maps (NIfTI)", "T1, R² and T1 SD maps before/after as NIfTI on the source geometry, when fitted",
+               _map_files(".nii.gz"), _write_maps_nifti, _needs_maps),
+    ExportItem("qc", "QC metrics", "QC metrics (JSON and per-frame CSV)",
+               lambda plan: ["qc.json", "qc_frames.csv"], _write_qc, _needs_raw),
+    ExportItem("landmarks", "Landmarks and TRE", "landmarks and TRE (CSV)",
+               lambda plan: ["landmarks.csv", "landmarks_common.csv", "tre.csv"], _write_landmarks, _needs_landmarks),
+    ExportItem("dice", "Dice", "all-pair Dice per label (CSV)",
+               lambda plan: ["dice.csv"], _write_dice, _needs_labels),
+    ExportItem("report", "QC report", "one-page QC report (PNG or PDF)",
+               lambda plan: [f"report.{plan.report_format}"], _write_report, _needs_raw),
+    ExportItem("record", "Run record", "run record (JSON: version, engine, weights, parameters, device, input)",
+               lambda plan: ["run.json"], _write_record, hashes_files=True),
+)
+
+_BY_NAME = {item.name: item for item in ITEMS}
+
+#: The items written from fitted T1 maps (skipped together when no fit is possible).
+MAP_ITEMS: tuple[str, ...] = tuple(item.name for item in ITEMS if item.available is _needs_maps)
+
+#: Item name -> description (the names the CLI and the widget use), from :data:`ITEMS`.
+EXPORT_ITEMS: dict[str, str] = {item.name: item.description for item in ITEMS}
+
+
+# ====================================================================== planning
+def parse_export_items(spec: str | Iterable[str] | None) -> tuple[str, ...]:
+    """Normalise ``"all"``, ``"stack,qc"`` or a list of names to a tuple of item names.
+
+    ``"all"`` (alone or in the list) stands for every item (:data:`ITEMS` order).
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, listing the valid ones.
+    """
+    if spec is None:
+        return ()
+    names = [s.strip().lower() for s in (spec.replace(";", ",").split(",") if isinstance(spec, str) else spec)]
+    names = [n for n in names if n]
+    if "all" in names:
+        return ("all",)
+    unknown = [n for n in names if n not in _BY_NAME]
+    if unknown:
+        raise ValueError(
+            f"unknown export item(s) {', '.join(map(repr, unknown))}; choose from all, {', '.join(EXPORT_ITEMS)}."
+        )
+    return tuple(n for n in EXPORT_ITEMS if n in names)
+
+
+def planned_files(
+    items: Iterable[str], *, t1_roles: Iterable[str] = MAP_ROLES, report_format: str = "png",
+    n_frames: int | None = None,
+) -> list[str]:
+    """File names the given (resolved) items write: used to refuse an overwrite up front.
+
+    Per-frame files (``itk``) are listed only when ``n_frames`` is given.
+    """
+    plan = ExportPlan(t1_roles=tuple(t1_roles), report_format=report_format, n_frames=n_frames)
+    return [name for item in items for name in _BY_NAME[item].files(plan)]
+
+
+def _resolve_items(
+    requested: tuple[str, ...], context: ExportContext
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Items to write and items skipped (with why), from a request and the inputs given."""
+    missing = {item.name: item.available(context) for item in ITEMS}
+    if requested == ("all",):
+        chosen = tuple(name for name, why in missing.items() if why is None)
+        skipped = {name: str(why) for name, why in missing.items() if why is not None}
+        return chosen, skipped
+    for name in requested:
+        if missing[name] is not None:
+            raise ValueError(f"cannot export {name!r}: {missing[name]}")
+    return requested, {}
+
+
+# ====================================================================== results
+@dataclasses.dataclass
+class ExportResult:
+    """What :func:`export_registration` wrote.
+
+    Attributes
+    ----------
+    folder : Path
+    files : list of Path
+        Every written file, sorted by name.
+    items : tuple of str
+        The items written.
+    skipped : dict of str to str
+        Items left out of ``"all"`` and why.
+    qc : dict or None
+        The QC metrics (as in ``qc.json``) when computed.
+    tre : TREReport or None
+    dice : DiceReport or None
+    record : dict or None
+        The run record (as in ``run.json``).
+    """
+
+    folder: Path
+    files: list[Path]
+    items: tuple[str, ...]
+    skipped: dict[str, str]
+    qc: dict[str, Any] | None = None
+    tre: TREReport | None = None
+    dice: DiceReport | None = None
+    record: dict[str, Any] | None = None
+
+    def summary(self) -> str:
+        """One line for a status bar or the terminal."""
+        text = f"wrote {len(self.files)} files ({', '.join(self.items)}) to {self.folder}"
+        if self.skipped:
+            text += "; skipped " + ", ".join(f"{k} ({v})" for k, v in self.skipped.items())
+        return text
+
+
+# ====================================================================== the export
+def _as_sequence(value: Any, name: str, like: Sequence | None = None) -> Sequence:
+    if isinstance(value, Sequence):
+        return value
+    if like is not None:
+        return like.replace(frames=np.asarray(value, np.float32), name=name)
+    return Sequence(np.asarray(value, np.float32), name=name)
+
+
+def export_registration(
+    folder: Any,
+    registered: Sequence | np.ndarray,
+    displacement: Any,
+    *,
+    raw: Sequence | np.ndarray | None = None,
+    items: str | Iterable[str] = "all",
+    info: Mapping[str, Any] | None = None,
+    template: Any = None,
+    correspondence: Any = None,
+    landmarks: LandmarkTable | None = None,
+    labels: Any = None,
+    t1_maps: Mapping[str, Mapping[str, Any]] | None = None,
+    input_path: Any = None,
+    report_format: str = "png",
+    extra_files: Mapping[str, Callable[[Path], None]] | None = None,
+    command: Any = None,
+    overwrite: bool = False,
+    progress: Callable[[float, str], None] | None = None,
+) -> ExportResult:
+    """Write the chosen export items of one registration into ``folder`` (all or nothing).
+
+    Parameters
+    ----------
+    folder : str or Path
+        Output folder (created when missing; removed again if the export fails).
+    registered : Sequence or array (N, H, W)
+        The registered frames (a Sequence keeps timings, spacing and geometry in the files).
+    displacement : array (N, 2, H, W)
+        Pull-back field in pixels ``(dy, dx)``.
+    raw : Sequence or array (N, H, W), optional
+        The frames before registration (needed by ``qc`` and ``report``).
+    items : "all", a comma-separated string, or a list of names
+        See :data:`ITEMS`.
+    info : dict, optional
+        ``RegistrationResult.summary()``: engine, device, seconds, params (incl. ``weights_sha256``).
+    template, correspondence : arrays, optional
+        The run's template ``(H, W)`` and correspondence maps ``(N, H, W)`` (QC table).
+    landmarks : LandmarkTable, optional
+        Points clicked on the raw frames (``landmarks`` item; TRE in ``qc`` and ``report``).
+        A point placed twice on one frame is an error.
+    labels : array (N, H, W) of int, optional
+        A segmentation of every raw frame (``dice`` item).
+    t1_maps : dict, optional
+        ``{"raw": {"t1": ..., "r2": ..., "t1_sd": ...}, "registered": {...}}`` (``maps`` and
+        ``maps_nifti`` items; :func:`t1_maps_from_fit` converts a fit).
+    input_path : str, optional
+        For the run record (default: the raw sequence's source file).
+    report_format : {"png", "pdf"}
+    extra_files : dict name -> writer(path), optional
+        More files written in the same all-or-nothing unit (the CLI's ``metrics.json``).
+    command : list of str, optional
+        Command line for the run record.
+    overwrite : bool
+        Replace existing files. Default: refuse (``FileExistsError``) before writing anything.
+    progress : callable(fraction, message), optional
+
+    Returns
+    -------
+    ExportResult
+
+    Raises
+    ------
+    ValueError
+        An unknown item, an item whose input is missing, shapes that do not match.
+    FileExistsError, NotADirectoryError, PermissionError, OSError
+        From the file system; nothing is left behind.
+    """
+    from ..core.report import REPORT_FORMATS
+    from ..io import atomic_write_folder
+
+    report = progress or (lambda fraction, message: None)
+    folder = Path(folder)
+    u = np.asarray(displacement, np.float32)
+    if u.ndim != 4 or u.shape[1] != 2:
+        raise ValueError(f"displacement must be (N, 2, H, W) in pixels (dy, dx); got shape {u.shape}.")
+    registered = _as_sequence(registered, "registered")
+    if registered.frames.shape != (u.shape[0],) + u.shape[2:]:
+        raise ValueError(f"registered frames {registered.frames.shape} and displacement {u.shape} do not match.")
+    if raw is not None:
+        raw = _as_sequence(raw, "raw", like=registered)
+        if raw.frames.shape != registered.frames.shape:
+            raise ValueError(f"raw frames {raw.frames.shape} and registered frames {registered.frames.shape} do not match.")
+    report_format = str(report_format).lower()
+    if report_format not in REPORT_FORMATS:
+        raise ValueError(f"report_format must be one of {', '.join(REPORT_FORMATS)}; got {report_format!r}.")
+    t1_maps = {role: dict(maps) for role, maps in (t1_maps or {}).items() if maps}
+    bad_roles = [role for role in t1_maps if role not in MAP_ROLES]
+    if bad_roles:
+        raise ValueError(f"t1_maps roles are {', '.join(MAP_ROLES)}; got {', '.join(bad_roles)}.")
+
+    context = ExportContext(
+        registered=registered, displacement=u, raw=raw, info=info, template=template,
+        correspondence=correspondence, landmarks=landmarks, labels=labels, t1_maps=t1_maps,
+        input_path=input_path, report_format=report_format, command=command,
+    )
+    chosen, skipped = _resolve_items(parse_export_items(items), context)
+    if not chosen and not extra_files:
+        raise ValueError("nothing to export; choose at least one item.")
+
+    # ---------------------------------------------------------------- compute (nothing written yet)
+    report(0.0, "checking the output folder")
+    planned = [name for item in chosen for name in _BY_NAME[item].files(context.plan)]
+    planned += list(extra_files or {})
+    if not overwrite and folder.is_dir():
+        existing = [str(folder / n) for n in planned if (folder / n).exists()]
+        if existing:
+            raise FileExistsError(f"{', '.join(existing)} already exist; tick overwrite (CLI: --overwrite) or choose another folder.")
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"cannot export into {folder}: it is a file, not a folder; choose another output folder.")
+
+    from ..core.landmarks import dice_before_after, tre_before_after
+
+    if landmarks is not None:
+        report(0.05, "landmark TRE")
+        context.tre = tre_before_after(landmarks, u, n_frames=u.shape[0])
+    if labels is not None:
+        report(0.1, "all-pair Dice")
+        context.dice = dice_before_after(labels, u)
+    if raw is not None and ("qc" in chosen or "report" in chosen or "record" in chosen):
+        report(0.15, "QC metrics")
+        context.qc, context.qc_table, context.run_summary = qc_metrics(
+            raw, registered, u, info=info, template=template, correspondence=correspondence,
+            tre=context.tre, dice=context.dice)
+    if "report" in chosen:
+        report(0.35, "QC report")
+        context.figure = _report_figure(context)
+
+    # ---------------------------------------------------------------- write (all or nothing)
+    first = [_BY_NAME[name] for name in chosen if not _BY_NAME[name].hashes_files]
+    last = [_BY_NAME[name] for name in chosen if _BY_NAME[name].hashes_files]
+    context.items = chosen
+
+    def write_all(staging: Path) -> None:
+        steps = len(chosen) + 1
+        for k, item in enumerate(first):
+            report(0.5 + 0.45 * k / steps, f"writing {item.name}")
+            item.write(context, staging)
+        for name, writer in (extra_files or {}).items():
+            writer(staging / name)
+        for item in last:
+            report(0.95, "run record" if item.name == "record" else f"writing {item.name}")
+            item.write(context, staging)
+
+    files = atomic_write_folder(folder, write_all, expected=planned, overwrite=overwrite)
+    report(1.0, "done")
+    return ExportResult(folder=folder, files=files, items=chosen, skipped=skipped, qc=context.qc, tre=context.tre,
+                        dice=context.dice, record=context.record)
+
+
+def _report_figure(context: ExportContext) -> Any:
+    """The one-page QC report figure (drawn before writing, so a drawing error writes nothing)."""
+    from .._version import __version__
+    from ..core.report import report_figure
+
+    raw, table = context.raw, context.qc_table
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    source = raw.metadata.get("source")
+    return report_figure(
+        raw.frames, context.registered.frames, context.displacement, spacing_mm=context.spacing_mm, name=raw.name,
+        kind=raw.kind, timings_ms=raw.timings_ms, info=context.info, summary=context.run_summary,
+        flagged_frames=table.flagged_frames if table is not None else None, tre=context.tre, dice=context.dice,
+        t1_maps=context.t1_maps, footer=f"napari-any2reg {__version__} · {stamp}" + (f" · {source}" if source else ""),
+    )
+
+
+def export_result(result: Any, folder: Any, **kwargs: Any) -> ExportResult:
+    """:func:`export_registration` for a :class:`~napari_any2reg.core.registration.RegistrationResult`.
+
+    The raw frames, template, correspondence maps and run summary come from the result;
+    keyword arguments are passed on (``items``, ``landmarks``, ``labels``, ``t1_maps``...).
+    """
+    kwargs.setdefault("raw", result.sequence)
+    kwargs.setdefault("info", result.summary())
+    kwargs.setdefault("template", result.template)
+    kwargs.setdefault("correspondence", (result.extras or {}).get("correspondence"))
+    return export_registration(folder, result.registered_sequence(), result.displacement, **kwargs)
