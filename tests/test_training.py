@@ -20,9 +20,9 @@ from napari_any2reg.core.training import (
     load_network,
     read_log,
     sample_training_sequence,
-    train,
     training_loss,
 )
+from napari_any2reg.pipeline.training import read_user_sequences, train
 
 
 @pytest.fixture(autouse=True)
@@ -204,11 +204,34 @@ def test_user_sequences_can_be_mixed_in(tmp_path):
     # a different size and spacing than the training grid: resampled and cropped / padded
     write_tiff(folder / "a.tif", make_phantom("molli", seed=1, shape=(40, 48), spacing_mm=(6.0, 6.0)).sequence)
     (folder / "notes.txt").write_text("not a sequence")
+    (folder / "broken.tif").write_bytes(b"not a TIFF")
+    sequences, skipped = read_user_sequences(folder)
+    assert len(sequences) == 1 and len(skipped) == 1 and skipped[0].startswith("broken.tif: ")
     config = _tiny_config(steps=2, user_data_dir=str(folder), user_data_probability=1.0)
     train(config, tmp_path / "run")
     log = read_log(tmp_path / "run")
     assert [e["kind"] for e in log] == ["user", "user"]
     assert all(3 <= e["n"] <= 8 and np.isfinite(e["loss"]) for e in log)
+
+
+def test_core_training_loop_needs_the_sequences_and_a_file_writer(tmp_path):
+    """core.training reads and writes no file itself: the pipeline gives it data and a writer."""
+    from napari_any2reg.core import training as core_training
+
+    with pytest.raises(TypeError, match="pipeline.training.train"):
+        core_training.train(_tiny_config(steps=1), tmp_path / "a")
+    config = _tiny_config(steps=1, user_data_dir=str(tmp_path), user_data_probability=1.0)
+    with pytest.raises(ValueError, match="not read"):
+        core_training.train(config, tmp_path / "b", write_file=lambda path, fill: fill(path))
+    written = []
+
+    def plain_writer(path, fill):
+        written.append(path.name)
+        fill(path)
+
+    core_training.train(_tiny_config(steps=1), tmp_path / "c", write_file=plain_writer)
+    assert {"train_log.jsonl", "checkpoint.pt"} <= set(written)
+    assert read_log(tmp_path / "c")[0]["step"] == 1
 
 
 def test_mismatched_network_config_is_refused(tmp_path):

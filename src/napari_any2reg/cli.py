@@ -211,6 +211,7 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
     ENGINES = _LazyChoices("napari_any2reg.core.registration", "available_engines", call=True)
     SEQUENCE_KINDS = _LazyChoices("napari_any2reg.core.sequence", "SEQUENCE_KINDS")
     from .pipeline.export import EXPORT_ITEMS  # the export table (no torch at import)
+    from .pipeline.export import EXPORT_ITEMS  # the export table (no torch at import)
     from .io._dispatch import input_help  # the reader table (no torch, no file parsers)
 
     _INPUT_HELP = input_help()
@@ -740,7 +741,8 @@ def _cmd_engines(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .core.training import TrainingConfig, train
+    from .core.training import TrainingConfig
+    from .pipeline.training import train
 
     changes: dict = {"device": args.device}
     if args.steps is not None:

@@ -93,8 +93,12 @@ __all__ = [
     "train",
     "learning_rate_at",
     "load_network",
-    "export_weights",
+    "run_file",
+    "load_training_file",
+    "weights_payload",
+    "manifest_entry",
     "read_log",
+    "FileWriter",
     "CHECKPOINT_NAME",
     "BEST_NAME",
     "LOG_NAME",
@@ -500,25 +504,17 @@ def sample_training_sequence(rng: np.random.Generator, config: TrainingConfig) -
 
 
 class _UserData:
-    """Unlabelled user sequences from a folder, resampled to the training grid."""
+    """Unlabelled user sequences (read from ``user_data_dir`` by the caller), resampled to the
+    training grid."""
 
-    def __init__(self, folder: str | os.PathLike, config: TrainingConfig):
-        from ..io import read_sequence, supported_path
-
-        root = Path(folder)
-        if not root.is_dir():
-            raise ValueError(f"user_data_dir {root} is not a folder")
-        candidates = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    def __init__(self, sequences: list[Any] | None, config: TrainingConfig):
+        if sequences is None:
+            raise ValueError(
+                f"user_data_dir {config.user_data_dir}: the sequences were not read; call "
+                "napari_any2reg.pipeline.training.train (it reads the folder) or pass user_sequences"
+            )
         self.sequences = []
-        self.skipped: list[str] = []
-        for path in candidates:
-            try:
-                if not supported_path(path):
-                    continue
-                seq = read_sequence(path)
-            except Exception as exc:  # unreadable files are reported, not fatal
-                self.skipped.append(f"{path.name}: {' '.join(str(exc).split())}")
-                continue
+        for seq in sequences:
             frames = torch.from_numpy(normalise_intensities(seq.frames))
             # resample to the training spacing (corner-aligned, like predict)
             h, w = frames.shape[-2:]
@@ -528,7 +524,7 @@ class _UserData:
                 frames = F.interpolate(frames[:, None], size=size, mode="bilinear", align_corners=True, antialias=shrink)[:, 0]
             self.sequences.append(frames)
         if not self.sequences:
-            raise ValueError(f"user_data_dir {root} holds no readable sequence")
+            raise ValueError(f"user_data_dir {config.user_data_dir} holds no readable sequence")
         self.config = config
 
     def draw(self, rng: np.random.Generator) -> TrainingSample:
@@ -628,12 +624,13 @@ class _Sampler:
     regenerates exactly the phantoms it needs.
     """
 
-    def __init__(self, config: TrainingConfig, real_sequences: list[Any] | None = None):
+    def __init__(self, config: TrainingConfig, real_sequences: list[Any] | None = None,
+                 user_sequences: list[Any] | None = None):
         self.config = config
         self.cache: OrderedDict[int, Any] = OrderedDict()
         self.user = None
         if config.user_data_dir and config.user_data_probability > 0:
-            self.user = _UserData(config.user_data_dir, config)
+            self.user = _UserData(user_sequences, config)
         self.real = None
         if config.real_data_probability > 0:
             self.real = _RealData(list(real_sequences or []), config)
@@ -856,17 +853,19 @@ def spurious_motion_mm(net: Any2RegNet, config: TrainingConfig) -> float:
 
 
 # ====================================================================== files
-def _atomic_save(obj: Any, path: Path) -> None:
-    from ..io import atomic_write
+#: How the training loop writes a file: ``write_file(path, fill)`` calls ``fill(temporary path)``
+#: and puts the result at ``path`` atomically, replacing it (the pipeline passes
+#: :func:`napari_any2reg.io.atomic_write`), so core needs no file-writing code of the io layer.
+FileWriter = Callable[[Path, Callable[[Path], None]], Any]
 
-    atomic_write(path, lambda p: torch.save(obj, p), overwrite=True)
+
+def _atomic_save(write_file: FileWriter, obj: Any, path: Path) -> None:
+    write_file(path, lambda p: torch.save(obj, p))
 
 
-def _write_log(path: Path, entries: list[dict[str, Any]]) -> None:
-    from ..io import atomic_write
-
+def _write_log(write_file: FileWriter, path: Path, entries: list[dict[str, Any]]) -> None:
     text = "".join(json.dumps(e) + "\n" for e in entries)
-    atomic_write(path, lambda p: Path(p).write_text(text), overwrite=True)
+    write_file(path, lambda p: Path(p).write_text(text))
 
 
 def read_log(path: str | os.PathLike) -> list[dict[str, Any]]:
@@ -920,53 +919,45 @@ def load_network(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return net, info
 
 
-def export_weights(
-    source: str | os.PathLike,
-    destination: str | os.PathLike,
-    *,
-    scorer_source: str | os.PathLike | None = None,
-    description: str = "",
-) -> dict[str, Any]:
-    """Write a training run's network (and AdaCS scorer) as a shippable weights file.
+def run_file(source: str | os.PathLike) -> Path:
+    """The training file a path names: itself, or in a run folder ``best.pt`` first, else ``checkpoint.pt``."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / BEST_NAME if (path / BEST_NAME).exists() else path / CHECKPOINT_NAME
+    return path
+
+
+def load_training_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A ``checkpoint.pt`` / ``best.pt`` / weights file's content (tensors and plain containers only)."""
+    data = _load(Path(path))
+    if data.get("format") not in (_CHECKPOINT_FORMAT, _WEIGHTS_FORMAT):
+        raise ValueError(f"{path} is not an any2reg training checkpoint or weights file")
+    return data
+
+
+def weights_payload(data: dict[str, Any], scorer_data: dict[str, Any] | None = None, *,
+                    source: Any = "the checkpoint") -> dict[str, Any]:
+    """The shippable weights of a training file: network (and AdaCS scorer) state in float32.
 
     Parameters
     ----------
-    source : path
-        ``best.pt`` or ``checkpoint.pt`` (or a run folder: ``best.pt`` first).
-    destination : path
-        The weights file to write (e.g. ``weights/any2reg-v1.pt``); its folder's
-        ``manifest.json`` gets (or updates) the entry for this file name.
-    scorer_source : path, optional
-        Take the scorer from this file instead (e.g. the final ``checkpoint.pt`` when the best
-        network was saved before the scorer finished its warm-up).
-    description : str
-        Free text kept in the manifest.
+    data : dict
+        :func:`load_training_file` of ``best.pt`` / ``checkpoint.pt``.
+    scorer_data : dict, optional
+        Another training file to take the scorer from (default: ``data``).
+    source : str
+        Named in the error when the scorer is missing.
 
-    Returns
-    -------
-    The manifest entry (``sha256``, ``bytes``, ``net_config``, ``scorer_config``, ``step``,
-    ``training_spacing_mm``, ``validation``, ``config``, ``description``).
-
-    Only the state dicts (float32), configs and validation numbers are kept: no optimiser
-    state, so the file is ~1 MB. Written atomically.
+    Only the state dicts, configs and validation numbers are kept: no optimiser state, so the
+    file is ~1 MB. :func:`napari_any2reg.pipeline.training.export_weights` writes it.
     """
-    from ..io import atomic_write
-    from .weights import MANIFEST, sha256_of
-
-    src = Path(source)
-    if src.is_dir():
-        src = src / BEST_NAME if (src / BEST_NAME).exists() else src / CHECKPOINT_NAME
-    data = _load(src)
-    if data.get("format") not in (_CHECKPOINT_FORMAT, _WEIGHTS_FORMAT):
-        raise ValueError(f"{src} is not an any2reg training checkpoint or weights file")
-    scorer_data = _load(Path(scorer_source)) if scorer_source is not None else data
+    scorer_data = data if scorer_data is None else scorer_data
     if scorer_data.get("scorer_state") is None:
         raise ValueError(
-            f"{scorer_source or src} holds no AdaCS scorer (was it saved before the scorer started?); "
+            f"{source} holds no AdaCS scorer (was it saved before the scorer started?); "
             "pass scorer_source=<a later checkpoint.pt>"
         )
-    validation = data.get("validation") or data.get("last_validation")
-    payload = {
+    return {
         "format": _WEIGHTS_FORMAT,
         "version": _FORMAT_VERSION,
         "step": int(data["step"]),
@@ -977,14 +968,17 @@ def export_weights(
         "scorer_step": int(scorer_data["step"]),
         "config": data["config"],
         "training_spacing_mm": list(data["config"]["spacing_mm"]),
-        "validation": validation,
+        "validation": data.get("validation") or data.get("last_validation"),
     }
-    dest = Path(destination)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(dest, lambda p: torch.save(payload, p), overwrite=True)
-    entry = {
-        "sha256": sha256_of(dest),
-        "bytes": dest.stat().st_size,
+
+
+def manifest_entry(payload: dict[str, Any], *, sha256: str, n_bytes: int, description: str = "") -> dict[str, Any]:
+    """The ``weights/manifest.json`` entry of a written :func:`weights_payload` (validation without
+    the per-sequence numbers)."""
+    validation = payload["validation"]
+    return {
+        "sha256": sha256,
+        "bytes": int(n_bytes),
         "format": _WEIGHTS_FORMAT,
         "step": payload["step"],
         "scorer_step": payload["scorer_step"],
@@ -995,11 +989,6 @@ def export_weights(
         "config": payload["config"],
         "description": description,
     }
-    manifest_path = dest.parent / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest[dest.name] = entry
-    atomic_write(manifest_path, lambda p: Path(p).write_text(json.dumps(manifest, indent=2) + "\n"), overwrite=True)
-    return entry
 
 
 # ====================================================================== training loop
@@ -1051,8 +1040,13 @@ def train(
     cancel: Any = None,
     log: Callable[[dict[str, Any]], None] | None = None,
     real_sequences: list[Any] | None = None,
+    user_sequences: list[Any] | None = None,
+    write_file: FileWriter | None = None,
 ) -> dict[str, Any]:
     """Train (or continue training) an Any2Reg network; see the module docstring.
+
+    The training loop itself: :func:`napari_any2reg.pipeline.training.train` reads the user and
+    real sequences and passes the atomic file writer (``any2reg train`` calls that one).
 
     Parameters
     ----------
@@ -1075,6 +1069,13 @@ def train(
     real_sequences : list of Sequence, optional
         The sequences read from ``config.real_data_paths`` (the caller reads the files, so
         that core stays free of file formats); needed when ``config.real_data_probability > 0``.
+    user_sequences : list of Sequence, optional
+        The sequences read from ``config.user_data_dir``; needed when
+        ``config.user_data_probability > 0``.
+    write_file : callable(path, fill)
+        Writes ``checkpoint.pt``, ``best.pt`` and the rewritten ``train_log.jsonl`` atomically
+        (:data:`FileWriter`; the pipeline passes :func:`napari_any2reg.io.atomic_write` with
+        ``overwrite=True``).
 
     Returns
     -------
@@ -1086,6 +1087,11 @@ def train(
     """
     from .device import resolve_device
 
+    if write_file is None:
+        raise TypeError(
+            "core.training.train needs write_file (an atomic file writer); use "
+            "napari_any2reg.pipeline.training.train, which passes one"
+        )
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     reporter = Progress(progress, cancel)
     device = resolve_device(config.device)
@@ -1093,13 +1099,15 @@ def train(
     if config.num_threads:
         torch.set_num_threads(int(config.num_threads))
     try:
-        return _train(config, out_dir, device, resume=resume, reporter=reporter, log=log, real_sequences=real_sequences)
+        return _train(config, out_dir, device, resume=resume, reporter=reporter, log=log, real_sequences=real_sequences,
+                      user_sequences=user_sequences, write_file=write_file)
     finally:
         torch.set_num_threads(previous_threads)
 
 
 def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: bool, reporter: Progress,
-           log: Callable[[dict[str, Any]], None] | None, real_sequences: list[Any] | None = None) -> dict[str, Any]:
+           log: Callable[[dict[str, Any]], None] | None, real_sequences: list[Any] | None = None,
+           user_sequences: list[Any] | None = None, write_file: FileWriter) -> dict[str, Any]:
     out = Path(out_dir)
     ckpt_path, best_path, log_path = out / CHECKPOINT_NAME, out / BEST_NAME, out / LOG_NAME
 
@@ -1155,7 +1163,7 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
             projection.load_state_dict(source["projection_state"])
         if scorer is not None and source.get("scorer_state") is not None:
             scorer.load_state_dict(source["scorer_state"])
-    _write_log(log_path, entries)  # drops entries past the checkpoint (or starts afresh)
+    _write_log(write_file, log_path, entries)  # drops entries past the checkpoint (or starts afresh)
     if not (resume and ckpt_path.exists()) and best_path.exists():
         best_path.unlink()
 
@@ -1164,6 +1172,7 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
         if step > start_step:
             elapsed = elapsed_before + time.perf_counter() - call_start
         _atomic_save(
+            write_file,
             {
                 "format": _CHECKPOINT_FORMAT,
                 "version": _FORMAT_VERSION,
@@ -1195,7 +1204,7 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
         """... and weights the registration loss after its own warm-up."""
         return scorer_active(step) and step > config.adacs_start_step + config.adacs_warmup_steps
 
-    sampler = _Sampler(config, real_sequences)
+    sampler = _Sampler(config, real_sequences, user_sequences)
     phantoms: list[Any] | None = None
     mask = border_mask(config.shape, device, margin_fraction=config.border_margin)
     log_file = open(log_path, "a")
@@ -1272,6 +1281,7 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
                 if best is None or last_validation["epe_ratio"] < best["epe_ratio"]:
                     best = last_validation
                     _atomic_save(
+                        write_file,
                         {
                             "format": _WEIGHTS_FORMAT,
                             "version": _FORMAT_VERSION,

@@ -1,0 +1,144 @@
+"""Training runs on files: read the training data, write checkpoints and shippable weights.
+
+The training loop is :func:`napari_any2reg.core.training.train` (numpy / torch only). This
+layer gives it what lives in files:
+
+* the unlabelled sequences of ``config.user_data_dir`` and the real sequences of
+  ``config.real_data_paths`` (read with :func:`napari_any2reg.io.read_sequence`);
+* the atomic file writer for ``checkpoint.pt``, ``best.pt`` and ``train_log.jsonl``
+  (:func:`napari_any2reg.io.atomic_write`), so an interrupted run never leaves a torn file;
+
+and :func:`export_weights` turns a run into a shippable weights file plus its
+``manifest.json`` entry. ``any2reg train`` calls :func:`train`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["train", "read_user_sequences", "read_real_sequences", "atomic_replace", "export_weights"]
+
+
+def atomic_replace(path: Path, fill: Callable[[Path], None]) -> Path:
+    """The training loop's file writer: ``fill`` a temporary file, then replace ``path`` with it."""
+    from ..io import atomic_write
+
+    return atomic_write(path, fill, overwrite=True)
+
+
+def read_user_sequences(folder: str | os.PathLike) -> tuple[list[Any], list[str]]:
+    """The readable sequences of a folder (its top level), and the files skipped with why.
+
+    Files the readers do not recognise are ignored; a recognised file that fails to read is
+    reported in the second list rather than stopping the run.
+
+    Raises
+    ------
+    ValueError
+        If ``folder`` is not a folder.
+    """
+    from ..io import read_sequence, supported_path
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"user_data_dir {root} is not a folder")
+    sequences, skipped = [], []
+    for path in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        try:
+            if not supported_path(path):
+                continue
+            sequences.append(read_sequence(path))
+        except Exception as exc:  # unreadable files are reported, not fatal
+            skipped.append(f"{path.name}: {' '.join(str(exc).split())}")
+    return sequences, skipped
+
+
+def read_real_sequences(paths: list[str] | tuple[str, ...]) -> list[Any]:
+    """The real sequences used semi-synthetically (``config.real_data_paths``), in order."""
+    from ..io import read_sequence
+
+    return [read_sequence(path) for path in paths]
+
+
+def train(config: Any, out_dir: str | os.PathLike, *, real_sequences: list[Any] | None = None,
+          user_sequences: list[Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+    """:func:`napari_any2reg.core.training.train` with its data read and its files written atomically.
+
+    Parameters
+    ----------
+    config : TrainingConfig
+    out_dir : path
+        Folder for ``checkpoint.pt``, ``train_log.jsonl`` and ``best.pt``.
+    real_sequences, user_sequences : list of Sequence, optional
+        Already read; by default read from ``config.real_data_paths`` (when
+        ``real_data_probability > 0``) and ``config.user_data_dir`` (when
+        ``user_data_probability > 0``).
+    **kwargs
+        ``resume``, ``progress``, ``cancel``, ``log`` as for the core function.
+
+    Returns
+    -------
+    dict
+        The core summary.
+    """
+    from ..core.training import train as train_loop
+
+    if real_sequences is None and config.real_data_probability > 0:
+        real_sequences = read_real_sequences(config.real_data_paths)
+    if user_sequences is None and config.user_data_dir and config.user_data_probability > 0:
+        user_sequences, _ = read_user_sequences(config.user_data_dir)
+    return train_loop(config, out_dir, real_sequences=real_sequences, user_sequences=user_sequences,
+                      write_file=atomic_replace, **kwargs)
+
+
+def export_weights(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    *,
+    scorer_source: str | os.PathLike | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    """Write a training run's network (and AdaCS scorer) as a shippable weights file.
+
+    Parameters
+    ----------
+    source : path
+        ``best.pt`` or ``checkpoint.pt`` (or a run folder: ``best.pt`` first).
+    destination : path
+        The weights file to write (e.g. ``weights/any2reg-v1.pt``); its folder's
+        ``manifest.json`` gets (or updates) the entry for this file name.
+    scorer_source : path, optional
+        Take the scorer from this file instead (e.g. the final ``checkpoint.pt`` when the best
+        network was saved before the scorer finished its warm-up).
+    description : str
+        Free text kept in the manifest.
+
+    Returns
+    -------
+    The manifest entry (``sha256``, ``bytes``, ``net_config``, ``scorer_config``, ``step``,
+    ``training_spacing_mm``, ``validation``, ``config``, ``description``).
+
+    Only the state dicts (float32), configs and validation numbers are kept
+    (:func:`~napari_any2reg.core.training.weights_payload`). Both files are written atomically.
+    """
+    import torch
+
+    from ..core.training import load_training_file, manifest_entry, run_file, weights_payload
+    from ..core.weights import MANIFEST, sha256_of
+
+    src = run_file(source)
+    data = load_training_file(src)
+    scorer_data = load_training_file(scorer_source) if scorer_source is not None else None
+    payload = weights_payload(data, scorer_data, source=scorer_source or src)
+    dest = Path(destination)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_replace(dest, lambda p: torch.save(payload, p))
+    entry = manifest_entry(payload, sha256=sha256_of(dest), n_bytes=dest.stat().st_size, description=description)
+    manifest_path = dest.parent / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[dest.name] = entry
+    atomic_replace(manifest_path, lambda p: Path(p).write_text(json.dumps(manifest, indent=2) + "\n"))
+    return entry
