@@ -211,7 +211,6 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
     ENGINES = _LazyChoices("napari_any2reg.core.registration", "available_engines", call=True)
     SEQUENCE_KINDS = _LazyChoices("napari_any2reg.core.sequence", "SEQUENCE_KINDS")
     from .pipeline.export import EXPORT_ITEMS  # the export table (no torch at import)
-    from .pipeline.export import EXPORT_ITEMS  # the export table (no torch at import)
     from .io._dispatch import input_help  # the reader table (no torch, no file parsers)
 
     _INPUT_HELP = input_help()
