@@ -18,168 +18,52 @@ Tests drive it through :meth:`MappingWidget.run`, :meth:`MappingWidget.cancel`,
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import threading
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Shapes
-from napari.qt.threading import FunctionWorker
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QLineEdit,
-    QProgressBar,
-    QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
-    QTabWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 from ..core.device import DEVICE_CHOICES
-from ..core.mapping import T1_MODELS, FitCancelled, T1FitResult, fit_t1, model_for_kind
-from ..core.mapping_roi import DEFAULT_R2_THRESHOLD, r2_survival, roi_masks, roi_statistics, survival_thresholds
+from ..core.mapping import T1_MODELS, T1FitResult, fit_t1, model_for_kind
+from ..core.mapping_roi import DEFAULT_R2_THRESHOLD
+from ._base import WorkerDock
 from ._dock import compact_combos, install_frame_label, scroll_body
 from ._layers import REGISTERED_SUFFIX, axes_kwargs
-from ._pickers import cuda_available, index_of, is_sequence_layer
-from ._relay import ActivityProgress, ProgressRelay
+from ._mapping_helpers import (
+    MapJob,
+    MappingOutcome,
+    display_maps,
+    format_timings,
+    link_maps,
+    parse_timings,
+    run_fits,
+    sd_display_limits,
+    shapes_to_labels,
+    signal_mask,
+    t1_display_settings,
+)
+from ._mapping_results import ROLES, ResultsSection, format_outcome
+from ._pickers import LayerPicker, cuda_available, index_of, is_sequence_layer
+from ._registered import RegisteredLayer
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-__all__ = ["MappingWidget", "MappingOutcome", "ROLES", "MAP_SUFFIXES", "t1_display_settings", "parse_timings"]
-
-#: The two inputs the widget compares: (role, label in the UI).
-ROLES = (("before", "Raw (before)"), ("after", "Registered (after)"))
+__all__ = ["MappingWidget", "MappingOutcome", "ROLES", "MAP_SUFFIXES", "t1_display_settings", "parse_timings",
+           "format_timings", "sd_display_limits", "signal_mask"]
 
 #: Output layer names are ``"<source name><suffix>"``.
 MAP_SUFFIXES = {"t1": " T1", "r2": " R²", "t1_sd": " T1 SD"}
 
-#: T1 display range (ms) by contrast state and field strength (tissue tables in core.phantom).
-T1_LIMITS_MS = {("native", 1.5): (0.0, 2000.0), ("native", 3.0): (0.0, 2500.0), ("post", 1.5): (0.0, 1000.0), ("post", 3.0): (0.0, 1000.0)}
+#: Metadata key naming the layer a map was fitted on.
+SOURCE_KEY = "source_layer"
 
-#: Below this median T1 (ms) of well-fitted pixels a map is shown with the post-contrast range.
-POST_CONTRAST_MEDIAN_MS = 700.0
-
-_NONE = "(none)"
 _SIDE_BY_SIDE_GAP = 0.05  # fraction of the image width between raw and registered maps
 
 
-@dataclasses.dataclass
-class MappingOutcome:
-    """Results of one Fit: per role (``"before"`` / ``"after"``) the fit, its statistics and curves.
-
-    Attributes
-    ----------
-    results : dict of str to T1FitResult
-    sources : dict of str to str
-        Source layer name per role.
-    statistics : dict of str to list of dict
-        :func:`~napari_any2reg.core.mapping_roi.roi_statistics` rows per role (ROI labels, or
-        one row "fitted pixels" without an ROI).
-    survival : dict of str to dict of int to (thresholds, fraction)
-        R² survival curve per role and ROI label (empty without an ROI).
-    model : str
-    r2_threshold : float
-    """
-
-    results: dict[str, T1FitResult]
-    sources: dict[str, str]
-    statistics: dict[str, list[dict[str, Any]]]
-    survival: dict[str, dict[int, tuple[np.ndarray, np.ndarray]]]
-    model: str
-    r2_threshold: float
-    error: BaseException | None = None
-    display: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class _Job:
-    role: str
-    name: str
-    frames: np.ndarray
-    scale: np.ndarray  # (dy, dx)
-    translate: np.ndarray  # (ty, tx)
-    metadata: dict[str, Any]
-
-
-# ====================================================================== pure helpers
-def parse_timings(text: str) -> list[float]:
-    """Parse ``"100, 180, 260"`` (commas, semicolons or spaces; ``inf`` allowed) into floats."""
-    tokens = [t for t in text.replace(";", ",").replace(" ", ",").split(",") if t.strip()]
-    values = []
-    for token in tokens:
-        try:
-            values.append(float(token))
-        except ValueError:
-            raise ValueError(f"cannot read {token!r} as a time in ms; write numbers separated by commas (inf allowed).") from None
-    return values
-
-
-def format_timings(timings: Any) -> str:
-    """Timings as the editable text: ``"100, 180, inf"``."""
-    if timings is None:
-        return ""
-    return ", ".join("inf" if math.isinf(float(t)) else f"{float(t):g}" for t in timings)
-
-
-def t1_display_settings(t1_ms: np.ndarray, r_squared: np.ndarray, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Colormap and contrast limits for a T1 map: native or post-contrast, 1.5 or 3 T.
-
-    The contrast state comes from the layer metadata (``contrast``: ``native`` / ``post``) when
-    present, else from the median T1 of well-fitted pixels (below
-    :data:`POST_CONTRAST_MEDIAN_MS` -> post-contrast).
-    """
-    metadata = metadata or {}
-    field = 3.0 if float(metadata.get("field_strength", 1.5) or 1.5) > 2.0 else 1.5
-    contrast = str(metadata.get("contrast", "")).lower()
-    if contrast not in ("native", "post"):
-        with np.errstate(invalid="ignore"):
-            good = t1_ms[np.isfinite(t1_ms) & (r_squared > 0.9)]
-        contrast = "post" if good.size and float(np.median(good)) < POST_CONTRAST_MEDIAN_MS else "native"
-    return {"colormap": "turbo", "contrast_limits": T1_LIMITS_MS[(contrast, field)], "contrast": contrast}
-
-
-def sd_display_limits(t1_sd_ms: np.ndarray, r_squared: np.ndarray, r2_threshold: float = 0.9,
-                      t1_limits: tuple[float, float] = (0.0, 2000.0)) -> tuple[float, float]:
-    """Contrast limits of a T1 SD map: 0 to the 95th percentile over well-fitted pixels.
-
-    Badly fitted background pixels have SDs of 10^4 ms and more; a percentile over all pixels
-    makes the whole heart one colour. Capped at a quarter of the T1 display range.
-    """
-    sd = np.asarray(t1_sd_ms, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        good = sd[np.isfinite(sd) & (np.asarray(r_squared) > r2_threshold)]
-    cap = 0.25 * float(t1_limits[1] - t1_limits[0])
-    top = float(np.percentile(good, 95)) if good.size else cap
-    return 0.0, float(min(max(top, 1.0), cap))
-
-
-def signal_mask(frames: np.ndarray, fraction: float = 0.1) -> np.ndarray:
-    """Pixels with signal: max |intensity| over frames above ``fraction`` of its 99th percentile.
-
-    Air and lungs have no T1 worth showing; outside this mask the displayed maps are NaN.
-    """
-    peak = np.nanmax(np.abs(np.asarray(frames, dtype=np.float32)), axis=0)
-    finite = peak[np.isfinite(peak)]
-    if finite.size == 0:
-        return np.zeros(peak.shape, dtype=bool)
-    return peak > fraction * float(np.percentile(finite, 99))
-
-
-# ====================================================================== widget
-class MappingWidget(QWidget):
+class MappingWidget(WorkerDock):
     """Dock widget fitting T1 maps of a raw and/or registered sequence and comparing them.
 
     Parameters
@@ -189,47 +73,32 @@ class MappingWidget(QWidget):
     """
 
     def __init__(self, napari_viewer: "napari.Viewer", parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.worker: FunctionWorker | None = None
+        super().__init__(napari_viewer, parent)
         self.last_result: MappingOutcome | None = None
-        self.last_error: BaseException | None = None
-        self._cancel_event: threading.Event | None = None
-        self.activity: ActivityProgress | None = None
         self._staging: list[Any] = []  # map layers still to add, one per event-loop turn
-        self._jobs: list[_Job] = []
-        self._watched_layers: list[Any] = []
-        self._sequence_layers: list[Image] = []
-        self._roi_layers: list[Any] = []
+        self._jobs: list[MapJob] = []
         # once the user picks a layer (or "(none)") in a combo, layer events stop auto-picking
         self._raw_touched = False
         self._registered_touched = False
         self._filled_for: tuple[int, int] | None = None  # layers the model/timings were read from
-
-        self._relay = ProgressRelay(self)
-        self._relay.progress.connect(self._on_progress)
-
         self._build_ui()
-        self._connect_viewer()
+        self.watch_layers()
         self.refresh_layers()
-        self._set_running(False)
+        self.on_running_changed(False)
         self.set_status("Ready.")
         install_frame_label(self.viewer)
         compact_combos(self)
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        self.raw_combo = QComboBox()
-        self.raw_combo.setToolTip("Sequence before registration (or (none)).")
+        self.raw_combo = LayerPicker(self.viewer, is_sequence_layer, none=True,
+                                     tooltip="Sequence before registration (or (none)).")
         self.raw_combo.currentIndexChanged.connect(self._on_raw_changed)
         form.addRow("Raw (before)", self.raw_combo)
-        self.registered_combo = QComboBox()
-        self.registered_combo.setToolTip("Registered sequence ('<name> registered'), or (none).")
+        self.registered_combo = LayerPicker(self.viewer, is_sequence_layer, none=True,
+                                            tooltip="Registered sequence ('<name> registered'), or (none).")
         self.registered_combo.currentIndexChanged.connect(self._on_registered_changed)
         form.addRow("Registered (after)", self.registered_combo)
 
@@ -246,13 +115,11 @@ class MappingWidget(QWidget):
         self.timings_label = QLabel("Inversion times (ms)")
         form.addRow(self.timings_label, self.timings_edit)
 
-        self.roi_combo = QComboBox()
-        self.roi_combo.setToolTip(
-            "Labels (1 LV blood, 2 LV myocardium, 3 RV blood, or any integers) or Shapes layer for "
-            "ROI statistics and R² survival curves. A 3-D Labels layer uses the frame on screen."
-        )
+        self.roi_combo = LayerPicker(
+            self.viewer, lambda layer: isinstance(layer, (Labels, Shapes)), none=True,
+            tooltip="Labels (1 LV blood, 2 LV myocardium, 3 RV blood, or any integers) or Shapes layer for "
+                    "ROI statistics and R² survival curves. A 3-D Labels layer uses the frame on screen.")
         form.addRow("ROI", self.roi_combo)
-        self.roi_combo.activated.connect(lambda index: setattr(self, "_roi_none_chosen", index == 0))
 
         self.r2_spin = QDoubleSpinBox()
         self.r2_spin.setRange(0.0, 0.999)
@@ -282,149 +149,77 @@ class MappingWidget(QWidget):
         self.run_button = QPushButton("Fit")
         self.run_button.setToolTip("Fit T1 maps of the chosen layers; results are added as new layers.")
         self.run_button.clicked.connect(lambda *_: self.run())
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
+        self.make_progress_controls()
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
 
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 100)
-        self.status_label = QLabel()
-        self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-
-        headers = ["map", "ROI", "pixels", "T1 mean ± SD (ms)", "fit SD (ms)", "R² > thr", "failed"]
-        self.stats_table = QTableWidget(0, len(headers))
-        self.stats_table.setHorizontalHeaderLabels(headers)
-        self.stats_table.verticalHeader().setVisible(False)
-        self.stats_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.stats_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.stats_table.setMinimumHeight(140)
-
-        self.figure = Figure(figsize=(4.0, 2.8), tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(220)
-
-        self.tabs = QTabWidget()
-        self.tabs.addTab(self.stats_table, "ROI statistics")
-        self.tabs.addTab(self.canvas, "R² survival")
+        self.results = ResultsSection()
+        self.tabs = self.results
+        self.stats_table, self.figure, self.canvas = self.results.stats_table, self.results.figure, self.results.canvas
 
         layout = QVBoxLayout(scroll_body(self))
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
-        layout.addWidget(self.tabs, 1)
-
-        self._inputs = (
-            self.raw_combo,
-            self.registered_combo,
-            self.model_combo,
-            self.timings_edit,
-            self.roi_combo,
-            self.r2_spin,
-            self.device_combo,
-            self.side_by_side_check,
-        )
-        self._draw_survival(None)
+        layout.addWidget(self.results, 1)
+        self._inputs = (self.raw_combo, self.registered_combo, self.model_combo, self.timings_edit, self.roi_combo,
+                        self.r2_spin, self.device_combo, self.side_by_side_check)
 
     # ------------------------------------------------------------------ viewer events
-    def _connect_viewer(self) -> None:
-        layers = self.viewer.layers
-        layers.events.inserted.connect(self._on_layer_inserted)
-        layers.events.removed.connect(self._on_layers_changed)
-        layers.events.moved.connect(self._on_layers_changed)
-        for layer in layers:
-            self._watch(layer)
-
-    def _watch(self, layer: Any) -> None:
-        if not any(layer is w for w in self._watched_layers):
-            layer.events.name.connect(self._on_layers_changed)
-            self._watched_layers.append(layer)
-
-    def _on_layer_inserted(self, event: Any = None) -> None:
-        layer = getattr(event, "value", None)
-        if layer is not None:
-            self._watch(layer)
-        self.refresh_layers()
-        if layer is None or self.worker is not None or not is_sequence_layer(layer):
+    def on_layer_inserted(self, layer: Any) -> None:
+        if self.worker is not None or not is_sequence_layer(layer):
             return
         raw = self.selected_layer("before")
-        if "any2reg_result" in layer.metadata:
+        if RegisteredLayer.is_result(layer):
             # a new registration of the raw layer becomes the "after" input
             if raw is not None and _is_registration_of(layer, raw):
                 self._select("after", layer)
         elif raw is None:
             self._select("before", layer)
 
-    def _on_layers_changed(self, event: Any = None) -> None:
-        alive = list(self.viewer.layers)
-        for layer in list(self._watched_layers):
-            if not any(layer is a for a in alive):
-                layer.events.name.disconnect(self._on_layers_changed)
-                self._watched_layers.remove(layer)
-        self.refresh_layers()
-
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
-        self.cancel()
         self._staging.clear()
         super().closeEvent(event)
 
     # ------------------------------------------------------------------ layer pickers
     def refresh_layers(self) -> None:
         """Rebuild the layer lists, keeping the current choices (followed through renames)."""
-        before, after, roi = self.selected_layer("before"), self.selected_layer("after"), self.roi_layer()
-        candidates = [layer for layer in self.viewer.layers if isinstance(layer, (Labels, Shapes))]
-        if roi is None and len(candidates) == 1 and not getattr(self, "_roi_none_chosen", False):
+        before, after = self.selected_layer("before"), self.selected_layer("after")
+        roi = None
+        candidates = self.roi_combo.candidates()
+        if self.roi_layer() is None and len(candidates) == 1 and not self.roi_combo.none_chosen:
             roi = candidates[0]  # the only ROI layer: "(none)" would silently drop the statistics
-        sequences = [layer for layer in self.viewer.layers if is_sequence_layer(layer)]
-        self._sequence_layers = sequences
-        self._roi_layers = [layer for layer in self.viewer.layers if isinstance(layer, (Labels, Shapes))]
-        sources = [layer for layer in sequences if "any2reg_result" not in layer.metadata]
+        sequences = self.raw_combo.candidates()
+        sources = [layer for layer in sequences if not RegisteredLayer.is_result(layer)]
         if before is None and sources and not self._raw_touched:
             before = sources[0]
         if after is None and before is not None and not self._registered_touched:
             after = next((layer for layer in sequences if _is_registration_of(layer, before)), None)
-        for combo, layers, chosen in (
-            (self.raw_combo, sequences, before),
-            (self.registered_combo, sequences, after),
-            (self.roi_combo, self._roi_layers, roi),
-        ):
-            combo.blockSignals(True)
-            try:
-                combo.clear()
-                combo.addItem(_NONE, None)
-                for layer in layers:
-                    combo.addItem(layer.name, layer.name)
-                index = index_of(layers, chosen)
-                combo.setCurrentIndex(index + 1 if index >= 0 else 0)
-            finally:
-                combo.blockSignals(False)
+        self.raw_combo.refresh(prefer=before)
+        self.registered_combo.refresh(prefer=after)
+        self.roi_combo.refresh(prefer=roi)
         self._fill_from_metadata()
         self._update_run_enabled()
 
-    def _combo_for(self, role: str) -> QComboBox:
+    def _combo_for(self, role: str) -> LayerPicker:
         return self.raw_combo if role == "before" else self.registered_combo
 
     def selected_layer(self, role: str) -> Image | None:
         """The layer chosen for ``role`` (``"before"`` or ``"after"``), or ``None``."""
-        index = self._combo_for(role).currentIndex() - 1
-        layers = self._sequence_layers
-        return layers[index] if 0 <= index < len(layers) else None
+        return self._combo_for(role).layer()
 
     def roi_layer(self) -> Any:
         """The Labels / Shapes layer chosen as ROI, or ``None``."""
-        index = self.roi_combo.currentIndex() - 1
-        layers = self._roi_layers
-        return layers[index] if 0 <= index < len(layers) else None
+        return self.roi_combo.layer()
 
     def _select(self, role: str, layer: Any) -> None:
         """Programmatic choice (not a user's): the other combo keeps following automatically."""
-        index = index_of(self._sequence_layers, layer)
+        combo = self._combo_for(role)
+        index = index_of(combo.layers, layer)
         if index < 0:
             return
-        combo = self._combo_for(role)
         combo.blockSignals(True)
         combo.setCurrentIndex(index + 1)
         combo.blockSignals(False)
@@ -449,8 +244,7 @@ class MappingWidget(QWidget):
 
     def set_roi_layer(self, layer: Any) -> None:
         """Choose ``layer`` (a Labels or Shapes layer in the viewer) as the ROI."""
-        index = index_of(self._roi_layers, layer)
-        self.roi_combo.setCurrentIndex(index + 1 if index >= 0 else 0)
+        self.roi_combo.set_layer(layer)
 
     def _on_raw_changed(self, *args: Any) -> None:
         self._raw_touched = True
@@ -459,9 +253,9 @@ class MappingWidget(QWidget):
             # the registered input follows the raw one until the user picks it
             match = None
             if raw is not None:
-                match = next((layer for layer in self._sequence_layers if _is_registration_of(layer, raw)), None)
+                match = next((layer for layer in self.registered_combo.layers if _is_registration_of(layer, raw)), None)
             self.registered_combo.blockSignals(True)
-            index = index_of(self._sequence_layers, match)
+            index = index_of(self.registered_combo.layers, match)
             self.registered_combo.setCurrentIndex(index + 1 if index >= 0 else 0)
             self.registered_combo.blockSignals(False)
         self._fill_from_metadata()
@@ -479,7 +273,7 @@ class MappingWidget(QWidget):
         if layer is None or key == self._filled_for:
             return  # unchanged inputs: keep what the user typed
         self._filled_for = key
-        meta = layer.metadata
+        meta = layer.metadata  # the sequence's own entries (core.sequence.Sequence.to_layer_metadata)
         model = model_for_kind(meta.get("any2reg_kind"))
         if model is not None:
             self.model_combo.setCurrentIndex(max(self.model_combo.findData(model), 0))
@@ -502,16 +296,15 @@ class MappingWidget(QWidget):
         """The timings typed in the editor (raises ``ValueError`` for unreadable text)."""
         return parse_timings(self.timings_edit.text())
 
-    def set_status(self, text: str) -> None:
-        self.status_label.setText(text)
+    def timings(self) -> list[float]:
+        """The timings typed in the editor (raises ``ValueError`` for unreadable text)."""
+        return parse_timings(self.timings_edit.text())
 
-    def is_running(self) -> bool:
-        return self.worker is not None
-
-    def _set_running(self, running: bool) -> None:
+    def on_running_changed(self, running: bool) -> None:
+        if not running and self._staging:
+            return  # the last staged layer re-enables the panel
         for widget in self._inputs:
             widget.setEnabled(not running)
-        self.cancel_button.setEnabled(running)
         self._update_run_enabled()
 
     def _update_run_enabled(self) -> None:
@@ -535,7 +328,7 @@ class MappingWidget(QWidget):
                     "Labels layer on the image grid."
                 )
             return np.array(data, dtype=np.int64)
-        return _shapes_to_labels(layer, reference, shape)
+        return shapes_to_labels(layer, reference, shape)
 
     # ------------------------------------------------------------------ run / cancel
     def run(self) -> bool:
@@ -545,7 +338,7 @@ class MappingWidget(QWidget):
         the frames, an ROI on another grid) are reported with ``show_error`` and in the status
         label; nothing is added to the viewer.
         """
-        if self.worker is not None:
+        if self.worker is not None or self._staging:
             return False
         try:
             jobs = self._collect_jobs()
@@ -558,50 +351,23 @@ class MappingWidget(QWidget):
                     )
             rois = {job.role: self.roi_labels(job.frames.shape[1:], self._layer_named(job.name)) for job in jobs}
         except Exception as exc:
-            self._report_error(f"Cannot fit: {exc}", exc)
+            self.report_error(f"Cannot fit: {exc}", exc)
             return False
-        model = self.model()
-        device = self.device()
-        threshold = float(self.r2_spin.value())
+        model, device, threshold = self.model(), self.device(), float(self.r2_spin.value())
         self._jobs = jobs
         self.last_result = None
-        self.last_error = None
-        cancel_event = threading.Event()
-        self._cancel_event = cancel_event
-        worker = FunctionWorker(
-            _run_fits,
-            jobs,
-            timings=timings,
-            model=model,
-            device=device,
-            rois=rois,
-            r2_threshold=threshold,
-            cancel=cancel_event,
-            relay=self._relay,
-        )
-        worker.returned.connect(self._on_returned)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self._set_running(True)
-        self.progress_bar.setValue(0)
+        fit = fit_t1  # looked up now: tests replace it in this module
         names = " and ".join(repr(job.name) for job in jobs)
-        self.set_status(f"Fitting {model} T1 maps of {names} on {device}…")
-        self.activity = ActivityProgress(f"T1 fit ({model})")
-        worker.start()
-        return True
-
-    def cancel(self) -> None:
-        """Ask a running fit to stop at its next check (no layer is added)."""
-        if self.worker is None or self._cancel_event is None:
-            return
-        self._cancel_event.set()
-        self.cancel_button.setEnabled(False)
-        self.set_status("Cancelling…")
+        return self.start_job(
+            lambda job: run_fits(jobs, timings=timings, model=model, device=device, rois=rois,
+                                 r2_threshold=threshold, fit=fit, job=job),
+            description="T1 fit", activity=f"T1 fit ({model})", on_result=self._show_outcome,
+            message=f"Fitting {model} T1 maps of {names} on {device}…", error_prefix="T1 fit failed")
 
     def _layer_named(self, name: str) -> Image:
         return self.viewer.layers[name]
 
-    def _collect_jobs(self) -> list[_Job]:
+    def _collect_jobs(self) -> list[MapJob]:
         jobs = []
         for role, _ in ROLES:
             layer = self.selected_layer(role)
@@ -609,7 +375,7 @@ class MappingWidget(QWidget):
                 continue
             frames = np.asarray(layer.data, dtype=np.float32)
             jobs.append(
-                _Job(
+                MapJob(
                     role=role,
                     name=layer.name,
                     frames=np.array(frames, copy=True),  # the worker never touches layer data
@@ -624,39 +390,7 @@ class MappingWidget(QWidget):
             jobs = jobs[:1]
         return jobs
 
-    # ------------------------------------------------------------------ worker callbacks
-    def _on_progress(self, fraction: float, message: str) -> None:
-        if self.worker is None:
-            return
-        self.progress_bar.setValue(int(round(100 * min(max(fraction, 0.0), 1.0))))
-        if message and self._cancel_event is not None and not self._cancel_event.is_set():
-            self.set_status(f"{message} ({100 * fraction:.0f} %)")
-        if self.activity is not None:  # last: napari's bar may process events (and finish the run)
-            self.activity.set(fraction, message)
-
-    def _on_returned(self, outcome: MappingOutcome) -> None:
-        if outcome.error is not None:
-            self.last_error = outcome.error
-            if isinstance(outcome.error, FitCancelled):
-                self.set_status("T1 fit cancelled; no layer was added.")
-                show_info("T1 fit cancelled.")
-            else:
-                self._report_error(f"T1 fit failed: {outcome.error}", outcome.error)
-            return
-        try:
-            self._show_outcome(outcome)
-        except Exception as exc:
-            self._report_error(f"Could not add the T1 maps: {exc}", exc)
-
-    def _on_finished(self) -> None:
-        if self.activity is not None:
-            self.activity.close()
-            self.activity = None
-        self.worker = None
-        self._cancel_event = None
-        if not self._staging:  # else the last staged layer re-enables the panel
-            self._set_running(False)
-
+    # ------------------------------------------------------------------ results
     def _show_outcome(self, outcome: MappingOutcome) -> None:
         self.last_result = outcome
         side_by_side = self.side_by_side_check.isChecked() and len(outcome.results) == 2
@@ -672,7 +406,7 @@ class MappingWidget(QWidget):
             # below the sequence, so the maps never cover the frames
             translate = translates[job.role]
             translate[-2] += result.t1_ms.shape[-2] * job.scale[-2] * (1.0 + _SIDE_BY_SIDE_GAP)
-            display = outcome.display.get(job.role) or _display_maps(result, job, outcome.r2_threshold)
+            display = outcome.display.get(job.role) or display_maps(result, job, outcome.r2_threshold)
             for key in MAP_SUFFIXES:
                 def step(job=job, result=result, translate=translate, display=display, key=key) -> None:
                     layers = self._add_maps(job, result, translate, outcome.r2_threshold, display, only=key)
@@ -681,12 +415,11 @@ class MappingWidget(QWidget):
 
         def finish() -> None:
             if side_by_side:
-                _link(added)
+                link_maps(added)
             self.progress_bar.setValue(100)
             self.set_status(format_outcome(outcome))
 
-        self._fill_table(outcome)
-        self._draw_survival(outcome)
+        self.results.show_outcome(outcome)
         self.set_status("Adding the maps…")
         # napari needs ~0.1-0.3 s of GUI time per new layer: one layer per event-loop turn keeps
         # the window responsive instead of freezing for all six at once
@@ -701,20 +434,20 @@ class MappingWidget(QWidget):
             step()
         except Exception as exc:
             self._staging.clear()
-            self._report_error(f"Could not add the T1 maps: {exc}", exc)
+            self.report_error(f"Could not add the T1 maps: {exc}", exc)
         if self._staging:
             QTimer.singleShot(0, self._stage_next)
         elif self.worker is None:
-            self._set_running(False)
+            self.on_running_changed(False)
 
     def busy(self) -> bool:
         """Whether a fit runs or its maps are still being added."""
         return self.worker is not None or bool(self._staging)
 
-    def _add_maps(self, job: _Job, result: T1FitResult, translate: np.ndarray, r2_threshold: float,
+    def _add_maps(self, job: MapJob, result: T1FitResult, translate: np.ndarray, r2_threshold: float,
                   display: dict[str, Any], only: str | None = None) -> dict[str, Any]:
         t1_view = display["t1_view"]
-        base_meta = {"source_layer": job.name, "any2reg_fit": result.summary(), "spacing_mm": job.scale.tolist(),
+        base_meta = {SOURCE_KEY: job.name, "any2reg_fit": result.summary(), "spacing_mm": job.scale.tolist(),
                      "masked_pixels": display["masked_pixels"]}
         specs = {
             "t1": (display["t1"], {"colormap": t1_view["colormap"], "contrast_limits": t1_view["contrast_limits"], "visible": True}),
@@ -752,175 +485,8 @@ class MappingWidget(QWidget):
                 layers[key].colorbar.visible = key == "t1" and job.role == "before"
         return layers
 
-    def _fill_table(self, outcome: MappingOutcome) -> None:
-        rows = [(role, row) for role, _ in ROLES for row in outcome.statistics.get(role, [])]
-        self.stats_table.setRowCount(len(rows))
-        for i, (role, row) in enumerate(rows):
-            mean, sd = row["t1_mean_ms"], row["t1_sd_ms"]
-            t1_text = "—" if mean is None else f"{mean:.0f} ± {sd:.0f}" if sd is not None else f"{mean:.0f}"
-            fit_sd = row["fit_sd_mean_ms"]
-            above = row["r2_above_fraction"]
-            cells = [
-                f"{role}: {outcome.sources[role]}",
-                row["name"],
-                str(row["n_pixels"]),
-                t1_text,
-                "—" if fit_sd is None else f"{fit_sd:.1f}",
-                "—" if above is None else f"{100 * above:.1f} %",
-                str(row["n_failed"]),
-            ]
-            for column, text in enumerate(cells):
-                self.stats_table.setItem(i, column, QTableWidgetItem(text))
-
-    def _draw_survival(self, outcome: MappingOutcome | None) -> None:
-        self.figure.clear()
-        axes = self.figure.add_subplot(111)
-        axes.set_xlabel("R² threshold t")
-        axes.set_ylabel("fraction of ROI pixels with R² > t")
-        axes.set_xlim(0.9, 1.0)
-        axes.set_ylim(0.0, 1.02)
-        curves = 0
-        if outcome is not None:
-            colours = ("tab:red", "tab:blue", "tab:green", "tab:orange", "tab:purple")
-            for role, _ in ROLES:
-                names = {row["label"]: row["name"] for row in outcome.statistics.get(role, [])}
-                for j, (label, (thresholds, fraction)) in enumerate(sorted(outcome.survival.get(role, {}).items())):
-                    axes.plot(
-                        thresholds, fraction, color=colours[j % len(colours)],
-                        linestyle="--" if role == "before" else "-",
-                        label=f"{names.get(label, label)} ({role})",
-                    )
-                    curves += 1
-        if curves:
-            axes.legend(fontsize="small", loc="lower left")
-            axes.set_title("R² survival: dashed before, solid after registration", fontsize="small")
-        else:
-            axes.text(0.95, 0.5, "Choose an ROI (Labels or Shapes)\nand fit to see the curves.", ha="center", va="center", fontsize="small")
-        self.canvas.draw_idle()
-
-    def _report_error(self, message: str, exc: BaseException | None = None) -> None:
-        if exc is not None:
-            self.last_error = exc
-        self.set_status(message)
-        show_error(message)
-
-
-def format_outcome(outcome: MappingOutcome) -> str:
-    """One-paragraph summary of a fit for the status label."""
-    parts = []
-    for role, _ in ROLES:
-        result = outcome.results.get(role)
-        if result is None:
-            continue
-        t1 = result.t1_ms[np.isfinite(result.t1_ms)]
-        median = f"median T1 {np.median(t1):.0f} ms" if t1.size else "no valid T1"
-        parts.append(f"{role} ({outcome.sources[role]}): {median}, {result.n_failed} failed pixels, {result.seconds:.2f} s")
-    device = next(iter(outcome.results.values())).device
-    return f"Done: {outcome.model} on {device}. " + "; ".join(parts) + "."
-
-
-# ====================================================================== worker body
-def _run_fits(
-    jobs: list[_Job],
-    *,
-    timings: list[float],
-    model: str,
-    device: str,
-    rois: dict[str, np.ndarray | None],
-    r2_threshold: float,
-    cancel: threading.Event,
-    relay: ProgressRelay,
-) -> MappingOutcome:
-    """Worker-thread body: fit each job, then ROI statistics and survival curves."""
-    outcome = MappingOutcome(results={}, sources={}, statistics={}, survival={}, model=model, r2_threshold=r2_threshold)
-    try:
-        for i, job in enumerate(jobs):
-            def progress(fraction: float, message: str, i: int = i, name: str = job.name) -> None:
-                relay.progress.emit((i + fraction) / len(jobs), f"{name}: {message}")
-
-            result = fit_t1(job.frames, timings, model, device=device, progress=progress, cancel=cancel)
-            outcome.results[job.role] = result
-            outcome.sources[job.role] = job.name
-            outcome.display[job.role] = _display_maps(result, job, r2_threshold)
-            labels = rois.get(job.role)
-            if labels is None:
-                rows = roi_statistics(result.t1_ms, result.mask, t1_sd_ms=result.t1_sd_ms, r_squared=result.r_squared,
-                                      r2_threshold=r2_threshold, label_names={1: "fitted pixels"})
-                outcome.statistics[job.role] = rows
-                outcome.survival[job.role] = {}
-                continue
-            outcome.statistics[job.role] = roi_statistics(
-                result.t1_ms, labels, t1_sd_ms=result.t1_sd_ms, r_squared=result.r_squared, r2_threshold=r2_threshold
-            )
-            thresholds = survival_thresholds()
-            outcome.survival[job.role] = {
-                value: r2_survival(result.r_squared, roi, thresholds) for value, (_, roi) in roi_masks(labels).items()
-            }
-    except Exception as exc:  # handed to the GUI thread, shown there
-        outcome.error = exc
-    return outcome
-
-
-# ====================================================================== small helpers
-def _display_maps(result: T1FitResult, job: _Job, r2_threshold: float) -> dict[str, Any]:
-    """What the layers show (worker side): maps masked to the heart's signal, and their limits."""
-    mask = signal_mask(job.frames)
-    t1_view = t1_display_settings(result.t1_ms, result.r_squared, job.metadata)
-
-    def masked(values: np.ndarray) -> np.ndarray:
-        out = np.array(values, dtype=np.float32, copy=True)
-        out[~mask] = np.nan
-        return out
-
-    return {
-        "t1": masked(result.t1_ms),
-        "r2": masked(result.r_squared),
-        "t1_sd": masked(result.t1_sd_ms),
-        "t1_view": t1_view,
-        "sd_limits": sd_display_limits(result.t1_sd_ms, result.r_squared, r2_threshold, t1_view["contrast_limits"]),
-        "masked_pixels": int((~mask).sum()),
-    }
-
-
-def _shapes_to_labels(layer: Shapes, reference: Image, shape: tuple[int, int]) -> np.ndarray:
-    """Rasterise a Shapes layer onto ``reference``'s (rows, columns) grid; shape i gets label i+1.
-
-    Vertices go through world coordinates, so a Shapes layer drawn with another scale or
-    translation (or in 3-D, on a frame) still lands on the right pixels.
-    """
-    if len(layer.data) == 0:
-        raise ValueError(f"Shapes layer {layer.name!r} has no shapes; draw an ROI first.")
-    polygons = []
-    for vertices in layer.data:
-        points = []
-        for vertex in np.asarray(vertices, dtype=float):
-            world = np.asarray(layer.data_to_world(vertex), dtype=float)
-            if world.size < reference.ndim:
-                world = np.concatenate([np.zeros(reference.ndim - world.size), world])
-            points.append(np.asarray(reference.world_to_data(world), dtype=float)[-2:])
-        polygons.append(np.array(points))
-    flat = Shapes(polygons, shape_type=list(layer.shape_type), ndim=2)
-    return np.asarray(flat.to_labels(labels_shape=tuple(shape)), dtype=np.int64)
-
-
-def _link(added: dict[str, list[Any]]) -> None:
-    """Link colormap and contrast limits of the raw and registered maps of each kind."""
-    try:
-        from napari.experimental import link_layers, unlink_layers
-    except ImportError:  # pragma: no cover - older napari
-        return
-    for layers in added.values():
-        if len(layers) == 2:
-            try:
-                unlink_layers(layers)
-                link_layers(layers, ("colormap", "contrast_limits"))
-            except Exception:  # pragma: no cover - linking is a convenience only
-                pass
-
-
 def _is_registration_of(layer: Any, source: Any) -> bool:
-    meta = getattr(layer, "metadata", {})
     return layer is not source and (
-        meta.get("source_layer") == source.name and "any2reg_result" in meta
+        RegisteredLayer.is_result(layer) and RegisteredLayer.source_name_of(layer) == source.name
         or layer.name == f"{source.name}{REGISTERED_SUFFIX}"
     )
