@@ -1,4 +1,4 @@
-"""Intensity augmentations for training the Any2Reg network (``DESIGN.md`` §4, CAR).
+"""Intensity augmentations for training the Any2Reg network (``docs/design.md`` §4, CAR).
 
 * :func:`car_augment` — CAR contrast augmentation (random 1x1 convolutions): every frame gets
   its own random stack of ``layers`` 1x1 convolutions (weights ~ U(0, 10), then zero-centred

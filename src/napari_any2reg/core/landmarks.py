@@ -5,8 +5,8 @@ and inferior RV insertion points) on every frame; researchers report the target 
 error (TRE) and the Dice overlap of segmentations. Everything here is numpy in, numpy out, with
 no Qt / napari: the Landmarks widget, the CLI (``any2reg tre``) and the export call it.
 
-Conventions (``DESIGN.md`` §2, §6)
-----------------------------------
+Conventions (``docs/design.md`` §2, §9)
+----------------------------------------
 * A landmark table holds one row per placed point: ``frame`` (0-based, napari's frame
   slider), ``name``, and the pixel position ``(y, x)`` in that *raw* frame (pixel centres at
   integers, like napari's data coordinates of the image). The pixel spacing ``(dy, dx)`` in mm
@@ -379,7 +379,7 @@ def _as_field(displacement: Any) -> np.ndarray:
 
 
 def landmarks_to_common(table: LandmarkTable, displacement: Any) -> LandmarkTable:
-    """Map every point to the common (registered) grid: solve ``x + u_i(x) = p`` (``DESIGN.md`` §6).
+    """Map every point to the common (registered) grid: solve ``x + u_i(x) = p`` (``docs/design.md`` §9).
 
     Rows keep their frame and name; after a perfect registration every frame's point of one
     landmark maps to the same common-grid position. Duplicated ``(frame, name)`` rows are mapped

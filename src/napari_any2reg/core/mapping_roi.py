@@ -20,7 +20,7 @@ __all__ = [
     "r2_survival",
 ]
 
-#: Names of the project's label values (``DESIGN.md`` §2).
+#: Names of the project's label values (``docs/design.md`` §2).
 LABEL_NAMES = {1: "LV blood pool", 2: "LV myocardium", 3: "RV blood pool"}
 
 #: Default R² above which a pixel's fit counts as good.

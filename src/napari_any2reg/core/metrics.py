@@ -123,7 +123,7 @@ def landmark_tre(
     displacement: np.ndarray | None = None,
     spacing_mm: tuple[float, float] = (1.0, 1.0),
 ) -> dict[str, float]:
-    """Groupwise target registration error of landmarks clicked on every frame (``DESIGN.md`` §6).
+    """Groupwise target registration error of landmarks clicked on every frame (``docs/design.md`` §9).
 
     Each frame's point is mapped to the common grid by inverting ``x + u_i(x) = p_i``
     (:func:`core.spatial.map_points_to_common`); the TRE of a landmark is the mean distance in

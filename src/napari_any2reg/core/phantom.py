@@ -10,7 +10,7 @@ For each frame the contrast image ``C_i`` is rendered on the *common* (anatomy) 
 :func:`signal_model`, then moved into the raw frame by a known smooth, fold-free motion:
 
 * anatomy point ``x`` appears in raw frame ``i`` at ``x + u_i(x)`` (``u`` = the returned
-  ``displacement``, pull-back per ``DESIGN.md`` §2: ``registered_i(x) = frame_i(x + u_i(x))``);
+  ``displacement``, pull-back per ``docs/design.md`` §2: ``registered_i(x) = frame_i(x + u_i(x))``);
 * ``v_i = invert_displacement(u_i)`` (frame -> anatomy) and the raw frame is
   ``frame_i(y) = C_i(y + v_i(y))``, i.e. ``warp_images(C_i, v_i)``, except that the anatomy is
   evaluated analytically at ``y + v_i(y)`` instead of being resampled, so raw frames are not

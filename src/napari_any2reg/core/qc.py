@@ -1,7 +1,7 @@
 """Review of a registration: overlays, a per-frame QC table with flags, and a run summary.
 
 Everything a reader needs to decide whether a motion correction can be trusted, computed from
-the raw frames, the registered frames and the pull-back displacement (``DESIGN.md`` §2, §6).
+the raw frames, the registered frames and the pull-back displacement (``docs/design.md`` §2, §9).
 Small pure functions on numpy arrays; no Qt / napari (the Review widget only turns the results
 into layers).
 

@@ -1,7 +1,7 @@
 """The quantitative cardiac sequence model.
 
 A :class:`Sequence` is the one object that travels between readers, engines, the CLI and
-the napari widgets. It follows the project conventions (``DESIGN.md`` §2):
+the napari widgets. It follows the project conventions (``docs/design.md`` §2):
 
 * ``frames``: ``float32`` array ``(N, H, W)``, frame axis first;
 * ``timings_ms``: one inversion / saturation / trigger time per frame, in ms (``inf`` for a

@@ -1,6 +1,6 @@
 """Spatial transforms on displacement fields (torch, CPU or CUDA).
 
-Convention (``DESIGN.md`` §2): a displacement ``u`` is ``(N, 2, H, W)`` in **pixels**, with
+Convention (``docs/design.md`` §2): a displacement ``u`` is ``(N, 2, H, W)`` in **pixels**, with
 components ``(dy, dx)``, and is a **pull-back**: ``registered_i(x) = frame_i(x + u_i(x))``.
 
 All pixel ↔ normalised-coordinate conversion happens in :func:`pixel_to_normalised` (and its

@@ -1,6 +1,6 @@
 """Unsupervised training of the Any2Reg network on simulated (and optionally user) sequences.
 
-Recipe (``DESIGN.md`` §3–4; Any2Reg and CAR papers), one optimisation step:
+Recipe (``docs/design.md`` §3.5, §4; Any2Reg and CAR papers), one optimisation step:
 
 1. draw a sequence: a seeded cardiac phantom (:func:`core.phantom.make_phantom`) with a random
    kind (MOLLI 5(3)3 and 4(1)3(1)2, STONE, SASHA, IR, ASL, perfusion, cine), number of frames,

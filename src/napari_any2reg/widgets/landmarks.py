@@ -21,7 +21,7 @@ Clicking landmarks
 
 With a registration ("<image> registered", from the Registration panel)
 -------------------------------------------------------------------------
-* **TRE**: before and after, per landmark and overall, in mm (``DESIGN.md`` §6).
+* **TRE**: before and after, per landmark and overall, in mm (``docs/design.md`` §9).
 * **Show on registered**: the landmarks mapped to the common grid, as a Points layer on the
   registered layer (after a good registration each landmark stays put from frame to frame).
 * **Propagate points**: the landmarks of the current frame carried to every raw frame (new

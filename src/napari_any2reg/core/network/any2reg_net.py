@@ -1,4 +1,4 @@
-"""Any2Reg: set-based, permutation-equivariant groupwise registration network (``DESIGN.md`` §3).
+"""Any2Reg: set-based, permutation-equivariant groupwise registration network (``docs/design.md`` §3).
 
 Architecture (``S`` scales, level 0 = input resolution, level ``S-1`` = coarsest)::
 

@@ -1,4 +1,4 @@
-"""Weight-free contrast-insensitive per-frame features (Any2Reg's auxiliary stream, ``DESIGN.md`` §3.6).
+"""Weight-free contrast-insensitive per-frame features (Any2Reg's auxiliary stream, ``docs/design.md`` §3.6).
 
 The paper feeds features of a frozen segmentation foundation model; we cannot ship one, so the
 built-in extractor needs no weights:

@@ -1,4 +1,4 @@
-"""Building blocks of the Any2Reg network (``DESIGN.md`` §3).
+"""Building blocks of the Any2Reg network (``docs/design.md`` §3).
 
 * :class:`ConvBlock` — ``Conv2d 3x3 → InstanceNorm2d → LeakyReLU(0.2)``, applied to every frame
   with the same weights (frames are the batch axis, so the block is frame-shared by construction;

@@ -1,4 +1,4 @@
-"""AdaCS correspondence scoring for groupwise registration (``DESIGN.md`` §4; AdaCS paper).
+"""AdaCS correspondence scoring for groupwise registration (``docs/design.md`` §7; AdaCS paper).
 
 A small frame-shared U-Net predicts, for every frame of a registered sequence, a map
 ``s_i(x) in [0, 1]``: how well the pixel can be put into correspondence with the rest of the
