@@ -21,9 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Points
-from napari.qt.threading import FunctionWorker
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt
+from napari.utils.notifications import show_info
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -34,7 +32,6 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QProgressBar,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -43,8 +40,9 @@ from qtpy.QtWidgets import (
 from ..pipeline.export import EXPORT_ITEMS, MAP_ITEMS, ExportResult, export_registration
 from ._dock import compact_combos, scroll_body
 from ._layers import sequence_from_layer_fields
-from ._pickers import NONE_ITEM, chosen_layer, contains, fill_combo, is_registered_layer
-from ._relay import ActivityProgress, ProgressRelay
+from ._base import WorkerDock
+from ._pickers import LayerPicker, is_registered_layer
+from ._registered import RegisteredLayer
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -74,7 +72,7 @@ def gather_t1_maps(viewer: Any, layers: dict[str, Image | None], shape: tuple[in
     return out
 
 
-class ExportWidget(QWidget):
+class ExportWidget(WorkerDock):
     """Dock widget exporting a registered layer (stack, NIfTI, field, Jacobian, maps, QC, report, record).
 
     Parameters
@@ -83,25 +81,11 @@ class ExportWidget(QWidget):
     """
 
     def __init__(self, napari_viewer: "napari.Viewer", parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.viewer = napari_viewer
-        self.worker: FunctionWorker | None = None
+        super().__init__(napari_viewer, parent)
         self.last_result: ExportResult | None = None
-        self.last_error: BaseException | None = None
-        self._registered: list[Image] = []
-        self._points: list[Points] = []
-        self._labels: list[Labels] = []
         self._wanted: dict[str, bool] = {item: True for item in EXPORT_ITEMS}
-        # the user chose "(none)" by hand: a single candidate layer is then not picked for them
-        self._none_chosen = {"points": False, "labels": False}
-        self._relay = ProgressRelay(self)
-        self._relay.progress.connect(self._on_progress)
-        self.activity: ActivityProgress | None = None
         self._build_ui()
-        layers = self.viewer.layers
-        layers.events.inserted.connect(self._on_layers_changed)
-        layers.events.removed.connect(self._on_layers_changed)
-        layers.events.moved.connect(self._on_layers_changed)
+        self.watch_layers()
         self.refresh_layers()
         self.set_status("Choose a registered layer and a folder.")
         compact_combos(self)
@@ -110,21 +94,22 @@ class ExportWidget(QWidget):
     def _build_ui(self) -> None:
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        self.registered_combo = QComboBox()
-        self.registered_combo.setToolTip("A registered layer ('<name> registered') made by the Registration panel.")
+        self.registered_combo = LayerPicker(
+            self.viewer, is_registered_layer,
+            tooltip="A registered layer ('<name> registered') made by the Registration panel.")
         self.registered_combo.currentIndexChanged.connect(lambda *_: self._on_choice_changed())
         form.addRow("Registered", self.registered_combo)
         self.source_label = QLabel("—")
         form.addRow("Source", self.source_label)
-        self.points_combo = QComboBox()
-        self.points_combo.setToolTip("Landmarks (Points layer with a 'name' feature) for landmarks.csv and the TRE.")
+        self.points_combo = LayerPicker(
+            self.viewer, lambda la: isinstance(la, Points) and la.ndim == 3 and len(la.data) > 0, none=True,
+            tooltip="Landmarks (Points layer with a 'name' feature) for landmarks.csv and the TRE.")
         self.points_combo.currentIndexChanged.connect(lambda *_: self._on_choice_changed())
-        self.points_combo.activated.connect(lambda index: self._user_chose("points", index))
         form.addRow("Landmarks", self.points_combo)
-        self.labels_combo = QComboBox()
-        self.labels_combo.setToolTip("Labels (N, H, W): a segmentation of every raw frame, for the all-pair Dice.")
+        self.labels_combo = LayerPicker(
+            self.viewer, lambda la: isinstance(la, Labels) and la.ndim == 3, none=True,
+            tooltip="Labels (N, H, W): a segmentation of every raw frame, for the all-pair Dice.")
         self.labels_combo.currentIndexChanged.connect(lambda *_: self._on_choice_changed())
-        self.labels_combo.activated.connect(lambda index: self._user_chose("labels", index))
         form.addRow("Labels", self.labels_combo)
 
         items_box = QGroupBox("Write")
@@ -157,17 +142,16 @@ class ExportWidget(QWidget):
 
         self.export_button = QPushButton("Export")
         self.export_button.clicked.connect(lambda *_: self.export())
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 100)
-        self.status_label = QLabel()
-        self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.make_progress_controls()
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.export_button)
+        buttons.addWidget(self.cancel_button)
 
         layout = QVBoxLayout(scroll_body(self))
         layout.addLayout(form)
         layout.addWidget(items_box)
         layout.addLayout(options)
-        layout.addWidget(self.export_button)
+        layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
         layout.addStretch(1)
@@ -180,30 +164,18 @@ class ExportWidget(QWidget):
             self.folder_edit.setText(folder)
 
     # ------------------------------------------------------------------ layers
-    def _on_layers_changed(self, event: Any = None) -> None:
-        self.refresh_layers()
-
     def refresh_layers(self) -> None:
         """Rebuild the pickers (keeping the choices); a new registered layer becomes the choice."""
-        registered, points, labels = self.registered_layer(), self.points_layer(), self.labels_layer()
-        layers = list(self.viewer.layers)
-        self._registered = [la for la in layers if is_registered_layer(la)]
-        self._points = [la for la in layers if isinstance(la, Points) and la.ndim == 3 and len(la.data)]
-        self._labels = [la for la in layers if isinstance(la, Labels) and la.ndim == 3]
-        if registered is None or not contains(self._registered, registered):
-            registered = self._registered[-1] if self._registered else None
-        if points is not None and not contains(self._points, points):
-            points = None
-        if labels is not None and not contains(self._labels, labels):
-            labels = None
+        registered = self.registered_combo.layer()
+        candidates = self.registered_combo.candidates()
+        if registered is None or not any(la is registered for la in candidates):
+            registered = candidates[-1] if candidates else None
+        self.registered_combo.refresh(prefer=registered)
         # exactly one suitable layer: pick it (a "(none)" would silently drop landmarks / Dice)
-        if points is None and len(self._points) == 1 and not self._none_chosen["points"]:
-            points = self._points[0]
-        if labels is None and len(self._labels) == 1 and not self._none_chosen["labels"]:
-            labels = self._labels[0]
-        fill_combo(self.registered_combo, self._registered, registered, none=False)
-        fill_combo(self.points_combo, self._points, points, none=True)
-        fill_combo(self.labels_combo, self._labels, labels, none=True)
+        for picker in (self.points_combo, self.labels_combo):
+            options = picker.candidates()
+            single = options[0] if len(options) == 1 and picker.layer() is None and not picker.none_chosen else None
+            picker.refresh(prefer=single)
         self._update_available()
 
     def _on_choice_changed(self) -> None:
@@ -213,47 +185,34 @@ class ExportWidget(QWidget):
             self.set_status("Choose what to write and a folder.")
         self._update_available()
 
-    def _user_chose(self, which: str, index: int) -> None:
-        self._none_chosen[which] = index == 0
-
     def registered_layer(self) -> Image | None:
-        return chosen_layer(self.registered_combo, getattr(self, "_registered", []), none=False)
+        return self.registered_combo.layer()
 
     def points_layer(self) -> Points | None:
-        return chosen_layer(self.points_combo, getattr(self, "_points", []), none=True)
+        return self.points_combo.layer()
 
     def labels_layer(self) -> Labels | None:
-        return chosen_layer(self.labels_combo, getattr(self, "_labels", []), none=True)
+        return self.labels_combo.layer()
 
     def select(self, *, registered: Any = None, points: Any = None, labels: Any = None) -> None:
         """Choose layers (layers or names) as a user would; ``None`` leaves a choice unchanged.
 
         The string ``"(none)"`` chooses no landmarks / labels.
         """
-        for which, combo, layer in (("registered", self.registered_combo, registered), ("points", self.points_combo, points),
-                                    ("labels", self.labels_combo, labels)):
-            if layer is None:
-                continue
-            name = getattr(layer, "name", layer)
-            index = 0 if name == NONE_ITEM and which != "registered" else combo.findData(name)
-            if index < 0:
-                raise ValueError(f"{name!r} is not offered by this picker.")
-            combo.setCurrentIndex(index)
-            if which != "registered":
-                self._none_chosen[which] = index == 0
+        for picker, layer in ((self.registered_combo, registered), (self.points_combo, points),
+                              (self.labels_combo, labels)):
+            if layer is not None:
+                picker.set_layer(layer)
+
+    def registration(self) -> RegisteredLayer | None:
+        """The chosen registered layer's registration."""
+        registered = self.registered_layer()
+        return None if registered is None else RegisteredLayer.of(registered)
 
     def source_layer(self) -> Image | None:
         """The raw sequence the chosen registered layer came from (by its ``source_layer`` name)."""
-        registered = self.registered_layer()
-        if registered is None:
-            return None
-        name = registered.metadata.get("source_layer")
-        if name is None or name not in self.viewer.layers:
-            return None
-        source = self.viewer.layers[name]
-        if isinstance(source, Image) and tuple(source.data.shape) == tuple(registered.data.shape):
-            return source
-        return None
+        registration = self.registration()
+        return None if registration is None else registration.source_in(self.viewer, self.registered_layer())
 
     def missing_inputs(self) -> dict[str, str]:
         """Items that cannot be written now, and why."""
@@ -262,7 +221,7 @@ class ExportWidget(QWidget):
         if registered is None:
             return {item: "no registered layer" for item in EXPORT_ITEMS}
         if source is None:
-            why = f"the source layer {registered.metadata.get('source_layer', '?')!r} is not open"
+            why = f"the source layer {RegisteredLayer.source_name_of(registered)!r} is not open"
             missing["qc"] = missing["report"] = why
         shape = tuple(registered.data.shape[1:])
         if not gather_t1_maps(self.viewer, {"raw": source, "registered": registered}, shape):
@@ -281,7 +240,7 @@ class ExportWidget(QWidget):
             self.source_label.setText("—")
         else:
             self.source_label.setText(source.name if source is not None else
-                                      f"{registered.metadata.get('source_layer', '?')!r} not open (QC and report need it)")
+                                      f"{RegisteredLayer.source_name_of(registered)!r} not open (QC and report need it)")
         missing = self.missing_inputs()
         for item, check in self.item_checks.items():
             reason = missing.get(item)
@@ -305,9 +264,6 @@ class ExportWidget(QWidget):
             self._wanted[item] = item in items
         self._update_available()
 
-    def set_status(self, text: str) -> None:
-        self.status_label.setText(text)
-
     # ------------------------------------------------------------------ export
     def _gather(self) -> dict[str, Any]:
         """Everything the export needs, copied out of the layers (the worker never touches them)."""
@@ -320,10 +276,10 @@ class ExportWidget(QWidget):
         items = self.chosen_items()
         if not items:
             raise ValueError("tick at least one thing to write.")
-        meta = registered.metadata
-        displacement = np.array(meta["displacement"], dtype=np.float32, copy=True)
+        registration = RegisteredLayer.from_layer(registered)
+        displacement = np.array(registration.displacement, dtype=np.float32, copy=True)
         registered_seq = sequence_from_layer_fields(registered.data, name=registered.name, scale=registered.scale,
-                                                    metadata=meta, jsonable_only=True)
+                                                    metadata=registered.metadata, jsonable_only=True)
         source = self.source_layer()
         raw_seq = None
         input_path = None
@@ -347,9 +303,9 @@ class ExportWidget(QWidget):
             "displacement": displacement,
             "raw": raw_seq,
             "items": items,
-            "info": dict(meta.get("any2reg_result") or {}),
-            "template": None if meta.get("template") is None else np.array(meta["template"], np.float32),
-            "correspondence": None if meta.get("correspondence") is None else np.array(meta["correspondence"], np.float32),
+            "info": dict(registration.summary),
+            "template": None if registration.template is None else np.array(registration.template, np.float32),
+            "correspondence": None if registration.correspondence is None else np.array(registration.correspondence, np.float32),
             "landmarks": landmarks,
             "labels": labels,
             "t1_maps": t1_maps,
@@ -365,40 +321,21 @@ class ExportWidget(QWidget):
         try:
             job = self._gather()
         except Exception as exc:
-            self._report(f"Cannot export: {exc}", exc)
+            self.report_error(f"Cannot export: {exc}", exc)
             return False
         self.last_result = None
-        self.last_error = None
         self._skipped = {item: why for item, why in self.missing_inputs().items() if self._wanted[item]}
-        worker = FunctionWorker(_run_export, job, self._relay)
-        worker.returned.connect(self._on_returned)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self._set_running(True)
-        self.progress_bar.setValue(0)
-        self.set_status(f"Exporting {', '.join(job['items'])} to {job['folder']}…")
-        self.activity = ActivityProgress(f"Export to {job['folder'].name}")
-        worker.start()
-        return True
+        return self.start_job(lambda work: _run_export(job, work), description="Export",
+                              activity=f"Export to {job['folder'].name}", on_result=self._on_exported,
+                              message=f"Exporting {', '.join(job['items'])} to {job['folder']}…",
+                              error_prefix="Export failed, nothing was written")
 
-    def _set_running(self, running: bool) -> None:
+    def on_running_changed(self, running: bool) -> None:
         for widget in self._inputs:
             widget.setEnabled(not running)
         self._update_available()
 
-    def _on_progress(self, fraction: float, message: str) -> None:
-        if self.worker is not None:
-            self.progress_bar.setValue(int(round(100 * min(max(fraction, 0.0), 1.0))))
-            if message:
-                self.set_status(f"Exporting: {message}…")
-            if self.activity is not None:  # last: napari's bar may process events
-                self.activity.set(fraction, message)
-
-    def _on_returned(self, outcome: tuple[ExportResult | None, BaseException | None]) -> None:
-        result, error = outcome
-        if error is not None:
-            self._report(f"Export failed, nothing was written: {error}", error)
-            return
+    def _on_exported(self, result: ExportResult) -> None:
         self.last_result = result
         self.progress_bar.setValue(100)
         text = result.summary()
@@ -410,32 +347,20 @@ class ExportWidget(QWidget):
         self.set_status(text[0].upper() + text[1:] + ".")
         show_info(f"Exported {len(result.files)} files to {result.folder}.")
 
-    def _on_finished(self) -> None:
-        if self.activity is not None:
-            self.activity.close()
-            self.activity = None
-        self.worker = None
-        self._set_running(False)
 
-    def _report(self, message: str, exc: BaseException | None = None) -> None:
-        if exc is not None:
-            self.last_error = exc
-        self.set_status(message)
-        show_error(message)
+def _run_export(job: dict[str, Any], work: Any) -> ExportResult:
+    """Worker-thread body: the export (``work``: the dock's :class:`~._base.Job`).
 
-
-def _run_export(job: dict[str, Any], relay: ProgressRelay) -> tuple[ExportResult | None, BaseException | None]:
-    """Worker-thread body: the export, with errors handed back to the GUI thread."""
+    Cancel is honoured at the export's next progress report: the export stops there and, being
+    all or nothing, leaves no file behind.
+    """
     job = dict(job)
     folder = job.pop("folder")
     registered = job.pop("registered")
     displacement = job.pop("displacement")
-    try:
-        result = export_registration(folder, registered, displacement,
-                                     progress=lambda f, m: relay.progress.emit(float(f), str(m)), **job)
-    except Exception as exc:  # shown in the GUI thread
-        return None, exc
-    return result, None
 
+    def progress(fraction: float, message: str) -> None:
+        work.check()
+        work.progress(fraction, f"Exporting: {message}…" if message else "")
 
-# ====================================================================== small helpers
+    return export_registration(folder, registered, displacement, progress=progress, **job)
