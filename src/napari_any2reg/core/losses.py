@@ -167,8 +167,8 @@ def conditional_template_entropy(
         x = x[:, keep]
         pw = None if pw is None else pw[:, keep]
     if weights is None:
-        weights = pca_weights(x.detach())
-    template = weights @ x
+        weights = pca_weights(x.detach())  # the template moves with x, its weights do not
+    template = weighted_template(x, weights)
     joint = joint_histograms(rescale_to_unit(x), rescale_to_unit(template[None])[0], bins, pixel_weights=pw)
     p_t = joint.sum(dim=1)  # (N, B) marginal of the template
     h_joint = -(joint * torch.log(joint + _EPS)).sum(dim=(1, 2))
