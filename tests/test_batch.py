@@ -285,3 +285,26 @@ def test_summary_rows_outliers_and_settings_state(tmp_path):
     settings = BatchSettings(register=RegisterSettings(engine="groupwise"))
     job = discover([_phantom(tmp_path / "m.tif", seed=1)])[0]
     assert series_state(tmp_path / "nothing", job, settings) == ("todo", None)
+
+
+def test_cohort_lock_refuses_a_second_run_and_takes_over_a_dead_one(tmp_path):
+    from napari_any2reg.pipeline.batch import LOCK_FILE, CohortLocked, cohort_lock, run_batch
+
+    outdir = tmp_path / "cohort"
+    outdir.mkdir()
+    with cohort_lock(outdir) as lock:
+        assert lock.is_file() and json.loads(lock.read_text())["pid"] == os.getpid()
+        # a second run on the same folder while the first holds it: refused, nothing written
+        with pytest.raises(CohortLocked, match="another any2reg batch .* choose another output folder"):
+            run_batch([], outdir)
+        assert not (outdir / "summary.csv").exists()
+    assert not (outdir / LOCK_FILE).exists()  # released
+
+    # a lock left by a process that no longer exists on this host is taken over
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    (outdir / LOCK_FILE).write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname()}))
+    report = run_batch([], outdir)
+    assert report.rows == [] and (outdir / "summary.csv").is_file()
+    assert not (outdir / LOCK_FILE).exists()

@@ -17,12 +17,14 @@ see the same paths. Each worker pins its torch threads and loads the network onc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -301,6 +303,58 @@ def _client_for(scheduler: str | None, jobs: int, threads: int):
     return Client(cluster), cluster
 
 
+LOCK_FILE = ".any2reg-batch.lock"
+
+
+class CohortLocked(RuntimeError):
+    """Another ``any2reg batch`` is writing to the same output folder."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def cohort_lock(outdir: Path):
+    """Hold ``OUTDIR/.any2reg-batch.lock`` while a cohort runs.
+
+    Why: two runs on one output folder (a second terminal, a cron job firing again) would
+    register the same series twice and race on every series folder and on ``summary.csv``.
+    A lock left by a run that died on this machine (its process is gone) is taken over; one
+    from another host (a shared file system) is respected, since its process cannot be checked.
+    """
+    path = outdir / LOCK_FILE
+    host = socket.gethostname()
+    record = json.dumps({"pid": os.getpid(), "host": host, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_json(path) or {}
+            pid, other_host = holder.get("pid"), holder.get("host")
+            if other_host == host and isinstance(pid, int) and not _pid_alive(pid):
+                log.warning("taking over %s left by a batch run that is no longer running (pid %s)", path, pid)
+                path.unlink(missing_ok=True)
+                continue
+            raise CohortLocked(
+                f"another any2reg batch (pid {pid} on {other_host}, started {holder.get('started', '?')}) is writing to "
+                f"{outdir}; wait for it to finish or choose another output folder (if no batch is running, delete {path})."
+            ) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(record + "\n")
+        break
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
 def run_batch(
     jobs: Iterable[SeriesJob],
     outdir: Any,
@@ -343,6 +397,13 @@ def run_batch(
     jobs = list(jobs)
     check_output_folder(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
+    with cohort_lock(outdir):
+        return _run_locked(jobs, outdir, settings, started, n_jobs, scheduler, on_result, summary_every_s)
+
+
+def _run_locked(jobs, outdir, settings, started, n_jobs, scheduler, on_result, summary_every_s) -> BatchReport:
+    from .summary import write_summary
+
     rows: dict[str, dict[str, Any]] = {}
     todo: list[SeriesJob] = []
     done_count = 0
