@@ -167,7 +167,7 @@ def test_tre_table_common_grid_and_csv_round_trip(viewer, widget, qtbot, tmp_pat
     assert common.features["name"].tolist() == mapped.names.tolist()
     done(qtbot, widget, widget.show_common_landmarks())
     assert viewer.layers["molli registered landmarks (common grid)"] is common  # updated, not duplicated
-    assert common not in widget._points  # outputs are not offered as the clicking layer
+    assert common not in widget.points_combo.layers  # outputs are not offered as the clicking layer
 
     out = widget.export_csv(tmp_path / "out.csv")
     back = read_landmarks_csv(out)

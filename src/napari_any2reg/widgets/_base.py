@@ -96,6 +96,8 @@ class _Running:
     main: bool
     activity: ActivityProgress | None
     started: float
+    error_prefix: str = ""
+    failed: bool = False
 
 
 def _guarded(token: int, fn: Callable[[Job], Any], job: Job) -> _Outcome:
@@ -183,7 +185,13 @@ class WorkerDock(QWidget):
         if exc is not None:
             self.last_error = exc
         self.set_status(message)
+        if self.progress_bar is not None and not self.busy():
+            self.progress_bar.setValue(0)  # no stale "done" bar beside an error
         show_error(message)
+
+    def report_info(self, message: str) -> None:
+        """A napari info notification (the status line is the caller's)."""
+        show_info(message)
 
     # kept under the names the docks used before the base existed
     _report_error = report_error
@@ -309,8 +317,7 @@ class WorkerDock(QWidget):
         worker = _run_in_thread(token, fn, job)
         bar = ActivityProgress(activity or description, busy=busy) if main else None
         running = _Running(token, worker, job, description, on_result, on_finished, on_data, main, bar,
-                           time.perf_counter())
-        running.error_prefix = error_prefix or f"{description} failed"  # type: ignore[attr-defined]
+                           time.perf_counter(), error_prefix or f"{description} failed")
         self._running[token] = running
         self.last_token = token
         # bound methods (not lambdas): Qt drops them if the dock is closed mid-run
@@ -381,6 +388,8 @@ class WorkerDock(QWidget):
         if running is None:
             return
         error = outcome.error
+        if error is None and running.job.cancelled():
+            error = JobCancelled("cancelled")  # pressed while the last step ran: its result is dropped
         if error is None and running.on_result is not None:
             try:
                 running.on_result(outcome.result)
@@ -390,12 +399,13 @@ class WorkerDock(QWidget):
                 return
         if error is None:
             return
+        running.failed = True
         if is_cancellation(error):
             self.last_error = error
             self.set_status(f"{running.description} cancelled; nothing was added.")
             show_info(f"{running.description} cancelled.")
         else:
-            self.report_error(f"{running.error_prefix}: {error}", error)  # type: ignore[attr-defined]
+            self.report_error(f"{running.error_prefix}: {error}", error)
 
     def _on_job_finished(self, token: int) -> None:
         running = self._running.pop(token, None)
@@ -411,8 +421,7 @@ class WorkerDock(QWidget):
                 self.cancel_button.setEnabled(False)
         if self.progress_bar is not None and not self._running:
             self.progress_bar.setRange(0, 100)
-            if self.last_error is None:
-                self.progress_bar.setValue(100)
+            self.progress_bar.setValue(0 if running.failed else 100)
         if running.on_finished is not None:
             try:
                 running.on_finished()

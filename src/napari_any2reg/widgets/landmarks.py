@@ -40,67 +40,34 @@ coordinates (scale and translate; rotation and shear are not supported) to the i
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Points
-from napari.qt.threading import FunctionWorker
-from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, QTimer
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
-    QAbstractItemView,
-    QComboBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QLineEdit,
-    QListWidget,
-    QProgressBar,
     QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from ..core.landmarks import (
-    DEFAULT_LANDMARKS,
-    LANDMARK_DESCRIPTIONS,
-    DiceReport,
-    LandmarkTable,
-    TREReport,
-    dice_before_after,
-    landmarks_to_common,
-    propagate_labels,
-    propagate_landmarks,
-    tre_before_after,
-)
-from ..io.landmarks import read_landmarks_csv, write_landmarks_csv
+from ..core.landmarks import DiceReport, LandmarkTable, TREReport
+from ._base import WorkerDock
 from ._dock import compact_combos, install_frame_label, scroll_body
+from ._landmarks_names import STEP_ORDERS, LandmarkNames
+from ._landmarks_tools import OWN_KEY, RegistrationTools
 from ._layers import axes_kwargs
-from ._points import NAME_FEATURE, points_in_image_pixels, points_to_table, spacing_of
-from ._pickers import chosen_layer, contains, fill_combo, is_registered_layer, is_sequence_layer
+from ._pickers import LayerPicker, contains, is_registered_layer, is_sequence_layer
+from ._points import NAME_FEATURE, points_in_image_pixels, points_to_table, table_points_data
+from ._registered import RegisteredLayer
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 __all__ = ["LandmarksWidget", "STEP_ORDERS", "NAME_FEATURE", "points_to_table"]
-
-#: The feature every landmark point carries.
-
-#: Stepping orders: key -> label in the UI.
-STEP_ORDERS = {
-    "landmarks": "each landmark, then the next frame",
-    "frames": "each frame, then the next landmark",
-}
-
-#: Metadata key marking the layers this widget made (they may be updated in place).
-_OWN_KEY = "any2reg_landmarks_output"
 
 _TEXT = {"string": "{name}", "size": 8, "color": "yellow", "anchor": "upper_left"}
 
@@ -108,7 +75,7 @@ _TEXT = {"string": "{name}", "size": 8, "color": "yellow", "anchor": "upper_left
 _POINT_SIZE = 3.0
 
 
-class LandmarksWidget(QWidget):
+class LandmarksWidget(WorkerDock):
     """Dock widget to click named landmarks on every frame and score a registration with them.
 
     Parameters
@@ -117,26 +84,14 @@ class LandmarksWidget(QWidget):
     """
 
     def __init__(self, napari_viewer: "napari.Viewer", parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.viewer = napari_viewer
+        super().__init__(napari_viewer, parent)
         self.last_tre: TREReport | None = None
         self.last_dice: DiceReport | None = None
-        self.last_error: BaseException | None = None
-        self._images: list[Image] = []
-        self._points: list[Points] = []
-        self._registered: list[Image] = []
-        self._labels: list[Labels] = []
         self._connected: Points | None = None
         self._busy = False  # our own edits of the points layer: do not step
         self._pending_removal: list[tuple[Points, int, str]] = []
-        self.worker: FunctionWorker | None = None
-        self._task: tuple[str, Any] | None = None
-        self._labels_none_chosen = False
         self._build_ui()
-        layers = self.viewer.layers
-        layers.events.inserted.connect(self._on_layers_changed)
-        layers.events.removed.connect(self._on_layers_changed)
-        layers.events.moved.connect(self._on_layers_changed)
+        self.watch_layers()
         self.refresh_layers()
         self._update_status()
         install_frame_label(self.viewer)
@@ -144,17 +99,17 @@ class LandmarksWidget(QWidget):
 
     # ------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        self.status_label = QLabel()
-        self.status_label.setWordWrap(True)
-        self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.make_progress_controls()
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        self.image_combo = QComboBox()
-        self.image_combo.setToolTip("The raw sequence (frames, rows, columns) the landmarks are clicked on.")
+        self.image_combo = LayerPicker(
+            self.viewer, lambda la: is_sequence_layer(la) and RegisteredLayer.of(la) is None,
+            tooltip="The raw sequence (frames, rows, columns) the landmarks are clicked on.")
         self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         form.addRow("Image", self.image_combo)
-        self.points_combo = QComboBox()
-        self.points_combo.setToolTip("Points layer (frame, y, x) holding the landmarks; each point has a 'name'.")
+        self.points_combo = LayerPicker(
+            self.viewer, lambda la: isinstance(la, Points) and la.ndim == 3 and OWN_KEY not in la.metadata, none=True,
+            tooltip="Points layer (frame, y, x) holding the landmarks; each point has a 'name'.")
         self.points_combo.currentIndexChanged.connect(self._on_points_changed)
         self.new_button = QPushButton("New")
         self.new_button.setToolTip("Add a Points layer '<image> landmarks' on the image's grid, ready to click.")
@@ -163,134 +118,59 @@ class LandmarksWidget(QWidget):
         row.addWidget(self.points_combo, 1)
         row.addWidget(self.new_button)
         form.addRow("Points", row)
-        self.registered_combo = QComboBox()
-        self.registered_combo.setToolTip("Registered layer ('<image> registered') whose displacement maps the landmarks.")
+        self.registered_combo = LayerPicker(
+            self.viewer, is_registered_layer, none=True,
+            tooltip="Registered layer ('<image> registered') whose displacement maps the landmarks.")
         form.addRow("Registration", self.registered_combo)
 
         # --- tab 1: define and click
-        self.names_list = QListWidget()
-        self.names_list.setToolTip("Landmarks to click; the highlighted one is placed by the next click.")
-        self.names_list.currentRowChanged.connect(lambda *_: self._on_current_landmark())
-        self.name_edit = QLineEdit()
-        self.name_edit.setPlaceholderText("new landmark name, e.g. lv_centre")
-        self.name_edit.returnPressed.connect(lambda: self.add_landmark(self.name_edit.text()))
-        self.add_button = QPushButton("Add")
-        self.add_button.clicked.connect(lambda *_: self.add_landmark(self.name_edit.text()))
-        self.remove_button = QPushButton("Remove")
-        self.remove_button.setToolTip("Remove the highlighted name from the list (its points stay).")
-        self.remove_button.clicked.connect(lambda *_: self.remove_landmark(self.current_landmark()))
-        names_row = QHBoxLayout()
-        names_row.addWidget(self.name_edit, 1)
-        names_row.addWidget(self.add_button)
-        names_row.addWidget(self.remove_button)
-        self.order_combo = QComboBox()
-        for key, label in STEP_ORDERS.items():
-            self.order_combo.addItem(label, key)
-        self.order_combo.setToolTip("Where the widget goes after each click.")
-        self.import_button = QPushButton("Import CSV…")
-        self.import_button.clicked.connect(lambda *_: self._import_dialog())
-        self.export_button = QPushButton("Export CSV…")
-        self.export_button.clicked.connect(lambda *_: self._export_dialog())
-        csv_row = QHBoxLayout()
-        csv_row.addWidget(self.import_button)
-        csv_row.addWidget(self.export_button)
-        for name in DEFAULT_LANDMARKS:
-            self.add_landmark(name)
-        self.names_list.setCurrentRow(0)
-        click_tab = QWidget()
-        click_layout = QVBoxLayout(click_tab)
-        click_layout.addWidget(self.names_list, 1)
-        click_layout.addLayout(names_row)
-        order_form = QFormLayout()
-        order_form.addRow("After a click", self.order_combo)
-        click_layout.addLayout(order_form)
-        click_layout.addLayout(csv_row)
+        self.names = LandmarkNames(self)
+        for name in ("names_list", "name_edit", "add_button", "remove_button", "order_combo", "import_button",
+                     "export_button", "landmark_names", "add_landmark", "remove_landmark", "current_landmark",
+                     "set_current_landmark", "import_csv", "export_csv"):
+            setattr(self, name, getattr(self.names, name))
+        self.names.current_changed.connect(self._on_current_landmark)
 
-        # --- tab 2: TRE
-        self.tre_button = QPushButton("Compute TRE")
-        self.tre_button.setToolTip("Target registration error per landmark, before and after (mm).")
-        self.tre_button.clicked.connect(lambda *_: self.compute_tre())
-        self.common_button = QPushButton("Show on registered")
-        self.common_button.setToolTip("Add the landmarks mapped to the common grid on the registered layer.")
-        self.common_button.clicked.connect(lambda *_: self.show_common_landmarks())
-        tre_buttons = QHBoxLayout()
-        tre_buttons.addWidget(self.tre_button)
-        tre_buttons.addWidget(self.common_button)
-        self.tre_table = _table(["landmark", "frames", "before (mm)", "after (mm)"])
-        tre_tab = QWidget()
-        tre_layout = QVBoxLayout(tre_tab)
-        tre_layout.addLayout(tre_buttons)
-        tre_layout.addWidget(self.tre_table, 1)
-
-        # --- tab 3: propagation and Dice
-        self.labels_combo = QComboBox()
-        self.labels_combo.setToolTip("Labels layer: a mask on the current frame to propagate, or (N, H, W) labels for Dice.")
-        self.propagate_points_button = QPushButton("Propagate points from this frame")
-        self.propagate_points_button.setToolTip("Carry the landmarks of the current frame to every raw frame (new Points layer).")
-        self.propagate_points_button.clicked.connect(lambda *_: self.propagate_points())
-        self.propagate_mask_button = QPushButton("Propagate mask from this frame")
-        self.propagate_mask_button.setToolTip("Carry the current frame of the Labels layer to every raw frame (new Labels layer).")
-        self.propagate_mask_button.clicked.connect(lambda *_: self.propagate_mask())
-        self.dice_button = QPushButton("All-pair Dice")
-        self.dice_button.setToolTip("Mean Dice over frame pairs per label, raw vs warped to the common grid.")
-        self.dice_button.clicked.connect(lambda *_: self.compute_dice())
-        self.dice_table = _table(["label", "Dice before", "Dice after"])
-        prop_tab = QWidget()
-        prop_layout = QVBoxLayout(prop_tab)
-        prop_form = QFormLayout()
-        prop_form.addRow("Labels", self.labels_combo)
-        prop_layout.addLayout(prop_form)
-        prop_layout.addWidget(self.propagate_points_button)
-        prop_layout.addWidget(self.propagate_mask_button)
-        prop_layout.addWidget(self.dice_button)
-        prop_layout.addWidget(self.dice_table, 1)
+        # --- tabs 2 and 3: with a registration
+        self.tools = RegistrationTools(self)
+        for name in ("tre_button", "common_button", "tre_table", "labels_combo", "propagate_points_button",
+                     "propagate_mask_button", "dice_button", "dice_table"):
+            setattr(self, name, getattr(self.tools, name))
 
         self.tabs = QTabWidget()
-        self.tabs.addTab(click_tab, "Landmarks")
-        self.tabs.addTab(tre_tab, "TRE")
-        self.tabs.addTab(prop_tab, "Propagate / Dice")
-
-        self.progress_bar = QProgressBar()
-        self.progress_bar.setRange(0, 100)
-        self.progress_bar.setValue(0)
-        self.labels_combo.activated.connect(lambda index: setattr(self, "_labels_none_chosen", index == 0))
+        self.tabs.addTab(self.names, "Landmarks")
+        self.tabs.addTab(self.tools.tre_tab, "TRE")
+        self.tabs.addTab(self.tools.prop_tab, "Propagate / Dice")
 
         layout = QVBoxLayout(scroll_body(self))
         layout.addLayout(form)
         layout.addWidget(self.status_label)
-        layout.addWidget(self.progress_bar)
+        progress = QHBoxLayout()
+        progress.addWidget(self.progress_bar, 1)
+        progress.addWidget(self.cancel_button)
+        layout.addLayout(progress)
         layout.addWidget(self.tabs, 1)
 
     # ------------------------------------------------------------------ layers
-    def _on_layers_changed(self, event: Any = None) -> None:
-        self.refresh_layers()
-
     def refresh_layers(self) -> None:
         """Rebuild the layer pickers, keeping the choices; follow a new registration of the image."""
-        image, points, registered, labels = self.image_layer(), self.points_layer(), self.registered_layer(), self.labels_layer()
-        layers = list(self.viewer.layers)
-        self._images = [la for la in layers if is_sequence_layer(la) and "displacement" not in la.metadata]
-        self._points = [la for la in layers if isinstance(la, Points) and la.ndim == 3 and _OWN_KEY not in la.metadata]
-        self._registered = [la for la in layers if is_registered_layer(la)]
-        self._labels = [la for la in layers if isinstance(la, Labels) and la.ndim in (2, 3)]
-        if image is None or not contains(self._images, image):
-            image = self._images[0] if self._images else None
-        if points is None or not contains(self._points, points):
-            points = next((p for p in self._points if p.metadata.get("image_layer") == getattr(image, "name", None)), None)
-            points = points or (self._points[0] if self._points else None)
-        if registered is None or not contains(self._registered, registered):
+        image, points, registered = self.image_layer(), self.points_layer(), self.registered_layer()
+        images = self.image_combo.candidates()
+        if image is None or not contains(images, image):
+            image = images[0] if images else None
+        all_points = self.points_combo.candidates()
+        if points is None or not contains(all_points, points):
+            points = next((p for p in all_points if p.metadata.get("image_layer") == getattr(image, "name", None)), None)
+            points = points or (all_points[0] if all_points else None)
+        if registered is None or not contains(self.registered_combo.candidates(), registered):
             registered = self._registration_of(image)
-        if labels is not None and not contains(self._labels, labels):
-            labels = None
-        if labels is None and len(self._labels) == 1 and not self._labels_none_chosen:
-            labels = self._labels[0]  # the only Labels layer: "(none)" would look like a bug
-        for combo, items, chosen, none in (
-            (self.image_combo, self._images, image, False),
-            (self.points_combo, self._points, points, True),
-            (self.registered_combo, self._registered, registered, True),
-            (self.labels_combo, self._labels, labels, True),
-        ):
-            fill_combo(combo, items, chosen, none)
+        labels = self.labels_combo.candidates()
+        single = labels[0] if len(labels) == 1 and self.labels_layer() is None and not self.labels_combo.none_chosen \
+            else None  # the only Labels layer: "(none)" would look like a bug
+        self.image_combo.refresh(prefer=image)
+        self.points_combo.refresh(prefer=points)
+        self.registered_combo.refresh(prefer=registered)
+        self.labels_combo.refresh(prefer=single)
         self._connect_points()
         self._update_enabled()
         self._update_status()
@@ -298,41 +178,37 @@ class LandmarksWidget(QWidget):
     def _registration_of(self, image: Image | None) -> Image | None:
         if image is None:
             return None
-        for layer in self._registered:
-            meta = layer.metadata
-            if meta.get("source_layer") == image.name and tuple(layer.data.shape) == tuple(image.data.shape):
+        for layer in self.registered_combo.candidates():
+            registration = RegisteredLayer.of(layer)
+            if registration is not None and registration.source_layer == image.name \
+                    and tuple(layer.data.shape) == tuple(image.data.shape):
                 return layer
         return None
 
     def image_layer(self) -> Image | None:
-        return chosen_layer(self.image_combo, getattr(self, "_images", []), none=False)
+        return self.image_combo.layer()
 
     def points_layer(self) -> Points | None:
-        return chosen_layer(self.points_combo, getattr(self, "_points", []), none=True)
+        return self.points_combo.layer()
 
     def registered_layer(self) -> Image | None:
-        return chosen_layer(self.registered_combo, getattr(self, "_registered", []), none=True)
+        return self.registered_combo.layer()
 
     def labels_layer(self) -> Labels | None:
-        return chosen_layer(self.labels_combo, getattr(self, "_labels", []), none=True)
+        return self.labels_combo.layer()
 
     def select(self, *, image: Any = None, points: Any = None, registered: Any = None, labels: Any = None) -> None:
         """Choose layers (layers or names) as a user would; ``None`` leaves a choice unchanged."""
-        for combo, layer, none in ((self.image_combo, image, False), (self.points_combo, points, True),
-                                   (self.registered_combo, registered, True), (self.labels_combo, labels, True)):
-            if layer is None:
-                continue
-            name = getattr(layer, "name", layer)
-            index = combo.findData(name)
-            if index < 0:
-                raise ValueError(f"{name!r} is not a layer this picker offers.")
-            combo.setCurrentIndex(index)
+        for picker, layer in ((self.image_combo, image), (self.points_combo, points),
+                              (self.registered_combo, registered), (self.labels_combo, labels)):
+            if layer is not None:
+                picker.set_layer(layer)
 
     def _on_image_changed(self, *args: Any) -> None:
         image = self.image_layer()
         registered = self._registration_of(image)
         if registered is not None:
-            fill_combo(self.registered_combo, self._registered, registered, True)
+            self.registered_combo.refresh(prefer=registered)
         self._update_enabled()
         self._update_status()
 
@@ -360,46 +236,10 @@ class LandmarksWidget(QWidget):
         for button in (self.tre_button, self.common_button, self.propagate_points_button, self.propagate_mask_button):
             button.setEnabled(has_image and has_field)
         self.dice_button.setEnabled(has_field and self.worker is None)
+        self.import_button.setEnabled(self.worker is None)
         if self.worker is not None:
             for button in (self.tre_button, self.common_button, self.propagate_points_button, self.propagate_mask_button):
                 button.setEnabled(False)
-
-    # ------------------------------------------------------------------ landmark names
-    def landmark_names(self) -> list[str]:
-        return [self.names_list.item(i).text() for i in range(self.names_list.count())]
-
-    def add_landmark(self, name: str) -> bool:
-        """Add a landmark name to the list (spaces become underscores); returns ``False`` if not added."""
-        name = "_".join(str(name).split())
-        if not name:
-            return False
-        if name in self.landmark_names():
-            self.set_current_landmark(name)
-            return False
-        self.names_list.addItem(name)
-        item = self.names_list.item(self.names_list.count() - 1)
-        item.setToolTip(LANDMARK_DESCRIPTIONS.get(name, name))
-        if hasattr(self, "name_edit"):
-            self.name_edit.clear()
-        if self.names_list.currentRow() < 0:
-            self.names_list.setCurrentRow(0)
-        return True
-
-    def remove_landmark(self, name: str | None) -> None:
-        """Remove ``name`` from the list (points already placed keep their name)."""
-        names = self.landmark_names()
-        if name in names:
-            self.names_list.takeItem(names.index(name))
-        self._update_status()
-
-    def current_landmark(self) -> str | None:
-        item = self.names_list.currentItem()
-        return item.text() if item is not None else None
-
-    def set_current_landmark(self, name: str) -> None:
-        names = self.landmark_names()
-        if name in names:
-            self.names_list.setCurrentRow(names.index(name))
 
     def _on_current_landmark(self) -> None:
         points = self.points_layer()
@@ -439,7 +279,7 @@ class LandmarksWidget(QWidget):
         """Add ``"<image> landmarks"`` (frame, y, x) on the image's grid, in add mode, and choose it."""
         image = self.image_layer()
         if image is None:
-            self._report("Choose the raw image first (a 3-D sequence).")
+            self.report_error("Choose the raw image first (a 3-D sequence).")
             return None
         name = self.current_landmark() or (self.landmark_names() or ["landmark"])[0]
         layer = self.viewer.add_points(
@@ -553,10 +393,10 @@ class LandmarksWidget(QWidget):
     def _update_status(self) -> None:
         image, points = self.image_layer(), self.points_layer()
         if image is None:
-            self.status_label.setText("Open a sequence (frames, rows, columns) to click landmarks on.")
+            self.set_status("Open a sequence (frames, rows, columns) to click landmarks on.")
             return
         if points is None:
-            self.status_label.setText("Press 'New' for a landmarks layer, or import a CSV.")
+            self.set_status("Press 'New' for a landmarks layer, or import a CSV.")
             return
         names = self.landmark_names()
         total = len(names) * int(image.data.shape[0])
@@ -567,7 +407,7 @@ class LandmarksWidget(QWidget):
             text = f"All {total} landmarks placed: compute the TRE or export the CSV."
         elif name is not None:
             text += f" Next: {name} on frame {self.current_frame()}."
-        self.status_label.setText(text)
+        self.set_status(text)
 
     # ------------------------------------------------------------------ tables
     def table(self) -> LandmarkTable:
@@ -582,243 +422,46 @@ class LandmarksWidget(QWidget):
             raise ValueError(f"{points.name!r} has no points yet; click the landmarks on the frames.")
         return table
 
-    def import_csv(self, path: Any) -> Points | None:
-        """Read a landmark CSV into a new Points layer on the image (names join the list)."""
-        try:
-            image = self.image_layer()
-            if image is None:
-                raise ValueError("choose the image the landmarks belong to first.")
-            table = read_landmarks_csv(path, spacing_mm=spacing_of(image))
-            if table.n_frames > image.data.shape[0]:
-                raise ValueError(
-                    f"{path}: a landmark is on frame {table.n_frames - 1} but {image.name!r} has "
-                    f"{image.data.shape[0]} frames (frames are 0-based)."
-                )
-        except Exception as exc:
-            self._report(f"Cannot import {path}: {exc}", exc)
-            return None
-        for name in table.landmark_names:
-            self.add_landmark(name)
-        layer = self._put_points(f"{Path(str(path)).stem}", table, image, image, own=False)
-        self.select(points=layer)
-        self._update_status()
-        show_info(f"Imported {len(table)} landmark points from {path}.")
-        return layer
-
-    def export_csv(self, path: Any, overwrite: bool = False) -> Path | None:
-        """Write the landmarks as CSV (``frame,name,y,x,y_mm,x_mm``); ``None`` on error (notified)."""
-        try:
-            written = write_landmarks_csv(path, self.table().sorted(), overwrite=overwrite)
-        except Exception as exc:
-            self._report(f"Cannot export the landmarks: {exc}", exc)
-            return None
-        self.status_label.setText(f"Wrote {written}.")
-        return written
-
-    def _import_dialog(self) -> None:  # pragma: no cover - needs a user
-        path, _ = QFileDialog.getOpenFileName(self, "Import landmarks", "", "CSV (*.csv);;All files (*)")
-        if path:
-            self.import_csv(path)
-
-    def _export_dialog(self) -> None:  # pragma: no cover - needs a user
-        path, _ = QFileDialog.getSaveFileName(self, "Export landmarks", "landmarks.csv", "CSV (*.csv)")
-        if path:
-            self.export_csv(path, overwrite=True)  # the dialog asked before replacing
-
     # ------------------------------------------------------------------ with a registration
     def _field(self) -> tuple[Image, np.ndarray]:
         registered = self.registered_layer()
         if registered is None:
             raise ValueError("choose a registered layer (run the Registration panel on the image first).")
-        field = np.asarray(registered.metadata["displacement"], np.float32)
+        field = RegisteredLayer.from_layer(registered).displacement
         image = self.image_layer()
         if image is not None and field.shape[0] != image.data.shape[0]:
             raise ValueError(f"{registered.name!r} has {field.shape[0]} frames but {image.name!r} has {image.data.shape[0]}.")
         return registered, field
 
-    # ------------------------------------------------------------------ worker
-    def busy(self) -> bool:
-        """Whether a TRE, propagation or Dice computation is running in a worker."""
-        return self.worker is not None
-
-    def _start(self, message: str, fn: Any, done: Any) -> bool:
-        """Run ``fn()`` in a worker (busy progress bar), then ``done(result)`` in the GUI thread."""
-        if self.worker is not None:
-            self._report("Another computation is running; try again when it is done.")
-            return False
-        self._task = (message, done)
-        worker = FunctionWorker(_guarded, fn)
-        worker.returned.connect(self._on_returned)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
-        self.progress_bar.setRange(0, 0)
-        self.status_label.setText(f"{message}…")
-        self._update_enabled()
-        worker.start()
-        return True
-
-    def _on_returned(self, outcome: tuple[Any, BaseException | None]) -> None:
-        result, error = outcome
-        message, done = self._task or ("", None)
-        self._task = None
-        if error is not None:
-            self._report(f"{message} failed: {error}", error)
-            return
-        try:
-            done(result)
-        except Exception as exc:
-            self._report(f"{message} failed: {exc}", exc)
-
-    def _on_finished(self) -> None:
-        self.worker = None
-        self.progress_bar.setRange(0, 100)
-        self.progress_bar.setValue(100)
+    # ------------------------------------------------------------------ with a registration (RegistrationTools)
+    def on_running_changed(self, running: bool) -> None:
         self._update_enabled()
 
     def compute_tre(self) -> bool:
-        """TRE before / after per landmark and overall (mm), in a worker; shown in the TRE table.
-
-        Returns ``True`` when the computation started (the report lands in :attr:`last_tre`).
-        """
-        try:
-            table = self.table()
-            _, field = self._field()
-        except Exception as exc:
-            self._report(f"Cannot compute the TRE: {exc}", exc)
-            return False
-        return self._start("Computing the TRE", lambda: tre_before_after(table, field, n_frames=field.shape[0]),
-                           self._show_tre)
-
-    def _show_tre(self, report: TREReport) -> None:
-        self.last_tre = report
-        rows = report.rows()
-        self.tre_table.setRowCount(len(rows))
-        for i, row in enumerate(rows):
-            cells = [row["landmark"], "" if row["n_frames"] is None else str(row["n_frames"]),
-                     _fmt(row["tre_before_mm"]), _fmt(row["tre_after_mm"])]
-            for column, text in enumerate(cells):
-                self.tre_table.setItem(i, column, QTableWidgetItem(text))
-        self.tabs.setCurrentIndex(1)
-        self.status_label.setText(
-            f"TRE overall {_fmt(report.before['overall'])} mm before, {_fmt(report.after['overall'])} mm after registration."
-        )
+        """TRE before / after per landmark and overall (mm), in a worker (see :attr:`last_tre`)."""
+        return self.tools.compute_tre()
 
     def show_common_landmarks(self) -> bool:
-        """Add (or update) ``"<registered> landmarks (common grid)"``: the points mapped by the inverse field.
-
-        The inversion runs in a worker; returns ``True`` when it started.
-        """
-        try:
-            table = self.table()
-            registered, field = self._field()
-            image = self.image_layer()
-        except Exception as exc:
-            self._report(f"Cannot map the landmarks: {exc}", exc)
-            return False
-
-        def done(common: LandmarkTable) -> None:
-            self._put_points(f"{registered.name} landmarks (common grid)", common, registered, image)
-            self.status_label.setText(f"Landmarks on the common grid shown on {registered.name!r}.")
-
-        return self._start("Mapping the landmarks to the common grid", lambda: landmarks_to_common(table, field), done)
+        """The landmarks mapped to the common grid, on the registered layer (in a worker)."""
+        return self.tools.show_common_landmarks()
 
     def propagate_points(self) -> bool:
-        """The current frame's landmarks carried to every raw frame (new / updated Points layer), in a worker."""
-        try:
-            image = self.image_layer()
-            table = self.table()
-            _, field = self._field()
-            frame = self.current_frame()
-        except Exception as exc:
-            self._report(f"Cannot propagate the points: {exc}", exc)
-            return False
-
-        def done(propagated: LandmarkTable) -> None:
-            self._put_points(f"{image.name} landmarks (propagated)", propagated, image, image)
-            self.status_label.setText(
-                f"Propagated {len(propagated.landmark_names)} landmark(s) from frame {frame} to "
-                f"{field.shape[0]} frames: check them frame by frame, and move the ones that are off."
-            )
-
-        return self._start("Propagating the points", lambda: propagate_landmarks(table, frame, field), done)
-
-    def _labels_frame(self, labels: Labels, image: Image) -> np.ndarray:
-        data = np.asarray(labels.data)
-        if data.ndim == 3:
-            if data.shape[0] != image.data.shape[0]:
-                raise ValueError(f"{labels.name!r} has {data.shape[0]} frames but {image.name!r} has {image.data.shape[0]}.")
-            data = data[self.current_frame()]
-        if data.shape != tuple(image.data.shape[1:]):
-            raise ValueError(f"{labels.name!r} is {data.shape} but the frames are {tuple(image.data.shape[1:])}; draw on the image grid.")
-        if not data.any():
-            raise ValueError(f"{labels.name!r} is empty on frame {self.current_frame()}; paint the mask on this frame first.")
-        return np.array(data, copy=True)
+        """The current frame's landmarks carried to every raw frame (in a worker)."""
+        return self.tools.propagate_points()
 
     def propagate_mask(self) -> bool:
-        """The Labels layer's current frame carried to every raw frame (new / updated Labels layer), in a worker."""
-        try:
-            image = self.image_layer()
-            labels = self.labels_layer()
-            if image is None or labels is None:
-                raise ValueError("choose the image and a Labels layer with a mask on the current frame.")
-            mask = self._labels_frame(labels, image)
-            _, field = self._field()
-            frame = self.current_frame()
-        except Exception as exc:
-            self._report(f"Cannot propagate the mask: {exc}", exc)
-            return False
-        return self._start("Propagating the mask", lambda: propagate_labels(mask, frame, field),
-                           lambda stack: self._put_propagated(stack, labels, image, frame))
-
-    def _put_propagated(self, stack: np.ndarray, labels: Labels, image: Image, frame: int) -> Labels:
-        name = f"{labels.name} propagated"
-        existing = self.viewer.layers[name] if name in self.viewer.layers else None
-        meta = {_OWN_KEY: "labels", "source_frame": frame, "image_layer": image.name}
-        if isinstance(existing, Labels) and existing.metadata.get(_OWN_KEY) and existing.data.shape == stack.shape:
-            existing.data = stack
-            existing.metadata = meta
-            layer = existing
-        else:
-            layer = self.viewer.add_labels(stack, name=name, scale=np.asarray(image.scale)[-3:],
-                                           translate=np.asarray(image.translate)[-3:], metadata=meta, opacity=0.5,
-                                           **axes_kwargs(3))
-        self.status_label.setText(f"Propagated {labels.name!r} from frame {frame} to {stack.shape[0]} frames.")
-        return layer
+        """The Labels layer's current frame carried to every raw frame (in a worker)."""
+        return self.tools.propagate_mask()
 
     def compute_dice(self) -> bool:
-        """All-pair Dice per label of the chosen Labels layer ``(N, H, W)``, before and after warping (worker)."""
-        try:
-            labels = self.labels_layer()
-            if labels is None:
-                raise ValueError("choose a Labels layer (N, H, W) with a segmentation of every frame (e.g. a propagated mask).")
-            _, field = self._field()
-            data = np.asarray(labels.data)
-            if data.ndim != 3 or data.shape[0] != field.shape[0] or data.shape[1:] != field.shape[2:]:
-                raise ValueError(
-                    f"{labels.name!r} is {data.shape}; all-pair Dice needs labels of every frame on the image grid, "
-                    f"{(field.shape[0],) + field.shape[2:]} (propagate a mask first)."
-                )
-            data = np.array(data, copy=True)  # the user may paint while the worker runs
-        except Exception as exc:
-            self._report(f"Cannot compute the Dice: {exc}", exc)
-            return False
-        return self._start("Computing the all-pair Dice", lambda: dice_before_after(data, field), self._show_dice)
-
-    def _show_dice(self, report: DiceReport) -> None:
-        self.last_dice = report
-        rows = report.rows()
-        self.dice_table.setRowCount(len(rows))
-        for i, row in enumerate(rows):
-            for column, text in enumerate((f"{row['label']}: {row['name']}", _fmt(row["dice_before"]), _fmt(row["dice_after"]))):
-                self.dice_table.setItem(i, column, QTableWidgetItem(text))
-        self.status_label.setText("All-pair Dice per label: raw frames (before) vs warped to the common grid (after).")
+        """All-pair Dice per label, before and after warping (in a worker; see :attr:`last_dice`)."""
+        return self.tools.compute_dice()
 
     def _put_points(self, name: str, table: LandmarkTable, grid: Image, image: Image | None, own: bool = True) -> Points:
         """Add (or, for a layer this widget made, update) a Points layer showing ``table`` on ``grid``'s pixels."""
-        coords = np.column_stack([table.frames.astype(float), table.points]) if len(table) else np.zeros((0, 3))
-        features = {NAME_FEATURE: table.names.astype(object)}
+        coords, features = table_points_data(table)
         existing = self.viewer.layers[name] if name in self.viewer.layers else None
-        if own and isinstance(existing, Points) and existing.metadata.get(_OWN_KEY):
+        if own and isinstance(existing, Points) and existing.metadata.get(OWN_KEY):
             self._busy = True
             try:
                 existing.data = coords
@@ -830,20 +473,12 @@ class LandmarksWidget(QWidget):
             return existing
         meta = {"image_layer": (image or grid).name}
         if own:
-            meta[_OWN_KEY] = "points"
+            meta[OWN_KEY] = "points"
         return self.viewer.add_points(
             coords, ndim=3, name=name, scale=np.asarray(grid.scale)[-3:], translate=np.asarray(grid.translate)[-3:],
             features=features, text=_TEXT, size=_POINT_SIZE, face_color="cyan" if own else "yellow", border_color="black",
             metadata=meta, **axes_kwargs(3),
         )
-
-    def _report(self, message: str, exc: BaseException | None = None) -> None:
-        if exc is not None:
-            self.last_error = exc
-        self.status_label.setText(message)
-        if self.worker is None:
-            self.progress_bar.setValue(0)  # no stale "done" bar beside an error
-        show_error(message)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt name)
         if self._connected is not None:
@@ -853,26 +488,3 @@ class LandmarksWidget(QWidget):
                 pass
             self._connected = None
         super().closeEvent(event)
-
-
-# ====================================================================== small helpers
-def _guarded(fn: Any) -> tuple[Any, BaseException | None]:
-    """Worker body: the result or the error, shown in the GUI thread."""
-    try:
-        return fn(), None
-    except Exception as exc:
-        return None, exc
-
-
-def _table(headers: list[str]) -> QTableWidget:
-    table = QTableWidget(0, len(headers))
-    table.setHorizontalHeaderLabels(headers)
-    table.verticalHeader().setVisible(False)
-    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    table.setMinimumHeight(120)
-    return table
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.2f}" if value is not None and math.isfinite(value) else "—"
