@@ -91,3 +91,18 @@ def test_programmatic_options_pass_unchecked():
     assert validate_engine_options("groupwise", {"region_mask": marker})["region_mask"] is marker
     with pytest.raises(TypeError):
         validate_engine_options("any2reg", {"region_mask": marker})
+
+
+def test_register_checks_options_before_any_work():
+    import numpy as np
+
+    from napari_any2reg.core.registration import register
+
+    frames = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
+    with pytest.raises(ValueError, match="metric.*'cte', 'pca2'"):
+        register(frames, engine="groupwise", device="cpu", metric="ssd")
+    with pytest.raises(TypeError, match="unknown option 'io_steps'.*any2reg-io"):
+        register(frames, engine="groupwise", device="cpu", io_steps=3)
+    # None means the engine's default (the CLI leaves unset flags as None)
+    result = register(frames, engine="groupwise", device="cpu", metric=None, iterations_scale=0.05)
+    assert result.params["metric"] == "cte" and result.params["iterations_scale"] == 0.05

@@ -16,6 +16,7 @@ import torch
 
 from .device import describe_device, resolve_device
 from .engine_api import (
+    BUILTIN_ENGINES,
     ENGINES,
     Cancelled,
     Engine,
@@ -24,6 +25,7 @@ from .engine_api import (
     ProgressCallback,
     RegistrationCancelled,
     register_engine,
+    validate_engine_options,
 )
 from .intensity import normalise_intensities, pca_template
 from .sequence import Sequence, SequenceError
@@ -173,7 +175,10 @@ def register(
         ``any2reg`` has no similarity to restrict: it ignores the mask and says so in
         ``params["mask"]`` (use ``any2reg-io``).
     **options
-        Engine-specific options (e.g. ``metric="cte"``, ``iterations=...``).
+        Engine-specific options (e.g. ``metric="cte"``, ``iterations_scale=0.3``), declared in
+        :data:`.engine_api.ENGINE_OPTIONS`; the built-in engines' options are checked there
+        (:func:`.engine_api.validate_engine_options`) before any work, ``None`` meaning the
+        engine's default.
 
     Returns
     -------
@@ -184,6 +189,8 @@ def register(
     _load_builtin_engines()
     if engine not in ENGINES:
         raise ValueError(f"Unknown engine {engine!r}; available: {', '.join(sorted(ENGINES))}.")
+    if engine in BUILTIN_ENGINES:  # an engine registered by a user declares no options here
+        options = validate_engine_options(engine, options)
     if reference_frame is not None:
         reference_frame = int(reference_frame)
         if not 0 <= reference_frame < sequence.n_frames:
