@@ -7,6 +7,10 @@ the same code and writes the same files.
 =====================  =====================================================================
 ``series``             one sequence: read, check the outputs, register, fit, export
                        (:func:`~.series.register_series`, used by ``any2reg register``)
+``export``             the export folder: one table of items (:data:`~.export.ITEMS`) drives
+                       planning, availability and writing (:func:`~.export.export_registration`)
+``training``           training runs on files: reads the data, writes checkpoints atomically
+                       (:func:`~.training.train`), ships weights (:func:`~.training.export_weights`)
 ``cohort``             find the series of a study (files, DICOM trees, a CSV list) and give
                        each a stable output folder name (:func:`~.cohort.discover`)
 ``batch``              run a cohort on Dask (local cluster or a scheduler address), skip
