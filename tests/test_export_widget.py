@@ -223,3 +223,18 @@ def test_single_landmarks_and_labels_layers_are_picked(viewer, widget, qtbot, tm
     assert widget.progress_bar.value() == 100
     widget.select(labels="(none)")  # another choice: last run's bar and message are cleared
     assert widget.progress_bar.value() == 0 and "Not written" not in widget.status_label.text()
+
+
+def test_cancel_leaves_no_file(viewer, widget, qtbot, phantom_run, tmp_path, notes):
+    add_run(viewer, phantom_run)
+    folder = tmp_path / "cancelled"
+    widget.folder_edit.setText(str(folder))
+    assert widget.export()
+    widget.cancel()  # the export stops at its next step; all or nothing: no file stays
+    assert not widget.cancel_button.isEnabled()
+    wait_done(qtbot, widget)
+    assert "cancelled" in widget.status_label.text() and notes["error"] == []
+    assert widget.last_result is None
+    assert not folder.exists() or not any(folder.iterdir())
+    assert widget.export_button.isEnabled() and widget.registered_combo.isEnabled()
+

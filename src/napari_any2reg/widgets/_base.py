@@ -97,6 +97,7 @@ class _Running:
     activity: ActivityProgress | None
     started: float
     error_prefix: str = ""
+    drop_when_cancelled: bool = True
     failed: bool = False
 
 
@@ -281,6 +282,7 @@ class WorkerDock(QWidget):
         error_prefix: str | None = None,
         activity: str | None = None,
         on_data: Callable[[Any], Any] | None = None,
+        drop_when_cancelled: bool = True,
     ) -> bool:
         """Run ``fn(job)`` in a napari ``thread_worker``; ``on_result(result)`` in the GUI thread.
 
@@ -305,6 +307,9 @@ class WorkerDock(QWidget):
             Text of napari's Activity bar (default ``description``).
         on_data : callable, optional
             Receives, in the GUI thread, what the job hands to :meth:`Job.publish`.
+        drop_when_cancelled : bool
+            A result that arrives after Cancel was pressed is dropped (nothing is added). Pass
+            ``False`` for work whose effect is already done when it returns (files written).
 
         Returns ``False`` (with a message) when a main job is already running.
         """
@@ -317,7 +322,7 @@ class WorkerDock(QWidget):
         worker = _run_in_thread(token, fn, job)
         bar = ActivityProgress(activity or description, busy=busy) if main else None
         running = _Running(token, worker, job, description, on_result, on_finished, on_data, main, bar,
-                           time.perf_counter(), error_prefix or f"{description} failed")
+                           time.perf_counter(), error_prefix or f"{description} failed", drop_when_cancelled)
         self._running[token] = running
         self.last_token = token
         # bound methods (not lambdas): Qt drops them if the dock is closed mid-run
@@ -388,7 +393,7 @@ class WorkerDock(QWidget):
         if running is None:
             return
         error = outcome.error
-        if error is None and running.job.cancelled():
+        if error is None and running.job.cancelled() and running.drop_when_cancelled:
             error = JobCancelled("cancelled")  # pressed while the last step ran: its result is dropped
         if error is None and running.on_result is not None:
             try:

@@ -227,7 +227,8 @@ class BatchWidget(WorkerDock):
 
         return self.start_job(work, description="Batch", activity=f"Cohort of {len(jobs)} series",
                               message=f"Running {len(jobs)} series into {outdir}…",
-                              on_data=self._on_row, on_result=self._on_report, on_finished=self._after)
+                              on_data=self._on_row, on_result=self._on_report, on_finished=self._after,
+                              drop_when_cancelled=False)
 
     def _on_row(self, row: dict[str, Any]) -> None:
         self.rows[str(row.get("series"))] = row

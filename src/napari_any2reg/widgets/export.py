@@ -328,7 +328,7 @@ class ExportWidget(WorkerDock):
         return self.start_job(lambda work: _run_export(job, work), description="Export",
                               activity=f"Export to {job['folder'].name}", on_result=self._on_exported,
                               message=f"Exporting {', '.join(job['items'])} to {job['folder']}…",
-                              error_prefix="Export failed, nothing was written")
+                              error_prefix="Export failed, nothing was written", drop_when_cancelled=False)
 
     def on_running_changed(self, running: bool) -> None:
         for widget in self._inputs:
