@@ -19,12 +19,15 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.registration import RegistrationResult
 
-__all__ = ["RegisteredLayer", "NotRegisteredError", "ARRAY_KEYS"]
+__all__ = ["RegisteredLayer", "NotRegisteredError", "ARRAY_KEYS", "SOURCE_KEY"]
 
 _RESULT = "any2reg_result"
 _DISPLACEMENT = "displacement"
 _TEMPLATE = "template"
 _SOURCE = "source_layer"
+
+#: Metadata key naming the layer a derived layer (a registration, a T1 map) was computed from.
+SOURCE_KEY = _SOURCE
 _SCORES = "correspondence"
 
 #: Our keys in the layer metadata.
@@ -141,6 +144,11 @@ class RegisteredLayer:
     def is_result(layer: Any) -> bool:
         """Whether the layer was made by a registration (even one whose field no longer matches)."""
         return _RESULT in (getattr(layer, "metadata", None) or {})
+
+    @staticmethod
+    def field_id(layer: Any) -> int:
+        """Identity of the field stored on ``layer`` (a re-run stores a new array: a new id)."""
+        return id((getattr(layer, "metadata", None) or {}).get(_DISPLACEMENT))
 
     @staticmethod
     def source_name_of(layer: Any) -> str | None:

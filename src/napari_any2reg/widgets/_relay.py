@@ -17,7 +17,6 @@ class ProgressRelay(QObject):
     connection, so the slot always runs in the GUI thread.
     """
 
-    progress = Signal(float, str)
     #: ``(job token, fraction, message)`` of a :class:`~._base.WorkerDock` job.
     job_progress = Signal(int, float, str)
     #: ``(job token, object)``: a partial result a job publishes while it runs.

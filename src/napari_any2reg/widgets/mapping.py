@@ -46,7 +46,7 @@ from ._mapping_helpers import (
 )
 from ._mapping_results import ROLES, ResultsSection, format_outcome
 from ._pickers import LayerPicker, cuda_available, index_of, is_sequence_layer
-from ._registered import RegisteredLayer
+from ._registered import SOURCE_KEY, RegisteredLayer
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -56,9 +56,6 @@ __all__ = ["MappingWidget", "MappingOutcome", "ROLES", "MAP_SUFFIXES", "t1_displ
 
 #: Output layer names are ``"<source name><suffix>"``.
 MAP_SUFFIXES = {"t1": " T1", "r2": " R²", "t1_sd": " T1 SD"}
-
-#: Metadata key naming the layer a map was fitted on.
-SOURCE_KEY = "source_layer"
 
 _SIDE_BY_SIDE_GAP = 0.05  # fraction of the image width between raw and registered maps
 

@@ -83,8 +83,7 @@ class _Pair:
     @property
     def key(self) -> tuple[int, ...]:
         # a re-run replaces the metadata arrays: their identity tells a stale review apart
-        meta_field = self.registered.metadata.get("displacement")
-        return (id(self.registered), id(meta_field), id(self.registered.data),
+        return (id(self.registered), RegisteredLayer.field_id(self.registered), id(self.registered.data),
                 id(self.source) if self.source is not None else 0,
                 id(self.source.data) if self.source is not None else 0)
 
