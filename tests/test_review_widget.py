@@ -241,6 +241,15 @@ def test_thresholds_flag_rows_and_reasons(viewer, registration, review, qtbot, e
     assert review.table.rowCount() == n
     assert errors == []
 
+    # Cancel drops a review being computed (as in every dock): the table shown stays
+    shown = review.review
+    assert review.compute_review(force=True) and review.cancel_button.isEnabled()
+    review.cancel()
+    wait_idle(qtbot, review)
+    assert "cancelled" in review.status_label.text() and review.review is shown
+    assert review.table.rowCount() == n and not review.cancel_button.isEnabled()
+    assert errors == []
+
 
 def test_review_without_source_or_result_reports_errors(viewer, review, qtbot, errors):
     rng = np.random.default_rng(0)

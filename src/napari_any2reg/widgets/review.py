@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from napari.layers import Image
 from qtpy.QtCore import Qt, QTimer
-from qtpy.QtWidgets import QFormLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
 
 from ..core import qc
 from ._base import WorkerDock
@@ -138,12 +138,15 @@ class ReviewWidget(WorkerDock):
         self.tabs.addTab(self.qc_section, "QC table")
         self.tabs.addTab(self.profile, "Profile")
 
-        self.make_progress_controls(cancel=False)
+        self.make_progress_controls()
+        progress = QHBoxLayout()
+        progress.addWidget(self.progress_bar, 1)
+        progress.addWidget(self.cancel_button)
         layout = QVBoxLayout(scroll_body(self))
         layout.addLayout(top)
         layout.addWidget(self.summary_label)
         layout.addWidget(self.tabs, 1)
-        layout.addWidget(self.progress_bar)
+        layout.addLayout(progress)
         layout.addWidget(self.status_label)
 
     # overlay actions (the overlays section does the work)
