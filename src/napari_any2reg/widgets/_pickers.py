@@ -1,7 +1,8 @@
-"""Layer pickers and layer tests shared by the dock widgets (combo boxes listing layers by name).
+"""The layer picker and layer tests shared by the dock widgets.
 
-A picker keeps the layer objects in a list beside the combo box; the combo holds the names as
-item data, with an optional leading "(none)" item.
+:class:`LayerPicker` is the combo box every dock uses for a layer input: it lists the viewer's
+layers that pass a test, keeps the choice by identity (through renames), offers an optional
+leading "(none)" item and holds the names as item data.
 """
 
 from __future__ import annotations
