@@ -126,6 +126,23 @@ def test_field_file_and_mismatch_is_a_message(viewer, widget, qtbot, registered_
     wait(qtbot, widget)
     assert notes["error"] and "registration's field" in notes["error"][-1]
     assert "other grid warped" not in viewer.layers
+    # points on the field's own pixels (no raw layer chosen: the file case)
+    from napari_any2reg.core.landmarks import LandmarkTable, landmarks_to_common
+
+    pixels = np.array([[1, 20.0, 22.0], [4, 26.0, 19.0]])
+    marks = viewer.add_points(pixels, ndim=3, name="pixel marks", features={"name": ["a", "b"]})
+    widget.select(target=marks)
+    assert widget.apply()
+    wait(qtbot, widget)
+    expected = landmarks_to_common(LandmarkTable(pixels[:, 0].astype(int), ["a", "b"], pixels[:, 1:]),
+                                   result.displacement)
+    np.testing.assert_allclose(viewer.layers["pixel marks warped"].data[:, 1:], expected.points, atol=1e-4)
+
+    errors_before = len(notes["error"])
+    widget.select(field_file=tmp_path / "missing.npy", target=raw)
+    assert widget.apply()  # the file is read in the worker: its error comes back as a message
+    wait(qtbot, widget)
+    assert len(notes["error"]) == errors_before + 1 and "missing.npy" in notes["error"][-1]
     widget.select(field_file="")
     assert not widget.apply() and "choose a registered layer or a displacement file" in notes["error"][-1]
     assert viewer.layers["molli"].data.shape == (phantom.sequence.n_frames, 48, 48)  # the viewer lives

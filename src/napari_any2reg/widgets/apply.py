@@ -54,10 +54,45 @@ def can_be_warped(layer: Any) -> bool:
 class _Field:
     """The displacement to apply and the grid its result is shown on."""
 
-    displacement: np.ndarray
-    label: str  # the registered layer's name or the file
+    label: str  # the registered layer's name, or the field file
     grid: Any  # layer whose scale / translate the result takes (None: the target's own)
     reference: Any  # the raw layer points were clicked on (None: the points' own pixels)
+    displacement: np.ndarray | None = None  # None: read from the file ``label`` (in the worker)
+
+    def load(self) -> np.ndarray:
+        """The field ``(N, 2, H, W)`` (reads the file the first time; worker side)."""
+        if self.displacement is None:
+            from ..io.fields import read_displacement
+
+            self.displacement = np.asarray(read_displacement(self.label)[0], np.float32)
+        return self.displacement
+
+
+@dataclasses.dataclass
+class _PixelPoints:
+    """Points whose data coordinates are the field's pixels (no raw image open), copied."""
+
+    data: np.ndarray
+    names: np.ndarray
+    spacing_mm: tuple[float, float]
+    layer_name: str
+
+    @classmethod
+    def of(cls, points: Points) -> "_PixelPoints":
+        from ._points import NAME_FEATURE
+
+        if NAME_FEATURE not in points.features.columns:
+            raise ValueError(f"Points layer {points.name!r} has no 'name' feature (one landmark name per point).")
+        return cls(np.array(points.data, float), points.features[NAME_FEATURE].astype(str).to_numpy(dtype=object),
+                   tuple(float(s) for s in points.scale[-2:]), points.name)
+
+    def table(self, n_frames: int) -> Any:
+        from ..core.landmarks import LandmarkTable
+
+        frames = np.round(self.data[:, 0]).astype(np.int64)
+        if ((frames < 0) | (frames >= n_frames)).any():
+            raise ValueError(f"points of {self.layer_name!r} lie outside the field's frames 0..{n_frames - 1}.")
+        return LandmarkTable(frames, self.names, self.data[:, 1:], self.spacing_mm, "layer")
 
 
 class ApplyWidget(WorkerDock):
@@ -145,17 +180,14 @@ class ApplyWidget(WorkerDock):
         self.apply_button.setEnabled(not running and self.target_combo.layer() is not None)
 
     def _field(self) -> _Field:
-        """The chosen registration, or the field file (read in the GUI thread: one small file)."""
+        """The chosen registration, or the field file (read by the worker)."""
         registered = self.registration_combo.layer()
         path = self.field_edit.text().strip()
         if registered is not None:
             reg = RegisteredLayer.from_layer(registered)
-            return _Field(reg.displacement, repr(registered.name), registered, reg.source_in(self.viewer, registered))
+            return _Field(repr(registered.name), registered, reg.source_in(self.viewer, registered), reg.displacement)
         if path:
-            from ..io.fields import read_displacement
-
-            displacement, _ = read_displacement(path)
-            return _Field(np.asarray(displacement, np.float32), path, None, None)
+            return _Field(path, None, None)
         raise ValueError("choose a registered layer or a displacement file.")
 
     # ------------------------------------------------------------------ apply
@@ -169,9 +201,8 @@ class ApplyWidget(WorkerDock):
                 raise ValueError("choose an Image, Labels or Points layer to apply the registration to.")
             field = self._field()
             if isinstance(target, Points):
-                table = points_to_table(target, field.reference) if field.reference is not None else \
-                    _own_pixels_table(target, field.displacement.shape[0])
-                data: Any = table
+                data: Any = points_to_table(target, field.reference) if field.reference is not None else \
+                    _PixelPoints.of(target)
                 kind = "points"
             else:
                 data = np.array(target.data, copy=True)  # the worker never touches the layer
@@ -182,9 +213,12 @@ class ApplyWidget(WorkerDock):
         functions = {"image": apply_to_sequence, "labels": apply_to_labels, "points": apply_to_points}
 
         def work(job: Any) -> Any:
-            job.progress(0.1, f"warping {kind}")
+            job.progress(0.05, "reading the field")
+            displacement = field.load()
             job.check()
-            out = functions[kind](data, field.displacement)
+            job.progress(0.1, f"warping {kind}")
+            points = data.table(displacement.shape[0]) if isinstance(data, _PixelPoints) else data
+            out = functions[kind](points, displacement)
             job.progress(1.0, "done")
             return out
 
@@ -219,18 +253,3 @@ class ApplyWidget(WorkerDock):
             what = f"{out.shape[0]} frames"
         self.last_layer = layer
         self.set_status(f"Added {name!r}: {what} warped with {field.label}.")
-
-
-def _own_pixels_table(points: Points, n_frames: int) -> Any:
-    """A landmark table of points whose data coordinates are the field's pixels (no image open)."""
-    from ..core.landmarks import LandmarkTable
-    from ._points import NAME_FEATURE
-
-    data = np.asarray(points.data, float)
-    if NAME_FEATURE not in points.features.columns:
-        raise ValueError(f"Points layer {points.name!r} has no 'name' feature (one landmark name per point).")
-    frames = np.round(data[:, 0]).astype(np.int64)
-    if ((frames < 0) | (frames >= n_frames)).any():
-        raise ValueError(f"points of {points.name!r} lie outside the field's frames 0..{n_frames - 1}.")
-    names = points.features[NAME_FEATURE].astype(str).to_numpy(dtype=object)
-    return LandmarkTable(frames, names, data[:, 1:], tuple(float(s) for s in points.scale[-2:]), "layer")
