@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
-import time
 import weakref
 from typing import Any, Callable
 
@@ -95,7 +94,6 @@ class _Running:
     on_data: Callable[[Any], Any] | None
     main: bool
     activity: ActivityProgress | None
-    started: float
     error_prefix: str = ""
     drop_when_cancelled: bool = True
     failed: bool = False
@@ -105,7 +103,7 @@ def _guarded(token: int, fn: Callable[[Job], Any], job: Job) -> _Outcome:
     """Worker body: the job's result, or its exception (shown in the GUI thread)."""
     try:
         return _Outcome(token, result=fn(job))
-    except BaseException as exc:  # noqa: BLE001 - every failure is the dock's to show
+    except Exception as exc:  # every failure is the dock's to show
         return _Outcome(token, error=exc)
 
 
@@ -322,7 +320,7 @@ class WorkerDock(QWidget):
         worker = _run_in_thread(token, fn, job)
         bar = ActivityProgress(activity or description, busy=busy) if main else None
         running = _Running(token, worker, job, description, on_result, on_finished, on_data, main, bar,
-                           time.perf_counter(), error_prefix or f"{description} failed", drop_when_cancelled)
+                           error_prefix or f"{description} failed", drop_when_cancelled)
         self._running[token] = running
         self.last_token = token
         # bound methods (not lambdas): Qt drops them if the dock is closed mid-run
