@@ -136,10 +136,23 @@ def test_unknown_option_and_missing_weights_file_are_clear(tmp_path):
 
 def test_instance_optimisation_does_not_raise_the_loss():
     phantom = make_phantom("cine", seed=20060, shape=(64, 64), spacing_mm=(4.5, 4.5), motion_mm=8.0)
-    result = register(phantom.sequence, engine="any2reg-io", device="cpu", io_steps=10)
+    result = register(phantom.sequence, engine="any2reg-io", device="cpu", io_steps=10, refinement="instance")
     history = result.loss_history["instance_optimisation"]
     assert len(history) == 11 and min(history) <= history[0]
-    assert result.params["io_steps"] == 10
+    assert result.params["io_steps"] == 10 and result.params["refinement"] == "instance"
+
+
+def test_classical_refinement_improves_on_the_network_and_keeps_the_group_constraint():
+    phantom = make_phantom("cine", seed=20061, shape=(128, 128), spacing_mm=(2.0, 2.0), motion_mm=10.0)
+    network = register(phantom.sequence, engine="any2reg", device="cpu", scores=False)
+    refined = register(phantom.sequence, engine="any2reg-io", device="cpu", scores=False)
+    assert refined.params["refinement"] == "classical" and refined.params["io_steps"] == 30
+    assert set(refined.loss_history) == {"refine 1/2", "refine 1/1"}
+    assert sum(len(v) for v in refined.loss_history.values()) == 30
+    assert _epe(refined.displacement, phantom) < _epe(network.displacement, phantom)
+    # the refinement is centred over frames: it leaves the group's mean field where the network put it
+    assert np.abs(refined.displacement.mean(axis=0) - network.displacement.mean(axis=0)).max() < 1e-3
+    assert refined.folding_percent == 0.0
 
 
 def test_cancel_is_honoured():

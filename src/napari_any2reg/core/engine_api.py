@@ -258,12 +258,18 @@ ENGINE_OPTIONS: tuple[EngineOption, ...] = (
     ),
     EngineOption(
         "io_steps", int, 30, "Refinement steps",
-        "instance-optimisation (Adam) steps refining the network's field",
+        "optimisation steps refining the network's field on this sequence (0: the network alone)",
         engines=("any2reg-io",), minimum=0, maximum=10000,
     ),
     EngineOption(
+        "refinement", str, "classical", "Refinement",
+        "classical: the groupwise engine's objective and FFD started from the network's field; "
+        "instance: Adam on the training loss over a control grid",
+        engines=("any2reg-io",), choices=("classical", "instance"),
+    ),
+    EngineOption(
         "io_learning_rate", float, 0.05, "Refinement step size",
-        "Adam learning rate of the instance optimisation",
+        "Adam learning rate of the instance refinement (refinement=instance)",
         engines=("any2reg-io",), minimum=1e-6, maximum=10.0,
     ),
     EngineOption(

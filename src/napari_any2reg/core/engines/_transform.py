@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine_api import Progress
-from ..spatial import warp
+from ..spatial import resize_displacement, warp
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, dict]]
 
@@ -148,12 +148,18 @@ def optimise(
     regulariser_weight: float,
     regulariser: Callable[[torch.Tensor], torch.Tensor],
     region: torch.Tensor | None = None,
+    initial: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, list[float]]]:
     """Run the stages and return the full-resolution displacement and per-stage loss history.
 
     ``loss_fn(warped, displacement, mask) -> (loss, extra)`` gets the warped frames of the
     current level ``(N, h, w)``, the level displacement and a border mask (intersected with
     ``region``, a user mask ``(H, W)``, when given: see :func:`border_mask`).
+
+    ``initial`` ``(N, 2, H, W)`` (full-resolution pixels), when given, is a fixed field the
+    optimised translation + FFD is added to (``u = initial + T``; the regulariser sees the
+    whole ``u``): the refinement of another engine's result, e.g. the network's in
+    ``any2reg-io``. It must already satisfy the group constraint (mean 0, or ``u_ref = 0``).
     """
     # Work in a canonical frame order and restore the caller's order at the end: the loss is
     # symmetric in the frames, but float sums over frames are not, and ~150 Adam steps amplify
@@ -164,6 +170,8 @@ def optimise(
     if reference_frame is not None:
         reference_frame = int((order == reference_frame).nonzero()[0, 0])
     n, H, W = frames.shape
+    if initial is not None:
+        initial = initial.detach()[order].to(frames.device, frames.dtype)
     model = GroupTransform(n, (H, W), reference_frame, frames.device)
     history: dict[str, list[float]] = {}
     total = max(1, sum(s.iterations for s in stages))
@@ -172,6 +180,9 @@ def optimise(
         level = pyramid_level(frames, stage.downsample)
         shape = tuple(level.shape[-2:])
         mask = border_mask(shape, frames.device, region=region)
+        offset = None
+        if initial is not None:
+            offset = initial if shape == (H, W) else resize_displacement(initial, shape)
         if stage.grid_spacing_px is not None:
             model.set_grid_spacing(stage.grid_spacing_px)
             params = [model.control]
@@ -184,6 +195,8 @@ def optimise(
         for _ in range(stage.iterations):
             optimiser.zero_grad(set_to_none=True)
             disp = model.displacement(shape)
+            if offset is not None:
+                disp = offset + disp
             warped = warp(level[:, None], disp, "bilinear", "border")[:, 0]
             loss, _ = loss_fn(warped, disp, mask)
             if stage.grid_spacing_px is not None and regulariser_weight > 0:
@@ -194,8 +207,11 @@ def optimise(
             done += 1
             progress.report(done / total, f"{stage.name}: loss {losses[-1]:.4f}")
     with torch.no_grad():
-        displacement = torch.empty_like(model.displacement((H, W)))
-        displacement[order] = model.displacement((H, W))
+        final = model.displacement((H, W))
+        if initial is not None:
+            final = initial + final
+        displacement = torch.empty_like(final)
+        displacement[order] = final
     return displacement, history
 
 

@@ -28,10 +28,11 @@ import torch.nn.functional as F
 from ..losses import conditional_template_entropy, gradient_regulariser, group_motion_penalty
 from ..network import Any2RegNet, CorrespondenceScorer, mind_descriptors, networks_from_checkpoint, predict, predict_scores
 from ..network.any2reg_net import _resize_images, _working_shape
+from ..network.scoring import correspondence_residual
 from ..engine_api import EngineOutput, Progress, register_engine
 from ..spatial import upsample_displacement, warp
 from ..weights import WeightsError, load_weights, read_manifest
-from ._transform import border_mask
+from ._transform import Stage, border_mask, optimise, stages_for_spacing
 
 __all__ = ["DEFAULT_WEIGHTS", "load_pretrained", "shipped_weights_name", "sequence_loss", "coarse_translation", "Pretrained", "instance_optimise", "any2reg_engine", "any2reg_io_engine"]
 
@@ -257,6 +258,70 @@ def instance_optimise(
     return best_field, history
 
 
+#: Refinements of the network's field in ``any2reg-io`` (``refinement=``).
+REFINEMENTS = ("classical", "instance")
+
+
+def classical_refinement(
+    frames: torch.Tensor,
+    initial: torch.Tensor,
+    *,
+    steps: int = 30,
+    spacing_mm=(1.5, 1.5),
+    reference_frame: int | None = None,
+    regulariser_weight: float = 20.0,
+    lambda_structure: float = 20.0,
+    bins: int = 24,
+    progress: Progress | None = None,
+    region: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, list[float]]]:
+    """Refine the network's field with the classical groupwise optimiser started from it.
+
+    ``u = initial + T`` where ``T`` is a control-point FFD fitted by the ``groupwise`` engine's
+    objective (conditional template entropy + ``regulariser_weight`` x the diffusion
+    regulariser of the whole ``u``) plus ``lambda_structure`` x the groupwise MIND residual of
+    the warped frames (:func:`core.network.scoring.correspondence_residual`), on the two finest
+    levels: ``4/7`` of ``steps`` at half resolution (control points 24 px apart at 1.5 mm),
+    the rest at full resolution (12 px); the control spacing follows the pixel size in mm.
+    ``frames`` ``(N, H, W)`` normalised, ``initial`` ``(N, 2, H, W)`` input pixels, satisfying
+    the group constraint.
+
+    Why: the network already removes the large motion, so the classical optimiser starts near
+    the solution and its coarse-to-fine FFD finishes the job; the MIND term keeps it from
+    degrading MOLLI, whose frames near the null point carry little histogram information (CTE
+    alone made 2 of 2 validation MOLLI phantoms worse than the network). Measured on
+    validation material only (never the held-out split):
+
+    * training-base real slices with 10 / 25 mm known motion, median EPE ratio: network
+      0.347, :func:`instance_optimise` 0.317, ``groupwise`` from zero 0.276, this 0.253;
+    * validation phantoms (seeds 10000-10005, 10 mm): EPE in the heart equal to or below the
+      network's on all six (MOLLI 1.135 / 1.135 and 1.438 -> 1.322 mm, cine 1.047 -> 0.681)
+      and below ``groupwise`` on five;
+    * the price: on motion-free sequences (MOLLI phantoms, pre-aligned slices + noise) it
+      invents more relative motion than the network alone (mean 0.99 vs 0.52 mm; phantoms
+      0.65-0.78 vs 0.37-0.43 mm): ``any2reg`` stays the default.
+
+    Returns the refined field ``(N, 2, H, W)`` and the loss history per level.
+    """
+    steps = int(steps)
+    half = max(1, round(steps * 4 / 7)) if steps > 1 else 0
+    stages = [
+        Stage("refine 1/2", downsample=2, iterations=half, grid_spacing_px=24, learning_rate=0.12),
+        Stage("refine 1/1", downsample=1, iterations=max(1, steps - half), grid_spacing_px=12, learning_rate=0.08),
+    ]
+    stages = stages_for_spacing([st for st in stages if st.iterations > 0], spacing_mm, tuple(frames.shape[-2:]))
+
+    def loss_fn(warped, disp, mask):
+        loss = conditional_template_entropy(warped, bins=bins, mask=mask)
+        if lambda_structure > 0:
+            loss = loss + lambda_structure * correspondence_residual(warped)[:, mask].mean()
+        return loss, {}
+
+    return optimise(frames, stages, loss_fn, reference_frame=reference_frame, progress=progress or Progress(),
+                    regulariser_weight=regulariser_weight, regulariser=gradient_regulariser, region=region,
+                    initial=initial)
+
+
 # ---------------------------------------------------------------- coarse stage
 def _subpixel_peaks(correlation: torch.Tensor) -> torch.Tensor:
     """Positions of the maxima of circular correlation maps ``(N, h, w)`` as signed shifts
@@ -347,7 +412,7 @@ def coarse_translation(
 # ---------------------------------------------------------------- engines
 def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | None, spacing_mm, weights,
          auxiliary_features, io_steps: int, io_learning_rate: float, scores: bool, coarse: bool,
-         orientations: int, region_mask: torch.Tensor | None = None) -> EngineOutput:
+         orientations: int, region_mask: torch.Tensor | None = None, refinement: str = "classical") -> EngineOutput:
     progress.report(0.0, "loading the Any2Reg network")
     model = load_pretrained(frames.device, weights)
     progress.check()
@@ -378,7 +443,15 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     displacement = torch.from_numpy(u).to(frames.device)
     if translation is not None:
         displacement = displacement + translation[:, :, None, None]
-    if io_steps > 0:
+    if io_steps > 0 and refinement == "classical":
+        # on the input grid (the network works at its 3 mm training spacing; the refinement adds
+        # the detail of finer scans): control spacing in mm as the groupwise engine's
+        displacement, stage_losses = classical_refinement(
+            frames, displacement.to(frames.dtype), steps=io_steps, spacing_mm=spacing_mm or model.training_spacing_mm,
+            reference_frame=reference_frame, progress=progress.stage(network_end, split), region=region_mask,
+        )
+        history.update(stage_losses)
+    elif io_steps > 0:
         # refine at the training spacing, where the loss and its weights were tuned
         shape = tuple(array.shape[-2:])
         work = _working_shape(shape, spacing_mm, model.training_spacing_mm)
@@ -408,7 +481,9 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
         "auxiliary": "user" if auxiliary_features is not None else (model.info["net_config"].get("auxiliary_kind") if model.info["net_config"].get("use_auxiliary") else None),
     }
     if io_steps > 0:
-        params.update(io_steps=io_steps, io_learning_rate=io_learning_rate)
+        params.update(io_steps=io_steps, refinement=refinement)
+        if refinement == "instance":
+            params["io_learning_rate"] = io_learning_rate
     params["coarse"] = bool(coarse)
     params["coarse_used"] = translation is not None and bool(translation.abs().max() > 0)  # shifts above the threshold
     params["orientations"] = int(orientations)
@@ -456,13 +531,21 @@ def any2reg_io_engine(frames: torch.Tensor, *, progress: Progress, reference_fra
                       weights: str | Path | None = None, auxiliary_features: np.ndarray | None = None,
                       io_steps: int = 30, io_learning_rate: float = 0.05, scores: bool = True,
                       coarse: bool = True, orientations: int = DEFAULT_ORIENTATIONS,
+                      refinement: str = "classical",
                       region_mask: torch.Tensor | None = None, **unused: Any) -> EngineOutput:
-    """The network's prediction refined by ``io_steps`` Adam steps of instance optimisation
-    (see :func:`instance_optimise`); other options as :func:`any2reg_engine`. ``region_mask``
-    (bool ``(H, W)``, from ``register(mask=...)``) restricts the refinement's similarity."""
+    """The network's prediction refined on this sequence by ``io_steps`` optimisation steps.
+
+    ``refinement="classical"`` (default): the groupwise engine's objective and FFD started from
+    the network's field (:func:`classical_refinement`); ``"instance"``: Adam on the training
+    loss plus a MIND term over a control grid (:func:`instance_optimise`, step size
+    ``io_learning_rate``). Other options as :func:`any2reg_engine`. ``region_mask`` (bool
+    ``(H, W)``, from ``register(mask=...)``) restricts the refinement's similarity."""
     _check_unused("any2reg-io", unused)
     if io_steps < 0:
         raise ValueError(f"any2reg-io: io_steps must be >= 0; got {io_steps}")
+    if refinement not in REFINEMENTS:
+        raise ValueError(f"any2reg-io: refinement must be one of {', '.join(REFINEMENTS)}; got {refinement!r}")
     return _run(frames, progress=progress, reference_frame=reference_frame, spacing_mm=spacing_mm, weights=weights,
                 auxiliary_features=auxiliary_features, io_steps=int(io_steps), io_learning_rate=float(io_learning_rate),
-                scores=scores, coarse=bool(coarse), orientations=int(orientations), region_mask=region_mask)
+                scores=scores, coarse=bool(coarse), orientations=int(orientations), region_mask=region_mask,
+                refinement=refinement)
