@@ -238,6 +238,27 @@ def test_scheduler_address_csv_mask_dicom_and_settings_guard(tmp_path, scheduler
     capsys.readouterr()
 
 
+def test_resume_notices_a_changed_engine_option(tmp_path, scheduler, capsys):
+    """An engine option beyond the old fixed ones (--no-coarse, --refinement) is part of the
+    resume key: changing it is refused without --overwrite and redone with it."""
+    _phantom(tmp_path / "in" / "m.tif", seed=2)
+    outdir = tmp_path / "out"
+    argv = ["batch", str(tmp_path / "in"), "-o", str(outdir), "--scheduler", scheduler, "--device", "cpu",
+            "--engine", "any2reg-io", "--refinement", "instance", "--io-steps", "2", "-q"]
+    assert main(argv) == 0, capsys.readouterr().err
+    (name,) = _summary(outdir)
+    record = json.loads((outdir / name / "run.json").read_text())
+    assert record["engine_options"] == {"refinement": "instance", "io_steps": 2}
+    assert main(argv) == 0 and _summary(outdir)[name]["this_run"] == "skipped"
+    assert main(argv + ["--no-coarse"]) == 3
+    assert "other settings" in _summary(outdir)[name]["error"]
+    assert main(argv + ["--no-coarse", "--overwrite"]) == 0 and _summary(outdir)[name]["this_run"] == "ran"
+    record = json.loads((outdir / name / "run.json").read_text())
+    assert record["engine_options"] == {"refinement": "instance", "io_steps": 2, "coarse": False}
+    assert record["params"]["coarse"] is False
+    capsys.readouterr()
+
+
 def test_kill_mid_run_then_resume_redoes_nothing(tmp_path):
     """SIGKILL of the whole run (client and workers) after the first series: the re-run skips
     every finished series, leaves no staging folder and finishes the rest."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,27 @@ def test_cancel_stops_between_series_and_problems_are_messages(viewer, widget, q
     assert sum(r["this_run"] == "ran" for r in texts) < 3  # stopped before the whole cohort
     assert (tmp_path / "out" / "summary.csv").is_file()  # what finished is summarised
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
+
+
+def test_engine_options_are_the_registration_docks_and_reach_the_run(viewer, widget, qtbot, tmp_path, notes):
+    from napari_any2reg.core.engine_api import options_for
+
+    cohort = _write_cohort(tmp_path / "cohort", 1)
+    out = tmp_path / "out"
+    widget.input_edit.setText(str(cohort))
+    widget.output_edit.setText(str(out))
+    widget.device_combo.setCurrentIndex(widget.device_combo.findData("cpu"))
+    widget.engine_combo.setCurrentIndex(widget.engine_combo.findData("groupwise"))
+    # every option of the engine has its control, as on the Registration dock
+    assert widget.options_form.shown_options() == [o.name for o in options_for("groupwise") if o.name != "reference_frame"]
+    widget.options_form.set_option("metric", "pca2")
+    widget.options_form.set_option("nonrigid", False)
+    widget.iterations_spin.setValue(0.1)
+    assert widget.settings().register.engine_options == {"metric": "pca2", "iterations_scale": 0.1, "nonrigid": False}
+    assert widget.run()
+    assert not widget.options_form.controls["nonrigid"].isEnabled()  # locked while it runs
+    qtbot.waitUntil(lambda: not widget.busy(), timeout=TIMEOUT_MS)
+    assert notes["error"] == [], notes
+    (record,) = [json.loads(path.read_text()) for path in out.glob("*/run.json")]
+    assert record["engine"] == "groupwise"
+    assert record["engine_options"] == {"metric": "pca2", "iterations_scale": 0.1, "nonrigid": False}

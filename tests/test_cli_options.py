@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import json
 
 import pytest
 
@@ -19,10 +19,9 @@ def _help(command: str, capsys) -> str:
     return " ".join(capsys.readouterr().out.split())
 
 
-def test_flags_are_the_registry_options_that_settings_carry(capsys):
-    fields = {f.name for f in dataclasses.fields(RegisterSettings)}
+def test_every_registry_option_is_a_flag_of_register_and_batch(capsys):
     names = [option.name for option in _cli_engine_options()]
-    assert names == [option.name for option in ENGINE_OPTIONS if option.name in fields]
+    assert names == [option.name for option in ENGINE_OPTIONS]
     # today's spellings stay
     assert {"reference_frame", "metric", "iterations_scale", "weights", "io_steps"} <= set(names)
     for command in ("register", "batch"):
@@ -30,7 +29,41 @@ def test_flags_are_the_registry_options_that_settings_carry(capsys):
         for option in _cli_engine_options():
             assert option.flag in text, (command, option.flag)
             assert " ".join(option.help.split())[:40] in text, (command, option.name)
+            if option.type is bool:
+                assert "--no-" + option.flag[2:] in text, (command, option.name)
+        for flag, choices in (("--refinement", "{classical,instance}"), ("--orientations", "{1,2,4}"),
+                              ("--metric", "{cte,pca2}")):
+            assert f"{flag} {choices}" in text, (command, flag)
 
+
+def test_settings_validate_the_engine_options_and_key_them():
+    settings = RegisterSettings(engine="any2reg-io", engine_options={"io_steps": 2, "coarse": False, "orientations": None})
+    assert settings.engine_options == {"io_steps": 2, "coarse": False}  # None: the engine's default
+    key = settings.key()
+    # the options that were fields keep their place in the key (earlier cohorts still match)
+    assert key["io_steps"] == 2 and key["metric"] is None and key["engine_options"] == {"coarse": False}
+    assert RegisterSettings(engine="any2reg-io", engine_options={"io_steps": 2}).key() != key
+    assert "engine_options" not in RegisterSettings(engine="groupwise", engine_options={"metric": "pca2"}).key()
+    with pytest.raises(ValueError, match="io_steps"):
+        RegisterSettings(engine="groupwise", engine_options={"io_steps": 2})
+    with pytest.raises(ValueError, match="refinement"):
+        RegisterSettings(engine="any2reg-io", engine_options={"refinement": "adam"})
+    with pytest.raises(ValueError, match="reference_frame"):
+        RegisterSettings(engine="groupwise", engine_options={"reference_frame": 1})
+
+
+def test_register_records_the_engine_options_of_the_command_line(tmp_path, capsys):
+    sample = tmp_path / "molli.tif"
+    assert main(["sample", "molli", "-o", str(sample), "--size", "48", "--seed", "3"]) == 0
+    out = tmp_path / "out"
+    argv = ["register", str(sample), "-o", str(out), "--engine", "any2reg-io", "--refinement", "instance",
+            "--io-steps", "2", "--no-coarse", "--device", "cpu", "--export", "record", "-q"]
+    assert main(argv) == 0, capsys.readouterr().err
+    expected = {"refinement": "instance", "io_steps": 2, "coarse": False}
+    record = json.loads((out / "run.json").read_text())
+    assert record["engine"] == "any2reg-io" and record["engine_options"] == expected
+    assert record["params"]["coarse"] is False  # the engine did get the option
+    assert json.loads((out / "metrics.json").read_text())["engine_options"] == expected
 
 def test_every_registry_option_makes_a_working_flag():
     parser = argparse.ArgumentParser()

@@ -128,26 +128,26 @@ _EXIT_CODES_TEXT = (
 )
 
 
-#: Flag details the registry leaves to the command line: today's metavars, and the parse
+#: Flag details the registry leaves to the command line: the metavars, and the parse
 #: function of --iterations-scale (a usage error, exit 2, naming quick and hard-case values).
-_ENGINE_FLAG_METAVARS = {"reference_frame": "I", "iterations_scale": "S", "io_steps": "K", "weights": "FILE"}
+_ENGINE_FLAG_METAVARS = {"reference_frame": "I", "iterations_scale": "S", "io_steps": "K", "weights": "FILE",
+                         "regulariser_weight": "W", "bins": "B", "pca_components": "K", "n_classes": "K",
+                         "n_levels": "L", "em_steps": "K", "io_learning_rate": "LR"}
 _ENGINE_FLAG_TYPES = {"iterations_scale": _positive_float}
 
 
 def _cli_engine_options() -> list:
-    """The :data:`.core.engine_api.ENGINE_OPTIONS` that ``register`` and ``batch`` can pass on.
+    """The :data:`.core.engine_api.ENGINE_OPTIONS` that ``register`` and ``batch`` pass on: all
+    of them (the programmatic options, arrays set by code, are not in that table).
 
-    A run's engine options travel in :class:`.pipeline.series.RegisterSettings` (also the
-    batch's resume key), so an option gets its flag once that dataclass has a field of its
-    name; the flags themselves (spelling, type, choices, range, help) come from the registry.
+    A run's engine options travel in :class:`.pipeline.series.RegisterSettings`
+    (``reference_frame`` as its own field, the rest in ``engine_options``), which is also the
+    batch's resume key; the flags themselves (spelling, type, choices, range, help) come from
+    the registry.
     """
-    import dataclasses
-
     from .core.engine_api import ENGINE_OPTIONS
-    from .pipeline.series import RegisterSettings
 
-    fields = {f.name for f in dataclasses.fields(RegisterSettings)}
-    return [option for option in ENGINE_OPTIONS if option.name in fields]
+    return list(ENGINE_OPTIONS)
 
 
 def add_engine_option_flags(parser: argparse.ArgumentParser, options) -> None:
@@ -184,13 +184,14 @@ def _add_engine_options(parser: argparse.ArgumentParser, engines, devices, with_
 
 
 def _engine_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The engine options given on the command line, checked against the registry (one-line error)."""
+    """The ``RegisterSettings`` keywords of the engine flags given (``reference_frame`` and
+    ``engine_options``), checked against the registry (one-line error)."""
     from .core.engine_api import validate_engine_options
     from .core.registration import DEFAULT_ENGINE
 
     values = {option.name: getattr(args, option.name, None) for option in _cli_engine_options()}
-    validate_engine_options(args.engine or DEFAULT_ENGINE, values)
-    return values
+    options = validate_engine_options(args.engine or DEFAULT_ENGINE, values)
+    return {"reference_frame": options.pop("reference_frame", None), "engine_options": options}
 
 
 def _add_verbosity(parser: argparse.ArgumentParser, quiet_help: str | None = None) -> None:

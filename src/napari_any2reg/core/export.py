@@ -155,7 +155,9 @@ def run_record(
     Parameters
     ----------
     info : dict
-        ``RegistrationResult.summary()`` (or the registered layer's ``any2reg_result``).
+        ``RegistrationResult.summary()`` (or the registered layer's ``any2reg_result``): its
+        ``engine_options`` are recorded, and ``mask_path`` (the file of the registration mask,
+        added by :func:`napari_any2reg.pipeline.series.register_series`) under ``input``.
     registered, raw : Sequence
     input_path : str, optional
         Default: the raw sequence's ``metadata["source"]`` (set by the readers).
@@ -184,6 +186,7 @@ def run_record(
         "device": info.get("device"),
         "seconds": info.get("seconds"),
         "reference_frame": info.get("reference_frame"),
+        "engine_options": dict(info.get("engine_options") or {}),
         "input": {
             "path": None if path is None else str(path),
             "name": source.name,
@@ -192,6 +195,7 @@ def run_record(
             "shape": list(source.shape),
             "spacing_mm": list(source.spacing_mm),
             "timings_ms": None if source.timings_ms is None else [v if math.isfinite(v) else "inf" for v in source.timings_ms.tolist()],
+            "mask": info.get("mask_path"),
         },
         "displacement_convention": "pixels (dy, dx), pull-back: registered_i(x) = frame_i(x + u_i(x))",
         "environment": {

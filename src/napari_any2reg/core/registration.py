@@ -8,6 +8,7 @@ registered in :data:`ENGINES`; each receives the normalised frames as a torch te
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from .device import describe_device, resolve_device
 from .engine_api import (
     BUILTIN_ENGINES,
     ENGINES,
+    PROGRAMMATIC_OPTIONS,
     Cancelled,
     Engine,
     EngineOutput,
@@ -80,6 +82,9 @@ class RegistrationResult:
         Provenance of the run.
     reference_frame : int or None
         Fixed frame in all-to-one mode, ``None`` for groupwise.
+    options : dict
+        The engine options the run was asked for (validated; the engine's defaults for the
+        rest), as ``register(**options)`` received them: what reproduces the run.
     """
 
     registered: np.ndarray
@@ -94,6 +99,7 @@ class RegistrationResult:
     reference_frame: int | None = None
     sequence: Sequence | None = None
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def folding_percent(self) -> float:
@@ -116,6 +122,8 @@ class RegistrationResult:
             "folding_percent": self.folding_percent,
             "max_displacement_px": float(np.abs(self.displacement).max()),
             "params": self.params,
+            "engine_options": {name: os.fspath(value) if isinstance(value, os.PathLike) else value
+                               for name, value in self.options.items()},
         }
 
 
@@ -197,6 +205,8 @@ def register(
             raise SequenceError(
                 f"reference frame {reference_frame} is outside 0..{sequence.n_frames - 1}."
             )
+    # the user's options, not the arrays code passes (the mask joins them below)
+    requested = {name: value for name, value in options.items() if name not in PROGRAMMATIC_OPTIONS}
     dev = resolve_device(device)
     region = _region_mask(mask, sequence.shape)
     mask_note = None
@@ -245,4 +255,5 @@ def register(
         reference_frame=reference_frame,
         sequence=sequence,
         extras=out.extras,
+        options=requested,
     )

@@ -38,6 +38,12 @@ __all__ = [
 ]
 
 
+#: Options that were fields of :class:`RegisterSettings` before ``engine_options``: they keep
+#: their place in :meth:`RegisterSettings.key`, so cohorts finished by earlier versions are
+#: still recognised as finished.
+_KEY_FIELDS = ("metric", "iterations_scale", "weights", "io_steps")
+
+
 @dataclasses.dataclass(frozen=True)
 class RegisterSettings:
     """How to register (the same for every series of a cohort).
@@ -49,22 +55,42 @@ class RegisterSettings:
     device : {"auto", "cpu", "cuda"}
     reference_frame : int, optional
         Keep this frame fixed (all-to-one); ``None`` = groupwise.
-    metric, iterations_scale, weights, io_steps :
-        Engine options (``None`` = the engine's default).
+    engine_options : dict
+        Options of the engine (:data:`napari_any2reg.core.engine_api.ENGINE_OPTIONS`), checked
+        and converted by :func:`~napari_any2reg.core.engine_api.validate_engine_options` when
+        the settings are made; ``None`` values (the engine's default) are dropped.
     export : str, optional
         Export items (``"all"`` or ``"stack,qc,..."``); ``None`` = the plain outputs only.
     report_format : {"png", "pdf"}
+
+    Raises
+    ------
+    EngineOptionError
+        An option the engine does not take, or a value outside its range.
     """
 
     engine: str | None = None
     device: str = "auto"
     reference_frame: int | None = None
-    metric: str | None = None
-    iterations_scale: float | None = None
-    weights: str | None = None
-    io_steps: int | None = None
+    engine_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, hash=False)
     export: str | None = None
     report_format: str = "png"
+
+    def __post_init__(self) -> None:
+        options = {name: value for name, value in dict(self.engine_options).items() if value is not None}
+        if "reference_frame" in options:
+            # register() takes it as its own argument: one place for it, not two that may disagree
+            raise ValueError("reference_frame is a field of RegisterSettings, not an engine option.")
+        if options:  # validating needs the engine table (torch): only when there is something to check
+            from ..core.engine_api import validate_engine_options
+
+            options = validate_engine_options(self.engine_name(), options)
+        object.__setattr__(self, "engine_options", options)
+
+    @property
+    def weights(self) -> str | None:
+        """The ``weights`` option (the any2reg engines' network), ``None`` for the shipped one."""
+        return self.engine_options.get("weights")
 
     def engine_name(self) -> str:
         if self.engine is not None:
@@ -73,14 +99,18 @@ class RegisterSettings:
 
         return DEFAULT_ENGINE
 
-    def engine_options(self) -> dict[str, Any]:
-        """The engine keyword arguments that were set."""
-        names = ("metric", "iterations_scale", "weights", "io_steps")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
-
     def key(self) -> dict[str, Any]:
         """What decides the results (a finished series made with another key is not reused)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "device"} | {"engine": self.engine_name()}
+        options = {name: _key_value(value) for name, value in self.engine_options.items()}
+        key = {"engine": self.engine_name(), "reference_frame": self.reference_frame}
+        key |= {name: options.pop(name, None) for name in _KEY_FIELDS}
+        if options:
+            key["engine_options"] = dict(sorted(options.items()))
+        return key | {"export": self.export, "report_format": self.report_format}
+
+
+def _key_value(value: Any) -> Any:
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 @dataclasses.dataclass
@@ -343,8 +373,6 @@ def register_series(
                         else output_bytes(sequence, 32, 5_000_000))
     if engine.startswith("any2reg"):
         check_weights(settings.device, settings.weights)
-    elif settings.weights is not None or settings.io_steps is not None:
-        raise ValueError(f"--weights and --io-steps are options of the any2reg engines, not of {engine!r}; drop them or use --engine any2reg / any2reg-io.")
 
     result = register(
         sequence,
@@ -354,9 +382,11 @@ def register_series(
         progress=progress,
         cancel=cancel if cancel is not None else threading.Event(),
         **({"mask": region} if region is not None else {}),
-        **settings.engine_options(),
+        **settings.engine_options,
     )
     metrics = result.summary()
+    if mask_path is not None:
+        metrics["mask_path"] = str(mask_path)  # the run record's input.mask
     metrics.update(
         {
             "input": label,
@@ -397,7 +427,7 @@ def register_series(
         if extra_files is not None:
             extra.update(extra_files(outcome))
         outcome.export = export_result(
-            result, outdir, items=export_items, landmarks=landmarks, t1_maps=t1_maps,
+            result, outdir, items=export_items, landmarks=landmarks, t1_maps=t1_maps, info=metrics,
             input_path=label, report_format=settings.report_format, extra_files=extra,
             command=None if command is None else list(command), overwrite=overwrite,
         )

@@ -21,7 +21,6 @@ from qtpy.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -36,9 +35,9 @@ from qtpy.QtWidgets import (
 )
 
 from ..core.device import DEVICE_CHOICES
-from ..core.registration import DEFAULT_ENGINE, available_engines
 from ._base import WorkerDock
 from ._dock import compact_combos, scroll_body
+from ._engine_options import EngineOptionsForm
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -81,17 +80,11 @@ class BatchWidget(WorkerDock):
         self.output_edit, output_row = self._folder_row("output folder (one sub-folder per series + summary)",
                                                         "Output folder")
         form.addRow("Output", output_row)
-        self.engine_combo = QComboBox()
-        for name in available_engines():
-            self.engine_combo.addItem(name, name)
-        self.engine_combo.setCurrentIndex(max(self.engine_combo.findData(DEFAULT_ENGINE), 0))
-        form.addRow("Engine", self.engine_combo)
-        self.iterations_spin = QDoubleSpinBox()
-        self.iterations_spin.setRange(0.01, 100.0)
-        self.iterations_spin.setValue(1.0)
-        self.iterations_spin.setPrefix("× ")
-        self.iterations_spin.setToolTip("Iteration scale of the classical engines (groupwise, xcoreg).")
-        form.addRow("Iterations", self.iterations_spin)
+        # the Registration dock's engine section: every option of the registry, one code path
+        self.options_form = EngineOptionsForm()
+        self.engine_combo = self.options_form.engine_combo
+        self.iterations_spin = self.options_form.iterations_spin
+        form.addRow(self.options_form)
         self.device_combo = QComboBox()
         for name in DEVICE_CHOICES:
             self.device_combo.addItem(name, name)
@@ -134,8 +127,7 @@ class BatchWidget(WorkerDock):
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status_label)
         layout.addWidget(self.table, 1)
-        self._inputs = (self.input_edit, self.output_edit, self.engine_combo, self.iterations_spin,
-                        self.device_combo, self.jobs_spin, self.fit_check, self.overwrite_check)
+        self._inputs = (self.input_edit, self.output_edit, self.device_combo, self.jobs_spin, self.fit_check, self.overwrite_check)
         self.on_running_changed(False)
         self.set_status("Choose a folder of series and an output folder.")
         compact_combos(self)
@@ -161,6 +153,7 @@ class BatchWidget(WorkerDock):
     def on_running_changed(self, running: bool) -> None:
         for widget in self._inputs:
             widget.setEnabled(not running)
+        self.options_form.set_running(running)
         ready = bool(self.input_edit.text().strip() and self.output_edit.text().strip())
         self.run_button.setEnabled(not running and ready)
         self.open_button.setEnabled(not running and self.summary_path() is not None)
@@ -181,13 +174,9 @@ class BatchWidget(WorkerDock):
         from ..pipeline.batch import BatchSettings
         from ..pipeline.series import RegisterSettings
 
-        from ._engine_options import engine_option_names
-
-        engine = str(self.engine_combo.currentData())
-        iterations = float(self.iterations_spin.value()) if "iterations_scale" in engine_option_names(engine) else None
-        return BatchSettings(register=RegisterSettings(engine=engine, device=str(self.device_combo.currentData()),
-                                                       iterations_scale=iterations),
-                             fit=self.fit_check.isChecked(), overwrite=self.overwrite_check.isChecked())
+        register = RegisterSettings(engine=self.options_form.engine(), device=str(self.device_combo.currentData()),
+                                    engine_options=self.options_form.options())
+        return BatchSettings(register=register, fit=self.fit_check.isChecked(), overwrite=self.overwrite_check.isChecked())
 
     # ------------------------------------------------------------------ run
     def run(self) -> bool:
