@@ -259,6 +259,30 @@ def test_resume_notices_a_changed_engine_option(tmp_path, scheduler, capsys):
     capsys.readouterr()
 
 
+def test_a_series_mask_drives_its_registration_as_register_mask(tmp_path, scheduler, capsys):
+    """The CSV mask column is passed to register(..., mask=) (not only the T1 ROI): the series'
+    run record names it and its field is the one of 'any2reg register --mask'."""
+    from napari_any2reg.core.phantom import make_phantom
+
+    phantom = make_phantom("molli", seed=4, shape=(SIZE, SIZE))
+    _phantom(tmp_path / "a.tif", seed=4)
+    mask = tmp_path / "a_heart.npy"
+    np.save(mask, phantom.common_labels)
+    (tmp_path / "cohort.csv").write_text("path,id,mask\na.tif,P1,a_heart.npy\n")
+    engine = ["--engine", "groupwise", "--iterations-scale", "0.1", "--device", "cpu", "-q"]
+    outdir = tmp_path / "out"
+    assert main(["batch", "--list", str(tmp_path / "cohort.csv"), "-o", str(outdir), "--scheduler", scheduler] + engine) == 0
+    record = json.loads((outdir / "P1" / "run.json").read_text())
+    assert record["input"]["mask"] == str(mask)
+    assert "pixels drive the similarity" in record["params"]["mask"]
+    for name, extra in (("masked", ["--mask", str(mask)]), ("plain", [])):
+        assert main(["register", str(tmp_path / "a.tif"), "-o", str(tmp_path / name)] + engine + extra) == 0
+    batch_u = np.load(outdir / "P1" / "displacement.npy")
+    np.testing.assert_allclose(batch_u, np.load(tmp_path / "masked" / "displacement.npy"), atol=1e-4)
+    assert np.abs(batch_u - np.load(tmp_path / "plain" / "displacement.npy")).max() > 1e-2  # the mask mattered
+    capsys.readouterr()
+
+
 def test_kill_mid_run_then_resume_redoes_nothing(tmp_path):
     """SIGKILL of the whole run (client and workers) after the first series: the re-run skips
     every finished series, leaves no staging folder and finishes the rest."""

@@ -409,7 +409,8 @@ def _add_batch_parser(sub, engines, devices, engine_flags: bool = True) -> None:
     batch.add_argument("inputs", nargs="*", metavar="INPUT", help="sequence files, folders to search, or CSV lists")
     batch.add_argument("--list", action="append", default=[], metavar="CSV",
                        help="CSV with a 'path' column and optional id, kind, timings_ms (';'-separated), "
-                            "spacing_mm ('dy;dx'), mask columns (relative paths from the CSV's folder); repeatable")
+                            "spacing_mm ('dy;dx'), mask (as register --mask, and the ROI of --fit) columns (relative "
+                            "paths from the CSV's folder); repeatable")
     batch.add_argument("-o", "--output", required=True, help="cohort output folder (created if missing)")
     _add_engine_options(batch, engines, devices, engine_flags)
     batch.add_argument("--export", default="qc,record", metavar="ITEMS",

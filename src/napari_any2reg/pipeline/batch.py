@@ -281,7 +281,7 @@ def _register_one(job: SeriesJob, settings: BatchSettings, folder: Path, start: 
 
     state: dict[str, Any] = {}
     register_series(
-        sequence, folder, register, input_path=job.source, overwrite=settings.overwrite,
+        sequence, folder, register, input_path=job.source, mask_path=job.mask, overwrite=settings.overwrite,
         command=["any2reg", "batch", "(series)", job.label], extra_files=series_files,
         extra_names=(SERIES_FILE, THUMBNAIL_FILE),
     )

@@ -6,7 +6,8 @@ A cohort is given as any mix of
 * folders, searched recursively: every TIFF / NIfTI file is a series, and the DICOM images are
   grouped into one series per SeriesInstanceUID and slice position
   (:func:`napari_any2reg.io.dicom.find_dicom_series`); a file ``X_mask.tif`` (or
-  ``X_labels.*``) next to ``X.tif`` is the ROI mask of ``X``, not a series;
+  ``X_labels.*``) next to ``X.tif`` is the mask of ``X`` (as ``any2reg register --mask``, and
+  the ROI of the T1 statistics), not a series;
 * CSV lists with a ``path`` column and optional ``id`` (the output folder name), ``kind``,
   ``timings_ms`` (``;``- or space-separated, ``inf`` allowed), ``spacing_mm`` (``dy;dx`` or one
   value) and ``mask`` columns; relative paths are taken from the CSV's folder.
@@ -50,7 +51,9 @@ class SeriesJob:
     kind, timings_ms, spacing_mm :
         Overrides of what the file says (from the CSV); ``None``: as read.
     mask : str, optional
-        2-D label image / mask (TIFF, NIfTI or .npy) for ROI T1 statistics.
+        2-D label image / mask (TIFF, NIfTI or .npy): its non-zero region drives the similarity
+        (``register(..., mask=)``, as ``any2reg register --mask``) and it is the ROI of the T1
+        statistics.
     """
 
     name: str
@@ -76,7 +79,10 @@ class SeriesJob:
         """What was read (kept in series.json; a finished series is reused only for the same input)."""
         source = list(self.source) if isinstance(self.source, tuple) else self.source
         return {"source": source, "kind": self.kind, "timings_ms": None if self.timings_ms is None else list(self.timings_ms),
-                "spacing_mm": None if self.spacing_mm is None else list(self.spacing_mm), "mask": self.mask}
+                "spacing_mm": None if self.spacing_mm is None else list(self.spacing_mm), "mask": self.mask,
+                # a mask drives the registration too (earlier versions used it for the T1 ROI only):
+                # series those made with a mask are not taken for finished ones
+                **({"mask_use": "registration and T1 ROI"} if self.mask is not None else {})}
 
 
 def _safe(text: str) -> str:
