@@ -9,6 +9,7 @@ import csv
 import errno
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,7 +259,8 @@ def test_one_table_drives_names_planning_and_availability():
     plan = ex.ExportPlan(t1_roles=("registered",), report_format="pdf", n_frames=3)
     for item in ex.ITEMS:
         assert ex.planned_files([item.name], t1_roles=("registered",), report_format="pdf", n_frames=3) == item.files(plan)
-    assert ex.planned_files(["itk"], n_frames=2) == ["displacement_itk_frame000.nii.gz", "displacement_itk_frame001.nii.gz"]
+    assert ex.planned_files(["itk"], n_frames=2) == ["displacement_itk_frame000.nii.gz", "displacement_itk_frame000.txt",
+                                                     "displacement_itk_frame001.nii.gz", "displacement_itk_frame001.txt"]
     assert ex.planned_files(["itk"]) == []  # per-frame names are unknown without the frame count
     context = ex.ExportContext(registered=ex.Sequence(np.arange(128, dtype=np.float32).reshape(2, 8, 8)), displacement=np.zeros((2, 2, 8, 8), np.float32))
     missing = {item.name for item in ex.ITEMS if item.available(context) is not None}
@@ -297,13 +299,20 @@ def test_map_nifti_voxels_lie_where_the_source_pixels_lie(tmp_path, run):
 
 
 def test_itk_item_writes_one_field_per_frame_that_reads_back(tmp_path, run):
-    from napari_any2reg.io.fields import read_displacement_itk
+    from napari_any2reg.io.fields import read_displacement_itk, read_elastix_transform
 
     _, result, _, _ = run
     out = ex.export_result(result, tmp_path / "out", items="itk")
-    n = result.displacement.shape[0]
+    n, _, height, width = result.displacement.shape
     assert out.items == ("itk",)
-    assert listing(tmp_path / "out") == [f"displacement_itk_frame{k:03d}.nii.gz" for k in range(n)]
+    assert listing(tmp_path / "out") == sorted(f"displacement_itk_frame{k:03d}{ext}" for k in range(n) for ext in (".nii.gz", ".txt"))
     back, spacing = read_displacement_itk(tmp_path / "out" / "displacement_itk_frame000.nii.gz")
     np.testing.assert_allclose(back, result.displacement, atol=1e-4)
     assert spacing == pytest.approx(SPACING)
+    # each elastix parameter file names its own frame's field where it lies (not the staging folder)
+    for k in range(n):
+        parameters = read_elastix_transform(tmp_path / "out" / f"displacement_itk_frame{k:03d}.txt")
+        assert parameters["Transform"] == ["DeformationFieldTransform"]
+        (field,) = parameters["DeformationFieldFileName"]
+        assert Path(field) == (tmp_path / "out" / f"displacement_itk_frame{k:03d}.nii.gz").resolve()
+        assert parameters["Size"] == [width, height] and parameters["Spacing"] == pytest.approx(SPACING[::-1])

@@ -13,7 +13,9 @@ item              files
 ``displacement``  ``displacement.npy`` ``(N, 2, H, W)`` float32 pixels ``(dy, dx)``;
                   ``displacement.nii.gz`` (mm, vector in dim 5); ``displacement.json``
 ``itk``           ``displacement_itk_frame000.nii.gz`` ...: one 2-D ITK displacement field
-                  per frame (mm), read by SimpleITK / ANTs as a DisplacementFieldTransform
+                  per frame (mm), read by SimpleITK / ANTs as a DisplacementFieldTransform,
+                  and beside each its elastix parameter file ``displacement_itk_frame000.txt``
+                  (``transformix -tp``; it names the field by its absolute path)
 ``jacobian``      ``jacobian.tif``: ``det(I + ∇u)`` per frame ``(N, H, W)``
 ``maps``          ``t1_raw.tif``, ``r2_raw.tif``, ``t1_sd_raw.tif`` and the same for
                   ``registered`` (T1 and SD in ms), for the fits given
@@ -130,6 +132,7 @@ class ExportContext:
     figure: Any = None
     items: tuple[str, ...] = ()
     record: dict[str, Any] | None = None
+    destination: Path | None = None  # the export folder (writers get the staging folder)
 
     @property
     def spacing_mm(self) -> tuple[float, float]:
@@ -237,16 +240,30 @@ def _write_displacement(context: ExportContext, folder: Path) -> None:
 _ITK_BASE = "displacement_itk.nii.gz"
 
 
-def _itk_files(plan: ExportPlan) -> list[str]:
+def _itk_pairs(n_frames: int) -> list[tuple[str, str]]:
+    """Per frame: the ITK field's file name and its elastix parameter file's name."""
+    from ..io._common import split_name
     from ..io.fields import itk_frame_paths
 
-    return [] if plan.n_frames is None else [p.name for p in itk_frame_paths(_ITK_BASE, plan.n_frames)]
+    return [(p.name, split_name(p)[0] + ".txt") for p in itk_frame_paths(_ITK_BASE, n_frames)]
+
+
+def _itk_files(plan: ExportPlan) -> list[str]:
+    if plan.n_frames is None:
+        return []
+    return [name for pair in _itk_pairs(plan.n_frames) for name in pair]
 
 
 def _write_itk(context: ExportContext, folder: Path) -> None:
-    from ..io.fields import save_displacement_itk
+    from ..io.fields import save_displacement_itk, save_elastix_transform
 
     save_displacement_itk(folder / _ITK_BASE, context.displacement, context.spacing_mm)
+    # transformix resolves a relative field name against its own working folder, so the
+    # parameter file names the field where it will lie once the staging folder is in place
+    final = Path(context.destination) if context.destination is not None else folder
+    shape = context.displacement.shape[2:]
+    for field, parameters in _itk_pairs(context.displacement.shape[0]):
+        save_elastix_transform(final / field, shape, context.spacing_mm, path=folder / parameters)
 
 
 def _write_jacobian(context: ExportContext, folder: Path) -> None:
@@ -338,7 +355,8 @@ ITEMS: tuple[ExportItem, ...] = (
                lambda plan: ["registered.nii.gz", "registered.json"], _write_nifti),
     ExportItem("displacement", "Displacement field", "displacement field (.npy in pixels, NIfTI in mm)",
                lambda plan: ["displacement.npy", "displacement.nii.gz", "displacement.json"], _write_displacement),
-    ExportItem("itk", "ITK displacement fields", "one 2-D ITK displacement field per frame (NIfTI, mm; SimpleITK / ANTs)",
+    ExportItem("itk", "ITK displacement fields", "one 2-D ITK displacement field per frame (NIfTI, mm; SimpleITK / ANTs) "
+               "and its elastix parameter file (transformix)",
                _itk_files, _write_itk),
     ExportItem("jacobian", "Jacobian determinant", "Jacobian determinant maps (TIFF)",
                lambda plan: ["jacobian.tif"], _write_jacobian),
@@ -561,7 +579,7 @@ def export_registration(
     context = ExportContext(
         registered=registered, displacement=u, raw=raw, info=info, template=template,
         correspondence=correspondence, landmarks=landmarks, labels=labels, t1_maps=t1_maps,
-        input_path=input_path, report_format=report_format, command=command,
+        input_path=input_path, report_format=report_format, command=command, destination=folder,
     )
     chosen, skipped = _resolve_items(parse_export_items(items), context)
     if not chosen and not extra_files:
