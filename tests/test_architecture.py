@@ -7,6 +7,7 @@ counts, including those inside functions (a lazy import is still a dependency).
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,60 @@ def test_engines_take_their_contract_from_engine_api():
 )
 def test_imports_flow_downward(layer, forbidden):
     assert _violations(layer, forbidden) == []
+
+
+def napari_names(source: str) -> list[str]:
+    """Names in code (not strings, comments or docstrings) that speak of napari.
+
+    Identifiers, attributes, definitions, arguments, keywords and import aliases, with the
+    package's own name taken out: ``def napari_translate`` or ``layer.napari_scale`` count,
+    ``import napari_any2reg.io`` and a docstring saying "napari axis 0 = frame" do not. A
+    check on "layer" alone would be brittle (the network and the phantom have layers), so
+    napari is the marker, plus conversions named ``to_layer...`` / ``from_layer``.
+    """
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Name):
+            names = [node.id]
+        elif isinstance(node, ast.Attribute):
+            names = [node.attr]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names = [node.name]
+        elif isinstance(node, ast.arg):
+            names = [node.arg]
+        elif isinstance(node, ast.keyword):
+            names = [node.arg or ""]
+        elif isinstance(node, ast.alias):
+            names = [node.name, node.asname or ""]
+        else:
+            continue
+        found += [name for name in names
+                  if "napari" in name.lower().replace(PACKAGE, "") or re.search(r"(^|_)(to|from)_layer", name)]
+    return found
+
+
+def test_napari_names_finds_napari_conventions_in_code_only():
+    code = '''
+"""A docstring may say napari."""
+import napari_any2reg.io as io
+from napari_any2reg.core import x  # a comment about napari
+
+class Geometry:
+    def napari_translate(self, napari_scale=None):
+        return self.origin.napari_axis, dict(napari_units="mm"), "napari"
+
+    def to_layer_metadata(self, layers=2):
+        return self.from_layer(self.tissue_layers)
+'''
+    assert sorted(napari_names(code)) == ["from_layer", "napari_axis", "napari_scale", "napari_translate", "napari_units",
+                                          "to_layer_metadata"]
+
+
+def test_core_carries_no_napari_conventions():
+    # layer metadata, translate and the like belong to widgets/_layers.py (issue 12)
+    found = {
+        str(path.relative_to(SOURCE)): names
+        for path in sorted((SOURCE / "core").rglob("*.py"))
+        if (names := napari_names(path.read_text(encoding="utf-8")))
+    }
+    assert found == {}

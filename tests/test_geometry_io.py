@@ -289,7 +289,9 @@ def test_geometry_round_trips_through_tiff_and_layer_metadata(tmp_path):
     seq = Sequence(np.random.default_rng(5).random((3, H, W)), spacing_mm=SPACING, geometry=geometry)
     back = read_sequence(write_tiff(tmp_path / "g.tif", seq))
     assert back.geometry.allclose(geometry)
-    again = Sequence.from_layer(seq.frames, metadata=seq.to_layer_metadata())
+    from napari_any2reg.widgets._layers import sequence_from_layer, sequence_layer_metadata
+
+    again = sequence_from_layer(seq.frames, metadata=sequence_layer_metadata(seq))
     assert again.geometry.allclose(geometry) and "geometry" not in again.metadata
     # pixel_to_world follows DICOM: origin + c dx row_direction + r dy column_direction
     np.testing.assert_allclose(geometry.pixel_to_world(2, 5, SPACING),

@@ -57,8 +57,13 @@ def test_permuted_and_layer_round_trip():
     p = seq.permuted(order)
     np.testing.assert_array_equal(p.frames, seq.frames[order])
     np.testing.assert_array_equal(p.timings_ms, [1, 2, 3, 4])
-    back = Sequence.from_layer(seq.frames, name="x", scale=(1, 2.0, 1.0), metadata=seq.to_layer_metadata())
+    # the napari side of a sequence lives in widgets (core carries no napari conventions)
+    from napari_any2reg.widgets._layers import sequence_from_layer, sequence_layer_metadata
+
+    back = sequence_from_layer(seq.frames, name="x", scale=(1, 2.0, 1.0), metadata=sequence_layer_metadata(seq))
     assert back.kind == "molli" and back.spacing_mm == (2.0, 1.0)
     np.testing.assert_array_equal(back.timings_ms, seq.timings_ms)
     with pytest.raises(SequenceError, match="3-D"):
-        Sequence.from_layer(np.zeros((16, 16)), name="single")
+        sequence_from_layer(np.zeros((16, 16)), name="single")
+    # spacing from the layer's scale when the metadata does not say
+    assert sequence_from_layer(seq.frames, scale=(1, 3.0, 0.5)).spacing_mm == (3.0, 0.5)

@@ -155,15 +155,6 @@ class SliceGeometry:
         origin = np.asarray(self.origin) + float(distance_mm) * self.normal
         return dataclasses.replace(self, origin=tuple(origin))
 
-    def napari_translate(self) -> tuple[float, float]:
-        """In-plane ``(y, x)`` napari translate (mm): the origin in the plane's own axes.
-
-        Slices of one stack share their in-plane axes, so their layers overlay where the
-        anatomy does; the distance along the normal is :attr:`slice_position_mm`.
-        """
-        origin = np.asarray(self.origin)
-        return float(np.dot(origin, self.column_direction)), float(np.dot(origin, self.row_direction))
-
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly form (kept in layer metadata and file headers)."""

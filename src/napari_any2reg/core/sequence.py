@@ -131,54 +131,6 @@ class Sequence:
         timings = None if self.timings_ms is None else self.timings_ms[order]
         return self.replace(frames=self.frames[order], timings_ms=timings)
 
-    def to_layer_metadata(self) -> dict[str, Any]:
-        """Metadata to keep with a napari image layer so the sequence can be rebuilt."""
-        meta = dict(self.metadata)
-        meta.update(
-            {
-                "any2reg_kind": self.kind,
-                "timings_ms": None if self.timings_ms is None else self.timings_ms.tolist(),
-                "spacing_mm": list(self.spacing_mm),
-            }
-        )
-        if self.geometry is not None:
-            meta["geometry"] = self.geometry.to_dict()
-        return meta
-
-    @classmethod
-    def from_layer(
-        cls,
-        data: Any,
-        *,
-        name: str = "sequence",
-        scale: Any = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> "Sequence":
-        """Build a sequence from napari image-layer fields (data, scale, metadata)."""
-        metadata = dict(metadata or {})
-        array = np.asarray(data)
-        if array.ndim != 3:
-            raise SequenceError(
-                f"Layer {name!r} has {array.ndim} dimension(s) {array.shape}; registration "
-                "needs a 3-D (frames, rows, columns) image. Load a time series, not a single image."
-            )
-        spacing = metadata.get("spacing_mm")
-        if spacing is None and scale is not None and len(scale) >= 3:
-            spacing = (float(scale[-2]), float(scale[-1]))
-        return cls(
-            frames=array,
-            timings_ms=metadata.get("timings_ms"),
-            spacing_mm=tuple(spacing) if spacing is not None else (1.0, 1.0),
-            kind=metadata.get("any2reg_kind", "unknown"),
-            name=name,
-            metadata={
-                k: v
-                for k, v in metadata.items()
-                if k not in ("timings_ms", "spacing_mm", "any2reg_kind", "geometry")
-            },
-            geometry=metadata.get("geometry"),
-        )
-
 
 # ---------------------------------------------------------------------- validation
 def _validate_frames(frames: Any, name: str) -> np.ndarray:

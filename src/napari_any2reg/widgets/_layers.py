@@ -1,10 +1,11 @@
 """Conversion between :class:`~napari_any2reg.core.sequence.Sequence` and napari layer data.
 
-A sequence becomes an image layer with ``scale = (1, dy, dx)`` and
-``metadata = sequence.to_layer_metadata()`` (kind, timings, spacing and any extra fields), so
-``Sequence.from_layer(layer.data, name=layer.name, scale=layer.scale, metadata=layer.metadata)``
-rebuilds it. Registration results add array-valued entries (``displacement``, ``template``) to
-the metadata of the registered layer (:class:`._registered.RegisteredLayer`);
+A sequence becomes an image layer with ``scale = (1, dy, dx)``, ``translate`` from
+:func:`slice_translate` and ``metadata = sequence_layer_metadata(sequence)`` (kind, timings,
+spacing, geometry and any extra fields), so ``sequence_from_layer(layer.data, name=layer.name,
+scale=layer.scale, metadata=layer.metadata)`` rebuilds it. These napari conventions live here,
+not in ``core``. Registration results add array-valued entries (``displacement``,
+``template``) to the metadata of the registered layer (:class:`._registered.RegisteredLayer`);
 :func:`sequence_from_layer_fields` drops those before writing, because files only keep
 JSON-friendly metadata.
 """
@@ -16,13 +17,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..core.geometry import SliceGeometry
     from ..core.sequence import Sequence
 
 __all__ = [
     "LayerDataTuple",
     "robust_contrast_limits",
     "sequence_to_layer_data",
+    "sequence_layer_metadata",
+    "sequence_from_layer",
     "sequence_from_layer_fields",
+    "slice_translate",
     "jsonable_metadata",
     "REGISTERED_SUFFIX",
     "axes_kwargs",
@@ -72,6 +77,70 @@ def robust_contrast_limits(
     return lo, hi
 
 
+#: Layer-metadata keys of the sequence's own fields (the rest is ``Sequence.metadata``).
+_SEQUENCE_KEYS = ("timings_ms", "spacing_mm", "any2reg_kind", "geometry")
+
+
+def sequence_layer_metadata(seq: "Sequence") -> dict[str, Any]:
+    """Metadata to keep with a napari image layer so the sequence can be rebuilt."""
+    meta = dict(seq.metadata)
+    meta.update(
+        {
+            "any2reg_kind": seq.kind,
+            "timings_ms": None if seq.timings_ms is None else seq.timings_ms.tolist(),
+            "spacing_mm": list(seq.spacing_mm),
+        }
+    )
+    if seq.geometry is not None:
+        meta["geometry"] = seq.geometry.to_dict()
+    return meta
+
+
+def sequence_from_layer(
+    data: Any, *, name: str = "sequence", scale: Any = None, metadata: dict[str, Any] | None = None
+) -> "Sequence":
+    """A sequence from napari image-layer fields (data, scale, metadata).
+
+    The spacing comes from ``metadata["spacing_mm"]``, else from the layer's ``scale``; a layer
+    that is not 3-D is refused with what to load instead.
+
+    Raises
+    ------
+    SequenceError
+    """
+    from ..core.sequence import Sequence, SequenceError
+
+    metadata = dict(metadata or {})
+    array = np.asarray(data)
+    if array.ndim != 3:
+        raise SequenceError(
+            f"Layer {name!r} has {array.ndim} dimension(s) {array.shape}; registration "
+            "needs a 3-D (frames, rows, columns) image. Load a time series, not a single image."
+        )
+    spacing = metadata.get("spacing_mm")
+    if spacing is None and scale is not None and len(scale) >= 3:
+        spacing = (float(scale[-2]), float(scale[-1]))
+    return Sequence(
+        frames=array,
+        timings_ms=metadata.get("timings_ms"),
+        spacing_mm=tuple(spacing) if spacing is not None else (1.0, 1.0),
+        kind=metadata.get("any2reg_kind", "unknown"),
+        name=name,
+        metadata={k: v for k, v in metadata.items() if k not in _SEQUENCE_KEYS},
+        geometry=metadata.get("geometry"),
+    )
+
+
+def slice_translate(geometry: "SliceGeometry") -> tuple[float, float]:
+    """In-plane ``(y, x)`` layer translate (mm): the slice origin in the plane's own axes.
+
+    Slices of one stack share their in-plane axes, so their layers overlay where the anatomy
+    does; the distance along the normal is ``geometry.slice_position_mm``.
+    """
+    origin = np.asarray(geometry.origin)
+    return float(np.dot(origin, geometry.column_direction)), float(np.dot(origin, geometry.row_direction))
+
+
 def sequence_to_layer_data(seq: "Sequence", *, name: str | None = None) -> LayerDataTuple:
     """Image-layer data tuple ``(frames, kwargs, "image")`` for a sequence.
 
@@ -80,12 +149,12 @@ def sequence_to_layer_data(seq: "Sequence", *, name: str | None = None) -> Layer
     does; the full position and orientation stay in ``metadata["geometry"]`` for the exports.
     """
     dy, dx = seq.spacing_mm
-    ty, tx = seq.geometry.napari_translate() if seq.geometry is not None else (0.0, 0.0)
+    ty, tx = slice_translate(seq.geometry) if seq.geometry is not None else (0.0, 0.0)
     kwargs = {
         "name": name or seq.name,
         "scale": (1.0, float(dy), float(dx)),
         "translate": (0.0, float(ty), float(tx)),
-        "metadata": seq.to_layer_metadata(),
+        "metadata": sequence_layer_metadata(seq),
         "colormap": "gray",
         "contrast_limits": robust_contrast_limits(seq.frames),
         **axes_kwargs(3),
@@ -116,10 +185,8 @@ def sequence_from_layer_fields(
     metadata: dict[str, Any] | None = None,
     jsonable_only: bool = False,
 ) -> "Sequence":
-    """``Sequence.from_layer`` with napari's field names; optionally drop non-JSON metadata."""
-    from ..core.sequence import Sequence
-
+    """:func:`sequence_from_layer`; ``jsonable_only`` drops the metadata files cannot keep."""
     meta = dict(metadata or {})
     if jsonable_only:
         meta = jsonable_metadata(meta)
-    return Sequence.from_layer(data, name=name or "sequence", scale=scale, metadata=meta)
+    return sequence_from_layer(data, name=name or "sequence", scale=scale, metadata=meta)

@@ -1,7 +1,7 @@
 """napari writer contributions: an image layer → TIFF or NIfTI (with timings and spacing), a
 landmarks Points layer → landmark CSV (``frame,name,y,x,y_mm,x_mm``).
 
-The layer is turned back into a :class:`Sequence` with ``Sequence.from_layer`` (array-valued
+The layer is turned back into a :class:`Sequence` with ``._layers.sequence_from_layer`` (array-valued
 metadata such as a registration's displacement is dropped: files keep JSON-friendly metadata
 only) and written by :mod:`napari_any2reg.io`.
 """

@@ -270,7 +270,7 @@ class MappingWidget(WorkerDock):
         if layer is None or key == self._filled_for:
             return  # unchanged inputs: keep what the user typed
         self._filled_for = key
-        meta = layer.metadata  # the sequence's own entries (core.sequence.Sequence.to_layer_metadata)
+        meta = layer.metadata  # the sequence's own entries (._layers.sequence_layer_metadata)
         model = model_for_kind(meta.get("any2reg_kind"))
         if model is not None:
             self.model_combo.setCurrentIndex(max(self.model_combo.findData(model), 0))
