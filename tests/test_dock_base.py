@@ -229,3 +229,22 @@ def test_jsonable_metadata_drops_the_registration_arrays():
     kept = jsonable_metadata(meta)
     assert not {"displacement", "template", "correspondence"} & set(kept)
     assert kept["source_layer"] == "raw"
+
+
+def test_frame_label_names_the_time_by_the_t1_model():
+    """TI / TS from the kind's T1 model (``timing_name``); trigger time ``t`` for kinds without one."""
+    from types import SimpleNamespace
+
+    from napari_any2reg.core.mapping import T1_MODELS, model_for_kind
+    from napari_any2reg.widgets._dock import frame_label_text, timing_label
+
+    assert T1_MODELS[model_for_kind("sasha")].timing_name == "saturation_times_ms"
+    assert [timing_label(kind) for kind in ("molli", "stone", "ir", "sasha", "cine", "perfusion", "unknown", None)] == \
+        ["TI", "TI", "TI", "TS", "t", "t", "t", "t"]
+    layer = SimpleNamespace(name="s", data=np.zeros((3, 8, 8)), metadata={"any2reg_kind": "sasha", "timings_ms": [np.inf, 300.0, 600.0]})
+    assert frame_label_text(layer, 1) == "s: frame 1 / 2 · TS 300 ms"
+    assert frame_label_text(layer, 0) == "s: frame 0 / 2 · TS ∞ (no preparation)"
+    layer.metadata = {"kind": "cine", "timings_ms": [0.0, 40.0, 80.0]}
+    assert frame_label_text(layer, 2) == "s: frame 2 / 2 · t 80 ms"
+    layer.metadata = {}
+    assert frame_label_text(layer, 2) == "s: frame 2 / 2"

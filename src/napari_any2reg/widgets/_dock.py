@@ -140,6 +140,23 @@ def tabify_panel(panel: QWidget) -> bool:
 
 
 # ---------------------------------------------------------------------- frame label
+#: Short labels of the per-frame timings, by timing name (``T1Model.timing_name``).
+_TIMING_LABELS = {"inversion_times_ms": "TI", "saturation_times_ms": "TS"}
+
+
+def timing_label(kind: Any) -> str:
+    """The short label of a sequence kind's per-frame time: its T1 model's ``timing_name``
+    (``TI`` inversion, ``TS`` saturation), ``t`` (trigger time) for kinds without a T1 model.
+
+    The T1 models declare what their times are, so a new model labels its frames without a
+    change here.
+    """
+    from ..core.mapping import T1_MODELS, model_for_kind
+
+    model = model_for_kind(str(kind or ""))
+    return _TIMING_LABELS.get(T1_MODELS[model].timing_name, "t") if model is not None else "t"
+
+
 def frame_label_text(layer: Any, frame: int) -> str:
     """``"<layer>: frame k / N · TI t ms"`` for a sequence layer (timings from its metadata)."""
     n = int(layer.data.shape[0])
@@ -148,8 +165,7 @@ def frame_label_text(layer: Any, frame: int) -> str:
     timings = meta.get("timings_ms")
     if timings is not None and len(timings) == n:
         t = float(timings[frame])
-        kind = str(meta.get("any2reg_kind", meta.get("kind", ""))).lower()
-        label = "TS" if "sasha" in kind else "t" if "cine" in kind else "TI"
+        label = timing_label(meta.get("any2reg_kind", meta.get("kind")))
         text += f" · {label} " + ("∞ (no preparation)" if math.isinf(t) else f"{t:g} ms")
     return text
 
