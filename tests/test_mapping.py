@@ -181,7 +181,7 @@ def test_molli_sd_is_propagated_through_b_over_a_not_scaled_from_t1_star():
     ok = np.isfinite(result.t1_ms)
     empirical = result.t1_ms[ok].std(ddof=1)
     propagated = np.sqrt(np.mean(result.t1_sd_ms[ok] ** 2))
-    # the shortcut DESIGN.md warns about: SD(T1*) times (B/A - 1), ignoring the correlation
+    # the shortcut docs/design.md §8 warns about: SD(T1*) times (B/A - 1), ignoring the correlation
     naive = result.t1_star_ms[ok].std(ddof=1) * (b_over_a - 1.0)
     assert abs(propagated / empirical - 1.0) < 0.15
     assert naive > 1.5 * empirical

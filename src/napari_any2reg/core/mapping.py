@@ -1,6 +1,6 @@
 """Quantitative T1 mapping: vectorised per-pixel fits of MOLLI, STONE, SASHA and IR curves.
 
-Every pixel is fitted at once in torch (CPU or CUDA, ``DESIGN.md`` §5):
+Every pixel is fitted at once in torch (CPU or CUDA, ``docs/design.md`` §8, T1 models):
 
 1. **Grid search** over the time constant ``T`` (log-spaced): for a fixed ``T`` the model is
    linear in its amplitudes, so they and the residual sum of squares (RSS) have a closed form.
