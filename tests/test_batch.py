@@ -283,6 +283,25 @@ def test_a_series_mask_drives_its_registration_as_register_mask(tmp_path, schedu
     capsys.readouterr()
 
 
+def test_a_series_computes_its_qc_once_for_the_export_and_the_summary_row(tmp_path, monkeypatch):
+    from napari_any2reg.core import export as core_export
+    from napari_any2reg.pipeline import export
+    from napari_any2reg.pipeline.batch import run_series
+
+    calls = []
+    original = core_export.qc_metrics
+    for module in (core_export, export):  # wherever it is looked up
+        monkeypatch.setattr(module, "qc_metrics", lambda *a, **k: calls.append(1) or original(*a, **k))
+    job = discover([_phantom(tmp_path / "m.tif", seed=7)])[0]
+    settings = BatchSettings(register=RegisterSettings(engine="groupwise", device="cpu", export="qc",
+                                                       engine_options={"iterations_scale": 0.1}))
+    row = run_series(job, settings, str(tmp_path / "out"))
+    assert row["status"] == "ok", row.get("error")
+    assert len(calls) == 1
+    qc = json.loads((tmp_path / "out" / job.name / "qc.json").read_text())
+    assert row["max_displacement_mm"] == qc["max_displacement_mm"] and row["n_flagged_frames"] == len(qc["flagged_frames"])
+
+
 def test_kill_mid_run_then_resume_redoes_nothing(tmp_path):
     """SIGKILL of the whole run (client and workers) after the first series: the re-run skips
     every finished series, leaves no staging folder and finishes the rest."""

@@ -243,11 +243,8 @@ def _register_one(job: SeriesJob, settings: BatchSettings, folder: Path, start: 
     register = dataclasses.replace(settings.register, export=export)
 
     def series_files(outcome) -> dict[str, Callable[[Path], None]]:
-        from ..core.export import qc_metrics
-
         result = outcome.result
-        qc, _, _ = qc_metrics(sequence, result.registered_sequence(), result.displacement, info=result.summary(),
-                              template=result.template, correspondence=(result.extras or {}).get("correspondence"))
+        qc = outcome.qc  # computed by register_series for the export (record is always exported)
         row = {
             "series": job.name, "input": job.label, "output": str(folder), "status": "ok", "this_run": "ran",
             "kind": sequence.kind, "n_frames": sequence.n_frames, "height": sequence.shape[0], "width": sequence.shape[1],

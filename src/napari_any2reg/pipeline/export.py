@@ -504,6 +504,7 @@ def export_registration(
     command: Any = None,
     overwrite: bool = False,
     progress: Callable[[float, str], None] | None = None,
+    qc: tuple[dict[str, Any], Any, Any] | None = None,
 ) -> ExportResult:
     """Write the chosen export items of one registration into ``folder`` (all or nothing).
 
@@ -541,6 +542,10 @@ def export_registration(
     overwrite : bool
         Replace existing files. Default: refuse (``FileExistsError``) before writing anything.
     progress : callable(fraction, message), optional
+    qc : tuple, optional
+        :func:`qc_metrics` of these inputs (``(metrics, table, summary)``), when the caller has
+        already computed it: used instead of computing it again. Ignored with ``landmarks`` or
+        ``labels`` (their TRE and Dice belong in the QC).
 
     Returns
     -------
@@ -606,9 +611,12 @@ def export_registration(
         context.dice = dice_before_after(labels, u)
     if raw is not None and ("qc" in chosen or "report" in chosen or "record" in chosen):
         report(0.15, "QC metrics")
-        context.qc, context.qc_table, context.run_summary = qc_metrics(
-            raw, registered, u, info=info, template=template, correspondence=correspondence,
-            tre=context.tre, dice=context.dice)
+        if qc is not None and landmarks is None and labels is None:
+            context.qc, context.qc_table, context.run_summary = qc
+        else:
+            context.qc, context.qc_table, context.run_summary = qc_metrics(
+                raw, registered, u, info=info, template=template, correspondence=correspondence,
+                tre=context.tre, dice=context.dice)
     if "report" in chosen:
         report(0.35, "QC report")
         context.figure = _report_figure(context)

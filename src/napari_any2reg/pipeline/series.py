@@ -123,6 +123,8 @@ class RegisterOutcome:
     outdir: Path
     export: Any = None  # pipeline.export.ExportResult with --export
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    # the export's QC metrics (as in qc.json), computed once before the extra files are made
+    qc: dict[str, Any] | None = None
     fits: dict[str, Any] | None = None  # {"raw": T1FitResult, "registered": T1FitResult} with maps
 
 
@@ -421,6 +423,14 @@ def register_series(
                 "registered": fit_t1(result.registered_sequence(), device=settings.device),
             }
             t1_maps = {role: t1_maps_from_fit(fit) for role, fit in outcome.fits.items()}
+        qc = None
+        if {"qc", "report", "record"} & set(export_items) and landmarks is None:
+            # computed here, once, so extra_files (the batch's summary row) can use it too
+            from .export import qc_metrics
+
+            qc = qc_metrics(sequence, result.registered_sequence(), result.displacement, info=metrics,
+                            template=result.template, correspondence=scores)
+            outcome.qc = qc[0]
         extra = dict(metrics_writer)
         if scores is not None:
             extra["correspondence.npy"] = lambda p: np.save(p, np.asarray(scores, np.float32))
@@ -429,8 +439,9 @@ def register_series(
         outcome.export = export_result(
             result, outdir, items=export_items, landmarks=landmarks, t1_maps=t1_maps, info=metrics,
             input_path=label, report_format=settings.report_format, extra_files=extra,
-            command=None if command is None else list(command), overwrite=overwrite,
+            command=None if command is None else list(command), overwrite=overwrite, qc=qc,
         )
+        outcome.qc = outcome.export.qc
         return outcome
 
     more = dict(extra_files(outcome)) if extra_files is not None else {}
