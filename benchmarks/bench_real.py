@@ -89,7 +89,8 @@ AMPLITUDES_MM = (5.0, 10.0, 15.0, 25.0)
 
 
 def methods(candidate: str | None, v1: bool) -> list[tuple[str, str | None, dict]]:
-    out = base_methods({}) + [("any2reg (no coarse stage)", "any2reg", {"coarse": False})]
+    out = base_methods({}) + [("any2reg (no coarse stage)", "any2reg", {"coarse": False}),
+                              ("any2reg-io (instance refinement)", "any2reg-io", {"refinement": "instance"})]
     from napari_any2reg.core.engines.any2reg import DEFAULT_ORIENTATIONS
 
     other = 2 if DEFAULT_ORIENTATIONS == 1 else 1  # the test-time orientation ablation
