@@ -292,10 +292,10 @@ def classical_refinement(
     validation material only (never the held-out split):
 
     * training-base real slices with 10 / 25 mm known motion, median EPE ratio: network
-      0.347, :func:`instance_optimise` 0.317, ``groupwise`` from zero 0.276, this 0.253;
-    * validation phantoms (seeds 10000-10005, 10 mm): EPE in the heart equal to or below the
-      network's on all six (MOLLI 1.135 / 1.135 and 1.438 -> 1.322 mm, cine 1.047 -> 0.681)
-      and below ``groupwise`` on five;
+      0.347, :func:`instance_optimise` 0.317, ``groupwise`` from zero 0.276, this 0.255;
+    * validation phantoms (seeds 10000-10005, 10 mm): EPE in the heart below the network's on
+      all six (MOLLI 1.135 -> 1.117 and 1.438 -> 1.193 mm, cine 1.047 -> 0.715) and below
+      ``groupwise`` on five (SASHA 1.367 vs 1.293 mm);
     * the price: on motion-free sequences (MOLLI phantoms, pre-aligned slices + noise) it
       invents more relative motion than the network alone (mean 0.99 vs 0.52 mm; phantoms
       0.65-0.78 vs 0.37-0.43 mm): ``any2reg`` stays the default.
