@@ -27,7 +27,7 @@ from typing import Any, Callable
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QLabel, QProgressBar, QPushButton, QWidget
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ._relay import ActivityProgress, ProgressRelay
 
@@ -174,6 +174,31 @@ class WorkerDock(QWidget):
             self.cancel_button.setToolTip("Stop the running computation at its next check; nothing is added.")
             self.cancel_button.clicked.connect(lambda *_: self.cancel())
             self.cancel_button.setEnabled(False)
+
+    def dock_body(self, body: QWidget, *sections: QWidget | QLayout, actions: tuple[QPushButton, ...],
+                  after: QWidget | None = None) -> QVBoxLayout:
+        """Lay out the usual dock: ``sections`` (forms, boxes), the ``actions`` buttons beside
+        Cancel, the progress bar and the status line, then ``after`` (a table or results area that
+        takes the spare height) or a stretch. Call :meth:`make_progress_controls` first."""
+        buttons = QHBoxLayout()
+        for button in actions:
+            buttons.addWidget(button)
+        if self.cancel_button is not None:
+            buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(body)
+        for section in sections:
+            if isinstance(section, QLayout):
+                layout.addLayout(section)
+            else:
+                layout.addWidget(section)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.status_label)
+        if after is not None:
+            layout.addWidget(after, 1)
+        else:
+            layout.addStretch(1)
+        return layout
 
     def set_status(self, text: str) -> None:
         if self.status_label is not None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels, Points
-from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QFormLayout, QHBoxLayout, QLineEdit, QPushButton, QWidget
 
 from ..pipeline.apply import apply_to_labels, apply_to_points, apply_to_sequence
 from ._base import WorkerDock
@@ -131,15 +131,7 @@ class ApplyWidget(WorkerDock):
         self.apply_button.setToolTip("Warp the chosen layer onto the registration's common grid (a new layer).")
         self.apply_button.clicked.connect(lambda *_: self.apply())
         self.make_progress_controls()
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.apply_button)
-        buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(scroll_body(self))
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status_label)
-        layout.addStretch(1)
+        self.dock_body(scroll_body(self), form, actions=(self.apply_button,))
         self._inputs = (self.registration_combo, self.field_edit, browse, self.target_combo)
         self.watch_layers()
         self.refresh_layers()

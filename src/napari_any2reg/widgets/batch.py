@@ -30,7 +30,6 @@ from qtpy.QtWidgets import (
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -107,10 +106,6 @@ class BatchWidget(WorkerDock):
         self.open_button.clicked.connect(lambda *_: self.open_summary())
         self.make_progress_controls()
         self.cancel_button.setToolTip("Stop after the series now running; the summary of the finished ones is written.")
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-        buttons.addWidget(self.open_button)
 
         self.table = QTableWidget(0, len(TABLE_COLUMNS))
         self.table.setHorizontalHeaderLabels([header for _, header in TABLE_COLUMNS])
@@ -121,12 +116,7 @@ class BatchWidget(WorkerDock):
         self.table.cellDoubleClicked.connect(lambda row, column: self.open_series(row))
         self.table.setMinimumHeight(160)
 
-        layout = QVBoxLayout(scroll_body(self))
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.table, 1)
+        self.dock_body(scroll_body(self), form, actions=(self.run_button, self.open_button), after=self.table)
         self._inputs = (self.input_edit, self.output_edit, self.device_combo, self.jobs_spin, self.fit_check, self.overwrite_check)
         self.on_running_changed(False)
         self.set_status("Choose a folder of series and an output folder.")

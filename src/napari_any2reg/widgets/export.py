@@ -33,7 +33,6 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QPushButton,
-    QVBoxLayout,
     QWidget,
 )
 
@@ -143,18 +142,7 @@ class ExportWidget(WorkerDock):
         self.export_button = QPushButton("Export")
         self.export_button.clicked.connect(lambda *_: self.export())
         self.make_progress_controls()
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.export_button)
-        buttons.addWidget(self.cancel_button)
-
-        layout = QVBoxLayout(scroll_body(self))
-        layout.addLayout(form)
-        layout.addWidget(items_box)
-        layout.addLayout(options)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status_label)
-        layout.addStretch(1)
+        self.dock_body(scroll_body(self), form, items_box, options, actions=(self.export_button,))
         self._inputs = [self.registered_combo, self.points_combo, self.labels_combo, self.folder_edit,
                         self.browse_button, self.format_combo, self.overwrite_check, *self.item_checks.values()]
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels, Shapes
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QPushButton, QWidget
 
 from ..core.device import DEVICE_CHOICES
 from ..core.mapping import T1_MODELS, T1FitResult, fit_t1, model_for_kind
@@ -147,20 +147,12 @@ class MappingWidget(WorkerDock):
         self.run_button.setToolTip("Fit T1 maps of the chosen layers; results are added as new layers.")
         self.run_button.clicked.connect(lambda *_: self.run())
         self.make_progress_controls()
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
 
         self.results = ResultsSection()
         self.tabs = self.results
         self.stats_table, self.figure, self.canvas = self.results.stats_table, self.results.figure, self.results.canvas
 
-        layout = QVBoxLayout(scroll_body(self))
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.results, 1)
+        self.dock_body(scroll_body(self), form, actions=(self.run_button,), after=self.results)
         self._inputs = (self.raw_combo, self.registered_combo, self.model_combo, self.timings_edit, self.roi_combo,
                         self.r2_spin, self.device_combo, self.side_by_side_check)
 

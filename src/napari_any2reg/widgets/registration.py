@@ -177,16 +177,7 @@ class RegistrationWidget(WorkerDock):
         self.run_button.setToolTip("Register the selected layer; the result is added as a new layer.")
         self.run_button.clicked.connect(lambda *_: self.run())
         self.make_progress_controls()
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button)
-        buttons.addWidget(self.cancel_button)
-
-        layout = QVBoxLayout(scroll_body(self))
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status_label)
-        layout.addStretch(1)
+        self.dock_body(scroll_body(self), form, actions=(self.run_button,))
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         self._inputs = (self.layer_combo, self.device_combo, self.reference_combo, self.frame_spin,
                         self.placement_combo, self.mask_combo)
