@@ -51,16 +51,6 @@ class MappingOutcome:
 
 
 @dataclasses.dataclass
-class _Job:
-    role: str
-    name: str
-    frames: np.ndarray
-    scale: np.ndarray  # (dy, dx)
-    translate: np.ndarray  # (ty, tx)
-    metadata: dict[str, Any]
-
-
-@dataclasses.dataclass
 class MapJob:
     """One series to fit, copied out of its layer (the worker never touches layers)."""
 

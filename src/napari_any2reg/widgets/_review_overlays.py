@@ -260,20 +260,24 @@ class OverlaySection(QWidget):
 
         return self._overlay("quiver", build, "Computing the displacement arrows")
 
-    def _image_overlay(self, kind: str, data_of: Callable[[qc.Review], np.ndarray], **kwargs: Any) -> bool:
-        """Add an image overlay made from the review (computed in the worker when needed)."""
+    def _with_review(self, add: Callable[[qc.Review], None]) -> bool:
+        """Run ``add(review)`` once the review is there (computed in the worker when needed)."""
         try:
             self.dock.pair()
         except Exception as exc:
             self.dock.report_error(str(exc), exc)
             return False
+        return self.dock.compute_review(then=add)
+
+    def _image_overlay(self, kind: str, data_of: Callable[[qc.Review], np.ndarray], **kwargs: Any) -> bool:
+        """Add an image overlay made from the review."""
 
         def add(review: qc.Review) -> None:
             pair = self.dock.pair()
             self._put_layer(Image(np.asarray(data_of(review), dtype=np.float32), **kwargs, **axes_kwargs(3)),
                             pair, kind)
 
-        return self.dock.compute_review(then=add)
+        return self._with_review(add)
 
     def show_jacobian(self) -> bool:
         """Add / update det J per frame (diverging, centred at 1, limits from the data), in a worker."""
@@ -308,11 +312,6 @@ class OverlaySection(QWidget):
 
     def show_differences(self) -> bool:
         """Add / update the difference to the template, before and after (same limits)."""
-        try:
-            self.dock.pair()
-        except Exception as exc:
-            self.dock.report_error(str(exc), exc)
-            return False
 
         def add(review: qc.Review) -> None:
             pair = self.dock.pair()
@@ -324,7 +323,7 @@ class OverlaySection(QWidget):
             self.dock.set_status(f"Difference to the template at each frame's contrast, ±{limit:.3g} "
                             "(blue below, red above); before on the raw frames, after on the registered.")
 
-        return self.dock.compute_review(then=add)
+        return self._with_review(add)
 
     def show_checkerboard(self) -> Any:
         """Add / update the raw | registered checkerboard of every frame."""
