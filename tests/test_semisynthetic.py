@@ -15,7 +15,8 @@ from napari_any2reg.core.losses import relative_endpoint_loss
 from napari_any2reg.core.metrics import relative_epe
 from napari_any2reg.core.phantom import make_phantom
 from napari_any2reg.core.registration import RegistrationCancelled, normalise_intensities, register
-from napari_any2reg.core.semisynthetic import add_rician_noise, breathing_motion, move_frames
+from napari_any2reg.core.mapping import model_signal
+from napari_any2reg.core.semisynthetic import add_rician_noise, breathing_motion, motion_free_series, move_frames
 from napari_any2reg.core.sequence import Sequence
 from napari_any2reg.core.spatial import folding_fraction, gaussian_smooth, warp_images
 
@@ -33,6 +34,50 @@ def _two_threads():
 def _still_phantom(seed=20501, kind="molli", shape=(96, 96), spacing=(3.0, 3.0), snr=40.0):
     return make_phantom(kind, seed=seed, shape=shape, spacing_mm=spacing, motion_mm=0.0, rotation_deg=0.0,
                         nonrigid_mm=0.0, snr=snr)
+
+
+# ------------------------------------------------------------------ motion-free base
+def _maps(shape=(40, 48)):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    blob = np.exp(-((yy - 20.0) ** 2 + (xx - 22.0) ** 2) / 120.0)
+    return {"A": 100 + 400 * blob, "B": 200 + 700 * blob, "t1_star_ms": 600 + 500 * (xx / shape[1])}, blob
+
+
+MOLLI_TIS = [118.0, 201.0, 1118.0, 1201.0, 2118.0, 2201.0, 3118.0, 4118.0]
+
+
+def test_motion_free_series_reproduces_a_series_that_follows_the_t1_model():
+    params, _ = _maps()
+    frames = np.abs(model_signal("molli", params, MOLLI_TIS)).astype(np.float32)
+    before = frames.copy()
+    series, how = motion_free_series(frames, MOLLI_TIS, "molli")
+    assert how == "t1 model molli"
+    np.testing.assert_array_equal(frames, before)  # the input is not modified
+    assert series.shape == frames.shape and series.dtype == np.float32
+    assert np.abs(series - frames).max() < 1e-2 * frames.max()
+
+
+def test_motion_free_series_removes_a_shifted_frame_from_a_low_rank_series():
+    _, blob = _maps()
+    weights = np.linspace(-1.0, 1.0, 8)
+    truth = np.stack([100 * blob + 60 * w * np.roll(blob, 6, axis=1) + 50 for w in weights]).astype(np.float32)
+    moved = truth.copy()
+    moved[3] = np.roll(truth[3], 2, axis=0)  # one frame displaced by 2 px
+    series, how = motion_free_series(moved, rank=1)  # the truth varies along one component
+    assert how == "rank 1"
+    error_before = np.abs(moved[3] - truth[3]).mean()
+    assert np.abs(series[3] - truth[3]).mean() < 0.5 * error_before
+    assert (series >= 0).all()
+
+
+def test_motion_free_series_says_what_is_wrong():
+    frames = np.ones((4, 8, 8), np.float32)
+    with pytest.raises(ValueError, match="rank must be between 1 and N - 1"):
+        motion_free_series(frames, rank=4)
+    with pytest.raises(ValueError, match="T1 model name"):
+        motion_free_series(frames, [100.0, 200.0, 300.0, 400.0])
+    with pytest.raises(ValueError, match="N >= 2"):
+        motion_free_series(frames[:1])
 
 
 # ------------------------------------------------------------------ motion model

@@ -20,6 +20,13 @@ Motion model (:func:`breathing_motion`), per frame ``i`` and in mm:
   organs more than the wall (sliding);
 * zero mean over frames (groupwise convention: the common grid is the mean position).
 
+A base that is some engine's registered output still carries that engine's residual
+misalignment, and scoring against it favours the engine whose fixed point it is. A
+**motion-free** base (:func:`motion_free_series`) removes that: the frames are regenerated
+from per-pixel parameter maps (a T1 signal model where the timings are known, else a low-rank
+temporal model), so every frame shows the same anatomy by construction while the contrast
+evolves as in the real series (null crossings included).
+
 Conventions as everywhere in the package: pull-back displacement ``(N, 2, H, W)`` in pixels,
 components ``(dy, dx)``, ``registered_i(x) = frame_i(x + u_i(x))``.
 """
@@ -34,7 +41,7 @@ import torch.nn.functional as F
 
 from .spatial import folding_fraction, gaussian_smooth, invert_displacement, warp_images
 
-__all__ = ["breathing_motion", "move_frames", "add_rician_noise"]
+__all__ = ["breathing_motion", "move_frames", "add_rician_noise", "motion_free_series"]
 
 
 def _smooth_fields(rng: np.random.Generator, n: int, shape: tuple[int, int], spacing_mm, scale_mm: float) -> torch.Tensor:
@@ -155,3 +162,72 @@ def add_rician_noise(frames: np.ndarray, rng: np.random.Generator, snr: float) -
     real = frames + sigma * rng.standard_normal(frames.shape).astype(np.float32)
     imag = sigma * rng.standard_normal(frames.shape).astype(np.float32)
     return np.sqrt(real**2 + imag**2).astype(np.float32)
+
+
+def motion_free_series(
+    frames: np.ndarray,
+    timings_ms=None,
+    model: str | None = None,
+    *,
+    rank: int = 2,
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, str]:
+    """A series with the contrast evolution of ``frames`` and no motion at all.
+
+    Each pixel's signal over the frames is replaced by a model of it whose parameters are
+    per-pixel maps, so all frames share one anatomy exactly:
+
+    * with ``timings_ms`` and a T1 ``model`` (``molli``, ``ir``, ``sasha``, ...; see
+      :func:`core.mapping.fit_t1`): the magnitude of the fitted signal model (null crossings
+      included); pixels whose fit fails keep the low-rank model;
+    * otherwise a rank-``rank`` temporal model: the mean frame plus the first ``rank``
+      principal components over frames (residual misalignment of an imperfect pre-alignment
+      sits mostly in the later components and is dropped).
+
+    ``frames`` should already be roughly aligned (e.g. by any engine): misalignment left in
+    them blurs the maps but cannot survive as motion between frames. The input is not
+    modified.
+
+    Parameters
+    ----------
+    frames : ndarray (N, H, W)
+    timings_ms : array_like (N,), optional
+    model : str, optional
+        T1 model name; required with ``timings_ms``.
+    rank : int
+        Components of the low-rank model (>= 1).
+    mask : ndarray (H, W) bool, optional
+        Fit the T1 model only here (the low-rank model covers the rest).
+
+    Returns
+    -------
+    series : ndarray (N, H, W) float32, non-negative
+    how : str
+        ``"t1 model <name>"`` or ``"rank <k>"`` (what produced the series).
+    """
+    x = np.asarray(frames, np.float32)
+    if x.ndim != 3 or x.shape[0] < 2:
+        raise ValueError(f"motion_free_series: frames must be (N, H, W) with N >= 2; got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("motion_free_series: frames contain NaN or infinite values")
+    rank = int(rank)
+    if not 1 <= rank < x.shape[0]:
+        raise ValueError(f"motion_free_series: rank must be between 1 and N - 1 = {x.shape[0] - 1}; got {rank}")
+    n = x.shape[0]
+    flat = x.reshape(n, -1).astype(np.float64)
+    mean = flat.mean(axis=0)
+    u, s, vt = np.linalg.svd(flat - mean, full_matrices=False)
+    low_rank = (mean + (u[:, :rank] * s[:rank]) @ vt[:rank]).reshape(x.shape)
+    series, how = low_rank, f"rank {rank}"
+    if timings_ms is not None:
+        if model is None:
+            raise ValueError("motion_free_series: give the T1 model name with timings_ms (e.g. model='molli')")
+        from .mapping import fit_t1, model_signal
+
+        fit = fit_t1(x, timings_ms, model, mask=mask, device="cpu")
+        with np.errstate(invalid="ignore", over="ignore"):
+            signal = np.abs(model_signal(model, fit.params, timings_ms))
+        good = np.isfinite(signal).all(axis=0) & ~fit.failed & np.isfinite(fit.t1_ms)
+        series = np.where(good[None], signal, low_rank)
+        how = f"t1 model {model}"
+    return np.clip(series, 0.0, None).astype(np.float32), how
