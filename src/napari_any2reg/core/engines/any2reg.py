@@ -438,6 +438,9 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     if coarse:
         translation = coarse_translation(frames, spacing_mm=spacing_mm, training_spacing_mm=model.training_spacing_mm,
                                          reference_frame=reference_frame)
+        if not bool(translation.any()):  # below the threshold: the network sees the frames as given
+            translation = None
+    if translation is not None:
         # a constant shift composes with the network's field by addition:
         # frame(x + t + v(x)) = shifted(x + v(x)) with shifted(y) = frame(y + t)
         shift = translation[:, :, None, None].expand(-1, -1, *frames.shape[-2:])
@@ -450,7 +453,7 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     network_progress.report(0.0, "network prediction")
     u = predict(model.net, network_input.detach().cpu().numpy(), spacing_mm=spacing_mm,
                 training_spacing_mm=model.training_spacing_mm, reference_frame=reference_frame,
-                auxiliary_features=auxiliary_features, orientations=orientations,
+                auxiliary_features=auxiliary_features, orientations=orientations, normalised=True,
                 progress=lambda fraction: network_progress.report(fraction, "network prediction"))
     displacement = torch.from_numpy(u).to(frames.device)
     if translation is not None:
@@ -480,7 +483,7 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
         score_progress = progress.stage(split, 1.0)
         score_progress.report(0.0, "correspondence scores")
         extras["correspondence"] = predict_scores(model.scorer, array, displacement.detach().cpu().numpy(),
-                                                  spacing_mm=spacing_mm, training_spacing_mm=model.training_spacing_mm,
+                                                  spacing_mm=spacing_mm, training_spacing_mm=model.training_spacing_mm, normalised=True,
                                                   progress=lambda fraction: score_progress.report(fraction, "correspondence scores"))
         extras["correspondence_source"] = "adacs-scorer" if model.scorer is not None else "residual"
     progress.report(1.0, "done")

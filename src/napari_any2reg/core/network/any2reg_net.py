@@ -435,6 +435,7 @@ def predict(
     auxiliary_features=None,
     progress: Callable[[float], None] | None = None,
     orientations: int = 1,
+    normalised: bool = False,
 ) -> np.ndarray:
     """Run ``net`` on a raw sequence and return fields on the input grid.
 
@@ -467,6 +468,9 @@ def predict(
         (e.g. motion invented from contrast change alone) partly cancel; the time grows
         with the number of passes. The same transform is applied to every frame, so the
         result stays permutation-equivariant.
+    normalised : bool
+        ``frames`` are already normalised (:func:`core.intensity.normalise_intensities`, as
+        the engines receive them): skip that step (it sorts every pixel of the sequence).
 
     The network runs on the device of its parameters (move it with ``net.to(device)``) and is
     put in eval mode for the call (its previous mode is restored).
@@ -483,7 +487,8 @@ def predict(
     param = next(net.parameters(), None)
     dev = param.device if param is not None else torch.device("cpu")
     shape = tuple(array.shape[-2:])
-    x = torch.from_numpy(normalise_intensities(array.astype(np.float32, copy=False))).to(dev)[:, None]
+    array = array.astype(np.float32, copy=False)
+    x = torch.from_numpy(array if normalised else normalise_intensities(array)).to(dev)[:, None]
     aux = None
     if auxiliary_features is not None:
         aux = torch.as_tensor(np.asarray(auxiliary_features) if not isinstance(auxiliary_features, torch.Tensor) else auxiliary_features)

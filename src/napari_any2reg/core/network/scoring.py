@@ -175,7 +175,8 @@ def residual_scores(warped: torch.Tensor, beta: float = 0.5, smoothing_sigma: fl
 
 
 def predict_scores(scorer: CorrespondenceScorer | None, frames, displacement, spacing_mm=None,
-                   training_spacing_mm=DEFAULT_TRAINING_SPACING_MM, *, progress=None, chunk: int = 16) -> np.ndarray:
+                   training_spacing_mm=DEFAULT_TRAINING_SPACING_MM, *, progress=None, chunk: int = 16,
+                   normalised: bool = False) -> np.ndarray:
     """Per-frame correspondence maps of a registered sequence, on the input grid.
 
     Parameters
@@ -193,6 +194,9 @@ def predict_scores(scorer: CorrespondenceScorer | None, frames, displacement, sp
         Called after every ``chunk`` frames scored (it may raise to cancel).
     chunk : int
         Frames per scorer pass (the scorer works frame by frame once the group inputs exist).
+    normalised : bool
+        ``frames`` are already normalised (:func:`core.intensity.normalise_intensities`):
+        skip that step.
 
     Returns
     -------
@@ -208,7 +212,7 @@ def predict_scores(scorer: CorrespondenceScorer | None, frames, displacement, sp
     if scorer is not None:
         param = next(scorer.parameters(), None)
         device = param.device if param is not None else device
-    x = torch.from_numpy(normalise_intensities(frames)).to(device)
+    x = torch.from_numpy(frames if normalised else normalise_intensities(frames)).to(device)
     u = torch.from_numpy(displacement).to(device)
     with torch.no_grad():
         warped = warp(x[:, None], u)
