@@ -16,6 +16,23 @@ def _blobs(n=6, size=32, shift=0, seed=0):
     return torch.tensor(np.array(frames), dtype=torch.float32)
 
 
+def test_pca_weights_of_many_frames_by_power_iteration_equal_the_direct_eigenvector():
+    """Above DIRECT_EIGENVECTOR_MAX_FRAMES (inference only) the leading eigenvector comes from
+    power iteration on the features, linear in N; it must be the same vector."""
+    g = torch.Generator().manual_seed(3)
+    shared = torch.rand(1, 4, 12, 12, generator=g)
+    scale = torch.rand(150, 1, 1, 1, generator=g) + 0.2
+    x = shared * scale + 0.3 * torch.rand(150, 4, 12, 12, generator=g)  # correlated frames
+    x[7] = torch.rand(4, 12, 12, generator=g)  # one outlier frame gets a smaller weight
+    direct = losses.pca_weights(x)  # gradients enabled: the N x N eigh path
+    with torch.no_grad():
+        iterated = losses.pca_weights(x)
+        torch.testing.assert_close(iterated, direct, atol=1e-6, rtol=1e-4)
+        perm = torch.randperm(150, generator=g)
+        torch.testing.assert_close(losses.pca_weights(x[perm]), iterated[perm], atol=1e-7, rtol=1e-5)
+    assert iterated[7] < iterated.median()
+
+
 def test_pca_weights_are_positive_normalised_and_permutation_invariant():
     x = _blobs()
     a = losses.pca_weights(x)

@@ -46,13 +46,40 @@ def pca_weights(features: torch.Tensor) -> torch.Tensor:
     n = features.shape[0]
     v = features.reshape(n, -1)
     v = v / (v.norm(dim=1, keepdim=True) + _EPS)
-    corr = v @ v.T
-    # eigh on the small N x N matrix in float64: stable and cheap
-    _, vectors = torch.linalg.eigh(corr.double())
-    w = vectors[:, -1]
+    w = None
+    if n > DIRECT_EIGENVECTOR_MAX_FRAMES and not torch.is_grad_enabled():
+        w = _leading_eigenvector_by_power_iteration(v)
+    if w is None:
+        # eigh on the small N x N matrix in float64: stable and cheap
+        _, vectors = torch.linalg.eigh((v @ v.T).double())
+        w = vectors[:, -1]
     w = torch.where(w.sum() < 0, -w, w)
     a = w.abs() / (w.abs().sum() + _EPS)
     return a.to(features.dtype)
+
+
+#: Up to this many frames :func:`pca_weights` forms the N x N correlation matrix (cost
+#: ``N^2 D`` for ``D`` features per frame); above it, in inference, power iteration on the
+#: features (``~2 k N D`` for ``k`` iterations) keeps the network's time linear in N.
+DIRECT_EIGENVECTOR_MAX_FRAMES = 64
+
+
+def _leading_eigenvector_by_power_iteration(v: torch.Tensor, tolerance: float = 1e-7, max_iterations: int = 200) -> torch.Tensor | None:
+    """Leading eigenvector of ``v v^T`` (float64, unit norm) without forming the matrix.
+
+    ``v`` ``(N, D)`` has unit rows; the frames of a sequence correlate positively, so the
+    leading eigenvalue stands well clear of the next and the uniform start converges in a few
+    tens of iterations. ``None`` when it has not converged (the caller falls back to eigh).
+    """
+    n = v.shape[0]
+    u = torch.full((n,), n**-0.5, dtype=torch.float64, device=v.device)
+    for _ in range(max_iterations):
+        product = (v @ (v.T @ u.to(v.dtype))).double()
+        new = product / product.norm().clamp_min(1e-300)
+        if float((new - u).abs().max()) < tolerance:
+            return new
+        u = new
+    return None
 
 
 def weighted_template(frames: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
