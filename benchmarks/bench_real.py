@@ -243,7 +243,8 @@ def to_markdown(data) -> str:
                   "(that engine's own solution, which favours it).", ""]
     if data.get("split") == "held-out":
         lines += ["This run covers the semi-synthetic and motion-free sections on the held-out cases only "
-                  "(`--split held-out`; the training-base column is therefore empty); the raw section covers all four.", ""]
+                  "(`--split held-out`; the training-base column is therefore empty)"
+                  + ("; the raw section covers all four." if data.get("raw") else "."), ""]
     if data.get("reused_rows"):
         lines += [f"{data['reused_rows']} rows (classical engines, any2reg-v1) were kept from an earlier run of this script "
                   "with the same data and code for those methods (`--reuse`), the any2reg variants recomputed after the last "
