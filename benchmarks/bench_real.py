@@ -354,7 +354,7 @@ def main(argv=None) -> int:
     method_list = [m for m in method_list if m[0] in again or m[0] == "none"]
     cases = CASES if args.split == "all" else [c for c in CASES if c.split == "held-out"]
     data = {"machine": machine_description(), "default_weights": DEFAULT_WEIGHTS, "draws": args.draws, "base": args.base,
-            "methods": [m[0] for m in methods(args.candidate, not args.no_v1) if not args.methods or m[0] in args.methods.split(",")], "split": args.split, "raw": [], "semisynthetic": [], "still": [], "timing": None}
+            "methods": [m[0] for m in methods(args.candidate, not args.no_v1) if not args.methods or m[0] in args.methods.split(",") or m[0] == "none"], "split": args.split, "raw": [], "semisynthetic": [], "still": [], "timing": None}
     if REAL.is_dir():
         sequences = {c.name: read_sequence(REAL / c.file) for c in CASES}
         bases = {c.name: aligned_base(sequences[c.name]) for c in cases} if sections & {"semi", "still"} else {}
