@@ -308,3 +308,28 @@ def test_fine_tuning_on_semisynthetic_real_sequences(tmp_path):
     with pytest.raises(ValueError, match="network"):
         train(_tiny_config(steps=1, init_weights=str(tmp_path / "base" / "checkpoint.pt"),
                            net={"scales": 3, "base_channels": 4}), tmp_path / "mismatch")
+
+
+def test_motion_free_model_base_for_real_training_sequences():
+    """``real_base="model"``: the real base is regenerated from fitted MOLLI maps (one anatomy
+    in every frame) and every draw gets fresh Rician noise after the motion; still draws are
+    labelled zero and are never the same frames twice."""
+    from napari_any2reg.core.phantom import make_phantom
+    from napari_any2reg.core.semisynthetic import motion_free_series
+    from napari_any2reg.core.training import _RealData
+
+    real = make_phantom("molli", seed=12, shape=(48, 48), spacing_mm=(6.0, 6.0), motion_mm=0.0, rotation_deg=0.0,
+                        nonrigid_mm=0.0, snr=None).sequence
+    config = _tiny_config(real_data_paths=("molli.tif",), real_data_probability=1.0, real_base="model",
+                          zero_motion_probability=1.0, real_snr_range=(30.0, 30.0), n_frames_range=(8, 8))
+    data = _RealData([real], config)
+    base = data.bases[0].numpy()
+    again, how = motion_free_series(base, real.timings_ms, "molli")
+    assert how == "t1 model molli"
+    assert np.abs(again - base).mean() < 0.005 * np.abs(base).max()  # already follows the model
+    rng = np.random.default_rng(0)
+    first, second = data.draw(rng), data.draw(rng)
+    assert first.displacement is not None and float(first.displacement.abs().max()) == 0.0
+    assert not torch.equal(first.frames, second.frames)  # fresh noise on every draw
+    with pytest.raises(ValueError, match="real_base"):
+        _tiny_config(real_base="elastix")

@@ -216,6 +216,13 @@ class TrainingConfig:
         spacing, then moved at every draw by a known :func:`core.semisynthetic.breathing_motion`
         of ``real_motion_mm_range`` peak-to-peak; drawn instead of a phantom with the given
         probability.
+    real_base, real_snr_range
+        ``"groupwise"``: the aligned frames themselves are the base (their residual
+        misalignment is labelled "no motion"); ``"model"``: the aligned frames regenerated
+        motion-free from per-pixel maps (:func:`core.semisynthetic.motion_free_series`: the
+        MOLLI model for MOLLI series with timings, else rank 2), with Rician noise of an SNR
+        drawn from ``real_snr_range`` added after the motion at every draw — exact targets,
+        and still draws with the real contrast evolution (null crossings) and fresh noise.
     validation_still_seed
         Anatomy seed (>= 10000) of a motion-free MOLLI validation phantom; its spurious
         relative motion (mm) is logged as ``val_still_mm`` (``None``: not measured).
@@ -284,6 +291,8 @@ class TrainingConfig:
     real_data_paths: tuple[str, ...] = ()
     real_data_probability: float = 0.0
     real_motion_mm_range: tuple[float, float] = (3.0, 20.0)
+    real_base: str = "groupwise"
+    real_snr_range: tuple[float, float] = (20.0, 60.0)
     validation_still_seed: int | None = None
     device: str = "cpu"
     num_threads: int | None = None
@@ -293,7 +302,7 @@ class TrainingConfig:
         self.spacing_mm = tuple(float(s) for s in self.spacing_mm)
         self.n_frames_range = tuple(int(n) for n in self.n_frames_range)
         for name in ("snr_range", "motion_mm_range", "rotation_deg_range", "nonrigid_mm_range",
-                     "nonrigid_scale_mm_range", "heart_rate_range", "real_motion_mm_range"):
+                     "nonrigid_scale_mm_range", "heart_rate_range", "real_motion_mm_range", "real_snr_range"):
             setattr(self, name, tuple(float(v) for v in getattr(self, name)))
         self.field_strengths = tuple(float(v) for v in self.field_strengths)
         self.validation_seeds = tuple(int(s) for s in self.validation_seeds)
@@ -336,6 +345,10 @@ class TrainingConfig:
             raise ValueError("user_data_probability > 0 needs user_data_dir")
         if self.real_data_probability > 0 and not self.real_data_paths:
             raise ValueError("real_data_probability > 0 needs real_data_paths")
+        if self.real_base not in REAL_BASES:
+            raise ValueError(f"real_base must be one of {', '.join(REAL_BASES)}; got {self.real_base!r}")
+        if min(self.real_snr_range) <= 0:
+            raise ValueError(f"real_snr_range must be positive; got {self.real_snr_range}")
         if self.user_data_probability + self.real_data_probability > 1:
             raise ValueError("user_data_probability + real_data_probability must be <= 1")
         if self.lambda_supervised < 0 or not 0 <= self.zero_motion_probability <= 1:
@@ -540,6 +553,10 @@ class _UserData:
         return TrainingSample(frames.contiguous().float(), None, None)
 
 
+#: Semi-synthetic bases of the real training sequences (``TrainingConfig.real_base``).
+REAL_BASES = ("groupwise", "model")
+
+
 class _RealData:
     """Real sequences used semi-synthetically (see :mod:`core.semisynthetic`).
 
@@ -564,12 +581,17 @@ class _RealData:
                 shrink = size[0] < frames.shape[-2] or size[1] < frames.shape[-1]
                 frames = F.interpolate(frames[:, None], size=size, mode="bilinear", align_corners=True, antialias=shrink)[:, 0]
             aligned = register(Sequence(frames.numpy(), spacing_mm=config.spacing_mm), engine="groupwise", device="cpu").registered
+            if config.real_base == "model":
+                from .semisynthetic import motion_free_series
+
+                with_model = getattr(seq, "timings_ms", None) is not None and getattr(seq, "kind", None) == "molli"
+                aligned, _ = motion_free_series(aligned, seq.timings_ms if with_model else None, "molli" if with_model else None)
             self.bases.append(torch.from_numpy(np.ascontiguousarray(aligned, np.float32)))
         if not self.bases:
             raise ValueError("real_data_probability > 0 needs at least one real sequence")
 
     def draw(self, rng: np.random.Generator) -> TrainingSample:
-        from .semisynthetic import breathing_motion, move_frames
+        from .semisynthetic import add_rician_noise, breathing_motion, move_frames
 
         config = self.config
         base = self.bases[int(rng.integers(len(self.bases)))]
@@ -591,6 +613,8 @@ class _RealData:
                 centre_px=centre, decay_mm=float(rng.uniform(40.0, 100.0)),
             )
             moved = move_frames(frames, truth)
+        if config.real_base == "model":  # the model base is noise-free: the scanner adds noise after the motion
+            moved = add_rician_noise(moved, rng, _uniform(rng, config.real_snr_range))
         frames_t, disp_t, _ = _dihedral(torch.from_numpy(moved), torch.from_numpy(truth), None,
                                         bool(rng.random() < 0.5) and H == W, bool(rng.random() < 0.5), bool(rng.random() < 0.5))
         frames_t = torch.from_numpy(normalise_intensities(frames_t.numpy()))
