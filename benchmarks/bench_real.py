@@ -2,7 +2,7 @@
 
     python benchmarks/bench_real.py                    # everything, CPU
     python benchmarks/bench_real.py --quick            # one draw per amplitude, no timing
-    python benchmarks/bench_real.py --candidate training/any2reg-v2/best.pt   # add a checkpoint
+    python benchmarks/bench_real.py --candidate weights/any2reg-v2.pt          # add a checkpoint / weights file
 
 Data: the real public slices in ``../shared/data/real`` (skipped cleanly when absent; never
 copied into the project). The **split** is fixed here and never used to choose a model:
@@ -10,7 +10,7 @@ copied into the project). The **split** is fixed here and never used to choose a
 * ``held-out`` — STONE T1 mapping (cardiac, 320 x 320, N = 11) and kidney MOLLI slice z1:
   never used in training, nor for model selection;
 * ``training-base`` — ACDC cine and kidney MOLLI slice z0: their pre-aligned frames were
-  used (with other random motions) for semi-synthetic training of ``any2reg-v2``; reported
+  used (with other random motions) for semi-synthetic training of ``any2reg-v2`` .. ``-v6``; reported
   for completeness, they say nothing about generalisation.
 
 Sections (written to ``<out>.json`` and ``<out>.md``):
