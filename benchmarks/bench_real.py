@@ -143,8 +143,7 @@ def aligned_base(seq: Sequence) -> np.ndarray:
     if BASE_ENGINE != "model":
         return register(seq, engine=BASE_ENGINE, device="cpu").registered
     aligned = register(seq, engine="groupwise", device="cpu").registered
-    with_model = seq.timings_ms is not None and seq.kind == "molli"
-    series, how = motion_free_series(aligned, seq.timings_ms if with_model else None, "molli" if with_model else None, rank=2)
+    series, how = motion_free_series(seq.replace(frames=aligned), rank=2)
     print(json.dumps({"base": how, "frames": seq.n_frames}), flush=True)
     return series
 

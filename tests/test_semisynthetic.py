@@ -55,6 +55,11 @@ def test_motion_free_series_reproduces_a_series_that_follows_the_t1_model():
     np.testing.assert_array_equal(frames, before)  # the input is not modified
     assert series.shape == frames.shape and series.dtype == np.float32
     assert np.abs(series - frames).max() < 1e-2 * frames.max()
+    # a Sequence brings its timings and, through its kind, the model; a kind without one is low-rank
+    from_sequence, how = motion_free_series(Sequence(frames, timings_ms=MOLLI_TIS, kind="molli"))
+    assert how == "t1 model molli"
+    np.testing.assert_allclose(from_sequence, series)
+    assert motion_free_series(Sequence(frames, timings_ms=MOLLI_TIS, kind="cine"))[1] == "rank 2"
 
 
 def test_motion_free_series_removes_a_shifted_frame_from_a_low_rank_series():

@@ -190,7 +190,10 @@ def motion_free_series(
 
     Parameters
     ----------
-    frames : ndarray (N, H, W)
+    frames : ndarray (N, H, W) or Sequence
+        A :class:`~core.sequence.Sequence` also supplies ``timings_ms`` and, through its
+        ``kind``, the T1 model (:func:`core.mapping.model_for_kind`; a kind without one, such
+        as cine, gets the low-rank model).
     timings_ms : array_like (N,), optional
     model : str, optional
         T1 model name; required with ``timings_ms``.
@@ -205,6 +208,15 @@ def motion_free_series(
     how : str
         ``"t1 model <name>"`` or ``"rank <k>"`` (what produced the series).
     """
+    from .sequence import Sequence
+
+    if isinstance(frames, Sequence):
+        from .mapping import model_for_kind
+
+        if timings_ms is None and model is None and frames.timings_ms is not None:
+            model = model_for_kind(frames.kind)
+            timings_ms = frames.timings_ms if model is not None else None
+        frames = frames.frames
     x = np.asarray(frames, np.float32)
     if x.ndim != 3 or x.shape[0] < 2:
         raise ValueError(f"motion_free_series: frames must be (N, H, W) with N >= 2; got shape {x.shape}")

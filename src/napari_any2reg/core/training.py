@@ -584,8 +584,7 @@ class _RealData:
             if config.real_base == "model":
                 from .semisynthetic import motion_free_series
 
-                with_model = getattr(seq, "timings_ms", None) is not None and getattr(seq, "kind", None) == "molli"
-                aligned, _ = motion_free_series(aligned, seq.timings_ms if with_model else None, "molli" if with_model else None)
+                aligned, _ = motion_free_series(Sequence(aligned, timings_ms=seq.timings_ms, kind=seq.kind))
             self.bases.append(torch.from_numpy(np.ascontiguousarray(aligned, np.float32)))
         if not self.bases:
             raise ValueError("real_data_probability > 0 needs at least one real sequence")
