@@ -280,6 +280,29 @@ def test_supervised_term_pulls_towards_the_known_motion_and_zero_motion_draws():
     assert plain["loss"] == pytest.approx(terms["loss"] - terms["supervised"], abs=1e-5)
 
 
+def test_still_unsupervised_weight_scales_only_the_motion_free_draws():
+    kw = dict(lambda_supervised=2.0, car_probability=0.0, curve_probability=0.0)
+    still_sample = sample_training_sequence(np.random.default_rng(5), _tiny_config(zero_motion_probability=1.0, **kw))
+    moved_sample = sample_training_sequence(np.random.default_rng(5), _tiny_config(**kw))
+    assert float(moved_sample.displacement.abs().max()) > 0
+    net = Any2RegNet(**_tiny_config().net)
+
+    def terms_of(sample, weight):
+        _, terms, _ = training_loss(net, sample.frames, _tiny_config(still_unsupervised_weight=weight, **kw),
+                                    torch.Generator().manual_seed(0), true_displacement=sample.displacement,
+                                    heart_mask=sample.heart_mask)
+        return terms
+
+    full, supervised_only = terms_of(still_sample, 1.0), terms_of(still_sample, 0.0)
+    assert full["loss"] > supervised_only["loss"]
+    # weight 0 on a still draw: only the supervised (zero-target) term is left
+    assert supervised_only["loss"] == pytest.approx(2.0 * supervised_only["supervised"], rel=1e-5)
+    # a moved draw keeps its unsupervised loss whatever the weight
+    assert terms_of(moved_sample, 0.0)["loss"] == pytest.approx(terms_of(moved_sample, 1.0)["loss"], rel=1e-6)
+    with pytest.raises(ValueError, match="still_unsupervised_weight"):
+        _tiny_config(still_unsupervised_weight=1.5)
+
+
 def test_fine_tuning_on_semisynthetic_real_sequences(tmp_path):
     from napari_any2reg.core.phantom import make_phantom
 

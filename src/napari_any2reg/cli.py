@@ -374,6 +374,7 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
     tr.add_argument("--init-weights", default=None, metavar="FILE", help="fine-tune: start a fresh run from this weights file / checkpoint (same network config)")
     tr.add_argument("--lambda-supervised", type=float, default=None, help="weight of the supervised end-point term on sequences with known motion (phantoms, semi-synthetic real; default: 0 = unsupervised)")
     tr.add_argument("--zero-motion-probability", type=float, default=None, help="share of phantom / semi-synthetic sequences drawn without motion (do-no-harm; default: 0)")
+    tr.add_argument("--still-unsupervised-weight", type=float, default=None, metavar="W", help="weight of the unsupervised loss on motion-free draws, where it pulls against the zero target (default: 1)")
     tr.add_argument("--motion-mm", type=_float_pair, default=None, metavar="LO,HI", help="phantom breathing motion range in mm (default: 3,15)")
     tr.add_argument("--real-data", action="append", default=None, metavar="FILE", help="a real sequence used semi-synthetically (pre-aligned, then moved by known motion); repeat for several")
     tr.add_argument("--real-data-probability", type=float, default=0.3, help="share of steps drawn from --real-data (default: %(default)s)")
@@ -780,7 +781,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.user_data is not None:
         changes.update(user_data_dir=str(args.user_data), user_data_probability=args.user_data_probability)
     for name, field in (("lambda_supervised", "lambda_supervised"),
-                        ("zero_motion_probability", "zero_motion_probability"), ("motion_mm", "motion_mm_range"),
+                        ("zero_motion_probability", "zero_motion_probability"),
+                        ("still_unsupervised_weight", "still_unsupervised_weight"), ("motion_mm", "motion_mm_range"),
                         ("real_motion_mm", "real_motion_mm_range"), ("real_base", "real_base"),
                         ("validation_still_seed", "validation_still_seed")):
         if getattr(args, name) is not None:

@@ -210,6 +210,12 @@ class TrainingConfig:
         Weight of the supervised end-point term on sequences whose motion is known (phantoms
         and semi-synthetic real sequences; 0: unsupervised as before), and the share of those
         drawn with no motion at all (the network must then return ~0: do-no-harm).
+    still_unsupervised_weight
+        Weight of the unsupervised loss (CTE + regulariser + group term) on those motion-free
+        draws (1: as on every other draw). Why lower it: on a still sequence with noise and
+        null crossings the similarity is not minimal at zero motion (a small field "explains"
+        noise and contrast change), so it pulls against the exact zero target; the
+        unsupervised loss stays on every moved and unlabelled draw.
     real_data_paths, real_data_probability, real_motion_mm_range
         Real sequences (paths; the caller reads them and passes them to :func:`train`)
         used semi-synthetically: pre-aligned once by the ``groupwise`` engine at the training
@@ -288,6 +294,7 @@ class TrainingConfig:
     init_weights: str | None = None
     lambda_supervised: float = 0.0
     zero_motion_probability: float = 0.0
+    still_unsupervised_weight: float = 1.0
     real_data_paths: tuple[str, ...] = ()
     real_data_probability: float = 0.0
     real_motion_mm_range: tuple[float, float] = (3.0, 20.0)
@@ -353,6 +360,8 @@ class TrainingConfig:
             raise ValueError("user_data_probability + real_data_probability must be <= 1")
         if self.lambda_supervised < 0 or not 0 <= self.zero_motion_probability <= 1:
             raise ValueError("lambda_supervised must be >= 0 and zero_motion_probability in [0, 1]")
+        if not 0 <= self.still_unsupervised_weight <= 1:
+            raise ValueError(f"still_unsupervised_weight must be in [0, 1]; got {self.still_unsupervised_weight}")
         if self.validation_still_seed is not None and self.validation_still_seed < VALIDATION_SEED_MIN:
             raise ValueError(f"validation_still_seed must be >= {VALIDATION_SEED_MIN} (held out from training)")
 
@@ -776,6 +785,9 @@ def training_loss(
     loss = cte + config.lambda_reg * reg + config.lambda_grp * grp
     if augment and config.lambda_contrast > 0 and projection is not None:
         loss = loss + config.lambda_contrast * contrast
+    still = true_displacement is not None and not bool(true_displacement.any())
+    if still and config.lambda_supervised > 0 and config.still_unsupervised_weight != 1.0:
+        loss = config.still_unsupervised_weight * loss
     supervised = None
     if config.lambda_supervised > 0 and true_displacement is not None:
         interior = border_mask(tuple(frames.shape[-2:]), frames.device, margin_fraction=config.border_margin, max_pixels=1 << 30)
