@@ -278,7 +278,7 @@ ENGINE_OPTIONS: tuple[EngineOption, ...] = (
         engines=_NETWORK,
     ),
     EngineOption(
-        "orientations", int, 1, "Orientations",
+        "orientations", int, 2, "Orientations",
         "test-time augmentation: mean of the fields predicted in 1, 2 or 4 orientations "
         "(each costs one network pass)",
         engines=_NETWORK, choices=(1, 2, 4),

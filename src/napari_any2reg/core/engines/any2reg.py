@@ -37,8 +37,13 @@ __all__ = ["DEFAULT_WEIGHTS", "load_pretrained", "shipped_weights_name", "sequen
 
 #: The shipped weights file used by default.
 DEFAULT_WEIGHTS = "any2reg-v6.pt"
-#: Test-time orientations of the network pass (see :func:`core.network.predict`).
-DEFAULT_ORIENTATIONS = 1
+#: Test-time orientations of the network pass (see :func:`core.network.predict`). Two (the
+#: frames as given and flipped left-right, fields mapped back and averaged): on the validation
+#: set (motion-free MOLLI phantoms seeds 10000-10003 and training-base real slices; moved
+#: phantoms and real slices with 10 / 25 mm known motion) any2reg-v6 invents 13 % less motion
+#: (mean 0.301 -> 0.261 mm) at the same accuracy (median EPE ratio 0.303 -> 0.301) for 1.4x
+#: the network time; four passes add little more (0.254 mm, 0.298) for 2.6x.
+DEFAULT_ORIENTATIONS = 2
 
 
 class Pretrained:
