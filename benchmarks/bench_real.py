@@ -375,8 +375,11 @@ def main(argv=None) -> int:
     if args.reuse:
         # a reused row stays unless its section runs now for its method
         section_of = {"alignment": "raw", "epe_ratio": "semi", "spurious_mm": "still"}
+        known = {m[0] for m in methods(args.candidate, not args.no_v1)}
         for row in map(json.loads, Path(args.reuse).read_text().splitlines()):
             section = next(v for k, v in section_of.items() if k in row)
+            if row["method"] not in known:  # a variant this version no longer runs
+                continue
             if section not in sections or (row["method"] not in again and row["method"] != "none"):
                 reused.append(row)
     method_list = [m for m in method_list if m[0] in again or m[0] == "none"]
