@@ -76,6 +76,8 @@ def test_errors_are_one_line_with_non_zero_exit(tmp_path, capsys):
 def test_engines_lists_the_default_and_its_weights(capsys):
     assert main(["engines"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert any(line.startswith("any2reg  (default, weights any2reg-v6.pt, SHA-256 verified)") for line in lines)
+    from napari_any2reg.core.engines.any2reg import DEFAULT_WEIGHTS
+
+    assert any(line.startswith(f"any2reg  (default, weights {DEFAULT_WEIGHTS}, SHA-256 verified)") for line in lines)
     assert {"groupwise", "xcoreg"} <= {line.split()[0] for line in lines}
     assert lines[-1].startswith("device auto -> ")

@@ -8,6 +8,7 @@ import torch
 
 from napari_any2reg.core.losses import conditional_template_entropy, joint_histograms
 from napari_any2reg.core.network import (
+    Any2RegNet,
     CorrespondenceScorer,
     correspondence_residual,
     predict_scores,
@@ -172,3 +173,52 @@ def test_export_without_scorer_names_the_fix(tmp_path):
     train(_config(steps=2, adacs=False), tmp_path)
     with pytest.raises(ValueError, match="scorer_source"):
         export_weights(tmp_path / "checkpoint.pt", tmp_path / "w" / "x.pt")
+
+
+def _weights_file(path, seed, base_channels=4):
+    """A weights file of a tiny untrained network (and scorer), as export_weights writes one."""
+    from napari_any2reg.core.training import weights_payload
+
+    torch.manual_seed(seed)
+    net = Any2RegNet(scales=2, base_channels=base_channels)
+    scorer = CorrespondenceScorer(channels=4)
+    data = {"step": 10 * seed, "model_state": net.state_dict(), "net_config": net.config,
+            "scorer_state": scorer.state_dict(), "scorer_config": {"channels": 4},
+            "config": _config().to_dict(), "validation": None}
+    torch.save(weights_payload(data), path)
+    return net
+
+
+def test_average_weights_is_the_parameter_mean_and_a_loadable_verified_file(tmp_path):
+    from napari_any2reg.core.engines.any2reg import load_pretrained
+    from napari_any2reg.pipeline.training import average_weights
+
+    nets = [_weights_file(tmp_path / f"run{k}.pt", seed=k + 1) for k in range(3)]
+    weights = tmp_path / "weights"
+    entry = average_weights([tmp_path / f"run{k}.pt" for k in range(3)], weights / "soup.pt", weights=[1, 1, 2],
+                            description="test soup")
+    checkpoint, listed = load_weights("soup.pt", weights)  # hash-verified through the manifest
+    assert listed["sha256"] == entry["sha256"] == sha256_of(weights / "soup.pt")
+    assert [r["file"] for r in entry["averaged_from"]] == [f"{tmp_path.name}/run{k}.pt" for k in range(3)]
+    assert [r["weight"] for r in entry["averaged_from"]] == pytest.approx([0.25, 0.25, 0.5])
+    assert entry["averaged_from"][2]["sha256"] == sha256_of(tmp_path / "run2.pt") and entry["validation"] is None
+    name, tensor = next((n, t) for n, t in checkpoint["model_state"].items() if t.is_floating_point() and t.numel() > 1)
+    states = [net.state_dict()[name] for net in nets]
+    assert torch.allclose(tensor, 0.25 * states[0] + 0.25 * states[1] + 0.5 * states[2], atol=1e-6)
+    assert not torch.allclose(tensor, states[0])
+    # the average is a network like any other: it loads and predicts
+    model = load_pretrained("cpu", weights / "soup.pt")
+    frames = torch.rand(3, 1, 32, 32)
+    assert model.net(frames).shape == (3, 2, 32, 32)
+
+
+def test_average_weights_refuses_different_networks_and_single_files(tmp_path):
+    from napari_any2reg.pipeline.training import average_weights
+
+    _weights_file(tmp_path / "a.pt", seed=1)
+    _weights_file(tmp_path / "b.pt", seed=2, base_channels=8)
+    with pytest.raises(ValueError, match="net_config"):
+        average_weights([tmp_path / "a.pt", tmp_path / "b.pt"], tmp_path / "w" / "x.pt")
+    with pytest.raises(ValueError, match="at least two"):
+        average_weights([tmp_path / "a.pt"], tmp_path / "w" / "x.pt")
+    assert not (tmp_path / "w" / "x.pt").exists()

@@ -1007,6 +1007,58 @@ def weights_payload(data: dict[str, Any], scorer_data: dict[str, Any] | None = N
     }
 
 
+def average_payloads(payloads: list[dict[str, Any]], weights: list[float] | None = None) -> dict[str, Any]:
+    """The weight average ("model soup") of :func:`weights_payload` dicts of one network.
+
+    Fine-tuning runs that start from one another stay in one basin of the loss, so the mean of
+    their parameters is a network too, and it often sits past the trade-off the runs trace one
+    by one (here: invented motion against accuracy; see ``weights/README.md``). Network and
+    scorer states are averaged (float tensors; integer buffers are taken from the first);
+    configurations must agree.
+
+    Parameters
+    ----------
+    payloads : list of dict
+        At least two :func:`weights_payload` results.
+    weights : list of float, optional
+        Relative weight of each (default: uniform).
+
+    Returns
+    -------
+    A payload like :func:`weights_payload`'s with ``step`` ``None``, ``validation`` ``None``
+    (an average has not been through a run's validation) and ``averaged_from`` (each source's
+    step, scorer step and weight); ``config`` is the first payload's.
+    """
+    if len(payloads) < 2:
+        raise ValueError(f"averaging needs at least two weights files; got {len(payloads)}")
+    weights = [1.0] * len(payloads) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(payloads) or min(weights) < 0 or sum(weights) <= 0:
+        raise ValueError("weights must be one non-negative number per file, not all zero")
+    first = payloads[0]
+    for key in ("net_config", "scorer_config", "training_spacing_mm"):
+        for other in payloads[1:]:
+            if other.get(key) != first.get(key):
+                raise ValueError(f"cannot average networks with different {key}: {first.get(key)} vs {other.get(key)}")
+    total = sum(weights)
+
+    def mean_state(key: str) -> dict[str, torch.Tensor]:
+        states = [p[key] for p in payloads]
+        return {name: (sum(w * st[name].float() for w, st in zip(weights, states)) / total) if tensor.is_floating_point() else tensor
+                for name, tensor in states[0].items()}
+
+    averaged = dict(first)
+    averaged.update(
+        step=None,
+        scorer_step=None,
+        model_state=mean_state("model_state"),
+        scorer_state=mean_state("scorer_state"),
+        validation=None,
+        averaged_from=[{"step": p.get("step"), "scorer_step": p.get("scorer_step"), "weight": w / total}
+                       for p, w in zip(payloads, weights)],
+    )
+    return averaged
+
+
 def manifest_entry(payload: dict[str, Any], *, sha256: str, n_bytes: int, description: str = "") -> dict[str, Any]:
     """The ``weights/manifest.json`` entry of a written :func:`weights_payload` (validation without
     the per-sequence numbers)."""
@@ -1023,6 +1075,7 @@ def manifest_entry(payload: dict[str, Any], *, sha256: str, n_bytes: int, descri
         "validation": None if validation is None else {k: v for k, v in validation.items() if k != "per_sequence"},
         "config": payload["config"],
         "description": description,
+        **({"averaged_from": payload["averaged_from"]} if payload.get("averaged_from") else {}),
     }
 
 

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["train", "read_user_sequences", "read_real_sequences", "atomic_replace", "export_weights"]
+__all__ = ["train", "read_user_sequences", "read_real_sequences", "atomic_replace", "export_weights", "average_weights"]
 
 
 def atomic_replace(path: Path, fill: Callable[[Path], None]) -> Path:
@@ -124,15 +124,22 @@ def export_weights(
     Only the state dicts (float32), configs and validation numbers are kept
     (:func:`~napari_any2reg.core.training.weights_payload`). Both files are written atomically.
     """
-    import torch
-
-    from ..core.training import load_training_file, manifest_entry, run_file, weights_payload
-    from ..core.weights import MANIFEST, sha256_of
+    from ..core.training import load_training_file, run_file, weights_payload
 
     src = run_file(source)
     data = load_training_file(src)
     scorer_data = load_training_file(scorer_source) if scorer_source is not None else None
     payload = weights_payload(data, scorer_data, source=scorer_source or src)
+    return _write_weights(payload, destination, description)
+
+
+def _write_weights(payload: dict[str, Any], destination: str | os.PathLike, description: str) -> dict[str, Any]:
+    """Write a weights payload atomically and record it in its folder's manifest."""
+    import torch
+
+    from ..core.training import manifest_entry
+    from ..core.weights import MANIFEST, sha256_of
+
     dest = Path(destination)
     dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_replace(dest, lambda p: torch.save(payload, p))
@@ -142,3 +149,40 @@ def export_weights(
     manifest[dest.name] = entry
     atomic_replace(manifest_path, lambda p: Path(p).write_text(json.dumps(manifest, indent=2) + "\n"))
     return entry
+
+
+def average_weights(
+    sources: list[str | os.PathLike],
+    destination: str | os.PathLike,
+    *,
+    weights: list[float] | None = None,
+    description: str = "",
+) -> dict[str, Any]:
+    """Write the weight average of training runs of one network as a shippable weights file.
+
+    Parameters
+    ----------
+    sources : list of path
+        ``checkpoint.pt`` / ``best.pt`` / weights files (or run folders), at least two, of
+        the same network configuration (typically fine-tuning runs chained from one another).
+    destination : path
+        The weights file to write; its folder's ``manifest.json`` gets the entry, with each
+        source's file name, SHA-256, step and weight under ``averaged_from``.
+    weights : list of float, optional
+        Relative weight of each source (default: uniform).
+    description : str
+        Free text kept in the manifest.
+
+    Returns
+    -------
+    The manifest entry. See :func:`napari_any2reg.core.training.average_payloads`.
+    """
+    from ..core.training import average_payloads, load_training_file, run_file, weights_payload
+    from ..core.weights import sha256_of
+
+    files = [run_file(source) for source in sources]
+    payloads = [weights_payload(load_training_file(f), source=f) for f in files]
+    payload = average_payloads(payloads, weights)
+    for record, f in zip(payload["averaged_from"], files):
+        record.update(file=f"{Path(f).parent.name}/{Path(f).name}", sha256=sha256_of(f))
+    return _write_weights(payload, destination, description)

@@ -36,7 +36,7 @@ from ._transform import Stage, border_mask, canonical_frame_order, optimise, pyr
 __all__ = ["DEFAULT_WEIGHTS", "load_pretrained", "shipped_weights_name", "sequence_loss", "coarse_translation", "Pretrained", "instance_optimise", "any2reg_engine", "any2reg_io_engine"]
 
 #: The shipped weights file used by default.
-DEFAULT_WEIGHTS = "any2reg-v6.pt"
+DEFAULT_WEIGHTS = "any2reg-v10.pt"
 #: Test-time orientations of the network pass (see :func:`core.network.predict`). Two (the
 #: frames as given and flipped left-right, fields mapped back and averaged): on the validation
 #: set (motion-free MOLLI phantoms seeds 10000-10003 and training-base real slices; moved
