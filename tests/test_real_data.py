@@ -36,8 +36,9 @@ def test_real_slice_registers_and_alignment_improves(name, n_frames, engine):
 def test_network_invents_less_motion_than_groupwise_on_a_motion_free_real_kidney_molli():
     """Real do-no-harm control: the held-out kidney MOLLI slice regenerated from its fitted
     MOLLI maps (one anatomy in every frame, real contrast with null crossings) plus Rician
-    noise. Here any2reg 0.39 mm (v6; v2 0.67), groupwise 2.1 mm (maps fitted on the raw frames;
-    on the groupwise-aligned ones 0.48 vs 1.9 mm, benchmarks/results/real_cpu_model_base.md)."""
+    noise. Here any2reg 0.31 mm (v10 with two orientations; v6 0.34, or 0.39 with one; v2 0.67),
+    groupwise 2.1 mm (maps fitted on the raw frames; on the groupwise-aligned ones 0.47 vs 1.9 mm,
+    benchmarks/results/real_cpu_model_base.md)."""
     from napari_any2reg.core.metrics import relative_epe
     from napari_any2reg.core.semisynthetic import add_rician_noise, motion_free_series
 
@@ -53,5 +54,5 @@ def test_network_invents_less_motion_than_groupwise_on_a_motion_free_real_kidney
     zero = np.zeros((sequence.n_frames, 2) + sequence.shape, np.float32)
     invented = {engine: relative_epe(register(noisy, engine=engine, device="cpu").displacement, zero, kidneys,
                                      spacing_mm=sequence.spacing_mm) for engine in ("any2reg", "groupwise")}
-    assert invented["any2reg"] < 0.6, invented
+    assert invented["any2reg"] < 0.5, invented
     assert invented["any2reg"] < invented["groupwise"], invented
