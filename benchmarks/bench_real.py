@@ -126,10 +126,8 @@ def raw_rows(cases, method_list, sequences):
         roi = case.roi(seq.shape)
         for name, engine, options in method_list:
             _, registered, seconds, folding = _register(seq, engine, options)
-            row = {"case": case.name, "split": case.split, "method": name, "alignment": alignment_score(registered, roi),
+            row = {"case": case.name, "split": case.split, "method": name, **_raw_scores(seq, registered, roi),
                    "folding_percent": folding, "seconds": seconds}
-            if seq.timings_ms is not None and seq.kind == "molli":
-                row.update(_fit_quality(seq, registered, roi))
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
