@@ -163,6 +163,25 @@ def test_coarse_translation_recovers_large_shifts_and_leaves_still_frames_alone(
     assert np.abs((fixed - fixed[1]) - (shifts - shifts[1])).max() < 1.0
 
 
+
+def test_engine_keeps_the_coarse_shift_only_where_its_objective_prefers_it():
+    """Large breathing shifts make the coarse stage fire; the engine then also runs the network
+    on the frames as given and keeps the field with the lower sequence objective (both losses
+    reported), and the kept field removes most of the motion."""
+    phantom = make_phantom("stone", seed=20504, shape=(96, 96), spacing_mm=(3.0, 3.0), motion_mm=25.0, snr=40.0)
+    seq, truth = phantom.sequence, phantom.displacement
+    result = register(seq, device="cpu", scores=False)
+    losses = result.params["coarse_losses"]  # the stage fired: both candidates were scored
+    assert np.isfinite(losses["with_shift"]) and np.isfinite(losses["without"])
+    assert result.params["coarse_used"] == (losses["with_shift"] <= losses["without"])
+    assert ("coarse_translation_px" in result.params) == result.params["coarse_used"]
+    before = relative_epe(np.zeros_like(truth), truth, phantom.heart_mask, spacing_mm=seq.spacing_mm)
+    after = relative_epe(result.displacement, truth, phantom.heart_mask, spacing_mm=seq.spacing_mm)
+    assert after < 0.5 * before, (after, before)
+    off = register(seq, device="cpu", scores=False, coarse=False)
+    assert "coarse_losses" not in off.params and not off.params["coarse_used"]
+
+
 # ------------------------------------------------------------------ do-no-harm and real data
 def test_motion_free_sequence_gets_little_motion():
     """Contrast change alone (MOLLI null crossings) and noise must not be taken for motion.
