@@ -573,7 +573,10 @@ def any2reg_engine(frames: torch.Tensor, *, progress: Progress, reference_frame:
         Also compute the per-frame correspondence maps (``extras["correspondence"]``).
     coarse : bool
         Groupwise translation pre-alignment before the network (:func:`coarse_translation`),
-        for breathing shifts larger than the network captures; ``False`` skips it.
+        for breathing shifts larger than the network captures. When it fires (a frame > 8 mm
+        off), the network also runs on the frames as given and the field with the lower
+        sequence objective is kept (``params["coarse_losses"]``, ``params["coarse_used"]``);
+        ``False`` skips the stage.
     orientations : {1, 2, 4}
         Test-time augmentation (:func:`core.network.predict`): mean of the fields predicted in
         1, 2 or 4 orientations; each costs one network pass.
