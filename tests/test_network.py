@@ -181,6 +181,21 @@ def test_builtin_extractors_are_contrast_insensitive(phantom_frames):
     torch.testing.assert_close(extractor(x[1:2]), mind[1:2])
 
 
+def test_mind_descriptors_in_chunks_equal_the_whole_stack(monkeypatch):
+    """Long series are described in cache-sized chunks of frames: same values, same gradient."""
+    from napari_any2reg.core.network import auxiliary
+
+    x = torch.rand(7, 40, 36, dtype=torch.float64, requires_grad=True)
+    monkeypatch.setattr(auxiliary, "_MIND_CHUNK_PIXELS", 10**9)
+    whole = mind_descriptors(x)
+    (grad_whole,) = torch.autograd.grad(whole.square().sum(), x)
+    monkeypatch.setattr(auxiliary, "_MIND_CHUNK_PIXELS", 3 * 40 * 36)  # chunks of 3, 3 and 1 frames
+    chunked = mind_descriptors(x)
+    (grad_chunked,) = torch.autograd.grad(chunked.square().sum(), x)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-12)
+    torch.testing.assert_close(grad_chunked, grad_whole, rtol=0, atol=1e-12)
+
+
 # ------------------------------------------------------------------ diffeomorphic option
 def test_integrate_velocity_translation_and_no_folding():
     const = torch.zeros(2, 2, 40, 40)

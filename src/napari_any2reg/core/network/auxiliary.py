@@ -40,6 +40,10 @@ def _as_stack(frames: torch.Tensor) -> torch.Tensor:
     raise ValueError(f"frames must be (N, H, W) or (N, 1, H, W); got {tuple(frames.shape)}")
 
 
+#: Pixels (frames x H x W) per chunk of :func:`mind_descriptors` (see there).
+_MIND_CHUNK_PIXELS = 100_000
+
+
 def mind_descriptors(frames: torch.Tensor, distances: tuple[int, ...] = (1, 2), sigma: float = 0.8) -> torch.Tensor:
     """MIND self-similarity descriptors of each frame, ``(N, 4 * len(distances), H, W)`` in ``(0, 1]``.
 
@@ -48,6 +52,13 @@ def mind_descriptors(frames: torch.Tensor, distances: tuple[int, ...] = (1, 2), 
     """
     x = _as_stack(frames)
     h, w = x.shape[-2:]
+    chunk = max(1, _MIND_CHUNK_PIXELS // (h * w))
+    if x.shape[0] > chunk:
+        # frame by frame the descriptors are independent; in chunks the dozen intermediate
+        # (8-channel) arrays stay in cache instead of streaming through memory: 2-8x faster on
+        # CPU for long or large series (192 x 192, N = 256: 10.7 -> 2 ms per frame), so the
+        # per-frame cost of the engines no longer grows with N
+        return torch.cat([mind_descriptors(x[i : i + chunk], distances, sigma) for i in range(0, x.shape[0], chunk)])
     pad = max(distances)
     padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
     ssd = []
