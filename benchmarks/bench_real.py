@@ -256,9 +256,12 @@ def to_markdown(data) -> str:
                   "(`--split held-out`; the training-base column is therefore empty)"
                   + ("; the raw section covers all four." if data.get("raw") else "."), ""]
     if data.get("reused_rows"):
-        lines += [f"{data['reused_rows']} rows (classical engines, any2reg-v1) were kept from an earlier run of this script "
-                  "with the same data and code for those methods (`--reuse`), the any2reg variants recomputed after the last "
-                  "engine change; their seconds were measured on a busier machine.", ""]
+        ran = data.get("recomputed") or []
+        sections = data.get("sections") or []
+        again = (f"the sections {', '.join(sections)} ran again for {', '.join(ran)}" if ran and set(sections) - {"timing"}
+                 else "only the timing section ran again")
+        lines += [f"{data['reused_rows']} rows were kept from an earlier run of this script with the same data and the "
+                  f"same code for those methods (`--reuse`); {again}. Seconds of kept rows may come from a busier machine.", ""]
     method_names = [m for m in data["methods"] if any(r["method"] == m for r in data["raw"] + data["semisynthetic"] + data["still"])]
     case_order = [c.name for c in CASES]
     data = dict(data, raw=sorted(data["raw"], key=lambda r: (case_order.index(r["case"]), method_names.index(r["method"]))))
@@ -401,6 +404,8 @@ def main(argv=None) -> int:
         data["semisynthetic"] = [r for r in reused if "epe_ratio" in r and r["case"] in names] + data["semisynthetic"]
         data["still"] = [r for r in reused if "spurious_mm" in r and (r["case"] in names or r["case"].startswith("phantom"))] + data["still"]
         data["reused_rows"] = len(reused)
+        data["recomputed"] = sorted(again & {m[0] for m in method_list})
+        data["sections"] = sorted(sections)
     if "timing" in sections:
         data["timing"] = timing()
     out = Path(args.out)
