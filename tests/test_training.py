@@ -356,3 +356,39 @@ def test_motion_free_model_base_for_real_training_sequences():
     assert not torch.equal(first.frames, second.frames)  # fresh noise on every draw
     with pytest.raises(ValueError, match="real_base"):
         _tiny_config(real_base="elastix")
+
+
+def test_real_molli_maps_regenerated_at_random_schedules():
+    """``real_schedule_probability``: a real MOLLI base is regenerated from its fitted maps at
+    other MOLLI schedules — at the acquired schedule that is the base itself, at others the
+    signal follows the same per-pixel T1 (the null crossing moves to other inversion times) —
+    and such draws stay motion-free."""
+    from napari_any2reg.core.mapping import fit_t1, model_signal
+    from napari_any2reg.core.phantom import make_phantom
+    from napari_any2reg.core.training import _RealData, _series_at_random_schedule
+
+    real = make_phantom("molli", seed=12, shape=(48, 48), spacing_mm=(6.0, 6.0), motion_mm=0.0, rotation_deg=0.0,
+                        nonrigid_mm=0.0, snr=None).sequence
+    config = _tiny_config(real_data_paths=("molli.tif",), real_data_probability=1.0, real_base="model",
+                          zero_motion_probability=1.0, real_snr_range=(30.0, 30.0), n_frames_range=(8, 9),
+                          real_schedule_probability=1.0)
+    data = _RealData([real], config)
+    maps, base = data.maps[0], data.bases[0].numpy()
+    assert maps is not None and maps["usable"].mean() > 0.5
+    at_acquired = np.where(maps["usable"][None], np.abs(model_signal("molli", maps["params"], real.timings_ms)), base)
+    assert np.abs(at_acquired - base).max() < 0.02 * base.max()
+    series, schedule_tis = _series_at_random_schedule(maps, np.random.default_rng(1))
+    assert series.shape == (len(schedule_tis),) + base.shape[1:] and len(schedule_tis) in (8, 9, 11)
+    assert np.isfinite(series).all() and series.min() >= 0
+    # the frames carry the same T1 (MOLLI T1*) map as the base, at new inversion times
+    refit = fit_t1(series, schedule_tis, "molli", device="cpu", mask=maps["usable"])
+    ok = maps["usable"] & ~refit.failed
+    ratio = refit.params["t1_star_ms"][ok] / maps["params"]["t1_star_ms"][ok]
+    assert ok.mean() > 0.4 and np.median(np.abs(ratio - 1)) < 0.02
+    sample = data.draw(np.random.default_rng(2))
+    assert float(sample.displacement.abs().max()) == 0.0
+    with pytest.raises(ValueError, match="real_base='model'"):
+        _tiny_config(real_schedule_probability=0.5)
+    with pytest.raises(ValueError, match="real_schedule_probability"):
+        _tiny_config(real_base="model", real_schedule_probability=1.5)
+

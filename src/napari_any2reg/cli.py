@@ -380,6 +380,7 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
     tr.add_argument("--real-data-probability", type=float, default=0.3, help="share of steps drawn from --real-data (default: %(default)s)")
     tr.add_argument("--real-motion-mm", type=_float_pair, default=None, metavar="LO,HI", help="injected motion range on real data in mm (default: 3,20)")
     tr.add_argument("--real-base", default=None, choices=("groupwise", "model"), help="semi-synthetic base of --real-data: the groupwise-aligned frames, or those regenerated motion-free from per-pixel model maps with fresh noise per draw (default: groupwise)")
+    tr.add_argument("--real-schedule-probability", type=float, default=None, metavar="P", help="with --real-base model: share of draws from a real MOLLI series regenerated from its fitted maps at a random MOLLI schedule (moves the null crossings to other frames; default: 0)")
     tr.add_argument("--validation-still-seed", type=int, default=None, metavar="SEED", help="log the spurious motion on a motion-free MOLLI phantom of this seed (>= 10000)")
     tr.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, metavar="DEVICE", help="compute device: %(choices)s (default: %(default)s)")
     tr.add_argument("--threads", type=int, default=None, metavar="K", help="CPU threads for torch (default: torch's choice; 1 is faster when other jobs share the cores)")
@@ -784,6 +785,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                         ("zero_motion_probability", "zero_motion_probability"),
                         ("still_unsupervised_weight", "still_unsupervised_weight"), ("motion_mm", "motion_mm_range"),
                         ("real_motion_mm", "real_motion_mm_range"), ("real_base", "real_base"),
+                        ("real_schedule_probability", "real_schedule_probability"),
                         ("validation_still_seed", "validation_still_seed")):
         if getattr(args, name) is not None:
             changes[field] = getattr(args, name)

@@ -229,6 +229,14 @@ class TrainingConfig:
         MOLLI model for MOLLI series with timings, else rank 2), with Rician noise of an SNR
         drawn from ``real_snr_range`` added after the motion at every draw — exact targets,
         and still draws with the real contrast evolution (null crossings) and fresh noise.
+    real_schedule_probability
+        With ``real_base="model"``: the share of draws from a real series with a T1 model
+        (MOLLI with timings) whose frames are regenerated from its fitted per-pixel maps at a
+        random MOLLI schedule (``5(3)3``, ``4(1)3(1)2`` or ``3(3)3(3)5``; 45-100 bpm; first
+        inversion 80-250 ms, 60-140 ms between experiments) instead of the acquired one: the
+        null crossings of real anatomy then fall on other frames and other tissues, so the
+        network meets contrast change it must not read as motion in many more forms than the
+        one schedule of the scan (0: the acquired schedule only).
     validation_still_seed
         Anatomy seed (>= 10000) of a motion-free MOLLI validation phantom; its spurious
         relative motion (mm) is logged as ``val_still_mm`` (``None``: not measured).
@@ -300,6 +308,7 @@ class TrainingConfig:
     real_motion_mm_range: tuple[float, float] = (3.0, 20.0)
     real_base: str = "groupwise"
     real_snr_range: tuple[float, float] = (20.0, 60.0)
+    real_schedule_probability: float = 0.0
     validation_still_seed: int | None = None
     device: str = "cpu"
     num_threads: int | None = None
@@ -360,6 +369,10 @@ class TrainingConfig:
             raise ValueError("user_data_probability + real_data_probability must be <= 1")
         if self.lambda_supervised < 0 or not 0 <= self.zero_motion_probability <= 1:
             raise ValueError("lambda_supervised must be >= 0 and zero_motion_probability in [0, 1]")
+        if not 0 <= self.real_schedule_probability <= 1:
+            raise ValueError(f"real_schedule_probability must be in [0, 1]; got {self.real_schedule_probability}")
+        if self.real_schedule_probability > 0 and self.real_base != "model":
+            raise ValueError("real_schedule_probability > 0 needs real_base='model' (the schedule is resampled from the fitted maps)")
         if not 0 <= self.still_unsupervised_weight <= 1:
             raise ValueError(f"still_unsupervised_weight must be in [0, 1]; got {self.still_unsupervised_weight}")
         if self.validation_still_seed is not None and self.validation_still_seed < VALIDATION_SEED_MIN:
@@ -583,6 +596,7 @@ class _RealData:
 
         self.config = config
         self.bases: list[torch.Tensor] = []
+        self.maps: list[dict[str, Any] | None] = []  # fitted MOLLI maps (real_schedule_probability)
         for seq in sequences:
             frames = torch.from_numpy(normalise_intensities(seq.frames))
             size = _training_size(frames.shape[-2:], seq.spacing_mm, config.spacing_mm)
@@ -590,11 +604,17 @@ class _RealData:
                 shrink = size[0] < frames.shape[-2] or size[1] < frames.shape[-1]
                 frames = F.interpolate(frames[:, None], size=size, mode="bilinear", align_corners=True, antialias=shrink)[:, 0]
             aligned = register(Sequence(frames.numpy(), spacing_mm=config.spacing_mm), engine="groupwise", device="cpu").registered
+            maps = None
             if config.real_base == "model":
                 from .semisynthetic import motion_free_series
 
+                if config.real_schedule_probability > 0:
+                    maps = _molli_maps(aligned, seq)
                 aligned, _ = motion_free_series(Sequence(aligned, timings_ms=seq.timings_ms, kind=seq.kind))
+                if maps is not None:  # pixels the fit failed on (air, noise) keep the base's mean level
+                    maps["fallback"] = aligned.mean(axis=0)
             self.bases.append(torch.from_numpy(np.ascontiguousarray(aligned, np.float32)))
+            self.maps.append(maps)
         if not self.bases:
             raise ValueError("real_data_probability > 0 needs at least one real sequence")
 
@@ -602,7 +622,11 @@ class _RealData:
         from .semisynthetic import add_rician_noise, breathing_motion, move_frames
 
         config = self.config
-        base = self.bases[int(rng.integers(len(self.bases)))]
+        index = int(rng.integers(len(self.bases)))
+        base = self.bases[index]
+        maps = self.maps[index]
+        if maps is not None and rng.random() < config.real_schedule_probability:
+            base = torch.from_numpy(_series_at_random_schedule(maps, rng)[0])
         frames = base[torch.from_numpy(_frame_subset(rng, base.shape[0], config))]
         H, W = config.shape
         frames = _crop_near_centre(frames, config.shape, rng).numpy()
@@ -627,6 +651,36 @@ class _RealData:
                                         bool(rng.random() < 0.5) and H == W, bool(rng.random() < 0.5), bool(rng.random() < 0.5))
         frames_t = torch.from_numpy(normalise_intensities(frames_t.numpy()))
         return TrainingSample(frames_t, disp_t, None)
+
+
+#: MOLLI schemes of :attr:`TrainingConfig.real_schedule_probability`.
+RANDOM_MOLLI_SCHEDULES = ("5(3)3", "4(1)3(1)2", "3(3)3(3)5")
+
+
+def _molli_maps(aligned: np.ndarray, seq: Any) -> dict[str, Any] | None:
+    """The MOLLI fit of an aligned real series (``None`` without timings or a MOLLI kind)."""
+    from .mapping import fit_t1, model_for_kind
+
+    if seq.timings_ms is None or model_for_kind(seq.kind) != "molli":
+        return None
+    fit = fit_t1(aligned, seq.timings_ms, "molli", device="cpu")
+    usable = ~fit.failed & fit.mask & np.all([np.isfinite(v) for v in fit.params.values()], axis=0)
+    return {"params": {k: np.where(usable, v, 1.0).astype(np.float64) for k, v in fit.params.items()}, "usable": usable}
+
+
+def _series_at_random_schedule(maps: dict[str, Any], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitude MOLLI frames ``(N, H, W)`` of the fitted maps at a random schedule (see
+    :attr:`TrainingConfig.real_schedule_probability`), motion-free by construction, and that
+    schedule's inversion times (ms)."""
+    from .mapping import model_signal
+    from .phantom import molli_inversion_times
+
+    schedule = RANDOM_MOLLI_SCHEDULES[int(rng.integers(len(RANDOM_MOLLI_SCHEDULES)))]
+    tis = molli_inversion_times(schedule, heart_rate_bpm=float(rng.uniform(45.0, 100.0)),
+                                first_ti_ms=float(rng.uniform(80.0, 250.0)), ti_increment_ms=float(rng.uniform(60.0, 140.0)))
+    signal = np.abs(model_signal("molli", maps["params"], tis))
+    series = np.where(maps["usable"][None], signal, maps["fallback"][None])
+    return np.ascontiguousarray(np.nan_to_num(series, nan=0.0).clip(0.0, None), np.float32), tis
 
 
 def _crop_near_centre(frames: torch.Tensor, shape: tuple[int, int], rng: np.random.Generator) -> torch.Tensor:
