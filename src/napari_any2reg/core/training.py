@@ -1049,16 +1049,20 @@ def weights_payload(data: dict[str, Any], scorer_data: dict[str, Any] | None = N
     return {
         "format": _WEIGHTS_FORMAT,
         "version": _FORMAT_VERSION,
-        "step": int(data["step"]),
+        "step": _step_or_none(data.get("step")),  # None: a weight average (no single step)
         "model_state": {k: v.float() if v.is_floating_point() else v for k, v in data["model_state"].items()},
         "net_config": data["net_config"],
         "scorer_state": {k: v.float() if v.is_floating_point() else v for k, v in scorer_data["scorer_state"].items()},
         "scorer_config": scorer_data["scorer_config"],
-        "scorer_step": int(scorer_data["step"]),
+        "scorer_step": _step_or_none(scorer_data.get("scorer_step", scorer_data.get("step"))),
         "config": data["config"],
         "training_spacing_mm": list(data["config"]["spacing_mm"]),
         "validation": data.get("validation") or data.get("last_validation"),
     }
+
+
+def _step_or_none(step: Any) -> int | None:
+    return None if step is None else int(step)
 
 
 def average_payloads(payloads: list[dict[str, Any]], weights: list[float] | None = None) -> dict[str, Any]:
