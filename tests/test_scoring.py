@@ -210,6 +210,11 @@ def test_average_weights_is_the_parameter_mean_and_a_loadable_verified_file(tmp_
     model = load_pretrained("cpu", weights / "soup.pt")
     frames = torch.rand(3, 1, 32, 32)
     assert model.net(frames).shape == (3, 2, 32, 32)
+    # an average can seed another average (it has no single training step)
+    again = average_weights([weights / "soup.pt", tmp_path / "run0.pt"], weights / "soup2.pt")
+    assert [r["step"] for r in again["averaged_from"]][0] is None
+    tensor2 = load_weights("soup2.pt", weights)[0]["model_state"][name]
+    assert torch.allclose(tensor2, 0.5 * tensor + 0.5 * states[0], atol=1e-6)
 
 
 def test_average_weights_refuses_different_networks_and_single_files(tmp_path):
