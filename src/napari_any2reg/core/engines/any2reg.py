@@ -486,11 +486,12 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     if len(fields) == 2:
         # The coarse shift is only a starting point: with it the network captures the largest
         # breathing shifts (real STONE frames 0-1, 23-31 mm), without it the network alone is
-        # more accurate on most smooth 20-30 mm motion (validation: median EPE ratio 0.227 with,
-        # 0.147 without, 48 phantom / training-base cases). Keep whichever the sequence's own
-        # objective (the training loss + MIND structure term, no ground truth) prefers; on that
-        # set the choice matched the better of the two (median 0.147; the kidney case that needs
-        # the shift kept it).
+        # more accurate on most smooth 20-30 mm motion (validation, benchmarks/validate_coarse.py:
+        # median EPE ratio 0.227 with, 0.148 without, 48 phantom / training-base cases). Keep
+        # whichever the sequence's own objective (the training loss + MIND structure term, no
+        # ground truth) prefers: on that set it matched the better of the two (median 0.148),
+        # and validate_weights.py's kidney case at 25 mm, which needs the shift (0.289 with,
+        # 0.542 without), kept it.
         mask = border_mask(tuple(frames.shape[-2:]), frames.device, region=region_mask)
         descriptors = mind_descriptors(frames)
         with torch.no_grad():
