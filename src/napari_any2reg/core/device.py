@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from typing import Iterator
+
 import torch
 
-__all__ = ["resolve_device", "describe_device", "DEVICE_CHOICES"]
+__all__ = ["resolve_device", "describe_device", "DEVICE_CHOICES", "default_cpu_threads", "cpu_threads"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -39,3 +43,44 @@ def describe_device(device: str | torch.device | None = "auto") -> str:
         index = dev.index if dev.index is not None else torch.cuda.current_device()
         return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def default_cpu_threads() -> int:
+    """torch CPU threads for one registration when the caller names none: the cores this
+    process may use that other work is not already using (1-minute load average), at least 1.
+
+    Why not torch's default (every core): measured on this project's 2-core machine
+    (``benchmarks/bench_threads.py``), two threads make ``any2reg`` about 1.6x faster than
+    one on an idle machine, but 4-14x *slower* when the other core is busy (threads wait on
+    each other at every barrier). The load average tells the two apart cheaply. An explicit
+    ``OMP_NUM_THREADS`` wins: the user has decided.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        return max(1, torch.get_num_threads())
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[int]:
+    """Run a block with ``threads`` torch CPU threads (``None``: :func:`default_cpu_threads`),
+    restoring the previous number afterwards; yields the number used."""
+    if threads is None:
+        threads = default_cpu_threads()
+    if isinstance(threads, bool) or int(threads) != threads or threads < 1:
+        raise ValueError(f"threads must be a whole number >= 1; got {threads!r}")
+    previous = torch.get_num_threads()
+    if int(threads) != previous:
+        torch.set_num_threads(int(threads))
+    try:
+        yield int(threads)
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)

@@ -285,6 +285,27 @@ ENGINE_OPTIONS: tuple[EngineOption, ...] = (
         engines=_NETWORK, choices=(1, 2, 4),
     ),
     EngineOption(
+        "working_spacing_mm", float, None, "Working spacing (mm)",
+        "isotropic pixel spacing the network runs at (unset: the scan's own grid; coarsened "
+        "only where a frame exceeds 256 x 256 working pixels)",
+        engines=_NETWORK, minimum=0.2, maximum=10.0,
+    ),
+    EngineOption(
+        "passes", int, 1, "Network passes",
+        "network passes at the working grid, each on the frames warped so far, fields composed",
+        engines=_NETWORK, minimum=1, maximum=5,
+    ),
+    EngineOption(
+        "coarse_pass_mm", float, 3.0, "Coarse pass (mm)",
+        "spacing of a first network pass for large motion before the fine passes (0: none)",
+        engines=_NETWORK, minimum=0.0, maximum=10.0,
+    ),
+    EngineOption(
+        "do_no_harm", bool, True, "Do no harm",
+        "return no motion when the field leaves the sequence objective worse than identity",
+        engines=_NETWORK,
+    ),
+    EngineOption(
         "scores", bool, True, "Correspondence maps",
         "also compute the per-frame correspondence (AdaCS) maps",
         engines=_NETWORK,

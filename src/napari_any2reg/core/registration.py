@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .device import describe_device, resolve_device
+from .device import cpu_threads, describe_device, resolve_device
 from .engine_api import (
     BUILTIN_ENGINES,
     ENGINES,
@@ -156,6 +156,7 @@ def register(
     progress: ProgressCallback | None = None,
     cancel: Any = None,
     mask: Any = None,
+    threads: int | None = None,
     **options: Any,
 ) -> RegistrationResult:
     """Motion-correct a quantitative cardiac sequence.
@@ -182,6 +183,11 @@ def register(
         inside it; the fields stay smooth (regularised) everywhere. The single network pass of
         ``any2reg`` has no similarity to restrict: it ignores the mask and says so in
         ``params["mask"]`` (use ``any2reg-io``).
+    threads : int, optional
+        torch CPU threads for this call (the previous setting is restored afterwards).
+        ``None``: the cores not busy with other work (:func:`.device.default_cpu_threads`;
+        on a shared 2-core machine two threads were 4-14x slower than one), or
+        ``OMP_NUM_THREADS`` when set.
     **options
         Engine-specific options (e.g. ``metric="cte"``, ``iterations_scale=0.3``), declared in
         :data:`.engine_api.ENGINE_OPTIONS`; the built-in engines' options are checked there
@@ -217,6 +223,12 @@ def register(
             options["region_mask"] = torch.from_numpy(region).to(dev)
             mask_note = f"{int(region.sum())} pixels drive the similarity"
     reporter = Progress(progress, cancel)
+    with cpu_threads(threads) as used_threads:
+        return _register(sequence, engine, dev, reference_frame, reporter, options, requested, mask_note, used_threads)
+
+
+def _register(sequence: Sequence, engine: str, dev: torch.device, reference_frame: int | None, reporter: Progress,
+              options: dict[str, Any], requested: dict[str, Any], mask_note: str | None, threads: int) -> RegistrationResult:
     reporter.report(0.0, "preparing")
 
     start = time.perf_counter()
@@ -232,6 +244,8 @@ def register(
     displacement = out.displacement.detach()
     if mask_note is not None:
         out.params = {**out.params, "mask": mask_note}
+    if dev.type == "cpu":
+        out.params = {**out.params, "cpu_threads": threads}
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - start

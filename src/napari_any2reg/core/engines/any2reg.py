@@ -29,7 +29,7 @@ from ..losses import conditional_template_entropy, gradient_regulariser, group_m
 from ..network import Any2RegNet, CorrespondenceScorer, mind_descriptors, networks_from_checkpoint, predict, predict_scores
 from ..network.any2reg_net import _resize_images, _working_shape
 from ..engine_api import EngineOutput, Progress, register_engine
-from ..spatial import upsample_displacement, warp
+from ..spatial import compose_displacements, upsample_displacement, warp
 from ..weights import WeightsError, load_weights, read_manifest
 from ._transform import Stage, border_mask, canonical_frame_order, optimise, pyramid_level, stages_for_spacing
 
@@ -431,33 +431,109 @@ def coarse_translation(
     return (shifts * scale).to(device=frames.device, dtype=frames.dtype)
 
 
-def _network_field(model: Pretrained, frames: torch.Tensor, translation: torch.Tensor | None, *, spacing_mm,
-                   reference_frame: int | None, auxiliary_features, orientations: int, progress: Progress) -> torch.Tensor:
-    """The network's displacement ``(N, 2, H, W)`` for normalised ``frames``, optionally after a
-    per-frame constant shift ``translation`` ``(N, 2)`` (pixels) that is folded into the field."""
-    network_input = frames
-    if translation is not None:
-        # a constant shift composes with the network's field by addition:
-        # frame(x + t + v(x)) = shifted(x + v(x)) with shifted(y) = frame(y + t)
-        shift = translation[:, :, None, None].expand(-1, -1, *frames.shape[-2:])
-        network_input = warp(frames[:, None], shift)[:, 0]
-        if auxiliary_features is not None:  # user features live on the frames' grid: shift them alike
-            aux = torch.as_tensor(np.asarray(auxiliary_features, np.float32), device=frames.device)
-            auxiliary_features = warp(aux if aux.ndim == 4 else aux[:, None], shift).cpu().numpy()
-    u = predict(model.net, network_input.detach().cpu().numpy(), spacing_mm=spacing_mm,
-                training_spacing_mm=model.training_spacing_mm, reference_frame=reference_frame,
-                auxiliary_features=auxiliary_features, orientations=orientations, normalised=True,
-                progress=lambda fraction: progress.report(fraction, "network prediction"))
-    displacement = torch.from_numpy(u).to(frames.device)
-    if translation is not None:
-        displacement = displacement + translation[:, :, None, None]
-    return displacement
+#: Largest working grid (pixels per frame) a network pass runs on. A finer field of view is
+#: resampled to the coarser spacing that fits (said in ``params["working_grid"]``): a 512 x 512
+#: renal DCE at its native 0.7 mm took 3x longer than at 1.4 mm and lost its large breathing
+#: motion (issue 22), and the pass's memory grows with the pixels of every frame.
+MAX_WORKING_PIXELS = 256 * 256
+
+#: Network passes at the working grid (``passes``): chosen on the independent validation set
+#: (``benchmarks/validate_fullres.py``, see the model card).
+DEFAULT_PASSES = 1
+#: Spacing of a first network pass that catches large motion before the fine passes
+#: (``coarse_pass_mm``; 0: none). The shipped weights' training spacing.
+DEFAULT_COARSE_PASS_MM = 3.0
+
+
+def working_grid(shape: tuple[int, int], spacing_mm, working_spacing_mm: float | None = None,
+                 max_pixels: int = MAX_WORKING_PIXELS) -> tuple[tuple[float, float], str]:
+    """The spacing ``(dy, dx)`` the network passes run at, and why.
+
+    ``working_spacing_mm=None``: the scan's own spacing (no resampling); a number: that
+    isotropic spacing. Either is coarsened (isotropically, by the smallest factor) when the
+    working grid would exceed ``max_pixels`` per frame.
+    """
+    spacing = tuple(float(s) for s in spacing_mm)
+    if working_spacing_mm is None:
+        target, reason = spacing, "native"
+    else:
+        target, reason = (float(working_spacing_mm),) * 2, "requested"
+    a, b = [(size - 1) * s / t for size, s, t in zip(shape, spacing, target)]
+    if (a + 1) * (b + 1) > max_pixels:
+        # the factor f with (a / f + 1)(b / f + 1) = max_pixels (corner-aligned grids)
+        m = max_pixels - 1
+        factor = ((a + b) + math.sqrt((a + b) ** 2 + 4 * m * a * b)) / (2 * m)
+        target = tuple(t * factor for t in target)
+        reason += f", coarsened to fit {max_pixels} pixels per frame"
+    return target, reason
+
+
+def _same_grid(a, b, tolerance: float = 0.1) -> bool:
+    return all(abs(x / y - 1.0) <= tolerance for x, y in zip(a, b))
+
+
+def pass_schedule(spacing_mm, working: tuple[float, float], passes: int, coarse_pass_mm: float) -> list[tuple[str, tuple[float, float]]]:
+    """``(label, spacing)`` of each network pass: an optional coarse pass (only where it is
+    coarser than the working grid), then ``passes`` passes at the working grid."""
+    schedule = []
+    if coarse_pass_mm and coarse_pass_mm > 1.1 * max(working):
+        schedule.append(("coarse", (float(coarse_pass_mm),) * 2))
+    schedule += [(f"pass {k + 1}/{passes}", tuple(working)) for k in range(passes)]
+    return schedule
+
+
+def _network_field(model: Pretrained, frames: torch.Tensor, initial: torch.Tensor | None, *, spacing_mm,
+                   schedule: list[tuple[str, tuple[float, float]]], reference_frame: int | None, auxiliary_features,
+                   orientations: int, progress: Progress) -> torch.Tensor:
+    """The network's displacement ``(N, 2, H, W)`` for normalised ``frames`` after the passes
+    of ``schedule``, each run on the raw frames warped by the field so far (starting from
+    ``initial``, e.g. the coarse translation) and composed with it exactly
+    (``u = v + u_prev(x + v)``, DESIGN.md section 7), so the registered frames are one
+    interpolation of the raw ones however many passes ran."""
+    u = initial
+    aux_raw = None
+    if auxiliary_features is not None:
+        aux_raw = torch.as_tensor(np.asarray(auxiliary_features, np.float32), device=frames.device)
+        aux_raw = aux_raw if aux_raw.ndim == 4 else aux_raw[:, None]
+    for index, (label, pass_spacing) in enumerate(schedule):
+        pass_progress = progress.stage(index / len(schedule), (index + 1) / len(schedule))
+        network_input, aux = frames, aux_raw
+        if u is not None:
+            network_input = warp(frames[:, None], u)[:, 0]
+            if aux_raw is not None:  # user features live on the frames' grid: move them alike
+                aux = warp(aux_raw, u)
+        v = predict(model.net, network_input.detach().cpu().numpy(), spacing_mm=spacing_mm,
+                    training_spacing_mm=pass_spacing, reference_frame=reference_frame,
+                    auxiliary_features=None if aux is None else aux.cpu().numpy(), orientations=orientations,
+                    normalised=True, progress=lambda fraction, p=pass_progress, m=label: p.report(fraction, f"network {m}"))
+        v = torch.from_numpy(v).to(frames.device)
+        u = v if u is None else compose_displacements(u, v)
+        progress.check()
+    return u
 
 
 # ---------------------------------------------------------------- engines
+class _SequenceObjective:
+    """:func:`sequence_loss` of one sequence for any field (lower is better); the MIND
+    descriptors and the mask are computed once."""
+
+    def __init__(self, frames: torch.Tensor, region_mask: torch.Tensor | None, reference_frame: int | None):
+        self.frames = frames
+        self.mask = border_mask(tuple(frames.shape[-2:]), frames.device, region=region_mask)
+        self.descriptors = mind_descriptors(frames)
+        self.groupwise = reference_frame is None
+
+    def __call__(self, displacement: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(sequence_loss(self.frames, displacement.to(self.frames.dtype), mask=self.mask,
+                                       descriptors=self.descriptors, groupwise=self.groupwise))
+
+
 def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | None, spacing_mm, weights,
          auxiliary_features, io_steps: int, io_learning_rate: float, scores: bool, coarse: bool,
-         orientations: int, region_mask: torch.Tensor | None = None, refinement: str = "classical") -> EngineOutput:
+         orientations: int, region_mask: torch.Tensor | None = None, refinement: str = "classical",
+         working_spacing_mm: float | None = None, passes: int = DEFAULT_PASSES,
+         coarse_pass_mm: float = DEFAULT_COARSE_PASS_MM, do_no_harm: bool = True) -> EngineOutput:
     progress.report(0.0, "loading the Any2Reg network")
     model = load_pretrained(frames.device, weights)
     progress.check()
@@ -466,22 +542,30 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     split = 0.85
     network_end = 0.3 if io_steps > 0 else split
     history: dict[str, list[float]] = {}
+    shape = tuple(frames.shape[-2:])
+    # an unknown spacing is taken as the training spacing (the network's only known grid)
+    scan_spacing = tuple(float(s) for s in (spacing_mm or model.training_spacing_mm))
+    working, working_reason = working_grid(shape, scan_spacing, working_spacing_mm)
+    schedule = pass_schedule(scan_spacing, working, int(passes), float(coarse_pass_mm or 0.0))
     translation = None
     if coarse:
-        translation = coarse_translation(frames, spacing_mm=spacing_mm, training_spacing_mm=model.training_spacing_mm,
+        translation = coarse_translation(frames, spacing_mm=scan_spacing, training_spacing_mm=model.training_spacing_mm,
                                          reference_frame=reference_frame)
         if not bool(translation.any()):  # below the threshold: the network sees the frames as given
             translation = None
     array = frames.detach().cpu().numpy()
     network_progress = progress.stage(0.05, network_end)
     network_progress.report(0.0, "network prediction")
-    passes = [None] if translation is None else [translation, None]
+    # a constant shift is a field like any other: the passes start from it
+    starts = [None] if translation is None else [translation[:, :, None, None].expand(-1, -1, *shape).contiguous(), None]
     fields = []
-    for index, shift_px in enumerate(passes):
-        pass_progress = network_progress.stage(index / len(passes), (index + 1) / len(passes))
-        fields.append(_network_field(model, frames, shift_px, spacing_mm=spacing_mm, reference_frame=reference_frame,
-                                     auxiliary_features=auxiliary_features, orientations=orientations, progress=pass_progress))
+    for index, start in enumerate(starts):
+        fields.append(_network_field(model, frames, start, spacing_mm=scan_spacing, schedule=schedule,
+                                     reference_frame=reference_frame, auxiliary_features=auxiliary_features,
+                                     orientations=orientations,
+                                     progress=network_progress.stage(index / len(starts), (index + 1) / len(starts))))
         progress.check()
+    objective = _SequenceObjective(frames, region_mask, reference_frame) if (len(fields) == 2 or do_no_harm) else None
     coarse_losses = None
     if len(fields) == 2:
         # The coarse shift is only a starting point: with it the network captures the largest
@@ -492,11 +576,7 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
         # ground truth) prefers: on that set it matched the better of the two (median 0.148),
         # and validate_weights.py's kidney case at 25 mm, which needs the shift (0.289 with,
         # 0.542 without), kept it.
-        mask = border_mask(tuple(frames.shape[-2:]), frames.device, region=region_mask)
-        descriptors = mind_descriptors(frames)
-        with torch.no_grad():
-            coarse_losses = [float(sequence_loss(frames, u.to(frames.dtype), mask=mask, descriptors=descriptors,
-                                                 groupwise=reference_frame is None)) for u in fields]
+        coarse_losses = [objective(u) for u in fields]
         if coarse_losses[1] < coarse_losses[0]:
             translation = None
     displacement = fields[0] if translation is not None else fields[-1]
@@ -520,6 +600,14 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
         )
         displacement = upsample_displacement(refined, shape) if work != shape else refined
         history["instance_optimisation"] = losses
+    harm = None
+    if do_no_harm:
+        # Do no harm: a field that leaves the sequence's own objective (no ground truth) worse
+        # than no registration at all is not returned; identity is, and the result says so.
+        harm = {"identity": round(objective(torch.zeros_like(displacement)), 5), "registered": round(objective(displacement), 5)}
+        harm["fallback"] = bool(harm["registered"] >= harm["identity"])
+        if harm["fallback"]:
+            displacement = torch.zeros_like(displacement)
     extras: dict[str, Any] = {}
     if scores:
         score_progress = progress.stage(split, 1.0)
@@ -546,6 +634,12 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     if coarse_losses is not None:
         params["coarse_losses"] = {"with_shift": round(coarse_losses[0], 5), "without": round(coarse_losses[1], 5)}
     params["orientations"] = int(orientations)
+    params["working_grid"] = {"spacing_mm": [round(v, 4) for v in working], "why": working_reason,
+                              "resampled": not _same_grid(working, scan_spacing, 1e-6)}
+    params["passes"] = int(passes)
+    params["network_passes"] = [{"pass": label, "spacing_mm": [round(v, 4) for v in sp]} for label, sp in schedule]
+    if harm is not None:
+        params["do_no_harm"] = harm
     if translation is not None:
         params["coarse_translation_px"] = [[round(float(v), 3) for v in row] for row in translation.cpu()]
     return EngineOutput(displacement=displacement, loss_history=history, params=params, extras=extras)
@@ -560,6 +654,8 @@ def _check_unused(name: str, unused: dict[str, Any]) -> None:
 def any2reg_engine(frames: torch.Tensor, *, progress: Progress, reference_frame: int | None, spacing_mm,
                    weights: str | Path | None = None, auxiliary_features: np.ndarray | None = None,
                    scores: bool = True, coarse: bool = True, orientations: int = DEFAULT_ORIENTATIONS,
+                   working_spacing_mm: float | None = None, passes: int = DEFAULT_PASSES,
+                   coarse_pass_mm: float = DEFAULT_COARSE_PASS_MM, do_no_harm: bool = True,
                    **unused: Any) -> EngineOutput:
     """Register with one forward pass of the trained network.
 
@@ -580,12 +676,26 @@ def any2reg_engine(frames: torch.Tensor, *, progress: Progress, reference_frame:
         ``False`` skips the stage.
     orientations : {1, 2, 4}
         Test-time augmentation (:func:`core.network.predict`): mean of the fields predicted in
-        1, 2 or 4 orientations; each costs one network pass.
+        1, 2 or 4 orientations, in every network pass; each costs one forward pass.
+    working_spacing_mm : float, optional
+        Isotropic spacing the network passes run at; ``None``: the scan's own pixel grid. Either
+        is coarsened where a frame would exceed :data:`MAX_WORKING_PIXELS`
+        (``params["working_grid"]`` says which grid ran and why).
+    passes : int
+        Network passes at the working grid, each on the frames warped by the field so far,
+        composed exactly (:func:`core.spatial.compose_displacements`).
+    coarse_pass_mm : float
+        Spacing of one first pass before them that catches large motion (0: none; skipped
+        where the working grid is not finer).
+    do_no_harm : bool
+        Return no motion (identity) when the field leaves the sequence's objective worse than
+        identity does (``params["do_no_harm"]``).
     """
     _check_unused("any2reg", unused)
     return _run(frames, progress=progress, reference_frame=reference_frame, spacing_mm=spacing_mm, weights=weights,
                 auxiliary_features=auxiliary_features, io_steps=0, io_learning_rate=0.0, scores=scores,
-                coarse=bool(coarse), orientations=int(orientations))
+                coarse=bool(coarse), orientations=int(orientations), working_spacing_mm=working_spacing_mm,
+                passes=int(passes), coarse_pass_mm=float(coarse_pass_mm), do_no_harm=bool(do_no_harm))
 
 
 @register_engine("any2reg-io")
@@ -594,6 +704,8 @@ def any2reg_io_engine(frames: torch.Tensor, *, progress: Progress, reference_fra
                       io_steps: int = 30, io_learning_rate: float = 0.05, scores: bool = True,
                       coarse: bool = True, orientations: int = DEFAULT_ORIENTATIONS,
                       refinement: str = "classical",
+                      working_spacing_mm: float | None = None, passes: int = DEFAULT_PASSES,
+                      coarse_pass_mm: float = DEFAULT_COARSE_PASS_MM, do_no_harm: bool = True,
                       region_mask: torch.Tensor | None = None, **unused: Any) -> EngineOutput:
     """The network's prediction refined on this sequence by ``io_steps`` optimisation steps.
 
@@ -610,4 +722,5 @@ def any2reg_io_engine(frames: torch.Tensor, *, progress: Progress, reference_fra
     return _run(frames, progress=progress, reference_frame=reference_frame, spacing_mm=spacing_mm, weights=weights,
                 auxiliary_features=auxiliary_features, io_steps=int(io_steps), io_learning_rate=float(io_learning_rate),
                 scores=scores, coarse=bool(coarse), orientations=int(orientations), region_mask=region_mask,
-                refinement=refinement)
+                refinement=refinement, working_spacing_mm=working_spacing_mm, passes=int(passes),
+                coarse_pass_mm=float(coarse_pass_mm), do_no_harm=bool(do_no_harm))
