@@ -61,6 +61,7 @@ def test_working_spacing_is_reported_and_changes_the_grid_the_network_sees(molli
     native = register(molli.sequence, scores=False, coarse=False, orientations=1, coarse_pass_mm=0)
     assert seen == [(1.5, 1.5)]
     assert native.params["working_grid"] == {"spacing_mm": [1.5, 1.5], "why": "native", "resampled": False}
+    assert native.notes()[0] == "network grid 1.5 x 1.5 mm (native); pass 1/1 at 1.5 mm"
     seen.clear()
     coarse = register(molli.sequence, scores=False, coarse=False, orientations=1, coarse_pass_mm=0, working_spacing_mm=3.0)
     assert seen == [(3.0, 3.0)] and coarse.params["working_grid"]["resampled"] is True
@@ -121,6 +122,9 @@ def test_do_no_harm_returns_identity_when_the_field_is_worse_than_none(molli, mo
     harm = guarded.params["do_no_harm"]
     assert harm["fallback"] is True and harm["registered"] >= harm["identity"]
     assert not guarded.displacement.any()
+    assert any(note.startswith("do no harm") for note in guarded.notes())
+    assert guarded.summary()["notes"] == guarded.notes()
+    assert not any(note.startswith("do no harm") for note in kept.notes())
     np.testing.assert_allclose(guarded.registered, still.sequence.frames, atol=1e-5)
 
 

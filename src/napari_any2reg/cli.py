@@ -541,6 +541,8 @@ def _register_one(args: argparse.Namespace, sequence: Any, outdir: Path) -> int:
     for item, why in outcome.skipped.items():
         if item != "dice" and not (item == "landmarks" and args.landmarks is None):
             _note("note", f"--export all: skipped {item}: {why}")  # the ones a user may have expected
+    for note in result.notes():
+        _note("note", note)
     if args.quiet:
         return EXIT_OK
     line = (

@@ -112,6 +112,22 @@ class RegistrationResult:
             return Sequence(self.registered, name="registered")
         return base.replace(frames=self.registered, name=f"{base.name} registered")
 
+    def notes(self) -> list[str]:
+        """What a reader should know about how this result was made, one short line each
+        (the CLI prints them, the registration dock shows them): the grid the network ran on
+        and whether the do-no-harm check replaced the field by identity."""
+        notes = []
+        grid = self.params.get("working_grid")
+        if grid:
+            dy, dx = grid["spacing_mm"]
+            passes = ", ".join(f"{p['pass']} at {p['spacing_mm'][0]:g} mm" for p in self.params.get("network_passes", []))
+            notes.append(f"network grid {dy:g} x {dx:g} mm ({grid['why']}); {passes}")
+        harm = self.params.get("do_no_harm")
+        if harm and harm.get("fallback"):
+            notes.append("do no harm: the field left the sequence objective worse than no registration "
+                         f"({harm['registered']:.4f} vs {harm['identity']:.4f}); the frames are returned unmoved")
+        return notes
+
     def summary(self) -> dict[str, Any]:
         """JSON-friendly provenance and headline numbers."""
         return {
@@ -122,6 +138,7 @@ class RegistrationResult:
             "folding_percent": self.folding_percent,
             "max_displacement_px": float(np.abs(self.displacement).max()),
             "params": self.params,
+            "notes": self.notes(),
             "engine_options": {name: os.fspath(value) if isinstance(value, os.PathLike) else value
                                for name, value in self.options.items()},
         }

@@ -443,4 +443,4 @@ def format_summary(result: RegistrationResult) -> str:
         f"Done: {summary['engine']} ({mode}) on {summary['device']} in "
         f"{summary['seconds']:.1f} s; folding {summary['folding_percent']:.2f} %; "
         f"max |u| {summary['max_displacement_px']:.1f} px."
-    )
+    ) + "".join(f"\n{note[:1].upper()}{note[1:]}." for note in result.notes())
