@@ -123,7 +123,7 @@ def test_apply_file_reads_itk_and_nifti_fields(tmp_path, phantom):
     np.testing.assert_allclose(moved.frames, apply_to_sequence(phantom.sequence.frames, u), atol=1e-3)
     np.testing.assert_array_equal(moved.timings_ms, phantom.sequence.timings_ms)
     assert moved.spacing_mm == pytest.approx(spacing)
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="overwrite=True"):  # Python: the argument, not the flag
         apply_file(tmp_path / "displacement.nii.gz", tmp_path / "raw.tif", tmp_path / "moved.nii.gz")
     with pytest.raises(ValueError, match="replace"):
         apply_file(tmp_path / "displacement.nii.gz", tmp_path / "raw.tif", tmp_path / "raw.tif", overwrite=True)

@@ -100,7 +100,7 @@ def test_an_option_the_engine_does_not_take_is_one_line_before_any_work(tmp_path
     assert "--io-steps" in err and "[0, 10000]" in err and not out.exists()
     # batch checks once, before looking for series (even a dry run)
     assert main(["batch", str(sample), "-o", str(tmp_path / "cohort"), "--engine", "xcoreg", "--io-steps", "3", "--dry-run"]) == 1
-    assert "io_steps" in capsys.readouterr().err
+    assert "--io-steps" in capsys.readouterr().err  # the CLI names its flag
     # the argparse checks of the flags stay (usage error, exit 2)
     with pytest.raises(SystemExit) as info:
         main(["register", str(sample), "-o", str(out), "--metric", "ssd"])

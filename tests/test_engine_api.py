@@ -64,7 +64,7 @@ def test_validate_converts_and_drops_unset():
     "engine, options, words",
     [
         ("groupwise", {"metric": "mi"}, ["metric", "'cte'", "'pca2'"]),
-        ("any2reg", {"orientations": 3}, ["orientations", "--orientations", "1, 2, 4"]),
+        ("any2reg", {"orientations": 3}, ["orientations", "1, 2, 4"]),  # the CLI says --orientations
         ("any2reg-io", {"io_steps": -1}, ["io_steps", "[0, 10000]"]),
         ("groupwise", {"iterations_scale": "fast"}, ["iterations_scale", "a number"]),
         ("xcoreg", {"n_classes": 2.5}, ["n_classes", "an integer"]),
@@ -76,6 +76,13 @@ def test_validate_names_option_allowed_values_and_fix(engine, options, words):
         validate_engine_options(engine, options)
     for word in words:
         assert word in str(info.value)
+    assert "--" not in str(info.value)  # Python users pass arguments, not flags
+    from napari_any2reg.core.vocabulary import speaking
+
+    with speaking("cli"), pytest.raises(ValueError) as info:
+        validate_engine_options(engine, options)
+    name = next(iter(options))
+    assert "--" + name.replace("_", "-") in str(info.value) and f"option {name} " not in str(info.value)
 
 
 def test_validate_unknown_option_says_which_engine_takes_it():

@@ -66,14 +66,14 @@ _NUMERIC_OPTIONS = ("--spacing-mm", "--times-ms", "--iterations-scale", "--refer
                     "--r2-threshold", "--seed", "--size")
 
 
-def _join_numeric_values(argv: Seq[str]) -> list[str]:
+def _join_numeric_values(argv: Seq[str], numeric: Seq[str] = _NUMERIC_OPTIONS) -> list[str]:
     out: list[str] = []
     tokens = list(argv)
     k = 0
     while k < len(tokens):
         token = tokens[k]
         following = tokens[k + 1] if k + 1 < len(tokens) else ""
-        if token in _NUMERIC_OPTIONS and following[:1] == "-" and following[1:2] in tuple("0123456789.") + ("i", "n", "I", "N"):
+        if token in numeric and following[:1] == "-" and following[1:2] in tuple("0123456789.") + ("i", "n", "I", "N"):
             out.append(f"{token}={following}")
             k += 2
             continue
@@ -995,15 +995,20 @@ def main(argv: Seq[str] | None = None) -> int:
     # global options take no value, so the first other word is the command
     command = next((token for token in argv if not token.startswith("-")), None)
     parser = build_parser(engine_flags=command in ("register", "batch"))
-    args = parser.parse_args(_join_numeric_values(argv))
+    numeric = _NUMERIC_OPTIONS
+    if command in ("register", "batch"):  # every numeric engine option too (--regulariser-weight -inf)
+        numeric += tuple(option.flag for option in _cli_engine_options() if option.type in (int, float))
+    args = parser.parse_args(_join_numeric_values(argv, numeric))
     args.argv = argv  # for the run record
     args.quiet = bool(getattr(args, "quiet", False) or args.global_quiet)
     args.verbose = int(getattr(args, "verbose", 0) or 0) + args.global_verbose
     _configure_logging(args.verbose, args.quiet)
     handlers = {"register": _cmd_register, "sample": _cmd_sample, "engines": _cmd_engines, "train": _cmd_train, "fit": _cmd_fit,
                 "tre": _cmd_tre, "batch": _cmd_batch, "apply": _cmd_apply}
+    from .core.vocabulary import speaking
+
     try:
-        with _SigtermAsException():
+        with _SigtermAsException(), speaking("cli"):  # errors name the flags, not the API arguments
             if args.command in ("register", "fit"):
                 from .pipeline.series import set_torch_threads
 

@@ -8,6 +8,8 @@ from typing import Iterator
 
 import torch
 
+from .vocabulary import arg
+
 __all__ = ["resolve_device", "describe_device", "DEVICE_CHOICES", "default_cpu_threads", "cpu_threads"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -30,7 +32,7 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         except RuntimeError as exc:
             raise ValueError(f"Unknown device {device!r}; use auto, cpu or cuda.") from exc
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA was requested but no GPU is available; use --device cpu or auto.")
+        raise ValueError(f"CUDA was requested but no GPU is available; use {arg('device', 'cpu')} or {arg('device', 'auto')}.")
     if chosen.type not in ("cpu", "cuda"):
         raise ValueError(f"Unsupported device {device!r}; use auto, cpu or cuda.")
     return chosen

@@ -11,19 +11,23 @@ declared here once:
   help text, from which the CLI builds its flags and the registration dock its controls;
   :func:`options_for` and :func:`validate_engine_options` read it.
 
-This module imports nothing else from the package, so engines (``core/engines/*.py``) import
+This module imports nothing else from the package but :mod:`.vocabulary` (which imports
+nothing), so engines (``core/engines/*.py``) import
 their contract from here and never from :mod:`.registration`, which imports the engines.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 import os
 import threading
 from typing import Any, Callable, Protocol
 
 import torch
+
+from .vocabulary import arg, interface
 
 __all__ = [
     "Cancelled",
@@ -40,6 +44,7 @@ __all__ = [
     "PROGRAMMATIC_OPTIONS",
     "EngineOptionError",
     "options_for",
+    "check_option",
     "validate_engine_options",
 ]
 
@@ -218,7 +223,7 @@ ENGINE_OPTIONS: tuple[EngineOption, ...] = (
     EngineOption(
         "regulariser_weight", float, 20.0, "Smoothness",
         "weight of the diffusion regulariser mean |grad u|^2 on the free-form stages",
-        engines=_CLASSICAL, minimum=0.0,
+        engines=_CLASSICAL, minimum=0.0, maximum=1e4,
     ),
     EngineOption(
         "nonrigid", bool, True, "Non-rigid",
@@ -233,7 +238,7 @@ ENGINE_OPTIONS: tuple[EngineOption, ...] = (
     EngineOption(
         "pca_components", int, 2, "PCA components",
         "principal components k kept by the pca2 metric",
-        engines=("groupwise",), minimum=1,
+        engines=("groupwise",), minimum=1, maximum=64,
     ),
     EngineOption(
         "n_classes", int, 6, "Tissue classes",
@@ -338,10 +343,15 @@ def _check_value(engine: str, option: EngineOption, value: Any) -> Any:
 
     def fail() -> EngineOptionError:
         return EngineOptionError(
-            f"{engine}: option {option.name} ({option.flag}) got {value!r}; use {option.allowed()}"
+            f"{engine}: option {arg(option.name)} got {value!r}; use {option.allowed()}"
             + (f" (default: {option.default!r})." if option.default is not None else ".")
         )
 
+    if option.type in (int, float) and not isinstance(value, bool) and isinstance(value, numbers.Real):
+        # inf / nan reach the engines as NaN fields (a segfault in the histogram code) and
+        # int(inf) is an OverflowError: every number must be finite, whatever its range
+        if not math.isfinite(float(value)):
+            raise fail()
     if option.type is bool:
         if not isinstance(value, (bool, numbers.Integral)) or value not in (0, 1):
             raise fail()
@@ -366,6 +376,13 @@ def _check_value(engine: str, option: EngineOption, value: Any) -> Any:
     if option.maximum is not None and converted > option.maximum:
         raise fail()
     return converted
+
+
+def check_option(engine: str, name: str, value: Any) -> Any:
+    """One option's value checked against its :data:`ENGINE_OPTIONS` row (any engine's:
+    :func:`.registration.register` checks ``reference_frame`` this way for every engine)."""
+    option = next(o for o in ENGINE_OPTIONS if o.name == name)
+    return _check_value(engine, option, value)
 
 
 def validate_engine_options(engine: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -407,8 +424,8 @@ def validate_engine_options(engine: str, options: dict[str, Any]) -> dict[str, A
                 else "it is not an engine option"
             )
             raise EngineOptionError(
-                f"{engine}: unknown option {name!r} ({hint}); {engine} takes "
-                f"{', '.join(sorted(declared)) or 'no options'}."
+                f"{engine}: unknown option {arg(name) if interface() == 'cli' else repr(name)} ({hint}); {engine} takes "
+                f"{', '.join(arg(n) for n in sorted(declared)) or 'no options'}."
             )
         checked[name] = _check_value(engine, option, value)
     return checked

@@ -26,12 +26,14 @@ from .engine_api import (
     Progress,
     ProgressCallback,
     RegistrationCancelled,
+    check_option,
     register_engine,
     validate_engine_options,
 )
 from .intensity import normalise_intensities, pca_template
 from .sequence import Sequence, SequenceError
 from .spatial import folding_fraction, warp_images
+from .vocabulary import arg
 
 __all__ = [
     "DEFAULT_ENGINE",
@@ -223,10 +225,11 @@ def register(
     if engine in BUILTIN_ENGINES:  # an engine registered by a user declares no options here
         options = validate_engine_options(engine, options)
     if reference_frame is not None:
-        reference_frame = int(reference_frame)
+        reference_frame = check_option(engine, "reference_frame", reference_frame)  # 1.5, inf: refused
         if not 0 <= reference_frame < sequence.n_frames:
             raise SequenceError(
-                f"reference frame {reference_frame} is outside 0..{sequence.n_frames - 1}."
+                f"{arg('reference_frame', reference_frame)} is outside the frames 0..{sequence.n_frames - 1}; "
+                f"give a frame number in that range or none (groupwise)."
             )
     # the user's options, not the arrays code passes (the mask joins them below)
     requested = {name: value for name, value in options.items() if name not in PROGRAMMATIC_OPTIONS}

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ..core.vocabulary import arg
+
 __all__ = ["atomic_write", "atomic_write_all", "atomic_write_folder", "check_output_folder"]
 
 # errno values that mean "the medium cannot take more data": reported as a full disk
@@ -121,7 +123,7 @@ def _check_target(target: Path, overwrite: bool) -> None:
         raise IsADirectoryError(f"cannot write {target}: it is a folder; give a file name.")
     if target.exists() and not overwrite:
         raise FileExistsError(
-            f"{target} already exists; pass overwrite=True to replace it or choose another name."
+            f"{target} already exists; pass {arg('overwrite', True)} to replace it or choose another name."
         )
     parent = target.parent
     if not parent.is_dir():
@@ -159,12 +161,12 @@ def _commit(temp: Path, target: Path, overwrite: bool) -> None:
         os.link(temp, target)  # atomic "create if absent"
     except FileExistsError:
         raise FileExistsError(
-            f"{target} already exists; pass overwrite=True to replace it or choose another name."
+            f"{target} already exists; pass {arg('overwrite', True)} to replace it or choose another name."
         ) from None
     except OSError:  # file system without hard links: check, then rename
         if target.exists():
             raise FileExistsError(
-                f"{target} already exists; pass overwrite=True to replace it or choose another name."
+                f"{target} already exists; pass {arg('overwrite', True)} to replace it or choose another name."
             ) from None
         os.replace(temp, target)
         return
@@ -308,12 +310,12 @@ def _move_exclusive(source: Path, target: Path) -> None:
         os.link(source, target)
     except FileExistsError:
         raise FileExistsError(
-            f"{target} already exists; pass overwrite=True to replace it or choose another folder."
+            f"{target} already exists; pass {arg('overwrite', True)} to replace it or choose another folder."
         ) from None
     except OSError:  # no hard links on this file system: check, then rename
         if target.exists():
             raise FileExistsError(
-                f"{target} already exists; pass overwrite=True to replace it or choose another folder."
+                f"{target} already exists; pass {arg('overwrite', True)} to replace it or choose another folder."
             ) from None
         os.replace(source, target)
         return
@@ -384,7 +386,7 @@ def atomic_write_folder(
 
     existing = clashes(expected) if folder.is_dir() else []
     if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist; pass overwrite=True to replace them or choose another folder.")
+        raise FileExistsError(f"{', '.join(existing)} already exist; pass {arg('overwrite', True)} to replace them or choose another folder.")
     created = _make_folder(folder)
     staging = folder / f".any2reg-staging-{secrets.token_hex(4)}"
     backup = staging / ".replaced"
@@ -405,7 +407,7 @@ def atomic_write_folder(
             raise OSError(f"atomic_write_folder writes plain files only; the writer made {', '.join(nested)}.")
         existing = clashes(p.name for p in entries)
         if existing and not overwrite:
-            raise FileExistsError(f"{', '.join(existing)} already exist; pass overwrite=True to replace them or choose another folder.")
+            raise FileExistsError(f"{', '.join(existing)} already exist; pass {arg('overwrite', True)} to replace them or choose another folder.")
         backup.mkdir()
         for entry in entries:
             target = folder / entry.name

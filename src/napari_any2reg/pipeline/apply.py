@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.vocabulary import arg
+
 __all__ = [
     "ApplyOutcome",
     "check_field_shape",
@@ -224,7 +226,7 @@ def apply_file(
     field_path, input_path, output = Path(field_path), Path(input_path), Path(output_path)
     refuse_replacing_inputs([output], [str(field_path), str(input_path)])
     if output.exists() and not overwrite:
-        raise FileExistsError(f"{output} already exists; pass --overwrite to replace it.")
+        raise FileExistsError(f"{output} already exists; pass {arg('overwrite', True)} to replace it.")
     kind = _kind_for(input_path, kind)
     u, field_spacing = read_displacement(field_path)
     ext = "".join(output.suffixes[-2:]).lower() if output.name.lower().endswith((".nii.gz", ".ome.tif", ".ome.tiff")) else output.suffix.lower()

@@ -33,6 +33,7 @@ import numpy as np
 
 from .cohort import SeriesJob
 from .series import RegisterSettings
+from ..core.vocabulary import arg
 
 log = logging.getLogger(__name__)
 
@@ -411,7 +412,7 @@ def _run_locked(jobs, outdir, settings, started, n_jobs, scheduler, on_result, s
         elif state == "other":
             rows[job.name] = {"series": job.name, "input": job.label, "output": str(outdir / job.name), "status": "failed",
                               "this_run": "failed", "error": f"{outdir / job.name} already holds a finished series but "
-                              f"{detail}; pass --overwrite to replace it or choose another output folder."}
+                              f"{detail}; pass {arg('overwrite', True)} to replace it or choose another output folder."}
         else:
             rows[job.name] = {"series": job.name, "input": job.label, "output": str(outdir / job.name),
                               "status": "pending", "this_run": "pending"}

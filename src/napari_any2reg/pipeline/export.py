@@ -65,6 +65,7 @@ from ..core.export import (
     t1_maps_from_fit,
 )
 from ..core.sequence import Sequence
+from ..core.vocabulary import arg
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..core.landmarks import DiceReport, LandmarkTable, TREReport
@@ -597,7 +598,7 @@ def export_registration(
     if not overwrite and folder.is_dir():
         existing = [str(folder / n) for n in planned if (folder / n).exists()]
         if existing:
-            raise FileExistsError(f"{', '.join(existing)} already exist; tick overwrite (CLI: --overwrite) or choose another folder.")
+            raise FileExistsError(f"{', '.join(existing)} already exist; pass {arg('overwrite', True)} (Export dock: tick Overwrite) or choose another folder.")
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"cannot export into {folder}: it is a file, not a folder; choose another output folder.")
 

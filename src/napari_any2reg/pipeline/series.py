@@ -20,6 +20,7 @@ from typing import Sequence as Seq
 import numpy as np
 
 from ..io.labels import read_label_image  # re-exported: the pipeline API names it
+from ..core.vocabulary import arg
 
 log = logging.getLogger(__name__)
 
@@ -229,9 +230,9 @@ def fit_problem_for(sequence: Any) -> str | None:
 
     model = model_for_kind(sequence.kind)
     if model is None:
-        return f"no T1 model for a {sequence.kind!r} sequence (pass --kind molli|stone|sasha if it is one)"
+        return f"no T1 model for a {sequence.kind!r} sequence (pass {arg('kind')} molli|stone|sasha if it is one)"
     if sequence.timings_ms is None:
-        return "no inversion/saturation times (pass --times-ms)"
+        return f"no inversion/saturation times (pass {arg('timings_ms')})"
     return fit_problem(sequence.timings_ms, sequence.n_frames, model)
 
 
@@ -368,7 +369,7 @@ def register_series(
     region = read_label_image(mask_path, sequence.shape) if mask_path is not None else None
     existing = [str(p) for p in targets if p.exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist; pass --overwrite to replace them")
+        raise FileExistsError(f"{', '.join(existing)} already exist; pass {arg('overwrite', True)} to replace them")
     # registered + displacement (2) + correspondence: 16 bytes a voxel; the export adds NIfTI
     # copies and the Jacobian, and a report of a few MB
     check_output_folder(outdir, needed_bytes=output_bytes(sequence, 16) if export_items is None

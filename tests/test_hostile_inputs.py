@@ -1,0 +1,143 @@
+"""Hostile inputs (issue 24): nothing crashes, nothing lies.
+
+Each test drives the user's path (the ``any2reg`` main function, the Python API) with one of
+the inputs of the issue's bad-input sweep and asserts a one-line error that names the problem
+and the fix in that interface's words, nothing written and nothing the user loaded changed.
+Tiny images and a fraction of the iterations keep it quick.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_any2reg.cli import main
+from napari_any2reg.core.engine_api import EngineOptionError
+from napari_any2reg.core.phantom import make_phantom
+from napari_any2reg.core.registration import ENGINES, register
+from napari_any2reg.core.vocabulary import arg, interface, speaking
+
+FAST = ["--device", "cpu", "--iterations-scale", "0.05", "-q"]
+
+
+@pytest.fixture(scope="module")
+def molli_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("input") / "molli.tif"
+    assert main(["sample", "molli", "-o", str(path), "--size", "32", "--seed", "1"]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom("molli", seed=1, shape=(32, 32))
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("any2reg: error: "), err
+    return lines[0]
+
+
+def _engines_must_not_run(monkeypatch):
+    for name in list(ENGINES):
+        def refuse(*args, _name=name, **kwargs):
+            raise AssertionError(f"engine {_name} ran although the options were invalid")
+
+        monkeypatch.setitem(ENGINES, name, refuse)
+
+
+# ---------------------------------------------------------------- A1. numeric engine options
+@pytest.mark.parametrize("engine", ["groupwise", "xcoreg"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "1e30", "-inf"])
+def test_cli_refuses_non_finite_and_out_of_range_regulariser_weight(engine, value, tmp_path, molli_file, monkeypatch, capsys):
+    _engines_must_not_run(monkeypatch)  # inf used to reach the engine and segfault (exit 139)
+    out = tmp_path / "out"
+    code = main(["register", str(molli_file), "-o", str(out), "--engine", engine, "--regulariser-weight", value, *FAST])
+    assert code == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--regulariser-weight" in line and "[0, 10000]" in line and "regulariser_weight" not in line
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", [math.inf, math.nan, -1.0, 1e30, np.float32("inf")])
+def test_api_refuses_non_finite_and_out_of_range_regulariser_weight(value, phantom, monkeypatch):
+    _engines_must_not_run(monkeypatch)
+    frames = phantom.sequence.frames.copy()
+    with pytest.raises(EngineOptionError, match=r"regulariser_weight .*\[0, 10000\]") as info:
+        register(phantom.sequence, engine="groupwise", device="cpu", regulariser_weight=value)
+    assert "--regulariser-weight" not in str(info.value)
+    np.testing.assert_array_equal(phantom.sequence.frames, frames)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"iterations_scale": math.inf}, {"bins": math.inf}, {"bins": math.nan}, {"bins": 24.5},
+     {"n_classes": math.inf}, {"pca_components": 1e300}, {"em_steps": -math.inf}],
+)
+def test_api_every_numeric_option_must_be_finite_and_integer_where_counted(options, phantom, monkeypatch):
+    _engines_must_not_run(monkeypatch)
+    engine = "xcoreg" if {"n_classes", "em_steps"} & set(options) else "groupwise"
+    with pytest.raises(EngineOptionError, match=next(iter(options))):  # not an OverflowError from int(inf)
+        register(phantom.sequence, engine=engine, device="cpu", **options)
+
+
+@pytest.mark.parametrize("value", [1.5, math.inf, math.nan, -1, 8, True])
+def test_api_reference_frame_must_be_a_frame_number(value, phantom, monkeypatch):
+    _engines_must_not_run(monkeypatch)  # 1.5 used to be accepted as frame 1
+    with pytest.raises(ValueError, match="reference_frame") as info:
+        register(phantom.sequence, engine="groupwise", device="cpu", reference_frame=value)
+    assert "--reference-frame" not in str(info.value)
+
+
+def test_cli_reference_frame_outside_the_frames_names_the_flag(tmp_path, molli_file, monkeypatch, capsys):
+    _engines_must_not_run(monkeypatch)
+    out = tmp_path / "out"
+    assert main(["register", str(molli_file), "-o", str(out), "--engine", "groupwise", "--reference-frame", "8", *FAST]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--reference-frame 8" in line and "0..7" in line and "reference_frame" not in line
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- B11. the user's vocabulary
+def test_vocabulary_spells_arguments_per_interface():
+    assert interface() == "api"
+    assert (arg("overwrite", True), arg("coarse", False), arg("size", 64), arg("reference_frame")) == (
+        "overwrite=True", "coarse=False", "size=64", "reference_frame")
+    with speaking("cli"):
+        assert interface() == "cli"
+        assert (arg("overwrite", True), arg("coarse", False), arg("size", 64), arg("slice_index")) == (
+            "--overwrite", "--no-coarse", "--size 64", "--slice")
+    assert interface() == "api"
+
+
+def test_existing_output_names_the_flag_on_the_cli_and_the_argument_in_python(tmp_path, molli_file, capsys):
+    from napari_any2reg.core.phantom import make_phantom as make
+    from napari_any2reg.io import write_tiff
+
+    target = tmp_path / "sample.tif"
+    target.write_bytes(b"keep")
+    assert main(["sample", "molli", "-o", str(target), "--size", "16"]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--overwrite" in line and "overwrite=True" not in line
+    with pytest.raises(FileExistsError) as info:
+        write_tiff(target, make("molli", seed=0, shape=(16, 16)).sequence)
+    assert "overwrite=True" in str(info.value) and "--overwrite" not in str(info.value)
+    assert target.read_bytes() == b"keep"
+    # after a command the process speaks Python again
+    assert interface() == "api"
+
+
+def test_apply_existing_output_in_python_says_overwrite_true(tmp_path, molli_file):
+    from napari_any2reg.pipeline.apply import apply_file
+
+    field = tmp_path / "displacement.npy"
+    np.save(field, np.zeros((8, 2, 32, 32), np.float32))
+    out = tmp_path / "moved.tif"
+    out.write_bytes(b"keep")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        apply_file(field, molli_file, out)
+    assert out.read_bytes() == b"keep"
