@@ -177,6 +177,53 @@ def test_sigterm_mid_write_leaves_no_temporary_files(tmp_path, molli_file):
     assert _everything(work) == []  # the staging folder, its files and the new output folder are gone
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is a POSIX signal")
+def test_sigkill_mid_write_leftovers_are_cleaned_by_the_next_run(tmp_path, molli_file, capsys):
+    # issue 24 A8: a killed run cannot clean up; the next run in that folder must
+    script = tmp_path / "run.py"
+    script.write_text(_SIGTERM_SCRIPT)
+    marker = tmp_path / "writing"
+    out = tmp_path / "out"
+    command = [sys.executable, str(script), str(marker), "register", str(molli_file), "-o", str(out), *FAST]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the run never reached the writing stage"
+            time.sleep(0.1)
+        process.kill()
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    left = [p for p in out.iterdir() if p.name.startswith(".any2reg-staging-")]
+    assert len(left) == 1
+    # a staging folder of a live writer (this process) is not touched
+    from napari_any2reg.io._atomic import remove_stale_staging
+
+    live = out / ".any2reg-staging-live"
+    live.mkdir()
+    (live / ".owner").write_text(json.dumps({"pid": os.getpid(), "host": __import__("socket").gethostname()}))
+    assert main(["register", str(molli_file), "-o", str(out), *FAST]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [live.name]
+    assert (out / "registered.tif").is_file()
+    assert remove_stale_staging(out) == []
+
+
+def test_stale_staging_of_a_killed_commit_gets_the_originals_back(tmp_path):
+    from napari_any2reg.io._atomic import remove_stale_staging
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    staging = tmp_path / ".any2reg-staging-dead"
+    (staging / ".replaced").mkdir(parents=True)
+    (staging / ".owner").write_text(json.dumps({"pid": int(dead.stdout), "host": __import__("socket").gethostname()}))
+    (staging / ".replaced" / "metrics.json").write_text("original")
+    (tmp_path / "metrics.json").write_text("half of the new run")
+    assert remove_stale_staging(tmp_path) == [staging]
+    assert (tmp_path / "metrics.json").read_text() == "original" and not staging.exists()
+
+
 def test_sigterm_handler_is_installed_only_while_a_command_runs(tmp_path, monkeypatch, capsys):
     before = signal.getsignal(signal.SIGTERM)
     seen = {}

@@ -17,10 +17,11 @@ import pytest
 from napari_any2reg.cli import main
 from napari_any2reg.core.engine_api import EngineOptionError
 from napari_any2reg.core.phantom import make_phantom
-from napari_any2reg.core.registration import ENGINES, register
+from napari_any2reg.core.registration import ENGINES, available_engines, register
 from napari_any2reg.core.vocabulary import arg, interface, speaking
 
 FAST = ["--device", "cpu", "--iterations-scale", "0.05", "-q"]
+available_engines()  # the built-in engines registered now, so that a test's stand-in is not replaced later
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +142,145 @@ def test_apply_existing_output_in_python_says_overwrite_true(tmp_path, molli_fil
     with pytest.raises(FileExistsError, match="overwrite=True"):
         apply_file(field, molli_file, out)
     assert out.read_bytes() == b"keep"
+
+
+# ---------------------------------------------------------------- A2. a field no registration makes
+def _garbage_engine(values):
+    import torch
+
+    from napari_any2reg.core.engine_api import EngineOutput
+
+    def engine(frames, *, progress, reference_frame, spacing_mm, **options):
+        n, h, w = frames.shape
+        u = torch.zeros(n, 2, h, w)
+        u[0, 0, 1, 1] = values
+        return EngineOutput(displacement=u, loss_history={}, params={})
+
+    return engine
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, 1e31, 40.0])
+def test_api_refuses_a_non_finite_or_too_large_field(value, phantom, monkeypatch):
+    from napari_any2reg.core.registration import FieldError
+
+    monkeypatch.setitem(ENGINES, "groupwise", _garbage_engine(value))
+    with pytest.raises(FieldError, match="displacement field with") as info:
+        register(phantom.sequence, engine="groupwise", device="cpu")
+    assert ("NaN or Inf" in str(info.value)) == (not math.isfinite(value))
+    assert isinstance(info.value, ValueError)
+
+
+def test_api_keeps_a_large_but_possible_field(phantom, monkeypatch):
+    monkeypatch.setitem(ENGINES, "groupwise", _garbage_engine(30.0))  # < 32 px: inside the image extent
+    assert register(phantom.sequence, engine="groupwise", device="cpu").displacement.max() == 30.0
+
+
+def test_cli_garbage_field_is_one_line_and_writes_nothing(tmp_path, molli_file, monkeypatch, capsys):
+    monkeypatch.setitem(ENGINES, "groupwise", _garbage_engine(1e31))
+    out = tmp_path / "out"
+    assert main(["register", str(molli_file), "-o", str(out), "--engine", "groupwise", *FAST, "--export", "all"]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert "1e+31 px" in line and "nothing is written" in line
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- A3. weights files that are damaged
+def _damaged_weights(tmp_path, how: str) -> Path:
+    import torch
+
+    from napari_any2reg.core.engines.any2reg import DEFAULT_WEIGHTS
+    from napari_any2reg.core.weights import weights_dir
+
+    checkpoint = torch.load(weights_dir() / DEFAULT_WEIGHTS, map_location="cpu", weights_only=True)
+    key = next(k for k, v in checkpoint["model_state"].items() if v.is_floating_point() and v.numel() > 4)
+    if how == "nan":
+        checkpoint["model_state"][key] = torch.full_like(checkpoint["model_state"][key], float("nan"))
+    elif how == "huge":
+        checkpoint["model_state"][key] = checkpoint["model_state"][key] * 0 + 1e30
+    elif how == "shape":
+        checkpoint["model_state"][key] = checkpoint["model_state"][key].flatten()[:3].clone()
+    elif how == "missing":
+        del checkpoint["model_state"][key]
+    path = tmp_path / f"{how}.pt"
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize("how, words", [("nan", "NaN or Inf"), ("huge", "1e+30"), ("shape", "size mismatch"),
+                                        ("missing", "Missing key")])
+def test_cli_damaged_weights_name_the_file_and_the_problem(how, words, tmp_path, molli_file, capsys):
+    weights = _damaged_weights(tmp_path, how)
+    out = tmp_path / "out"
+    assert main(["register", str(molli_file), "-o", str(out), "--device", "cpu", "--weights", str(weights), "-q"]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"--weights {weights}" in line and words in line, line
+    assert "constant frames" not in line and not out.exists()
+
+
+def test_api_damaged_weights_raise_weights_error(tmp_path, phantom):
+    from napari_any2reg.core.weights import WeightsError
+
+    weights = _damaged_weights(tmp_path, "nan")
+    with pytest.raises(WeightsError, match=f"{weights.name}.*NaN or Inf"):
+        register(phantom.sequence, engine="any2reg", device="cpu", weights=str(weights))
+
+
+def test_weights_in_an_exported_folder_are_checked_against_its_manifest(tmp_path, phantom):
+    import json
+    import shutil
+
+    from napari_any2reg.core.engines.any2reg import DEFAULT_WEIGHTS
+    from napari_any2reg.core.weights import WeightsError, weights_dir
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    shutil.copy(weights_dir() / DEFAULT_WEIGHTS, folder / DEFAULT_WEIGHTS)
+    (folder / "manifest.json").write_text(json.dumps({DEFAULT_WEIGHTS: {"sha256": "0" * 64}}))
+    with pytest.raises(WeightsError, match="manifest.json lists"):
+        register(phantom.sequence, engine="any2reg", device="cpu", weights=str(folder / DEFAULT_WEIGHTS))
+
+
+# ---------------------------------------------------------------- A2 / A7. batch
+@pytest.fixture(scope="module")
+def scheduler():
+    """An in-process Dask cluster (threads): the series run in this process, stand-ins included."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
+    yield cluster.scheduler_address
+    cluster.close()
+
+
+def test_batch_marks_a_series_with_a_garbage_field_failed(tmp_path, molli_file, scheduler, monkeypatch, capsys):
+    import csv
+
+    monkeypatch.setitem(ENGINES, "groupwise", _garbage_engine(1e31))
+    outdir = tmp_path / "cohort"
+    code = main(["batch", str(molli_file), "-o", str(outdir), "--scheduler", scheduler, "--engine", "groupwise", "-q"])
+    assert code == 3, capsys.readouterr().err
+    with open(outdir / "summary.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["status"] for row in rows] == ["failed"]
+    assert "1e+31 px" in rows[0]["error"]
+    assert not list(outdir.rglob("registered.tif")) and not list(outdir.rglob("displacement.npy"))
+
+
+def test_batch_on_a_locked_folder_is_one_line_naming_the_lock_and_its_process(tmp_path, molli_file, monkeypatch, capsys):
+    import os
+
+    from napari_any2reg.pipeline.batch import LOCK_FILE, cohort_lock
+
+    _engines_must_not_run(monkeypatch)
+    outdir = tmp_path / "cohort"
+    outdir.mkdir()
+    with cohort_lock(outdir):
+        assert main(["batch", str(molli_file), "-o", str(outdir), "--engine", "groupwise", "-q"]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"process {os.getpid()}" in line and str(outdir / LOCK_FILE) in line and "wait for it to finish" in line
+    # a lock that names no process (killed while creating it) is taken over once it is old
+    lock = outdir / LOCK_FILE
+    lock.write_text("")
+    os.utime(lock, (0, 0))
+    from napari_any2reg.pipeline.batch import run_batch
+
+    assert run_batch([], outdir).rows == [] and not lock.exists()

@@ -1024,8 +1024,9 @@ def main(argv: Seq[str] | None = None) -> int:
         return _error(exc)
     except RuntimeError as exc:
         from .core.weights import WeightsError
+        from .pipeline.batch import CohortLocked
 
-        if isinstance(exc, WeightsError):  # missing, altered or unreadable weights: the user's to fix
+        if isinstance(exc, (WeightsError, CohortLocked)):  # damaged weights, a busy output folder: the user's to fix
             return _error(exc)
         raise  # anything else is a bug: keep the traceback
 

@@ -48,6 +48,7 @@ __all__ = [
     "register_engine",
     "available_engines",
     "normalise_intensities",
+    "FieldError",
 ]
 
 
@@ -166,6 +167,25 @@ def _region_mask(mask: Any, shape: tuple[int, int]) -> np.ndarray | None:
     return region
 
 
+class FieldError(ValueError):
+    """An engine returned a displacement field that cannot be a registration (NaN / Inf, or
+    moving pixels further than the image is wide); nothing is made from it."""
+
+
+def _checked_field(engine: str, displacement: torch.Tensor, shape: tuple[int, int], options: dict[str, Any]) -> torch.Tensor:
+    """``displacement`` if it is finite and moves no pixel beyond the image extent, else :class:`FieldError`."""
+    finite = bool(torch.isfinite(displacement).all())
+    largest = float(displacement.abs().max()) if finite and displacement.numel() else 0.0
+    extent = max(shape)
+    if finite and largest <= extent:
+        return displacement
+    what = "NaN or Inf values" if not finite else f"shifts of up to {largest:.3g} px, beyond the {shape[0]} x {shape[1]} image"
+    cause = (f"the weights given with {arg('weights')} are likely damaged or untrained; use the shipped weights"
+             if options.get("weights") is not None else "try another engine or report the sequence")
+    raise FieldError(f"the {engine} engine returned a displacement field with {what}: no usable registration, "
+                     f"nothing is written; {cause}.")
+
+
 def register(
     sequence: Sequence | np.ndarray,
     engine: str = DEFAULT_ENGINE,
@@ -261,7 +281,7 @@ def _register(sequence: Sequence, engine: str, dev: torch.device, reference_fram
         spacing_mm=sequence.spacing_mm,
         **options,
     )
-    displacement = out.displacement.detach()
+    displacement = _checked_field(engine, out.displacement.detach(), sequence.shape, options)
     if mask_note is not None:
         out.params = {**out.params, "mask": mask_note}
     if dev.type == "cpu":

@@ -7,9 +7,12 @@ existing file is only replaced when the caller says so.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
 import shutil
+import socket
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -345,6 +348,65 @@ def _make_folder(folder: Path) -> list[Path]:
     return created
 
 
+STAGING_PREFIX = ".any2reg-staging-"
+_OWNER_FILE = ".owner"
+#: A staging folder from before owners were recorded (no owner file) is stale after this.
+_UNOWNED_STAGING_S = 3600.0
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0  # alive under another user (or a number we cannot check): keep its folder
+    return True
+
+
+def _staging_is_stale(staging: Path) -> bool:
+    """Whether ``staging`` was left by a run that is gone (killed with SIGKILL, power loss)."""
+    try:
+        owner = json.loads((staging / _OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        try:
+            return time.time() - staging.stat().st_mtime > _UNOWNED_STAGING_S
+        except OSError:
+            return False
+    pid, host = owner.get("pid") if isinstance(owner, dict) else None, owner.get("host") if isinstance(owner, dict) else None
+    if host != socket.gethostname() or not isinstance(pid, int):
+        return False  # another machine's run on a shared disk: its process cannot be checked
+    return not _process_alive(pid)
+
+
+def remove_stale_staging(folder: Any) -> list[Path]:
+    """Remove the staging folders in ``folder`` whose writing process is gone; return them.
+
+    A run killed while committing may have set originals aside (``overwrite``) in its
+    ``.replaced`` folder: they are put back first, so the folder holds what it held before.
+    """
+    folder = Path(folder)
+    removed = []
+    try:
+        candidates = [p for p in folder.iterdir() if p.name.startswith(STAGING_PREFIX) and p.is_dir()]
+    except OSError:
+        return removed
+    for staging in candidates:
+        if not _staging_is_stale(staging):
+            continue
+        kept = staging / ".replaced"
+        if kept.is_dir():
+            for original in kept.iterdir():
+                try:
+                    os.replace(original, folder / original.name)
+                except OSError:
+                    pass
+        shutil.rmtree(staging, ignore_errors=True)
+        if not staging.exists():
+            removed.append(staging)
+    return removed
+
+
 def atomic_write_folder(
     folder: Any,
     writer: Callable[[Path], None],
@@ -388,20 +450,22 @@ def atomic_write_folder(
     if existing and not overwrite:
         raise FileExistsError(f"{', '.join(existing)} already exist; pass {arg('overwrite', True)} to replace them or choose another folder.")
     created = _make_folder(folder)
-    staging = folder / f".any2reg-staging-{secrets.token_hex(4)}"
+    remove_stale_staging(folder)
+    staging = folder / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
     backup = staging / ".replaced"
     moved: list[Path] = []
     replaced: list[tuple[Path, Path]] = []
     try:
         try:
             staging.mkdir()
+            (staging / _OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
         except PermissionError as exc:
             raise PermissionError(
                 f"cannot write into {folder}: the folder is not writable ({exc.strerror}); choose another "
                 "folder or fix its permissions."
             ) from exc
         writer(staging)
-        entries = sorted(p for p in staging.iterdir() if p.name != backup.name)
+        entries = sorted(p for p in staging.iterdir() if p.name not in (backup.name, _OWNER_FILE))
         nested = [p.name for p in entries if not p.is_file()]
         if nested:
             raise OSError(f"atomic_write_folder writes plain files only; the writer made {', '.join(nested)}.")

@@ -318,6 +318,17 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+#: A lock file that names no process (its run was killed before writing it) is stale after this.
+_UNREADABLE_LOCK_S = 30.0
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 @contextlib.contextmanager
 def cohort_lock(outdir: Path):
     """Hold ``OUTDIR/.any2reg-batch.lock`` while a cohort runs.
@@ -340,9 +351,16 @@ def cohort_lock(outdir: Path):
                 log.warning("taking over %s left by a batch run that is no longer running (pid %s)", path, pid)
                 path.unlink(missing_ok=True)
                 continue
+            if not isinstance(pid, int) and _age_s(path) > _UNREADABLE_LOCK_S:
+                # a run killed between creating and writing its lock: no owner to wait for
+                log.warning("taking over %s: it names no process and is %.0f s old", path, _age_s(path))
+                path.unlink(missing_ok=True)
+                continue
+            who = (f"process {pid} on {other_host}, started {holder.get('started', '?')}" if isinstance(pid, int)
+                   else "a run that is starting now")
             raise CohortLocked(
-                f"another any2reg batch (pid {pid} on {other_host}, started {holder.get('started', '?')}) is writing to "
-                f"{outdir}; wait for it to finish or choose another output folder (if no batch is running, delete {path})."
+                f"{outdir} is locked by another any2reg batch ({who}; lock file {path}); wait for it to finish "
+                f"or choose another output folder (if no batch is running, delete {path})."
             ) from None
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(record + "\n")

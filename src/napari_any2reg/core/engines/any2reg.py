@@ -77,6 +77,31 @@ def shipped_weights_name(weights: str | Path | None) -> str | None:
     return None
 
 
+#: No trained weight comes near this (the shipped files: |w| < 3); a file beyond it is damaged.
+_MAX_ABS_WEIGHT = 1e6
+
+
+def _check_tensors(checkpoint: dict[str, Any]) -> None:
+    """ValueError naming the first network tensor that holds NaN / Inf or an implausible value:
+    a damaged file must not reach the network (NaN fields, a LinAlgError in the aggregation,
+    or a field of 1e31 px)."""
+    for group in ("model_state", "scorer_state"):
+        state = checkpoint.get(group)
+        if state is None:
+            continue
+        if not isinstance(state, dict):
+            raise ValueError(f"its {group} is a {type(state).__name__}, not a state dictionary")
+        for key, value in state.items():
+            if not torch.is_tensor(value) or not value.is_floating_point() or value.numel() == 0:
+                continue
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"tensor {group}[{key!r}] holds NaN or Inf: the file is damaged; use another copy")
+            largest = float(value.abs().max())
+            if largest > _MAX_ABS_WEIGHT:
+                raise ValueError(f"tensor {group}[{key!r}] holds {largest:.3g}, far beyond any trained weight: "
+                                 "the file is damaged; use another copy")
+
+
 @functools.lru_cache(maxsize=8)
 def _load_cached(weights: str | None, device: str, shipped: str | None = None) -> Pretrained:
     dev = torch.device(device)
@@ -96,13 +121,22 @@ def _load_cached(weights: str | None, device: str, shipped: str | None = None) -
         from ..weights import sha256_of
 
         sha = sha256_of(path)
+        listed = read_manifest(path.parent).get(path.name)  # an exported weights folder lists its files
+        if isinstance(listed, dict) and listed.get("sha256") and listed["sha256"] != sha:
+            raise WeightsError(
+                f"Weights file {path} has SHA-256 {sha}, but {path.parent / 'manifest.json'} lists "
+                f"{listed['sha256']}: the file is damaged or was altered; use another copy."
+            )
     try:
         if not isinstance(checkpoint, dict):
             raise ValueError(f"holds a {type(checkpoint).__name__}, not an any2reg checkpoint")
-        net, scorer = networks_from_checkpoint(checkpoint, dev)
+        _check_tensors(checkpoint)
+        net, scorer = networks_from_checkpoint(checkpoint, dev)  # strict: expected keys and shapes
         spacing = checkpoint.get("training_spacing_mm") or checkpoint["config"]["spacing_mm"]
+        if len(spacing) != 2 or not all(math.isfinite(float(s)) and float(s) > 0 for s in spacing):
+            raise ValueError(f"training spacing {spacing!r} is not two positive mm values")
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise WeightsError(f"{source}: {exc}") from exc
+        raise WeightsError(f"Weights file {source}: {exc}") from exc
     info = {
         "weights": source,
         "sha256": sha,
