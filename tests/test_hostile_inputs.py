@@ -284,3 +284,87 @@ def test_batch_on_a_locked_folder_is_one_line_naming_the_lock_and_its_process(tm
     from napari_any2reg.pipeline.batch import run_batch
 
     assert run_batch([], outdir).rows == [] and not lock.exists()
+
+
+# ---------------------------------------------------------------- A4. apply with a damaged field
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_apply_refuses_a_field_with_nan_or_inf(value, tmp_path, molli_file, capsys):
+    from napari_any2reg.pipeline.apply import apply_to_labels, apply_to_sequence
+
+    u = np.zeros((8, 2, 32, 32), np.float32)
+    u[3, 1, 5, 5] = value
+    field = tmp_path / "displacement.npy"
+    np.save(field, u)
+    labels = np.ones((32, 32), np.uint8)
+    np.save(tmp_path / "labels.npy", labels)
+    for argv in (["apply", str(field), str(molli_file), "-o", str(tmp_path / "moved.tif")],
+                 ["apply", str(field), str(tmp_path / "labels.npy"), "--labels", "-o", str(tmp_path / "moved_labels.tif")]):
+        assert main(argv) == 1
+        line = _one_error_line(capsys.readouterr().err)
+        assert str(field) in line and "NaN or Inf" in line and "frame(s) 3" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["displacement.npy", "labels.npy"]
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        apply_to_sequence(np.ones((8, 32, 32), np.float32), u)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        apply_to_labels(labels, u)
+
+
+# ---------------------------------------------------------------- A5. non-regular and empty files
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX")
+def test_a_fifo_as_input_is_refused_at_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "scan.tif"
+    os.mkfifo(fifo)
+    plain = tmp_path / "scan"
+    os.mkfifo(plain)
+    for path in (fifo, plain):
+        # a subprocess with a deadline: before the fix, opening the pipe blocked forever
+        done = subprocess.run([sys.executable, "-m", "napari_any2reg.cli", "register", str(path), "-o", str(tmp_path / "out"),
+                               "--engine", "groupwise", "-q"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, done.stderr
+        line = _one_error_line(done.stderr)
+        assert "named pipe (FIFO)" in line and str(path) in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_dcm_is_refused_without_reading_its_folder(tmp_path, monkeypatch, capsys):
+    from napari_any2reg.io import dicom, read_sequence
+    from napari_any2reg.io._common import SequenceReadError
+
+    empty = tmp_path / "IM_0001.dcm"
+    empty.write_bytes(b"")
+    (tmp_path / "other.txt").write_text("x")
+
+    def no_scan(*args, **kwargs):
+        raise AssertionError("the folder was scanned")
+
+    monkeypatch.setattr(dicom, "_scan", no_scan)
+    with pytest.raises(SequenceReadError, match="empty"):
+        read_sequence(empty)
+    assert main(["register", str(empty), "-o", str(tmp_path / "out"), "-q"]) == 1
+    assert "is empty (0 bytes)" in _one_error_line(capsys.readouterr().err)
+
+
+# ---------------------------------------------------------------- A6. sizes and spacings
+def test_sample_size_is_bounded_with_the_flag_in_the_message(tmp_path, capsys):
+    out = tmp_path / "big.tif"
+    assert main(["sample", "molli", "-o", str(out), "--size", "100000"]) == 1  # was a MemoryError traceback
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--size 100000" in line and "16 to 2048" in line and not out.exists()
+    with pytest.raises(ValueError, match=r"shape=\(100000, 100000\).*16 to 2048"):
+        make_phantom("molli", shape=(100000, 100000))
+
+
+@pytest.mark.parametrize("spacing", ["1e300", "1e-30"])
+def test_absurd_spacing_is_refused(spacing, tmp_path, molli_file, monkeypatch, capsys):
+    from napari_any2reg.core.sequence import Sequence, SequenceError
+
+    _engines_must_not_run(monkeypatch)
+    with pytest.raises(SystemExit) as info:  # the flag: a usage error
+        main(["register", str(molli_file), "-o", str(tmp_path / "out"), "--spacing-mm", spacing])
+    assert info.value.code == 2 and "pixel size in mm" in capsys.readouterr().err
+    with pytest.raises(SequenceError, match=r"outside 0.001-1000 mm.*spacing_mm"):
+        Sequence(np.random.default_rng(0).random((3, 8, 8), dtype=np.float32), spacing_mm=(float(spacing), 1.0))

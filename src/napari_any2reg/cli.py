@@ -46,6 +46,10 @@ def _spacing(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError("spacing is 'dy,dx' in mm (or one value for both)")
     if not all(np.isfinite(values)) or min(values) <= 0:
         raise argparse.ArgumentTypeError(f"spacing must be positive mm ('dy,dx'); got {text!r}")
+    from .core.sequence import MAX_SPACING_MM, MIN_SPACING_MM
+
+    if min(values) < MIN_SPACING_MM or max(values) > MAX_SPACING_MM:
+        raise argparse.ArgumentTypeError(f"spacing is a pixel size in mm, {MIN_SPACING_MM:g} to {MAX_SPACING_MM:g}; got {text!r}")
     return values[0], values[1]
 
 

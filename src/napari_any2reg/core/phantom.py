@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from scipy import ndimage, special
 
 from .sequence import Sequence
+from .vocabulary import arg, interface
 from .spatial import (
     compose_displacements,
     gaussian_smooth,
@@ -760,6 +761,10 @@ def _contraction_displacement(anat, contraction, shape, spacing, es_radius_ratio
 
 
 # ====================================================================== main entry
+#: The largest phantom side (pixels): bigger than any cardiac MR matrix, small enough for memory.
+MAX_PHANTOM_SIZE = 2048
+
+
 def make_phantom(
     kind: str = "molli",
     *,
@@ -841,8 +846,10 @@ def make_phantom(
         raise ValueError(f"unknown phantom kind {kind!r}; use one of {', '.join(PHANTOM_KINDS)}")
     shape = arguments["shape"]
     spacing = arguments["spacing_mm"]
-    if len(shape) != 2 or min(shape) < 16:
-        raise ValueError(f"shape must be (H, W) with H, W >= 16; got {shape}")
+    if len(shape) != 2 or min(shape) < 16 or max(shape) > MAX_PHANTOM_SIZE:
+        # 100000 x 100000 pixels is a MemoryError deep inside numpy, not a phantom
+        raise ValueError(f"{arg('shape', shape if interface() == 'api' else max(shape))}: a phantom is 16 to "
+                         f"{MAX_PHANTOM_SIZE} pixels a side; give a size in that range.")
     if len(spacing) != 2 or min(spacing) <= 0:
         raise ValueError(f"spacing_mm must be two positive numbers; got {spacing}")
     if min(motion_mm, rotation_deg, nonrigid_mm) < 0 or nonrigid_scale_mm <= 0:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .geometry import SliceGeometry
+from .vocabulary import arg
 
 __all__ = ["Sequence", "SequenceError", "SEQUENCE_KINDS", "TIMING_NAMES"]
 
@@ -200,6 +201,10 @@ def _validate_timings(timings: Any, n: int) -> np.ndarray | None:
     return values
 
 
+#: Pixel spacings (mm) a sequence may have: every scanner pixel is inside, overflow is not.
+MIN_SPACING_MM, MAX_SPACING_MM = 1e-3, 1e3
+
+
 def _validate_spacing(spacing: Any) -> tuple[float, float]:
     values = np.asarray(spacing, dtype=np.float64).reshape(-1)
     if values.size == 1:
@@ -208,4 +213,10 @@ def _validate_spacing(spacing: Any) -> tuple[float, float]:
         raise SequenceError(f"pixel spacing must be (dy, dx) in mm; got {values.tolist()}.")
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise SequenceError(f"pixel spacing must be positive (mm); got {tuple(values.tolist())}.")
+    if np.any(values < MIN_SPACING_MM) or np.any(values > MAX_SPACING_MM):
+        # 1e300 mm overflows inside torch; no scanner pixel is outside this range
+        raise SequenceError(
+            f"pixel spacing {tuple(values.tolist())} mm is outside {MIN_SPACING_MM:g}-{MAX_SPACING_MM:g} mm, no "
+            f"image's pixel size; give the spacing in mm ({arg('spacing_mm')})."
+        )
     return float(values[0]), float(values[1])

@@ -27,6 +27,7 @@ CLI_FLAGS = {
     "output": "-o",
     "outdir": "-o",
     "labels": "--labels",
+    "shape": "--size",  # make_phantom(shape=(S, S)) is `any2reg sample --size S`
 }
 
 _lock = threading.Lock()

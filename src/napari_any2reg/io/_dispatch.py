@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from pathlib import Path
 from typing import Any, Callable
 
@@ -132,12 +133,36 @@ def reader_for(path: Any) -> ReaderFormat | None:
     return None
 
 
+def check_regular_file(path: Path) -> None:
+    """Refuse at once what no reader can read: a FIFO, socket or device (reading one blocks
+    forever) and an empty file (a zero-byte ``.dcm`` must not send the reader to its folder)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise SequenceFileNotFoundError(f"{path}: no such file or folder; check the path.") from None
+    except OSError as exc:
+        raise SequenceReadError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions.") from None
+    if stat.S_ISDIR(info.st_mode):
+        return
+    if not stat.S_ISREG(info.st_mode):
+        what = ("a named pipe (FIFO)" if stat.S_ISFIFO(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode)
+                else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "not a regular file")
+        raise SequenceReadError(f"{path} is {what}, not an image file; give an image file or a folder of DICOM files.")
+    if info.st_size == 0:
+        raise SequenceReadError(f"{path} is empty (0 bytes): not an image file; copy it again or give another file.")
+
+
 def _parts_list(path: Any):
     """One ``_Parts`` per slice of whatever ``path`` holds."""
     if not isinstance(path, (list, tuple)):
         path = Path(path)
         if not path.exists():
             raise SequenceFileNotFoundError(f"{path}: no such file or folder; check the path.")
+        if not path.is_dir():
+            check_regular_file(path)
+    else:
+        for entry in path:
+            check_regular_file(Path(entry))
     reader = reader_for(path)
     if reader is None:
         ext = split_name(path)[1]

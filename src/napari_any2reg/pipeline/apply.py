@@ -48,6 +48,14 @@ def _field(displacement: Any) -> np.ndarray:
     u = np.asarray(displacement, dtype=np.float32)
     if u.ndim != 4 or u.shape[1] != 2:
         raise ValueError(f"a displacement field is (N, 2, H, W) in pixels (dy, dx); got shape {u.shape}.")
+    bad = ~np.isfinite(u)
+    if bad.any():  # NaN would fill the images and erase the labels without a word
+        frames = sorted({int(k) for k in np.nonzero(bad.any(axis=(1, 2, 3)))[0]})
+        raise ValueError(
+            f"the displacement field holds NaN or Inf ({int(bad.sum())} values, frame(s) "
+            f"{', '.join(map(str, frames[:8]))}{', ...' if len(frames) > 8 else ''}): it is damaged; "
+            "use the displacement file written by the registration, or register again."
+        )
     return u
 
 
@@ -229,6 +237,10 @@ def apply_file(
         raise FileExistsError(f"{output} already exists; pass {arg('overwrite', True)} to replace it.")
     kind = _kind_for(input_path, kind)
     u, field_spacing = read_displacement(field_path)
+    try:
+        u = _field(u)  # NaN / Inf refused before anything is read or written
+    except ValueError as exc:
+        raise ValueError(f"{field_path}: {exc}") from None
     ext = "".join(output.suffixes[-2:]).lower() if output.name.lower().endswith((".nii.gz", ".ome.tif", ".ome.tiff")) else output.suffix.lower()
 
     if kind == "points":
