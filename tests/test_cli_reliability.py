@@ -202,9 +202,10 @@ def test_sigkill_mid_write_leftovers_are_cleaned_by_the_next_run(tmp_path, molli
     # a staging folder of a live writer (this process) is not touched
     from napari_any2reg.io._atomic import remove_stale_staging
 
-    live = out / ".any2reg-staging-live"
+    from napari_any2reg.io._atomic import _host_tag
+
+    live = out / f".any2reg-staging-{_host_tag()}-{os.getpid()}-0abc"
     live.mkdir()
-    (live / ".owner").write_text(json.dumps({"pid": os.getpid(), "host": __import__("socket").gethostname()}))
     assert main(["register", str(molli_file), "-o", str(out), *FAST]) == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [live.name]
     assert (out / "registered.tif").is_file()
@@ -215,12 +216,16 @@ def test_stale_staging_of_a_killed_commit_gets_the_originals_back(tmp_path):
     from napari_any2reg.io._atomic import remove_stale_staging
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    staging = tmp_path / ".any2reg-staging-dead"
+    from napari_any2reg.io._atomic import _host_tag
+
+    staging = tmp_path / f".any2reg-staging-{_host_tag()}-{int(dead.stdout)}-0abc"
     (staging / ".replaced").mkdir(parents=True)
-    (staging / ".owner").write_text(json.dumps({"pid": int(dead.stdout), "host": __import__("socket").gethostname()}))
+    old = tmp_path / ".any2reg-staging-1234abcd"  # an old-style name that names no owner: stale once old
+    old.mkdir()
+    os.utime(old, (0, 0))
     (staging / ".replaced" / "metrics.json").write_text("original")
     (tmp_path / "metrics.json").write_text("half of the new run")
-    assert remove_stale_staging(tmp_path) == [staging]
+    assert sorted(remove_stale_staging(tmp_path)) == sorted([staging, old])
     assert (tmp_path / "metrics.json").read_text() == "original" and not staging.exists()
 
 

@@ -368,3 +368,31 @@ def test_absurd_spacing_is_refused(spacing, tmp_path, molli_file, monkeypatch, c
     assert info.value.code == 2 and "pixel size in mm" in capsys.readouterr().err
     with pytest.raises(SequenceError, match=r"outside 0.001-1000 mm.*spacing_mm"):
         Sequence(np.random.default_rng(0).random((3, 8, 8), dtype=np.float32), spacing_mm=(float(spacing), 1.0))
+
+
+# ---------------------------------------------------------------- A9. a cohort without live workers
+def test_batch_without_live_workers_fails_the_rest_and_keeps_the_finished(tmp_path, molli_file, scheduler, monkeypatch, capsys):
+    import csv
+    import shutil
+
+    from distributed import LocalCluster
+
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    shutil.copy(molli_file, inputs / "a.tif")
+    outdir = tmp_path / "cohort"
+    argv = ["--engine", "groupwise", "--iterations-scale", "0.05", "--device", "cpu", "-q"]
+    assert main(["batch", str(inputs), "-o", str(outdir), "--scheduler", scheduler, *argv]) == 0, capsys.readouterr().err
+    shutil.copy(molli_file, inputs / "b.tif")
+    monkeypatch.setenv("ANY2REG_NO_WORKER_SECONDS", "1")
+    empty = LocalCluster(n_workers=0, processes=False, dashboard_address=None)  # workers all gone: no one runs b
+    try:
+        code = main(["batch", str(inputs), "-o", str(outdir), "--scheduler", empty.scheduler_address, *argv])
+    finally:
+        empty.close()
+    assert code == 3  # before: waited forever
+    with open(outdir / "summary.csv", newline="") as handle:
+        rows = {row["series"]: row for row in csv.DictReader(handle)}
+    assert rows["a"]["status"] == "ok" and rows["a"]["this_run"] == "skipped"
+    assert rows["b"]["status"] == "failed" and "no live Dask worker" in rows["b"]["error"]
+    assert (outdir / "a" / "registered.tif").is_file() and not (outdir / "b" / "registered.tif").exists()

@@ -7,8 +7,9 @@ existing file is only replaced when the caller says so.
 from __future__ import annotations
 
 import errno
-import json
+import hashlib
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -349,9 +350,14 @@ def _make_folder(folder: Path) -> list[Path]:
 
 
 STAGING_PREFIX = ".any2reg-staging-"
-_OWNER_FILE = ".owner"
-#: A staging folder from before owners were recorded (no owner file) is stale after this.
+#: ``.any2reg-staging-<host tag>-<pid>-<random>``: the writing process, checkable on its host.
+_STAGING_NAME = re.compile(re.escape(STAGING_PREFIX) + r"([0-9a-f]{8})-(\d+)-[0-9a-f]+$")
+#: A staging folder that names no owner (written before owners were named) is stale after this.
 _UNOWNED_STAGING_S = 3600.0
+
+
+def _host_tag() -> str:
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def _process_alive(pid: int) -> bool:
@@ -366,17 +372,15 @@ def _process_alive(pid: int) -> bool:
 
 def _staging_is_stale(staging: Path) -> bool:
     """Whether ``staging`` was left by a run that is gone (killed with SIGKILL, power loss)."""
-    try:
-        owner = json.loads((staging / _OWNER_FILE).read_text())
-    except (OSError, ValueError):
+    match = _STAGING_NAME.match(staging.name)
+    if match is None:
         try:
             return time.time() - staging.stat().st_mtime > _UNOWNED_STAGING_S
         except OSError:
             return False
-    pid, host = owner.get("pid") if isinstance(owner, dict) else None, owner.get("host") if isinstance(owner, dict) else None
-    if host != socket.gethostname() or not isinstance(pid, int):
+    if match.group(1) != _host_tag():
         return False  # another machine's run on a shared disk: its process cannot be checked
-    return not _process_alive(pid)
+    return not _process_alive(int(match.group(2)))
 
 
 def remove_stale_staging(folder: Any) -> list[Path]:
@@ -451,21 +455,20 @@ def atomic_write_folder(
         raise FileExistsError(f"{', '.join(existing)} already exist; pass {arg('overwrite', True)} to replace them or choose another folder.")
     created = _make_folder(folder)
     remove_stale_staging(folder)
-    staging = folder / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
+    staging = folder / f"{STAGING_PREFIX}{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"  # owner in the name
     backup = staging / ".replaced"
     moved: list[Path] = []
     replaced: list[tuple[Path, Path]] = []
     try:
         try:
             staging.mkdir()
-            (staging / _OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
         except PermissionError as exc:
             raise PermissionError(
                 f"cannot write into {folder}: the folder is not writable ({exc.strerror}); choose another "
                 "folder or fix its permissions."
             ) from exc
         writer(staging)
-        entries = sorted(p for p in staging.iterdir() if p.name not in (backup.name, _OWNER_FILE))
+        entries = sorted(p for p in staging.iterdir() if p.name != backup.name)
         nested = [p.name for p in entries if not p.is_file()]
         if nested:
             raise OSError(f"atomic_write_folder writes plain files only; the writer made {', '.join(nested)}.")

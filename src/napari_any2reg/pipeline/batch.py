@@ -371,6 +371,65 @@ def cohort_lock(outdir: Path):
         path.unlink(missing_ok=True)
 
 
+#: How long a cohort waits with no live Dask worker before it fails the series not yet run.
+NO_WORKER_SECONDS_DEFAULT = 120.0
+
+
+def _no_worker_seconds() -> float:
+    setting = os.environ.get("ANY2REG_NO_WORKER_SECONDS", "").strip()
+    try:
+        return float(setting) if setting else NO_WORKER_SECONDS_DEFAULT
+    except ValueError:
+        raise ValueError(f"ANY2REG_NO_WORKER_SECONDS={setting!r} is not a number; set it to seconds or unset it.") from None
+
+
+class NoLiveWorker(Exception):
+    """Stands in for a series' result when no Dask worker was alive to run it."""
+
+
+def _completed_while_workers_live(client, futures: dict, poll_s: float = 2.0):
+    """``(future, None)`` as each finishes; once no worker has been alive for
+    ``ANY2REG_NO_WORKER_SECONDS`` (all died, or a scheduler without workers), the rest are
+    cancelled and yielded as ``(future, NoLiveWorker)``.
+
+    Why: Dask waits forever for a worker to run a task, so a cohort whose workers all died
+    (out of memory, killed) would hang silently; the finished series are kept either way.
+    """
+    from distributed import wait
+
+    limit = _no_worker_seconds()
+    pending = set(futures)
+    since = None
+    while pending:
+        try:
+            done, pending = wait(pending, timeout=poll_s, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            done = set()
+        for future in done:
+            yield future, None
+        if done:
+            since = None
+            continue
+        try:
+            workers = client.scheduler_info().get("workers") or {}
+        except Exception:  # the scheduler itself is gone: no worker either
+            workers = {}
+        if workers:
+            since = None
+            continue
+        since = since if since is not None else time.monotonic()
+        if time.monotonic() - since < limit:
+            continue
+        log.error("no live Dask worker for %.0f s: failing the %d series not yet run", limit, len(pending))
+        message = (f"no live Dask worker for {limit:.0f} s (all died or none joined the scheduler); the series "
+                   f"was not run. Check the workers' memory and logs, then run the same command again: finished "
+                   f"series are kept (ANY2REG_NO_WORKER_SECONDS sets the wait)")
+        for future in sorted(pending, key=lambda f: f.key):
+            future.cancel()
+            yield future, NoLiveWorker(message)
+        return
+
+
 def run_batch(
     jobs: Iterable[SeriesJob],
     outdir: Any,
@@ -455,8 +514,6 @@ def _run_locked(jobs, outdir, settings, started, n_jobs, scheduler, on_result, s
             log.info("running %d series on %s", len(todo), scheduler or f"a local cluster of {workers} worker(s) x {threads} thread(s)")
             client, cluster = _client_for(scheduler, workers, threads)
             try:
-                from distributed import as_completed
-
                 from ._dask_worker import TorchWorkerSetup
 
                 reg = settings.register
@@ -466,14 +523,17 @@ def _run_locked(jobs, outdir, settings, started, n_jobs, scheduler, on_result, s
                                   pure=False): job
                     for job in todo
                 }
-                for future in as_completed(futures):
+                for future, lost in _completed_while_workers_live(client, futures):
                     job = futures[future]
                     try:
+                        if lost is not None:
+                            raise lost
                         row = future.result()
                     except Exception as exc:  # the worker died (memory, segfault): the cohort goes on
+                        error = (str(exc) if isinstance(exc, NoLiveWorker)
+                                 else f"the worker running it died ({_one_line(exc)}); it is retried on the next run")
                         row = {"series": job.name, "input": job.label, "output": str(outdir / job.name),
-                               "status": "failed", "this_run": "failed",
-                               "error": f"the worker running it died ({_one_line(exc)}); it is retried on the next run"}
+                               "status": "failed", "this_run": "failed", "error": error}
                         try:
                             _write_failure(outdir / job.name, row)
                         except Exception:
