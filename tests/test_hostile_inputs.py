@@ -396,3 +396,37 @@ def test_batch_without_live_workers_fails_the_rest_and_keeps_the_finished(tmp_pa
     assert rows["a"]["status"] == "ok" and rows["a"]["this_run"] == "skipped"
     assert rows["b"]["status"] == "failed" and "no live Dask worker" in rows["b"]["error"]
     assert (outdir / "a" / "registered.tif").is_file() and not (outdir / "b" / "registered.tif").exists()
+
+
+# ---------------------------------------------------------------- B12. disk, permissions, masks
+def test_permission_denied_mid_write_names_the_path(tmp_path, molli_file, monkeypatch, capsys):
+    import errno
+
+    real_save = np.save
+
+    def denied(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(np, "save", denied)
+    out = tmp_path / "out"
+    assert main(["register", str(molli_file), "-o", str(out), "--engine", "groupwise", *FAST]) == 1
+    monkeypatch.setattr(np, "save", real_save)
+    line = _one_error_line(capsys.readouterr().err)
+    assert "permission denied" in line and "displacement.npy" in line and "fix its permissions" in line
+    assert not out.exists()
+
+
+def test_mask_errors_name_the_mask_file_and_the_shape_it_should_have(tmp_path, molli_file, monkeypatch, capsys):
+    from napari_any2reg.io.labels import read_label_image
+
+    _engines_must_not_run(monkeypatch)
+    wrong = tmp_path / "mask.npy"
+    np.save(wrong, np.ones((10, 12), np.uint8))
+    damaged = tmp_path / "mask.nii.gz"
+    damaged.write_bytes(b"\x1f\x8b not a nifti")
+    for mask, words in ((wrong, "has shape (10, 12) but the images are (32, 32)"), (damaged, "not a readable .nii.gz")):
+        assert main(["register", str(molli_file), "-o", str(tmp_path / "out"), "--engine", "groupwise", "--mask", str(mask), *FAST]) == 1
+        line = _one_error_line(capsys.readouterr().err)
+        assert f"--mask {mask}" in line and words in line, line
+    with pytest.raises(ValueError, match=r"^mask .*mask.nii.gz: not a readable .*32 x 32"):
+        read_label_image(damaged, (32, 32))

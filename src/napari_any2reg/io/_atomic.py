@@ -40,6 +40,13 @@ def _explained(exc: BaseException, target: Path) -> BaseException:
             f"cannot write {target}: the disk is full or over quota ({exc.strerror}); nothing was "
             "written. Free some space or choose an output folder on another disk.",
         )
+    if exc.errno in (errno.EACCES, errno.EPERM) and not str(exc.strerror or "").startswith("cannot "):
+        where = exc.filename if exc.filename else target
+        return PermissionError(
+            exc.errno,
+            f"cannot write {where}: permission denied ({exc.strerror}); nothing was written. Choose "
+            "another output folder or fix its permissions.",
+        )
     if exc.errno == errno.EROFS:
         return OSError(
             exc.errno,

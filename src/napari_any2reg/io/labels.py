@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core.vocabulary import arg
+
 __all__ = ["read_label_image"]
 
 
@@ -20,28 +22,36 @@ def read_label_image(path: Any, shape: tuple[int, int]) -> np.ndarray:
 
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"--mask {file}: no such file; check the path.")
+        raise FileNotFoundError(f"{arg('mask')} {file}: no such file; check the path.")
     ext = split_name(file)[1]
-    if ext in (".tif", ".tiff", ".ome.tif", ".ome.tiff"):
-        import tifffile
-
-        data = np.squeeze(tifffile.imread(file))
-    elif ext in (".nii", ".nii.gz"):
-        import nibabel
-
-        data = np.squeeze(np.asanyarray(nibabel.load(str(file)).dataobj))
-        data = data.T if data.ndim == 2 else data  # NIfTI (i, j) -> (rows = j, columns = i)
-    elif ext == ".npy":
-        data = np.squeeze(np.load(file, allow_pickle=False))
-    else:
-        raise ValueError(f"--mask {file}: unsupported type {ext or '(none)'!r}; use a TIFF, NIfTI or .npy file.")
+    if ext not in (".tif", ".tiff", ".ome.tif", ".ome.tiff", ".nii", ".nii.gz", ".npy"):
+        raise ValueError(f"{arg('mask')} {file}: unsupported type {ext or '(none)'!r}; use a TIFF, NIfTI or .npy file.")
+    try:
+        data = _read(file, ext)
+    except Exception as exc:  # tifffile, nibabel and numpy raise many types for a damaged file
+        cause = " ".join(str(exc).split())[:160]
+        raise ValueError(f"{arg('mask')} {file}: not a readable {ext} label image ({type(exc).__name__}: {cause}); "
+                         f"give a {shape[0]} x {shape[1]} label image (TIFF, NIfTI or .npy).") from None
     if data.shape != tuple(shape):
         raise ValueError(
-            f"--mask {file} has shape {data.shape} but the images are {tuple(shape)}; give one 2-D "
+            f"{arg('mask')} {file} has shape {data.shape} but the images are {tuple(shape)} (rows x columns); give one 2-D "
             "label image on the same grid (draw it on the registered series for registered input)."
         )
     if data.dtype.kind == "f":
         if not np.all(np.isfinite(data)) or np.any(data != np.round(data)):
-            raise ValueError(f"--mask {file}: labels must be integers (0 = background) or 0/1.")
+            raise ValueError(f"{arg('mask')} {file}: labels must be integers (0 = background) or 0/1.")
         data = data.astype(np.int64)
     return data
+
+
+def _read(file: Path, ext: str) -> np.ndarray:
+    if ext in (".tif", ".tiff", ".ome.tif", ".ome.tiff"):
+        import tifffile
+
+        return np.squeeze(tifffile.imread(file))
+    if ext in (".nii", ".nii.gz"):
+        import nibabel
+
+        data = np.squeeze(np.asanyarray(nibabel.load(str(file)).dataobj))
+        return data.T if data.ndim == 2 else data  # NIfTI (i, j) -> (rows = j, columns = i)
+    return np.squeeze(np.load(file, allow_pickle=False))
