@@ -3,6 +3,8 @@ permutation equivariance at the new grids, the do-no-harm fallback and CPU threa
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -157,12 +159,18 @@ def test_threads_are_set_for_the_call_and_restored(molli, monkeypatch):
 def test_default_threads_follow_the_load_and_respect_omp(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    monkeypatch.setattr("os.getloadavg", lambda: (0.1, 0.1, 0.1))
+    from napari_any2reg.core import device
+
+    monkeypatch.setattr(device, "_other_runnable_tasks", lambda: 0.0)
     assert default_cpu_threads() == 2
-    monkeypatch.setattr("os.getloadavg", lambda: (1.4, 1.0, 1.0))
+    monkeypatch.setattr(device, "_other_runnable_tasks", lambda: 1.0)
     assert default_cpu_threads() == 1
-    monkeypatch.setattr("os.getloadavg", lambda: (6.0, 1.0, 1.0))
+    monkeypatch.setattr(device, "_other_runnable_tasks", lambda: 6.0)
     assert default_cpu_threads() == 1
+    assert device.__dict__["_other_runnable_tasks"] is not None
+    monkeypatch.undo()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert 1 <= default_cpu_threads() <= (os.cpu_count() or 1)  # the real /proc reading
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     assert default_cpu_threads() == 1

@@ -197,3 +197,12 @@ def test_core_carries_no_napari_conventions():
         if (names := napari_names(path.read_text(encoding="utf-8")))
     }
     assert found == {}
+
+
+def test_training_never_sees_the_independent_validation_generator():
+    """benchmarks/validation_generator.py chooses the shipped configuration (issue 22): no
+    package code, training included, may import or read it."""
+    root = Path(__file__).resolve().parents[1] / "src" / "napari_any2reg"
+    users = [str(path.relative_to(root)) for path in root.rglob("*.py") if "validation_generator" in path.read_text()]
+    assert users == []
+    assert (root.parents[1] / "benchmarks" / "validation_generator.py").is_file()

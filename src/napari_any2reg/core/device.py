@@ -63,11 +63,24 @@ def default_cpu_threads() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
+    busy = _other_runnable_tasks()
     return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+def _other_runnable_tasks() -> float:
+    """Tasks running or ready to run now besides the caller: the instantaneous count of
+    ``/proc/loadavg`` minus this one. Not the 1-minute average: that includes this process's
+    own earlier work, and made a registration right after another one pick 1 thread on an
+    otherwise idle machine (``benchmarks/results/fullres_speed_cpu.md``)."""
+    try:
+        with open("/proc/loadavg") as handle:
+            running = int(handle.read().split()[3].split("/")[0])
+        return float(max(0, running - 1))
+    except (OSError, ValueError, IndexError):
+        try:
+            return float(os.getloadavg()[0])
+        except OSError:
+            return 0.0
 
 
 @contextlib.contextmanager
