@@ -852,3 +852,47 @@ def test_lossless_jpeg_dicom_reads_like_uncompressed(tmp_path, name, syntax):
     np.testing.assert_array_equal(compressed.frames, reference.frames)
     np.testing.assert_array_equal(compressed.timings_ms, [100.0, 350.0, 600.0])
     assert compressed.spacing_mm == reference.spacing_mm == (0.3125, 0.3125)
+
+
+def test_philips_molli_with_scanner_t1_maps_reads_the_frames_and_offers_the_maps(tmp_path, capsys):
+    # issue 24 item 10: one series number, 10 inversion frames plus the scanner's 2 T1 MAP images
+    from pydicom.uid import generate_uid
+
+    from napari_any2reg.cli import main
+    from napari_any2reg.pipeline.series import fit_problem_for
+
+    folder = tmp_path / "molli"
+    folder.mkdir()
+    uid = generate_uid()
+    tis = [231.0, 350.0, 1231.0, 1350.0, 2231.0, 2350.0, 3231.0, 3350.0, 4231.0, 5231.0]
+    rng = np.random.default_rng(3)
+    pixels = (rng.random((12, H, W)) * 1000).astype(np.uint16)
+    for k, ti in enumerate(tis):
+        _write_dicom(folder / f"IM_{k:04d}", pixels[k], uid, SeriesDescription="MOLLI 5(3)3", SeriesNumber=801,
+                     InstanceNumber=k + 3, InversionTime=ti, ImageType=["ORIGINAL", "PRIMARY", "M_IR", "M", "IR"])
+    for j in range(2):
+        _write_dicom(folder / f"IM_map{j}", pixels[10 + j], uid, SeriesDescription="MOLLI 5(3)3", SeriesNumber=801,
+                     InstanceNumber=j + 1, InversionTime=0.0, ImageType=["ORIGINAL", "PRIMARY", "T1 MAP", "T1"])
+    seq = read_sequence(folder)
+    assert seq.n_frames == 10 and seq.kind == "molli"  # was 12 frames, TIs 0, 0, 231, ... and kind unknown
+    np.testing.assert_array_equal(seq.timings_ms, tis)
+    maps = seq.metadata["scanner_maps"]
+    assert sorted(maps) == ["scanner T1 map", "scanner T1 map (2)"]
+    np.testing.assert_array_equal(maps["scanner T1 map"], pixels[10].astype(np.float32))
+    assert len(seq.metadata["dicom_derived_left_out"]) == 2
+    assert fit_problem_for(seq) is None  # a T1 fit is offered
+    # the command line registers the 10 frames and writes the scanner's maps beside the result
+    out = tmp_path / "out"
+    assert main(["register", str(folder), "-o", str(out), "--engine", "groupwise", "--iterations-scale", "0.05",
+                 "--device", "cpu"]) == 0, capsys.readouterr().err
+    assert "10 frames" in capsys.readouterr().out
+    import tifffile
+
+    np.testing.assert_array_equal(tifffile.imread(out / "scanner_t1_map.tif"), pixels[10].astype(np.float32))
+    assert (out / "scanner_t1_map_2.tif").is_file()
+    # a series of maps alone is read as it is (nothing left to leave out)
+    only = tmp_path / "maps"
+    only.mkdir()
+    for j in range(3):
+        _write_dicom(only / f"IM_{j}", pixels[j], uid, InstanceNumber=j + 1, ImageType=["DERIVED", "PRIMARY", "T1 MAP"])
+    assert read_sequence(only).n_frames == 3

@@ -56,7 +56,7 @@ TIMING_KEYS = ("timings_ms", "inversion_times_ms", "saturation_times_ms", "trigg
 #: Metadata keys the readers add themselves; not copied into exported files.
 READER_KEYS = (
     "source", "format", "timings_source", "spacing_source", "kind_source", "sidecar", "read_warnings",
-    "nonfinite_mask", "nonfinite_pixels", "geometry_source", "geometry",
+    "nonfinite_mask", "nonfinite_pixels", "geometry_source", "geometry", "scanner_maps",
 )
 
 #: Largest image a reader decodes (bytes as float32), unless the environment variable

@@ -709,6 +709,7 @@ def _dicom_parts_list(path: Any, *, slice_index: int | None = None) -> list[_Par
         )
     items, others = _choose_series(folder, found, wanted)
     frames, copies = _frames_of(items)
+    frames, derived = _split_derived(frames)
     _check_sizes(folder, frames)
     first_header = frames[0].header
     texts = [str(first_header.get(k, "") or "") for k in ("SeriesDescription", "ProtocolName", "SequenceName")]
@@ -739,8 +740,58 @@ def _dicom_parts_list(path: Any, *, slice_index: int | None = None) -> list[_Par
             parts.metadata["dicom_skipped_files"] = skipped
         if copies:
             parts.metadata["dicom_duplicates_dropped"] = copies
+        if derived:
+            _attach_scanner_maps(parts, group, derived)
         out.append(parts)
     return out
+
+
+def _derived_type(frame: _Frame) -> str | None:
+    """The ImageType value that marks a scanner-derived map (``T1 MAP``, ``T2 MAP``, ...), or None.
+
+    A Philips MOLLI series holds, under the same series number, the inversion frames and the
+    scanner's own T1 maps (``ORIGINAL\\PRIMARY\\T1 MAP\\T1``, TI 0): those are results, not frames.
+    """
+    if frame.index is not None:  # enhanced multi-frame: per-frame FrameType, not read here
+        return None
+    value = frame.header.get("ImageType") if frame.header is not None else None
+    if value is None:
+        return None
+    values = [value] if isinstance(value, str) else list(value)
+    for item in values:
+        text = " ".join(str(item).upper().split())
+        if text.endswith("MAP"):  # T1 MAP, T2 MAP, T2* MAP, ECV MAP, T1MAP
+            return text
+    return None
+
+
+def _split_derived(frames: list[_Frame]) -> tuple[list[_Frame], list[tuple[str, _Frame]]]:
+    """``(acquired frames, [(map type, frame), ...])``: scanner-derived maps left out of the
+    sequence, unless every image is one (a map series read on purpose keeps its images)."""
+    kinds = [_derived_type(frame) for frame in frames]
+    if all(k is None for k in kinds) or all(k is not None for k in kinds):
+        return frames, []
+    kept = [frame for frame, k in zip(frames, kinds) if k is None]
+    derived = [(k, frame) for frame, k in zip(frames, kinds) if k is not None]
+    return kept, derived
+
+
+def _attach_scanner_maps(parts: _Parts, group: list[_Frame], derived: list[tuple[str, _Frame]]) -> None:
+    """The scanner's maps of this slice (same position) as ``metadata["scanner_maps"]``:
+    ``{"scanner T1 map": (H, W) float32, ...}``, to compare with a fit after correction."""
+    position = None if group[0].position is None else tuple(round(v, 1) for v in group[0].position)
+    mine = [(k, fr) for k, fr in derived
+            if (None if fr.position is None else tuple(round(v, 1) for v in fr.position)) == position
+            and (fr.rows, fr.columns) == (group[0].rows, group[0].columns)]
+    maps: dict[str, np.ndarray] = {}
+    for kind, frame in sorted(mine, key=lambda item: (item[0], item[1].instance)):
+        base = "scanner " + kind.replace("MAP", "map")
+        name, k = base, 2
+        while name in maps:
+            name, k = f"{base} ({k})", k + 1
+        maps[name] = _pixels([frame])[0]
+    parts.metadata["scanner_maps"] = maps
+    parts.metadata["dicom_derived_left_out"] = [f"{fr.label} ({k})" for k, fr in derived]
 
 
 def _slice_parts(folder: Path, frames: list[_Frame], kind: str | None, texts: list[str]) -> _Parts:

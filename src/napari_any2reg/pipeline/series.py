@@ -32,6 +32,7 @@ __all__ = [
     "read_landmarks_for",
     "refuse_replacing_inputs",
     "check_weights",
+    "scanner_map_files",
     "output_bytes",
     "register_series",
     "set_torch_threads",
@@ -185,6 +186,22 @@ def refuse_replacing_inputs(targets: Seq[Path], inputs: Seq[Any]) -> None:
                     f"{target} is also read by this run{alias}; writing the outputs there would "
                     "replace it. Choose another output folder or file name."
                 )
+
+
+def scanner_map_files(sequence: Any) -> dict[str, Callable[[Path], Any]]:
+    """``{file name: writer(path)}`` of the scanner's own maps that the reader left out of the
+    frames (``metadata["scanner_maps"]``, e.g. a Philips MOLLI's T1 MAP images): written beside
+    the registration (``scanner_t1_map.tif``) so a reader can compare them with a fit after
+    correction."""
+    from ..io import save_map_tiff
+
+    maps = sequence.metadata.get("scanner_maps") or {}
+    files = {}
+    for label, array in maps.items():
+        stem = "_".join("".join(c if c.isalnum() else " " for c in label.lower()).split())
+        files[f"{stem}.tif"] = (lambda p, a=np.asarray(array, np.float32), text=label:
+                                save_map_tiff(p, a, sequence.spacing_mm, {"map": text, "source": "scanner (DICOM)"}))
+    return files
 
 
 def check_weights(device: str, weights: str | None) -> None:
@@ -363,6 +380,8 @@ def register_series(
 
         names += [name for name in planned_files(export_items, report_format=settings.report_format, n_frames=sequence.n_frames) if name not in names]
     names += [name for name in extra_names if name not in names]
+    scanner_maps = scanner_map_files(sequence)
+    names += [name for name in scanner_maps if name not in names]
     targets = [outdir / name for name in names]
     inputs = list(input_path) if isinstance(input_path, (list, tuple)) else [input_path]
     refuse_replacing_inputs(targets, inputs + [landmarks_path, mask_path, settings.weights])
@@ -432,7 +451,7 @@ def register_series(
             qc = qc_metrics(sequence, result.registered_sequence(), result.displacement, info=metrics,
                             template=result.template, correspondence=scores)
             outcome.qc = qc[0]
-        extra = dict(metrics_writer)
+        extra = {**metrics_writer, **scanner_maps}
         if scores is not None:
             extra["correspondence.npy"] = lambda p: np.save(p, np.asarray(scores, np.float32))
         if extra_files is not None:
@@ -445,7 +464,7 @@ def register_series(
         outcome.qc = outcome.export.qc
         return outcome
 
-    more = dict(extra_files(outcome)) if extra_files is not None else {}
+    more = {**scanner_maps, **(dict(extra_files(outcome)) if extra_files is not None else {})}
 
     def write_outputs(staging: Path) -> None:
         write_tiff(staging / "registered.tif", result.registered_sequence())
