@@ -309,10 +309,14 @@ def test_itk_item_writes_one_field_per_frame_that_reads_back(tmp_path, run):
     back, spacing = read_displacement_itk(tmp_path / "out" / "displacement_itk_frame000.nii.gz")
     np.testing.assert_allclose(back, result.displacement, atol=1e-4)
     assert spacing == pytest.approx(SPACING)
-    # each elastix parameter file names its own frame's field where it lies (not the staging folder)
+    # each elastix parameter file names its own frame's field relative to itself (issue 24 item 15:
+    # never the staging folder, and a moved or copied export folder keeps working)
+    import shutil
+
+    moved = shutil.move(str(tmp_path / "out"), str(tmp_path / "moved"))
     for k in range(n):
-        parameters = read_elastix_transform(tmp_path / "out" / f"displacement_itk_frame{k:03d}.txt")
+        parameters = read_elastix_transform(Path(moved) / f"displacement_itk_frame{k:03d}.txt")
         assert parameters["Transform"] == ["DeformationFieldTransform"]
         (field,) = parameters["DeformationFieldFileName"]
-        assert Path(field) == (tmp_path / "out" / f"displacement_itk_frame{k:03d}.nii.gz").resolve()
+        assert field == f"displacement_itk_frame{k:03d}.nii.gz" and (Path(moved) / field).is_file()
         assert parameters["Size"] == [width, height] and parameters["Spacing"] == pytest.approx(SPACING[::-1])

@@ -62,6 +62,7 @@ The functions here write to the path they are given (callers make it atomic with
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -338,8 +339,10 @@ def elastix_transform_text(field_file: str, shape: Any, spacing_mm: Any = (1.0, 
     Parameters
     ----------
     field_file : str
-        The field's file name as transformix should open it (relative names are resolved by
-        transformix against its working folder, so the writer passes the absolute path).
+        The field's file name as transformix should open it; :func:`save_elastix_transform`
+        writes it relative to the parameter file (beside it: the bare file name), and
+        transformix resolves a relative name against its working folder, so run it in the
+        folder that holds both (``cd out && transformix -tp displacement_itk_frame000.txt ...``).
     shape : (H, W)
     spacing_mm : (dy, dx)
 
@@ -386,7 +389,10 @@ def save_elastix_transform(field_path: Any, shape: Any, spacing_mm: Any = (1.0, 
     """
     field_path = Path(field_path)
     target = Path(path) if path is not None else field_path.with_name(split_name(field_path)[0] + ".txt")
-    target.write_text(elastix_transform_text(str(field_path.resolve()), shape, spacing_mm), encoding="utf-8")
+    # relative to the parameter file: a moved or copied folder keeps working (transformix run
+    # in that folder opens it); an absolute path would name the old place
+    name = os.path.relpath(field_path.resolve(), target.resolve().parent)
+    target.write_text(elastix_transform_text(Path(name).as_posix(), shape, spacing_mm), encoding="utf-8")
     return target
 
 

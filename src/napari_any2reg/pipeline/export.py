@@ -259,12 +259,11 @@ def _write_itk(context: ExportContext, folder: Path) -> None:
     from ..io.fields import save_displacement_itk, save_elastix_transform
 
     save_displacement_itk(folder / _ITK_BASE, context.displacement, context.spacing_mm)
-    # transformix resolves a relative field name against its own working folder, so the
-    # parameter file names the field where it will lie once the staging folder is in place
-    final = Path(context.destination) if context.destination is not None else folder
+    # each parameter file names its field relative to itself (the bare file name beside it),
+    # so the export folder can be moved or copied (transformix run in it opens the field)
     shape = context.displacement.shape[2:]
     for field, parameters in _itk_pairs(context.displacement.shape[0]):
-        save_elastix_transform(final / field, shape, context.spacing_mm, path=folder / parameters)
+        save_elastix_transform(folder / field, shape, context.spacing_mm, path=folder / parameters)
 
 
 def _write_jacobian(context: ExportContext, folder: Path) -> None:
