@@ -896,3 +896,32 @@ def test_philips_molli_with_scanner_t1_maps_reads_the_frames_and_offers_the_maps
     for j in range(3):
         _write_dicom(only / f"IM_{j}", pixels[j], uid, InstanceNumber=j + 1, ImageType=["DERIVED", "PRIMARY", "T1 MAP"])
     assert read_sequence(only).n_frames == 3
+
+
+@pytest.mark.parametrize("unit, step, expected_ms", [("sec", 1.0, 1000.0), ("sec", 0.045, 45.0), ("msec", 45.0, 45.0),
+                                                     ("usec", 45000.0, 45.0), ("unknown", 1.0, None)])
+@pytest.mark.parametrize("dcm2niix_sidecar", [False, True])
+def test_nifti_time_units_survive_a_re_export(tmp_path, unit, step, expected_ms, dcm2niix_sidecar):
+    # issue 24 item 16: pixdim[4] = 1.0 in seconds was re-exported as 1.0 ms (a x1000 error)
+    import json
+
+    import nibabel
+
+    data = np.random.default_rng(0).random((W, H, 1, 6)).astype(np.float32) * 100
+    image = nibabel.Nifti1Image(data, np.diag([1.5, 1.5, 8.0, 1.0]))
+    image.header.set_xyzt_units("mm", unit)
+    image.header["pixdim"][4] = step
+    source = tmp_path / "cine.nii.gz"
+    nibabel.save(image, str(source))
+    if dcm2niix_sidecar:  # as dcm2niix writes it: BIDS fields, seconds
+        (tmp_path / "cine.json").write_text(json.dumps({"Modality": "MR", "Manufacturer": "Philips",
+                                                        "RepetitionTime": 0.0032, "SeriesDescription": "cine"}))
+    seq = read_sequence(source)
+    assert seq.metadata.get("frame_interval_ms") == (pytest.approx(expected_ms) if expected_ms else None)
+    out = write_nifti(tmp_path / "re.nii.gz", seq)
+    header = nibabel.load(str(out)).header
+    assert header.get_xyzt_units()[1] == ("msec" if expected_ms is not None else "unknown")
+    if expected_ms is not None:
+        assert float(header["pixdim"][4]) == pytest.approx(expected_ms)
+    # and read back once more: the same interval in ms
+    assert read_sequence(out).metadata.get("frame_interval_ms") == (pytest.approx(expected_ms) if expected_ms else None)

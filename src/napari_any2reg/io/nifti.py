@@ -203,11 +203,31 @@ def _finish_parts(path: Path, frames: np.ndarray, header: Any, zooms: tuple, spa
             "nifti_orientation": ORIENTATION,
         }
     )
+    interval = _frame_interval_ms(header, shape)
+    if interval is not None:
+        parts.metadata["frame_interval_ms"] = interval
     if isinstance(descrip, bytes):
         descrip = descrip.split(b"\0")[0].decode("ascii", "replace").strip()
     if descrip:
         parts.metadata["nifti_descrip"] = descrip
     return parts
+
+
+#: NIfTI time units (xyzt_units) in ms; "unknown" gives no interval.
+_TIME_UNIT_MS = {"sec": 1000.0, "msec": 1.0, "usec": 1e-3}
+
+
+def _frame_interval_ms(header: Any, shape: tuple) -> float | None:
+    """pixdim[4] of a 4-D file in ms, by its time unit (dcm2niix writes seconds: 1.0 s = 1000 ms)."""
+    try:
+        unit = header.get_xyzt_units()[1]
+        step = float(header["pixdim"][4])
+    except Exception:
+        return None
+    factor = _TIME_UNIT_MS.get(unit)
+    if factor is None or len(shape) < 4 or shape[3] < 2 or not np.isfinite(step) or step <= 0:
+        return None
+    return step * factor
 
 
 def _raw_pixdim(path: Path, header: Any) -> list[float]:
@@ -246,14 +266,21 @@ def _affine_for(sequence: Sequence) -> np.ndarray:
     return np.diag([dx, dy, 1.0, 1.0])
 
 
-def _frame_step_ms(timings: Any) -> float:
-    """pixdim[4]: the median step between timings (ms) when known, else 1 (frames are not evenly timed in MOLLI)."""
+def _frame_step_ms(timings: Any, interval_ms: Any = None) -> float:
+    """pixdim[4] (ms): the median step between timings when known (frames are not evenly timed
+    in MOLLI), else the source file's frame interval converted to ms, else 1."""
+    fallback = 1.0
+    try:
+        if interval_ms is not None and np.isfinite(float(interval_ms)) and float(interval_ms) > 0:
+            fallback = float(interval_ms)
+    except (TypeError, ValueError):
+        pass
     if timings is None:
-        return 1.0
+        return fallback
     values = np.asarray(timings, dtype=np.float64)
     steps = np.diff(values[np.isfinite(values)])
     steps = steps[steps > 0]
-    return float(np.median(steps)) if steps.size else 1.0
+    return float(np.median(steps)) if steps.size else fallback
 
 
 def write_nifti(path: Any, sequence: Sequence, *, overwrite: bool = False) -> Path:
@@ -296,8 +323,11 @@ def write_nifti(path: Any, sequence: Sequence, *, overwrite: bool = False) -> Pa
     code = 1 if sequence.geometry is not None else 0  # 1 = scanner anatomical space
     image.set_sform(affine, code=code if code else 2)
     image.set_qform(affine, code=code)
-    image.header.set_xyzt_units("mm", "msec")
-    image.header["pixdim"][4] = _frame_step_ms(sequence.timings_ms)
+    step = _frame_step_ms(sequence.timings_ms, sequence.metadata.get("frame_interval_ms"))
+    known = step != 1.0 or sequence.timings_ms is not None or sequence.metadata.get("frame_interval_ms") is not None
+    # no timing known: the time unit says so, rather than claiming frames 1 ms apart
+    image.header.set_xyzt_units("mm", "msec" if known else "unknown")
+    image.header["pixdim"][4] = step
     image.header["descrip"] = f"napari-any2reg {sequence.kind}".encode("ascii")[:79]
     own_metadata = {k: v for k, v in jsonable_metadata(sequence.metadata).items() if not k.startswith("nifti_")}
     sidecar = {**sequence_header(sequence, own_metadata), "orientation": ORIENTATION}
