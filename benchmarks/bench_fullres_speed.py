@@ -39,7 +39,7 @@ from napari_any2reg.core.phantom import make_phantom
 from napari_any2reg.core.registration import register
 options = json.loads(sys.argv[2])
 p = make_phantom("stone", seed=20021, shape=(192, 192), spacing_mm=(1.5, 1.5), n_frames=int(sys.argv[1]), motion_mm=8.0)
-register(p.sequence.replace(frames=p.sequence.frames[:4]), device="cpu", threads=int(sys.argv[3]), **options)  # warm
+register(p.sequence, device="cpu", threads=int(sys.argv[3]), **options)  # warm: weights, caches
 r = register(p.sequence, device="cpu", threads=int(sys.argv[3]), **options)
 print(json.dumps({"seconds": r.seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -115,7 +115,9 @@ def main(argv=None) -> int:
 
     configs = {name: options for name, (engine, options) in CONFIGS.items() if engine == "any2reg" and "no do-no-harm" not in name}
     sections = args.sections.split(",")
-    data = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
+    previous = RESULTS / "fullres_speed_cpu.json"
+    data = json.loads(previous.read_text()) if previous.exists() else {}  # sections not run now are kept
+    data |= {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
             "when": time.strftime("%Y-%m-%d %H:%M")}
     repeats = 2 if args.quick else args.repeats
     if "engine" in sections:

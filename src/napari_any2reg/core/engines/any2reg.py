@@ -547,6 +547,10 @@ def _network_field(model: Pretrained, frames: torch.Tensor, initial: torch.Tenso
         v = torch.from_numpy(v).to(frames.device)
         u = v if u is None else compose_displacements(u, v)
         progress.check()
+    if reference_frame is None and len(schedule) > 1:
+        # composition keeps each pass's zero mean only to first order: restore the group
+        # constraint (mean displacement over frames 0 at every pixel, DESIGN.md section 2)
+        u = u - u.mean(dim=0, keepdim=True)
     return u
 
 
