@@ -20,6 +20,16 @@ def viewer(make_napari_viewer):
     return make_napari_viewer()
 
 
+PLUGIN = "napari-any2reg"
+
+
+def plugin_dock(viewer, name: str):
+    """Add the dock ``name`` as the Plugins menu does (napari hands it a public-only proxy of
+    the viewer, as users' docks get) and return the widget."""
+    _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget
+
+
 def capture_notifications(monkeypatch, module) -> dict[str, list[str]]:
     """Replace ``show_error`` / ``show_info`` of ``module`` and of the docks' base
     (``widgets._base``, where the worker errors are reported) by recorders; returns the records."""

@@ -31,10 +31,9 @@ def notes(monkeypatch):
 
 @pytest.fixture
 def widget(viewer, qtbot):
-    from napari_any2reg.widgets.apply import ApplyWidget
+    from conftest import plugin_dock
 
-    w = ApplyWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Apply registration")
+    w = plugin_dock(viewer, "Apply registration")
     yield w
     qtbot.waitUntil(lambda: not w.busy(), timeout=TIMEOUT_MS)
 
@@ -60,14 +59,14 @@ def wait(qtbot, w):
 def test_own_field_on_its_source_gives_the_registered_layer(viewer, widget, qtbot, registered_run, notes):
     raw, registered = add_run(viewer, registered_run)
     # the newest registration is offered; registered layers are not targets
-    assert widget.registration_combo.layer() is registered
+    assert widget.registration_combo.layer() == registered
     assert registered.name not in [widget.target_combo.itemText(i) for i in range(widget.target_combo.count())]
     widget.select(target=raw)
     assert widget.apply()
     wait(qtbot, widget)
     assert notes["error"] == [], notes
     out = viewer.layers["molli warped"]
-    assert out is widget.last_layer
+    assert out == widget.last_layer
     np.testing.assert_allclose(out.data, registered.data, atol=1e-5)
     np.testing.assert_allclose(out.translate, registered.translate)  # it overlays the registered frames
     np.testing.assert_allclose(out.scale, registered.scale)

@@ -35,10 +35,9 @@ def notes(monkeypatch):
 
 @pytest.fixture
 def widget(viewer, qtbot):
-    from napari_any2reg.widgets.batch import BatchWidget
+    from conftest import plugin_dock
 
-    w = BatchWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Batch")
+    w = plugin_dock(viewer, "Batch")
     yield w
     w.cancel_all()
     qtbot.waitUntil(lambda: not w.busy(), timeout=TIMEOUT_MS)

@@ -106,6 +106,10 @@ def test_every_export_format_reads_back_equal(tmp_path, run):
     for row, record in zip(rows, qc["frames"]):
         assert float(row["folding_percent"]) == pytest.approx(record["folding_percent"])
         assert float(row["template_correlation"]) == pytest.approx(record["template_correlation"])
+    # the inversion times travel with the frames (issue 23 item 5: they were nan / null)
+    tis = [float(t) for t in phantom.sequence.timings_ms]
+    assert [float(r["time_ms"]) for r in rows] == pytest.approx(tis)
+    assert [record["time_ms"] for record in qc["frames"]] == pytest.approx(tis)
 
     back = read_landmarks_csv(folder / "landmarks.csv")
     np.testing.assert_array_equal(back.points, landmarks.points)

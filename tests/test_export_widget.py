@@ -44,10 +44,9 @@ def notes(monkeypatch):
 
 @pytest.fixture
 def widget(viewer, qtbot):
-    from napari_any2reg.widgets.export import ExportWidget
+    from conftest import plugin_dock
 
-    w = ExportWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Export")
+    w = plugin_dock(viewer, "Export")
     yield w
     qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
 
@@ -90,7 +89,7 @@ def test_export_everything_from_the_viewer(viewer, widget, qtbot, tmp_path, phan
     phantom, result, fits = phantom_run
     layers = add_run(viewer, phantom_run)
     raw_before = layers["raw"].data.copy()
-    assert widget.registered_layer() is layers["registered"] and widget.source_label.text() == "molli"
+    assert widget.registered_layer() == layers["registered"] and widget.source_label.text() == "molli"
     widget.select(points=layers["points"], labels=layers["labels"])
     assert widget.missing_inputs() == {}
     assert all(check.isEnabled() for check in widget.item_checks.values())
@@ -138,7 +137,7 @@ def test_export_everything_from_the_viewer(viewer, widget, qtbot, tmp_path, phan
 def test_missing_inputs_disable_items(viewer, widget, qtbot, tmp_path, phantom_run, notes):
     assert not widget.export_button.isEnabled()
     layers = add_run(viewer, phantom_run, with_source=False, maps=False, points=False, labels=False)
-    assert widget.registered_layer() is layers["registered"]
+    assert widget.registered_layer() == layers["registered"]
     missing = widget.missing_inputs()
     assert set(missing) == {"qc", "report", "maps", "maps_nifti", "landmarks", "dice"}
     assert "not open" in widget.source_label.text()
@@ -206,7 +205,7 @@ def test_single_landmarks_and_labels_layers_are_picked(viewer, widget, qtbot, tm
     points = viewer.add_points(np.array(coords), ndim=3, name="clicks", scale=layers["raw"].scale,
                                features={"name": [n for _ in range(8) for n in names]})
     labels = viewer.add_labels(phantom.labels.astype(np.int32), name="seg", scale=layers["raw"].scale)
-    assert widget.points_layer() is points and widget.labels_layer() is labels
+    assert widget.points_layer() == points and widget.labels_layer() == labels
     assert landmarks.isEnabled() and landmarks.isChecked() and widget.item_checks["dice"].isChecked()
     assert {"landmarks", "dice"} <= set(widget.chosen_items())
 

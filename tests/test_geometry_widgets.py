@@ -29,13 +29,13 @@ def test_labels_layer_is_offered_and_used_as_registration_mask(viewer, qtbot):
     from test_transforms_masks import _two_objects
 
     from napari_any2reg.widgets._layers import sequence_to_layer_data
-    from napari_any2reg.widgets.registration import RegistrationWidget
 
     seq, left, _ = _two_objects()
     data, kwargs, _ = sequence_to_layer_data(seq.replace(name="two discs"))
     viewer.add_image(data, **kwargs)
-    w = RegistrationWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Registration")
+    from conftest import plugin_dock
+
+    w = plugin_dock(viewer, "Registration")
     viewer.add_labels(left, name="heart", scale=kwargs["scale"][1:])
     assert [w.mask_combo.itemText(i) for i in range(w.mask_combo.count())] == ["(none)", "heart"]
     w.mask_combo.setCurrentIndex(1)

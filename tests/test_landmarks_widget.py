@@ -38,10 +38,9 @@ def notes(monkeypatch):
 
 @pytest.fixture
 def widget(viewer):
-    from napari_any2reg.widgets.landmarks import LandmarksWidget
+    from conftest import plugin_dock
 
-    w = LandmarksWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Landmarks")
+    w = plugin_dock(viewer, "Landmarks")
     return w
 
 
@@ -80,7 +79,7 @@ def test_clicking_steps_through_landmarks_and_frames(viewer, widget, qtbot, phan
     points = widget.new_points_layer()
     assert points.name == "molli landmarks" and points.ndim == 3 and points.mode == "add"
     np.testing.assert_allclose(points.scale, raw.scale)
-    assert widget.points_layer() is points and viewer.layers.selection.active is points
+    assert widget.points_layer() == points and viewer.layers.selection.active == points
     assert widget.current_frame() == 0 and widget.current_landmark() == "rv_insertion_anterior"
 
     # click both RV insertion points on frames 0..2: the widget walks landmark, landmark, next frame
@@ -139,12 +138,12 @@ def test_tre_table_common_grid_and_csv_round_trip(viewer, widget, qtbot, tmp_pat
     assert widget.compute_tre() is False and "choose or create a Points layer" in notes["error"][-1]
 
     points = widget.import_csv(path)
-    assert points is not None and points.name == "clicks" and widget.points_layer() is points
+    assert points is not None and points.name == "clicks" and widget.points_layer() == points
     assert "lv_centre" in widget.landmark_names() and notes["info"]
     assert widget.compute_tre() is False and "registered layer" in notes["error"][-1]
 
     registered = add_registered(viewer, raw, result)
-    assert widget.registered_layer() is registered  # picked as the registration of the image
+    assert widget.registered_layer() == registered  # picked as the registration of the image
     started = widget.compute_tre()
     assert widget.busy() and not widget.tre_button.isEnabled()  # off the GUI thread, with a busy bar
     done(qtbot, widget, started)
@@ -166,7 +165,7 @@ def test_tre_table_common_grid_and_csv_round_trip(viewer, widget, qtbot, tmp_pat
     np.testing.assert_allclose(common.data[:, 1:], mapped.points, atol=1e-4)
     assert common.features["name"].tolist() == mapped.names.tolist()
     done(qtbot, widget, widget.show_common_landmarks())
-    assert viewer.layers["molli registered landmarks (common grid)"] is common  # updated, not duplicated
+    assert viewer.layers["molli registered landmarks (common grid)"] == common  # updated, not duplicated
     assert common not in widget.points_combo.layers  # outputs are not offered as the clicking layer
 
     out = widget.export_csv(tmp_path / "out.csv")
@@ -180,6 +179,48 @@ def test_tre_table_common_grid_and_csv_round_trip(viewer, widget, qtbot, tmp_pat
     (tmp_path / "bad.csv").write_text("frame,name,y\n0,a,1\n")
     assert widget.import_csv(tmp_path / "bad.csv") is None
     assert "missing column(s) x" in notes["error"][-1] and len(viewer.layers) == n_layers
+
+
+def test_import_and_export_csv_buttons_round_trip(viewer, widget, qtbot, tmp_path, phantom_run, notes, monkeypatch):
+    """Issue 23 item 2: the "Import CSV…" / "Export CSV…" buttons ask for a file and round-trip."""
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_any2reg.core.landmarks import LandmarkTable
+    from napari_any2reg.io.landmarks import read_landmarks_csv, write_landmarks_csv
+
+    phantom, _ = phantom_run
+    add_raw(viewer, phantom)
+    truth = LandmarkTable.from_positions(phantom.landmarks, SPACING)
+    source = write_landmarks_csv(tmp_path / "clicked.csv", truth)
+    asked: list[str] = []
+
+    def answer(path):
+        def dialog(parent, title, *args, **kwargs):
+            asked.append(title)
+            return str(path), "CSV (*.csv)"
+        return dialog
+
+    # a cancelled dialog changes nothing
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(answer("")))
+    n_layers = len(viewer.layers)
+    widget.import_button.click()
+    assert len(viewer.layers) == n_layers and notes["error"] == []
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(answer(source)))
+    widget.import_button.click()
+    points = viewer.layers["clicked"]
+    assert widget.points_layer() == points and len(points.data) == len(truth)
+    assert set(truth.names) <= set(widget.landmark_names())
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(answer(tmp_path / "out.csv")))
+    widget.export_button.click()
+    back = read_landmarks_csv(tmp_path / "out.csv")
+    np.testing.assert_allclose(back.sorted().points, truth.sorted().points, atol=1e-6)
+    assert back.sorted().names.tolist() == truth.sorted().names.tolist()
+    assert "Wrote" in widget.status_label.text()
+    widget.export_button.click()  # the dialog asked before replacing: the file is overwritten
+    assert asked == ["Import landmarks", "Import landmarks", "Export landmarks", "Export landmarks"]
+    assert notes["error"] == []
 
 
 # ---------------------------------------------------------------------- propagation and Dice
@@ -209,7 +250,7 @@ def test_propagate_points_and_mask_then_all_pair_dice(viewer, widget, qtbot, pha
 
     # a mask painted on frame 3 (2-D Labels layer) carried to every frame
     painted = viewer.add_labels(phantom.labels[k].astype(np.int32), name="mask", scale=raw.scale[-2:])
-    assert widget.labels_layer() is painted  # the only Labels layer is picked, not left on "(none)"
+    assert widget.labels_layer() == painted  # the only Labels layer is picked, not left on "(none)"
     done(qtbot, widget, widget.propagate_mask())
     stack_layer = viewer.layers["mask propagated"]
     assert stack_layer.name == "mask propagated" and stack_layer.data.shape == phantom.labels.shape
@@ -218,7 +259,7 @@ def test_propagate_points_and_mask_then_all_pair_dice(viewer, widget, qtbot, pha
     myocardium = np.mean([dice(stack_layer.data[i] == 2, phantom.labels[i] == 2) for i in range(8)])
     assert myocardium > 0.85
     done(qtbot, widget, widget.propagate_mask())
-    assert viewer.layers["mask propagated"] is stack_layer  # updated in place
+    assert viewer.layers["mask propagated"] == stack_layer  # updated in place
     np.testing.assert_array_equal(painted.data, phantom.labels[k])  # the painted layer is untouched
 
     # all-pair Dice of a segmentation of every frame, with the estimated registration

@@ -61,6 +61,10 @@ def test_npe2_discovers_all_contributions(tmp_path):
     folder = tmp_path / "dicom_series"
     folder.mkdir()
     assert f"{PLUGIN}.get_reader" in {r.command for r in pm.iter_compatible_readers([str(folder)])}
+    # only our extensions (issue 23 item 4): a PNG or a CSV is never offered to this plugin
+    for name in ("photo.png", "table.csv", "notes.txt", "IM_0001", "00000001"):
+        readers = {r.command for r in pm.iter_compatible_readers([str(tmp_path / name)])}
+        assert f"{PLUGIN}.get_reader" not in readers, name
 
     # writers: image layers to TIFF and NIfTI
     writers = {w.command: w for w in pm.iter_compatible_writers(["image"])}

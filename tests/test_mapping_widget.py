@@ -42,10 +42,9 @@ def notifications(monkeypatch):
 
 @pytest.fixture
 def widget(viewer, qtbot):
-    from napari_any2reg.widgets.mapping import MappingWidget
+    from conftest import plugin_dock
 
-    w = MappingWidget(viewer)
-    viewer.window.add_dock_widget(w, name="T1 mapping")
+    w = plugin_dock(viewer, "T1 mapping")
     w.device_combo.setCurrentIndex(w.device_combo.findData("cpu"))
     yield w
     if w.worker is not None:
@@ -78,13 +77,13 @@ def test_fit_raw_and_registered_with_labels_roi(viewer, widget, qtbot, notificat
     meta_before = copy.deepcopy({k: v for k, v in raw.metadata.items()})
 
     # inputs pre-selected from the layers and their metadata
-    assert widget.selected_layer("before") is raw
-    assert widget.selected_layer("after") is registered
+    assert widget.selected_layer("before") == raw
+    assert widget.selected_layer("after") == registered
     assert widget.model() == "molli"
     np.testing.assert_allclose(widget.timings(), phantom.sequence.timings_ms)
     assert widget.timings_label.text().startswith("Inversion")
     widget.set_roi_layer(labels)
-    assert widget.roi_layer() is labels
+    assert widget.roi_layer() == labels
 
     assert widget.run_button.isEnabled() and not widget.cancel_button.isEnabled()
     qtbot.mouseClick(widget.run_button, _left())
@@ -176,6 +175,43 @@ def test_shapes_roi_and_raw_only(viewer, widget, qtbot, notifications, registere
     h = raw.data.shape[-2]
     # nothing to put beside; below the sequence, never covering its frames
     np.testing.assert_allclose(t1.translate, raw.translate[-2:] + [h * raw.scale[-2] * 1.05, 0.0])
+
+
+def test_review_overlays_are_never_offered_as_roi(viewer, widget, qtbot, notifications, registered_phantom):
+    """Issue 23 item 3: the Review's deformation grid (a Shapes layer of hundreds of lines) is not
+    an ROI; a Shapes ROI the user draws is picked and rasterised in the fit's worker."""
+    from conftest import plugin_dock
+
+    from napari_any2reg.widgets._mapping_helpers import ShapesROI
+
+    raw, registered = add_layers(viewer, registered_phantom)
+    review = plugin_dock(viewer, "Review")
+    review.grid_button.click()
+    qtbot.waitUntil(lambda: f"{registered.name} grid" in viewer.layers and not review.busy(), timeout=TIMEOUT_MS)
+    grid = viewer.layers[f"{registered.name} grid"]
+    assert len(grid.data) > 50
+    assert [widget.roi_combo.itemText(i) for i in range(widget.roi_combo.count())] == ["(none)"]
+    assert widget.roi_layer() is None
+    widget.run_button.click()
+    wait_done(qtbot, widget)
+    assert notifications["error"] == []
+    assert [row["name"] for row in widget.last_result.statistics["before"]] == ["fitted pixels"]
+
+    dy, dx = raw.scale[-2:]
+    rectangle = np.array([[20, 10], [20, 25], [30, 25], [30, 10]], float) * [dy, dx]
+    shapes = viewer.add_shapes([rectangle], shape_type="rectangle", name="my roi")
+    assert widget.roi_layer() == shapes  # the only ROI the user made is picked
+    snapshot = widget.roi_input(raw.data.shape[1:], raw)
+    assert isinstance(snapshot, ShapesROI)  # the GUI thread copies vertices; the worker rasterises
+    labels = snapshot.rasterise()
+    ys, xs = np.nonzero(labels)
+    assert ys.min() >= 19 and ys.max() <= 31 and xs.min() >= 9 and xs.max() <= 26
+    widget.run_button.click()
+    wait_done(qtbot, widget)
+    rows = {row["label"]: row for row in widget.last_result.statistics["after"]}
+    assert set(rows) == {1} and rows[1]["n_pixels"] == int((labels == 1).sum())
+    assert notifications["error"] == []
+    qtbot.waitUntil(lambda: not review.busy(), timeout=TIMEOUT_MS)
 
 
 def test_without_roi_the_table_summarises_the_fitted_pixels(viewer, widget, qtbot, notifications, registered_phantom):
@@ -308,7 +344,7 @@ def test_maps_masked_below_the_sequence_with_readable_sd(viewer, widget, qtbot, 
     phantom, _ = registered_phantom
     raw, registered = add_layers(viewer, registered_phantom)
     roi = viewer.add_labels(phantom.common_labels.astype(np.int32), name="roi", scale=raw.scale[-2:])
-    assert widget.roi_layer() is roi
+    assert widget.roi_layer() == roi
     assert widget.run()
     wait_done(qtbot, widget)
     assert notifications["error"] == []

@@ -51,10 +51,9 @@ def errors(monkeypatch):
 
 @pytest.fixture
 def registration(viewer, qtbot):
-    from napari_any2reg.widgets.registration import RegistrationWidget
+    from conftest import plugin_dock
 
-    w = RegistrationWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Registration")
+    w = plugin_dock(viewer, "Registration")
     yield w
     if w.worker is not None:
         w.cancel()
@@ -63,10 +62,9 @@ def registration(viewer, qtbot):
 
 @pytest.fixture
 def review(viewer, qtbot):
-    from napari_any2reg.widgets.review import ReviewWidget
+    from conftest import plugin_dock
 
-    w = ReviewWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Review")
+    w = plugin_dock(viewer, "Review")
     yield w
     qtbot.waitUntil(lambda: not w.busy(), timeout=TIMEOUT_MS)  # no overlay or review thread outlives a test
 
@@ -90,9 +88,15 @@ def wait_idle(qtbot, w):
     qtbot.waitUntil(lambda: not w.busy(), timeout=TIMEOUT_MS)
 
 
-def in_view(layer):
-    """Indices of the shapes / vectors napari shows on the current frame."""
-    return np.asarray(layer._view_indices)
+def in_view(layer, viewer):
+    """Indices of the shapes / vectors on the frame the slider shows (public API: the slider's
+    world point mapped into the layer's data coordinates)."""
+    frame = int(round(float(layer.world_to_data(viewer.dims.point)[0])))
+    from napari.layers import Vectors
+
+    if isinstance(layer, Vectors):  # (M, 2, 3): position, direction
+        return np.flatnonzero(np.round(np.asarray(layer.data)[:, 0, 0]) == frame)
+    return np.array([i for i, path in enumerate(layer.data) if np.all(np.round(path[:, 0]) == frame)], dtype=int)
 
 
 # ---------------------------------------------------------------------- the whole flow
@@ -139,14 +143,14 @@ def test_review_flow_in_a_real_viewer(viewer, registration, review, qtbot, error
     assert all(np.all(path[:, 0] == path[0, 0]) for path in grid.data)
     np.testing.assert_array_equal(np.bincount(frames.astype(int)), [per_frame] * n)
     viewer.dims.set_current_step(0, 3)
-    shown = in_view(grid)
+    shown = in_view(grid, viewer)
     assert len(shown) == per_frame and np.all(frames[shown] == 3)
     # a second click replaces the overlay, it does not pile up
     review.grid_spacing_spin.setValue(16.0)
     assert review.show_grid()
     wait_idle(qtbot, review)
     grid2 = viewer.layers[f"{registered.name} grid"]
-    assert grid2 is not grid and len(grid2.data) < len(grid.data)
+    assert grid2 != grid and len(grid2.data) < len(grid.data)
     assert sum(layer.name.startswith(f"{registered.name} grid") for layer in viewer.layers) == 1
 
     assert review.show_quiver()
@@ -155,7 +159,7 @@ def test_review_flow_in_a_real_viewer(viewer, registration, review, qtbot, error
     assert quiver.data.shape[1:] == (2, 3)
     np.testing.assert_allclose(quiver.scale, scale)
     assert np.all(quiver.data[:, 1, 0] == 0)  # arrows stay on their frame
-    assert np.all(quiver.data[in_view(quiver), 0, 0] == 3)
+    assert np.all(quiver.data[in_view(quiver, viewer), 0, 0] == 3)
 
     # image overlays: (N, H, W) with the registered layer's scale
     assert review.show_jacobian() and review.show_folding()

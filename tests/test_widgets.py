@@ -40,10 +40,9 @@ def notifications(monkeypatch):
 
 @pytest.fixture
 def widget(viewer, qtbot):
-    from napari_any2reg.widgets.registration import RegistrationWidget
+    from conftest import plugin_dock
 
-    w = RegistrationWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Registration")  # the viewer owns and deletes it
+    w = plugin_dock(viewer, "Registration")
     w.iterations_spin.setValue(FAST)
     yield w
     if w.worker is not None:  # never leave a thread behind, even when a test failed
@@ -159,7 +158,7 @@ def test_run_on_sample_adds_registered_layer(viewer, widget, qtbot, notification
     wait_done(qtbot, widget)
     assert notifications["error"] == [], notifications
     assert len(viewer.layers) == n_layers
-    assert viewer.layers[name] is registered
+    assert viewer.layers[name] == registered
     summary = registered.metadata["any2reg_result"]
     assert summary["reference_frame"] == 2
     assert summary["params"]["metric"] == "pca2"
@@ -365,6 +364,20 @@ def test_reader_opens_tiff_with_scale_and_timings(viewer, tmp_path):
     assert layer.colormap.name == "gray"
 
 
+def test_extension_less_dicom_opens_through_its_folder(viewer, tmp_path):
+    """Issue 23 item 4: files without an extension are not claimed one by one (no "*" pattern);
+    their folder opens through this plugin's directory reader."""
+    from test_io import _dicom_series
+
+    tis = [100.0, 180.0, 260.0, 1100.0]
+    _dicom_series(tmp_path / "series", tis=tis, shape=(16, 12))
+    for path in (tmp_path / "series").iterdir():
+        path.rename(path.with_suffix(""))  # IM0000, IM0001, ... as scanners write them
+    (layer,) = viewer.open(tmp_path / "series", plugin=PLUGIN)
+    assert layer.data.shape == (4, 16, 12)
+    np.testing.assert_allclose(layer.metadata["timings_ms"], tis)
+
+
 @pytest.mark.parametrize("suffix", [".tif", ".nii.gz"])
 def test_writer_round_trip(viewer, tmp_path, suffix):
     from napari_any2reg.io import read_sequence
@@ -451,7 +464,7 @@ def test_dicom_folder_opens_in_a_worker_and_status_follows_the_layer(viewer, wid
     assert "Reading" in widget.status_label.text()
     qtbot.waitUntil(lambda: widget.read_worker is None, timeout=60_000)
     layer = viewer.layers[-1]
-    assert layer.data.shape == (5, 24, 20) and widget.selected_layer() is layer
+    assert layer.data.shape == (5, 24, 20) and widget.selected_layer() == layer
     np.testing.assert_allclose(layer.metadata["timings_ms"], tis)
     assert "Opened" in widget.status_label.text() and widget.open_folder_button.isEnabled()
 

@@ -94,8 +94,9 @@ def qc_metrics(
     u = np.asarray(displacement, np.float32)
     spacing = registered.spacing_mm
     det = np.asarray(jacobian_determinant(u))
+    timings = raw.timings_ms if raw.timings_ms is not None else registered.timings_ms
     table = frame_qc_table(raw.frames, registered.frames, u, template=template, scores=correspondence,
-                           spacing_mm=spacing, det=det)
+                           spacing_mm=spacing, det=det, timings_ms=timings)
     summary = run_summary(raw.frames, registered.frames, u, dict(info or {}))
     metrics = {
         "name": registered.name,

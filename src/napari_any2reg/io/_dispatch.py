@@ -54,8 +54,9 @@ class ReaderFormat:
         Lower-case endings with the dot (``".nii.gz"``); matched case-insensitively.
     patterns : tuple of str
         The napari reader ``filename_patterns`` for this format (napari matches them with
-        case-sensitive globs, hence ``*.DCM`` beside ``*.dcm``; ``"*"`` for formats whose files
-        may have no extension).
+        case-sensitive globs, hence ``*.DCM`` beside ``*.dcm``). Never ``"*"``: napari would
+        offer this plugin, preselected, for every PNG or CSV; files without an extension are
+        reached through their folder (``accepts_folders``).
     parts : callable
         ``parts(path)`` -> list of ``_Parts``, one per slice (the format's parser).
     description : str
@@ -89,8 +90,8 @@ READERS: tuple[ReaderFormat, ...] = (
     ),
     ReaderFormat(
         "DICOM", _DICOM_EXTENSIONS,
-        # extension-less DICOM files (IM_0001, 00000001) need "*"; the reader declines the rest
-        ("*.dcm", "*.DCM", "*.ima", "*.IMA", "*"),
+        # extension-less DICOM files (IM_0001, 00000001) are opened through their folder
+        ("*.dcm", "*.DCM", "*.ima", "*.IMA"),
         _dicom_parts_list,
         "DICOM (.dcm, .ima, extension-less files, or a folder or list of files holding one series)",
         accepts_folders=True, sniff=looks_like_dicom,

@@ -29,6 +29,7 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from ._pickers import same_layer
 from ._relay import ActivityProgress, ProgressRelay
 
 __all__ = ["WorkerDock", "Job", "JobCancelled", "is_cancellation"]
@@ -245,7 +246,7 @@ class WorkerDock(QWidget):
         """Hook: ``layer``'s data changed (only with ``watch_layers(data=True)``)."""
 
     def _watch(self, layer: Any) -> None:
-        if not any(layer is w for w in self._watched):
+        if not any(same_layer(layer, w) for w in self._watched):
             layer.events.name.connect(self._on_layers_event)
             if self._watch_data:
                 layer.events.data.connect(self._on_layer_data_event)
@@ -262,7 +263,7 @@ class WorkerDock(QWidget):
     def _on_layers_event(self, event: Any = None) -> None:
         alive = list(self.viewer.layers)
         for layer in list(self._watched):
-            if not any(layer is a for a in alive):
+            if not any(same_layer(layer, a) for a in alive):
                 layer.events.name.disconnect(self._on_layers_event)
                 if self._watch_data:
                     layer.events.data.disconnect(self._on_layer_data_event)

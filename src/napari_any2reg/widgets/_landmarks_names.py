@@ -26,7 +26,12 @@ STEP_ORDERS = {
 
 
 class LandmarkNames(QWidget):
-    """The list of landmark names (the highlighted one is placed by the next click)."""
+    """The list of landmark names (the highlighted one is placed by the next click).
+
+    From its dock it uses public methods only: ``image_layer``, ``points_layer``, ``table``,
+    ``put_points``, ``select``, ``update_status``, ``report_error``, ``report_info`` and
+    ``set_status``.
+    """
 
     #: The highlighted landmark changed (or the list did).
     current_changed = Signal()
@@ -54,9 +59,11 @@ class LandmarkNames(QWidget):
             self.order_combo.addItem(label, key)
         self.order_combo.setToolTip("Where the widget goes after each click.")
         self.import_button = QPushButton("Import CSV…")
-        self.import_button.clicked.connect(lambda *_: self.dock._import_dialog())
+        self.import_button.setToolTip("Read a landmark CSV (frame,name,y,x) into a new Points layer on the image.")
+        self.import_button.clicked.connect(lambda *_: self.import_dialog())
         self.export_button = QPushButton("Export CSV…")
-        self.export_button.clicked.connect(lambda *_: self.dock._export_dialog())
+        self.export_button.setToolTip("Write the chosen Points layer as CSV (frame,name,y,x,y_mm,x_mm).")
+        self.export_button.clicked.connect(lambda *_: self.export_dialog())
         csv_row = QHBoxLayout()
         csv_row.addWidget(self.import_button)
         csv_row.addWidget(self.export_button)
@@ -125,9 +132,9 @@ class LandmarkNames(QWidget):
             return None
         for name in table.landmark_names:
             self.add_landmark(name)
-        layer = self.dock._put_points(f"{Path(str(path)).stem}", table, image, image, own=False)
+        layer = self.dock.put_points(f"{Path(str(path)).stem}", table, image, image, own=False)
         self.dock.select(points=layer)
-        self.dock._update_status()
+        self.dock.update_status()
         self.dock.report_info(f"Imported {len(table)} landmark points from {path}.")
         return layer
 
@@ -141,12 +148,14 @@ class LandmarkNames(QWidget):
         self.dock.set_status(f"Wrote {written}.")
         return written
 
-    def _import_dialog(self) -> None:  # pragma: no cover - needs a user
-        path, _ = QFileDialog.getOpenFileName(self.dock, "Import landmarks", "", "CSV (*.csv);;All files (*)")
-        if path:
-            self.import_csv(path)
+    def import_dialog(self) -> Points | None:
+        """"Import CSV…": ask for a file, then :meth:`import_csv` (``None`` when cancelled)."""
+        path, _ = QFileDialog.getOpenFileName(self, "Import landmarks", "", "CSV (*.csv);;All files (*)")
+        return self.import_csv(path) if path else None
 
-    def _export_dialog(self) -> None:  # pragma: no cover - needs a user
-        path, _ = QFileDialog.getSaveFileName(self.dock, "Export landmarks", "landmarks.csv", "CSV (*.csv)")
-        if path:
-            self.export_csv(path, overwrite=True)  # the dialog asked before replacing
+    def export_dialog(self) -> Path | None:
+        """"Export CSV…": ask where, then :meth:`export_csv` (``None`` when cancelled)."""
+        points = self.dock.points_layer()
+        suggestion = f"{points.name}.csv" if points is not None else "landmarks.csv"
+        path, _ = QFileDialog.getSaveFileName(self, "Export landmarks", suggestion, "CSV (*.csv)")
+        return self.export_csv(path, overwrite=True) if path else None  # the dialog asked before replacing

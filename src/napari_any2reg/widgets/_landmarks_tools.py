@@ -104,7 +104,7 @@ class RegistrationTools:
         """
         try:
             table = self.dock.table()
-            _, field = self.dock._field()
+            _, field = self.dock.registration_field()
         except Exception as exc:
             self.dock.report_error(f"Cannot compute the TRE: {exc}", exc)
             return False
@@ -132,14 +132,14 @@ class RegistrationTools:
         """
         try:
             table = self.dock.table()
-            registered, field = self.dock._field()
+            registered, field = self.dock.registration_field()
             image = self.dock.image_layer()
         except Exception as exc:
             self.dock.report_error(f"Cannot map the landmarks: {exc}", exc)
             return False
 
         def done(common: LandmarkTable) -> None:
-            self.dock._put_points(f"{registered.name} landmarks (common grid)", common, registered, image)
+            self.dock.put_points(f"{registered.name} landmarks (common grid)", common, registered, image)
             self.dock.set_status(f"Landmarks on the common grid shown on {registered.name!r}.")
 
         return self._start("Mapping the landmarks to the common grid", lambda: landmarks_to_common(table, field), done)
@@ -149,14 +149,14 @@ class RegistrationTools:
         try:
             image = self.dock.image_layer()
             table = self.dock.table()
-            _, field = self.dock._field()
+            _, field = self.dock.registration_field()
             frame = self.dock.current_frame()
         except Exception as exc:
             self.dock.report_error(f"Cannot propagate the points: {exc}", exc)
             return False
 
         def done(propagated: LandmarkTable) -> None:
-            self.dock._put_points(f"{image.name} landmarks (propagated)", propagated, image, image)
+            self.dock.put_points(f"{image.name} landmarks (propagated)", propagated, image, image)
             self.dock.set_status(
                 f"Propagated {len(propagated.landmark_names)} landmark(s) from frame {frame} to "
                 f"{field.shape[0]} frames: check them frame by frame, and move the ones that are off."
@@ -184,7 +184,7 @@ class RegistrationTools:
             if image is None or labels is None:
                 raise ValueError("choose the image and a Labels layer with a mask on the current frame.")
             mask = self._labels_frame(labels, image)
-            _, field = self.dock._field()
+            _, field = self.dock.registration_field()
             frame = self.dock.current_frame()
         except Exception as exc:
             self.dock.report_error(f"Cannot propagate the mask: {exc}", exc)
@@ -213,7 +213,7 @@ class RegistrationTools:
             labels = self.dock.labels_layer()
             if labels is None:
                 raise ValueError("choose a Labels layer (N, H, W) with a segmentation of every frame (e.g. a propagated mask).")
-            _, field = self.dock._field()
+            _, field = self.dock.registration_field()
             data = np.asarray(labels.data)
             if data.ndim != 3 or data.shape[0] != field.shape[0] or data.shape[1:] != field.shape[2:]:
                 raise ValueError(

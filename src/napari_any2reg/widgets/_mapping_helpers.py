@@ -14,7 +14,7 @@ from ..core.mapping import T1FitResult
 from ..core.mapping_roi import r2_survival, roi_masks, roi_statistics, survival_thresholds
 
 __all__ = ["MappingOutcome", "MapJob", "parse_timings", "format_timings", "t1_display_settings",
-           "sd_display_limits", "signal_mask", "display_maps", "shapes_to_labels", "link_maps", "run_fits",
+           "sd_display_limits", "signal_mask", "display_maps", "shapes_to_labels", "ShapesROI", "link_maps", "run_fits",
            "T1_LIMITS_MS", "POST_CONTRAST_MEDIAN_MS"]
 
 #: T1 display range (ms) by contrast state and field strength (tissue tables in core.phantom).
@@ -132,7 +132,7 @@ def run_fits(
     timings: list[float],
     model: str,
     device: str,
-    rois: dict[str, np.ndarray | None],
+    rois: dict[str, "np.ndarray | ShapesROI | None"],
     r2_threshold: float,
     fit: Any,
     job: Any,
@@ -149,6 +149,9 @@ def run_fits(
         outcome.sources[series.role] = series.name
         outcome.display[series.role] = display_maps(result, series, r2_threshold)
         labels = rois.get(series.role)
+        if isinstance(labels, ShapesROI):  # drawn shapes: rasterised here, off the GUI thread
+            job.progress((i + 1) / len(jobs), f"{series.name}: ROI {labels.name!r}")
+            labels = labels.rasterise()
         if labels is None:
             rows = roi_statistics(result.t1_ms, result.mask, t1_sd_ms=result.t1_sd_ms, r_squared=result.r_squared,
                                   r2_threshold=r2_threshold, label_names={1: "fitted pixels"})
@@ -185,25 +188,57 @@ def display_maps(result: T1FitResult, job: MapJob, r2_threshold: float) -> dict[
     }
 
 
+@dataclasses.dataclass
+class ShapesROI:
+    """A Shapes layer's ROI copied out of the layer (GUI thread), rasterised in the worker.
+
+    ``polygons`` are the shapes' vertices in the layer's data coordinates, ``matrix`` / ``offset``
+    the affine map from them to the reference image's ``(row, column)`` pixels (world
+    coordinates in between), ``shape`` the ``(H, W)`` grid.
+    """
+
+    name: str
+    polygons: list[np.ndarray]
+    shape_types: list[str]
+    matrix: np.ndarray
+    offset: np.ndarray
+    shape: tuple[int, int]
+
+    @classmethod
+    def from_layer(cls, layer: Shapes, reference: Image, shape: tuple[int, int]) -> "ShapesROI":
+        """Snapshot ``layer`` (cheap: the vertices and one affine map, no per-vertex calls)."""
+        if len(layer.data) == 0:
+            raise ValueError(f"Shapes layer {layer.name!r} has no shapes; draw an ROI first.")
+        ndim = int(layer.ndim)
+
+        def to_pixels(vertex: np.ndarray) -> np.ndarray:
+            world = np.asarray(layer.data_to_world(vertex), dtype=float)
+            if world.size < reference.ndim:
+                world = np.concatenate([np.zeros(reference.ndim - world.size), world])
+            return np.asarray(reference.world_to_data(world), dtype=float)[-2:]
+
+        # data -> world -> reference pixels is affine: read it off at the origin and the unit vectors
+        origin = to_pixels(np.zeros(ndim))
+        matrix = np.stack([to_pixels(np.eye(ndim)[k]) - origin for k in range(ndim)], axis=1)
+        return cls(name=str(layer.name), polygons=[np.array(v, dtype=float, copy=True) for v in layer.data],
+                   shape_types=[str(t) for t in layer.shape_type], matrix=matrix, offset=origin,
+                   shape=(int(shape[0]), int(shape[1])))
+
+    def rasterise(self) -> np.ndarray:
+        """``(H, W) int64`` labels on the reference grid; shape ``i`` gets label ``i + 1`` (worker side)."""
+        polygons = [vertices @ self.matrix.T + self.offset for vertices in self.polygons]
+        flat = Shapes(polygons, shape_type=self.shape_types, ndim=2)
+        return np.asarray(flat.to_labels(labels_shape=self.shape), dtype=np.int64)
+
+
 def shapes_to_labels(layer: Shapes, reference: Image, shape: tuple[int, int]) -> np.ndarray:
     """Rasterise a Shapes layer onto ``reference``'s (rows, columns) grid; shape i gets label i+1.
 
     Vertices go through world coordinates, so a Shapes layer drawn with another scale or
-    translation (or in 3-D, on a frame) still lands on the right pixels.
+    translation (or in 3-D, on a frame) still lands on the right pixels. The dock snapshots the
+    layer with :meth:`ShapesROI.from_layer` and rasterises in its worker.
     """
-    if len(layer.data) == 0:
-        raise ValueError(f"Shapes layer {layer.name!r} has no shapes; draw an ROI first.")
-    polygons = []
-    for vertices in layer.data:
-        points = []
-        for vertex in np.asarray(vertices, dtype=float):
-            world = np.asarray(layer.data_to_world(vertex), dtype=float)
-            if world.size < reference.ndim:
-                world = np.concatenate([np.zeros(reference.ndim - world.size), world])
-            points.append(np.asarray(reference.world_to_data(world), dtype=float)[-2:])
-        polygons.append(np.array(points))
-    flat = Shapes(polygons, shape_type=list(layer.shape_type), ndim=2)
-    return np.asarray(flat.to_labels(labels_shape=tuple(shape)), dtype=np.int64)
+    return ShapesROI.from_layer(layer, reference, shape).rasterise()
 
 
 def link_maps(added: dict[str, list[Any]]) -> None:

@@ -19,13 +19,21 @@ __all__ = [
     "chosen_layer",
     "contains",
     "index_of",
+    "layer_key",
+    "same_layer",
     "is_sequence_layer",
     "is_registered_layer",
     "is_raw_sequence_layer",
+    "is_overlay_layer",
+    "is_roi_layer",
+    "OVERLAY_KEY",
     "cuda_available",
 ]
 
 NONE_ITEM = "(none)"
+
+#: Metadata key marking the Review dock's overlay layers (grid, arrows, maps, checkerboard).
+OVERLAY_KEY = "any2reg_overlay"
 
 
 def fill_combo(combo: QComboBox, layers: list[Any], chosen: Any, none: bool) -> None:
@@ -37,7 +45,7 @@ def fill_combo(combo: QComboBox, layers: list[Any], chosen: Any, none: bool) -> 
             combo.addItem(NONE_ITEM, None)
         for layer in layers:
             combo.addItem(layer.name, layer.name)
-        index = next((i for i, la in enumerate(layers) if la is chosen), -1)
+        index = index_of(layers, chosen) if chosen is not None else -1
         combo.setCurrentIndex(index + (1 if none else 0) if index >= 0 else (0 if none or layers else -1))
     finally:
         combo.blockSignals(False)
@@ -49,14 +57,32 @@ def chosen_layer(combo: QComboBox, layers: list[Any], none: bool) -> Any:
     return layers[index] if 0 <= index < len(layers) else None
 
 
+def layer_key(layer: Any) -> Any:
+    """What identifies a layer for the whole session: napari's ``unique_id``.
+
+    The viewer napari hands a plugin dock is a public-only proxy, and every
+    ``viewer.layers[name]`` through it is a new proxy object of the same layer: ``id()`` and
+    ``is`` tell them apart, ``unique_id`` does not.
+    """
+    key = getattr(layer, "unique_id", None)
+    return key if key is not None else id(layer)
+
+
+def same_layer(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are the same layer (a proxy of it counts as the layer)."""
+    if a is None or b is None:
+        return a is b
+    return a is b or layer_key(a) == layer_key(b)
+
+
 def contains(layers: list[Any], layer: Any) -> bool:
-    """Identity membership (layers compare by value in some napari versions)."""
-    return any(la is layer for la in layers)
+    """Membership by layer identity (:func:`same_layer`; layers compare by value in some napari versions)."""
+    return any(same_layer(la, layer) for la in layers)
 
 
 def index_of(layers: list[Any], layer: Any) -> int:
-    """Position of ``layer`` in ``layers`` by identity, ``-1`` when absent."""
-    return next((i for i, candidate in enumerate(layers) if candidate is layer), -1)
+    """Position of ``layer`` in ``layers`` by identity (:func:`same_layer`), ``-1`` when absent."""
+    return next((i for i, candidate in enumerate(layers) if same_layer(candidate, layer)), -1)
 
 
 def cuda_available() -> bool:
@@ -72,7 +98,20 @@ def cuda_available() -> bool:
 def is_sequence_layer(layer: Any) -> bool:
     """A 3-D (frames, rows, columns) grey-level image layer that is not a Review overlay."""
     return (isinstance(layer, Image) and layer.ndim == 3 and not layer.rgb and not layer.multiscale
-            and "any2reg_overlay" not in layer.metadata)
+            and not is_overlay_layer(layer))
+
+
+def is_overlay_layer(layer: Any) -> bool:
+    """A layer this plugin drew for a review (never an input the user chose)."""
+    return OVERLAY_KEY in (getattr(layer, "metadata", None) or {})
+
+
+def is_roi_layer(layer: Any) -> bool:
+    """A Labels or Shapes layer the user made (never one of the Review's overlays, such as the
+    deformation grid, a Shapes layer of hundreds of lines)."""
+    from napari.layers import Labels, Shapes
+
+    return isinstance(layer, (Labels, Shapes)) and not is_overlay_layer(layer)
 
 
 def is_registered_layer(layer: Any) -> bool:
@@ -135,7 +174,7 @@ class LayerPicker(QComboBox):
         if prefer is not None and contains(self.layers, prefer):
             chosen = prefer
         fill_combo(self, self.layers, chosen, self.none)
-        return self.layer() is not current
+        return not same_layer(self.layer(), current)
 
     def layer(self) -> Any:
         """The chosen layer, ``None`` for "(none)" or an empty list."""

@@ -20,6 +20,7 @@ from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, 
 from ..core import qc
 from ..core.spatial import jacobian_determinant
 from ._layers import axes_kwargs, beside_translate
+from ._pickers import OVERLAY_KEY, same_layer
 
 if TYPE_CHECKING:  # pragma: no cover
     from .review import ReviewWidget, _Pair
@@ -54,10 +55,9 @@ IMAGE_OVERLAYS = ("jacobian", "folding", "scores", "difference_before", "differe
 #: Folded pixels in a loud colour; everything else transparent.
 FOLDING_COLORMAP = Colormap([[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 1.0, 1.0]], name="any2reg folding")
 
-_OVERLAY_KEY = "any2reg_overlay"
+_OVERLAY_KEY = OVERLAY_KEY
 
 
-OVERLAY_KEY = _OVERLAY_KEY
 
 
 class OverlaySection(QWidget):
@@ -177,7 +177,7 @@ class OverlaySection(QWidget):
         """Show ``new`` with its colour bar; hide the other image overlays it would pile onto."""
         new.visible = True
         for layer in self._overlays_of(pair):
-            if layer is new or layer.metadata.get(_OVERLAY_KEY) not in IMAGE_OVERLAYS:
+            if same_layer(layer, new) or layer.metadata.get(_OVERLAY_KEY) not in IMAGE_OVERLAYS:
                 continue
             if np.allclose(np.asarray(layer.translate), np.asarray(new.translate)):
                 layer.visible = False
@@ -329,7 +329,7 @@ class OverlaySection(QWidget):
         """Add / update the raw | registered checkerboard of every frame."""
         try:
             pair = self.dock.pair()
-            source = self.dock._require_source(pair)
+            source = self.dock.require_source(pair)
             board = qc.checkerboard(source.data, pair.registered.data, int(self.tiles_spin.value()))
             layer = Image(board, colormap="gray", contrast_limits=tuple(source.contrast_limits), **axes_kwargs(3))
         except Exception as exc:
@@ -344,7 +344,7 @@ class OverlaySection(QWidget):
         The image overlays of this registration would cover either, so they are hidden (the
         deformation grid and the arrows stay); the status line says how many.
         """
-        found = self.dock._pair_and_source()
+        found = self.dock.pair_and_source()
         if found is None:
             return
         pair, source = found
@@ -367,7 +367,7 @@ class OverlaySection(QWidget):
 
         Overlays on the common grid move with the registered layer. Returns the new state.
         """
-        found = self.dock._pair_and_source()
+        found = self.dock.pair_and_source()
         if found is None:
             return False
         pair, source = found

@@ -40,7 +40,7 @@ from ..pipeline.export import EXPORT_ITEMS, MAP_ITEMS, ExportResult, export_regi
 from ._dock import compact_combos, scroll_body
 from ._layers import sequence_from_layer_fields
 from ._base import WorkerDock
-from ._pickers import LayerPicker, is_registered_layer
+from ._pickers import LayerPicker, contains, is_registered_layer
 from ._registered import RegisteredLayer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -156,7 +156,7 @@ class ExportWidget(WorkerDock):
         """Rebuild the pickers (keeping the choices); a new registered layer becomes the choice."""
         registered = self.registered_combo.layer()
         candidates = self.registered_combo.candidates()
-        if registered is None or not any(la is registered for la in candidates):
+        if registered is None or not contains(candidates, registered):
             registered = candidates[-1] if candidates else None
         self.registered_combo.refresh(prefer=registered)
         # exactly one suitable layer: pick it (a "(none)" would silently drop landmarks / Dice)

@@ -60,7 +60,7 @@ from ._dock import compact_combos, install_frame_label, scroll_body
 from ._landmarks_names import STEP_ORDERS, LandmarkNames
 from ._landmarks_tools import OWN_KEY, RegistrationTools
 from ._layers import axes_kwargs
-from ._pickers import LayerPicker, contains, is_registered_layer, is_sequence_layer
+from ._pickers import LayerPicker, contains, is_registered_layer, is_sequence_layer, same_layer
 from ._points import NAME_FEATURE, points_in_image_pixels, points_to_table, table_points_data
 from ._registered import RegisteredLayer
 
@@ -93,7 +93,7 @@ class LandmarksWidget(WorkerDock):
         self._build_ui()
         self.watch_layers()
         self.refresh_layers()
-        self._update_status()
+        self.update_status()
         install_frame_label(self.viewer)
         compact_combos(self)
 
@@ -173,7 +173,7 @@ class LandmarksWidget(WorkerDock):
         self.labels_combo.refresh(prefer=single)
         self._connect_points()
         self._update_enabled()
-        self._update_status()
+        self.update_status()
 
     def _registration_of(self, image: Image | None) -> Image | None:
         if image is None:
@@ -210,15 +210,15 @@ class LandmarksWidget(WorkerDock):
         if registered is not None:
             self.registered_combo.refresh(prefer=registered)
         self._update_enabled()
-        self._update_status()
+        self.update_status()
 
     def _on_points_changed(self, *args: Any) -> None:
         self._connect_points()
-        self._update_status()
+        self.update_status()
 
     def _connect_points(self) -> None:
         points = self.points_layer()
-        if points is self._connected:
+        if same_layer(points, self._connected):
             return
         if self._connected is not None:
             try:
@@ -246,7 +246,7 @@ class LandmarksWidget(WorkerDock):
         name = self.current_landmark()
         if points is not None and name is not None:
             self._set_default_name(points, name)
-        self._update_status()
+        self.update_status()
 
     @staticmethod
     def _set_default_name(points: Points, name: str) -> None:
@@ -304,7 +304,7 @@ class LandmarksWidget(WorkerDock):
         if names:  # start at the beginning: first landmark on the first frame
             self.set_current_landmark(names[0])
             self.go_to_frame(0)
-        self._update_status()
+        self.update_status()
         return layer
 
     def _on_points_data(self, event: Any) -> None:
@@ -320,13 +320,13 @@ class LandmarksWidget(WorkerDock):
             indices = [int(i) % len(points.data) for i in getattr(event, "data_indices", ()) if len(points.data)]
             self._after_click(points, indices)
         else:
-            self._update_status()
+            self.update_status()
 
     def _after_click(self, points: Points, indices: list[int]) -> None:
         """A point was placed: schedule removal of the landmark's earlier point there, then step on."""
         image = self.image_layer()
         if image is None or NAME_FEATURE not in points.features.columns or not indices:
-            self._update_status()
+            self.update_status()
             return
         coords = points_in_image_pixels(points, image)
         names = points.features[NAME_FEATURE].astype(str).to_numpy()
@@ -354,7 +354,7 @@ class LandmarksWidget(WorkerDock):
                     points.remove(list(same[:-1]))  # keep the newest
                 finally:
                     self._busy = False
-        self._update_status()
+        self.update_status()
 
     def placed(self) -> set[tuple[int, str]]:
         """``(frame, name)`` of the landmarks placed so far."""
@@ -385,12 +385,12 @@ class LandmarksWidget(WorkerDock):
                 self.set_current_landmark(candidate[1])
                 if candidate[0] != frame:
                     self.go_to_frame(candidate[0])
-                self._update_status()
+                self.update_status()
                 return candidate
-        self._update_status()
+        self.update_status()
         return None
 
-    def _update_status(self) -> None:
+    def update_status(self) -> None:
         image, points = self.image_layer(), self.points_layer()
         if image is None:
             self.set_status("Open a sequence (frames, rows, columns) to click landmarks on.")
@@ -423,7 +423,7 @@ class LandmarksWidget(WorkerDock):
         return table
 
     # ------------------------------------------------------------------ with a registration
-    def _field(self) -> tuple[Image, np.ndarray]:
+    def registration_field(self) -> tuple[Image, np.ndarray]:
         registered = self.registered_layer()
         if registered is None:
             raise ValueError("choose a registered layer (run the Registration panel on the image first).")
@@ -457,7 +457,7 @@ class LandmarksWidget(WorkerDock):
         """All-pair Dice per label, before and after warping (in a worker; see :attr:`last_dice`)."""
         return self.tools.compute_dice()
 
-    def _put_points(self, name: str, table: LandmarkTable, grid: Image, image: Image | None, own: bool = True) -> Points:
+    def put_points(self, name: str, table: LandmarkTable, grid: Image, image: Image | None, own: bool = True) -> Points:
         """Add (or, for a layer this widget made, update) a Points layer showing ``table`` on ``grid``'s pixels."""
         coords, features = table_points_data(table)
         existing = self.viewer.layers[name] if name in self.viewer.layers else None

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Image, Labels, Shapes
+from napari.layers import Image, Labels
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QPushButton, QWidget
 
@@ -34,18 +34,18 @@ from ._layers import REGISTERED_SUFFIX, axes_kwargs
 from ._mapping_helpers import (
     MapJob,
     MappingOutcome,
+    ShapesROI,
     display_maps,
     format_timings,
     link_maps,
     parse_timings,
     run_fits,
     sd_display_limits,
-    shapes_to_labels,
     signal_mask,
     t1_display_settings,
 )
 from ._mapping_results import ROLES, ResultsSection, format_outcome
-from ._pickers import LayerPicker, cuda_available, index_of, is_sequence_layer
+from ._pickers import LayerPicker, cuda_available, index_of, is_roi_layer, is_sequence_layer, layer_key, same_layer
 from ._registered import SOURCE_KEY, RegisteredLayer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -113,7 +113,7 @@ class MappingWidget(WorkerDock):
         form.addRow(self.timings_label, self.timings_edit)
 
         self.roi_combo = LayerPicker(
-            self.viewer, lambda layer: isinstance(layer, (Labels, Shapes)), none=True,
+            self.viewer, is_roi_layer, none=True,
             tooltip="Labels (1 LV blood, 2 LV myocardium, 3 RV blood, or any integers) or Shapes layer for "
                     "ROI statistics and R² survival curves. A 3-D Labels layer uses the frame on screen.")
         form.addRow("ROI", self.roi_combo)
@@ -258,7 +258,7 @@ class MappingWidget(WorkerDock):
     def _fill_from_metadata(self) -> None:
         """Pre-select the model and the timings from the chosen layers' metadata."""
         layer = self.selected_layer("before") or self.selected_layer("after")
-        key = (id(self.selected_layer("before")), id(self.selected_layer("after")))
+        key = tuple(None if la is None else layer_key(la) for la in (self.selected_layer("before"), self.selected_layer("after")))
         if layer is None or key == self._filled_for:
             return  # unchanged inputs: keep what the user typed
         self._filled_for = key
@@ -303,6 +303,12 @@ class MappingWidget(WorkerDock):
     # ------------------------------------------------------------------ ROI
     def roi_labels(self, shape: tuple[int, int], reference: Image) -> np.ndarray | None:
         """The ROI as an ``(H, W)`` integer label image on ``reference``'s grid (``None``: no ROI)."""
+        roi = self.roi_input(shape, reference)
+        return roi.rasterise() if isinstance(roi, ShapesROI) else roi
+
+    def roi_input(self, shape: tuple[int, int], reference: Image) -> "np.ndarray | ShapesROI | None":
+        """What the fit worker needs of the ROI: a Labels frame (copied), or a Shapes layer's
+        :class:`ShapesROI` snapshot that the worker rasterises (``None``: no ROI)."""
         layer = self.roi_layer()
         if layer is None:
             return None
@@ -317,7 +323,7 @@ class MappingWidget(WorkerDock):
                     "Labels layer on the image grid."
                 )
             return np.array(data, dtype=np.int64)
-        return shapes_to_labels(layer, reference, shape)
+        return ShapesROI.from_layer(layer, reference, shape)
 
     # ------------------------------------------------------------------ run / cancel
     def run(self) -> bool:
@@ -338,7 +344,7 @@ class MappingWidget(WorkerDock):
                         f"{len(timings)} times given but {job.name!r} has {job.frames.shape[0]} frames; "
                         "give exactly one time (ms) per frame."
                     )
-            rois = {job.role: self.roi_labels(job.frames.shape[1:], self._layer_named(job.name)) for job in jobs}
+            rois = {job.role: self.roi_input(job.frames.shape[1:], self._layer_named(job.name)) for job in jobs}
         except Exception as exc:
             self.report_error(f"Cannot fit: {exc}", exc)
             return False
@@ -475,7 +481,7 @@ class MappingWidget(WorkerDock):
         return layers
 
 def _is_registration_of(layer: Any, source: Any) -> bool:
-    return layer is not source and (
+    return not same_layer(layer, source) and (
         RegisteredLayer.is_result(layer) and RegisteredLayer.source_name_of(layer) == source.name
         or layer.name == f"{source.name}{REGISTERED_SUFFIX}"
     )

@@ -31,7 +31,7 @@ from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QTabWidget, QVBoxLa
 from ..core import qc
 from ._base import WorkerDock
 from ._dock import compact_combos, install_frame_label, scroll_body
-from ._pickers import LayerPicker, is_registered_layer
+from ._pickers import LayerPicker, is_registered_layer, layer_key, same_layer
 from ._registered import RegisteredLayer
 from ._review_overlays import FOLDING_COLORMAP, JACOBIAN_LIMITS, OVERLAYS, OverlaySection
 from ._review_profile import ProfileSection
@@ -82,9 +82,11 @@ class _Pair:
 
     @property
     def key(self) -> tuple[int, ...]:
-        # a re-run replaces the metadata arrays: their identity tells a stale review apart
-        return (id(self.registered), RegisteredLayer.field_id(self.registered), id(self.registered.data),
-                id(self.source) if self.source is not None else 0,
+        # a re-run replaces the metadata arrays: their identity tells a stale review apart. The
+        # layers by napari's unique_id: a plugin dock's viewer hands out a new proxy object of
+        # the same layer on every ``viewer.layers[name]``, so ``id(layer)`` would never match
+        return (layer_key(self.registered), RegisteredLayer.field_id(self.registered), id(self.registered.data),
+                layer_key(self.source) if self.source is not None else 0,
                 id(self.source.data) if self.source is not None else 0)
 
 
@@ -218,7 +220,7 @@ class ReviewWidget(WorkerDock):
 
     def on_layer_data(self, layer: Any) -> None:
         # a re-run (or an edit) of the layer under review: show nothing stale
-        if any(layer is candidate for candidate in (self.selected_layer(), self._source_of(self.selected_layer()))
+        if any(same_layer(layer, candidate) for candidate in (self.selected_layer(), self._source_of(self.selected_layer()))
                if candidate is not None):
             self._invalidate("The result changed; reviewing it again…")
             # the Registration widget sets the data, then the metadata: look once both are new
@@ -301,7 +303,7 @@ class ReviewWidget(WorkerDock):
             raise ValueError("No registered layer to review; run the Registration panel first.")
         return _Pair(registered=layer, source=self._source_of(layer), registration=RegisteredLayer.from_layer(layer))
 
-    def _require_source(self, pair: _Pair) -> Image:
+    def require_source(self, pair: _Pair) -> Image:
         if pair.source is None:
             raise ValueError(
                 f"The source layer {pair.registration.source_layer!r} of {pair.registered.name!r} is not in the "
@@ -309,11 +311,11 @@ class ReviewWidget(WorkerDock):
             )
         return pair.source
 
-    def _pair_and_source(self) -> tuple[_Pair, Image] | None:
+    def pair_and_source(self) -> tuple[_Pair, Image] | None:
         """The chosen registration and its source layer, or ``None`` once the reason is shown."""
         try:
             pair = self.pair()
-            return pair, self._require_source(pair)
+            return pair, self.require_source(pair)
         except Exception as exc:
             self.report_error(str(exc), exc)
             return None
@@ -324,7 +326,7 @@ class ReviewWidget(WorkerDock):
         Returns ``True`` if a worker was started (or the review was already there and ``then``
         ran at once); ``False`` when it could not start (the reason is shown).
         """
-        found = self._pair_and_source()
+        found = self.pair_and_source()
         if found is None:
             return False
         pair, source = found
@@ -412,7 +414,7 @@ class ReviewWidget(WorkerDock):
         """Plot pixel ``(y, x)`` (registered layer's data coordinates) across frames."""
         try:
             pair = self.pair()
-            source = self._require_source(pair)
+            source = self.require_source(pair)
             raw, registered = qc.temporal_profile(source.data, pair.registered.data, y, x, self.profile.radius())
         except Exception as exc:
             self.report_error(f"No profile: {exc}", exc)
