@@ -85,7 +85,7 @@ def test_a_registered_format_is_dispatched(monkeypatch, tmp_path):
     from napari_any2reg.io import write_tiff
 
     write_tiff(tmp_path / "s.tif", Sequence(np.random.default_rng(0).random((3, 8, 8), dtype=np.float32)))
-    (tmp_path / "s.tst").write_bytes(b"")
+    (tmp_path / "s.tst").write_bytes(b"\0")
     monkeypatch.setattr(_dispatch, "READERS", _dispatch.READERS + (ReaderFormat("Test", (".tst",), ("*.tst",), parts, "test files"),))
     assert "*.tst" in _dispatch.reader_patterns() and _dispatch.supported_path(tmp_path / "s.tst")
     assert _dispatch.read_sequence(tmp_path / "s.tst").n_frames == 3 and calls == [tmp_path / "s.tst"]

@@ -258,6 +258,9 @@ def test_device_label_and_engine_defaults(widget):
 
     assert combo_items(widget.engine_combo) == available_engines()
     assert widget.engine() == DEFAULT_ENGINE == "any2reg"
+    widget.options_form.set_option("working_spacing_mm", 2.0)
+    assert widget.engine_options() == {"working_spacing_mm": 2.0}
+    widget.options_form.set_option("working_spacing_mm", None)  # back to "auto": the scan's own grid
     assert widget.engine_options() == {}  # every option of the network at its default
     assert not widget.metric_combo.isEnabled() and not widget.iterations_spin.isEnabled()
     widget.engine_combo.setCurrentIndex(widget.engine_combo.findData("groupwise"))

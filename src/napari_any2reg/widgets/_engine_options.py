@@ -76,6 +76,12 @@ def make_control(option: EngineOption) -> QWidget:
                          float(option.maximum if option.maximum is not None else 1e6))
         control.setValue(float(option.default or 0.0))
         control.setSingleStep(0.1 if control.maximum() <= 100 else 1.0)
+        if option.default is None:
+            # "unset" (the engine chooses, e.g. the scan's own grid) is the value one step
+            # below the minimum, shown as text: a spin box has no empty state
+            control.setRange(control.minimum() - control.singleStep(), control.maximum())
+            control.setSpecialValueText("auto")
+            control.setValue(control.minimum())
     else:
         control = QLineEdit()
         control.setPlaceholderText("default" if option.default is None else str(option.default))
@@ -94,6 +100,8 @@ def control_value(option: EngineOption, control: QWidget) -> Any:
     if isinstance(control, QSpinBox):
         return int(control.value())
     if isinstance(control, QDoubleSpinBox):
+        if control.specialValueText() and control.value() == control.minimum():
+            return None
         return float(control.value())
     text = control.text().strip()
     return text or None
@@ -183,7 +191,7 @@ class EngineOptionsForm(QWidget):
         elif isinstance(control, QCheckBox):
             control.setChecked(bool(value))
         elif isinstance(control, (QSpinBox, QDoubleSpinBox)):
-            control.setValue(value)
+            control.setValue(control.minimum() if value is None else value)
         else:
             control.setText("" if value is None else str(value))
 
