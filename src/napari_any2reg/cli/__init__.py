@@ -16,6 +16,7 @@ Write a built-in phantom, register it, and look at the numbers::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import threading
@@ -25,7 +26,12 @@ from typing import Sequence as Seq
 
 import numpy as np
 
-from ._version import __version__
+from .._version import __version__
+
+# Commands that live in their own module of this package: each module has
+# ``add_parser(subparsers)`` (its flags, help and defaults) and ``run(args) -> exit code``,
+# and maps its arguments onto one ``pipeline`` function. Add a command by adding its module here.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 EXIT_SOME_FAILED = 3  # batch: the cohort ran, but some series failed (listed in summary.csv)
@@ -46,7 +52,7 @@ def _spacing(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError("spacing is 'dy,dx' in mm (or one value for both)")
     if not all(np.isfinite(values)) or min(values) <= 0:
         raise argparse.ArgumentTypeError(f"spacing must be positive mm ('dy,dx'); got {text!r}")
-    from .core.sequence import MAX_SPACING_MM, MIN_SPACING_MM
+    from ..core.sequence import MAX_SPACING_MM, MIN_SPACING_MM
 
     if min(values) < MIN_SPACING_MM or max(values) > MAX_SPACING_MM:
         raise argparse.ArgumentTypeError(f"spacing is a pixel size in mm, {MIN_SPACING_MM:g} to {MAX_SPACING_MM:g}; got {text!r}")
@@ -149,7 +155,7 @@ def _cli_engine_options() -> list:
     batch's resume key; the flags themselves (spelling, type, choices, range, help) come from
     the registry.
     """
-    from .core.engine_api import ENGINE_OPTIONS
+    from ..core.engine_api import ENGINE_OPTIONS
 
     return list(ENGINE_OPTIONS)
 
@@ -161,7 +167,7 @@ def add_engine_option_flags(parser: argparse.ArgumentParser, options) -> None:
     registry's range by :func:`.core.engine_api.validate_engine_options` before any work. A
     ``bool`` option gets ``--name`` / ``--no-name``.
     """
-    from .core.engine_api import BUILTIN_ENGINES
+    from ..core.engine_api import BUILTIN_ENGINES
 
     for option in options:
         scope = "" if set(option.engines) >= set(BUILTIN_ENGINES) else f"{', '.join(option.engines)}: "
@@ -190,8 +196,8 @@ def _add_engine_options(parser: argparse.ArgumentParser, engines, devices, with_
 def _engine_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The ``RegisterSettings`` keywords of the engine flags given (``reference_frame`` and
     ``engine_options``), checked against the registry (one-line error)."""
-    from .core.engine_api import validate_engine_options
-    from .core.registration import DEFAULT_ENGINE
+    from ..core.engine_api import validate_engine_options
+    from ..core.registration import DEFAULT_ENGINE
 
     values = {option.name: getattr(args, option.name, None) for option in _cli_engine_options()}
     options = validate_engine_options(args.engine or DEFAULT_ENGINE, values)
@@ -215,8 +221,8 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
     T1_MODELS = _LazyChoices("napari_any2reg.core.mapping", "T1_MODELS")
     ENGINES = _LazyChoices("napari_any2reg.core.registration", "available_engines", call=True)
     SEQUENCE_KINDS = _LazyChoices("napari_any2reg.core.sequence", "SEQUENCE_KINDS")
-    from .pipeline.export import EXPORT_ITEMS  # the export table (no torch at import)
-    from .io._dispatch import input_help  # the reader table (no torch, no file parsers)
+    from ..pipeline.export import EXPORT_ITEMS  # the export table (no torch at import)
+    from ..io._dispatch import input_help  # the reader table (no torch, no file parsers)
 
     _INPUT_HELP = input_help()
 
@@ -393,6 +399,8 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
     _add_batch_parser(sub, ENGINES, DEVICE_CHOICES, engine_flags)
     for command in sub.choices.values():
         _add_verbosity(command)
+    for name in COMMAND_MODULES:  # each command module adds its own sub-parser
+        importlib.import_module(f"{__name__}.{name}").add_parser(sub)
     return parser
 
 
@@ -473,7 +481,7 @@ def _note(kind: str, text: str) -> None:
 
 def _read_input(path: str, **options):
     """``read_sequence`` with its warnings (a pixel size replaced by 1 mm, ...) printed as one line each."""
-    from .pipeline.series import read_input
+    from ..pipeline.series import read_input
 
     sequence = read_input(path, **options)
     for text in sequence.metadata.get("read_warnings", ()):
@@ -483,19 +491,19 @@ def _read_input(path: str, **options):
 
 def _refuse_replacing_inputs(targets: Seq[Path], inputs: Seq[str | None]) -> None:
     """Never let an output (even with --overwrite) replace a file this run reads (see pipeline.series)."""
-    from .pipeline.series import refuse_replacing_inputs
+    from ..pipeline.series import refuse_replacing_inputs
 
     refuse_replacing_inputs(targets, inputs)
 
 
 def _output_bytes(sequence, per_voxel: int, extra: int = 0) -> int:
-    from .pipeline.series import output_bytes
+    from ..pipeline.series import output_bytes
 
     return output_bytes(sequence, per_voxel, extra)
 
 
 def _register_settings(args: argparse.Namespace):
-    from .pipeline.series import RegisterSettings
+    from ..pipeline.series import RegisterSettings
 
     return RegisterSettings(
         engine=args.engine, device=args.device, **_engine_settings(args),
@@ -505,7 +513,7 @@ def _register_settings(args: argparse.Namespace):
 
 def _cmd_register(args: argparse.Namespace) -> int:
     # the same code path as every series of 'any2reg batch' (pipeline.series)
-    from .pipeline.series import register_series
+    from ..pipeline.series import register_series
 
     _engine_settings(args)  # a bad engine option: one line now, before reading the input
     overrides = {}
@@ -517,7 +525,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
         overrides["spacing_mm"] = args.spacing_mm
     choice = getattr(args, "slice", None)
     if choice is not None and str(choice).lower() == "all":
-        from .io import read_slices
+        from ..io import read_slices
 
         code = EXIT_OK
         for sequence in read_slices(args.input, **overrides):
@@ -534,7 +542,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
 
 def _register_one(args: argparse.Namespace, sequence: Any, outdir: Path) -> int:
     """Register one sequence (one slice) into ``outdir`` and print its summary line."""
-    from .pipeline.series import register_series
+    from ..pipeline.series import register_series
 
     with _Progress(args.quiet) as progress:
         outcome = register_series(
@@ -568,9 +576,9 @@ def _register_one(args: argparse.Namespace, sequence: Any, outdir: Path) -> int:
 
 
 def _cmd_tre(args: argparse.Namespace) -> int:
-    from .core.landmarks import tre_before_after
-    from .io import atomic_write, read_displacement
-    from .io.landmarks import read_landmarks_csv
+    from ..core.landmarks import tre_before_after
+    from ..io import atomic_write, read_displacement
+    from ..io.landmarks import read_landmarks_csv
 
     if args.out is not None:
         _refuse_replacing_inputs([Path(args.out)], [args.displacement, args.landmarks])
@@ -591,7 +599,7 @@ def _cmd_tre(args: argparse.Namespace) -> int:
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
-    from .pipeline.apply import apply_file
+    from ..pipeline.apply import apply_file
 
     kind = "labels" if args.labels else "auto"
     outcome = apply_file(args.field, args.input, args.output, kind=kind, slice_index=args.slice,
@@ -604,8 +612,8 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from .core.phantom import make_phantom
-    from .io import atomic_write_all, write_tiff
+    from ..core.phantom import make_phantom
+    from ..io import atomic_write_all, write_tiff
 
     phantom = make_phantom(args.kind, seed=args.seed, shape=(args.size, args.size))
     out = Path(args.output)
@@ -620,21 +628,21 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _read_label_image(path: str, shape: tuple[int, int]) -> np.ndarray:
     """A 2-D label image or mask from TIFF, NIfTI or .npy (see pipeline.series.read_label_image)."""
-    from .pipeline.series import read_label_image
+    from ..pipeline.series import read_label_image
 
     return read_label_image(path, shape)
 
 
 def _write_map_tiff(path: Path, array: np.ndarray, spacing_mm: tuple[float, float], info: dict) -> None:
-    from .io import save_map_tiff
+    from ..io import save_map_tiff
 
     save_map_tiff(path, array, spacing_mm, info)
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from .core.mapping import T1_MODELS, fit_t1, model_for_kind
-    from .core.mapping_roi import roi_masks, survival_thresholds
-    from .io import atomic_write_folder, check_output_folder
+    from ..core.mapping import T1_MODELS, fit_t1, model_for_kind
+    from ..core.mapping_roi import roi_masks, survival_thresholds
+    from ..io import atomic_write_folder, check_output_folder
 
     # fit_t1 skips pixels with NaN/Inf samples (NaN in the maps, counted as failed), so such
     # pixels are no reason to refuse the file here, unlike for registration
@@ -728,10 +736,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _cmd_engines(args: argparse.Namespace) -> int:
-    from .core.device import describe_device
-    from .core.engines.any2reg import DEFAULT_WEIGHTS
-    from .core.registration import DEFAULT_ENGINE, available_engines
-    from .core.weights import weights_problem
+    from ..core.device import describe_device
+    from ..core.engines.any2reg import DEFAULT_WEIGHTS
+    from ..core.registration import DEFAULT_ENGINE, available_engines
+    from ..core.weights import weights_problem
 
     # the file is hashed, not only looked up in the manifest: a missing or altered file is
     # reported here rather than as a failure of the first registration
@@ -751,8 +759,8 @@ def _cmd_engines(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .core.training import TrainingConfig
-    from .pipeline.training import train
+    from ..core.training import TrainingConfig
+    from ..pipeline.training import train
 
     changes: dict = {"device": args.device}
     if args.steps is not None:
@@ -799,7 +807,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         changes["init_weights"] = str(Path(args.init_weights).resolve())
     real_sequences = None
     if args.real_data:
-        from .io import read_sequence
+        from ..io import read_sequence
 
         changes.update(real_data_paths=tuple(str(Path(p).resolve()) for p in args.real_data),
                        real_data_probability=args.real_data_probability)
@@ -888,9 +896,9 @@ def _configure_logging(verbose: int, quiet: bool) -> None:
 def _cmd_batch(args: argparse.Namespace) -> int:
     import logging
 
-    from .pipeline.batch import BatchSettings, run_batch
-    from .pipeline.cohort import discover
-    from .pipeline.series import RegisterSettings
+    from ..pipeline.batch import BatchSettings, run_batch
+    from ..pipeline.cohort import discover
+    from ..pipeline.series import RegisterSettings
 
     log = logging.getLogger("napari_any2reg.batch")
     if not args.inputs and not args.list:
@@ -904,7 +912,7 @@ def _cmd_batch(args: argparse.Namespace) -> int:
     if not 0.0 <= args.r2_threshold <= 1.0:
         raise ValueError(f"--r2-threshold must be between 0 and 1; got {args.r2_threshold}.")
     engine_settings = _engine_settings(args)  # a bad engine option: one line now, not one failure per series
-    from .pipeline.export import parse_export_items
+    from ..pipeline.export import parse_export_items
 
     parse_export_items(args.export)  # likewise an unknown item
     outdir = Path(args.output)
@@ -1009,12 +1017,14 @@ def main(argv: Seq[str] | None = None) -> int:
     _configure_logging(args.verbose, args.quiet)
     handlers = {"register": _cmd_register, "sample": _cmd_sample, "engines": _cmd_engines, "train": _cmd_train, "fit": _cmd_fit,
                 "tre": _cmd_tre, "batch": _cmd_batch, "apply": _cmd_apply}
-    from .core.vocabulary import speaking
+    if args.command not in handlers:  # a command in its own module (see COMMAND_MODULES)
+        handlers[args.command] = importlib.import_module(f"{__name__}.{args.command}").run
+    from ..core.vocabulary import speaking
 
     try:
         with _SigtermAsException(), speaking("cli"):  # errors name the flags, not the API arguments
             if args.command in ("register", "fit"):
-                from .pipeline.series import set_torch_threads
+                from ..pipeline.series import set_torch_threads
 
                 set_torch_threads(args.threads)
             return handlers[args.command](args)
@@ -1027,8 +1037,8 @@ def main(argv: Seq[str] | None = None) -> int:
     except (ValueError, OSError, TypeError) as exc:  # SequenceError/ReadError are ValueErrors
         return _error(exc)
     except RuntimeError as exc:
-        from .core.weights import WeightsError
-        from .pipeline.batch import CohortLocked
+        from ..core.weights import WeightsError
+        from ..pipeline.batch import CohortLocked
 
         if isinstance(exc, (WeightsError, CohortLocked)):  # damaged weights, a busy output folder: the user's to fix
             return _error(exc)
@@ -1041,5 +1051,3 @@ def _error(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
