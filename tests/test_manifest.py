@@ -84,14 +84,19 @@ def test_npe2_discovers_all_contributions(tmp_path):
 
 @pytest.mark.napari
 def test_napari_lists_the_plugin(make_napari_viewer):
-    from napari.plugins import _initialize_plugins, _npe2
+    """The Plugins menu lists our docks and File > Open Sample our phantoms (napari's menus)."""
+    viewer = make_napari_viewer()
+    name = "Any2Reg cardiac motion correction"
 
-    make_napari_viewer()  # initialises napari's plugin system
-    _initialize_plugins()
-    docks = dict(item for kind, item in _npe2.widget_iterator() if kind == "dock")
-    assert docks[PLUGIN] == DOCK_WIDGETS
-    samples = dict(_npe2.sample_iterator())
-    assert set(samples[PLUGIN]) == {"molli", "stone", "cine"}
+    def submenu(menu, text):
+        (found,) = [a.menu() for a in menu.actions() if a.text() == text and a.menu() is not None]
+        return [a.text() for a in found.actions()], found
+
+    docks, _ = submenu(viewer.window.plugins_menu, name)
+    assert docks == [f"{dock} ({name})" for dock in DOCK_WIDGETS]
+    _, samples_menu = submenu(viewer.window.file_menu, "Open Sample")
+    samples, _ = submenu(samples_menu, name)
+    assert samples == ["Phantom MOLLI 5(3)3 with motion", "Phantom STONE-like (11 frames)", "Phantom cine (30 frames)"]
 
 
 def test_manifest_contributes_layers_menus():
@@ -104,40 +109,42 @@ def test_manifest_contributes_layers_menus():
 
 @pytest.mark.napari
 def test_layers_menus_open_the_panels_tabbed(make_napari_viewer, qtbot):
-    """Layers > Register / Measure list our commands, and running them docks the panels as tabs."""
-    from napari._app_model import get_app_model
-    from napari.plugins import _initialize_plugins
-
+    """Layers > Register / Measure list our commands once named (napari appends the plugin's
+    name, so the title does not repeat it); clicking them docks the panels as tabs."""
     viewer = make_napari_viewer()
-    _initialize_plugins()
-    app = get_app_model()
+    suffix = " (Any2Reg cardiac motion correction)"
 
-    def commands(menu_id):
-        return [getattr(getattr(item, "command", None), "id", None) for item in app.menus.get_menu(menu_id)]
+    def entries(submenu):
+        (menu,) = [a.menu() for a in viewer.window.layers_menu.actions() if a.text() == submenu]
+        return {a.text(): a for a in menu.actions() if a.text().endswith(suffix)}
 
-    assert {f"{PLUGIN}.menu_registration", f"{PLUGIN}.menu_review"} <= set(commands("napari/layers/register"))
-    assert {f"{PLUGIN}.menu_mapping", f"{PLUGIN}.menu_landmarks"} <= set(commands("napari/layers/measure"))
+    register, measure = entries("Register"), entries("Measure")
+    assert list(register) == [f"{title}{suffix}" for title in (
+        "Groupwise cardiac registration", "Review a cardiac registration",
+        "Apply a registration to another layer", "Register a cohort of series")]
+    assert list(measure) == [f"{title}{suffix}" for title in (
+        "T1 mapping before and after registration", "Landmarks, TRE and Dice")]
+    assert not any("(Any2Reg)" in text for text in [*register, *measure])
 
+    from napari_any2reg.widgets._dock import dock_of
+    from napari_any2reg.widgets.apply import ApplyWidget
+    from napari_any2reg.widgets.batch import BatchWidget
     from napari_any2reg.widgets.mapping import MappingWidget
     from napari_any2reg.widgets.registration import RegistrationWidget
 
-    app.commands.execute_command(f"{PLUGIN}.menu_registration").result()
-    app.commands.execute_command(f"{PLUGIN}.menu_mapping").result()
-    docks = viewer.window._dock_widgets
-    inner = {name: dock.widget() for name, dock in docks.items()}
-    registration = next(w for w in inner.values() if isinstance(w, RegistrationWidget))
-    mapping = next(w for w in inner.values() if isinstance(w, MappingWidget))
+    def opened():
+        return list(viewer.window.dock_widgets.values())  # napari's public mapping: name -> widget
+
+    register[f"Groupwise cardiac registration{suffix}"].trigger()
+    measure[f"T1 mapping before and after registration{suffix}"].trigger()
+    qtbot.waitUntil(lambda: any(isinstance(w, MappingWidget) for w in opened()), timeout=10_000)
+    registration = next(w for w in opened() if isinstance(w, RegistrationWidget))
+    mapping = next(w for w in opened() if isinstance(w, MappingWidget))
     # the second panel is a tab beside the first, not stacked under it
-    main = viewer.window._qt_window
-    from napari_any2reg.widgets._dock import dock_of
+    main = registration.window()  # Qt's top-level window of the dock: napari's main window
+    qtbot.waitUntil(lambda: dock_of(mapping) in main.tabifiedDockWidgets(dock_of(registration)), timeout=10_000)
 
-    assert dock_of(mapping) in main.tabifiedDockWidgets(dock_of(registration))
-
-    from napari_any2reg.widgets.apply import ApplyWidget
-    from napari_any2reg.widgets.batch import BatchWidget
-
-    assert {f"{PLUGIN}.menu_apply", f"{PLUGIN}.menu_batch"} <= set(commands("napari/layers/register"))
-    app.commands.execute_command(f"{PLUGIN}.menu_apply").result()
-    app.commands.execute_command(f"{PLUGIN}.menu_batch").result()
-    opened = [dock.widget() for dock in viewer.window._dock_widgets.values()]
-    assert any(isinstance(w, ApplyWidget) for w in opened) and any(isinstance(w, BatchWidget) for w in opened)
+    register[f"Apply a registration to another layer{suffix}"].trigger()
+    register[f"Register a cohort of series{suffix}"].trigger()
+    qtbot.waitUntil(lambda: any(isinstance(w, BatchWidget) for w in opened()), timeout=10_000)
+    assert any(isinstance(w, ApplyWidget) for w in opened())

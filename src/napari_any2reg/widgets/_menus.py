@@ -22,30 +22,30 @@ def _open(viewer: Viewer, name: str) -> Any:
 
 
 def open_registration(viewer: Viewer) -> Any:
-    """Layers > Register > Groupwise cardiac registration (Any2Reg)."""
+    """Layers > Register > Groupwise cardiac registration (napari appends the plugin name)."""
     return _open(viewer, "Registration")
 
 
 def open_review(viewer: Viewer) -> Any:
-    """Layers > Register > Review a cardiac registration (Any2Reg)."""
+    """Layers > Register > Review a cardiac registration (napari appends the plugin name)."""
     return _open(viewer, "Review")
 
 
 def open_apply(viewer: Viewer) -> Any:
-    """Layers > Register > Apply a registration to another layer (Any2Reg)."""
+    """Layers > Register > Apply a registration to another layer (napari appends the plugin name)."""
     return _open(viewer, "Apply registration")
 
 
 def open_batch(viewer: Viewer) -> Any:
-    """Layers > Register > Register a cohort of series (Any2Reg)."""
+    """Layers > Register > Register a cohort of series (napari appends the plugin name)."""
     return _open(viewer, "Batch")
 
 
 def open_mapping(viewer: Viewer) -> Any:
-    """Layers > Measure > T1 mapping (Any2Reg)."""
+    """Layers > Measure > T1 mapping (napari appends the plugin name)."""
     return _open(viewer, "T1 mapping")
 
 
 def open_landmarks(viewer: Viewer) -> Any:
-    """Layers > Measure > Landmarks, TRE and Dice (Any2Reg)."""
+    """Layers > Measure > Landmarks, TRE and Dice (napari appends the plugin name)."""
     return _open(viewer, "Landmarks")
