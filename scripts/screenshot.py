@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from qtpy.QtWidgets import QApplication
 
     viewer = napari.Viewer(title="napari-any2reg", show=True)
-    viewer.window._qt_window.resize(*args.size)
+    viewer.window.resize(*args.size)
     (source,) = viewer.open_sample(PLUGIN, args.sample)
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Registration")
     if args.engine:
@@ -66,11 +66,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # the Registration panel puts the registered layer beside the raw one (its default)
     viewer.layers.selection.active = registered
-    viewer.text_overlay.visible = True
-    viewer.text_overlay.text = (
+    label = viewer.canvas.overlays.text  # napari >= 0.9 (viewer.text_overlay is deprecated)
+    label.visible = True
+    label.text = (
         f"left: raw {source.name}   |   right: registered ({result.engine}, frame {frame})"
     )
-    viewer.text_overlay.font_size = 11
+    label.font_size = 11
     viewer.reset_view()
     for _ in range(20):
         app.processEvents()

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from napari_any2reg.core.engines.any2reg import shipped_weights_available
 
     viewer = napari.Viewer(title="napari-any2reg review", show=True)
-    viewer.window._qt_window.resize(*args.size)
+    viewer.window.resize(*args.size)
     app = QApplication.instance()
     (source,) = viewer.open_sample(PLUGIN, args.sample)
     _, registration = viewer.window.add_plugin_dock_widget(PLUGIN, "Registration")

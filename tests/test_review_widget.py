@@ -363,7 +363,7 @@ def test_double_click_plots_the_profile_without_zooming(viewer, registration, re
     source, registered = register_sample(viewer, registration, qtbot)
     wait_review(qtbot, review)
     viewer.layers.selection.active = registered  # pan/zoom mode: napari would zoom
-    zoom = viewer.camera.zoom
+    zoom = viewer.scene.camera.zoom
 
     def double_click(world):
         mouse_double_click_callbacks(viewer, types.SimpleNamespace(position=tuple(world), modifiers=[],
@@ -371,15 +371,15 @@ def test_double_click_plots_the_profile_without_zooming(viewer, registration, re
 
     double_click(registered.data_to_world((3, 40, 20)))
     assert (review.last_profile["y"], review.last_profile["x"]) == (40, 20)
-    assert viewer.camera.zoom == pytest.approx(zoom)
+    assert viewer.scene.camera.zoom == pytest.approx(zoom)
     double_click(source.data_to_world((3, 10, 12)))  # the raw layer (beside) works as well
     assert (review.last_profile["y"], review.last_profile["x"]) == (10, 12)
-    assert viewer.camera.zoom == pytest.approx(zoom)
+    assert viewer.scene.camera.zoom == pytest.approx(zoom)
     outside = np.asarray(registered.data_to_world((3, 40, 20)), float)
     outside[-2] += 10 * registered.data.shape[-2] * registered.scale[-2]
     review.last_profile = None
     double_click(outside)  # not on an image: napari's zoom as usual
-    assert review.last_profile is None and viewer.camera.zoom == pytest.approx(2 * zoom)
+    assert review.last_profile is None and viewer.scene.camera.zoom == pytest.approx(2 * zoom)
 
     # closing the panel gives napari its zoom back
     review.close()

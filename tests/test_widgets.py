@@ -424,7 +424,7 @@ def test_five_panels_fit_a_1280x800_window(make_napari_viewer, qtbot):
     panels = {}
     for name in ("Registration", "Review", "T1 mapping", "Landmarks", "Export"):
         _, panels[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name)
-    main = viewer.window._qt_window
+    main = panels["Registration"].window()  # Qt's top-level window: napari's main window
     first = dock_of(panels["Registration"])
     qtbot.waitUntil(lambda: len(main.tabifiedDockWidgets(first)) == 4, timeout=10_000)
     for name, panel in panels.items():
@@ -432,7 +432,7 @@ def test_five_panels_fit_a_1280x800_window(make_napari_viewer, qtbot):
         assert panel.scroll_area.widget() is not None
     hint = main.minimumSizeHint()
     assert hint.height() <= 800 and hint.width() <= 1280, hint
-    main.resize(1280, 800)
+    viewer.window.resize(1280, 800)
     qtbot.waitUntil(lambda: main.height() <= 800 and main.width() <= 1280, timeout=5_000)
     assert main.height() == 800 and main.width() == 1280
     # every panel is reachable: raising a tab shows it at a usable height
