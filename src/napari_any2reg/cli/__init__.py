@@ -388,6 +388,8 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
     tr.add_argument("--motion-mm", type=_float_pair, default=None, metavar="LO,HI", help="phantom breathing motion range in mm (default: 3,15)")
     tr.add_argument("--real-data", action="append", default=None, metavar="FILE", help="a real sequence used semi-synthetically (pre-aligned, then moved by known motion); repeat for several")
     tr.add_argument("--real-data-probability", type=float, default=0.3, help="share of steps drawn from --real-data (default: %(default)s)")
+    tr.add_argument("--spacing-mm-range", type=_float_pair, default=None, metavar="LO,HI", help="random training grids: isotropic pixel spacing drawn from LO-HI mm per phantom / real draw (with --size-px-range; default: the fixed 3 mm grid)")
+    tr.add_argument("--size-px-range", type=_float_pair, default=None, metavar="LO,HI", help="random training grids: square size drawn from LO-HI pixels (multiples of 8; with --spacing-mm-range)")
     tr.add_argument("--real-motion-mm", type=_float_pair, default=None, metavar="LO,HI", help="injected motion range on real data in mm (default: 3,20)")
     tr.add_argument("--real-base", default=None, choices=("groupwise", "model"), help="semi-synthetic base of --real-data: the groupwise-aligned frames, or those regenerated motion-free from per-pixel model maps with fresh noise per draw (default: groupwise)")
     tr.add_argument("--real-schedule-probability", type=float, default=None, metavar="P", help="with --real-base model: share of draws from a real MOLLI series regenerated from its fitted maps at a random MOLLI schedule (moves the null crossings to other frames; default: 0)")
@@ -798,6 +800,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for name, field in (("lambda_supervised", "lambda_supervised"),
                         ("zero_motion_probability", "zero_motion_probability"),
                         ("still_unsupervised_weight", "still_unsupervised_weight"), ("motion_mm", "motion_mm_range"),
+                        ("spacing_mm_range", "spacing_mm_range"), ("size_px_range", "size_px_range"),
                         ("real_motion_mm", "real_motion_mm_range"), ("real_base", "real_base"),
                         ("real_schedule_probability", "real_schedule_probability"),
                         ("validation_still_seed", "validation_still_seed")):

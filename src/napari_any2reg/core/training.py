@@ -56,6 +56,7 @@ run would have drawn. No Qt / napari imports.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -152,7 +153,16 @@ class TrainingConfig:
         Run identity and length; ``sequences_per_step`` sequences (of different N) are
         accumulated into one gradient step.
     shape, spacing_mm
-        Training grid ``(H, W)`` and pixel spacing ``(dy, dx)`` in mm.
+        Training grid ``(H, W)`` and pixel spacing ``(dy, dx)`` in mm (the validation grid,
+        and the nominal spacing stored with the weights).
+    spacing_mm_range, size_px_range
+        Random training grids (``None``: every draw at ``shape`` / ``spacing_mm``): each
+        phantom and each draw from a real series gets an isotropic spacing drawn uniformly
+        from ``spacing_mm_range`` and a square size drawn from ``size_px_range`` (pixels,
+        inclusive, rounded to a multiple of 8), so one weights file sees the scan's own
+        grids (1.0-2.0 mm) as well as the coarse 3 mm one; fine spacings with small sizes
+        keep a step about as cheap as the fixed grid (a 96-128 px crop at 1 mm is the heart
+        and its surroundings). The network is fully convolutional: nothing else changes.
     n_frames_range
         Frames per training sequence (inclusive). MOLLI has 8 / 9 frames by its schedule
         (a subset may be drawn from them).
@@ -249,6 +259,8 @@ class TrainingConfig:
     sequences_per_step: int = 1
     shape: tuple[int, int] = (96, 96)
     spacing_mm: tuple[float, float] = (3.0, 3.0)
+    spacing_mm_range: tuple[float, float] | None = None
+    size_px_range: tuple[int, int] | None = None
     n_frames_range: tuple[int, int] = (4, 24)
     kinds: dict[str, float] = dataclasses.field(default_factory=_default_kinds)
     snr_range: tuple[float, float] = (15.0, 80.0)
@@ -316,6 +328,10 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         self.shape = tuple(int(s) for s in self.shape)
         self.spacing_mm = tuple(float(s) for s in self.spacing_mm)
+        if self.spacing_mm_range is not None:
+            self.spacing_mm_range = tuple(float(v) for v in self.spacing_mm_range)
+        if self.size_px_range is not None:
+            self.size_px_range = tuple(int(v) for v in self.size_px_range)
         self.n_frames_range = tuple(int(n) for n in self.n_frames_range)
         for name in ("snr_range", "motion_mm_range", "rotation_deg_range", "nonrigid_mm_range",
                      "nonrigid_scale_mm_range", "heart_rate_range", "real_motion_mm_range", "real_snr_range"):
@@ -336,6 +352,15 @@ class TrainingConfig:
             raise ValueError(f"shape must be (H, W) with H, W >= 16; got {self.shape}")
         if len(self.spacing_mm) != 2 or min(self.spacing_mm) <= 0:
             raise ValueError(f"spacing_mm must be two positive numbers; got {self.spacing_mm}")
+        if (self.spacing_mm_range is None) != (self.size_px_range is None):
+            raise ValueError("spacing_mm_range and size_px_range go together (random training grids); give both or neither")
+        if self.spacing_mm_range is not None:
+            lo, hi = self.spacing_mm_range
+            if len(self.spacing_mm_range) != 2 or not 0 < lo <= hi:
+                raise ValueError(f"spacing_mm_range must be (low, high) in mm with 0 < low <= high; got {self.spacing_mm_range}")
+            lo, hi = self.size_px_range
+            if len(self.size_px_range) != 2 or not 16 <= lo <= hi:
+                raise ValueError(f"size_px_range must be (low, high) in pixels with 16 <= low <= high; got {self.size_px_range}")
         lo, hi = self.n_frames_range
         if lo < 2 or hi < lo:
             raise ValueError(f"n_frames_range must satisfy 2 <= min <= max; got {self.n_frames_range}")
@@ -414,6 +439,20 @@ class TrainingSample(NamedTuple):
 def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
     lo, hi = bounds
     return float(lo if hi <= lo else rng.uniform(lo, hi))
+
+
+def _random_grid(rng: np.random.Generator, config: TrainingConfig) -> TrainingConfig:
+    """``config`` at a random training grid (:attr:`TrainingConfig.spacing_mm_range`,
+    ``size_px_range``); ``config`` itself (no draw from ``rng``) when those are unset."""
+    if config.spacing_mm_range is None:
+        return config
+    spacing = _uniform(rng, config.spacing_mm_range)
+    lo, hi = config.size_px_range
+    size = max(16, int(round(int(rng.integers(lo, hi + 1)) / 8)) * 8)
+    # not dataclasses.replace: that would validate and copy every field at every draw
+    grid = copy.copy(config)
+    grid.shape, grid.spacing_mm = (size, size), (spacing, spacing)
+    return grid
 
 
 def _phantom_arguments(rng: np.random.Generator, config: TrainingConfig) -> dict[str, Any]:
@@ -507,7 +546,7 @@ def _use_phantom(phantom, rng: np.random.Generator, config: TrainingConfig) -> T
     frames = torch.from_numpy(np.ascontiguousarray(phantom.sequence.frames[keep]))
     disp = torch.from_numpy(np.ascontiguousarray(phantom.displacement[keep]))
     mask = torch.from_numpy(np.asarray(phantom.heart_mask, bool))
-    if config.dihedral and config.shape[0] == config.shape[1]:
+    if config.dihedral and frames.shape[-2] == frames.shape[-1]:
         flags = rng.random(3) < 0.5
         frames, disp, mask = _dihedral(frames, disp, mask, bool(flags[0]), bool(flags[1]), bool(flags[2]))
     elif config.dihedral:
@@ -596,14 +635,15 @@ class _RealData:
 
         self.config = config
         self.bases: list[torch.Tensor] = []
+        self.base_spacings: list[tuple[float, float]] = []
         self.maps: list[dict[str, Any] | None] = []  # fitted MOLLI maps (real_schedule_probability)
         for seq in sequences:
             frames = torch.from_numpy(normalise_intensities(seq.frames))
-            size = _training_size(frames.shape[-2:], seq.spacing_mm, config.spacing_mm)
-            if size != tuple(frames.shape[-2:]):
-                shrink = size[0] < frames.shape[-2] or size[1] < frames.shape[-1]
-                frames = F.interpolate(frames[:, None], size=size, mode="bilinear", align_corners=True, antialias=shrink)[:, 0]
-            aligned = register(Sequence(frames.numpy(), spacing_mm=config.spacing_mm), engine="groupwise", device="cpu").registered
+            # random training grids: the base stays at the scan's spacing, each draw resamples it
+            base_spacing = tuple(float(v) for v in seq.spacing_mm) if config.spacing_mm_range is not None else config.spacing_mm
+            frames = _resample_frames(frames, seq.spacing_mm, base_spacing)
+            aligned = register(Sequence(frames.numpy(), spacing_mm=base_spacing), engine="groupwise", device="cpu").registered
+            self.base_spacings.append(base_spacing)
             maps = None
             if config.real_base == "model":
                 from .semisynthetic import motion_free_series
@@ -628,6 +668,8 @@ class _RealData:
         if maps is not None and rng.random() < config.real_schedule_probability:
             base = torch.from_numpy(_series_at_random_schedule(maps, rng)[0])
         frames = base[torch.from_numpy(_frame_subset(rng, base.shape[0], config))]
+        config = _random_grid(rng, config)
+        frames = _resample_frames(frames, self.base_spacings[index], config.spacing_mm)
         H, W = config.shape
         frames = _crop_near_centre(frames, config.shape, rng).numpy()
         n = frames.shape[0]
@@ -697,6 +739,16 @@ def _crop_near_centre(frames: torch.Tensor, shape: tuple[int, int], rng: np.rand
     return frames[:, top:top + H, left:left + W]
 
 
+def _resample_frames(frames: torch.Tensor, spacing_mm, target_spacing_mm) -> torch.Tensor:
+    """``(N, h, w)`` frames at ``spacing_mm`` resampled (corner-aligned, like predict;
+    anti-aliased when shrinking) to ``target_spacing_mm``; unchanged when the grid is the same."""
+    size = _training_size(frames.shape[-2:], spacing_mm, target_spacing_mm)
+    if size == tuple(frames.shape[-2:]):
+        return frames
+    shrink = size[0] < frames.shape[-2] or size[1] < frames.shape[-1]
+    return F.interpolate(frames[:, None], size=size, mode="bilinear", align_corners=True, antialias=shrink)[:, 0]
+
+
 def _training_size(shape, spacing_mm, training_spacing_mm) -> tuple[int, int]:
     """Grid size of ``shape`` at ``spacing_mm`` resampled (corner-aligned) to the training spacing."""
     return tuple(max(2, int(round((s - 1) * sp / t)) + 1) for s, sp, t in zip(shape, spacing_mm, training_spacing_mm))
@@ -726,7 +778,8 @@ class _Sampler:
             self.cache.move_to_end(index)
             return self.cache[index]
         rng = np.random.default_rng([self.config.seed, 7919, index])
-        phantom = _make_phantom_safely(_phantom_arguments(rng, self.config))
+        # the grid is drawn from the phantom's own stream: a resumed run regenerates it exactly
+        phantom = _make_phantom_safely(_phantom_arguments(rng, _random_grid(rng, self.config)))
         self.cache[index] = phantom
         while len(self.cache) > self.config.phantom_pool + 1:
             self.cache.popitem(last=False)
@@ -1352,7 +1405,13 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
 
     sampler = _Sampler(config, real_sequences, user_sequences)
     phantoms: list[Any] | None = None
-    mask = border_mask(config.shape, device, margin_fraction=config.border_margin)
+    masks: dict[tuple[int, int], torch.Tensor] = {}  # similarity mask per training grid (random grids)
+
+    def mask_for(shape: tuple[int, int]) -> torch.Tensor:
+        if shape not in masks:
+            masks[shape] = border_mask(shape, device, margin_fraction=config.border_margin)
+        return masks[shape]
+
     log_file = open(log_path, "a")
     step = start_step
     call_start = time.perf_counter()
@@ -1376,6 +1435,7 @@ def _train(config: TrainingConfig, out_dir, device: torch.device, *, resume: boo
             for b in range(config.sequences_per_step):
                 sample, info = sampler.draw(rng, step * config.sequences_per_step + b)
                 frames = sample.frames.to(device)
+                mask = mask_for(tuple(frames.shape[-2:]))
                 loss, terms, u = training_loss(net, frames, config, generator, projection=projection, mask=mask,
                                                scorer=scorer if scores_weight(k) else None,
                                                true_displacement=sample.displacement, heart_mask=sample.heart_mask)
