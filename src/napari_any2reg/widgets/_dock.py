@@ -16,10 +16,13 @@ import math
 import weakref
 from typing import Any
 
+import numpy as np
+
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import QComboBox, QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
 
-__all__ = ["compact_combos", "scroll_body", "tabify_panel", "dock_of", "install_frame_label", "frame_label_text", "text_overlay"]
+__all__ = ["compact_combos", "scroll_body", "tabify_panel", "dock_of", "install_frame_label", "frame_label_text",
+           "text_overlay", "visible_world_rect", "fit_view_to"]
 
 #: Live panels (weak), so a newly docked panel finds the others to tab with.
 _PANELS: "weakref.WeakSet[QWidget]" = weakref.WeakSet()
@@ -136,6 +139,42 @@ def tabify_panel(panel: QWidget) -> bool:
         dock.show()
         dock.raise_()
         return True
+    return False
+
+
+# ---------------------------------------------------------------------- view
+def visible_world_rect(viewer: Any) -> tuple[float, float, float, float]:
+    """``(y0, x0, y1, x1)``: the part of the 2-D world the canvas shows now (world units, mm).
+
+    From napari's public camera (``scene.camera``: centre, zoom = canvas pixels per world unit)
+    and the canvas size in pixels.
+    """
+    camera = viewer.scene.camera
+    cy, cx = (float(c) for c in camera.center[-2:])
+    height, width = (float(v) for v in viewer.canvas.size)
+    zoom = float(camera.zoom)
+    half_h, half_w = height / (2.0 * zoom), width / (2.0 * zoom)
+    return cy - half_h, cx - half_w, cy + half_h, cx + half_w
+
+
+def fit_view_to(viewer: Any, layers: Any) -> bool:
+    """Fit the view (napari's Home button) when part of ``layers`` lies outside what the canvas shows.
+
+    Results placed beside or below their source (registered frames, T1 maps) are otherwise
+    off-screen on a small window until the user finds the Home button; a view the user zoomed
+    into that already shows the new layers is left as it is. Returns ``True`` when it refitted.
+    """
+    if viewer.dims.ndisplay != 2:
+        return False
+    y0, x0, y1, x1 = visible_world_rect(viewer)
+    for layer in layers:
+        extent = np.asarray(layer.extent.world, dtype=float)[:, -2:]
+        # half a pixel of slack: napari's extent runs to the pixel edges, its fit to the centres
+        slack = 0.5 * np.abs(np.asarray(layer.scale, dtype=float)[-2:])
+        (ly0, lx0), (ly1, lx1) = extent[0] + slack, extent[1] - slack
+        if ly0 < y0 or lx0 < x0 or ly1 > y1 or lx1 > x1:
+            viewer.reset_view()
+            return True
     return False
 
 

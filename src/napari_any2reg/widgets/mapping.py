@@ -29,7 +29,7 @@ from ..core.device import DEVICE_CHOICES
 from ..core.mapping import T1_MODELS, T1FitResult, fit_t1, model_for_kind
 from ..core.mapping_roi import DEFAULT_R2_THRESHOLD
 from ._base import WorkerDock
-from ._dock import compact_combos, install_frame_label, scroll_body
+from ._dock import compact_combos, fit_view_to, install_frame_label, scroll_body
 from ._layers import REGISTERED_SUFFIX, axes_kwargs
 from ._mapping_helpers import (
     MapJob,
@@ -411,6 +411,8 @@ class MappingWidget(WorkerDock):
         def finish() -> None:
             if side_by_side:
                 link_maps(added)
+            # the maps lie below the sequences: fit the view when they are off-screen
+            fit_view_to(self.viewer, [layer for layers in added.values() for layer in layers if layer.visible])
             self.progress_bar.setValue(100)
             self.set_status(format_outcome(outcome))
 

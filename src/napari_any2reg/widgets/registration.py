@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 from ..core.device import DEVICE_CHOICES, describe_device
 from ..core.registration import RegistrationResult, register
 from ._base import WorkerDock
-from ._dock import compact_combos, install_frame_label, scroll_body
+from ._dock import compact_combos, fit_view_to, install_frame_label, scroll_body
 from ._engine_options import DEFAULT_ENGINE, DEFAULT_ITERATIONS_SCALE, METRICS, EngineOptionsForm, engine_option_names
 from ._layers import REGISTERED_SUFFIX, axes_kwargs, beside_translate, sequence_from_layer_fields
 from ._pickers import LayerPicker, cuda_available, is_sequence_layer
@@ -418,8 +418,9 @@ class RegistrationWidget(WorkerDock):
             existing.scale = source.scale
             existing.translate = translate
             existing.contrast_limits = source.contrast_limits
+            layer = existing
         else:
-            self.viewer.add_image(
+            layer = self.viewer.add_image(
                 result.registered,
                 name=name,
                 scale=source.scale,
@@ -429,6 +430,7 @@ class RegistrationWidget(WorkerDock):
                 metadata=metadata,
                 **axes_kwargs(len(source.scale)),
             )
+        fit_view_to(self.viewer, [layer])  # "beside the source" lies off-screen on a small window
         self.last_result = result
         self.progress_bar.setValue(100)
         self.set_status(format_summary(result))
