@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from napari_any2reg.core.mapping import (
+    DecayModel,
     FAILURE_REASONS,
     T1_MODELS,
     fit_t1,
@@ -100,6 +101,9 @@ def test_model_signal_reproduces_the_fitted_curves():
         kind = "sasha" if model.startswith("sasha") else "stone"
         timings = sasha_saturation_times(10) if kind == "sasha" else ti
         curves = signal_model(kind, T1_RANGE[:5], 1.0, timings)
+        if isinstance(T1_MODELS[model], DecayModel):  # T2 / T2*: a decay over echo times
+            timings = np.array([2.0, 10.0, 25.0, 40.0, 55.0, 80.0])
+            curves = np.exp(-timings[:, None] / np.array([20.0, 45.0, 60.0, 120.0, 250.0])[None])
         result = fit_t1(curves, timings, model, device="cpu")
         np.testing.assert_allclose(np.abs(model_signal(model, result.params, timings)), curves, atol=1e-4)
 
@@ -275,7 +279,7 @@ def test_timings_count_mismatch_names_both_numbers_and_the_fix():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"model": "t2star"}, "Unknown T1 model"),
+        ({"model": "t1rho"}, "Unknown T1 model"),
         ({"timings_ms": None}, "no inversion times given"),
         ({"mask": np.ones((3, 3), bool)}, "mask has shape"),
         ({"timings_ms": [100.0] * 8}, "at least 2 distinct"),

@@ -1,4 +1,5 @@
-"""Quantitative T1 mapping: vectorised per-pixel fits of MOLLI, STONE, SASHA and IR curves.
+"""Quantitative mapping: vectorised per-pixel fits of MOLLI, STONE, SASHA and IR curves (T1)
+and of T2-prepared, multi-echo spin-echo and multi-gradient-echo decays (T2, T2*).
 
 Every pixel is fitted at once in torch (CPU or CUDA, ``docs/design.md`` §8, T1 models):
 
@@ -29,7 +30,15 @@ name        signal                           T1                          polarit
 ``stone2``  ``M0 (1 − 2 exp(−t/T1))``        ``T1``                      restored
 ``sasha``   ``A (1 − B exp(−t/T1))``         ``T1``                      no
 ``sasha2``  ``A (1 − exp(−t/T1))``           ``T1``                      no
+``t2``      ``S0 exp(−t/T2)``                ``T2``                      no
+``t2c``     ``S0 exp(−t/T2) + C``            ``T2``                      no
+``t2star``  ``S0 exp(−t/T2*)``               ``T2*``                     no
 ==========  ===============================  ==========================  =========
+
+For the decay models (:class:`DecayModel`, :class:`DecayOffsetModel`; ``docs/design.md`` §8)
+``t`` is the echo time of each frame: the T2-preparation duration of a T2-prepared bSSFP
+series, the TE of a multi-echo spin echo or of a multi-gradient echo (T2*), never ``inf``;
+``noise_floor=`` truncates each pixel's curve at the first echo at the noise floor.
 
 Each model is a :class:`T1Model` subclass (signal, Jacobian, initial guess, bounds, derived T1,
 reported parameters, timing name, description); the fit calls its methods and never branches
@@ -42,6 +51,7 @@ usually on :class:`RecoveryModel` or :class:`FixedEfficiencyModel`; it is then i
 from __future__ import annotations
 
 import dataclasses
+import math
 import threading
 import time
 from typing import Any, Callable
@@ -56,6 +66,8 @@ __all__ = [
     "T1Model",
     "RecoveryModel",
     "FixedEfficiencyModel",
+    "DecayModel",
+    "DecayOffsetModel",
     "T1_MODELS",
     "register_t1_model",
     "T1FitResult",
@@ -100,9 +112,24 @@ class T1Model:
     polarity_restoration: bool = True
     timing_name: str = "inversion_times_ms"
     kinds: tuple[str, ...] = ()
+    #: What the fitted time constant is in MR terms ("T1", "T2", "T2*"): labels and messages.
+    quantity: str = "T1"
+    #: File stem and key of the map (``t1.tif``, ``t1_sd.tif``; ``t2.tif``; ``t2star.tif``).
+    map_name: str = "t1"
+    #: Default allowed range (ms) of the time constant and of the derived time (``t1_range_ms``).
+    range_ms: tuple[float, float] = (10.0, 8000.0)
+    #: Whether a timing may be ``inf`` (a frame without preparation: ``exp(-t/T) = 0``).
+    infinite_timing_allowed: bool = True
+    #: Default maximum Levenberg–Marquardt iterations (``fit_t1(iterations=)``).
+    iterations: int = 20
 
     def __repr__(self) -> str:
-        return f"<T1 model {self.name!r}: {self.description}>"
+        return f"<{self.quantity} model {self.name!r}: {self.description}>"
+
+    @property
+    def timing_label(self) -> str:
+        """The per-frame times in words, for messages (``"inversion times"``, ``"echo times"``)."""
+        return self.timing_name.replace("_ms", "").replace("_", " ")
 
     # ---- signal (torch, internal parameters)
     def signal(self, theta: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,6 +252,93 @@ class FixedEfficiencyModel(T1Model):
         return values[0] * (1.0 - self.kappa * decay)
 
 
+class DecayModel(T1Model):
+    """``S = S0 exp(-t/T)``: 2 parameters ``S0, T``, linear in ``S0`` for a fixed ``T``.
+
+    The decay family (T2, T2*): ``t`` is an echo time (a T2-preparation duration, a spin-echo
+    or a gradient-echo TE), the signal falls from ``S0`` with ``t``; magnitude data need no
+    polarity restoration and no timing is infinite.
+    """
+
+    n_params = 2
+    param_names = ("S0", "t2_ms")
+    polarity_restoration = False
+    timing_name = "echo_times_ms"
+    quantity = "T2"
+    map_name = "t2"
+    range_ms = (1.0, 3000.0)
+    infinite_timing_allowed = False
+
+    def signal(self, theta, t):
+        e = _decay(t[:, None], theta[None, :, -1])
+        return theta[None, :, 0] * e, e
+
+    def jacobian(self, theta, t, e):
+        time_constant = theta[:, -1]
+        # d/dT S0 exp(-t/T) = S0 t exp(-t/T) / T²
+        return [e, _t_times_decay(t, e) * (theta[:, 0] / (time_constant * time_constant))[None]]
+
+    def initial_guess(self, y, t, time_constant):
+        e = _decay(t[:, None], time_constant[None, :])
+        return torch.stack([(y * e).sum(0) / (e * e).sum(0), time_constant], dim=1)
+
+    def grid_score(self, u, sy, sums):
+        return u * u / sums["see"], u > 0  # S0 = sum(y e) / sum(e²) > 0
+
+    def physical(self, theta):
+        return theta[:, 0] > 0
+
+    def reported_params(self, theta, scale):
+        return [theta[:, 0] * scale, theta[:, 1]]
+
+    def signal_from_params(self, values, decay):
+        return values[0] * decay
+
+
+class DecayOffsetModel(DecayModel):
+    """``S = S0 exp(-t/T) + C``: 3 parameters ``S0, C, T``, linear in ``S0, C`` for a fixed ``T``.
+
+    The offset ``C`` absorbs a noise floor or the T1 recovery of a T2-prepared readout; it is
+    reported, not constrained (only ``S0 > 0`` is required).
+    """
+
+    n_params = 3
+    param_names = ("S0", "C", "t2_ms")
+    iterations = 60  # the offset makes a long, flat valley: a noiseless curve needs ~50 steps
+
+    def signal(self, theta, t):
+        e = _decay(t[:, None], theta[None, :, -1])
+        return theta[None, :, 0] * e + theta[None, :, 1], e
+
+    def jacobian(self, theta, t, e):
+        time_constant = theta[:, -1]
+        return [e, 1.0, _t_times_decay(t, e) * (theta[:, 0] / (time_constant * time_constant))[None]]
+
+    def initial_guess(self, y, t, time_constant):
+        e = _decay(t[:, None], time_constant[None, :])
+        n = float(y.shape[0])
+        se, see = e.sum(0), (e * e).sum(0)
+        sy, sye = y.sum(0), (y * e).sum(0)
+        det = n * see - se * se
+        det = torch.where(det.abs() > 1e-300, det, torch.full_like(det, 1e-300))
+        s0 = (n * sye - se * sy) / det
+        c = (see * sy - se * sye) / det
+        return torch.stack([s0, c, time_constant], dim=1)
+
+    def grid_score(self, u, sy, sums):
+        n, se, see = sums["n"], sums["se"], sums["see"]
+        det = n * see - se * se
+        # the least-squares projection on span{1, e}, as for RecoveryModel; S0 ∝ n u − se sy
+        f = u * (n / det * u - 2.0 * se / det * sy) + see / det * (sy * sy)
+        return f, n * u - se * sy > 0
+
+    def reported_params(self, theta, scale):
+        return [theta[:, 0] * scale, theta[:, 1] * scale, theta[:, 2]]
+
+    def signal_from_params(self, values, decay):
+        return values[0] * decay + values[1]
+
+
 #: The registered models by name (:func:`register_t1_model`); the CLI and the widgets list them.
 T1_MODELS: dict[str, T1Model] = {}
 
@@ -320,6 +434,34 @@ class Sasha2(FixedEfficiencyModel):
     timing_name = "saturation_times_ms"
 
 
+@register_t1_model
+class T2(DecayModel):
+    """T2 from T2-prepared images (the T2-prep durations ``TE_prep``) or a multi-echo spin echo."""
+
+    name = "t2"
+    description = "T2, 2-parameter S0 exp(-TE/T2) (T2-prep durations or spin-echo TEs)"
+    kinds = ("t2prep",)
+
+
+@register_t1_model
+class T2Offset(DecayOffsetModel):
+    name = "t2c"
+    description = "T2, 3-parameter S0 exp(-TE/T2) + C (with a constant offset)"
+
+
+@register_t1_model
+class T2Star(DecayModel):
+    """T2* over the echo times of a multi-gradient-echo series (e.g. myocardial iron)."""
+
+    name = "t2star"
+    description = "T2*, 2-parameter S0 exp(-TE/T2*) over gradient-echo TEs"
+    param_names = ("S0", "t2star_ms")
+    quantity = "T2*"
+    map_name = "t2star"
+    range_ms = (0.5, 2000.0)
+    kinds = ("mge",)
+
+
 #: ``failure_code`` values. 0 also marks pixels outside the mask (see ``T1FitResult.mask``).
 FAILURE_REASONS = {
     0: "ok",
@@ -388,14 +530,19 @@ class FitCancelled(Cancelled):
 class T1FitResult:
     """Per-pixel output of :func:`fit_t1` (all maps have the input's spatial shape).
 
+    The fitted time is T1 for the recovery models and T2 / T2* for the decay models; the
+    fields keep their historical T1 names, :attr:`quantity` says which it is and
+    :attr:`map_ms` / :attr:`map_sd_ms` name it neutrally.
+
     Attributes
     ----------
     model : str
         Name of the fitted model (a key of :data:`T1_MODELS`).
     t1_ms : ndarray float32
-        T1 in ms (MOLLI: Look-Locker corrected). NaN outside the mask and where the fit failed.
+        T1 in ms (MOLLI: Look-Locker corrected); T2 or T2* for a decay model. NaN outside the
+        mask and where the fit failed.
     t1_sd_ms : ndarray float32
-        SD of T1 from the fit covariance (ms).
+        SD of T1 (T2, T2*) from the fit covariance (ms).
     r_squared : ndarray float32
         Coefficient of determination of the fit on the polarity-restored data.
     residual_rms : ndarray float32
@@ -416,6 +563,11 @@ class T1FitResult:
         Where the fit ran, e.g. ``"cpu (2 threads)"``.
     seconds : float
         Wall-clock time of the fit.
+    n_echoes_used : ndarray int16 or None
+        With ``noise_floor``: the echoes fitted per pixel (the leading ones above the floor);
+        ``None`` when every frame was fitted.
+    noise_floor : float or None
+        The ``noise_floor`` the echoes were truncated at.
     """
 
     model: str
@@ -431,6 +583,30 @@ class T1FitResult:
     timings_ms: np.ndarray
     device: str
     seconds: float
+    n_echoes_used: np.ndarray | None = None
+    noise_floor: float | None = None
+
+    @property
+    def quantity(self) -> str:
+        """What the map is: ``"T1"``, ``"T2"`` or ``"T2*"`` (the model's ``quantity``)."""
+        spec = T1_MODELS.get(self.model)
+        return spec.quantity if spec else "T1"
+
+    @property
+    def map_name(self) -> str:
+        """File stem of the map: ``"t1"``, ``"t2"`` or ``"t2star"`` (``t2.tif``, ``t2_sd.tif``)."""
+        spec = T1_MODELS.get(self.model)
+        return spec.map_name if spec else "t1"
+
+    @property
+    def map_ms(self) -> np.ndarray:
+        """The fitted T1, T2 or T2* map (ms): :attr:`t1_ms` under a name for any quantity."""
+        return self.t1_ms
+
+    @property
+    def map_sd_ms(self) -> np.ndarray:
+        """SD of :attr:`map_ms` (ms)."""
+        return self.t1_sd_ms
 
     @property
     def n_failed(self) -> int:
@@ -491,7 +667,12 @@ class T1FitResult:
             "n_fitted": self.n_fitted,
             "n_failed": self.n_failed,
             "failures": self.failure_counts(),
-            "t1_median_ms": float(np.median(t1)) if t1.size else None,
+            "quantity": self.quantity,
+            f"{self.map_name}_median_ms": float(np.median(t1)) if t1.size else None,
+            **({} if self.noise_floor is None else {
+                "noise_floor": float(self.noise_floor),
+                "n_truncated": int(((self.n_echoes_used < len(self.timings_ms)) & self.mask).sum()),
+            }),
         }
 
 
@@ -503,14 +684,19 @@ def fit_t1(
     *,
     mask: Any = None,
     device: str | torch.device = "auto",
-    t1_range_ms: tuple[float, float] = (10.0, 8000.0),
+    t1_range_ms: tuple[float, float] | None = None,
     n_grid: int = 60,
-    iterations: int = 20,
+    iterations: int | None = None,
     polarity_restoration: bool | None = None,
+    noise_floor: float | None = None,
     progress: Callable[[float, str], None] | None = None,
     cancel: Any = None,
 ) -> T1FitResult:
-    """Fit a T1 model to every pixel of a magnitude image series.
+    """Fit a relaxation model (T1, T2 or T2*) to every pixel of a magnitude image series.
+
+    The one fitter of every model in :data:`T1_MODELS`: the recovery models (T1) and the
+    decay models ``t2``, ``t2c`` and ``t2star`` (T2 / T2*; the result's ``t1_ms`` then holds
+    the T2 / T2* map, also as :attr:`T1FitResult.map_ms`, named by :attr:`T1FitResult.quantity`).
 
     Parameters
     ----------
@@ -521,24 +707,37 @@ def fit_t1(
         modified.
     timings_ms : array_like, shape (N,), optional
         Inversion (MOLLI, STONE, IR) or saturation (SASHA) time of each frame in ms; ``inf``
-        for a frame without preparation. Required unless ``frames`` is a Sequence with timings.
+        for a frame without preparation. For the decay models the echo time of each frame:
+        the T2-preparation duration or spin-echo TE (``t2``, ``t2c``), the gradient-echo TE
+        (``t2star``). Required unless ``frames`` is a Sequence with timings.
     model : str, optional
         One of :data:`T1_MODELS` (``molli``, ``ir``, ``stone``, ``stone2``, ``sasha``,
-        ``sasha2``). Defaults to the Sequence's kind (:func:`model_for_kind`).
+        ``sasha2``, ``t2``, ``t2c``, ``t2star``). Defaults to the Sequence's kind
+        (:func:`model_for_kind`).
     mask : array_like of bool, shape (...), optional
         Fit only these pixels (e.g. a heart mask); the others are NaN and not counted as failed.
     device : {"auto", "cpu", "cuda"} or torch.device
         Where to compute.
-    t1_range_ms : (float, float)
-        Allowed range of the time constant (T1*, or T1) and of T1. A fit ending on a bound
-        counts as failed.
+    t1_range_ms : (float, float), optional
+        Allowed range of the time constant (T1*, T1, T2 or T2*) and of the derived T1. A fit
+        ending on a bound counts as failed. Default: the model's ``range_ms`` (10-8000 ms for
+        T1, 1-3000 ms for T2, 0.5-2000 ms for T2*).
     n_grid : int
         Number of log-spaced time constants in the initial grid search.
-    iterations : int
-        Maximum Levenberg–Marquardt iterations (it stops earlier once converged).
+    iterations : int, optional
+        Maximum Levenberg–Marquardt iterations (it stops earlier once converged). Default:
+        the model's ``iterations`` (20; 60 for ``t2c``).
     polarity_restoration : bool, optional
         Try negating the ``k`` shortest-TI samples, ``k = 0..N-1``, and keep the best fit.
-        Default: on for the inversion-recovery models (magnitude data), off for SASHA.
+        Default: on for the inversion-recovery models (magnitude data), off for SASHA and the
+        decay models.
+    noise_floor : float, optional
+        Decay models only (T2*: truncation of a multi-echo curve): per pixel, the echoes from
+        the first one whose magnitude is at or below this level (signal units; e.g. two to
+        three times the mean background magnitude) are left out of the fit, so a fast decay
+        is not biased by echoes that carry only noise. At least ``p + 1`` echoes (``p`` the
+        model's parameters) are kept. The number used per pixel is
+        :attr:`T1FitResult.n_echoes_used`. Default: every echo is fitted.
     progress : callable(fraction, message), optional
         Progress callback.
     cancel : threading.Event or callable returning bool, optional
@@ -552,8 +751,9 @@ def fit_t1(
     ------
     ValueError
         Unknown model, missing timings, a number of timings different from the number of
-        frames, too few frames or distinct times for the model, complex data, or a mask of
-        the wrong shape.
+        frames, too few frames or distinct times for the model, an infinite echo time, a
+        ``noise_floor`` for a recovery model or one that is not a finite number >= 0, complex
+        data, or a mask of the wrong shape.
     FitCancelled
         When ``cancel`` was set.
 
@@ -576,9 +776,14 @@ def fit_t1(
             )
     spec = _get_model(model)
     timings = _check_timings(timings, data.shape[0], spec)
+    if t1_range_ms is None:
+        t1_range_ms = spec.range_ms
     lo, hi = (float(v) for v in t1_range_ms)
     if not 0 < lo < hi:
         raise ValueError(f"t1_range_ms must be (low, high) with 0 < low < high; got {t1_range_ms}.")
+    floor = _check_noise_floor(noise_floor, spec)
+    if iterations is None:
+        iterations = spec.iterations
     if int(n_grid) < 4:
         raise ValueError(f"n_grid must be at least 4; got {n_grid}.")
     restore = spec.polarity_restoration if polarity_restoration is None else bool(polarity_restoration)
@@ -603,28 +808,27 @@ def fit_t1(
     usable = finite & (scale > 0)
     y_norm = torch.where(usable, magnitude.nan_to_num(0.0) / torch.where(usable, scale, torch.ones_like(scale)), 0.0)
 
-    report(0.0, "grid search")
-    check()
     grid = torch.as_tensor(np.geomspace(lo, hi, int(n_grid)), dtype=torch.float64, device=dev)
-    candidates = _grid_search(y_norm, t_sorted, grid, spec, restore)
-    report(0.3, "Levenberg-Marquardt")
-    check()
+    n_used = torch.full((y_norm.shape[1],), n, dtype=torch.long, device=dev)
+    if floor is not None:
+        # the leading echoes above the floor; a decay does not come back above it later
+        above = torch.cumprod((magnitude.nan_to_num(0.0) > floor).to(torch.long), dim=0).sum(0)
+        n_used = above.clamp(min=min(spec.n_params + 1, n))
+    groups = [(m, torch.nonzero(n_used == m)[:, 0]) for m in torch.unique(n_used).tolist()] or [(n, n_used)]
+    out: dict[str, torch.Tensor] = {}
+    for g_index, (m, idx) in enumerate(groups):
+        def stage(fraction: float, message: str, _g=g_index) -> None:
+            report((_g + fraction) / len(groups) * 0.95, message)
 
-    best = None
-    for c, (k, g) in enumerate(candidates):
-        fit = _levenberg_marquardt(y_norm, t_sorted, k, grid[g.clamp(min=0)], spec, (lo, hi), iterations)
-        fit["valid_candidate"] = g >= 0
-        fit["rss"] = torch.where(fit["valid_candidate"], fit["rss"], torch.full_like(fit["rss"], float("inf")))
-        if best is None:
-            best = fit
-        else:
-            take = fit["rss"] < best["rss"]
-            best = {key: _where_rows(take, fit[key], best[key]) for key in best}
-        report(0.3 + 0.6 * (c + 1) / len(candidates), "Levenberg-Marquardt")
-        check()
-    assert best is not None
-
-    out = _quality(best, y_norm, t_sorted, spec, (lo, hi), usable)
+        part = _fit_curves(y_norm[:m, idx], t_sorted[:m], grid, spec, restore, (lo, hi), iterations, usable[idx], stage, check)
+        if len(groups) == 1:
+            out = part
+            break
+        if not out:
+            p_all = y_norm.shape[1]
+            out = {key: torch.zeros((p_all,) + v.shape[1:], dtype=v.dtype, device=dev) for key, v in part.items()}
+        for key, v in part.items():
+            out[key][idx] = v
     report(0.95, "collecting maps")
 
     # ---- back to pixel maps (numpy, float32, NaN where not fitted or failed)
@@ -647,6 +851,7 @@ def fit_t1(
     code = to_map(out["code"].to(torch.float64), fill=0, dtype=np.uint8)
     failed = np.zeros(size, bool)
     failed[selected] = (out["code"] != 0).cpu().numpy()
+    echoes = to_map(n_used.to(torch.float64), fill=0, dtype=np.int16) if floor is not None else None
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     result = T1FitResult(
@@ -663,9 +868,64 @@ def fit_t1(
         timings_ms=np.array(timings, dtype=np.float64),
         device=describe_device(dev),
         seconds=time.perf_counter() - start,
+        n_echoes_used=echoes,
+        noise_floor=floor,
     )
     report(1.0, "done")
     return result
+
+
+def _fit_curves(
+    y_norm: torch.Tensor,
+    t_sorted: torch.Tensor,
+    grid: torch.Tensor,
+    spec: T1Model,
+    restore: bool,
+    bounds: tuple[float, float],
+    iterations: int,
+    usable: torch.Tensor,
+    report: Callable[[float, str], None],
+    check: Callable[[], None],
+) -> dict[str, torch.Tensor]:
+    """Grid search, Levenberg–Marquardt from the best candidates and the quality maps of the
+    curves ``y_norm (N, P)`` (time-sorted, scaled to ~1): what :func:`fit_t1` does per pixel."""
+    report(0.0, "grid search")
+    check()
+    candidates = _grid_search(y_norm, t_sorted, grid, spec, restore)
+    report(0.3, "Levenberg-Marquardt")
+    check()
+
+    best = None
+    for c, (k, g) in enumerate(candidates):
+        fit = _levenberg_marquardt(y_norm, t_sorted, k, grid[g.clamp(min=0)], spec, bounds, iterations)
+        fit["valid_candidate"] = g >= 0
+        fit["rss"] = torch.where(fit["valid_candidate"], fit["rss"], torch.full_like(fit["rss"], float("inf")))
+        if best is None:
+            best = fit
+        else:
+            take = fit["rss"] < best["rss"]
+            best = {key: _where_rows(take, fit[key], best[key]) for key in best}
+        report(0.3 + 0.6 * (c + 1) / len(candidates), "Levenberg-Marquardt")
+        check()
+    assert best is not None
+    return _quality(best, y_norm, t_sorted, spec, bounds, usable)
+
+
+def _check_noise_floor(noise_floor: Any, spec: T1Model) -> float | None:
+    if noise_floor is None:
+        return None
+    if not isinstance(spec, DecayModel):
+        raise ValueError(
+            f"noise_floor drops the late echoes of a decay (T2 / T2*); model {spec.name!r} fits "
+            f"{spec.quantity} recovery: leave noise_floor out or pick t2, t2c or t2star."
+        )
+    try:
+        value = float(noise_floor)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"noise_floor must be a finite signal level >= 0; got {noise_floor!r}.")
+    return value
 
 
 def t1_gradient(model: str | T1Model, theta: Any) -> np.ndarray:
@@ -718,7 +978,7 @@ def _unpack(frames: Any, timings_ms: Any) -> tuple[np.ndarray, Any, str | None]:
 
 
 def _check_timings(timings: Any, n_frames: int, spec: T1Model) -> np.ndarray:
-    label = spec.timing_name.replace("_ms", "").replace("_", " ")
+    label = spec.timing_label
     if timings is None:
         raise ValueError(
             f"no {label} given: pass timings_ms (one time in ms per frame) or use a sequence "
@@ -730,11 +990,16 @@ def _check_timings(timings: Any, n_frames: int, spec: T1Model) -> np.ndarray:
             f"{t.size} {label} given for {n_frames} frames; give exactly one time (ms) per frame "
             "(and check that the frame axis is first)."
         )
+    if not spec.infinite_timing_allowed and np.isinf(t).any():
+        raise ValueError(
+            f"{label} must be finite for a {spec.quantity} fit (model {spec.name!r}); got {t.tolist()}: "
+            "give each frame's echo time (ms)."
+        )
     if np.isnan(t).any() or (t < 0).any() or np.isneginf(t).any():
         raise ValueError(f"{label} must be >= 0 ms (inf for a frame without preparation); got {t.tolist()}.")
     distinct = np.unique(t[np.isfinite(t)])
     if distinct.size < 2:
-        raise ValueError(f"need at least 2 distinct finite {label} to fit T1; got {t.tolist()}.")
+        raise ValueError(f"need at least 2 distinct finite {label} to fit {spec.quantity}; got {t.tolist()}.")
     if n_frames <= spec.n_params:
         raise ValueError(
             f"model {spec.name!r} has {spec.n_params} parameters and needs at least "

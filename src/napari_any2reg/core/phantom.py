@@ -67,7 +67,12 @@ __all__ = [
     "sasha_saturation_times",
     "ir_inversion_times",
     "cine_trigger_times",
+    "t2prep_durations",
+    "mge_echo_times",
     "tissue_t1_ms",
+    "tissue_t2_ms",
+    "tissue_t2star_ms",
+    "TISSUE_T2STAR_MS",
     "PHANTOM_KINDS",
     "TISSUE_T1_MS",
     "TISSUE_PROPERTIES",
@@ -75,10 +80,22 @@ __all__ = [
 ]
 
 #: Sequence kinds the phantom can simulate.
-PHANTOM_KINDS = ("molli", "stone", "sasha", "ir", "asl", "perfusion", "cine")
+PHANTOM_KINDS = ("molli", "stone", "sasha", "ir", "asl", "perfusion", "cine", "t2prep", "mge")
 
 #: Default number of frames per kind (MOLLI: given by the schedule, 5(3)3 -> 8).
-DEFAULT_N_FRAMES = {"molli": 8, "stone": 11, "sasha": 10, "ir": 10, "asl": 20, "perfusion": 40, "cine": 25}
+DEFAULT_N_FRAMES = {"molli": 8, "stone": 11, "sasha": 10, "ir": 10, "asl": 20, "perfusion": 40, "cine": 25,
+                    "t2prep": 4, "mge": 8}
+
+# Typical T2* values in ms (multi-gradient-echo, bright blood). 1.5 T: myocardium 30-40
+# (normal > 20; Anderson et al., Eur Heart J 2001: mean ~37 in normals), liver ~30
+# (normal > 15-20; Wood et al., Blood 2005), skeletal muscle ~28, blood ~100 (oxygenated
+# arterial blood, long), fat ~40 (ignoring the fat-water chemical shift modulation), lung
+# ~2 (Hatabu et al., MRM 1999: 1-2 ms). 3 T: roughly 0.6-0.7 times the 1.5 T values
+# (myocardium ~25 ms, Meloni et al., JMRI 2014).
+TISSUE_T2STAR_MS: dict[float, dict[str, float]] = {
+    1.5: {"myocardium": 35.0, "blood": 100.0, "liver": 30.0, "fat": 40.0, "muscle": 28.0, "lung": 2.0},
+    3.0: {"myocardium": 25.0, "blood": 60.0, "liver": 20.0, "fat": 30.0, "muscle": 20.0, "lung": 1.2},
+}
 
 # Typical T1 values in ms (MOLLI-type apparent values for heart and blood).
 #  Native 1.5 T: myocardium 950-1050, blood 1500-1600 (Messroghli et al., JCMR 2017 consensus;
@@ -101,7 +118,9 @@ TISSUE_T1_MS: dict[float, dict[str, dict[str, float]]] = {
 
 #: Per-tissue properties other than T1 (field-independent approximations):
 #: ``m0`` relative apparent equilibrium signal (bSSFP-read, blood brightest, lung dark),
-#: ``t2_ms`` for the cine/ASL bSSFP contrast, ``molli_b_over_a`` the MOLLI ``B/A`` ratio
+#: ``t2_ms`` for the cine/ASL bSSFP contrast and the T2-prep decay (myocardium 50 ms, the
+#: 1.5 T T2-prep bSSFP normal range 45-55 ms; Giri et al., JCMR 2009; blood ~250 ms,
+#: liver ~45 ms), ``molli_b_over_a`` the MOLLI ``B/A`` ratio
 #: (``T1 = T1* (B/A - 1)``; ``B/A > 2`` because the Look-Locker readout shortens T1*),
 #: ``texture`` relative amplitude of the smooth M0 texture.
 TISSUE_PROPERTIES: dict[str, dict[str, float]] = {
@@ -191,6 +210,10 @@ class Phantom:
     motion_free_frames : ndarray, float32, shape (N, H, W)
         Noise-free contrast images on the common grid (what perfect registration of the
         noise-free frames gives).
+    t2_map, t2star_map : ndarray, float32, shape (H, W)
+        True T2 and T2* (ms) of the dominant tissue per pixel on the common grid (0 in air);
+        the noise-free pure-tissue signal of ``t2prep`` is ``m0_map exp(-t/T2)``, of ``mge``
+        ``m0_map exp(-TE/T2*)``.
     """
 
     sequence: Sequence
@@ -204,6 +227,8 @@ class Phantom:
     m0_map: np.ndarray
     params: dict[str, Any]
     motion_free_frames: np.ndarray
+    t2_map: np.ndarray | None = None
+    t2star_map: np.ndarray | None = None
 
 
 # ====================================================================== tissue table
@@ -215,6 +240,21 @@ def tissue_t1_ms(tissue: str, field_strength: float = 1.5, contrast: str = "nati
     if tissue not in table[contrast]:
         raise ValueError(f"unknown tissue {tissue!r}; known: {sorted(table[contrast])}")
     return float(table[contrast][tissue])
+
+
+def tissue_t2_ms(tissue: str) -> float:
+    """T2 (ms) of ``tissue`` (``TISSUE_PROPERTIES[tissue]["t2_ms"]``; taken as field-independent)."""
+    if tissue not in TISSUE_PROPERTIES:
+        raise ValueError(f"unknown tissue {tissue!r}; known: {sorted(TISSUE_PROPERTIES)}")
+    return float(TISSUE_PROPERTIES[tissue]["t2_ms"])
+
+
+def tissue_t2star_ms(tissue: str, field_strength: float = 1.5) -> float:
+    """T2* (ms) of ``tissue`` from :data:`TISSUE_T2STAR_MS` (field strength 1.5 or 3 T)."""
+    table = TISSUE_T2STAR_MS[_field_key(field_strength)]
+    if tissue not in table:
+        raise ValueError(f"unknown tissue {tissue!r}; known: {sorted(table)}")
+    return float(table[tissue])
 
 
 def _field_key(field_strength: float) -> float:
@@ -297,6 +337,23 @@ def cine_trigger_times(n_frames: int = 25, heart_rate_bpm: float = 60.0) -> np.n
     return np.arange(n) * (60000.0 / float(heart_rate_bpm)) / n
 
 
+def t2prep_durations(n_frames: int = 4, last_ms: float = 55.0) -> np.ndarray:
+    """T2-preparation durations (ms) of a T2-prepared bSSFP series: 0 (no preparation) then
+    ``n_frames - 1`` durations up to ``last_ms`` (4 frames: 0, 25, 40, 55 ms; scanners use 0, 25,
+    55 or 0, 24, 55 ms, Giri et al. JCMR 2009)."""
+    n = _check_n(n_frames)
+    if n == 2:
+        return np.array([0.0, float(last_ms)])
+    return np.concatenate([[0.0], np.linspace(25.0 * last_ms / 55.0, last_ms, n - 1)])
+
+
+def mge_echo_times(n_frames: int = 8, first_te_ms: float = 2.6, echo_spacing_ms: float = 2.3) -> np.ndarray:
+    """Echo times (ms) of a multi-gradient-echo T2* series: ``first_te_ms + k echo_spacing_ms``
+    (8 echoes 2.6-18.7 ms, like the cardiac bright-blood T2* protocol of Westwood et al.)."""
+    n = _check_n(n_frames)
+    return float(first_te_ms) + float(echo_spacing_ms) * np.arange(n, dtype=np.float64)
+
+
 def _check_n(n_frames: int) -> int:
     n = int(n_frames)
     if n < 2 or n > 2000:
@@ -315,6 +372,7 @@ def signal_model(
     inversion_efficiency=1.0,
     saturation_efficiency=1.0,
     t2_ms=None,
+    t2star_ms=None,
     flip_angle_deg: float = _CINE_FLIP_DEG,
     labelled=None,
     label_fraction=0.0,
@@ -338,6 +396,10 @@ def signal_model(
         (``labelled`` defaults to every odd frame: control, label, control, ...).
         ``"perfusion"``: saturation recovery ``m0 (1 - exp(-TS/T1(t)))`` with
         ``1/T1(t) = 1/T1 + r1 C(t)``, ``C = concentration_mM`` per frame.
+        ``"t2prep"``: T2-prepared bSSFP ``m0 exp(-t/T2)`` over the preparation durations ``t``
+        (needs ``t2_ms``; the readout's T1 recovery is left out, so the known T2 is the
+        mono-exponential one). ``"mge"``: multi-gradient echo ``m0 exp(-TE/T2*)`` (needs
+        ``t2star_ms``).
     t1_ms, m0 : float or array_like
         Broadcastable against each other (e.g. ``(H, W)`` maps); ``t1 <= 0`` gives 0.
     timings_ms : array_like, shape (N,)
@@ -357,6 +419,8 @@ def signal_model(
     per_pixel = [t1, m0, np.asarray(b_over_a, np.float64), np.asarray(label_fraction, np.float64)]
     if t2_ms is not None:
         per_pixel.append(np.asarray(t2_ms, np.float64))
+    if t2star_ms is not None:
+        per_pixel.append(np.asarray(t2star_ms, np.float64))
     base = np.broadcast_shapes(*(p.shape for p in per_pixel))
     t = np.asarray(timings_ms, dtype=np.float64).reshape((-1,) + (1,) * len(base))
     n = t.shape[0]
@@ -383,6 +447,11 @@ def signal_model(
                     raise ValueError(f"labelled has {lab.size} entries for {n} frames")
                 lab = lab.reshape((-1,) + (1,) * len(base))
                 s = s * (1.0 - np.asarray(label_fraction, np.float64) * lab)
+        elif kind in ("t2prep", "mge"):
+            decay_ms = t2_ms if kind == "t2prep" else t2star_ms
+            if decay_ms is None:
+                raise ValueError(f"signal_model({kind!r}) needs {'t2_ms' if kind == 't2prep' else 't2star_ms'}")
+            s = np.exp(-t / np.asarray(decay_ms, np.float64))
         elif kind == "perfusion":
             conc = 0.0 if concentration_mM is None else np.asarray(concentration_mM, np.float64)
             if np.ndim(conc) == 1:
@@ -782,13 +851,16 @@ def make_phantom(
     rotation_deg: float = 3.0,
     nonrigid_mm: float = 1.5,
     nonrigid_scale_mm: float = 25.0,
+    breath_hold_offset_mm: tuple[float, float] = (0.0, 0.0),
 ) -> Phantom:
     """Simulate a motion-affected cardiac short-axis sequence with its ground truth.
 
     Parameters
     ----------
-    kind : {"molli", "stone", "sasha", "ir", "asl", "perfusion", "cine"}
-        Sequence to simulate (see :func:`signal_model`).
+    kind : {"molli", "stone", "sasha", "ir", "asl", "perfusion", "cine", "t2prep", "mge"}
+        Sequence to simulate (see :func:`signal_model`); ``t2prep`` (T2-prepared bSSFP, known
+        T2 in :attr:`Phantom.t2_map`) and ``mge`` (multi-gradient echo, known T2* in
+        :attr:`Phantom.t2star_map`).
     seed : int
         Seed of ``numpy.random.default_rng``; the same seed gives identical output.
     shape : (int, int)
@@ -798,7 +870,7 @@ def make_phantom(
         shows the same field of view as ``(192, 192)`` at 1.5 mm.
     n_frames : int, optional
         Number of frames (2 or more). Defaults: stone 11, sasha 10, ir 10, asl 20,
-        perfusion 40, cine 25; MOLLI takes it from ``schedule`` (giving a different number is
+        perfusion 40, cine 25, t2prep 4 (0, 25, 40, 55 ms), mge 8 (TE 2.6-18.7 ms); MOLLI takes it from ``schedule`` (giving a different number is
         an error).
     schedule : str
         MOLLI scheme, e.g. ``"5(3)3"`` (8 images) or ``"4(1)3(1)2"`` (9 images).
@@ -822,6 +894,12 @@ def make_phantom(
         RMS magnitude of the smooth random non-rigid deformation in the heart.
     nonrigid_scale_mm : float
         Correlation length of the non-rigid deformation.
+    breath_hold_offset_mm : (float, float)
+        A constant ``(dy, dx)`` shift of the heart for all frames (another breath-hold
+        position, e.g. a post-contrast series ~12 mm from the native one), weighted like the
+        breathing motion (full around the heart and liver, a quarter at the body wall). The
+        common grid stays the anatomy, so the frames' mean displacement is then this shift,
+        not zero.
 
     Returns
     -------
@@ -840,6 +918,7 @@ def make_phantom(
         heart_rate_bpm=float(heart_rate_bpm), field_strength=float(field_strength), contrast=contrast, snr=snr,
         motion_mm=float(motion_mm), rotation_deg=float(rotation_deg), nonrigid_mm=float(nonrigid_mm),
         nonrigid_scale_mm=float(nonrigid_scale_mm),
+        breath_hold_offset_mm=tuple(float(v) for v in breath_hold_offset_mm),
     )
     kind = str(kind).lower()
     if kind not in PHANTOM_KINDS:
@@ -880,6 +959,10 @@ def make_phantom(
     component_t1 = np.array([0.0 if t is None else tissue_t1_ms(t, field, contrast) for _, t, _ in _COMPONENTS], np.float32)
     common_labels = component_labels[common["dominant"]]
     t1_map = component_t1[common["dominant"]]
+    component_t2 = np.array([0.0 if t is None else tissue_t2_ms(t) for _, t, _ in _COMPONENTS], np.float32)
+    component_t2star = np.array([0.0 if t is None else tissue_t2star_ms(t, field) for _, t, _ in _COMPONENTS], np.float32)
+    t2_map = component_t2[common["dominant"]]
+    t2star_map = component_t2star[common["dominant"]]
     texture = _smooth_noise(rng_texture, 1, shape, spacing, 4.0)[0].numpy()
     bias = np.exp(0.12 * _smooth_noise(rng_texture, 1, shape, spacing, 150.0)[0].numpy() + anat["bias_slope"] * Y / 100.0)
     centre_px = np.array([(shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0])
@@ -913,7 +996,8 @@ def make_phantom(
             conc = scale * curves[which]
         signals[k] = signal_model(
             kind, tissue_t1_ms(tissue, field, contrast), 1.0, timings,
-            b_over_a=props["molli_b_over_a"], t2_ms=props["t2_ms"], labelled=labelled,
+            b_over_a=props["molli_b_over_a"], t2_ms=props["t2_ms"], t2star_ms=tissue_t2star_ms(tissue, field),
+            labelled=labelled,
             label_fraction=_ASL_LABEL_FRACTION.get(name, 0.0), concentration_mM=conc,
             relaxivity_per_mM_s=_RELAXIVITY[field],
         )
@@ -925,6 +1009,13 @@ def make_phantom(
     u, motion_info = _breathing_displacement(
         rng_motion, anat, n, shape, spacing, motion_mm, rotation_deg, nonrigid_mm, nonrigid_scale_mm
     )
+    offset = arguments["breath_hold_offset_mm"]
+    if len(offset) != 2 or not all(math.isfinite(v) for v in offset):
+        raise ValueError(f"breath_hold_offset_mm must be two finite numbers (dy, dx) in mm; got {offset}")
+    if any(offset):  # another breath-hold: the heart sits elsewhere in every frame
+        weight = torch.from_numpy(_motion_weight(anat, shape, spacing))
+        shift = torch.tensor([offset[0] / spacing[0], offset[1] / spacing[1]], dtype=torch.float32).view(1, 2, 1, 1)
+        u = u + shift * weight
     if kind == "cine":
         es_ratio = float(rng_motion.uniform(0.62, 0.72))
         rv_squeeze = float(rng_motion.uniform(0.3, 0.45))
@@ -1009,6 +1100,8 @@ def make_phantom(
         m0_map=m0_map,
         params=params,
         motion_free_frames=clean.astype(np.float32),
+        t2_map=t2_map.astype(np.float32),
+        t2star_map=t2star_map.astype(np.float32),
     )
 
 
@@ -1039,6 +1132,10 @@ def _timings(kind, n_frames, schedule, timings_ms, heart_rate_bpm) -> np.ndarray
         return ir_inversion_times(n)
     if kind == "cine":
         return cine_trigger_times(n, heart_rate_bpm)
+    if kind == "t2prep":
+        return t2prep_durations(n)
+    if kind == "mge":
+        return mge_echo_times(n)
     if kind == "perfusion":
         return np.arange(n) * rr
     return np.arange(n) * 4.0 * rr  # asl: one image every 4 heartbeats

@@ -24,7 +24,7 @@ from .vocabulary import arg
 __all__ = ["Sequence", "SequenceError", "SEQUENCE_KINDS", "TIMING_NAMES"]
 
 #: Sequence kinds the project knows about. ``unknown`` is accepted for user data.
-SEQUENCE_KINDS = ("molli", "stone", "sasha", "ir", "asl", "perfusion", "cine", "unknown")
+SEQUENCE_KINDS = ("molli", "stone", "sasha", "ir", "asl", "perfusion", "cine", "t2prep", "mge", "unknown")
 
 #: What the per-frame timing means for each kind (used in labels and metadata).
 TIMING_NAMES = {
@@ -35,6 +35,8 @@ TIMING_NAMES = {
     "cine": "trigger_times_ms",
     "perfusion": "trigger_times_ms",
     "asl": "trigger_times_ms",
+    "t2prep": "echo_times_ms",  # the T2-preparation durations (the prep module's TE)
+    "mge": "echo_times_ms",
     "unknown": "timings_ms",
 }
 
