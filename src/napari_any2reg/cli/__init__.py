@@ -31,7 +31,7 @@ from .._version import __version__
 # Commands that live in their own module of this package: each module has
 # ``add_parser(subparsers)`` (its flags, help and defaults) and ``run(args) -> exit code``,
 # and maps its arguments onto one ``pipeline`` function. Add a command by adding its module here.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("ecv", "segments")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 EXIT_SOME_FAILED = 3  # batch: the cohort ran, but some series failed (listed in summary.csv)
@@ -344,6 +344,8 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
     fit.add_argument("--model", choices=T1_MODELS, default=None, metavar="MODEL", help="T1 model: %(choices)s; stone2/sasha2 are the 2-parameter forms (default: from the sequence kind)")
     fit.add_argument("--times-ms", type=_float_list, default=None, metavar="T1,T2,...", help="per-frame inversion/saturation times (ms), 'inf' for no preparation (default: from the file's metadata)")
     fit.add_argument("--mask", default=None, metavar="FILE", help="2-D label image or mask (TIFF, NIfTI or .npy) on the image grid, for ROI statistics (labels: 1 LV blood, 2 LV myocardium, 3 RV blood)")
+    fit.add_argument("--rv-insertion", default=None, metavar="Y1,X1;Y2,X2", help="RV insertion points (pixels, anterior first) with --mask: also write OUTDIR/segments.csv and OUTDIR/bullseye.png (AHA segments of the T1 map)")
+    fit.add_argument("--level", default="mid", choices=("basal", "mid", "apical"), help="slice level for --rv-insertion (default: %(default)s)")
     fit.add_argument("--r2-threshold", type=float, default=0.9, metavar="R2", help="R2 above which a pixel's fit counts as good in the ROI statistics (default: %(default)s)")
     fit.add_argument("--device", default="auto", choices=DEVICE_CHOICES, metavar="DEVICE", help="compute device: %(choices)s; auto = CUDA when present (default: %(default)s)")
     fit.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -670,10 +672,19 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     if not 0.0 <= args.r2_threshold <= 1.0:
         raise ValueError(f"--r2-threshold must be between 0 and 1; got {args.r2_threshold}.")
     labels = _read_label_image(args.mask, sequence.shape) if args.mask is not None else None
+    rv_insertion = getattr(args, "rv_insertion", None)
+    if rv_insertion is not None and labels is None:
+        raise ValueError("--rv-insertion needs --mask (label 2: the LV myocardium the segments divide).")
+    if rv_insertion is not None:
+        from ..core.segments import parse_insertion_points
+
+        parse_insertion_points(rv_insertion)  # a malformed value fails before the fit
 
     outdir = Path(args.output)
     names = ("t1.tif", "r2.tif", "t1_sd.tif", "params.tif", "stats.json")
-    targets = [outdir / name for name in names]
+    from ..pipeline.segments import SEGMENT_FILES
+
+    targets = [outdir / name for name in names + (SEGMENT_FILES if rv_insertion is not None else ())]
     _refuse_replacing_inputs(targets, [args.input, args.mask])
     existing = [str(p) for p in targets if p.exists()]
     if existing and not args.overwrite:
@@ -707,6 +718,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         for row, (value, (_, roi)) in zip(rows, roi_masks(labels).items()):
             row["r2_survival"] = result.r2_survival(roi, thresholds)[1].round(6).tolist()
         stats.update({"mask": str(args.mask), "roi": rows, "r2_survival_thresholds": thresholds.round(6).tolist()})
+    segment_writers = {}
+    if rv_insertion is not None:  # the AHA segments of the T1 map (pipeline.segments)
+        from ..pipeline.segments import analyse_segments, segment_files
+
+        analysis = analyse_segments(result.t1_ms, labels, rv_insertion, level=args.level, quantity=result.quantity, unit="ms")
+        stats["segments"] = analysis.summary()
+        segment_writers = segment_files(analysis)
 
     base = {"model": result.model, "spacing_mm": list(sequence.spacing_mm), "source": str(args.input)}
     maps = [
@@ -724,8 +742,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         for name, (array, info) in zip(names, maps):
             _write_map_tiff(staging / name, array, sequence.spacing_mm, {**base, **info})
         (staging / "stats.json").write_text(json.dumps(stats, indent=2, default=float))
+        for name, writer in segment_writers.items():
+            writer(staging / name)
 
-    atomic_write_folder(outdir, write_outputs, expected=names, overwrite=args.overwrite)
+    atomic_write_folder(outdir, write_outputs, expected=names + tuple(segment_writers), overwrite=args.overwrite)
     if not args.quiet:
         median = stats["t1_median_ms"]
         median_text = f"median T1 {median:.0f} ms" if median is not None else "no valid T1"
