@@ -430,3 +430,25 @@ def test_mask_errors_name_the_mask_file_and_the_shape_it_should_have(tmp_path, m
         assert f"--mask {mask}" in line and words in line, line
     with pytest.raises(ValueError, match=r"^mask .*mask.nii.gz: not a readable .*32 x 32"):
         read_label_image(damaged, (32, 32))
+
+
+# ---------------------------------------------------------------- weights named in the interface's words
+@pytest.mark.parametrize("content", [None, b"not a zip archive"])
+def test_check_weights_names_the_weights_argument_per_interface(content, tmp_path):
+    """pipeline.series.check_weights spoke --weights to Python callers too: the argument is
+    ``weights='...'`` in the API and ``--weights ...`` on the command line."""
+    from napari_any2reg.core.weights import WeightsError
+    from napari_any2reg.pipeline.series import check_weights
+
+    weights = tmp_path / "mine.pt"
+    if content is not None:
+        weights.write_bytes(content)
+    with pytest.raises(WeightsError) as api_error:
+        check_weights("cpu", str(weights))
+    api = str(api_error.value)
+    assert api.startswith(f"weights={str(weights)!r}: ") and "--weights" not in api, api
+    assert ("no such file" if content is None else "not a PyTorch checkpoint") in api
+    with speaking("cli"), pytest.raises(WeightsError) as cli_error:
+        check_weights("cpu", str(weights))
+    cli = str(cli_error.value)
+    assert cli.startswith(f"--weights {weights}: ") and "omit --weights" in cli, cli

@@ -216,24 +216,26 @@ def check_weights(device: str, weights: str | None) -> None:
     if shipped_weights_name(weights) is not None:  # the default, or a shipped file by name
         load_pretrained(device, weights)  # its WeightsError already names the file and the fix
         return
-    fix = "pass a best.pt / checkpoint.pt written by 'any2reg train', or omit --weights to use the shipped weights."
+    # the interface's words (core.vocabulary): --weights on the command line, weights= in Python
+    named = arg("weights", str(weights))
+    fix = f"pass a best.pt / checkpoint.pt written by 'any2reg train', or omit {arg('weights')} to use the shipped weights."
     import zipfile
 
     if Path(weights).is_file() and not zipfile.is_zipfile(weights):
         # torch's own message for this case is a page about weights_only that misleads
-        raise WeightsError(f"--weights {weights}: not a PyTorch checkpoint (those are zip archives); {fix}")
+        raise WeightsError(f"{named}: not a PyTorch checkpoint (those are zip archives); {fix}")
     try:
         load_pretrained(device, weights)
     except Exception as exc:  # torch and the checkpoint layout raise many types for a wrong file
         if not Path(weights).is_file():
-            raise WeightsError(f"--weights {weights}: no such file; {fix}") from exc
+            raise WeightsError(f"{named}: no such file; {fix}") from exc
         cause = " ".join(str(exc).split())
         for spelling in {str(weights), str(Path(weights).resolve())}:
             cause = cause.replace(f"Weights file {spelling} ", "").replace(f"{spelling}: ", "").replace(spelling, "the file")
         cause = cause if len(cause) <= 160 else cause[:157] + "..."  # torch's messages run to pages
         if not isinstance(exc, WeightsError):
             cause = f"{type(exc).__name__}: {cause}"
-        raise WeightsError(f"--weights {weights}: not a usable any2reg network ({cause}); {fix}") from exc
+        raise WeightsError(f"{named}: not a usable any2reg network ({cause}); {fix}") from exc
 
 
 def output_bytes(sequence: Any, per_voxel: int, extra: int = 0) -> int:
