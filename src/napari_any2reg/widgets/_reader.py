@@ -1,5 +1,8 @@
 """napari reader contribution: TIFF / OME-TIFF, NIfTI and DICOM series → an image layer.
 
+A DICOM series that holds the scanner's own maps (a Philips MOLLI's T1 MAP images) also gives
+one 2-D layer per map, ``"<series> scanner T1 map"``, on the sequence's grid.
+
 The reading itself is :func:`napari_any2reg.io.read_sequence`; this module only decides
 whether a path is ours (:func:`napari_any2reg.io.supported_path`) and turns the
 :class:`Sequence` into layer data.
@@ -11,9 +14,11 @@ import os
 from collections.abc import Callable, Sequence as _Seq
 from typing import Any
 
+import numpy as np
+
 from ._layers import LayerDataTuple, sequence_to_layer_data
 
-__all__ = ["get_reader", "read_layers"]
+__all__ = ["get_reader", "read_layers", "scanner_map_layers"]
 
 PathLike = str | os.PathLike
 
@@ -52,4 +57,44 @@ def read_layers(path: PathLike | _Seq[PathLike]) -> list[LayerDataTuple]:
     """
     from ..io import read_slices
 
-    return [sequence_to_layer_data(seq) for seq in read_slices(_normalise(path))]
+    layers = []
+    for seq in read_slices(_normalise(path)):
+        layer = sequence_to_layer_data(seq)
+        layers.append(layer)
+        layers += scanner_map_layers(seq, layer)
+    return layers
+
+
+def scanner_map_layers(seq: Any, sequence_layer: LayerDataTuple) -> list[LayerDataTuple]:
+    """One 2-D image layer per map the scanner computed itself (``metadata["scanner_maps"]``,
+    e.g. a Philips MOLLI's T1 MAP images), named ``"<sequence layer> scanner T1 map"``.
+
+    The maps are not frames (the reader left them out of the sequence); as their own layers
+    they lie on the sequence's grid (same scale and translate), so a reader can compare the
+    scanner's map with the fit after correction. Hidden at first: the frames stay in view.
+    """
+    from ._layers import axes_kwargs, robust_contrast_limits
+
+    maps = dict(seq.metadata.get("scanner_maps") or {})
+    kwargs = sequence_layer[1]
+    out = []
+    for name, array in maps.items():
+        data = np.array(array, dtype=np.float32, copy=True)
+        if data.ndim != 2:
+            continue  # a map is one (H, W) image per slice
+        metadata = {"any2reg_scanner_map": name, "source": "scanner (DICOM)",
+                    "spacing_mm": list(seq.spacing_mm), "sequence_layer": kwargs["name"]}
+        if seq.geometry is not None:
+            metadata["geometry"] = seq.geometry.to_dict()
+        out.append((data, {
+            "name": f"{kwargs['name']} {name}",
+            "scale": tuple(kwargs["scale"][-2:]),
+            "translate": tuple(kwargs["translate"][-2:]),
+            "metadata": metadata,
+            # T1 / T2 maps in ms, as the fitted maps of the mapping dock are shown
+            "colormap": "turbo",
+            "contrast_limits": robust_contrast_limits(data),
+            "visible": False,
+            **axes_kwargs(2),
+        }, "image"))
+    return out

@@ -29,6 +29,7 @@ from ..core.device import DEVICE_CHOICES
 from ..core.mapping import T1_MODELS, T1FitResult, fit_t1, model_for_kind
 from ..core.mapping_roi import DEFAULT_R2_THRESHOLD
 from ._base import WorkerDock
+from ._ecv_section import EcvSection
 from ._dock import compact_combos, fit_view_to, install_frame_label, scroll_body
 from ._layers import REGISTERED_SUFFIX, axes_kwargs
 from ._mapping_helpers import (
@@ -47,6 +48,7 @@ from ._mapping_helpers import (
 from ._mapping_results import ROLES, ResultsSection, format_outcome
 from ._pickers import LayerPicker, cuda_available, index_of, is_roi_layer, is_sequence_layer, layer_key, same_layer
 from ._registered import SOURCE_KEY, RegisteredLayer
+from ._segments_section import SegmentsSection
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -152,7 +154,11 @@ class MappingWidget(WorkerDock):
         self.tabs = self.results
         self.stats_table, self.figure, self.canvas = self.results.stats_table, self.results.figure, self.results.canvas
 
-        self.dock_body(scroll_body(self), form, actions=(self.run_button,), after=self.results)
+        layout = self.dock_body(scroll_body(self), form, actions=(self.run_button,), after=self.results)
+        # tissue characterisation on the maps: ECV from native + post, AHA segments and bullseye
+        self.ecv_section, self.segments_section = EcvSection(self), SegmentsSection(self)
+        layout.addWidget(self.ecv_section)
+        layout.addWidget(self.segments_section)
         self._inputs = (self.raw_combo, self.registered_combo, self.model_combo, self.timings_edit, self.roi_combo,
                         self.r2_spin, self.device_combo, self.side_by_side_check)
 
@@ -191,6 +197,8 @@ class MappingWidget(WorkerDock):
         self.roi_combo.refresh(prefer=roi)
         self._fill_from_metadata()
         self._update_run_enabled()
+        self.ecv_section.refresh_layers()
+        self.segments_section.refresh_layers()
 
     def _combo_for(self, role: str) -> LayerPicker:
         return self.raw_combo if role == "before" else self.registered_combo
@@ -290,6 +298,8 @@ class MappingWidget(WorkerDock):
         return parse_timings(self.timings_edit.text())
 
     def on_running_changed(self, running: bool) -> None:
+        self.ecv_section.set_running(running)
+        self.segments_section.set_running(running)
         if not running and self._staging:
             return  # the last staged layer re-enables the panel
         for widget in self._inputs:
