@@ -1,0 +1,207 @@
+"""The Mapping dock's AHA segments section: segment boundaries and numbers on a map, the
+bullseye, and the per-segment table (copy, save as CSV).
+
+Inputs: a 2-D map layer (T1, ECV, T2, R², ...), the Labels layer (2 = LV myocardium, 1 / 3 for
+the centre and the septal side) and a Points layer with the RV insertion points (anterior
+first, optionally the inferior one), drawn on the labels' grid. The segments are computed by
+:func:`napari_any2reg.pipeline.segments.analyse_segments` (milliseconds, so no worker); the
+boundaries are added as a Labels layer and the segment numbers as a Points layer with text, on
+the map's position.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels, Points
+from qtpy.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QFileDialog, QFormLayout, QGroupBox,
+                            QHBoxLayout, QHeaderView, QPushButton, QTableWidget, QTableWidgetItem)
+
+from ._ecv_section import labels_frame
+from ._pickers import LayerPicker, is_overlay_layer
+
+__all__ = ["SegmentsSection", "map_quantity", "SEGMENTS_KEY"]
+
+#: Metadata key of the segment overlay layers (the analysis summary).
+SEGMENTS_KEY = "any2reg_segments"
+
+_MAP_QUANTITIES = {"t1": ("T1", "ms"), "r2": ("R²", ""), "t1_sd": ("T1 SD", "ms"), "t2": ("T2", "ms"),
+                   "t2star": ("T2*", "ms")}
+
+
+def map_quantity(layer: Any) -> tuple[str, str]:
+    """``(quantity, unit)`` of a map layer, from its metadata."""
+    meta = layer.metadata or {}
+    if meta.get("quantity"):
+        return str(meta["quantity"]), str(meta.get("unit", ""))
+    return _MAP_QUANTITIES.get(str(meta.get("any2reg_map")), ("value", ""))
+
+
+def _is_map_layer(layer: Any) -> bool:
+    return isinstance(layer, Image) and layer.ndim == 2 and not layer.rgb and not is_overlay_layer(layer)
+
+
+class SegmentsSection(QGroupBox):
+    """AHA segments of a map: overlay, bullseye and table."""
+
+    COLUMNS = ("segment", "name", "mean", "sd", "median", "n_pixels")
+
+    def __init__(self, dock: Any) -> None:
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        super().__init__("AHA segments")
+        self.dock = dock
+        self.viewer = dock.viewer
+        self.last_analysis: Any = None
+        form = QFormLayout(self)
+        self.map_combo = LayerPicker(self.viewer, _is_map_layer, tooltip="2-D map (T1, ECV, T2, R²...).")
+        form.addRow("Map", self.map_combo)
+        self.labels_combo = LayerPicker(self.viewer, lambda la: isinstance(la, Labels) and not is_overlay_layer(la),
+                                        tooltip="Labels on the map's grid: 2 LV myocardium (1 LV blood, 3 RV blood).")
+        form.addRow("Labels", self.labels_combo)
+        self.points_combo = LayerPicker(self.viewer, lambda la: isinstance(la, Points) and not is_overlay_layer(la),
+                                        tooltip="RV insertion points on the labels' grid: anterior first, then "
+                                                "(optional) inferior.")
+        form.addRow("RV insertion", self.points_combo)
+        self.level_combo = QComboBox()
+        for level in ("basal", "mid", "apical"):
+            self.level_combo.addItem(level, level)
+        self.level_combo.setCurrentIndex(1)
+        form.addRow("Slice level", self.level_combo)
+        self.run_button = QPushButton("Segments")
+        self.run_button.setToolTip("Assign the AHA segments, add their boundaries and numbers, draw the bullseye.")
+        self.run_button.clicked.connect(lambda *_: self.run())
+        form.addRow(self.run_button)
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(self.COLUMNS))
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setMinimumHeight(120)
+        form.addRow(self.table)
+        buttons = QHBoxLayout()
+        self.copy_button = QPushButton("Copy table")
+        self.copy_button.clicked.connect(lambda *_: self.copy_table())
+        self.save_button = QPushButton("Save CSV…")
+        self.save_button.clicked.connect(lambda *_: self.save_csv())
+        for button in (self.copy_button, self.save_button):
+            button.setEnabled(False)
+            buttons.addWidget(button)
+        form.addRow(buttons)
+        self.figure = Figure(figsize=(4.2, 3.6))
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(260)
+        form.addRow(self.canvas)
+        self.refresh_layers()
+
+    def refresh_layers(self) -> None:
+        for combo in (self.map_combo, self.labels_combo, self.points_combo):
+            combo.refresh()
+        self.set_running(self.dock.worker is not None)
+
+    def set_running(self, running: bool) -> None:
+        ready = all(c.layer() is not None for c in (self.map_combo, self.labels_combo, self.points_combo))
+        self.run_button.setEnabled(not running and ready)
+
+    # ------------------------------------------------------------------ run
+    def insertion_points(self, points_layer: Any, labels_layer: Any) -> np.ndarray:
+        """The Points layer's points as ``(y, x)`` pixels of the labels layer (through world coordinates)."""
+        rows = []
+        for point in np.asarray(points_layer.data, float)[:2]:
+            world = np.asarray(points_layer.data_to_world(point), float)
+            pixel = np.asarray(labels_layer.world_to_data(world[-labels_layer.ndim:]), float)
+            rows.append(pixel[-2:])
+        if not rows:
+            raise ValueError(f"the points layer {points_layer.name!r} is empty; click the anterior RV insertion point "
+                             "(then, optionally, the inferior one).")
+        return np.array(rows)
+
+    def run(self) -> bool:
+        """Compute and show the segments; a problem is shown in the dock, nothing is added."""
+        from ..pipeline.segments import analyse_segments
+
+        try:
+            map_layer, labels_layer, points_layer = (c.layer() for c in (self.map_combo, self.labels_combo,
+                                                                          self.points_combo))
+            if map_layer is None or labels_layer is None or points_layer is None:
+                raise ValueError("choose a map, the labels and the RV insertion points.")
+            values = np.asarray(map_layer.data, dtype=np.float64)
+            labels = labels_frame(labels_layer, self.viewer, values.shape)
+            points = self.insertion_points(points_layer, labels_layer)
+            quantity, unit = map_quantity(map_layer)
+            analysis = analyse_segments(values, labels, points, level=str(self.level_combo.currentData()),
+                                        quantity=quantity, unit=unit)
+        except Exception as exc:
+            self.dock.report_error(f"Cannot assign the segments: {exc}", exc)
+            return False
+        self.last_analysis = analysis
+        self._add_overlay(analysis, map_layer)
+        self._fill_table(analysis)
+        analysis.figure(figure=self.figure)
+        self.canvas.draw_idle()
+        self.dock.set_status(f"AHA {analysis.level} segments of {map_layer.name!r}.")
+        return True
+
+    def _add_overlay(self, analysis: Any, map_layer: Any) -> None:
+        from ..core.segments import segment_boundaries, segment_label_positions
+
+        place = {"scale": np.array(map_layer.scale[-2:], float), "translate": np.array(map_layer.translate[-2:], float)}
+        meta = {SEGMENTS_KEY: analysis.summary()}
+        name = f"{map_layer.name} AHA segments"
+        edges = segment_boundaries(analysis.segments)
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = edges
+        else:
+            self.viewer.add_labels(edges, name=name, metadata=meta, opacity=0.9, **place)
+        positions = segment_label_positions(analysis.segments)
+        numbers = np.array(list(positions.values()), float).reshape(-1, 2)
+        text = [str(k) for k in positions]
+        name = f"{map_layer.name} segment numbers"
+        if name in self.viewer.layers:
+            self.viewer.layers.remove(name)
+        self.viewer.add_points(numbers, name=name, size=0.1, metadata=meta, features={"segment": text},
+                               text={"string": "{segment}", "color": "white", "size": 10}, **place)
+
+    def _fill_table(self, analysis: Any) -> None:
+        self.table.setRowCount(len(analysis.rows))
+        for i, row in enumerate(analysis.rows):
+            for j, column in enumerate(self.COLUMNS):
+                value = row[column]
+                text = "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+                self.table.setItem(i, j, QTableWidgetItem(text))
+        for button in (self.copy_button, self.save_button):
+            button.setEnabled(True)
+
+    # ------------------------------------------------------------------ table out
+    def table_csv(self) -> str:
+        """The table as CSV text (the columns of ``segments.csv``)."""
+        lines = [",".join(self.COLUMNS)]
+        for i in range(self.table.rowCount()):
+            cells = [self.table.item(i, j).text() if self.table.item(i, j) else "" for j in range(len(self.COLUMNS))]
+            lines.append(",".join(f'"{c}"' if "," in c else c for c in cells))
+        return "\n".join(lines) + "\n"
+
+    def copy_table(self) -> None:
+        QApplication.clipboard().setText(self.table_csv())
+        self.dock.set_status("Segment table copied (CSV).")
+
+    def save_csv(self, path: str | None = None) -> bool:
+        """Write the table as ``segments.csv`` columns (asks for the file unless ``path`` is given)."""
+        if self.last_analysis is None:
+            return False
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save segment table", "segments.csv", "CSV (*.csv)")
+            if not path:
+                return False
+        try:
+            from ..io import atomic_write
+            from ..io.map_input import write_segments_csv
+
+            atomic_write(path, lambda p: write_segments_csv(p, self.last_analysis.rows), overwrite=True)
+        except OSError as exc:
+            self.dock.report_error(f"Could not save the segment table: {exc}", exc)
+            return False
+        self.dock.set_status(f"Saved {path}.")
+        return True
