@@ -195,7 +195,7 @@ def test_review_overlays_are_never_offered_as_roi(viewer, widget, qtbot, notific
     widget.run_button.click()
     wait_done(qtbot, widget)
     assert notifications["error"] == []
-    assert [row["name"] for row in widget.last_result.statistics["before"]] == ["fitted pixels"]
+    assert [row["name"] for row in widget.last_result.statistics["before"]] == ["body (pixels with signal)"]
 
     dy, dx = raw.scale[-2:]
     rectangle = np.array([[20, 10], [20, 25], [30, 25], [30, 10]], float) * [dy, dx]
@@ -214,14 +214,14 @@ def test_review_overlays_are_never_offered_as_roi(viewer, widget, qtbot, notific
     qtbot.waitUntil(lambda: not review.busy(), timeout=TIMEOUT_MS)
 
 
-def test_without_roi_the_table_summarises_the_fitted_pixels(viewer, widget, qtbot, notifications, registered_phantom):
+def test_without_roi_the_table_summarises_the_body(viewer, widget, qtbot, notifications, registered_phantom):
     add_layers(viewer, registered_phantom)
     assert widget.roi_layer() is None
     assert widget.run()
     wait_done(qtbot, widget)
     assert notifications["error"] == []
     assert widget.stats_table.rowCount() == 2
-    assert widget.stats_table.item(0, 1).text() == "fitted pixels"
+    assert widget.stats_table.item(0, 1).text() == "body (pixels with signal)"  # not the air around it
     assert widget.last_result.survival == {"before": {}, "after": {}}
 
 

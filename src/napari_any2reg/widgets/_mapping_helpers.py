@@ -113,6 +113,10 @@ def sd_display_limits(t1_sd_ms: np.ndarray, r_squared: np.ndarray, r2_threshold:
     return 0.0, float(min(max(top, 1.0), cap))
 
 
+#: ROI-table row of a fit without an ROI: the pixels with signal (:func:`signal_mask`).
+BODY_ROW = "body (pixels with signal)"
+
+
 def signal_mask(frames: np.ndarray, fraction: float = 0.1) -> np.ndarray:
     """Pixels with signal: max |intensity| over frames above ``fraction`` of its 99th percentile.
 
@@ -153,11 +157,16 @@ def run_fits(
             job.progress((i + 1) / len(jobs), f"{series.name}: ROI {labels.name!r}")
             labels = labels.rasterise()
         if labels is None:
-            rows = roi_statistics(result.t1_ms, result.mask, t1_sd_ms=result.t1_sd_ms, r_squared=result.r_squared,
-                                  r2_threshold=r2_threshold, label_names={1: "fitted pixels"})
+            # without an ROI, the body (pixels with signal): air and lungs fail to fit by nature
+            # and would dominate the numbers next to good myocardial values
+            body = outcome.display[series.role]["body"] & result.mask
+            outcome.display[series.role]["counted"] = (body, "body")
+            rows = roi_statistics(result.t1_ms, body, t1_sd_ms=result.t1_sd_ms, r_squared=result.r_squared,
+                                  r2_threshold=r2_threshold, label_names={1: BODY_ROW})
             outcome.statistics[series.role] = rows
             outcome.survival[series.role] = {}
             continue
+        outcome.display[series.role]["counted"] = (np.asarray(labels) > 0, "ROI")
         outcome.statistics[series.role] = roi_statistics(
             result.t1_ms, labels, t1_sd_ms=result.t1_sd_ms, r_squared=result.r_squared, r2_threshold=r2_threshold
         )
@@ -185,6 +194,7 @@ def display_maps(result: T1FitResult, job: MapJob, r2_threshold: float) -> dict[
         "t1_view": t1_view,
         "sd_limits": sd_display_limits(result.t1_sd_ms, result.r_squared, r2_threshold, t1_view["contrast_limits"]),
         "masked_pixels": int((~mask).sum()),
+        "body": mask,
     }
 
 

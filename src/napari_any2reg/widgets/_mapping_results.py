@@ -93,8 +93,13 @@ def format_outcome(outcome: MappingOutcome) -> str:
         result = outcome.results.get(role)
         if result is None:
             continue
-        t1 = result.t1_ms[np.isfinite(result.t1_ms)]
-        median = f"median T1 {np.median(t1):.0f} ms" if t1.size else "no valid T1"
-        parts.append(f"{role} ({outcome.sources[role]}): {median}, {result.n_failed} failed pixels, {result.seconds:.2f} s")
+        # counted where a reader looks (the ROI, else the body): background pixels fail by nature
+        region, where = outcome.display.get(role, {}).get("counted", (result.mask, "fitted region"))
+        region = np.asarray(region, dtype=bool) & result.mask
+        t1 = result.t1_ms[region & np.isfinite(result.t1_ms)]
+        median = f"median T1 {np.median(t1):.0f} ms in the {where}" if t1.size else f"no valid T1 in the {where}"
+        failed = int((result.failed & region).sum())
+        parts.append(f"{role} ({outcome.sources[role]}): {median}, {failed} of {int(region.sum())} {where} "
+                     f"pixels failed, {result.seconds:.2f} s")
     device = next(iter(outcome.results.values())).device
     return f"Done: {outcome.model} on {device}. " + "; ".join(parts) + "."

@@ -1,0 +1,148 @@
+"""A new user's first session in a real 1280x800 napari window (issue 23, items 6-11).
+
+Every dock is added as the Plugins menu adds it (``plugin_dock``: napari hands the dock a
+public-only proxy of the viewer), every action is a pressed button; 64x64 phantoms and a quick
+groupwise run keep it short. What is checked is what the user sees: where the view is, what the
+colour bars and status lines say, what fits the window.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import capture_notifications, plugin_dock
+
+pytestmark = pytest.mark.napari
+
+PLUGIN = "napari-any2reg"
+SMALL = (64, 64)
+FAST = 0.2
+TIMEOUT_MS = 120_000
+WINDOW = (1280, 800)
+
+
+@pytest.fixture(autouse=True)
+def small_samples(monkeypatch):
+    from napari_any2reg.widgets import _sample_data
+
+    monkeypatch.setattr(_sample_data, "SAMPLE_SHAPE", SMALL)
+
+
+@pytest.fixture
+def window(make_napari_viewer, qtbot):
+    """A shown viewer at 1280x800 (the small laptop screen the issue was tried on)."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(*WINDOW)
+    qtbot.waitUntil(lambda: viewer.window.geometry()[2:] == WINDOW, timeout=5_000)
+    return viewer
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    from napari_any2reg.widgets import mapping, registration, review
+
+    calls = [capture_notifications(monkeypatch, module)["error"] for module in (registration, review, mapping)]
+    return calls
+
+
+def register(viewer, qtbot, registration, source=None):
+    """Press Run on ``source`` (default: the MOLLI sample, opened now; quick groupwise);
+    returns (source, registered)."""
+    if source is None:
+        (source,) = viewer.open_sample(PLUGIN, "molli")
+    registration.engine_combo.setCurrentIndex(registration.engine_combo.findData("groupwise"))
+    registration.iterations_spin.setValue(FAST)
+    registration.run_button.click()
+    qtbot.waitUntil(lambda: registration.worker is None, timeout=TIMEOUT_MS)
+    assert registration.last_result is not None, registration.status_label.text()
+    return source, viewer.layers[f"{source.name} registered"]
+
+
+def shown_rect(viewer):
+    """(y0, x0, y1, x1) of the world the canvas shows, from the camera and the canvas size."""
+    camera = viewer.scene.camera
+    (cy, cx), zoom = camera.center[-2:], camera.zoom
+    h, w = viewer.canvas.size
+    return cy - h / (2 * zoom), cx - w / (2 * zoom), cy + h / (2 * zoom), cx + w / (2 * zoom)
+
+
+def fully_shown(layer, viewer) -> bool:
+    y0, x0, y1, x1 = shown_rect(viewer)
+    (ly0, lx0), (ly1, lx1) = np.asarray(layer.extent.world, float)[:, -2:] + [[0.5], [-0.5]] * np.asarray(layer.scale[-2:])
+    return ly0 >= y0 and lx0 >= x0 and ly1 <= y1 and lx1 <= x1
+
+
+# ---------------------------------------------------------------------- item 6
+def test_results_placed_beside_or_below_are_brought_into_view(window, qtbot, errors):
+    viewer = window
+    registration = plugin_dock(viewer, "Registration")
+    mapping = plugin_dock(viewer, "T1 mapping")
+    assert registration.placement_combo.currentData() == "beside"
+    (source,) = viewer.open_sample(PLUGIN, "molli")
+    viewer.reset_view()
+    viewer.scene.camera.zoom *= 1.5  # the user looks closer at the raw frames: the right side is cut
+    assert not fully_shown(source, viewer)
+    source, registered = register(viewer, qtbot, registration, source)
+    assert registered.translate[-1] > source.translate[-1]  # beside
+    assert fully_shown(registered, viewer) and fully_shown(source, viewer)
+
+    viewer.scene.camera.zoom *= 2  # the user looks closer again: the maps below would be off-screen
+    zoom = viewer.scene.camera.zoom
+    mapping.device_combo.setCurrentIndex(mapping.device_combo.findData("cpu"))
+    mapping.run_button.click()
+    qtbot.waitUntil(lambda: not mapping.busy(), timeout=TIMEOUT_MS)
+    maps = [viewer.layers[f"{name} T1"] for name in (source.name, registered.name)]
+    assert all(layer.translate[-2] > source.translate[-2] for layer in maps)  # below the frames
+    assert all(fully_shown(layer, viewer) for layer in maps)
+    assert viewer.scene.camera.zoom < zoom  # it refitted to take the maps in
+    assert fully_shown(source, viewer) and fully_shown(registered, viewer)
+
+    # a view that already shows the new layer is left as the user set it
+    viewer.scene.camera.zoom *= 0.5
+    zoom = viewer.scene.camera.zoom
+    registration.run_button.click()
+    qtbot.waitUntil(lambda: registration.worker is None, timeout=TIMEOUT_MS)
+    assert viewer.scene.camera.zoom == pytest.approx(zoom)
+    assert errors == [[], [], []]
+
+
+# ---------------------------------------------------------------------- item 8
+def test_t1_status_counts_failures_in_the_body_or_the_roi(window, qtbot, errors):
+    """Air and lungs fail to fit by nature: the status line and the ROI table count the body
+    (pixels with signal) without an ROI, the ROI with one; never the background."""
+    from napari_any2reg.core.phantom import make_phantom
+    from napari_any2reg.widgets._layers import sequence_to_layer_data
+    from napari_any2reg.widgets._mapping_helpers import BODY_ROW, signal_mask
+
+    viewer = window
+    phantom = make_phantom("molli", seed=0, shape=SMALL, spacing_mm=(4.5, 4.5))
+    data, kwargs, _ = sequence_to_layer_data(phantom.sequence, name="molli")
+    raw = viewer.add_image(data, **kwargs)
+    mapping = plugin_dock(viewer, "T1 mapping")
+    mapping.device_combo.setCurrentIndex(mapping.device_combo.findData("cpu"))
+    mapping.run_button.click()
+    qtbot.waitUntil(lambda: not mapping.busy(), timeout=TIMEOUT_MS)
+    result = mapping.last_result.results["before"]
+    body = signal_mask(raw.data) & result.mask
+    background_failures = int((result.failed & ~body).sum())
+    assert background_failures > 0  # the background does fail: that must not be what is reported
+    text = mapping.status_label.text()
+    assert f"{int((result.failed & body).sum())} of {int(body.sum())} body pixels failed" in text, text
+    median = np.median(result.t1_ms[body & np.isfinite(result.t1_ms)])
+    assert f"median T1 {median:.0f} ms in the body" in text
+    assert f"{result.n_failed} " not in text.split(":", 1)[1].split(" of ")[0]
+    table = mapping.results.stats_table
+    assert table.rowCount() == 1 and BODY_ROW in table.item(0, 1).text()
+    assert table.item(0, 2).text() == str(int(body.sum()))
+
+    # with the truth labels as ROI: the ROI's pixels, and the myocardium near its true T1
+    labels = viewer.add_labels(phantom.common_labels.astype(np.int32), name="truth labels", scale=raw.scale[-2:])
+    mapping.set_roi_layer(labels)
+    mapping.run_button.click()
+    qtbot.waitUntil(lambda: not mapping.busy(), timeout=TIMEOUT_MS)
+    result = mapping.last_result.results["before"]
+    roi = phantom.common_labels > 0
+    text = mapping.status_label.text()
+    assert f"{int((result.failed & roi).sum())} of {int(roi.sum())} ROI pixels failed" in text, text
+    assert errors == [[], [], []]
+
