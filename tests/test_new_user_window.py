@@ -146,3 +146,57 @@ def test_t1_status_counts_failures_in_the_body_or_the_roi(window, qtbot, errors)
     assert f"{int((result.failed & roi).sum())} of {int(roi.sum())} ROI pixels failed" in text, text
     assert errors == [[], [], []]
 
+
+# ---------------------------------------------------------------------- item 7
+def test_every_colour_map_shows_its_quantity_unit_and_range(window, qtbot, errors):
+    """The frame label (top left) names frame and TI first, then the layer, then what each
+    visible colour map means with its unit and range; colour bars sit bottom right, clear of
+    it, and the before/after differences share one bar."""
+    from napari_any2reg.widgets._dock import COLORBAR_POSITION, text_overlay
+
+    viewer = window
+    registration = plugin_dock(viewer, "Registration")
+    review = plugin_dock(viewer, "Review")
+    mapping = plugin_dock(viewer, "T1 mapping")
+    source, registered = register(viewer, qtbot, registration)
+    qtbot.waitUntil(lambda: review.worker is None and review.review is not None, timeout=TIMEOUT_MS)
+
+    def label():
+        return text_overlay(viewer).text.split("\n")
+
+    viewer.dims.set_current_step(0, 3)
+    ti = source.metadata["timings_ms"][3]
+    assert label()[0] == f"frame 3 / 7 · TI {ti:g} ms"  # first: a narrow canvas cuts line ends
+    review.grid_button.click()
+    qtbot.waitUntil(lambda: f"{registered.name} grid" in viewer.layers and not review.busy(), timeout=TIMEOUT_MS)
+    grid = viewer.layers[f"{registered.name} grid"]
+    top = float(grid.features["magnitude_mm"].max())
+    assert any(line.startswith("grid colour |u| (mm): 0 – ") and f"{top:.3g}" in line for line in label()), label()
+
+    review.jacobian_button.click()
+    qtbot.waitUntil(lambda: f"{registered.name} Jacobian" in viewer.layers and not review.busy(), timeout=TIMEOUT_MS)
+    jacobian = viewer.layers[f"{registered.name} Jacobian"]
+    low, high = jacobian.contrast_limits
+    assert f"det J (no unit): {low:.3g} – {high:.3g} · blue shrinks, 1 kept, red grows" in label(), label()
+    assert jacobian.colorbar.visible and jacobian.colorbar.position == COLORBAR_POSITION
+    jacobian.contrast_limits = (0.5, 1.5)  # the user widens the range: the legend follows
+    assert "det J (no unit): 0.5 – 1.5 · blue shrinks, 1 kept, red grows" in label()
+    jacobian.visible = False  # hidden: no legend for it
+    assert not any(line.startswith("det J") for line in label())
+
+    review.difference_button.click()
+    qtbot.waitUntil(lambda: f"{registered.name} difference after" in viewer.layers and not review.busy(),
+                    timeout=TIMEOUT_MS)
+    before, after = (viewer.layers[f"{registered.name} difference {w}"] for w in ("before", "after"))
+    assert before.visible and after.visible and tuple(before.contrast_limits) == tuple(after.contrast_limits)
+    assert [before.colorbar.visible, after.colorbar.visible] == [False, True]  # one bar for one scale
+    assert sum(line.startswith("frame − template (signal): ") for line in label()) == 1
+
+    mapping.device_combo.setCurrentIndex(mapping.device_combo.findData("cpu"))
+    mapping.run_button.click()
+    qtbot.waitUntil(lambda: not mapping.busy(), timeout=TIMEOUT_MS)
+    t1 = viewer.layers[f"{source.name} T1"]
+    low, high = t1.contrast_limits
+    assert f"T1 (ms): {low:.0f} – {high:.0f}" in label(), label()
+    assert t1.colorbar.visible and t1.colorbar.position == COLORBAR_POSITION
+    assert errors == [[], [], []]

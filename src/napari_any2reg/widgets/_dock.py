@@ -22,7 +22,8 @@ from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import QComboBox, QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
 
 __all__ = ["compact_combos", "scroll_body", "tabify_panel", "dock_of", "install_frame_label", "frame_label_text",
-           "text_overlay", "visible_world_rect", "fit_view_to"]
+           "text_overlay", "visible_world_rect", "fit_view_to", "LEGEND_KEY", "set_legend", "show_colorbar",
+           "legend_text", "legend_lines"]
 
 #: Live panels (weak), so a newly docked panel finds the others to tab with.
 _PANELS: "weakref.WeakSet[QWidget]" = weakref.WeakSet()
@@ -196,6 +197,76 @@ def timing_label(kind: Any) -> str:
     return _TIMING_LABELS.get(T1_MODELS[model].timing_name, "t") if model is not None else "t"
 
 
+#: Layer-metadata key of a colour-mapped layer's legend: ``{"quantity": ..., "unit": ...,
+#: "note": ...}`` (unit ``""``: dimensionless); the range is read live from the layer.
+LEGEND_KEY = "any2reg_legend"
+
+#: Where our colour bars go: the bottom right corner, clear of the frame label (top left),
+#: which a 1280 px wide window leaves little room beside.
+COLORBAR_POSITION = "bottom_right"
+
+
+def set_legend(layer: Any, quantity: str, unit: str = "", note: str = "") -> Any:
+    """Give ``layer`` the legend the frame label shows (quantity, unit, range, note); returns it."""
+    layer.metadata = {**dict(layer.metadata), LEGEND_KEY: {"quantity": quantity, "unit": unit, "note": note}}
+    return layer
+
+
+def show_colorbar(layer: Any, visible: bool = True) -> None:
+    """Show (or hide) ``layer``'s napari colour bar, in :data:`COLORBAR_POSITION`."""
+    colorbar = getattr(layer, "colorbar", None)
+    if colorbar is None:
+        return
+    colorbar.position = COLORBAR_POSITION
+    colorbar.visible = bool(visible)
+
+
+def _colour_range(layer: Any) -> tuple[float, float] | None:
+    for attribute in ("contrast_limits", "edge_contrast_limits"):  # images; shapes / vectors by feature
+        limits = getattr(layer, attribute, None)
+        if limits is not None:
+            try:
+                low, high = (float(v) for v in limits)
+            except (TypeError, ValueError):
+                continue
+            return low, high
+    return None
+
+
+def _number(value: float) -> str:
+    """3 significant digits, never an exponent a reader has to decode (2000, not 2e+03)."""
+    if value == 0 or abs(value) >= 100:
+        return f"{value:.0f}"
+    return f"{value:.3g}" if abs(value) >= 1e-3 else f"{value:.1e}"
+
+
+def legend_text(layer: Any) -> str | None:
+    """``"det J (no unit): 0.842 – 1.16 · 1 = area kept"``: what a layer's colours mean, or ``None``."""
+    legend = (getattr(layer, "metadata", None) or {}).get(LEGEND_KEY)
+    if not legend:
+        return None
+    unit = legend.get("unit") or "no unit"
+    text = f"{legend['quantity']} ({unit})"
+    limits = _colour_range(layer)
+    if limits is not None:
+        text += f": {_number(limits[0])} – {_number(limits[1])}"
+    if legend.get("note"):
+        text += f" · {legend['note']}"
+    return text
+
+
+def legend_lines(viewer: Any, limit: int = 5) -> list[str]:
+    """Legends of the visible colour-mapped layers, top layer first, each once (at most ``limit``)."""
+    lines: list[str] = []
+    for layer in reversed(list(viewer.layers)):
+        if not layer.visible:
+            continue
+        text = legend_text(layer)
+        if text is not None and text not in lines:
+            lines.append(text)
+    return lines[:limit]
+
+
 def frame_label_text(layer: Any, frame: int) -> str:
     """``"<layer>: frame k / N · TI t ms"`` for a sequence layer (timings from its metadata)."""
     n = int(layer.data.shape[0])
@@ -243,15 +314,29 @@ def install_frame_label(viewer: Any) -> None:
             overlay.visible = False
             return
         layer = layers[0]
+        legends = legend_lines(v)
         axis = v.dims.ndim - layer.ndim
         try:
             frame = int(round(float(layer.world_to_data(v.dims.point)[0]))) if axis >= 0 else 0
         except Exception:  # pragma: no cover - a layer napari cannot map
             frame = 0
         frame = min(max(frame, 0), int(layer.data.shape[0]) - 1)
-        overlay.text = frame_label_text(layer, frame)
+        # frame and TI first, then the layer's name on its own line: a narrow canvas cuts a
+        # line's end, not what the slider means; then what the visible colours mean
+        frame_text = frame_label_text(layer, frame)[len(layer.name) + 2:]
+        overlay.text = "\n".join([frame_text, layer.name, *legends])
         overlay.visible = True
 
+    def follow(layer: Any) -> None:
+        # a layer's legend range and visibility change after insertion (contrast, eye button)
+        for name in ("visible", "contrast_limits", "edge_contrast_limits"):
+            emitter = getattr(layer.events, name, None)
+            if emitter is not None:
+                emitter.connect(update)
+
+    for existing in list(viewer.layers):
+        follow(existing)
+    viewer.layers.events.inserted.connect(lambda event: follow(event.value))
     viewer.dims.events.current_step.connect(update)
     viewer.layers.events.inserted.connect(update)
     viewer.layers.events.removed.connect(update)

@@ -19,6 +19,7 @@ from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, 
 
 from ..core import qc
 from ..core.spatial import jacobian_determinant
+from ._dock import set_legend, show_colorbar
 from ._layers import axes_kwargs, beside_translate
 from ._pickers import OVERLAY_KEY, same_layer
 
@@ -56,6 +57,18 @@ IMAGE_OVERLAYS = ("jacobian", "folding", "scores", "difference_before", "differe
 FOLDING_COLORMAP = Colormap([[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 1.0, 1.0]], name="any2reg folding")
 
 _OVERLAY_KEY = OVERLAY_KEY
+
+#: What each overlay's colours mean (quantity, unit, note), shown under the frame label; the
+#: range is the layer's own (contrast limits, or the colour limits of the grid and arrows).
+OVERLAY_LEGENDS = {
+    "grid": ("grid colour |u|", "mm", "plasma"),
+    "quiver": ("arrow colour |u|", "mm", "plasma"),
+    "jacobian": ("det J", "", "blue shrinks, 1 kept, red grows"),
+    "folding": ("folded pixels, det J ≤ 0", "", "magenta"),
+    "scores": ("correspondence score", "", "1 = matches the group"),
+    "difference_before": ("frame − template", "signal", "before: raw, after: reg."),
+    "difference_after": ("frame − template", "signal", "before: raw, after: reg."),
+}
 
 
 
@@ -158,6 +171,8 @@ class OverlaySection(QWidget):
         new.scale = base.scale
         new.translate = base.translate
         new.metadata = {_OVERLAY_KEY: kind, "review_of": pair.registered.name}
+        if kind in OVERLAY_LEGENDS:
+            set_legend(new, *OVERLAY_LEGENDS[kind])
         old = self._own_layer(new.name, kind)
         if old is not None:
             index = self.dock.viewer.layers.index(old)
@@ -181,10 +196,8 @@ class OverlaySection(QWidget):
                 continue
             if np.allclose(np.asarray(layer.translate), np.asarray(new.translate)):
                 layer.visible = False
-                if hasattr(layer, "colorbar"):
-                    layer.colorbar.visible = False
-        if hasattr(new, "colorbar") and new.metadata.get(_OVERLAY_KEY) not in ("folding", "checkerboard"):
-            new.colorbar.visible = True
+                show_colorbar(layer, False)
+        show_colorbar(new, new.metadata.get(_OVERLAY_KEY) not in ("folding", "checkerboard"))
 
     def _own_layer(self, name: str, kind: str) -> Any:
         if name in self.dock.viewer.layers:
@@ -316,10 +329,11 @@ class OverlaySection(QWidget):
         def add(review: qc.Review) -> None:
             pair = self.dock.pair()
             limit = self.dock.difference_limit
-            for kind, data in (("difference_before", review.difference_before),
-                               ("difference_after", review.difference_after)):
-                self._put_layer(Image(data, colormap="coolwarm", contrast_limits=(-limit, limit), **axes_kwargs(3)),
-                                pair, kind)
+            layers = [self._put_layer(Image(data, colormap="coolwarm", contrast_limits=(-limit, limit), **axes_kwargs(3)),
+                                      pair, kind)
+                      for kind, data in (("difference_before", review.difference_before),
+                                         ("difference_after", review.difference_after))]
+            show_colorbar(layers[0], False)  # one scale for both: one bar, not two identical ones
             self.dock.set_status(f"Difference to the template at each frame's contrast, ±{limit:.3g} "
                             "(blue below, red above); before on the raw frames, after on the registered.")
 

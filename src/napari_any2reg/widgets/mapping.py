@@ -30,7 +30,7 @@ from ..core.mapping import T1_MODELS, T1FitResult, fit_t1, model_for_kind
 from ..core.mapping_roi import DEFAULT_R2_THRESHOLD
 from ._base import WorkerDock
 from ._ecv_section import EcvSection
-from ._dock import compact_combos, fit_view_to, install_frame_label, scroll_body
+from ._dock import LEGEND_KEY, compact_combos, fit_view_to, install_frame_label, scroll_body, show_colorbar
 from ._layers import REGISTERED_SUFFIX, axes_kwargs
 from ._mapping_helpers import (
     MapJob,
@@ -467,6 +467,7 @@ class MappingWidget(WorkerDock):
                 continue
             name = f"{job.name}{MAP_SUFFIXES[key]}"
             metadata = dict(base_meta, any2reg_map=key)
+            metadata[LEGEND_KEY] = MAP_LEGENDS[key]  # quantity and unit under the frame label
             if key == "t1":
                 metadata["t1_contrast"] = t1_view["contrast"]
             existing = self.viewer.layers[name] if name in self.viewer.layers else None
@@ -489,8 +490,16 @@ class MappingWidget(WorkerDock):
                     metadata=metadata,
                     **axes_kwargs(2),
                 )
-                layers[key].colorbar.visible = key == "t1" and job.role == "before"
+                show_colorbar(layers[key], key == "t1" and job.role == "before")
         return layers
+
+#: What each map's colours mean (see ``_dock.legend_text``; the range is the layer's contrast).
+MAP_LEGENDS = {
+    "t1": {"quantity": "T1", "unit": "ms", "note": ""},
+    "r2": {"quantity": "R² of the fit", "unit": "", "note": ""},
+    "t1_sd": {"quantity": "T1 SD", "unit": "ms", "note": ""},
+}
+
 
 def _is_registration_of(layer: Any, source: Any) -> bool:
     return not same_layer(layer, source) and (
