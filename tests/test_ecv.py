@@ -218,3 +218,26 @@ def test_fit_writes_segments_with_rv_insertion(tmp_path):
     assert (out / "bullseye.png").stat().st_size > 5000
     assert json.loads((out / "stats.json").read_text())["segments"]["level"] == "basal"
     assert main(["fit", str(tmp_path / "native.tif"), "-o", str(tmp_path / "x"), "--rv-insertion", rv, "-q"]) == 1
+
+
+def test_compute_ecv_checks_before_registering(phantom_pair):
+    from napari_any2reg.pipeline.ecv import compute_ecv, register_pair
+
+    native, post = phantom_pair
+    labels = native.common_labels
+    untimed = post.sequence.replace(timings_ms=None)
+    calls = []
+
+    def fit(*args, **kwargs):  # never reached: the problem is found first
+        calls.append(args)
+        raise AssertionError("fitted")
+
+    with pytest.raises(ValueError, match="no T1 map can be fitted to the post-contrast series"):
+        compute_ecv(native.sequence, untimed, labels, hematocrit=0.42, fit=fit)
+    with pytest.raises(ValueError, match="exactly one"):
+        compute_ecv(native.sequence, post.sequence, labels, fit=fit)
+    with pytest.raises(ValueError, match="Y1,X1;Y2,X2"):
+        compute_ecv(native.sequence, post.sequence, labels, hematocrit=0.42, rv_insertion="1;2", fit=fit)
+    with pytest.raises(ValueError, match="two sequences or two T1 maps"):
+        register_pair(native.sequence, native.t1_map)
+    assert calls == []

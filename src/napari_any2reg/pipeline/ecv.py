@@ -289,6 +289,12 @@ def compute_ecv(
     for which, x in (("native", native), ("post-contrast", post)):
         if not isinstance(x, Sequence):
             _as_map(x, which)
+            continue
+        from .series import fit_problem_for
+
+        problem = fit_problem_for(x)
+        if problem is not None:  # found before registering, not after
+            raise ValueError(f"no T1 map can be fitted to the {which} series {x.name!r}: {problem}.")
     if shapes[0] != shapes[1]:
         raise ValueError(f"the native input is {shapes[0]} pixels but the post-contrast one {shapes[1]}; both must be "
                          "the same slice on the same matrix.")
