@@ -59,3 +59,63 @@ def test_a_series_without_scanner_maps_opens_as_one_layer(viewer, tmp_path):
     _philips_molli(tmp_path / "plain", with_maps=0)
     (layer,) = viewer.open(tmp_path / "plain", plugin=PLUGIN)
     assert layer.data.shape == (10, H, W)
+
+
+# ---------------------------------------------------------------- item 13: napari says why
+def _hostile_files(tmp_path):
+    """(path napari is asked to open, words its error must show) for files this plugin refuses."""
+    import tifffile
+
+    fake_dcm = tmp_path / "IM_0001.dcm"
+    fake_dcm.write_bytes(b"this is a text file, not an image\n" * 10)
+    flat = tmp_path / "flat.tif"
+    tifffile.imwrite(flat, np.zeros((16, 16), np.float32))
+    pngs = tmp_path / "photos"
+    pngs.mkdir()
+    (pngs / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    zero = tmp_path / "zero.nii.gz"
+    zero.write_bytes(b"")
+    return [
+        (fake_dcm, "not a DICOM file"),
+        (flat, "single image (16, 16); need a time series"),
+        (pngs, "no DICOM file among its first"),
+        (empty, "is an empty folder"),
+        (zero, "is empty (0 bytes)"),
+    ]
+
+
+def test_napari_shows_why_a_file_is_refused(viewer, tmp_path):
+    from napari.errors import ReaderPluginError
+
+    for path, words in _hostile_files(tmp_path):
+        with pytest.raises(Exception) as error:
+            viewer.open(path, plugin=PLUGIN)
+        # what napari puts in its reader dialog: str() of the error, with the plugin's message
+        text = str(error.value) + "\n" + (str(error.value.__cause__) if isinstance(error.value, ReaderPluginError) else "")
+        assert words in text and str(path.name) in text, text
+        assert "refused the file" not in text and "returned no data" not in text
+    assert len(viewer.layers) == 0
+    # a folder that holds a series still opens (the probe did not get stricter)
+    _philips_molli(tmp_path / "molli", with_maps=0)
+    (layer,) = viewer.open(tmp_path / "molli", plugin=PLUGIN)
+    assert layer.data.shape == (10, H, W)
+
+
+def test_a_named_non_dicom_file_is_not_read_through_its_folder(tmp_path, monkeypatch):
+    """A ``.dcm`` that is not DICOM is refused as that file (no scan of the folder beside it)."""
+    from napari_any2reg.io import SequenceReadError, read_sequence
+    from napari_any2reg.io import dicom
+
+    _philips_molli(tmp_path / "molli", with_maps=0)
+    junk = tmp_path / "molli" / "junk.dcm"
+    junk.write_bytes(b"x" * 300)
+    scanned = []
+    real_scan = dicom._scan
+    monkeypatch.setattr(dicom, "_scan", lambda files: scanned.append(files) or real_scan(files))
+    with pytest.raises(SequenceReadError, match=r"junk\.dcm: not a DICOM file"):
+        read_sequence(junk)
+    assert scanned == []
+    # a real file of the series still reads its series
+    assert read_sequence(tmp_path / "molli" / "IM_0000").n_frames == 10

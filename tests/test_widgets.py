@@ -348,14 +348,15 @@ def test_layer_picker_and_reference_frame_follow_the_viewer(viewer, widget):
 def test_reader_opens_tiff_with_scale_and_timings(viewer, tmp_path):
     from napari_any2reg.core.phantom import make_phantom
     from napari_any2reg.io import write_tiff
-    from napari_any2reg.widgets._reader import get_reader
+    from napari_any2reg.widgets._reader import get_reader, read_layers
 
     seq = make_phantom("molli", seed=4, shape=SMALL, spacing_mm=(4.5, 4.5)).sequence
     path = write_tiff(tmp_path / "molli.tif", seq)
-    assert get_reader(str(path)) is not None
-    assert get_reader(str(tmp_path / "notes.txt")) is None
-    assert get_reader([str(path), str(path)]) is None  # two TIFFs are not one series
-    assert get_reader([str(path)]) is not None
+    assert get_reader(str(path)) is read_layers
+    # what cannot be read gets a reader that says why (issue 24 item 13), not None ("refused the file")
+    assert "no such file" in get_reader(str(tmp_path / "notes.txt")).reason
+    assert "one DICOM series" in get_reader([str(path), str(path)]).reason  # two TIFFs are not one series
+    assert get_reader([str(path)]) is read_layers
 
     layers = viewer.open(str(path), plugin=PLUGIN)
     assert len(layers) == 1

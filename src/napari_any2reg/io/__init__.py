@@ -16,6 +16,7 @@ replace an existing file unless ``overwrite=True``.
 ``write_nifti``        NIfTI + JSON sidecar
 ``atomic_write``       temp file in the same folder, then ``os.replace``
 ``supported_path``     cheap extension / DICOM-folder check
+``refusal_reason``     the same checks, with the reason (napari's reader hook shows it)
 =====================  ==========================================================
 
 ``atomic_write_folder`` writes several files into a folder as one unit (all or none; used by
@@ -33,7 +34,7 @@ use: ``import napari_any2reg.io`` stays light for ``any2reg --help``.
 
 from ._atomic import atomic_write, atomic_write_all, atomic_write_folder, check_output_folder
 from ._common import FILE_EXTENSIONS, SequenceReadError, SequenceReadWarning
-from ._dispatch import read_sequence, read_slices, supported_path
+from ._dispatch import read_sequence, read_slices, refusal_reason, supported_path
 from .dicom import read_dicom_series, read_dicom_slices
 from .fields import read_displacement, read_map_tiff, save_displacement, save_map_tiff
 from .nifti import read_nifti, write_nifti
@@ -52,6 +53,7 @@ __all__ = [
     "write_tiff",
     "write_nifti",
     "supported_path",
+    "refusal_reason",
     "atomic_write",
     "atomic_write_all",
     "atomic_write_folder",

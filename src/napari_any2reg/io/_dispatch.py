@@ -23,7 +23,7 @@ from ._common import (
     build_sequence,
     split_name,
 )
-from .dicom import _dicom_parts_list, looks_like_dicom
+from .dicom import NOT_DICOM, _dicom_parts_list, has_dicom_content, looks_like_dicom
 from .nifti import NIFTI_EXTENSIONS, _nifti_parts_list
 from .tiff import TIFF_EXTENSIONS, _tiff_parts_list
 
@@ -37,6 +37,7 @@ __all__ = [
     "read_sequence",
     "read_slices",
     "supported_path",
+    "refusal_reason",
 ]
 
 _FOLDER_PROBE = 32  # files looked at by supported_path on a folder
@@ -166,11 +167,7 @@ def _parts_list(path: Any):
             check_regular_file(Path(entry))
     reader = reader_for(path)
     if reader is None:
-        ext = split_name(path)[1]
-        raise SequenceReadError(
-            f"{path}: unsupported file type {ext or '(no extension)'!r}; supported: "
-            f"{supported_description()}. Convert the file to one of these."
-        )
+        raise SequenceReadError(_unsupported(path))
     return reader.parts(list(path) if isinstance(path, (list, tuple)) else path)
 
 
@@ -309,3 +306,70 @@ def supported_path(path: Any) -> bool:
     if ext == "" and path.is_file():
         return any(r.sniff(path) for r in READERS if r.sniff is not None)
     return False
+
+
+def _unsupported(path: Any) -> str:
+    ext = split_name(path)[1]
+    return (f"{path}: unsupported file type {ext or '(no extension)'!r}; supported: "
+            f"{supported_description()}. Convert the file to one of these.")
+
+
+def refusal_reason(path: Any) -> str | None:
+    """Why :func:`read_sequence` certainly cannot read ``path``, in one line; ``None`` when it can try.
+
+    The cheap checks of :func:`supported_path` (no pixel data is read), with the reason kept:
+    napari's reader hook shows it instead of napari's bare "refused the file" (issue 24 item
+    13). Problems only a full read finds (a 2-D TIFF, a truncated NIfTI) come from the reader.
+
+    Parameters
+    ----------
+    path : str, Path or list of paths
+        A file, a folder (one DICOM series) or a list of files (the images of one DICOM series).
+
+    Returns
+    -------
+    str or None
+        The message names the path, the problem and what to open instead.
+    """
+    if isinstance(path, (list, tuple)):
+        if not path:
+            return "no file given: open a file, a DICOM series folder or the files of one DICOM series."
+        for entry in path:
+            if not isinstance(entry, (str, os.PathLike)):
+                return f"{entry!r} is not a file path; open a file or a DICOM series folder."
+            try:
+                check_regular_file(Path(entry))
+            except SequenceReadError as exc:
+                return str(exc)
+            if Path(entry).is_dir():
+                return (f"{entry} is a folder: several paths are read as the files of one DICOM series; "
+                        "open the folder on its own.")
+            if not has_dicom_content(Path(entry)):
+                what = NOT_DICOM.split(";")[0]
+                return (f"{entry}: {what}; several files are read as the images of one DICOM series "
+                        "(open a TIFF or NIfTI file on its own).")
+        return None
+    if not isinstance(path, (str, os.PathLike)):
+        return f"{path!r} is not a file path; open a file or a DICOM series folder."
+    path = Path(path)
+    try:
+        check_regular_file(path)  # missing, FIFO / socket / device, empty
+    except SequenceReadError as exc:
+        return str(exc)
+    folder_readers = [r for r in READERS if r.accepts_folders and r.sniff is not None]
+    if path.is_dir():
+        if any(_folder_holds(path, r.sniff) for r in folder_readers):
+            return None
+        with os.scandir(path) as entries:
+            if next(entries, None) is None:
+                return f"{path} is an empty folder; choose the folder that holds the images of one DICOM series."
+        names = " or ".join(r.name for r in folder_readers)
+        return (f"{path}: no {names} file among its first {_FOLDER_PROBE} files; a folder is read as one "
+                f"{names} series. Choose the folder that holds the images, or open a TIFF or NIfTI file itself.")
+    reader = reader_for(path)
+    if reader is None:
+        return _unsupported(path)
+    if reader.name == "DICOM" and not has_dicom_content(path):
+        return f"{path}: {NOT_DICOM}."
+    return None
+

@@ -29,11 +29,15 @@ Frame order and timings (within one slice)
    MOLLI, whose standard tag is often absent or constant);
 3. else a TI parsed from ImageComments (0020,4000) (``"TI 120"``, ``"TI=120ms"``,
    ``"T1 prep TI: 120.5"``) when every frame has one and they differ (Siemens MOLLI);
-4. else TriggerTime (0018,1060) (enhanced: NominalCardiacTriggerDelayTime (0020,9153)) when
+4. else EchoTime (0018,0081) (enhanced: EffectiveEchoTime (0018,9082) of the MR echo
+   functional group) when every frame has one and they differ: a multi-echo series (kind
+   ``mge`` when ScanningSequence says gradient echo and the description names no other kind;
+   the echo times are the timings of the T2 / T2* fit);
+5. else TriggerTime (0018,1060) (enhanced: NominalCardiacTriggerDelayTime (0020,9153)) when
    every frame has one and they differ (cine: kind ``cine`` unless the series description
    says otherwise; never for MOLLI / STONE / SASHA / IR series, whose fit needs preparation
    times, not trigger delays);
-5. else InstanceNumber (enhanced: the frame number), and no timings. Two frames that nothing
+6. else InstanceNumber (enhanced: the frame number), and no timings. Two frames that nothing
    orders (same timing and the same InstanceNumber) are an error, not a silent guess.
 
 Pixel values are ``stored * RescaleSlope + RescaleIntercept``; spacing is PixelSpacing
@@ -140,6 +144,24 @@ def looks_like_dicom(path: Path) -> bool:
     except OSError:
         return False
     return (len(head) == 132 and head[128:] == b"DICM") or _starts_like_dataset(head)
+
+
+def has_dicom_content(path: Path) -> bool:
+    """Whether the file's bytes are DICOM: ``DICM`` at byte 128, or a data set without preamble.
+
+    Unlike :func:`looks_like_dicom` the name is not trusted: a ``.dcm`` holding text is not DICOM.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return (len(head) == 132 and head[128:] == b"DICM") or _starts_like_dataset(head)
+
+
+#: Why a file is not read as DICOM (the messages of the reader and of napari's reader hook).
+NOT_DICOM = ("not a DICOM file (no 'DICM' marker at byte 128 and no DICOM data set at its start); "
+             "is it another format, or damaged? Export the series from the scanner or PACS again")
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -329,6 +351,7 @@ class _Frame:
     ti_tag: float | None = None
     ti_philips: float | None = None
     ti_comment: float | None = None
+    echo: float | None = None
     trigger: float | None = None
     slope: float | None = None
     intercept: float | None = None
@@ -375,6 +398,7 @@ def _classic_frame(f: Path, ds: Any) -> _Frame:
         ti_tag=_float_or_none(ds.get("InversionTime")),
         ti_philips=_philips_ti(ds),
         ti_comment=parse_ti_comment(ds.get("ImageComments")),
+        echo=_float_or_none(ds.get("EchoTime")),
         trigger=_float_or_none(ds.get("TriggerTime")),
         slope=_float_or_none(ds.get("RescaleSlope")),
         intercept=_float_or_none(ds.get("RescaleIntercept")),
@@ -422,6 +446,7 @@ def _enhanced_frames(f: Path, ds: Any) -> list[_Frame]:
             ti_tag=_float_or_none(ti),
             ti_philips=philips,
             ti_comment=parse_ti_comment(ds.get("ImageComments")) if count == 1 else None,
+            echo=_float_or_none(_functional(item, shared, "MREchoSequence", "EffectiveEchoTime")),
             trigger=_float_or_none(_functional(item, shared, "CardiacSynchronizationSequence",
                                                "NominalCardiacTriggerDelayTime")),
             slope=_float_or_none(_functional(item, shared, "PixelValueTransformationSequence", "RescaleSlope")),
@@ -518,6 +543,7 @@ def _order(frames: list[_Frame], kind: str | None, where: Path) -> tuple[list[_F
         ([fr.ti_tag for fr in frames], "inversion_time", "InversionTime (0018,0082)"),
         ([fr.ti_philips for fr in frames], "inversion_time", "Philips inversion delay (2005,1572)"),
         ([fr.ti_comment for fr in frames], "inversion_time", "ImageComments (0020,4000)"),
+        ([fr.echo for fr in frames], "echo_time", "EchoTime (0018,0081)"),
         ([fr.trigger for fr in frames], "trigger_time", "TriggerTime (0018,1060)"),
     ):
         if basis == "trigger_time" and kind in _MAPPING_KINDS:
@@ -700,6 +726,9 @@ def _dicom_parts(path: Any, *, slice_index: int | None = None) -> _Parts:
 
 def _dicom_parts_list(path: Any, *, slice_index: int | None = None) -> list[_Parts]:
     folder, files, wanted = _candidate_files(path)
+    if wanted is not None and _read_header(wanted) is None:
+        # a file named on its own that is not DICOM: say so, without scanning its folder
+        raise SequenceReadError(f"{wanted}: {NOT_DICOM}.")
     found, skipped = _scan(files)
     if not found:
         raise SequenceReadError(
@@ -824,6 +853,8 @@ def _slice_parts(folder: Path, frames: list[_Frame], kind: str | None, texts: li
         parts.kind, parts.kind_source = kind, "SeriesDescription/ProtocolName"
     elif basis == "trigger_time":
         parts.kind, parts.kind_source = "cine", "TriggerTime"
+    elif basis == "echo_time" and "GR" in str(first.header.get("ScanningSequence", "")).upper():
+        parts.kind, parts.kind_source = "mge", "EchoTime + ScanningSequence GR"
     parts.name = texts[0].strip() or None
     dicom = {}
     for key in SAFE_FIELDS:

@@ -31,22 +31,38 @@ def _normalise(path: PathLike | _Seq[PathLike]) -> str | list[str]:
     return paths[0] if len(paths) == 1 else paths
 
 
-def get_reader(path: PathLike | _Seq[PathLike]) -> Callable[[Any], list[LayerDataTuple]] | None:
-    """Return a reader function for ``path``, or ``None`` when the io layer cannot read it.
+def get_reader(path: PathLike | _Seq[PathLike]) -> Callable[[Any], list[LayerDataTuple]]:
+    """Return the reader function for ``path``: one that reads it, or one that says why it cannot.
 
-    A file, a DICOM folder, or a list of DICOM files (one series) is accepted.
+    A file, a DICOM folder, or a list of DICOM files (one series) is read. napari only offers
+    this plugin the paths its manifest claims (our extensions, folders); when one of them
+    cannot be read, returning ``None`` would make napari say no more than "refused the file",
+    so the function returned raises :class:`~napari_any2reg.io.SequenceReadError` with the
+    reason (:func:`napari_any2reg.io.refusal_reason`: "not a DICOM file", "no DICOM file among
+    its first 32 files", ...), which napari shows in its reader dialog. Reasons only a full read
+    finds (a 2-D TIFF: "single image (H, W); need a time series") come from the reader itself.
     """
-    from ..io import supported_path
+    from ..io import refusal_reason
 
     target = _normalise(path)
-    if isinstance(target, list) and not target:
-        return None
     try:
-        if not supported_path(target):
-            return None
-    except Exception:  # a probe must never break napari's reader selection
-        return None
-    return read_layers
+        reason = refusal_reason(target)
+    except Exception as exc:  # a probe must never break napari's reader selection
+        reason = f"{target}: could not be examined ({type(exc).__name__}: {exc})."
+    if reason is None:
+        return read_layers
+    return _refusal(reason)
+
+
+def _refusal(reason: str) -> Callable[..., list[LayerDataTuple]]:
+    """A reader function that raises ``reason`` (napari shows the message of what a reader raises)."""
+    from ..io import SequenceReadError
+
+    def refuse(path: Any, **kwargs: Any) -> list[LayerDataTuple]:
+        raise SequenceReadError(reason)
+
+    refuse.reason = reason  # type: ignore[attr-defined]
+    return refuse
 
 
 def read_layers(path: PathLike | _Seq[PathLike]) -> list[LayerDataTuple]:
