@@ -241,3 +241,15 @@ def test_compute_ecv_checks_before_registering(phantom_pair):
     with pytest.raises(ValueError, match="two sequences or two T1 maps"):
         register_pair(native.sequence, native.t1_map)
     assert calls == []
+
+
+def test_phantom_breath_hold_offset_moves_the_heart(phantom_pair):
+    native, post = phantom_pair
+    heart = native.common_labels > 0
+    assert abs(native.displacement[:, 0][:, heart].mean()) < 0.3  # zero-mean breathing only
+    assert post.displacement[:, 0][:, heart].mean() == pytest.approx(3.0, abs=0.3)  # 13.5 mm at 4.5 mm
+    assert abs(post.displacement[:, 1][:, heart].mean()) < 0.3
+    lv = np.argwhere(post.labels[0] == 1).mean(0) - np.argwhere(post.common_labels == 1).mean(0)
+    assert lv[0] == pytest.approx(3.0, abs=0.6)  # the heart appears 3 px lower in the frames
+    assert post.params["arguments"]["breath_hold_offset_mm"] == (13.5, 0.0)
+    assert np.array_equal(native.common_labels, post.common_labels)  # same patient
