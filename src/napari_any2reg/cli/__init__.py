@@ -321,7 +321,7 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
         help="write a built-in phantom sequence",
         description="Write a seeded cardiac phantom (with known motion) as a TIFF with timings.",
     )
-    sample.add_argument("kind", choices=("molli", "stone", "sasha", "cine"), help="sequence type")
+    sample.add_argument("kind", choices=("molli", "stone", "sasha", "cine", "t2prep", "mge"), help="sequence type (t2prep: T2-prepared bSSFP, 4 preparations 0-55 ms, known T2; mge: multi-gradient echo, 8 echoes 2.6-18.7 ms, known T2*)")
     sample.add_argument("-o", "--output", required=True, help="output .tif path")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--size", type=int, default=192, help="image size in pixels (default: %(default)s)")
@@ -330,10 +330,12 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
 
     fit = sub.add_parser(
         "fit",
-        help="fit a T1 map (MOLLI, STONE, SASHA, inversion recovery)",
+        help="fit a T1, T2 or T2* map (MOLLI, STONE, SASHA, inversion recovery, T2-prep, multi-echo)",
         description=(
             "Fit a T1 model to every pixel of INPUT (raw or registered) and write OUTDIR/t1.tif "
             "(ms), OUTDIR/r2.tif, OUTDIR/t1_sd.tif (ms, from the fit covariance), "
+            "(a T2 model --model t2|t2c: OUTDIR/t2.tif and t2_sd.tif; t2star: t2star.tif and "
+            "t2star_sd.tif), "
             "OUTDIR/params.tif (model parameters, one page each) and OUTDIR/stats.json (model, "
             "timings, failed pixels, ROI statistics and R2 survival curves with --mask). Pixels "
             "where the fit fails are NaN in every map and counted in stats.json."
@@ -341,8 +343,9 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
     )
     fit.add_argument("input", help=_INPUT_HELP)
     fit.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
-    fit.add_argument("--model", choices=T1_MODELS, default=None, metavar="MODEL", help="T1 model: %(choices)s; stone2/sasha2 are the 2-parameter forms (default: from the sequence kind)")
-    fit.add_argument("--times-ms", type=_float_list, default=None, metavar="T1,T2,...", help="per-frame inversion/saturation times (ms), 'inf' for no preparation (default: from the file's metadata)")
+    fit.add_argument("--model", choices=T1_MODELS, default=None, metavar="MODEL", help="fit model: %(choices)s; stone2/sasha2 are the 2-parameter T1 forms, t2 / t2c (with a constant offset) fit T2 over T2-prep durations or spin-echo TEs, t2star T2* over gradient-echo TEs (default: from the sequence kind)")
+    fit.add_argument("--times-ms", type=_float_list, default=None, metavar="T1,T2,...", help="per-frame inversion/saturation times (ms), 'inf' for no preparation; echo times (T2-prep durations, TEs) for t2, t2c, t2star (default: from the file's metadata, DICOM EchoTime for a multi-echo series)")
+    fit.add_argument("--noise-floor", type=float, default=None, metavar="LEVEL", help="t2 / t2c / t2star: per pixel, leave out the echoes from the first one at or below this signal level (e.g. 2-3x the mean background); default: fit every echo")
     fit.add_argument("--mask", default=None, metavar="FILE", help="2-D label image or mask (TIFF, NIfTI or .npy) on the image grid, for ROI statistics (labels: 1 LV blood, 2 LV myocardium, 3 RV blood)")
     fit.add_argument("--rv-insertion", default=None, metavar="Y1,X1;Y2,X2", help="RV insertion points (pixels, anterior first) with --mask: also write OUTDIR/segments.csv and OUTDIR/bullseye.png (AHA segments of the T1 map)")
     fit.add_argument("--level", default="mid", choices=("basal", "mid", "apical"), help="slice level for --rv-insertion (default: %(default)s)")
@@ -651,6 +654,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     # fit_t1 skips pixels with NaN/Inf samples (NaN in the maps, counted as failed), so such
     # pixels are no reason to refuse the file here, unlike for registration
     sequence = _read_input(args.input, nonfinite="mask")
+    model = args.model or model_for_kind(sequence.kind)
     if args.times_ms is not None:
         if len(args.times_ms) != sequence.n_frames:
             raise ValueError(
@@ -659,11 +663,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             )
         sequence = sequence.replace(timings_ms=args.times_ms)
     if sequence.timings_ms is None:
+        what = T1_MODELS[model].timing_label if model is not None else "inversion/saturation/echo times"
         raise ValueError(
-            f"{args.input} has no inversion/saturation times in its metadata; pass --times-ms "
+            f"{args.input} has no {what} in its metadata; pass --times-ms "
             f"with {sequence.n_frames} values (ms)."
         )
-    model = args.model or model_for_kind(sequence.kind)
     if model is None:
         raise ValueError(
             f"{args.input} is a {sequence.kind!r} sequence, which has no default T1 model; pass "
@@ -680,8 +684,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
         parse_insertion_points(rv_insertion)  # a malformed value fails before the fit
 
+    spec = T1_MODELS[model]
     outdir = Path(args.output)
-    names = ("t1.tif", "r2.tif", "t1_sd.tif", "params.tif", "stats.json")
+    stem = spec.map_name  # t1, t2 or t2star
+    names = (f"{stem}.tif", "r2.tif", f"{stem}_sd.tif", "params.tif", "stats.json")
     from ..pipeline.segments import SEGMENT_FILES
 
     targets = [outdir / name for name in names + (SEGMENT_FILES if rv_insertion is not None else ())]
@@ -698,7 +704,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         frames[:, nonfinite] = np.nan  # the reader set them to 0; fit_t1 must see them as unusable
         _note("note", f"{int(nonfinite.sum())} pixels of {args.input} have NaN/Inf values; they are not fitted (NaN in the maps, counted as failed)")
     with _Progress(args.quiet) as progress:
-        result = fit_t1(frames, sequence.timings_ms, model, device=args.device, progress=progress)
+        result = fit_t1(frames, sequence.timings_ms, model, device=args.device, noise_floor=args.noise_floor, progress=progress)
     stats = result.summary()
     stats.update(
         {
@@ -708,7 +714,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             "n_frames": sequence.n_frames,
             "shape": list(sequence.shape),
             "spacing_mm": list(sequence.spacing_mm),
-            "files": {"t1.tif": "T1 (ms)", "r2.tif": "R2", "t1_sd.tif": "SD of T1 (ms) from s2 (J^T J)^-1",
+            "files": {names[0]: f"{spec.quantity} (ms)", "r2.tif": "R2", names[2]: f"SD of {spec.quantity} (ms) from s2 (J^T J)^-1",
                       "params.tif": f"parameters, one page each: {', '.join(result.param_names)}"},
         }
     )
@@ -728,9 +734,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     base = {"model": result.model, "spacing_mm": list(sequence.spacing_mm), "source": str(args.input)}
     maps = [
-        (result.t1_ms, {"quantity": "T1", "unit": "ms"}),
+        (result.t1_ms, {"quantity": spec.quantity, "unit": "ms"}),
         (result.r_squared, {"quantity": "R2", "unit": ""}),
-        (result.t1_sd_ms, {"quantity": "T1 SD", "unit": "ms"}),
+        (result.t1_sd_ms, {"quantity": f"{spec.quantity} SD", "unit": "ms"}),
         (result.params_stack(), {"quantity": "parameters", "param_names": list(result.param_names)}),
     ]
     if sequence.metadata.get("read_warnings"):
@@ -747,8 +753,8 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     atomic_write_folder(outdir, write_outputs, expected=names + tuple(segment_writers), overwrite=args.overwrite)
     if not args.quiet:
-        median = stats["t1_median_ms"]
-        median_text = f"median T1 {median:.0f} ms" if median is not None else "no valid T1"
+        median = stats[f"{stem}_median_ms"]
+        median_text = f"median {spec.quantity} {median:.0f} ms" if median is not None else f"no valid {spec.quantity}"
         print(
             f"{sequence.name}: {result.model} fit of {sequence.shape[0]}x{sequence.shape[1]} pixels in "
             f"{result.seconds:.2f} s on {result.device}; {median_text}; {result.n_failed} failed "

@@ -61,6 +61,7 @@ import torch
 
 from .device import describe_device, resolve_device
 from .engine_api import Cancelled
+from .vocabulary import arg
 
 __all__ = [
     "T1Model",
@@ -916,15 +917,15 @@ def _check_noise_floor(noise_floor: Any, spec: T1Model) -> float | None:
         return None
     if not isinstance(spec, DecayModel):
         raise ValueError(
-            f"noise_floor drops the late echoes of a decay (T2 / T2*); model {spec.name!r} fits "
-            f"{spec.quantity} recovery: leave noise_floor out or pick t2, t2c or t2star."
+            f"{arg('noise_floor')} drops the late echoes of a decay (T2 / T2*); model {spec.name!r} fits "
+            f"{spec.quantity} recovery: leave {arg('noise_floor')} out or pick the model t2, t2c or t2star."
         )
     try:
         value = float(noise_floor)
     except (TypeError, ValueError):
         value = float("nan")
     if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"noise_floor must be a finite signal level >= 0; got {noise_floor!r}.")
+        raise ValueError(f"{arg('noise_floor')} must be a finite signal level >= 0; got {noise_floor!r}.")
     return value
 
 
@@ -993,7 +994,7 @@ def _check_timings(timings: Any, n_frames: int, spec: T1Model) -> np.ndarray:
     if not spec.infinite_timing_allowed and np.isinf(t).any():
         raise ValueError(
             f"{label} must be finite for a {spec.quantity} fit (model {spec.name!r}); got {t.tolist()}: "
-            "give each frame's echo time (ms)."
+            f"give each frame's echo time in ms ({arg('timings_ms')})."
         )
     if np.isnan(t).any() or (t < 0).any() or np.isneginf(t).any():
         raise ValueError(f"{label} must be >= 0 ms (inf for a frame without preparation); got {t.tolist()}.")

@@ -164,6 +164,8 @@ _KIND_RULES = (
     ("cine", lambda t: t.startswith("cine") or (t.endswith("cine") and not t.endswith("medicine"))),
     ("perfusion", lambda t: t.startswith("perf")),
     ("asl", lambda t: t == "asl" or t.endswith("asl")),  # asl, pcasl, pasl, fairasl
+    ("t2prep", lambda t: t.startswith("t2prep")),  # t2prep, t2prepssfp
+    ("mge", lambda t: t in ("mge", "megre", "t2s") or t.startswith("t2star")),  # multi-gradient echo T2*
 )
 
 
@@ -178,8 +180,8 @@ def guess_kind(*texts: Any) -> str | None:
     Returns
     -------
     str or None
-        One of ``molli``, ``sasha``, ``stone``, ``cine``, ``perfusion``, ``asl``, or
-        ``None`` when nothing matches.
+        One of ``molli``, ``sasha``, ``stone``, ``cine``, ``perfusion``, ``asl``, ``t2prep``,
+        ``mge``, or ``None`` when nothing matches.
 
     Examples
     --------

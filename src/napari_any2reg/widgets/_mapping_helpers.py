@@ -20,6 +20,9 @@ __all__ = ["MappingOutcome", "MapJob", "parse_timings", "format_timings", "t1_di
 #: T1 display range (ms) by contrast state and field strength (tissue tables in core.phantom).
 T1_LIMITS_MS = {("native", 1.5): (0.0, 2000.0), ("native", 3.0): (0.0, 2500.0), ("post", 1.5): (0.0, 1000.0), ("post", 3.0): (0.0, 1000.0)}
 
+#: T2 and T2* display ranges (ms): normal myocardium (T2 ~50 ms, T2* ~35 ms at 1.5 T) mid-scale.
+DECAY_LIMITS_MS = {"T2": (0.0, 120.0), "T2*": (0.0, 80.0)}
+
 #: Below this median T1 (ms) of well-fitted pixels a map is shown with the post-contrast range.
 POST_CONTRAST_MEDIAN_MS = 700.0
 
@@ -180,7 +183,10 @@ def run_fits(
 def display_maps(result: T1FitResult, job: MapJob, r2_threshold: float) -> dict[str, Any]:
     """What the layers show (worker side): maps masked to the heart's signal, and their limits."""
     mask = signal_mask(job.frames)
-    t1_view = t1_display_settings(result.t1_ms, result.r_squared, job.metadata)
+    if result.quantity in DECAY_LIMITS_MS:  # a T2 / T2* map: no native / post-contrast states
+        t1_view = {"colormap": "turbo", "contrast_limits": DECAY_LIMITS_MS[result.quantity], "contrast": "native"}
+    else:
+        t1_view = t1_display_settings(result.t1_ms, result.r_squared, job.metadata)
 
     def masked(values: np.ndarray) -> np.ndarray:
         out = np.array(values, dtype=np.float32, copy=True)

@@ -41,6 +41,8 @@ class ResultsSection(QTabWidget):
 
     def fill_table(self, outcome: MappingOutcome) -> None:
         rows = [(role, row) for role, _ in ROLES for row in outcome.statistics.get(role, [])]
+        quantity = next(iter(outcome.results.values())).quantity if outcome.results else "T1"  # T1, T2 or T2*
+        self.stats_table.setHorizontalHeaderItem(3, QTableWidgetItem(f"{quantity} mean ± SD (ms)"))
         self.stats_table.setRowCount(len(rows))
         for i, (role, row) in enumerate(rows):
             mean, sd = row["t1_mean_ms"], row["t1_sd_ms"]
@@ -97,7 +99,8 @@ def format_outcome(outcome: MappingOutcome) -> str:
         region, where = outcome.display.get(role, {}).get("counted", (result.mask, "fitted region"))
         region = np.asarray(region, dtype=bool) & result.mask
         t1 = result.t1_ms[region & np.isfinite(result.t1_ms)]
-        median = f"median T1 {np.median(t1):.0f} ms in the {where}" if t1.size else f"no valid T1 in the {where}"
+        q = result.quantity  # T1, T2 or T2*
+        median = f"median {q} {np.median(t1):.0f} ms in the {where}" if t1.size else f"no valid {q} in the {where}"
         failed = int((result.failed & region).sum())
         parts.append(f"{role} ({outcome.sources[role]}): {median}, {failed} of {int(region.sum())} {where} "
                      f"pixels failed, {result.seconds:.2f} s")

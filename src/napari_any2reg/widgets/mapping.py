@@ -1,4 +1,8 @@
-"""The "T1 mapping" dock widget: fit T1 maps before and after registration and compare them.
+"""The "T1 mapping" dock widget: fit T1 (or T2, T2*) maps before and after registration and compare them.
+
+With a decay model (``t2``, ``t2c``, ``t2star``) the maps are ``"<name> T2"`` / ``"<name> T2*"``
+with their SD map, the times are echo times (T2-prep durations, TEs) and a noise floor can
+truncate each pixel's echoes (:func:`~napari_any2reg.core.mapping.fit_t1` ``noise_floor=``).
 
 The widget is thin: it collects the layers (a raw sequence and/or its ``"<name> registered"``
 result), the model (pre-selected from the layer's ``any2reg_kind``), the inversion /
@@ -18,6 +22,7 @@ Tests drive it through :meth:`MappingWidget.run`, :meth:`MappingWidget.cancel`,
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,7 +31,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QPushButton, QWidget
 
 from ..core.device import DEVICE_CHOICES
-from ..core.mapping import T1_MODELS, T1FitResult, fit_t1, model_for_kind
+from ..core.mapping import T1_MODELS, DecayModel, T1FitResult, fit_t1, model_for_kind
 from ..core.mapping_roi import DEFAULT_R2_THRESHOLD
 from ._base import WorkerDock
 from ._ecv_section import EcvSection
@@ -114,6 +119,15 @@ class MappingWidget(WorkerDock):
         self.timings_label = QLabel("Inversion times (ms)")
         form.addRow(self.timings_label, self.timings_edit)
 
+        self.noise_floor_spin = QDoubleSpinBox()
+        self.noise_floor_spin.setRange(0.0, 1e9)
+        self.noise_floor_spin.setDecimals(3)
+        self.noise_floor_spin.setSpecialValueText("off")  # 0: every echo is fitted
+        self.noise_floor_spin.setToolTip(
+            "T2 / T2* models: per pixel, leave out the echoes from the first one at or below this signal "
+            "level (e.g. 2-3x the mean background); off: fit every echo.")
+        form.addRow("Noise floor", self.noise_floor_spin)
+
         self.roi_combo = LayerPicker(
             self.viewer, is_roi_layer, none=True,
             tooltip="Labels (1 LV blood, 2 LV myocardium, 3 RV blood, or any integers) or Shapes layer for "
@@ -160,7 +174,8 @@ class MappingWidget(WorkerDock):
         layout.addWidget(self.ecv_section)
         layout.addWidget(self.segments_section)
         self._inputs = (self.raw_combo, self.registered_combo, self.model_combo, self.timings_edit, self.roi_combo,
-                        self.r2_spin, self.device_combo, self.side_by_side_check)
+                        self.r2_spin, self.device_combo, self.side_by_side_check, self.noise_floor_spin)
+        self._on_model_changed()
 
     # ------------------------------------------------------------------ viewer events
     def on_layer_inserted(self, layer: Any) -> None:
@@ -280,7 +295,10 @@ class MappingWidget(WorkerDock):
 
     def _on_model_changed(self, *args: Any) -> None:
         spec = T1_MODELS[self.model()]
-        self.timings_label.setText("Saturation times (ms)" if spec.timing_name.startswith("saturation") else "Inversion times (ms)")
+        self.timings_label.setText(f"{spec.timing_label.capitalize()} (ms)")
+        decay = isinstance(spec, DecayModel)
+        self.noise_floor_spin.setEnabled(decay and self.worker is None)
+        self.run_button.setToolTip(f"Fit {spec.quantity} maps of the chosen layers; results are added as new layers.")
 
     # ------------------------------------------------------------------ options
     def model(self) -> str:
@@ -288,6 +306,11 @@ class MappingWidget(WorkerDock):
 
     def device(self) -> str:
         return str(self.device_combo.currentData())
+
+    def noise_floor(self) -> float | None:
+        """The noise floor of a T2 / T2* fit (``None``: off, or a T1 model)."""
+        value = float(self.noise_floor_spin.value())
+        return value if value > 0 and isinstance(T1_MODELS[self.model()], DecayModel) else None
 
     def timings(self) -> list[float]:
         """The timings typed in the editor (raises ``ValueError`` for unreadable text)."""
@@ -304,6 +327,8 @@ class MappingWidget(WorkerDock):
             return  # the last staged layer re-enables the panel
         for widget in self._inputs:
             widget.setEnabled(not running)
+        if not running:
+            self._on_model_changed()  # the noise floor only for the decay models
         self._update_run_enabled()
 
     def _update_run_enabled(self) -> None:
@@ -362,12 +387,16 @@ class MappingWidget(WorkerDock):
         self._jobs = jobs
         self.last_result = None
         fit = fit_t1  # looked up now: tests replace it in this module
+        floor = self.noise_floor()
+        if floor is not None:
+            fit = functools.partial(fit, noise_floor=floor)
+        quantity = T1_MODELS[model].quantity
         names = " and ".join(repr(job.name) for job in jobs)
         return self.start_job(
             lambda job: run_fits(jobs, timings=timings, model=model, device=device, rois=rois,
                                  r2_threshold=threshold, fit=fit, job=job),
-            description="T1 fit", activity=f"T1 fit ({model})", on_result=self._show_outcome,
-            message=f"Fitting {model} T1 maps of {names} on {device}…", error_prefix="T1 fit failed")
+            description=f"{quantity} fit", activity=f"{quantity} fit ({model})", on_result=self._show_outcome,
+            message=f"Fitting {model} {quantity} maps of {names} on {device}…", error_prefix=f"{quantity} fit failed")
 
     def _layer_named(self, name: str) -> Image:
         return self.viewer.layers[name]
@@ -465,9 +494,11 @@ class MappingWidget(WorkerDock):
         for key, (data, view) in specs.items():
             if only is not None and key != only:
                 continue
-            name = f"{job.name}{MAP_SUFFIXES[key]}"
+            # " T1" / " T1 SD" name T1 maps; a decay model's are " T2" / " T2*" (and their SD)
+            name = f"{job.name}{MAP_SUFFIXES[key].replace('T1', result.quantity)}"
             metadata = dict(base_meta, any2reg_map=key)
-            metadata[LEGEND_KEY] = MAP_LEGENDS[key]  # quantity and unit under the frame label
+            legend = {k: v.replace("T1", result.quantity) if isinstance(v, str) else v for k, v in MAP_LEGENDS[key].items()}
+            metadata[LEGEND_KEY] = legend  # quantity and unit under the frame label
             if key == "t1":
                 metadata["t1_contrast"] = t1_view["contrast"]
             existing = self.viewer.layers[name] if name in self.viewer.layers else None
