@@ -200,3 +200,36 @@ def test_every_colour_map_shows_its_quantity_unit_and_range(window, qtbot, error
     assert f"T1 (ms): {low:.0f} – {high:.0f}" in label(), label()
     assert t1.colorbar.visible and t1.colorbar.position == COLORBAR_POSITION
     assert errors == [[], [], []]
+
+
+# ---------------------------------------------------------------------- item 11
+def test_a_layer_added_with_napari_defaults_takes_our_units(window):
+    """napari's default units (pixel) next to our mm layers made it warn "Inconsistent units
+    across layers" and draw without units; a new layer in our world takes mm."""
+    viewer = window
+    plugin_dock(viewer, "Registration")
+    (source,) = viewer.open_sample(PLUGIN, "molli")
+    labels = viewer.add_labels(np.zeros(SMALL, np.int32), scale=source.scale[-2:], name="my ROI")
+    points = viewer.add_points(np.zeros((0, 3)), ndim=3, scale=source.scale, name="my points")
+    assert [str(u) for u in labels.units] == ["millimeter", "millimeter"]
+    assert [str(u) for u in points.units] == ["dimensionless", "millimeter", "millimeter"]
+    assert viewer.layers.extent.units is not None  # None is what napari warns about
+    own = viewer.add_image(np.zeros(SMALL), units=("micrometer", "micrometer"), name="own units")
+    assert [str(u) for u in own.units] == ["micrometer", "micrometer"]  # units a user chose are kept
+
+
+def test_landmark_points_are_visible_and_labelled_with_short_tags(window, qtbot):
+    from napari_any2reg.widgets._points import landmark_tag
+
+    viewer = window
+    landmarks = plugin_dock(viewer, "Landmarks")
+    (source,) = viewer.open_sample(PLUGIN, "molli")
+    landmarks.new_button.click()
+    points = landmarks.points_layer()
+    assert points is not None and points.canvas_size_limits[0] >= 9  # never a 3-pixel dot
+    viewer.layers.selection.active = points
+    points.add(np.array([[0.0, 30.0, 30.0]]) * np.asarray(points.scale) + np.asarray(points.translate))
+    name = points.features["name"].iloc[-1]
+    assert name == "rv_insertion_anterior" and points.features["tag"].iloc[-1] == "RIA"
+    assert list(points.text.values) == ["RIA"]  # the canvas shows the tag, the dock the full name
+    assert landmark_tag("apex") == "apex" and landmark_tag("rv_insertion_inferior") == "RII"

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import QComboBox, QDockWidget, QFrame, QMainWindow, QScrollA
 
 __all__ = ["compact_combos", "scroll_body", "tabify_panel", "dock_of", "install_frame_label", "frame_label_text",
            "text_overlay", "visible_world_rect", "fit_view_to", "LEGEND_KEY", "set_legend", "show_colorbar",
-           "legend_text", "legend_lines"]
+           "legend_text", "legend_lines", "adopt_world_units"]
 
 #: Live panels (weak), so a newly docked panel finds the others to tab with.
 _PANELS: "weakref.WeakSet[QWidget]" = weakref.WeakSet()
@@ -289,10 +289,33 @@ def text_overlay(viewer: Any) -> Any:
     return viewer.text_overlay
 
 
+def adopt_world_units(viewer: Any, layer: Any) -> bool:
+    """Give a layer added with napari's default units (pixel) the units of the others (mm).
+
+    Our layers say their scale is in mm; a layer the user adds from napari's layer buttons or
+    a plain ``add_labels`` gets "pixel", and napari then warns "Inconsistent units across layers"
+    and draws without units. The new layer lies in the same world, so it takes the units of the
+    widest other layer with units, axis by axis from the last. Done as the layer is inserted,
+    before napari checks at the next draw. Returns ``True`` when it set units.
+    """
+    units = [str(u) for u in layer.units]
+    if any(u != "pixel" for u in units):
+        return False
+    others = [other for other in viewer.layers if other is not layer and any(str(u) != "pixel" for u in other.units)]
+    if not others:
+        return False
+    widest = max(others, key=lambda other: other.ndim)
+    if widest.ndim < layer.ndim:
+        return False
+    layer.units = tuple(widest.units)[widest.ndim - layer.ndim:]
+    return True
+
+
 def install_frame_label(viewer: Any) -> None:
     """Show the frame and its inversion time in the viewer's text overlay (once per viewer).
 
-    It follows the frame slider and the selected layer (else the top visible sequence).
+    It follows the frame slider and the selected layer (else the top visible sequence). Layers
+    added later with napari's default units take ours (:func:`adopt_world_units`).
     """
     global _LABELLED
     _LABELLED = [r for r in _LABELLED if r() is not None]
@@ -336,6 +359,12 @@ def install_frame_label(viewer: Any) -> None:
 
     for existing in list(viewer.layers):
         follow(existing)
+    def units_of_new(event: Any) -> None:
+        v = ref()
+        if v is not None:
+            adopt_world_units(v, event.value)
+
+    viewer.layers.events.inserted.connect(units_of_new)
     viewer.layers.events.inserted.connect(lambda event: follow(event.value))
     viewer.dims.events.current_step.connect(update)
     viewer.layers.events.inserted.connect(update)

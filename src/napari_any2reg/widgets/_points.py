@@ -13,10 +13,26 @@ from napari.layers import Image, Points
 
 from ..core.landmarks import LandmarkTable
 
-__all__ = ["NAME_FEATURE", "points_in_image_pixels", "spacing_of", "points_to_table", "table_points_data"]
+__all__ = ["NAME_FEATURE", "TAG_FEATURE", "landmark_tag", "points_in_image_pixels", "spacing_of", "points_to_table",
+           "table_points_data"]
 
 #: The Points feature naming each point's landmark.
 NAME_FEATURE = "name"
+
+#: The Points feature with the short tag drawn beside each point (the name is in the dock).
+TAG_FEATURE = "tag"
+
+
+def landmark_tag(name: str) -> str:
+    """Short canvas label of a landmark: ``rv_insertion_anterior`` -> ``RIA``, ``apex`` -> ``apex``.
+
+    A full name drawn beside every point covers the anatomy it marks; the dock lists the names.
+    """
+    text = str(name)
+    words = [w for w in text.replace("-", " ").replace("_", " ").split() if w]
+    if len(text) <= 6 or len(words) < 2:
+        return text[:6]
+    return "".join(w[0] for w in words).upper()[:4]
 
 
 def _world_scale_translate(layer: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -85,4 +101,5 @@ def points_to_table(points: Points, image: Image) -> LandmarkTable:
 def table_points_data(table: LandmarkTable) -> tuple[np.ndarray, dict[str, Any]]:
     """``(M, 3)`` (frame, y, x) pixel data and the ``features`` of a Points layer showing ``table``."""
     coords = np.column_stack([table.frames.astype(float), table.points]) if len(table) else np.zeros((0, 3))
-    return coords, {NAME_FEATURE: table.names.astype(object)}
+    names = table.names.astype(object)
+    return coords, {NAME_FEATURE: names, TAG_FEATURE: np.array([landmark_tag(n) for n in names], dtype=object)}

@@ -61,7 +61,7 @@ from ._landmarks_names import STEP_ORDERS, LandmarkNames
 from ._landmarks_tools import OWN_KEY, RegistrationTools
 from ._layers import axes_kwargs
 from ._pickers import LayerPicker, contains, is_registered_layer, is_sequence_layer, same_layer
-from ._points import NAME_FEATURE, points_in_image_pixels, points_to_table, table_points_data
+from ._points import NAME_FEATURE, TAG_FEATURE, landmark_tag, points_in_image_pixels, points_to_table, table_points_data
 from ._registered import RegisteredLayer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,10 +69,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["LandmarksWidget", "STEP_ORDERS", "NAME_FEATURE", "points_to_table"]
 
-_TEXT = {"string": "{name}", "size": 8, "color": "yellow", "anchor": "upper_left"}
+#: Canvas label of a point: its short tag (``landmark_tag``), not the full name that would cover
+#: the anatomy; the dock lists the names.
+_TEXT = {"string": "{%s}" % TAG_FEATURE, "size": 8, "color": "yellow", "anchor": "upper_left"}
 
 #: Point diameter in image pixels.
 _POINT_SIZE = 3.0
+
+#: On-screen diameter limits (canvas pixels): a point stays big enough to see and to click at
+#: any zoom (3 image pixels are 3 screen pixels when the view fits a small window).
+_CANVAS_SIZE_LIMITS = (9.0, 40.0)
 
 
 class LandmarksWidget(WorkerDock):
@@ -251,7 +257,7 @@ class LandmarksWidget(WorkerDock):
     @staticmethod
     def _set_default_name(points: Points, name: str) -> None:
         try:
-            points.feature_defaults = {NAME_FEATURE: name}
+            points.feature_defaults = {NAME_FEATURE: name, TAG_FEATURE: landmark_tag(name)}
         except Exception:  # pragma: no cover - a layer without a name feature
             pass
 
@@ -288,11 +294,12 @@ class LandmarksWidget(WorkerDock):
             name=f"{image.name} landmarks",
             scale=np.asarray(image.scale)[-3:],
             translate=np.asarray(image.translate)[-3:],
-            features={NAME_FEATURE: np.array([], dtype=object)},
+            features={NAME_FEATURE: np.array([], dtype=object), TAG_FEATURE: np.array([], dtype=object)},
             **axes_kwargs(3),
-            feature_defaults={NAME_FEATURE: name},
+            feature_defaults={NAME_FEATURE: name, TAG_FEATURE: landmark_tag(name)},
             text=_TEXT,
             size=_POINT_SIZE,
+            canvas_size_limits=_CANVAS_SIZE_LIMITS,
             face_color="yellow",
             border_color="black",
             metadata={"image_layer": image.name, "any2reg_landmarks": True},
@@ -476,7 +483,8 @@ class LandmarksWidget(WorkerDock):
             meta[OWN_KEY] = "points"
         return self.viewer.add_points(
             coords, ndim=3, name=name, scale=np.asarray(grid.scale)[-3:], translate=np.asarray(grid.translate)[-3:],
-            features=features, text=_TEXT, size=_POINT_SIZE, face_color="cyan" if own else "yellow", border_color="black",
+            features=features, text=_TEXT, size=_POINT_SIZE, canvas_size_limits=_CANVAS_SIZE_LIMITS,
+            face_color="cyan" if own else "yellow", border_color="black",
             metadata=meta, **axes_kwargs(3),
         )
 
