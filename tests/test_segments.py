@@ -156,7 +156,7 @@ def test_bullseye_figure_fills_the_level():
     rgba = figure_rgba(figure)
     assert rgba.ndim == 3 and rgba.shape[2] == 4 and rgba[..., :3].std() > 10
     labels = [t.get_text() for ax in figure.axes for t in ax.texts]
-    assert "8\n1e+03" in labels and "9" in labels
+    assert "8\n1000" in labels and "9" in labels
     assert figure.axes[1].get_ylabel() == "T1 (ms)"
 
 
@@ -191,3 +191,41 @@ def test_segments_cli_writes_csv_and_bullseye(tmp_path):
     code = main(["segments", str(tmp_path / "t1.tif"), "-o", str(tmp_path / "bad"), "--mask", str(tmp_path / "small.npy"),
                  "--rv-insertion", rv, "-q"])
     assert code == 1 and not (tmp_path / "bad").exists()
+
+
+def test_qc_report_shows_the_segments(tmp_path):
+    """register --export report --mask --rv-insertion: the report has the bullseye and the table."""
+    from napari_any2reg.cli import main
+    from napari_any2reg.core.phantom import make_phantom
+    from napari_any2reg.core.report import report_figure
+    from napari_any2reg.io import write_tiff
+    from napari_any2reg.pipeline.segments import analyse_segments
+
+    phantom = make_phantom("molli", seed=20003, shape=(64, 64), spacing_mm=(4.5, 4.5), motion_mm=2.0)
+    marks = phantom.common_landmarks
+    points = np.array([marks["rv_insertion_anterior"], marks["rv_insertion_inferior"]])
+    analysis = analyse_segments(phantom.t1_map, phantom.common_labels, points, level="apical")
+    frames = phantom.sequence.frames
+    figure = report_figure(frames, frames, np.zeros((8, 2, 64, 64), np.float32), flagged_frames=[],
+                           segments=analysis.summary())
+    texts = [t.get_text() for ax in figure.axes for table in ax.tables for t in
+             [c.get_text() for c in table.get_celld().values()]]
+    assert "apical septal" in texts and "segment" in texts
+    assert any(t.get_text().startswith("AHA segments, apical slice: T1") for ax in figure.axes for t in [ax.title])
+
+    write_tiff(tmp_path / "molli.tif", phantom.sequence)
+    np.save(tmp_path / "labels.npy", phantom.common_labels)
+    rv = ";".join(f"{y:.2f},{x:.2f}" for y, x in points)
+    out = tmp_path / "out"
+    code = main(["register", str(tmp_path / "molli.tif"), "-o", str(out), "--engine", "any2reg", "--export", "report",
+                 "--mask", str(tmp_path / "labels.npy"), "--rv-insertion", rv, "--level", "mid", "--device", "cpu", "-q"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = metrics["segments"]["segments"]
+    assert [r["segment"] for r in rows] == list(range(7, 13)) and metrics["segments"]["quantity"] == "T1"
+    assert all(abs(r["median"] - 1000.0) < 150 for r in rows)  # registered myocardial T1 (1000 ms phantom)
+    assert any(p.suffix == ".png" and "report" in p.name for p in out.iterdir())
+    # without the report item it is refused before registering, nothing written
+    assert main(["register", str(tmp_path / "molli.tif"), "-o", str(tmp_path / "no"), "--mask",
+                 str(tmp_path / "labels.npy"), "--rv-insertion", rv, "-q"]) == 1
+    assert not (tmp_path / "no").exists()

@@ -270,6 +270,8 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
     )
     reg.add_argument("--mask", default=None, metavar="FILE", help="2-D label image or mask (TIFF, NIfTI or .npy) on the image grid: only its non-zero region (e.g. the heart) drives the similarity (groupwise, xcoreg, any2reg-io)")
     reg.add_argument("--landmarks", default=None, metavar="CSV", help="landmarks clicked on the raw frames (frame,name,y,x in pixels) for TRE in the export")
+    reg.add_argument("--rv-insertion", default=None, metavar="Y1,X1;Y2,X2", help="RV insertion points (pixels, anterior first) with --mask (label 2 = LV myocardium) and --export report: the QC report shows the AHA segments of the registered T1 map (bullseye and table)")
+    reg.add_argument("--level", default="mid", choices=("basal", "mid", "apical"), help="slice level for --rv-insertion (default: %(default)s)")
     reg.add_argument("--report-format", choices=("png", "pdf"), default="png", help="format of the QC report with --export (default: %(default)s)")
     reg.add_argument("--overwrite", action="store_true", help="replace existing output files")
     reg.add_argument("--threads", type=int, default=None, metavar="K", help="CPU threads for torch (default: torch's choice; 1 is faster when other jobs share the cores)")
@@ -555,6 +557,7 @@ def _register_one(args: argparse.Namespace, sequence: Any, outdir: Path) -> int:
         outcome = register_series(
             sequence, outdir, _register_settings(args), input_path=args.input, landmarks_path=args.landmarks,
             mask_path=args.mask, overwrite=args.overwrite, command=["any2reg"] + list(getattr(args, "argv", [])), progress=progress,
+            rv_insertion=getattr(args, "rv_insertion", None), level=getattr(args, "level", "mid"),
         )
     result, metrics = outcome.result, outcome.metrics
     for item, why in outcome.skipped.items():

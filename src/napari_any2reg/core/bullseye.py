@@ -15,7 +15,7 @@ import numpy as np
 
 from .segments import LEVEL_SEGMENTS
 
-__all__ = ["bullseye_figure", "figure_rgba", "segment_wedges"]
+__all__ = ["bullseye_figure", "draw_bullseye", "figure_rgba", "segment_wedges"]
 
 # ring radii (outer, inner) of each level
 _RINGS = {"basal": (1.0, 0.7), "mid": (0.7, 0.4), "apical": (0.4, 0.1)}
@@ -36,6 +36,50 @@ def segment_wedges() -> dict[int, tuple[float, float, float, float]]:
         centre = 90.0 + 90.0 * k  # 13 anterior top, 14 septal left, 15 inferior bottom, 16 lateral right
         wedges[number] = (centre - 45.0, centre + 45.0, outer, inner)
     return wedges
+
+
+def draw_bullseye(axes: Any, values: Mapping[int, float | None], *, limits: tuple[float, float] | None = None,
+                  cmap: str = "viridis", fontsize: float = 6.5) -> Any:
+    """Draw the 16 segments into ``axes``; returns the ``ScalarMappable`` for a colour bar.
+
+    ``values`` maps a segment to its value (filled); ``None`` / NaN: hatched (no valid pixel);
+    segments not in ``values`` (other levels) are drawn empty.
+    """
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.patches import Wedge
+
+    finite = [float(v) for v in values.values() if v is not None and np.isfinite(v)]
+    if limits is None:
+        lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
+        if hi <= lo:
+            lo, hi = lo - 1.0, hi + 1.0
+    else:
+        lo, hi = (float(v) for v in limits)
+    norm = Normalize(lo, hi)
+    colours = colormaps[cmap]
+    for number, (t1, t2, r_out, r_in) in segment_wedges().items():
+        value = values.get(number)
+        filled = value is not None and np.isfinite(value)
+        face = colours(norm(value)) if filled else ("white" if number not in values else "0.85")
+        axes.add_patch(Wedge((0, 0), r_out, t1, t2, width=r_out - r_in, facecolor=face, edgecolor="black",
+                             linewidth=0.8, hatch=None if filled or number not in values else "//"))
+        middle = np.radians((t1 + t2) / 2.0)
+        radius = (r_out + r_in) / 2.0
+        text = str(number) if not filled else f"{number}\n{value:.0f}" if abs(value) >= 100 else f"{number}\n{value:.3g}"
+        shade = colours(norm(value)) if filled else (1, 1, 1, 1)
+        dark = filled and (0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2]) < 0.5
+        axes.text(radius * np.cos(middle), radius * np.sin(middle), text, ha="center", va="center",
+                  fontsize=fontsize, color="white" if dark else "black")
+    axes.set_xlim(-1.05, 1.05)
+    axes.set_ylim(-1.05, 1.05)
+    axes.set_aspect("equal")
+    axes.axis("off")
+    axes.text(0, 1.02, "anterior", ha="center", va="bottom", fontsize=fontsize - 0.5)
+    axes.text(-1.04, 0, "septal", ha="right", va="center", fontsize=fontsize - 0.5, rotation=90)
+    axes.text(1.04, 0, "lateral", ha="left", va="center", fontsize=fontsize - 0.5, rotation=270)
+    return ScalarMappable(norm=norm, cmap=colours)
 
 
 def bullseye_figure(values: Mapping[int, float | None], *, quantity: str = "T1", unit: str = "ms",
@@ -61,46 +105,14 @@ def bullseye_figure(values: Mapping[int, float | None], *, quantity: str = "T1",
     -------
     matplotlib.figure.Figure
     """
-    from matplotlib import colormaps
-    from matplotlib.cm import ScalarMappable
-    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
-    from matplotlib.patches import Wedge
 
     fig = Figure(figsize=(4.2, 3.6), dpi=100) if figure is None else figure
     fig.clear()
     axes = fig.add_axes([0.02, 0.05, 0.72, 0.85])
-    finite = [float(v) for v in values.values() if v is not None and np.isfinite(v)]
-    if limits is None:
-        lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
-        if hi <= lo:
-            lo, hi = lo - 1.0, hi + 1.0
-    else:
-        lo, hi = (float(v) for v in limits)
-    norm = Normalize(lo, hi)
-    colours = colormaps[cmap]
-    for number, (t1, t2, r_out, r_in) in segment_wedges().items():
-        value = values.get(number)
-        filled = value is not None and np.isfinite(value)
-        face = colours(norm(value)) if filled else ("white" if number not in values else "0.85")
-        axes.add_patch(Wedge((0, 0), r_out, t1, t2, width=r_out - r_in, facecolor=face, edgecolor="black",
-                             linewidth=0.8, hatch=None if filled or number not in values else "//"))
-        middle = np.radians((t1 + t2) / 2.0)
-        radius = (r_out + r_in) / 2.0
-        text = str(number) if not filled else f"{number}\n{value:.3g}"
-        shade = colours(norm(value)) if filled else (1, 1, 1, 1)
-        dark = filled and (0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2]) < 0.5
-        axes.text(radius * np.cos(middle), radius * np.sin(middle), text, ha="center", va="center",
-                  fontsize=6.5, color="white" if dark else "black")
-    axes.set_xlim(-1.05, 1.05)
-    axes.set_ylim(-1.05, 1.05)
-    axes.set_aspect("equal")
-    axes.axis("off")
-    axes.text(0, 1.02, "anterior", ha="center", va="bottom", fontsize=6)
-    axes.text(-1.04, 0, "septal", ha="right", va="center", fontsize=6, rotation=90)
-    axes.text(1.04, 0, "lateral", ha="left", va="center", fontsize=6, rotation=270)
+    mappable = draw_bullseye(axes, values, limits=limits, cmap=cmap)
     colour_axes = fig.add_axes([0.80, 0.15, 0.04, 0.65])
-    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=colours), cax=colour_axes)
+    bar = fig.colorbar(mappable, cax=colour_axes)
     bar.set_label(f"{quantity} ({unit})" if unit else quantity, fontsize=7)
     bar.ax.tick_params(labelsize=6)
     heading = title or f"AHA segments: {quantity}" + (f", {level} slice" if level else "")

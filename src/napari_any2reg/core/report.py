@@ -128,6 +128,7 @@ def report_figure(
     tre: Any = None,
     dice: Any = None,
     t1_maps: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    segments: Mapping[str, Any] | None = None,
     footer: str = "",
     max_frames: int = 6,
 ) -> Any:
@@ -148,6 +149,9 @@ def report_figure(
     dice : core.landmarks.DiceReport, optional
     t1_maps : dict role -> {"t1": (H, W), ...}, optional
         Roles ``"raw"`` and/or ``"registered"``.
+    segments : dict, optional
+        AHA segment statistics of a map (``pipeline.segments.SegmentAnalysis.summary()``:
+        ``level``, ``quantity``, ``unit``, ``segments`` rows): a bullseye and the segment table.
     footer : str
         Small print at the bottom (version, date, input).
     """
@@ -163,7 +167,7 @@ def report_figure(
     columns = max(len(frames), 3)
 
     figure = Figure(figsize=_A4_PORTRAIT_IN)
-    heights = [1.0, 1.0, 1.15] + ([1.15] if t1_maps else []) + [1.6]
+    heights = [1.0, 1.0, 1.15] + ([1.15] if t1_maps else []) + ([1.3] if segments else []) + [1.6]
     grid = figure.add_gridspec(len(heights), columns, height_ratios=heights, hspace=0.35, wspace=0.08,
                                left=0.04, right=0.96, top=0.93, bottom=0.05)
     figure.suptitle(f"Registration QC — {name}", fontsize=12, fontweight="bold")
@@ -218,6 +222,11 @@ def report_figure(
             figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
         next_row += 1
 
+    # 3b. AHA segments of a map: bullseye and table
+    if segments:
+        _segments_row(figure, grid[next_row, :], segments)
+        next_row += 1
+
     # 4. numbers
     axes = figure.add_subplot(grid[next_row, :])
     axes.axis("off")
@@ -230,6 +239,32 @@ def report_figure(
     if footer:
         figure.text(0.5, 0.015, footer, ha="center", fontsize=6, color="0.35")
     return figure
+
+
+def _segments_row(figure: Any, cell: Any, segments: Mapping[str, Any]) -> None:
+    """The bullseye (left) and the segment table (right) of ``segments`` in one grid row."""
+    from .bullseye import draw_bullseye
+
+    rows = list(segments.get("segments") or [])
+    quantity, unit, level = segments.get("quantity", "value"), segments.get("unit", ""), segments.get("level", "")
+    inner = cell.subgridspec(1, 4, width_ratios=[1.0, 0.05, 0.3, 1.6], wspace=0.05)
+    axes = figure.add_subplot(inner[0, 0])
+    mappable = draw_bullseye(axes, {r["segment"]: r["mean"] for r in rows}, fontsize=5.5)
+    axes.set_title(f"AHA segments, {level} slice: {quantity}" + (f" ({unit})" if unit else ""), fontsize=7)
+    bar = figure.colorbar(mappable, cax=figure.add_subplot(inner[0, 1]))
+    bar.ax.tick_params(labelsize=6)
+    table_axes = figure.add_subplot(inner[0, 3])
+    table_axes.axis("off")
+
+    def cell_text(value: Any) -> str:
+        return "—" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    text = [[str(r["segment"]), r["name"], cell_text(r["mean"]), cell_text(r["sd"]), cell_text(r["median"]),
+             str(r["n_pixels"])] for r in rows]
+    table = table_axes.table(cellText=text, colLabels=["segment", "name", "mean", "SD", "median", "pixels"],
+                             loc="center", cellLoc="left", colWidths=[0.12, 0.4, 0.13, 0.11, 0.13, 0.11])
+    table.auto_set_font_size(False)
+    table.set_fontsize(6)
 
 
 def save_report(path: Any, figure: Any, fmt: str | None = None, dpi: int = 110) -> Path:

@@ -134,6 +134,7 @@ class ExportContext:
     items: tuple[str, ...] = ()
     record: dict[str, Any] | None = None
     destination: Path | None = None  # the export folder (writers get the staging folder)
+    segments: Mapping[str, Any] | None = None  # AHA segment statistics shown in the report
 
     @property
     def spacing_mm(self) -> tuple[float, float]:
@@ -505,6 +506,7 @@ def export_registration(
     overwrite: bool = False,
     progress: Callable[[float, str], None] | None = None,
     qc: tuple[dict[str, Any], Any, Any] | None = None,
+    segments: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Write the chosen export items of one registration into ``folder`` (all or nothing).
 
@@ -546,6 +548,9 @@ def export_registration(
         :func:`qc_metrics` of these inputs (``(metrics, table, summary)``), when the caller has
         already computed it: used instead of computing it again. Ignored with ``landmarks`` or
         ``labels`` (their TRE and Dice belong in the QC).
+    segments : dict, optional
+        AHA segment statistics of a map (``pipeline.segments.SegmentAnalysis.summary()``): the
+        ``report`` shows their bullseye and table.
 
     Returns
     -------
@@ -585,6 +590,7 @@ def export_registration(
         registered=registered, displacement=u, raw=raw, info=info, template=template,
         correspondence=correspondence, landmarks=landmarks, labels=labels, t1_maps=t1_maps,
         input_path=input_path, report_format=report_format, command=command, destination=folder,
+        segments=segments,
     )
     chosen, skipped = _resolve_items(parse_export_items(items), context)
     if not chosen and not extra_files:
@@ -655,7 +661,7 @@ def _report_figure(context: ExportContext) -> Any:
         raw.frames, context.registered.frames, context.displacement, spacing_mm=context.spacing_mm, name=raw.name,
         kind=raw.kind, timings_ms=raw.timings_ms, info=context.info, summary=context.run_summary,
         flagged_frames=table.flagged_frames if table is not None else None, tre=context.tre, dice=context.dice,
-        t1_maps=context.t1_maps, footer=f"napari-any2reg {__version__} · {stamp}" + (f" · {source}" if source else ""),
+        t1_maps=context.t1_maps, segments=context.segments, footer=f"napari-any2reg {__version__} · {stamp}" + (f" · {source}" if source else ""),
     )
 
 

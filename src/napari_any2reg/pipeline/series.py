@@ -320,6 +320,8 @@ def register_series(
     cancel: Any = None,
     extra_files: ExtraFiles | None = None,
     extra_names: Seq[str] = (),
+    rv_insertion: Any = None,
+    level: str = "mid",
 ) -> RegisterOutcome:
     """Register one sequence and write its outputs into ``outdir`` (all or nothing).
 
@@ -351,6 +353,11 @@ def register_series(
         More files computed from the outcome and written in the same unit (batch: ``series.json``).
     extra_names : list of str
         Their names, checked for clashes before computing.
+    rv_insertion : str or array_like, optional
+        RV insertion points (``"Y1,X1;Y2,X2"``, pixels, anterior first) with ``mask_path``
+        (label 2 = LV myocardium) and the ``report`` export item: the report shows the AHA
+        segments (``level``) of the registered T1 map as a bullseye and a table
+        (``metrics.json``: ``segments``).
 
     Returns
     -------
@@ -372,6 +379,14 @@ def register_series(
         settings.export, sequence, landmarks_given=landmarks_path is not None, input_label=label
     )
     landmarks = read_landmarks_for(landmarks_path, sequence) if landmarks_path is not None else None
+    if rv_insertion is not None:  # AHA segments in the report: checked before registering
+        from ..core.segments import parse_insertion_points
+
+        parse_insertion_points(rv_insertion)
+        if mask_path is None or export_items is None or "report" not in export_items or fit_problem_for(sequence):
+            raise ValueError(f"{arg('rv_insertion')} puts the AHA segments of the registered T1 map in the QC report: it "
+                             f"needs {arg('mask')} (label 2 = LV myocardium), the report export item and a sequence a "
+                             "T1 map can be fitted to.")
     if export_items is None and landmarks is not None:
         raise ValueError("--landmarks is used by the export; add --export all (or --export landmarks,...).")
     names = ["registered.tif", "displacement.npy", "metrics.json"]
@@ -445,6 +460,15 @@ def register_series(
                 "registered": fit_t1(result.registered_sequence(), device=settings.device),
             }
             t1_maps = {role: t1_maps_from_fit(fit) for role, fit in outcome.fits.items()}
+        segments = None
+        if rv_insertion is not None:
+            from ..core.mapping import fit_t1
+            from .segments import analyse_segments
+
+            fitted = (outcome.fits or {}).get("registered") or fit_t1(result.registered_sequence(), device=settings.device)
+            analysis = analyse_segments(fitted.t1_ms, region, rv_insertion, level=level,
+                                        quantity=getattr(fitted, "quantity", "T1"), unit="ms")
+            segments = metrics["segments"] = analysis.summary()
         qc = None
         if {"qc", "report", "record"} & set(export_items) and landmarks is None:
             # computed here, once, so extra_files (the batch's summary row) can use it too
@@ -461,7 +485,7 @@ def register_series(
         outcome.export = export_result(
             result, outdir, items=export_items, landmarks=landmarks, t1_maps=t1_maps, info=metrics,
             input_path=label, report_format=settings.report_format, extra_files=extra,
-            command=None if command is None else list(command), overwrite=overwrite, qc=qc,
+            command=None if command is None else list(command), overwrite=overwrite, qc=qc, segments=segments,
         )
         outcome.qc = outcome.export.qc
         return outcome
