@@ -78,6 +78,8 @@ def test_npe2_discovers_all_contributions(tmp_path):
         "molli": "Phantom MOLLI 5(3)3 with motion",
         "stone": "Phantom STONE-like (11 frames)",
         "cine": "Phantom cine (30 frames)",
+        "t2prep": "Phantom T2-prep (4 preparations, known T2)",
+        "mge": "Phantom multi-echo T2* (8 echoes, known T2*)",
     }
     assert [w.display_name for w in contributions.widgets] == DOCK_WIDGETS
 
@@ -96,7 +98,8 @@ def test_napari_lists_the_plugin(make_napari_viewer):
     assert docks == [f"{dock} ({name})" for dock in DOCK_WIDGETS]
     _, samples_menu = submenu(viewer.window.file_menu, "Open Sample")
     samples, _ = submenu(samples_menu, name)
-    assert samples == ["Phantom MOLLI 5(3)3 with motion", "Phantom STONE-like (11 frames)", "Phantom cine (30 frames)"]
+    assert samples == ["Phantom MOLLI 5(3)3 with motion", "Phantom STONE-like (11 frames)", "Phantom cine (30 frames)",
+                       "Phantom T2-prep (4 preparations, known T2)", "Phantom multi-echo T2* (8 echoes, known T2*)"]
 
 
 def test_manifest_contributes_layers_menus():

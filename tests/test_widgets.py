@@ -70,7 +70,7 @@ def combo_items(combo):
 
 # ---------------------------------------------------------------------- sample data
 def test_samples_are_sequences_with_scale_and_timings(viewer):
-    expected_frames = {"molli": 8, "stone": 11, "cine": 30}
+    expected_frames = {"molli": 8, "stone": 11, "cine": 30, "t2prep": 4, "mge": 8}
     for key, n in expected_frames.items():
         layers = viewer.open_sample(PLUGIN, key)
         assert len(layers) == 1

@@ -44,12 +44,14 @@ def pca_weights(features: torch.Tensor) -> torch.Tensor:
     Tensor, shape (N,), non-negative, sums to 1.
     """
     n = features.shape[0]
-    v = features.reshape(n, -1)
-    v = v / (v.norm(dim=1, keepdim=True) + _EPS)
+    raw = features.reshape(n, -1)
+    scale = 1.0 / (raw.norm(dim=1) + _EPS)
     w = None
     if n > DIRECT_EIGENVECTOR_MAX_FRAMES and not torch.is_grad_enabled():
-        w = _leading_eigenvector_by_power_iteration(v)
+        # the rows are normalised inside the products: no normalised copy of every frame's features
+        w = _leading_eigenvector_by_power_iteration(raw, scale)
     if w is None:
+        v = raw * scale[:, None]
         # eigh on the small N x N matrix in float64: stable and cheap
         _, vectors = torch.linalg.eigh((v @ v.T).double())
         w = vectors[:, -1]
@@ -64,17 +66,19 @@ def pca_weights(features: torch.Tensor) -> torch.Tensor:
 DIRECT_EIGENVECTOR_MAX_FRAMES = 64
 
 
-def _leading_eigenvector_by_power_iteration(v: torch.Tensor, tolerance: float = 1e-7, max_iterations: int = 200) -> torch.Tensor | None:
-    """Leading eigenvector of ``v v^T`` (float64, unit norm) without forming the matrix.
+def _leading_eigenvector_by_power_iteration(raw: torch.Tensor, scale: torch.Tensor, tolerance: float = 1e-7,
+                                            max_iterations: int = 200) -> torch.Tensor | None:
+    """Leading eigenvector of ``v v^T`` with ``v = diag(scale) raw`` (float64, unit norm),
+    forming neither the matrix nor ``v``.
 
     ``v`` ``(N, D)`` has unit rows; the frames of a sequence correlate positively, so the
     leading eigenvalue stands well clear of the next and the uniform start converges in a few
     tens of iterations. ``None`` when it has not converged (the caller falls back to eigh).
     """
-    n = v.shape[0]
-    u = torch.full((n,), n**-0.5, dtype=torch.float64, device=v.device)
+    n = raw.shape[0]
+    u = torch.full((n,), n**-0.5, dtype=torch.float64, device=raw.device)
     for _ in range(max_iterations):
-        product = (v @ (v.T @ u.to(v.dtype))).double()
+        product = ((raw @ (raw.T @ (u.to(raw.dtype) * scale))) * scale).double()
         new = product / product.norm().clamp_min(1e-300)
         if float((new - u).abs().max()) < tolerance:
             return new

@@ -181,7 +181,7 @@ def fit_view_to(viewer: Any, layers: Any) -> bool:
 
 # ---------------------------------------------------------------------- frame label
 #: Short labels of the per-frame timings, by timing name (``T1Model.timing_name``).
-_TIMING_LABELS = {"inversion_times_ms": "TI", "saturation_times_ms": "TS"}
+_TIMING_LABELS = {"inversion_times_ms": "TI", "saturation_times_ms": "TS", "echo_times_ms": "TE"}
 
 
 def timing_label(kind: Any) -> str:

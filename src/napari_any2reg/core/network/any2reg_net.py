@@ -315,8 +315,11 @@ class Any2RegNet(nn.Module):
         # the same (every layer, instance norm included, works per frame) but the working set
         # stays cache-sized, so the time grows ~linearly with N instead of faster.
         chunk = None if torch.is_grad_enabled() else self.inference_chunk
-        if self.use_auxiliary:  # the built-in extractor works per frame: chunked like the layers
-            aux = _per_frame(self._auxiliary, chunk, x) if aux is None else pad_to_multiple(aux, self.size_multiple)[0]
+        # the built-in extractor works per frame: in inference it runs chunk by chunk inside
+        # the first auxiliary encoder layer (its full-resolution features are never all held)
+        fused_extractor = self.use_auxiliary and aux is None and chunk is not None
+        if self.use_auxiliary and not fused_extractor:
+            aux = self._auxiliary(x) if aux is None else pad_to_multiple(aux, self.size_multiple)[0]
         tick = None
         if progress is not None:
             # frame-shared passes: per scale (auxiliary encoder,) encoder/fusion, update, decoder
@@ -333,14 +336,19 @@ class Any2RegNet(nn.Module):
         f, a = x, aux
         for s in range(self.scales):
             if self.use_auxiliary:
-                a = _per_frame(self.auxiliary_encoder[s], chunk, a, tick=tick)
+                if s == 0 and fused_extractor:
+                    a = _per_frame(lambda xi: self.auxiliary_encoder[0](self._auxiliary(xi)), chunk, x, tick=tick)
+                else:
+                    a = _per_frame(self.auxiliary_encoder[s], chunk, a, tick=tick)
                 f = _per_frame(lambda fi, ai, s=s: self.fusion[s](torch.cat((self.encoder[s](fi), ai), dim=1)), chunk, f, a, tick=tick)
             else:
                 f = _per_frame(self.encoder[s], chunk, f, tick=tick)
             g, wts = self.aggregation(f)
-            f = _per_frame(lambda fi, s=s, g=g: self.update[s](fi, g), chunk, f, tick=tick)
+            # in place when chunked (inference): the update's input is not needed afterwards
+            f = _per_frame(lambda fi, s=s, g=g: self.update[s](fi, g), chunk, f, tick=tick, out=f if chunk else None)
             features.append(f)
             weights.append(wts)
+        aux = a = None  # the decoder works on the fused features only
 
         # decoder, coarse to fine, compositional
         u: torch.Tensor | None = None
@@ -354,7 +362,14 @@ class Any2RegNet(nn.Module):
                 f_w = f
             else:
                 u_up = upsample_displacement(u, shape)
-                f_w = warp(f, u_up)
+                if chunk and not return_intermediates:
+                    # warped in place, chunk by chunk (each frame's warp reads only that frame):
+                    # one copy of the frame set's features at the finest scale instead of two
+                    f_w = _per_frame(warp, chunk, f, u_up, out=f)
+                else:
+                    f_w = warp(f, u_up)
+            if not return_intermediates:
+                features[s] = f = None
             g, _ = self.aggregation(f_w)
             raw = _per_frame(
                 lambda fi, ui, s=s, g=g: self.decoder[s](torch.cat((fi, g.expand(fi.shape[0], -1, -1, -1), ui), dim=1)),
@@ -381,23 +396,31 @@ class Any2RegNet(nn.Module):
 _ORIENTATIONS = ((False, False), (True, True), (True, False), (False, True))
 
 
-def _per_frame(fn, chunk: int | None, *tensors: torch.Tensor, tick=None) -> torch.Tensor:
+def _per_frame(fn, chunk: int | None, *tensors: torch.Tensor, tick=None, out: torch.Tensor | None = None) -> torch.Tensor:
     """``fn(*tensors)`` for frame-wise ``fn``, evaluated ``chunk`` frames at a time.
 
     ``tick(frames_done)`` is called after every chunk (progress reporting; it may raise to
-    cancel: on hundreds of frames one pass takes seconds)."""
+    cancel: on hundreds of frames one pass takes seconds). ``out``: write the chunks into
+    this tensor (it may be an input: a chunk's result depends only on its own frames, so
+    overwriting them once it is computed is safe; used in inference to keep one copy of
+    the frame set's features instead of two)."""
     n = tensors[0].shape[0]
     if chunk is None or n <= chunk:
-        out = fn(*tensors)
+        result = fn(*tensors)
         if tick is not None:
             tick(n)
-        return out
-    parts = []
+        return result
+    # chunks are written into one preallocated output: concatenating a list of chunks would
+    # hold every frame's result twice at the peak (hundreds of frames: gigabytes)
     for i in range(0, n, chunk):
-        parts.append(fn(*(t[i : i + chunk] for t in tensors)))
+        part = fn(*(t[i : i + chunk] for t in tensors))
+        if out is None:
+            out = part.new_empty((n, *part.shape[1:]))
+        out[i : i + part.shape[0]] = part
         if tick is not None:
-            tick(parts[-1].shape[0])
-    return torch.cat(parts, dim=0)
+            tick(part.shape[0])
+        del part
+    return out
 
 
 def _resize_images(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -436,7 +459,8 @@ def predict(
     progress: Callable[[float], None] | None = None,
     orientations: int = 1,
     normalised: bool = False,
-) -> np.ndarray:
+    spread: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Run ``net`` on a raw sequence and return fields on the input grid.
 
     Steps: robust per-sequence intensity normalisation (1st–99.5th percentile of all frames,
@@ -471,6 +495,11 @@ def predict(
     normalised : bool
         ``frames`` are already normalised (:func:`core.intensity.normalise_intensities`, as
         the engines receive them): skip that step (it sorts every pixel of the sequence).
+    spread : bool
+        Also return the per-component standard deviation of the field over the
+        ``orientations`` (input pixels, ``(N, 2, H, W)``; zeros for one orientation): how much
+        the network's answer depends on the orientation it was shown (the engines' per-pixel
+        uncertainty, ``displacement_sd``).
 
     The network runs on the device of its parameters (move it with ``net.to(device)``) and is
     put in eval mode for the call (its previous mode is restored).
@@ -526,9 +555,16 @@ def predict(
                     sign = ui.new_tensor([-1.0 if flip_y else 1.0, -1.0 if flip_x else 1.0]).view(1, 2, 1, 1)
                     ui = ui.flip(dims) * sign
                 fields.append(ui)
-            u = torch.stack(fields).mean(dim=0)
+            stacked = torch.stack(fields)
+            u = stacked.mean(dim=0)
+            sd = stacked.std(dim=0, unbiased=False) if spread else None
             if tuple(u.shape[-2:]) != shape:
                 u = upsample_displacement(u, shape)
+                if sd is not None:  # an SD in pixels rescales with the grid like a displacement
+                    sd = upsample_displacement(sd, shape).abs()
     finally:
         net.train(was_training)
-    return u.float().cpu().numpy().astype(np.float32, copy=False)
+    u_np = u.float().cpu().numpy().astype(np.float32, copy=False)
+    if spread:
+        return u_np, sd.float().cpu().numpy().astype(np.float32, copy=False)
+    return u_np
