@@ -245,11 +245,15 @@ def output_bytes(sequence: Any, per_voxel: int, extra: int = 0) -> int:
 
 def fit_problem_for(sequence: Any) -> str | None:
     """Why no T1 map can be fitted to ``sequence`` (``None``: it can)."""
-    from ..core.mapping import fit_problem, model_for_kind
+    from ..core.mapping import T1_MODELS, fit_problem, model_for_kind
 
     model = model_for_kind(sequence.kind)
     if model is None:
         return f"no T1 model for a {sequence.kind!r} sequence (pass {arg('kind')} molli|stone|sasha if it is one)"
+    quantity = T1_MODELS[model].quantity
+    if quantity != "T1":  # the export's map items are T1 maps (t1_*.tif); T2 / T2* come from 'fit'
+        return (f"a {sequence.kind!r} sequence gives a {quantity} map, not a T1 map: fit it from the registered "
+                f"stack with 'any2reg fit registered.tif --model {model}' (or fit_t1(..., model={model!r}))")
     if sequence.timings_ms is None:
         return f"no inversion/saturation times (pass {arg('timings_ms')})"
     return fit_problem(sequence.timings_ms, sequence.n_frames, model)

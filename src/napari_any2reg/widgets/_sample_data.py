@@ -104,9 +104,9 @@ def sample_cine() -> list[LayerDataTuple]:
 
 def sample_t2prep() -> list[LayerDataTuple]:
     """T2-prepared bSSFP (preparations 0, 25, 40, 55 ms; myocardial T2 50 ms) with motion."""
-    return [phantom_layer("t2prep")]
+    return [_responsive("t2prep")]
 
 
 def sample_mge() -> list[LayerDataTuple]:
     """Multi-gradient echo (8 echoes, TE 2.6-18.7 ms; myocardial T2* 35 ms) with motion."""
-    return [phantom_layer("mge")]
+    return [_responsive("mge")]
