@@ -44,7 +44,7 @@ def test_ecv_exact_on_a_synthetic_pair_and_invalid_pixels_counted():
     assert np.abs(result.ecv_percent[ok] - expected[ok]).max() < 1e-3  # float32 map
     assert abs(np.nanmedian(result.ecv_percent[myo]) - TRUE_ECV) < 0.1
     assert np.isnan(result.ecv_percent[20, 36]) and np.isnan(result.ecv_percent[0, 0])
-    assert result.n_invalid == 2
+    assert result.n_invalid == 2 and result.n_invalid_labelled == 1  # (0, 0) is background
     row = next(r for r in result.roi if r["label"] == 2)
     assert row["n_pixels"] == myo.sum() and row["n_valid"] == myo.sum() - 1
     assert abs(result.myocardial_mean() - TRUE_ECV) < 0.1

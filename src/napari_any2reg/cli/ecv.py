@@ -71,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
         mean_text = f"myocardial {ecv.label} {mean:.1f} %" if mean is not None else f"no valid {ecv.label} in the myocardium"
         how = "registered as one set" if outcome.registration is not None else "not registered"
         print(f"{mean_text} (hematocrit {ecv.hematocrit:.3f}{' synthetic' if ecv.synthetic else ''}; blood T1 "
-              f"{ecv.native_blood_t1_ms:.0f} / {ecv.post_blood_t1_ms:.0f} ms; {how}); {ecv.n_invalid} pixels without a "
-              f"valid T1 (NaN); wrote {args.output}")
+              f"{ecv.native_blood_t1_ms:.0f} / {ecv.post_blood_t1_ms:.0f} ms; {how}); {ecv.n_invalid_labelled} labelled pixels "
+              f"({ecv.n_invalid} in the image) without a valid T1 (NaN); wrote {args.output}")
     return 0

@@ -186,6 +186,11 @@ class EcvResult:
         """Pixels of the image without a valid T1 in either map (NaN in the ECV map)."""
         return int(self.invalid.sum())
 
+    @property
+    def n_invalid_labelled(self) -> int:
+        """Labelled pixels (labels > 0) without a valid T1 in either map."""
+        return int(sum(r["n_pixels"] - r["n_valid"] for r in self.roi))
+
     def myocardial_mean(self) -> float | None:
         """Mean ECV (%) of the valid LV myocardium pixels (label 2), ``None`` without any."""
         row = next((r for r in self.roi if r["label"] == MYOCARDIUM_LABEL), None)
@@ -204,6 +209,7 @@ class EcvResult:
             "post_blood_t1_ms": self.post_blood_t1_ms,
             "formula": "100 (1 - Hct) (1/T1post - 1/T1native) / (1/T1post,blood - 1/T1native,blood)",
             "n_invalid_pixels": self.n_invalid,
+            "n_invalid_labelled_pixels": self.n_invalid_labelled,
             "myocardial_mean_percent": self.myocardial_mean(),
             "roi": self.roi,
         }

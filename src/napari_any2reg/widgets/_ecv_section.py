@@ -184,6 +184,6 @@ class EcvSection(QGroupBox):
         text += (f" (hematocrit {ecv.hematocrit:.3f}{' synthetic' if ecv.synthetic else ''}; blood T1 "
                  f"{ecv.native_blood_t1_ms:.0f} / {ecv.post_blood_t1_ms:.0f} ms; "
                  f"{'registered as one set' if outcome.registration is not None else 'not registered'}; "
-                 f"{ecv.n_invalid} pixels without a valid T1)")
+                 f"{ecv.n_invalid_labelled} labelled pixels without a valid T1, {ecv.n_invalid} in the image)")
         self.result_label.setText(text)
         self.dock.set_status(f"Added {name!r} ({ecv.label} in %).")
