@@ -44,6 +44,33 @@ input point ``p + u(p)``, which is exactly the pull-back convention. The 2-D ima
 slice's own in-plane axes (an ITK 2-D image cannot be oblique in 3-D); the scanner geometry is
 in the JSON sidecar.
 
+In scanner coordinates (a series with a geometry: DICOM, or a NIfTI with an affine)
+--------------------------------------------------------------------------------
+When the source series has a :class:`~napari_any2reg.core.geometry.SliceGeometry` (passed as
+``geometry=``), the fields carry it, so other software applies them in world coordinates to the
+images as they lie in the scanner (oblique, offset, anisotropic). The convention is ITK's:
+points and vectors in patient **LPS** coordinates, mm; the field is still the pull-back
+``registered_i(p) = frame_i(p + d_i(p))`` for every world point ``p`` of the common grid (the
+source's pixel grid), with ``d_i(p) = u_dx * dx * row_direction + u_dy * dy * column_direction``
+(in the slice plane).
+
+* ``displacement.nii.gz`` (:func:`save_displacement`) holds ``(W, H, 1, N, 3)`` float32: the
+  slice grid ``(i, j, k=0)`` with the source's NIfTI affine (the same as ``registered.nii.gz``:
+  sform / qform code 1), frames on the 4th (time) axis and the vector ``d`` in dimension 5 as
+  3 **LPS** components in mm (what ITK, ANTs and 3D Slicer store in a NIfTI displacement field:
+  no RAS flip of the components). SimpleITK reads it as a 4-D image of 3-vectors; frame ``k``
+  is ``field[:, :, :, k]``, a 3-D field on the slice's grid.
+* the per-frame ITK fields are MetaImage files ``<stem>_frame000.mha``: a 3-D image of size
+  ``(W, H, 1)`` with the slice's spacing ``(dx, dy, thickness)``, origin (ImagePositionPatient)
+  and direction ``[row_direction, column_direction, normal]``, and ``d`` as 3 LPS components
+  (ITK would read a one-slice vector NIfTI as 2-D and lose the plane's orientation; MetaImage
+  keeps the 3rd axis). ``sitk.DisplacementFieldTransform(sitk.ReadImage(f, sitk.sitkVectorFloat64))``
+  resamples a frame, as a 3-D one-slice image in its scanner geometry, onto the common grid.
+* the elastix parameter files describe that 3-D grid (``FixedImageDimension 3``; ``Direction``
+  column by column, as elastix reads it).
+
+Without a geometry the fields stay in the slice's own axes, as described above.
+
 Transform parameter files for elastix / transformix
 ---------------------------------------------------
 :func:`save_elastix_transform` writes ``<stem>_frame003.txt`` beside a frame's field: elastix's
@@ -76,6 +103,13 @@ __all__ = [
     "save_displacement",
     "save_displacement_itk",
     "itk_frame_paths",
+    "itk_extension",
+    "write_itk_world_frame",
+    "write_metaimage",
+    "read_metaimage",
+    "world_vectors",
+    "plane_components",
+    "WORLD_CONVENTION",
     "read_displacement",
     "read_displacement_itk",
     "save_elastix_transform",
@@ -91,7 +125,38 @@ __all__ = [
 #: One line stating the field convention, stored with every exported field.
 DISPLACEMENT_CONVENTION = "pull-back from the common grid: registered_i(x) = frame_i(x + u_i(x))"
 
+#: The convention of fields in scanner coordinates (a source with a geometry).
+WORLD_CONVENTION = ("world (ITK physical space): patient LPS coordinates in mm; registered_i(p) = frame_i(p + d_i(p)) "
+                    "for every point p of the common grid, d_i in mm as 3 LPS components, "
+                    "d = u_dx * dx * row_direction + u_dy * dy * column_direction")
+
 _NIFTI = (".nii", ".nii.gz")
+_METAIMAGE = ".mha"
+
+
+def _plane(geometry: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from ..core.geometry import SliceGeometry
+
+    g = SliceGeometry.from_dict(geometry)
+    return np.asarray(g.row_direction), np.asarray(g.column_direction), np.asarray(g.normal)
+
+
+def world_vectors(field: Any, spacing_mm: Any, geometry: Any) -> np.ndarray:
+    """Pixel displacements ``(..., 2, H, W)`` ``(dy, dx)`` as LPS vectors in mm ``(..., H, W, 3)``."""
+    dy, dx = (float(s) for s in spacing_mm)
+    row, col, _ = _plane(geometry)
+    u = np.asarray(field, dtype=np.float64)
+    vectors = (u[..., 1, :, :, None] * dx) * row + (u[..., 0, :, :, None] * dy) * col
+    return vectors.astype(np.float32)
+
+
+def plane_components(vectors: Any, spacing_mm: Any, row_direction: Any, column_direction: Any) -> np.ndarray:
+    """LPS vectors in mm ``(..., H, W, 3)`` back to pixel displacements ``(..., 2, H, W)`` ``(dy, dx)``."""
+    dy, dx = (float(s) for s in spacing_mm)
+    v = np.asarray(vectors, dtype=np.float64)
+    u_dx = v @ np.asarray(row_direction, dtype=np.float64) / dx
+    u_dy = v @ np.asarray(column_direction, dtype=np.float64) / dy
+    return np.stack([u_dy, u_dx], axis=-3).astype(np.float32)
 
 
 def _check_field(displacement: Any) -> np.ndarray:
@@ -101,10 +166,12 @@ def _check_field(displacement: Any) -> np.ndarray:
     return u
 
 
-def displacement_sidecar(displacement: Any, spacing_mm: Any) -> dict[str, Any]:
+def displacement_sidecar(displacement: Any, spacing_mm: Any, geometry: Any = None) -> dict[str, Any]:
     """The JSON description written beside an exported field (both the .npy and the NIfTI)."""
+    from ..core.geometry import SliceGeometry
+
     u = _check_field(displacement)
-    return {
+    out = {
         "any2reg_displacement": 1,
         "convention": DISPLACEMENT_CONVENTION,
         "shape_npy": list(u.shape),
@@ -112,9 +179,15 @@ def displacement_sidecar(displacement: Any, spacing_mm: Any) -> dict[str, Any]:
         "nifti": "(W, H, N, 1, 2) float32 in mm: data[c, r, t, 0, 0] = u_dx * dx, data[c, r, t, 0, 1] = u_dy * dy",
         "spacing_mm": [float(s) for s in spacing_mm],
     }
+    if geometry is not None:
+        out["nifti"] = ("(W, H, 1, N, 3) float32 in mm on the source's NIfTI affine: data[c, r, 0, t] = d_t "
+                        "at pixel (r, c), 3 LPS components")
+        out["world_convention"] = WORLD_CONVENTION
+        out["geometry"] = SliceGeometry.from_dict(geometry).to_dict()
+    return out
 
 
-def save_displacement(path: Any, displacement: Any, spacing_mm: Any = (1.0, 1.0)) -> Path:
+def save_displacement(path: Any, displacement: Any, spacing_mm: Any = (1.0, 1.0), geometry: Any = None) -> Path:
     """Write a displacement field as ``.npy`` (pixels) or ``.nii`` / ``.nii.gz`` (mm).
 
     Parameters
@@ -126,6 +199,9 @@ def save_displacement(path: Any, displacement: Any, spacing_mm: Any = (1.0, 1.0)
         Pixels, components ``(dy, dx)``, pull-back.
     spacing_mm : (dy, dx)
         Pixel spacing (NIfTI: converts the vectors to mm and sets pixdim).
+    geometry : SliceGeometry or dict, optional
+        The source's place in the scanner: the NIfTI is then written in world coordinates
+        (source affine, LPS vectors, see the module notes). Ignored for ``.npy``.
     """
     path = Path(path)
     u = _check_field(displacement)
@@ -139,6 +215,8 @@ def save_displacement(path: Any, displacement: Any, spacing_mm: Any = (1.0, 1.0)
     import nibabel
 
     dy, dx = (float(s) for s in spacing_mm)
+    if geometry is not None:
+        return _save_world_nifti(path, u, (dy, dx), geometry)
     # (N, 2, H, W) -> (W, H, N, 1, 2), (x, y) components in mm
     vectors = np.stack([u[:, 1] * dx, u[:, 0] * dy], axis=-1)  # (N, H, W, 2)
     data = np.ascontiguousarray(np.transpose(vectors, (2, 1, 0, 3))[:, :, :, None, :], dtype=np.float32)
@@ -150,6 +228,26 @@ def save_displacement(path: Any, displacement: Any, spacing_mm: Any = (1.0, 1.0)
     return path
 
 
+def _save_world_nifti(path: Path, u: np.ndarray, spacing_mm: tuple[float, float], geometry: Any) -> Path:
+    """``(W, H, 1, N, 3)``: the slice grid on the source affine, LPS vectors in mm (module notes)."""
+    import nibabel
+
+    from ..core.geometry import SliceGeometry
+
+    g = SliceGeometry.from_dict(geometry)
+    vectors = world_vectors(u, spacing_mm, g)  # (N, H, W, 3)
+    data = np.ascontiguousarray(np.transpose(vectors, (2, 1, 0, 3))[:, :, None, :, :], dtype=np.float32)
+    affine = g.nifti_affine(spacing_mm)
+    image = nibabel.Nifti1Image(data, affine)
+    image.set_sform(affine, code=1)  # scanner anatomical space, as registered.nii.gz
+    image.set_qform(affine, code=1)
+    image.header.set_xyzt_units("mm", "unknown")  # the 4th axis counts frames
+    image.header.set_intent("vector", (), name="displacement")
+    image.header["descrip"] = b"napari-any2reg pull-back displacement (mm, LPS vectors)"
+    nibabel.save(image, str(path))
+    return path
+
+
 def itk_frame_paths(path: Any, n_frames: int) -> list[Path]:
     """The per-frame file names :func:`save_displacement_itk` writes for ``path`` (``x.nii.gz``)."""
     path = Path(path)
@@ -157,23 +255,124 @@ def itk_frame_paths(path: Any, n_frames: int) -> list[Path]:
     return [path.with_name(f"{stem}_frame{k:03d}{ext or '.nii.gz'}") for k in range(int(n_frames))]
 
 
-def save_displacement_itk(path: Any, displacement: Any, spacing_mm: Any = (1.0, 1.0)) -> list[Path]:
-    """Write one 2-D ITK displacement field per frame (see the module notes); returns the paths.
+def itk_extension(geometry: Any) -> str:
+    """The per-frame ITK field format: ``.mha`` (3-D, scanner geometry) with a geometry, else ``.nii.gz``."""
+    return _METAIMAGE if geometry is not None else ".nii.gz"
+
+
+def save_displacement_itk(path: Any, displacement: Any, spacing_mm: Any = (1.0, 1.0), geometry: Any = None) -> list[Path]:
+    """Write one ITK displacement field per frame (see the module notes); returns the paths.
 
     Parameters
     ----------
     path : str or Path
-        Base name, ``.nii`` or ``.nii.gz``: frame ``k`` goes to ``<stem>_frame<kkk><ext>``.
-        Written in place (callers make the set atomic with :func:`.atomic_write_all`).
+        Base name: frame ``k`` goes to ``<stem>_frame<kkk><ext>``. ``.nii`` / ``.nii.gz``: 2-D
+        fields in the slice's own axes; ``.mha``: 3-D fields in scanner coordinates (needs
+        ``geometry``; :func:`itk_extension` picks). Written in place (callers make the set
+        atomic with :func:`.atomic_write_all`).
     displacement : array (N, 2, H, W)
         Pixels, components ``(dy, dx)``, pull-back.
     spacing_mm : (dy, dx)
+    geometry : SliceGeometry or dict, optional
+        The source's place in the scanner (required for ``.mha``).
     """
     path = Path(path)
     u = _check_field(displacement)
-    if split_name(path)[1] not in _NIFTI:
-        raise ValueError(f"{path}: ITK displacement fields are written as .nii or .nii.gz.")
+    ext = split_name(path)[1]
+    if ext == _METAIMAGE:
+        if geometry is None:
+            raise ValueError(f"{path}: a .mha field is written in scanner coordinates; pass the source's geometry=.")
+        return [write_itk_world_frame(target, u[k], spacing_mm, geometry)
+                for k, target in enumerate(itk_frame_paths(path, u.shape[0]))]
+    if ext not in _NIFTI:
+        raise ValueError(f"{path}: ITK displacement fields are written as .nii, .nii.gz or .mha.")
+    if geometry is not None:
+        # ITK reads a one-slice vector NIfTI as 2-D: the plane's place in the scanner would be lost
+        raise ValueError(f"{path}: fields in scanner coordinates are written as .mha (3-D); name the base <stem>.mha.")
     return [write_itk_frame(target, u[k], spacing_mm) for k, target in enumerate(itk_frame_paths(path, u.shape[0]))]
+
+
+def write_itk_world_frame(path: Any, field: Any, spacing_mm: Any, geometry: Any) -> Path:
+    """One frame's field ``(2, H, W)`` (pixels) as a 3-D one-slice MetaImage in scanner (LPS) coordinates."""
+    from ..core.geometry import SliceGeometry
+
+    g = SliceGeometry.from_dict(geometry)
+    dy, dx = (float(s) for s in spacing_mm)
+    vectors = world_vectors(field, (dy, dx), g)[None]  # (1, H, W, 3): z, y, x, component
+    direction = [*g.row_direction, *g.column_direction, *g.normal]  # axis vectors, one after the other
+    write_metaimage(path, vectors, spacing=(dx, dy, g.slice_thickness_mm or 1.0), origin=g.origin, direction=direction)
+    return Path(path)
+
+
+def write_metaimage(path: Any, array: Any, *, spacing: Any, origin: Any, direction: Any) -> Path:
+    """A 3-D MetaImage (``.mha``, one file, zlib-compressed) of float32 vectors ``(Z, Y, X, C)``.
+
+    ``direction`` lists the axis unit vectors one after the other (MetaImage's and elastix's
+    ``TransformMatrix`` / ``Direction`` order); ``spacing`` and ``origin`` are ``(x, y, z)`` mm.
+    """
+    import zlib
+
+    data = np.ascontiguousarray(array, dtype="<f4")
+    if data.ndim != 4:
+        raise ValueError(f"{path}: a vector MetaImage is (Z, Y, X, C); got shape {data.shape}.")
+    payload = zlib.compress(data.tobytes(), 6)
+    numbers = lambda values: " ".join(f"{float(v):.17g}" for v in values)  # noqa: E731
+    header = "\n".join([
+        "ObjectType = Image",
+        "NDims = 3",
+        "BinaryData = True",
+        "BinaryDataByteOrderMSB = False",
+        "CompressedData = True",
+        f"CompressedDataSize = {len(payload)}",
+        f"TransformMatrix = {numbers(direction)}",
+        f"Offset = {numbers(origin)}",
+        "CenterOfRotation = 0 0 0",
+        f"ElementSpacing = {numbers(spacing)}",
+        f"DimSize = {data.shape[2]} {data.shape[1]} {data.shape[0]}",
+        f"ElementNumberOfChannels = {data.shape[3]}",
+        "ElementType = MET_FLOAT",
+        "ElementDataFile = LOCAL",
+    ]) + "\n"
+    with open(path, "wb") as handle:
+        handle.write(header.encode("ascii"))
+        handle.write(payload)
+    return Path(path)
+
+
+def read_metaimage(path: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a MetaImage written by :func:`write_metaimage` (or ITK: one file, float, LSB):
+    ``((Z, Y, X, C) float32, {"spacing", "origin", "direction"})``."""
+    import zlib
+
+    raw = Path(path).read_bytes()
+    marker = b"ElementDataFile = LOCAL\n"
+    end = raw.find(marker)
+    if end < 0:
+        raise ValueError(f"{path}: not a one-file MetaImage (.mha) with its data inside (ElementDataFile = LOCAL).")
+    fields = {}
+    for line in raw[:end].decode("ascii", "replace").splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            fields[key.strip()] = value.strip()
+    try:
+        size = [int(v) for v in fields["DimSize"].split()]
+        channels = int(fields.get("ElementNumberOfChannels", "1"))
+        if fields.get("ElementType") != "MET_FLOAT" or fields.get("BinaryDataByteOrderMSB", "False") != "False":
+            raise ValueError("only little-endian MET_FLOAT data are read")
+        body = raw[end + len(marker):]
+        if fields.get("CompressedData", "False") == "True":
+            body = zlib.decompress(body)
+        while len(size) < 3:
+            size.append(1)
+        data = np.frombuffer(body, dtype="<f4").reshape(size[2], size[1], size[0], channels)
+        info = {
+            "spacing": [float(v) for v in fields["ElementSpacing"].split()],
+            "origin": [float(v) for v in fields["Offset"].split()],
+            "direction": [float(v) for v in fields["TransformMatrix"].split()],
+        }
+    except (KeyError, ValueError, zlib.error) as exc:
+        raise ValueError(f"{path}: not a readable MetaImage displacement field ({exc}).") from exc
+    return data.astype(np.float32), info
 
 
 def write_itk_frame(path: Any, field: Any, spacing_mm: Any) -> Path:
@@ -219,7 +418,7 @@ def read_displacement(path: Any) -> tuple[np.ndarray, tuple[float, float] | None
     """
     path = Path(path)
     stem, ext = split_name(path)
-    if ext in _NIFTI and (_ITK_FRAME.search(stem) or not path.is_file()) and _itk_siblings(path):
+    if ext in (*_NIFTI, _METAIMAGE) and (_ITK_FRAME.search(stem) or not path.is_file()) and _itk_siblings(path):
         return read_displacement_itk(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such displacement file; check the path.")
@@ -252,6 +451,8 @@ def read_displacement(path: Any) -> tuple[np.ndarray, tuple[float, float] | None
         data = np.asarray(image.dataobj, dtype=np.float32)
     except Exception as exc:  # nibabel raises several types for broken files
         raise ValueError(f"{path}: not a readable NIfTI file ({exc}).") from exc
+    if data.ndim == 5 and data.shape[2] == 1 and data.shape[4] == 3:  # scanner coordinates (module notes)
+        return _read_world_nifti(path, image, data)
     if data.ndim == 4 and data.shape[-1] == 2:
         data = data[:, :, :, None, :]
     if data.ndim != 5 or data.shape[3] != 1 or data.shape[4] != 2:
@@ -264,6 +465,18 @@ def read_displacement(path: Any) -> tuple[np.ndarray, tuple[float, float] | None
     vectors = np.transpose(data[:, :, :, 0, :], (2, 1, 0, 3))  # (N, H, W, 2) = (x mm, y mm)
     u = np.stack([vectors[..., 1] / dy, vectors[..., 0] / dx], axis=1).astype(np.float32)
     return u, (dy, dx)
+
+
+def _read_world_nifti(path: Path, image: Any, data: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
+    """``(W, H, 1, N, 3)`` LPS vectors on the affine's slice grid back to pixels ``(N, 2, H, W)``."""
+    from ..core.geometry import SliceGeometry
+
+    try:
+        geometry, spacing = SliceGeometry.from_nifti_affine(image.affine)
+    except ValueError as exc:
+        raise ValueError(f"{path}: its affine does not place a slice ({exc}).") from exc
+    vectors = np.transpose(data[:, :, 0], (1, 0, 2, 3)).transpose(2, 0, 1, 3)  # (N, H, W, 3)
+    return plane_components(vectors, spacing, geometry.row_direction, geometry.column_direction), spacing
 
 
 _ITK_FRAME = re.compile(r"_frame\d{3}$")
@@ -314,6 +527,8 @@ def read_displacement_itk(path: Any) -> tuple[np.ndarray, tuple[float, float]]:
         raise FileNotFoundError(
             f"{path}: no ITK displacement frames ({itk_frame_paths(_itk_base(path), 1)[0].name}, ...) found; check the path."
         )
+    if split_name(files[0])[1] == _METAIMAGE:
+        return _read_world_frames(files)
     fields, spacing = [], None
     for file in files:
         try:
@@ -333,7 +548,23 @@ def read_displacement_itk(path: Any) -> tuple[np.ndarray, tuple[float, float]]:
     return np.stack(fields).astype(np.float32), spacing
 
 
-def elastix_transform_text(field_file: str, shape: Any, spacing_mm: Any = (1.0, 1.0)) -> str:
+def _read_world_frames(files: list[Path]) -> tuple[np.ndarray, tuple[float, float]]:
+    """The 3-D MetaImage frames of :func:`write_itk_world_frame` back to pixels ``(N, 2, H, W)``."""
+    fields, spacing = [], None
+    for file in files:
+        data, info = read_metaimage(file)
+        if data.shape[0] != 1 or data.shape[3] != 3:
+            raise ValueError(f"{file}: shape {data.shape} is not a one-slice field of 3-vectors (1, H, W, 3).")
+        direction = np.asarray(info["direction"], dtype=np.float64).reshape(3, 3)  # rows: the axis vectors
+        frame_spacing = (float(info["spacing"][1]), float(info["spacing"][0]))
+        if spacing is not None and (fields[0].shape[1:] != data.shape[1:3] or not np.allclose(spacing, frame_spacing)):
+            raise ValueError(f"{file}: its grid or spacing differs from {files[0].name}; the frames are not one field.")
+        spacing = frame_spacing
+        fields.append(plane_components(data[0], spacing, direction[0], direction[1]))
+    return np.stack(fields).astype(np.float32), spacing
+
+
+def elastix_transform_text(field_file: str, shape: Any, spacing_mm: Any = (1.0, 1.0), geometry: Any = None) -> str:
     """An elastix transform parameter file for one 2-D ITK displacement frame.
 
     Parameters
@@ -349,11 +580,26 @@ def elastix_transform_text(field_file: str, shape: Any, spacing_mm: Any = (1.0, 
     Notes
     -----
     The grid is the one ITK reads from :func:`write_itk_frame`: size ``(W, H)``, spacing
-    ``(dx, dy)``, origin ``(0, 0)``, identity direction. Entries follow elastix's parameter
+    ``(dx, dy)``, origin ``(0, 0)``, identity direction; with ``geometry`` the 3-D one-slice grid
+    of :func:`write_itk_world_frame` (size ``(W, H, 1)``, the slice's spacing, origin and
+    direction in LPS). Entries follow elastix's parameter
     file syntax: one ``(Name value ...)`` per line, strings in double quotes.
     """
     height, width = (int(v) for v in shape)
     dy, dx = (float(s) for s in spacing_mm)
+    if geometry is None:
+        dimension, size, index = 2, f"{width} {height}", "0 0"
+        spacing, origin, direction = f"{dx:.10g} {dy:.10g}", "0 0", "1 0 0 1"
+    else:  # the 3-D one-slice grid of write_itk_world_frame, in scanner (LPS) coordinates
+        from ..core.geometry import SliceGeometry
+
+        g = SliceGeometry.from_dict(geometry)
+        numbers = lambda values: " ".join(f"{float(v):.10g}" for v in values)  # noqa: E731
+        dimension, size, index = 3, f"{width} {height} 1", "0 0 0"
+        spacing = numbers((dx, dy, g.slice_thickness_mm or 1.0))
+        origin = numbers(g.origin)
+        # elastix reads Direction column by column: the axis vectors one after the other
+        direction = numbers((*g.row_direction, *g.column_direction, *g.normal))
     entries = [
         ("Transform", '"DeformationFieldTransform"'),
         ("DeformationFieldFileName", json.dumps(str(field_file))),
@@ -361,15 +607,15 @@ def elastix_transform_text(field_file: str, shape: Any, spacing_mm: Any = (1.0, 
         ("NumberOfParameters", "0"),
         ("InitialTransformParametersFileName", '"NoInitialTransform"'),
         ("HowToCombineTransforms", '"Compose"'),
-        ("FixedImageDimension", "2"),
-        ("MovingImageDimension", "2"),
+        ("FixedImageDimension", str(dimension)),
+        ("MovingImageDimension", str(dimension)),
         ("FixedInternalImagePixelType", '"float"'),
         ("MovingInternalImagePixelType", '"float"'),
-        ("Size", f"{width} {height}"),
-        ("Index", "0 0"),
-        ("Spacing", f"{dx:.10g} {dy:.10g}"),
-        ("Origin", "0 0"),
-        ("Direction", "1 0 0 1"),
+        ("Size", size),
+        ("Index", index),
+        ("Spacing", spacing),
+        ("Origin", origin),
+        ("Direction", direction),
         ("UseDirectionCosines", '"true"'),
         ("ResampleInterpolator", '"FinalLinearInterpolator"'),
         ("Resampler", '"DefaultResampler"'),
@@ -382,7 +628,8 @@ def elastix_transform_text(field_file: str, shape: Any, spacing_mm: Any = (1.0, 
     return "\n".join(lines) + "\n"
 
 
-def save_elastix_transform(field_path: Any, shape: Any, spacing_mm: Any = (1.0, 1.0), path: Any = None) -> Path:
+def save_elastix_transform(field_path: Any, shape: Any, spacing_mm: Any = (1.0, 1.0), path: Any = None,
+                           geometry: Any = None) -> Path:
     """Write the elastix parameter file of one ITK field frame (default ``<field stem>.txt`` beside it).
 
     Written in place (callers make it atomic). See :func:`elastix_transform_text`.
@@ -392,7 +639,7 @@ def save_elastix_transform(field_path: Any, shape: Any, spacing_mm: Any = (1.0, 
     # relative to the parameter file: a moved or copied folder keeps working (transformix run
     # in that folder opens it); an absolute path would name the old place
     name = os.path.relpath(field_path.resolve(), target.resolve().parent)
-    target.write_text(elastix_transform_text(Path(name).as_posix(), shape, spacing_mm), encoding="utf-8")
+    target.write_text(elastix_transform_text(Path(name).as_posix(), shape, spacing_mm, geometry), encoding="utf-8")
     return target
 
 

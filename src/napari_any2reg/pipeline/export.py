@@ -15,7 +15,8 @@ item              files
 ``itk``           ``displacement_itk_frame000.nii.gz`` ...: one 2-D ITK displacement field
                   per frame (mm), read by SimpleITK / ANTs as a DisplacementFieldTransform,
                   and beside each its elastix parameter file ``displacement_itk_frame000.txt``
-                  (``transformix -tp``; it names the field by its absolute path)
+                  (``transformix -tp``; it names the field relative to itself); a source with
+                  a scanner geometry gives 3-D ``.mha`` fields in scanner (LPS) coordinates
 ``jacobian``      ``jacobian.tif``: ``det(I + ∇u)`` per frame ``(N, H, W)``
 ``maps``          ``t1_raw.tif``, ``r2_raw.tif``, ``t1_sd_raw.tif`` and the same for
                   ``registered`` (T1 and SD in ms), for the fits given
@@ -101,11 +102,15 @@ class ExportPlan:
     n_frames : int, optional
         Frames of the sequence (per-frame files); ``None`` leaves per-frame files out of a
         plan made before the sequence is known.
+    scanner_geometry : bool
+        The sequence has a scanner geometry: the per-frame ITK fields are then 3-D ``.mha``
+        files in scanner coordinates (:func:`napari_any2reg.io.fields.itk_extension`).
     """
 
     t1_roles: tuple[str, ...] = MAP_ROLES
     report_format: str = "png"
     n_frames: int | None = None
+    scanner_geometry: bool = False
 
 
 @dataclasses.dataclass
@@ -146,6 +151,7 @@ class ExportContext:
             t1_roles=tuple(r for r in MAP_ROLES if r in self.t1_maps),
             report_format=self.report_format,
             n_frames=int(self.displacement.shape[0]),
+            scanner_geometry=self.registered.geometry is not None,
         )
 
 
@@ -234,37 +240,43 @@ def _write_displacement(context: ExportContext, folder: Path) -> None:
     from ..io.fields import displacement_sidecar
 
     u, spacing = context.displacement, context.spacing_mm
+    # the source's place in the scanner travels with the field (the registered NIfTI keeps it too)
+    geometry = context.registered.geometry
     save_displacement(folder / "displacement.npy", u)
-    save_displacement(folder / "displacement.nii.gz", u, spacing)
-    (folder / "displacement.json").write_text(_json_text(displacement_sidecar(u, spacing)), encoding="utf-8")
+    save_displacement(folder / "displacement.nii.gz", u, spacing, geometry=geometry)
+    (folder / "displacement.json").write_text(_json_text(displacement_sidecar(u, spacing, geometry)), encoding="utf-8")
 
 
-_ITK_BASE = "displacement_itk.nii.gz"
+def _itk_base(scanner_geometry: bool) -> str:
+    """``displacement_itk.nii.gz`` (2-D, in-plane), or ``.mha`` (3-D, scanner coordinates)."""
+    return "displacement_itk" + (".mha" if scanner_geometry else ".nii.gz")
 
 
-def _itk_pairs(n_frames: int) -> list[tuple[str, str]]:
+def _itk_pairs(n_frames: int, scanner_geometry: bool = False) -> list[tuple[str, str]]:
     """Per frame: the ITK field's file name and its elastix parameter file's name."""
     from ..io._common import split_name
     from ..io.fields import itk_frame_paths
 
-    return [(p.name, split_name(p)[0] + ".txt") for p in itk_frame_paths(_ITK_BASE, n_frames)]
+    return [(p.name, split_name(p)[0] + ".txt") for p in itk_frame_paths(_itk_base(scanner_geometry), n_frames)]
 
 
 def _itk_files(plan: ExportPlan) -> list[str]:
     if plan.n_frames is None:
         return []
-    return [name for pair in _itk_pairs(plan.n_frames) for name in pair]
+    return [name for pair in _itk_pairs(plan.n_frames, plan.scanner_geometry) for name in pair]
 
 
 def _write_itk(context: ExportContext, folder: Path) -> None:
     from ..io.fields import save_displacement_itk, save_elastix_transform
 
-    save_displacement_itk(folder / _ITK_BASE, context.displacement, context.spacing_mm)
+    geometry = context.registered.geometry
+    save_displacement_itk(folder / _itk_base(geometry is not None), context.displacement, context.spacing_mm,
+                          geometry=geometry)
     # each parameter file names its field relative to itself (the bare file name beside it),
     # so the export folder can be moved or copied (transformix run in it opens the field)
     shape = context.displacement.shape[2:]
-    for field, parameters in _itk_pairs(context.displacement.shape[0]):
-        save_elastix_transform(folder / field, shape, context.spacing_mm, path=folder / parameters)
+    for field, parameters in _itk_pairs(context.displacement.shape[0], geometry is not None):
+        save_elastix_transform(folder / field, shape, context.spacing_mm, path=folder / parameters, geometry=geometry)
 
 
 def _write_jacobian(context: ExportContext, folder: Path) -> None:
@@ -413,13 +425,15 @@ def parse_export_items(spec: str | Iterable[str] | None) -> tuple[str, ...]:
 
 def planned_files(
     items: Iterable[str], *, t1_roles: Iterable[str] = MAP_ROLES, report_format: str = "png",
-    n_frames: int | None = None,
+    n_frames: int | None = None, scanner_geometry: bool = False,
 ) -> list[str]:
     """File names the given (resolved) items write: used to refuse an overwrite up front.
 
-    Per-frame files (``itk``) are listed only when ``n_frames`` is given.
+    Per-frame files (``itk``) are listed only when ``n_frames`` is given; ``scanner_geometry``
+    (the sequence has one) makes them ``.mha``.
     """
-    plan = ExportPlan(t1_roles=tuple(t1_roles), report_format=report_format, n_frames=n_frames)
+    plan = ExportPlan(t1_roles=tuple(t1_roles), report_format=report_format, n_frames=n_frames,
+                      scanner_geometry=scanner_geometry)
     return [name for item in items for name in _BY_NAME[item].files(plan)]
 
 

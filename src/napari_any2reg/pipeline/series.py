@@ -399,7 +399,8 @@ def register_series(
     if export_items is not None:
         from .export import planned_files
 
-        names += [name for name in planned_files(export_items, report_format=settings.report_format, n_frames=sequence.n_frames) if name not in names]
+        names += [name for name in planned_files(export_items, report_format=settings.report_format, n_frames=sequence.n_frames,
+                                                   scanner_geometry=sequence.geometry is not None) if name not in names]
     names += [name for name in extra_names if name not in names]
     scanner_maps = scanner_map_files(sequence)
     names += [name for name in scanner_maps if name not in names]
