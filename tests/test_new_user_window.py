@@ -277,3 +277,64 @@ def test_opening_a_sample_keeps_the_window_responsive(window, monkeypatch):
     (layer,) = viewer.layers
     assert layer.name == "MOLLI 5(3)3 phantom" and layer.data.shape == (8, *SMALL)
 
+
+# ---------------------------------------------------------------------- item 9
+def _within_viewport(widget, panel) -> bool:
+    """``widget`` is shown inside ``panel``'s scroll viewport without scrolling."""
+    from qtpy.QtCore import QPoint
+
+    viewport = panel.scroll_area.viewport()
+    top = widget.mapTo(viewport, QPoint(0, 0)).y()
+    return widget.isVisible() and panel.scroll_area.verticalScrollBar().value() == 0 and \
+        top >= 0 and top + widget.height() <= viewport.height()
+
+
+def test_every_dock_shows_its_controls_and_result_at_1280x800(window, qtbot, tmp_path):
+    """The five docks tabbed in a 1280x800 window: full tab titles, and each dock's main
+    action, status line and result visible without scrolling; a screenshot of the window."""
+    from qtpy.QtWidgets import QTabBar
+
+    from napari_any2reg.widgets._dock import dock_of
+
+    viewer = window
+    names = ("Registration", "Review", "T1 mapping", "Landmarks", "Export")
+    panels = {name: plugin_dock(viewer, name) for name in names}
+    main = panels["Registration"].window()
+    qtbot.waitUntil(lambda: len(main.tabifiedDockWidgets(dock_of(panels["Registration"]))) == 4, timeout=10_000)
+    assert [dock_of(panels[name]).windowTitle() for name in names] == list(names)
+    (bar,) = [b for b in main.findChildren(QTabBar) if b.isVisible() and "Review" in
+              [b.tabText(i) for i in range(b.count())]]
+    assert [bar.tabText(i) for i in range(bar.count())] == list(names)
+    assert bar.sizeHint().width() <= bar.width(), (bar.sizeHint().width(), bar.width())  # nothing elided
+
+    registration, review, mapping = panels["Registration"], panels["Review"], panels["T1 mapping"]
+    source, registered = register(viewer, qtbot, registration)
+    qtbot.waitUntil(lambda: review.worker is None and review.review is not None, timeout=TIMEOUT_MS)
+    mapping.device_combo.setCurrentIndex(mapping.device_combo.findData("cpu"))
+    dock_of(mapping).raise_()
+    qtbot.waitUntil(mapping.isVisible, timeout=5_000)
+    mapping.run_button.click()
+    qtbot.waitUntil(lambda: not mapping.busy(), timeout=TIMEOUT_MS)
+
+    results = {"Registration": registration.status_label, "Review": review.table, "T1 mapping": mapping.stats_table,
+               "Landmarks": panels["Landmarks"].status_label, "Export": panels["Export"].status_label}
+    actions = {"Registration": registration.run_button, "Review": review.grid_button,
+               "T1 mapping": mapping.run_button, "Landmarks": panels["Landmarks"].new_button,
+               "Export": panels["Export"].export_button}
+    for name in names:
+        dock_of(panels[name]).raise_()
+        qtbot.waitUntil(panels[name].isVisible, timeout=5_000)
+        qtbot.wait(50)
+        assert _within_viewport(actions[name], panels[name]), name
+        if name == "Review":  # the overlay buttons on one tab, the QC table on the next
+            review.tabs.setCurrentWidget(review.qc_section)
+            qtbot.wait(50)
+        assert _within_viewport(results[name], panels[name]), name
+    # the ROI table shows both rows (before, after), not one
+    table = mapping.stats_table
+    assert table.rowViewportPosition(1) + table.rowHeight(1) <= table.viewport().height()
+
+    path = tmp_path / "window_1280x800.png"
+    image = viewer.screenshot(str(path), canvas_only=False, flash=False)
+    ratio = main.devicePixelRatio()
+    assert image.shape[:2] == (round(800 * ratio), round(1280 * ratio)) and path.stat().st_size > 10_000

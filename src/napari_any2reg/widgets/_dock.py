@@ -21,7 +21,8 @@ import numpy as np
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import QComboBox, QDockWidget, QFrame, QMainWindow, QScrollArea, QVBoxLayout, QWidget
 
-__all__ = ["compact_combos", "scroll_body", "tabify_panel", "dock_of", "install_frame_label", "frame_label_text",
+__all__ = ["compact_combos", "scroll_body", "tabify_panel", "shorten_tab_title", "dock_of", "install_frame_label",
+           "frame_label_text",
            "text_overlay", "visible_world_rect", "fit_view_to", "LEGEND_KEY", "set_legend", "show_colorbar",
            "legend_text", "legend_lines", "adopt_world_units"]
 
@@ -98,9 +99,24 @@ def _tabify_later(ref: "weakref.ref[QWidget]") -> None:
     if panel is None:
         return
     try:
+        shorten_tab_title(panel)
         tabify_panel(panel)
     except RuntimeError:  # the Qt side was deleted before the timer fired
         pass
+
+
+def shorten_tab_title(panel: QWidget) -> str | None:
+    """Drop napari's ``" (napari-any2reg)"`` from the dock's tab text ("Registration", not
+    "Registration (n…" when five tabs share a 1280 px window); the dock's own title bar keeps
+    the full name. Returns the new title (``None``: not docked)."""
+    dock = dock_of(panel)
+    if dock is None:
+        return None
+    title = dock.windowTitle()
+    short = title.rsplit(" (", 1)[0] if title.endswith(")") else title
+    if short and short != title:
+        dock.setWindowTitle(short)
+    return short
 
 
 def dock_of(widget: QWidget) -> QDockWidget | None:
