@@ -164,9 +164,10 @@ def test_review_flow_in_a_real_viewer(viewer, registration, review, qtbot, error
     # image overlays: (N, H, W) with the registered layer's scale
     assert review.show_jacobian() and review.show_folding()
     assert review.show_scores() and review.show_differences()
-    checker = review.show_checkerboard()
+    assert review.show_checkerboard()  # built in a worker
     qtbot.waitUntil(lambda: f"{registered.name} difference after" in viewer.layers, timeout=TIMEOUT_MS)
     wait_idle(qtbot, review)
+    checker = viewer.layers[f"{registered.name} checkerboard"]
     for suffix in ("Jacobian", "folding", "scores", "difference before", "difference after", "checkerboard"):
         layer = viewer.layers[f"{registered.name} {suffix}"]
         assert layer.data.shape == (n, h, w), suffix

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 from napari.layers import Image, Shapes, Vectors
 from napari.utils.colormaps import Colormap
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QHBoxLayout, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from ..core import qc
@@ -329,28 +330,45 @@ class OverlaySection(QWidget):
         def add(review: qc.Review) -> None:
             pair = self.dock.pair()
             limit = self.dock.difference_limit
-            layers = [self._put_layer(Image(data, colormap="coolwarm", contrast_limits=(-limit, limit), **axes_kwargs(3)),
-                                      pair, kind)
-                      for kind, data in (("difference_before", review.difference_before),
-                                         ("difference_after", review.difference_after))]
-            show_colorbar(layers[0], False)  # one scale for both: one bar, not two identical ones
-            self.dock.set_status(f"Difference to the template at each frame's contrast, ±{limit:.3g} "
-                            "(blue below, red above); before on the raw frames, after on the registered.")
+            def put(kind: str, data: np.ndarray) -> Any:
+                return self._put_layer(Image(data, colormap="coolwarm", contrast_limits=(-limit, limit),
+                                             **axes_kwargs(3)), pair, kind)
+
+            before = put("difference_before", review.difference_before)
+
+            def after() -> None:
+                put("difference_after", review.difference_after)
+                show_colorbar(before, False)  # one scale for both: one bar, not two identical ones
+                self.dock.set_status(f"Difference to the template at each frame's contrast, ±{limit:.3g} "
+                                     "(blue below, red above); before on the raw frames, after on the registered.")
+
+            # napari needs ~0.2 s of GUI time per new layer: one layer per event-loop turn
+            QTimer.singleShot(0, after)
 
         return self._with_review(add)
 
-    def show_checkerboard(self) -> Any:
-        """Add / update the raw | registered checkerboard of every frame."""
+    def show_checkerboard(self) -> bool | None:
+        """Add / update the raw | registered checkerboard of every frame, built in a worker.
+
+        Returns ``True`` when the work started, ``None`` when the source is missing (reported).
+        """
         try:
             pair = self.dock.pair()
             source = self.dock.require_source(pair)
-            board = qc.checkerboard(source.data, pair.registered.data, int(self.tiles_spin.value()))
-            layer = Image(board, colormap="gray", contrast_limits=tuple(source.contrast_limits), **axes_kwargs(3))
         except Exception as exc:
             self.dock.report_error(f"Could not show the {OVERLAYS['checkerboard']}: {exc}", exc)
             return None
-        self.dock.set_status("Checkerboard: raw and registered frames in alternating tiles.")
-        return self._put_layer(layer, pair, "checkerboard")
+        # copies made here: the worker never touches layer data
+        raw, registered = np.array(source.data, copy=True), np.array(pair.registered.data, copy=True)
+        limits, tiles = tuple(source.contrast_limits), int(self.tiles_spin.value())
+
+        def build(pair: _Pair) -> Image:
+            board = qc.checkerboard(raw, registered, tiles)
+            layer = Image(board, colormap="gray", contrast_limits=limits, **axes_kwargs(3))
+            layer.metadata = {"status": "Checkerboard: raw and registered frames in alternating tiles."}
+            return layer
+
+        return self._overlay("checkerboard", build, "Building the checkerboard") or None
 
     def toggle_raw_registered(self) -> None:
         """Show the source or the registered layer (one at a time).
