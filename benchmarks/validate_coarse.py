@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
         fired = bool(shift.any())
         ratio = {}
         for key, t in (("with_shift", shift if fired else None), ("without", None)):
-            u = _network_field(model, frames, t, spacing_mm=seq.spacing_mm, reference_frame=None, auxiliary_features=None,
+            u, _ = _network_field(model, frames, t, spacing_mm=seq.spacing_mm, reference_frame=None, auxiliary_features=None,
                                orientations=2, progress=Progress())
             ratio[key] = relative_epe(u.numpy(), truth, roi, spacing_mm=seq.spacing_mm) / before
         result = register(seq, engine="any2reg", device="cpu", scores=False, weights=weights)

@@ -60,12 +60,13 @@ def test_working_spacing_is_reported_and_changes_the_grid_the_network_sees(molli
         return original(net, frames, *args, training_spacing_mm=training_spacing_mm, **kwargs)
 
     monkeypatch.setattr(any2reg_module, "predict", spy)
-    native = register(molli.sequence, scores=False, coarse=False, orientations=1, coarse_pass_mm=0)
+    native = register(molli.sequence, scores=False, coarse=False, orientations=1, coarse_pass_mm=0, uncertainty_shifts=0)
     assert seen == [(1.5, 1.5)]
     assert native.params["working_grid"] == {"spacing_mm": [1.5, 1.5], "why": "native", "resampled": False}
     assert native.notes()[0] == "network grid 1.5 x 1.5 mm (native); pass 1/1 at 1.5 mm"
     seen.clear()
-    coarse = register(molli.sequence, scores=False, coarse=False, orientations=1, coarse_pass_mm=0, working_spacing_mm=3.0)
+    coarse = register(molli.sequence, scores=False, coarse=False, orientations=1, coarse_pass_mm=0, working_spacing_mm=3.0,
+                      uncertainty_shifts=0)
     assert seen == [(3.0, 3.0)] and coarse.params["working_grid"]["resampled"] is True
     assert coarse.displacement.shape == native.displacement.shape == (molli.sequence.n_frames, 2, 96, 96)
     assert not np.allclose(coarse.displacement, native.displacement, atol=1e-3)
@@ -115,7 +116,8 @@ def test_do_no_harm_returns_identity_when_the_field_is_worse_than_none(molli, mo
     def harmful(model, frames, start, **kwargs):
         n, _, h, w = frames.shape[0], 2, *frames.shape[-2:]
         shifts = torch.tensor(np.random.default_rng(1).uniform(-6, 6, (n, 2)), dtype=frames.dtype)
-        return (shifts - shifts.mean(0))[:, :, None, None].expand(n, 2, h, w).contiguous()
+        field = (shifts - shifts.mean(0))[:, :, None, None].expand(n, 2, h, w).contiguous()
+        return field, torch.zeros_like(field)  # (field, variance over the orientations)
 
     monkeypatch.setattr(any2reg_module, "_network_field", harmful)
     still = make_phantom("molli", seed=20013, shape=(96, 96), spacing_mm=(1.5, 1.5), motion_mm=0.0, rotation_deg=0.0,
@@ -149,7 +151,8 @@ def test_threads_are_set_for_the_call_and_restored(molli, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(any2reg_module, "predict", spy)
-    result = register(molli.sequence, scores=False, coarse=False, orientations=1, coarse_pass_mm=0, threads=2)
+    result = register(molli.sequence, scores=False, coarse=False, orientations=1, coarse_pass_mm=0, threads=2,
+                      uncertainty_shifts=0)
     assert seen == [2] and result.params["cpu_threads"] == 2
     assert torch.get_num_threads() == 1  # restored
     with pytest.raises(ValueError, match="threads"):

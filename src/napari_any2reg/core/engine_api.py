@@ -290,6 +290,12 @@ ENGINE_OPTIONS: tuple[EngineOption, ...] = (
         engines=_NETWORK, choices=(1, 2, 4),
     ),
     EngineOption(
+        "uncertainty_shifts", int, 2, "Uncertainty passes",
+        "extra network passes on the input shifted by a few pixels (last pass only): with the "
+        "orientations they give the per-pixel displacement SD in mm (0: the orientations alone)",
+        engines=_NETWORK, minimum=0, maximum=8,
+    ),
+    EngineOption(
         "working_spacing_mm", float, None, "Working spacing (mm)",
         "isotropic pixel spacing the network runs at (unset: the scan's own grid; coarsened "
         "only where a frame exceeds 256 x 256 working pixels)",

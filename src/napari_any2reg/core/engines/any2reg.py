@@ -9,8 +9,8 @@
   training spacing, with the
   correction parameterised on a coarse control grid so that it stays smooth.
 
-The weights are read from the package's ``weights/`` folder (hash-verified, see
-:mod:`core.weights`) once per process and device; ``weights=PATH`` uses a training checkpoint
+The weights come from the package's ``weights/`` folder (hash-verified by the io layer's
+:mod:`~napari_any2reg.io.model_io`, the :func:`core.weights.weights_source`) once per process and device; ``weights=PATH`` uses a training checkpoint
 or ``best.pt`` instead (benchmarks, ablations).
 """
 
@@ -30,7 +30,7 @@ from ..network import Any2RegNet, CorrespondenceScorer, mind_descriptors, networ
 from ..network.any2reg_net import _resize_images, _working_shape
 from ..engine_api import EngineOutput, Progress, register_engine
 from ..spatial import compose_displacements, upsample_displacement, warp
-from ..weights import WeightsError, load_weights, read_manifest
+from ..weights import WeightsError, weights_source
 from ._transform import Stage, border_mask, canonical_frame_order, optimise, pyramid_level, stages_for_spacing
 
 __all__ = ["DEFAULT_WEIGHTS", "load_pretrained", "shipped_weights_name", "sequence_loss", "coarse_translation", "Pretrained", "instance_optimise", "any2reg_engine", "any2reg_io_engine"]
@@ -65,14 +65,12 @@ def shipped_weights_name(weights: str | Path | None) -> str | None:
     if weights is None:
         return DEFAULT_WEIGHTS
     text = str(weights)
-    if "/" in text or "\\" in text or Path(text).is_file():
+    source = weights_source()
+    if source.is_path(text):
         return None
-    try:
-        manifest = read_manifest()
-    except WeightsError:
-        return None
+    names = source.shipped_names()
     for name in (text, f"{text}.pt"):
-        if name in manifest:
+        if name in names:
             return name
     return None
 
@@ -105,28 +103,8 @@ def _check_tensors(checkpoint: dict[str, Any]) -> None:
 @functools.lru_cache(maxsize=8)
 def _load_cached(weights: str | None, device: str, shipped: str | None = None) -> Pretrained:
     dev = torch.device(device)
-    if shipped is not None:
-        checkpoint, entry = load_weights(shipped)
-        source = f"weights/{shipped}"
-        sha = entry.get("sha256")
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            raise WeightsError(f"Weights file {path} does not exist; pass a best.pt / checkpoint.pt from `any2reg train` or omit weights.")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise WeightsError(f"Weights file {path} could not be read ({exc}).") from exc
-        source = str(path)
-        from ..weights import sha256_of
-
-        sha = sha256_of(path)
-        listed = read_manifest(path.parent).get(path.name)  # an exported weights folder lists its files
-        if isinstance(listed, dict) and listed.get("sha256") and listed["sha256"] != sha:
-            raise WeightsError(
-                f"Weights file {path} has SHA-256 {sha}, but {path.parent / 'manifest.json'} lists "
-                f"{listed['sha256']}: the file is damaged or was altered; use another copy."
-            )
+    # the io layer reads the file (and checks a shipped one's SHA-256): core reads no file
+    checkpoint, source, sha = weights_source().load(shipped if shipped is not None else weights, shipped is not None)
     try:
         if not isinstance(checkpoint, dict):
             raise ValueError(f"holds a {type(checkpoint).__name__}, not an any2reg checkpoint")
@@ -164,9 +142,7 @@ def load_pretrained(device: str | torch.device = "cpu", weights: str | Path | No
 
 def shipped_weights_available() -> bool:
     """Whether the default weights are installed, listed and intact (SHA-256 checked)."""
-    from ..weights import weights_problem
-
-    return weights_problem(DEFAULT_WEIGHTS) is None
+    return weights_source().problem(DEFAULT_WEIGHTS) is None
 
 
 # ---------------------------------------------------------------- instance optimisation
@@ -522,13 +498,21 @@ def pass_schedule(spacing_mm, working: tuple[float, float], passes: int, coarse_
 
 def _network_field(model: Pretrained, frames: torch.Tensor, initial: torch.Tensor | None, *, spacing_mm,
                    schedule: list[tuple[str, tuple[float, float]]], reference_frame: int | None, auxiliary_features,
-                   orientations: int, progress: Progress) -> torch.Tensor:
+                   orientations: int, progress: Progress, shifts: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The network's displacement ``(N, 2, H, W)`` for normalised ``frames`` after the passes
     of ``schedule``, each run on the raw frames warped by the field so far (starting from
     ``initial``, e.g. the coarse translation) and composed with it exactly
     (``u = v + u_prev(x + v)``, DESIGN.md section 7), so the registered frames are one
-    interpolation of the raw ones however many passes ran."""
+    interpolation of the raw ones however many passes ran.
+
+    Also returns the variance of each component over the test-time orientations (pixels²,
+    ``(N, 2, H, W)``), summed over the passes as independent errors: a pass's variance is
+    carried to where the later passes sample its field (``var_prev(x + v)``), as the field is.
+    The last pass also runs ``shifts`` times on its input shifted by a few pixels
+    (:data:`UNCERTAINTY_SHIFTS_PX`, off the network's pooling grid), each field shifted back,
+    and their spread around the pass's field joins the orientations'."""
     u = initial
+    variance = None
     aux_raw = None
     if auxiliary_features is not None:
         aux_raw = torch.as_tensor(np.asarray(auxiliary_features, np.float32), device=frames.device)
@@ -540,18 +524,59 @@ def _network_field(model: Pretrained, frames: torch.Tensor, initial: torch.Tenso
             network_input = warp(frames[:, None], u)[:, 0]
             if aux_raw is not None:  # user features live on the frames' grid: move them alike
                 aux = warp(aux_raw, u)
-        v = predict(model.net, network_input.detach().cpu().numpy(), spacing_mm=spacing_mm,
-                    training_spacing_mm=pass_spacing, reference_frame=reference_frame,
-                    auxiliary_features=None if aux is None else aux.cpu().numpy(), orientations=orientations,
-                    normalised=True, progress=lambda fraction, p=pass_progress, m=label: p.report(fraction, f"network {m}"))
+        v, sd = predict(model.net, network_input.detach().cpu().numpy(), spacing_mm=spacing_mm,
+                        training_spacing_mm=pass_spacing, reference_frame=reference_frame,
+                        auxiliary_features=None if aux is None else aux.cpu().numpy(), orientations=orientations,
+                        normalised=True, spread=True,
+                        progress=lambda fraction, p=pass_progress, m=label: p.report(fraction, f"network {m}"))
         v = torch.from_numpy(v).to(frames.device)
+        pass_variance = torch.from_numpy(sd).to(frames.device) ** 2
+        if shifts and index == len(schedule) - 1:
+            pass_variance = _with_shifted_inputs(model, network_input, v, pass_variance, orientations, shifts,
+                                                 spacing_mm=spacing_mm, pass_spacing=pass_spacing,
+                                                 reference_frame=reference_frame, aux=aux)
+        variance = pass_variance if variance is None else pass_variance + warp(variance, v)
         u = v if u is None else compose_displacements(u, v)
         progress.check()
     if reference_frame is None and len(schedule) > 1:
         # composition keeps each pass's zero mean only to first order: restore the group
         # constraint (mean displacement over frames 0 at every pixel, DESIGN.md section 2)
         u = u - u.mean(dim=0, keepdim=True)
-    return u
+    return u, variance
+
+
+#: Shifts (dy, dx) in pixels of the perturbed network inputs of the uncertainty estimate: odd
+#: and off the network's stride-2 pooling grid, so each pass sees the sequence sampled anew.
+UNCERTAINTY_SHIFTS_PX = ((3, 0), (0, 3), (-3, -3), (1, -2), (-1, 3), (2, 2), (-3, 1), (3, -1))
+
+
+def _with_shifted_inputs(model: Pretrained, network_input: torch.Tensor, v: torch.Tensor, variance: torch.Tensor,
+                         orientations: int, shifts: int, *, spacing_mm, pass_spacing, reference_frame, aux) -> torch.Tensor:
+    """The variance of the field ``v`` over its ``orientations`` and ``shifts`` predictions on
+    the input shifted by :data:`UNCERTAINTY_SHIFTS_PX` (pixels²; the field of a sequence
+    shifted by ``s``, ``f'(x) = f(x + s)``, is ``u'(x) = u(x + s)``, so each is shifted back).
+    On MOLLI / STONE / SASHA phantoms the shifts raised the rank correlation of the SD with the
+    true error in the heart from about 0 (two orientations alone) to 0.06-0.28
+    (``benchmarks/bench_uncertainty.py``)."""
+    x = network_input.detach().cpu().numpy()
+    a = None if aux is None else aux.cpu().numpy()
+    squares = variance * orientations  # sum over the orientation samples of (sample - v)^2
+    for dy, dx in UNCERTAINTY_SHIFTS_PX[:shifts]:
+        shifted = np.roll(x, shift=(-dy, -dx), axis=(-2, -1))
+        shifted_aux = None if a is None else np.roll(a, shift=(-dy, -dx), axis=(-2, -1))
+        w = predict(model.net, shifted, spacing_mm=spacing_mm, training_spacing_mm=pass_spacing,
+                    reference_frame=reference_frame, auxiliary_features=shifted_aux, orientations=1, normalised=True)
+        w = torch.from_numpy(np.roll(w, shift=(dy, dx), axis=(-2, -1))).to(v.device)
+        squares = squares + (w - v) ** 2
+    return squares / (orientations + shifts)
+
+
+def displacement_sd_mm(variance: torch.Tensor, spacing_mm) -> np.ndarray:
+    """Per-pixel SD of the displacement vector in mm, ``(N, H, W)``, from the per-component
+    variance in pixels² (``sqrt(var_y dy² + var_x dx²)``)."""
+    dy, dx = (float(s) for s in spacing_mm)
+    sd = torch.sqrt(variance[:, 0] * dy ** 2 + variance[:, 1] * dx ** 2)
+    return sd.float().cpu().numpy().astype(np.float32)
 
 
 # ---------------------------------------------------------------- engines
@@ -575,7 +600,8 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
          auxiliary_features, io_steps: int, io_learning_rate: float, scores: bool, coarse: bool,
          orientations: int, region_mask: torch.Tensor | None = None, refinement: str = "classical",
          working_spacing_mm: float | None = None, passes: int = DEFAULT_PASSES,
-         coarse_pass_mm: float = DEFAULT_COARSE_PASS_MM, do_no_harm: bool = True) -> EngineOutput:
+         coarse_pass_mm: float = DEFAULT_COARSE_PASS_MM, do_no_harm: bool = True,
+         uncertainty_shifts: int = 2) -> EngineOutput:
     progress.report(0.0, "loading the Any2Reg network")
     model = load_pretrained(frames.device, weights)
     progress.check()
@@ -600,12 +626,14 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     network_progress.report(0.0, "network prediction")
     # a constant shift is a field like any other: the passes start from it
     starts = [None] if translation is None else [translation[:, :, None, None].expand(-1, -1, *shape).contiguous(), None]
-    fields = []
+    fields, variances = [], []
     for index, start in enumerate(starts):
-        fields.append(_network_field(model, frames, start, spacing_mm=scan_spacing, schedule=schedule,
+        field, variance = _network_field(model, frames, start, spacing_mm=scan_spacing, schedule=schedule,
                                      reference_frame=reference_frame, auxiliary_features=auxiliary_features,
-                                     orientations=orientations,
-                                     progress=network_progress.stage(index / len(starts), (index + 1) / len(starts))))
+                                     orientations=orientations, shifts=uncertainty_shifts,
+                                     progress=network_progress.stage(index / len(starts), (index + 1) / len(starts)))
+        fields.append(field)
+        variances.append(variance)
         progress.check()
     objective = _SequenceObjective(frames, region_mask, reference_frame) if (len(fields) == 2 or do_no_harm) else None
     coarse_losses = None
@@ -622,6 +650,7 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
         if coarse_losses[1] < coarse_losses[0]:
             translation = None
     displacement = fields[0] if translation is not None else fields[-1]
+    variance = variances[0] if translation is not None else variances[-1]
     if io_steps > 0 and refinement == "classical":
         # on the input grid (the network works at its 3 mm training spacing; the refinement adds
         # the detail of finer scans): control spacing in mm as the groupwise engine's
@@ -651,6 +680,9 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
         if harm["fallback"]:
             displacement = torch.zeros_like(displacement)
     extras: dict[str, Any] = {}
+    uncertainty = _uncertainty_note(orientations, uncertainty_shifts, io_steps, harm)
+    if orientations + uncertainty_shifts > 1:
+        extras["displacement_sd_mm"] = displacement_sd_mm(variance, scan_spacing)
     if scores:
         score_progress = progress.stage(split, 1.0)
         score_progress.report(0.0, "correspondence scores")
@@ -676,6 +708,7 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     if coarse_losses is not None:
         params["coarse_losses"] = {"with_shift": round(coarse_losses[0], 5), "without": round(coarse_losses[1], 5)}
     params["orientations"] = int(orientations)
+    params["uncertainty"] = uncertainty
     params["working_grid"] = {"spacing_mm": [round(v, 4) for v in working], "why": working_reason,
                               "resampled": not _same_grid(working, scan_spacing, 1e-6)}
     params["passes"] = int(passes)
@@ -685,6 +718,20 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     if translation is not None:
         params["coarse_translation_px"] = [[round(float(v), 3) for v in row] for row in translation.cpu()]
     return EngineOutput(displacement=displacement, loss_history=history, params=params, extras=extras)
+
+
+def _uncertainty_note(orientations: int, shifts: int, io_steps: int, harm: dict[str, Any] | None) -> str:
+    """What ``displacement_sd_mm`` is for this run (``params["uncertainty"]``)."""
+    if orientations + shifts < 2:
+        return ("none: one test-time orientation and no shifted passes give no spread; use orientations=2 or "
+                "uncertainty_shifts=2")
+    text = (f"SD of the network's displacement over {orientations} test-time orientation(s) and {shifts} "
+            "shifted inputs (mm, per pixel)")
+    if io_steps > 0:
+        text += "; of the network prediction before the refinement"
+    if harm is not None and harm.get("fallback"):
+        text += "; the returned field is identity (do no harm), the SD is of the rejected prediction"
+    return text
 
 
 def _check_unused(name: str, unused: dict[str, Any]) -> None:
@@ -698,7 +745,7 @@ def any2reg_engine(frames: torch.Tensor, *, progress: Progress, reference_frame:
                    scores: bool = True, coarse: bool = True, orientations: int = DEFAULT_ORIENTATIONS,
                    working_spacing_mm: float | None = None, passes: int = DEFAULT_PASSES,
                    coarse_pass_mm: float = DEFAULT_COARSE_PASS_MM, do_no_harm: bool = True,
-                   **unused: Any) -> EngineOutput:
+                   uncertainty_shifts: int = 2, **unused: Any) -> EngineOutput:
     """Register with one forward pass of the trained network.
 
     Parameters
@@ -732,12 +779,17 @@ def any2reg_engine(frames: torch.Tensor, *, progress: Progress, reference_frame:
     do_no_harm : bool
         Return no motion (identity) when the field leaves the sequence's objective worse than
         identity does (``params["do_no_harm"]``).
+    uncertainty_shifts : int
+        Extra passes of the last network pass on shifted inputs; with the orientations they
+        give ``extras["displacement_sd_mm"]`` (N, H, W), the per-pixel SD of the displacement
+        in mm (``params["uncertainty"]`` says what it is; none with one orientation and 0).
     """
     _check_unused("any2reg", unused)
     return _run(frames, progress=progress, reference_frame=reference_frame, spacing_mm=spacing_mm, weights=weights,
                 auxiliary_features=auxiliary_features, io_steps=0, io_learning_rate=0.0, scores=scores,
                 coarse=bool(coarse), orientations=int(orientations), working_spacing_mm=working_spacing_mm,
-                passes=int(passes), coarse_pass_mm=float(coarse_pass_mm), do_no_harm=bool(do_no_harm))
+                passes=int(passes), coarse_pass_mm=float(coarse_pass_mm), do_no_harm=bool(do_no_harm),
+                uncertainty_shifts=int(uncertainty_shifts))
 
 
 @register_engine("any2reg-io")
@@ -748,6 +800,7 @@ def any2reg_io_engine(frames: torch.Tensor, *, progress: Progress, reference_fra
                       refinement: str = "classical",
                       working_spacing_mm: float | None = None, passes: int = DEFAULT_PASSES,
                       coarse_pass_mm: float = DEFAULT_COARSE_PASS_MM, do_no_harm: bool = True,
+                      uncertainty_shifts: int = 2,
                       region_mask: torch.Tensor | None = None, **unused: Any) -> EngineOutput:
     """The network's prediction refined on this sequence by ``io_steps`` optimisation steps.
 
@@ -765,4 +818,5 @@ def any2reg_io_engine(frames: torch.Tensor, *, progress: Progress, reference_fra
                 auxiliary_features=auxiliary_features, io_steps=int(io_steps), io_learning_rate=float(io_learning_rate),
                 scores=scores, coarse=bool(coarse), orientations=int(orientations), region_mask=region_mask,
                 refinement=refinement, working_spacing_mm=working_spacing_mm, passes=int(passes),
-                coarse_pass_mm=float(coarse_pass_mm), do_no_harm=bool(do_no_harm))
+                coarse_pass_mm=float(coarse_pass_mm), do_no_harm=bool(do_no_harm),
+                uncertainty_shifts=int(uncertainty_shifts))

@@ -1,0 +1,226 @@
+"""One verdict per registered series: ``good``, ``check`` or ``poor``, with the reasons.
+
+A reader with 40 series decides per series, in seconds, whether the corrected map can be
+reported. The verdict folds the evidence already computed into one level, from stated
+thresholds (:class:`VerdictThresholds`; how they were chosen: ``docs/verdict.md``):
+
+=====================  ====================================  ===================================
+evidence               check                                 poor
+=====================  ====================================  ===================================
+folding (det J <= 0)   > 0.1 % of the field                  > 1 %
+alignment (PCA share)  —                                     lower after registration than before
+outlier frames         any (:mod:`.outliers`)                more than a quarter of the frames
+displacement SD        heart-region 95th percentile > 1 mm   > 3 mm
+myocardial R²          median < 0.9 (when a fit was made     median < 0.7
+                       and a myocardium label is known), or
+                       the median R² of the region lower
+                       after registration than before
+=====================  ====================================  ===================================
+
+Every reason names the frame or region and the number, so the Review dock can jump to the
+frame. Pure numpy; no file access.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, Sequence as SequenceType
+
+import numpy as np
+
+__all__ = [
+    "LEVELS",
+    "VerdictThresholds",
+    "Reason",
+    "heart_region",
+    "uncertainty_summary",
+    "make_verdict",
+    "verdict_line",
+    "verdict_rank",
+]
+
+#: Levels from best to worst.
+LEVELS = ("good", "check", "poor")
+
+
+@dataclasses.dataclass(frozen=True)
+class VerdictThresholds:
+    """The thresholds of the verdict (see the module table)."""
+
+    folding_check_percent: float = 0.1
+    folding_poor_percent: float = 1.0
+    alignment_worse_by: float = 0.005
+    outlier_poor_fraction: float = 0.25
+    sd_check_mm: float = 1.0
+    sd_poor_mm: float = 3.0
+    r2_check: float = 0.9
+    r2_poor: float = 0.7
+    r2_drop: float = 0.02
+
+
+@dataclasses.dataclass(frozen=True)
+class Reason:
+    """One finding: its level, a sentence with the number, and the frames it concerns."""
+
+    level: str
+    text: str
+    frames: tuple[int, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"level": self.level, "text": self.text, "frames": [int(f) for f in self.frames]}
+
+
+def heart_region(shape: tuple[int, int], labels: Any = None) -> tuple[np.ndarray, str]:
+    """The region the verdict reads: the mask's labels (a stack: any frame), else the central box."""
+    from .metrics import default_roi
+
+    if labels is not None:
+        array = np.asarray(labels)
+        if array.ndim == 3:
+            array = (array != 0).any(axis=0)
+        if array.shape == tuple(shape) and (array != 0).any():
+            return array != 0, "mask"
+    return default_roi(shape), "central box"
+
+
+def uncertainty_summary(displacement_sd_mm: Any, region: np.ndarray, region_name: str,
+                        note: str | None = None) -> dict[str, Any]:
+    """``metrics.json`` ``displacement_sd``: the region's 95th percentile (mm) and the worst frame."""
+    if displacement_sd_mm is None:
+        return {"available": False, "why": note or "this engine gives no per-pixel uncertainty"}
+    sd = np.asarray(displacement_sd_mm, np.float32)
+    per_frame = np.array([np.percentile(frame[region], 95) for frame in sd])
+    return {
+        "available": True,
+        "what": note,
+        "region": region_name,
+        "p95_mm": round(float(np.percentile(sd[:, region], 95)), 4),
+        "median_mm": round(float(np.median(sd[:, region])), 4),
+        "p95_mm_per_frame": [round(float(v), 4) for v in per_frame],
+        "worst_frame": int(np.argmax(per_frame)),
+    }
+
+
+def _frames_text(frames: SequenceType[int]) -> str:
+    return ("frame " if len(frames) == 1 else "frames ") + ", ".join(str(int(f)) for f in frames)
+
+
+def make_verdict(
+    *,
+    n_frames: int,
+    folding_percent: float,
+    folding_per_frame: SequenceType[float] | None = None,
+    alignment_before: float | None = None,
+    alignment_after: float | None = None,
+    outliers: Mapping[str, Any] | None = None,
+    uncertainty: Mapping[str, Any] | None = None,
+    r2_after: float | None = None,
+    r2_before: float | None = None,
+    r2_region: str | None = None,
+    myocardium: bool = False,
+    thresholds: VerdictThresholds = VerdictThresholds(),
+) -> dict[str, Any]:
+    """The verdict ``{"level", "reasons", "checked", "thresholds"}`` of one registration.
+
+    Parameters
+    ----------
+    n_frames : int
+    folding_percent : float
+        % of the field with ``det J <= 0``.
+    folding_per_frame : list of float, optional
+        The same per frame (the reason names the worst frame).
+    alignment_before, alignment_after : float, optional
+        Model-free alignment (:func:`.metrics.alignment_score`).
+    outliers : dict, optional
+        :meth:`.outliers.OutlierReport.to_json`.
+    uncertainty : dict, optional
+        :func:`uncertainty_summary`.
+    r2_after, r2_before : float, optional
+        Median R² of the fit after / before registration in ``r2_region``.
+    myocardium : bool
+        ``r2_region`` is the LV myocardium (the absolute R² thresholds apply only there).
+
+    Returns
+    -------
+    dict
+        ``level`` the worst level of the reasons; ``reasons`` the findings above ``good``
+        (each ``{"level", "text", "frames"}``), or, for a good series, what was checked.
+    """
+    t = thresholds
+    found: list[Reason] = []
+    passed: list[str] = []
+
+    worst = ""
+    if folding_per_frame is not None and len(folding_per_frame):
+        k = int(np.argmax(folding_per_frame))
+        worst = f" (most in frame {k}: {float(folding_per_frame[k]):.2f} %)"
+        worst_frames: tuple[int, ...] = (k,)
+    else:
+        worst_frames = ()
+    if folding_percent > t.folding_poor_percent:
+        found.append(Reason("poor", f"folding {folding_percent:.2f} % of the field > {t.folding_poor_percent:g} %{worst}", worst_frames))
+    elif folding_percent > t.folding_check_percent:
+        found.append(Reason("check", f"folding {folding_percent:.2f} % of the field > {t.folding_check_percent:g} %{worst}", worst_frames))
+    else:
+        passed.append(f"folding {folding_percent:.2f} %")
+
+    if alignment_before is not None and alignment_after is not None:
+        if alignment_after < alignment_before - t.alignment_worse_by:
+            found.append(Reason("poor", f"alignment worse after registration ({alignment_before:.3f} -> {alignment_after:.3f}, "
+                                        "share of variance in 2 principal components)"))
+        else:
+            passed.append(f"alignment {alignment_before:.3f} -> {alignment_after:.3f}")
+
+    if outliers is not None:
+        indices = [int(i) for i in outliers.get("indices", [])]
+        if indices:
+            details = "; ".join(f"{i}: {', '.join(outliers['reasons'][str(i)])}" for i in indices)
+            level = "poor" if len(indices) > t.outlier_poor_fraction * n_frames else "check"
+            found.append(Reason(level, f"{_frames_text(indices)} disagree with the rest ({details})", tuple(indices)))
+        elif outliers.get("not_tested"):
+            passed.append(f"outlier frames not tested ({outliers['not_tested']})")
+        else:
+            passed.append("no outlier frames")
+
+    if uncertainty is not None and uncertainty.get("available"):
+        p95 = float(uncertainty["p95_mm"])
+        frame = int(uncertainty["worst_frame"])
+        where = f"in the {uncertainty.get('region', 'heart region')} (worst frame {frame}: " \
+                f"{uncertainty['p95_mm_per_frame'][frame]:.2f} mm)"
+        if p95 > t.sd_poor_mm:
+            found.append(Reason("poor", f"displacement SD 95th percentile {p95:.2f} mm > {t.sd_poor_mm:g} mm {where}", (frame,)))
+        elif p95 > t.sd_check_mm:
+            found.append(Reason("check", f"displacement SD 95th percentile {p95:.2f} mm > {t.sd_check_mm:g} mm {where}", (frame,)))
+        else:
+            passed.append(f"displacement SD p95 {p95:.2f} mm")
+
+    if r2_after is not None and np.isfinite(r2_after):
+        region = r2_region or "the region"
+        if myocardium and r2_after < t.r2_poor:
+            found.append(Reason("poor", f"median R² {r2_after:.3f} < {t.r2_poor:g} in {region}"))
+        elif myocardium and r2_after < t.r2_check:
+            found.append(Reason("check", f"median R² {r2_after:.3f} < {t.r2_check:g} in {region}"))
+        elif r2_before is not None and np.isfinite(r2_before) and r2_after < r2_before - t.r2_drop:
+            found.append(Reason("check", f"median R² lower after registration in {region} ({r2_before:.3f} -> {r2_after:.3f})"))
+        else:
+            passed.append(f"median R² {r2_after:.3f} in {region}")
+
+    level = max((r.level for r in found), key=LEVELS.index, default="good")
+    reasons = sorted(found, key=lambda r: -LEVELS.index(r.level))
+    return {
+        "level": level,
+        "reasons": [r.to_json() for r in reasons] if reasons else [Reason("good", "; ".join(passed)).to_json()],
+        "checked": passed,
+        "thresholds": dataclasses.asdict(t),
+    }
+
+
+def verdict_line(verdict: Mapping[str, Any]) -> str:
+    """One line, e.g. ``"check: frames 3, 7 disagree with the rest (...)"`` (the CLI's last line)."""
+    texts = [r["text"] for r in verdict.get("reasons", [])]
+    return f"{verdict['level']}: {'; '.join(texts) or 'nothing to report'}"
+
+
+def verdict_rank(level: Any) -> int:
+    """Sort key: series to look at first (poor 0, check 1, good 2, unknown / failed -1)."""
+    return {"poor": 0, "check": 1, "good": 2}.get(str(level), -1)
