@@ -4,8 +4,9 @@ Headless use (Xvfb gives the OpenGL context napari needs)::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshot.py
 
-It opens the viewer with the plugin's MOLLI sample, docks the Registration widget, presses Run,
-waits for the result, switches to grid mode (raw left, registered right) and grabs the window.
+It opens a 1280x800 viewer with the plugin's MOLLI sample, docks the Registration widget, presses
+Run, waits for the result (placed beside the raw frames) and grabs the window.
+``tests/test_screenshot_scripts.py`` runs it on a small sample.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default=None, help="engine (default: the widget's default)")
     parser.add_argument("--iterations-scale", type=float, default=1.0)
     parser.add_argument("--frame", type=int, default=None, help="frame to show (default: most displaced)")
-    parser.add_argument("--size", type=int, nargs=2, default=(1500, 820), metavar=("W", "H"))
+    parser.add_argument("--size", type=int, nargs=2, default=(1280, 800), metavar=("W", "H"),
+                        help="window size (default: 1280 800, the small laptop screen the docks must fit)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the run")
     args = parser.parse_args(argv)
 
@@ -64,14 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         frame = int(np.argmax(np.abs(result.displacement).reshape(result.displacement.shape[0], -1).mean(1)))
     viewer.dims.set_current_step(0, frame)
 
-    # the Registration panel puts the registered layer beside the raw one (its default)
+    # the Registration panel puts the registered layer beside the raw one (its default); the
+    # plugin's frame label (top left) names the frame, its TI and the layer, as a user sees it
     viewer.layers.selection.active = registered
-    label = viewer.canvas.overlays.text  # napari >= 0.9 (viewer.text_overlay is deprecated)
-    label.visible = True
-    label.text = (
-        f"left: raw {source.name}   |   right: registered ({result.engine}, frame {frame})"
-    )
-    label.font_size = 11
     viewer.reset_view()
     for _ in range(20):
         app.processEvents()

@@ -4,7 +4,7 @@ Headless use (Xvfb gives the OpenGL context napari needs)::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshot_review.py
 
-It opens the viewer with the plugin's MOLLI sample, registers it with the Registration widget
+It opens a 1280x800 viewer with the plugin's MOLLI sample, registers it with the Registration widget
 (the default engine when its weights are installed, else ``groupwise``), docks the Review
 widget, waits for its QC table, adds every overlay and writes:
 
@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default=None, help="engine (default: the widget's default if usable)")
     parser.add_argument("--iterations-scale", type=float, default=1.0)
     parser.add_argument("--frame", type=int, default=None, help="frame to show (default: most displaced)")
-    parser.add_argument("--size", type=int, nargs=2, default=(1600, 900), metavar=("W", "H"))
+    parser.add_argument("--size", type=int, nargs=2, default=(1280, 800), metavar=("W", "H"),
+                        help="window size (default: 1280 800, the small laptop screen the docks must fit)")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args(argv)
 
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     review.show_checkerboard()
     for show in (review.show_jacobian, review.show_folding, review.show_scores, review.show_differences):
         show()
-    _wait(app, lambda: f"{registered.name} difference after" in viewer.layers and not review.busy(), args.timeout)
+    kinds = ("grid", "quiver", "Jacobian", "folding", "scores", "difference before", "difference after", "checkerboard")
+    _wait(app, lambda: all(f"{registered.name} {k}" in viewer.layers for k in kinds) and not review.busy(), args.timeout)
     review.show_profile(*_myocardial_pixel(review.review, registered.data.shape[1:]))
     review.go_to_frame(frame)
 
@@ -117,20 +119,22 @@ def main(argv: list[str] | None = None) -> int:
         return viewer.screenshot(canvas_only=True, flash=False)
 
     # 1. six panels of one frame
+    # each panel titled with the legend the frame label shows: quantity, unit, range
+    from napari_any2reg.widgets._dock import legend_text
+
     panels = [
-        ("raw + deformation grid (|u| in mm)", only(source, overlays["grid"])),
-        ("det J ({:.2f} blue, 1 white, {:.2f} red)".format(*overlays["Jacobian"].contrast_limits),
-         only(overlays["Jacobian"])),
-        ("correspondence score [0, 1]", only(registered, overlays["scores"])),
-        ("difference to template, before", only(overlays["difference before"])),
-        ("difference to template, after", only(overlays["difference after"])),
+        ("raw + " + legend_text(overlays["grid"]), only(source, overlays["grid"])),
+        (legend_text(overlays["Jacobian"]), only(overlays["Jacobian"])),
+        (legend_text(overlays["scores"]), only(registered, overlays["scores"])),
+        ("before: " + legend_text(overlays["difference before"]).split(" · ")[0], only(overlays["difference before"])),
+        ("after: " + legend_text(overlays["difference after"]).split(" · ")[0], only(overlays["difference after"])),
         ("checkerboard raw | registered", only(overlays["checkerboard"])),
     ]
     fig = Figure(figsize=(12, 8.6), dpi=100, layout="constrained")
     for i, (title, image) in enumerate(panels):
         ax = fig.add_subplot(2, 3, i + 1)
         ax.imshow(_crop(image))
-        ax.set_title(title, fontsize=11)
+        ax.set_title(title, fontsize=9)
         ax.axis("off")
     fig.suptitle(f"{source.name}, frame {frame}: {review.summary_label.text()}", fontsize=11)
     fig.savefig(out / "review_overlays.png")
