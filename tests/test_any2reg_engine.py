@@ -16,7 +16,8 @@ from napari_any2reg.core.engines.any2reg import DEFAULT_WEIGHTS, load_pretrained
 from napari_any2reg.core.metrics import relative_epe
 from napari_any2reg.core.phantom import make_phantom
 from napari_any2reg.core.registration import DEFAULT_ENGINE, register
-from napari_any2reg.core.weights import WeightsError, load_weights, read_manifest, sha256_of, weights_dir
+from napari_any2reg.core.weights import WeightsError
+from napari_any2reg.io.model_io import load_weights, read_manifest, sha256_of, weights_dir
 
 HELD_OUT = [("molli", 20001), ("stone", 20002), ("sasha", 20003), ("cine", 20004)]
 TRUTH = dict(shape=(192, 192), spacing_mm=(1.5, 1.5), motion_mm=10.0)

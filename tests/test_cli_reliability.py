@@ -283,8 +283,8 @@ def test_weights_problems_are_one_line_errors_before_computing(tmp_path, molli_f
 @pytest.fixture
 def broken_weights(tmp_path, monkeypatch):
     """A copy of the shipped weights folder that the package uses instead of the real one."""
-    from napari_any2reg.core import weights
     from napari_any2reg.core.engines import any2reg
+    from napari_any2reg.io import model_io as weights
 
     folder = tmp_path / "weights"
     shutil.copytree(weights.weights_dir(), folder)

@@ -189,7 +189,7 @@ def _damaged_weights(tmp_path, how: str) -> Path:
     import torch
 
     from napari_any2reg.core.engines.any2reg import DEFAULT_WEIGHTS
-    from napari_any2reg.core.weights import weights_dir
+    from napari_any2reg.io.model_io import weights_dir
 
     checkpoint = torch.load(weights_dir() / DEFAULT_WEIGHTS, map_location="cpu", weights_only=True)
     key = next(k for k, v in checkpoint["model_state"].items() if v.is_floating_point() and v.numel() > 4)
@@ -230,7 +230,8 @@ def test_weights_in_an_exported_folder_are_checked_against_its_manifest(tmp_path
     import shutil
 
     from napari_any2reg.core.engines.any2reg import DEFAULT_WEIGHTS
-    from napari_any2reg.core.weights import WeightsError, weights_dir
+    from napari_any2reg.core.weights import WeightsError
+    from napari_any2reg.io.model_io import weights_dir
 
     folder = tmp_path / "export"
     folder.mkdir()

@@ -379,7 +379,7 @@ def test_r2_survival_curve():
 
 # ---------------------------------------------------------------------- registration helps the map
 def _any2reg_weights_available() -> bool:
-    from napari_any2reg.core.weights import read_manifest, weights_dir
+    from napari_any2reg.io.model_io import read_manifest, weights_dir
 
     try:
         manifest = read_manifest()

@@ -22,7 +22,7 @@ TIMEOUT_MS = 120_000
 
 def default_engine_ready() -> bool:
     """The shipped network's weights are listed in ``weights/manifest.json``."""
-    from napari_any2reg.core.weights import read_manifest
+    from napari_any2reg.io.model_io import read_manifest
 
     try:
         from napari_any2reg.core.engines.any2reg import DEFAULT_WEIGHTS

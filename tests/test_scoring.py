@@ -19,9 +19,10 @@ from napari_any2reg.core.network import (
 )
 from napari_any2reg.core.phantom import make_phantom
 from napari_any2reg.core.registration import normalise_intensities
-from napari_any2reg.core.training import TrainingConfig, load_network, read_log
+from napari_any2reg.core.training import TrainingConfig
+from napari_any2reg.io.model_io import load_network, read_log
 from napari_any2reg.pipeline.training import export_weights, train
-from napari_any2reg.core.weights import load_weights, sha256_of
+from napari_any2reg.io.model_io import load_weights, sha256_of
 
 
 @pytest.fixture(autouse=True)

@@ -17,11 +17,10 @@ from napari_any2reg.core.network import Any2RegNet
 from napari_any2reg.core.training import (
     TrainingConfig,
     _Sampler,
-    load_network,
-    read_log,
     sample_training_sequence,
     training_loss,
 )
+from napari_any2reg.io.model_io import load_network, read_log
 from napari_any2reg.pipeline.training import read_user_sequences, train
 
 
@@ -214,24 +213,63 @@ def test_user_sequences_can_be_mixed_in(tmp_path):
     assert all(3 <= e["n"] <= 8 and np.isfinite(e["loss"]) for e in log)
 
 
-def test_core_training_loop_needs_the_sequences_and_a_file_writer(tmp_path):
-    """core.training reads and writes no file itself: the pipeline gives it data and a writer."""
+class _MemoryStore:
+    """A run kept in memory: the core loop's whole state passes through these methods."""
+
+    checkpoint_name = "memory:checkpoint"
+
+    def __init__(self):
+        self.checkpoint, self.best, self.log, self.calls = None, None, [], []
+
+    def load_checkpoint(self):
+        return self.checkpoint
+
+    def has_checkpoint(self):
+        return self.checkpoint is not None
+
+    def load_log(self):
+        return list(self.log)
+
+    def load_init_weights(self, source):
+        raise AssertionError("not fine-tuning")
+
+    def save_checkpoint(self, state):
+        self.calls.append("checkpoint")
+        self.checkpoint = state
+
+    def save_best(self, state):
+        self.calls.append("best")
+        self.best = state
+
+    def discard_best(self):
+        self.best = None
+
+    def rewrite_log(self, entries):
+        self.log = list(entries)
+
+    def append_log(self, entry):
+        self.log.append(entry)
+
+    def describe(self):
+        return {"checkpoint": self.checkpoint_name, "best": None, "log": "memory:log"}
+
+
+def test_core_training_loop_reads_and_writes_no_file(tmp_path, monkeypatch):
+    """core.training keeps its state in the store it is given and needs the sequences read for it."""
     from napari_any2reg.core import training as core_training
 
-    with pytest.raises(TypeError, match="pipeline.training.train"):
-        core_training.train(_tiny_config(steps=1), tmp_path / "a")
     config = _tiny_config(steps=1, user_data_dir=str(tmp_path), user_data_probability=1.0)
     with pytest.raises(ValueError, match="not read"):
-        core_training.train(config, tmp_path / "b", write_file=lambda path, fill: fill(path))
-    written = []
-
-    def plain_writer(path, fill):
-        written.append(path.name)
-        fill(path)
-
-    core_training.train(_tiny_config(steps=1), tmp_path / "c", write_file=plain_writer)
-    assert {"train_log.jsonl", "checkpoint.pt"} <= set(written)
-    assert read_log(tmp_path / "c")[0]["step"] == 1
+        core_training.train(config, _MemoryStore())
+    monkeypatch.chdir(tmp_path)
+    store = _MemoryStore()
+    summary = core_training.train(_tiny_config(steps=2, validate_every=2), store)
+    assert list(tmp_path.iterdir()) == []  # nothing was written anywhere here
+    assert summary["step"] == 2 and summary["checkpoint"] == "memory:checkpoint"
+    assert [e["step"] for e in store.log] == [1, 2] and store.checkpoint["step"] == 2
+    assert "best" in store.calls and store.best["step"] == 2
+    again = core_training.train(_tiny_config(steps=3, validate_every=2), store)  # resumes from the store
+    assert again["start_step"] == 2 and [e["step"] for e in store.log] == [1, 2, 3]
 
 
 def test_mismatched_network_config_is_refused(tmp_path):

@@ -8,7 +8,8 @@ import torch
 
 from napari_any2reg.cli import main
 from napari_any2reg.core.phantom import make_phantom
-from napari_any2reg.core.training import TrainingConfig, _Sampler, read_log
+from napari_any2reg.core.training import TrainingConfig, _Sampler
+from napari_any2reg.io.model_io import read_log
 from napari_any2reg.pipeline.training import train
 
 

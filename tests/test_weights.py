@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from napari_any2reg.core.weights import WeightsError, load_weights, sha256_of, weights_dir
+from napari_any2reg.core.weights import WeightsError
+from napari_any2reg.io.model_io import load_weights, sha256_of, weights_dir
 
 
 def _ship(folder, name="net.pt"):

@@ -22,6 +22,23 @@ _LAZY = {
 }
 
 
+def _model_files():
+    from .io.model_io import ModelFiles
+
+    return ModelFiles()
+
+
+def _install_weights_source() -> None:
+    # the composition root: core reads no file, so the any2reg engines get their weights from
+    # the io layer's model files (built on first use: importing the package stays light)
+    from .core.weights import install_weights_source
+
+    install_weights_source(_model_files)
+
+
+_install_weights_source()
+
+
 def __getattr__(name):
     if name in _LAZY:
         import importlib

@@ -31,7 +31,7 @@ from .._version import __version__
 # Commands that live in their own module of this package: each module has
 # ``add_parser(subparsers)`` (its flags, help and defaults) and ``run(args) -> exit code``,
 # and maps its arguments onto one ``pipeline`` function. Add a command by adding its module here.
-COMMAND_MODULES: tuple[str, ...] = ("ecv", "segments")
+COMMAND_MODULES: tuple[str, ...] = ("ecv", "segments", "train")
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CANCELLED = 0, 1, 2, 130
 EXIT_SOME_FAILED = 3  # batch: the cohort ran, but some series failed (listed in summary.csv)
@@ -358,52 +358,6 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
     sub.add_parser("engines", help="list the registration engines and the device auto picks")
-
-    tr = sub.add_parser(
-        "train",
-        help="train the Any2Reg network on simulated phantoms",
-        description=(
-            "Unsupervised training of the Any2Reg network on random cardiac phantoms (CTE + "
-            "regulariser + CAR contrast invariance), with the AdaCS correspondence scorer trained "
-            "alternately after a warm-up. Writes OUT/checkpoint.pt (resumable), "
-            "OUT/train_log.jsonl (one line per step) and OUT/best.pt (lowest validation EPE "
-            "ratio on held-out phantoms). The field of view is 288 mm, so --size sets the "
-            "pixel spacing (96 -> 3 mm, 128 -> 2.25 mm). Ctrl-C checkpoints and stops."
-        ),
-    )
-    tr.add_argument("--out", required=True, help="output folder (created if missing)")
-    tr.add_argument("--steps", type=int, default=None, help="total number of steps (default: 6000, about 1 h at --size 96 on 2 CPU cores)")
-    tr.add_argument("--seed", type=int, default=None, help="training seed (default: 0)")
-    tr.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="continue from OUT/checkpoint.pt when present (default: yes)")
-    tr.add_argument("--size", type=int, default=None, metavar="PX", help="training crop size in pixels over a 288 mm field of view (default: 96)")
-    tr.add_argument("--lr", type=float, default=None, help="peak learning rate, cosine-decayed (default: 2e-3)")
-    tr.add_argument("--lambda-reg", type=float, default=None, help="weight of mean|grad u|^2 in training-grid pixels (default: 10)")
-    tr.add_argument("--base-channels", type=int, default=None, help="network width (default: 16)")
-    tr.add_argument("--aggregation", choices=("pca", "mean"), default=None, help="set aggregation: correlation-guided eigenvector (default) or mean (ablation)")
-    tr.add_argument("--auxiliary", action=argparse.BooleanOptionalAction, default=None, help="auxiliary MIND stream (default: yes; --no-auxiliary for the ablation)")
-    tr.add_argument("--validate-every", type=int, default=None, metavar="N", help="validation interval in steps (default: 100)")
-    tr.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="checkpoint interval in steps (default: 50)")
-    tr.add_argument("--log-every", type=int, default=None, metavar="N", help="print a progress line every N steps (default: 10)")
-    tr.add_argument("--adacs", action=argparse.BooleanOptionalAction, default=True, help="train the AdaCS correspondence scorer alternately with the network (default: yes)")
-    tr.add_argument("--adacs-start", type=int, default=None, metavar="STEP", help="registration-only warm-up before the scorer starts (default: 3500)")
-    tr.add_argument("--user-data", default=None, metavar="DIR", help="folder of unlabelled sequences mixed into training")
-    tr.add_argument("--user-data-probability", type=float, default=0.25, help="share of steps drawn from --user-data (default: %(default)s)")
-    tr.add_argument("--init-weights", default=None, metavar="FILE", help="fine-tune: start a fresh run from this weights file / checkpoint (same network config)")
-    tr.add_argument("--lambda-supervised", type=float, default=None, help="weight of the supervised end-point term on sequences with known motion (phantoms, semi-synthetic real; default: 0 = unsupervised)")
-    tr.add_argument("--zero-motion-probability", type=float, default=None, help="share of phantom / semi-synthetic sequences drawn without motion (do-no-harm; default: 0)")
-    tr.add_argument("--still-unsupervised-weight", type=float, default=None, metavar="W", help="weight of the unsupervised loss on motion-free draws, where it pulls against the zero target (default: 1)")
-    tr.add_argument("--motion-mm", type=_float_pair, default=None, metavar="LO,HI", help="phantom breathing motion range in mm (default: 3,15)")
-    tr.add_argument("--real-data", action="append", default=None, metavar="FILE", help="a real sequence used semi-synthetically (pre-aligned, then moved by known motion); repeat for several")
-    tr.add_argument("--real-data-probability", type=float, default=0.3, help="share of steps drawn from --real-data (default: %(default)s)")
-    tr.add_argument("--spacing-mm-range", type=_float_pair, default=None, metavar="LO,HI", help="random training grids: isotropic pixel spacing drawn from LO-HI mm per phantom / real draw (with --size-px-range; default: the fixed 3 mm grid)")
-    tr.add_argument("--size-px-range", type=_float_pair, default=None, metavar="LO,HI", help="random training grids: square size drawn from LO-HI pixels (multiples of 8; with --spacing-mm-range)")
-    tr.add_argument("--real-motion-mm", type=_float_pair, default=None, metavar="LO,HI", help="injected motion range on real data in mm (default: 3,20)")
-    tr.add_argument("--real-base", default=None, choices=("groupwise", "model"), help="semi-synthetic base of --real-data: the groupwise-aligned frames, or those regenerated motion-free from per-pixel model maps with fresh noise per draw (default: groupwise)")
-    tr.add_argument("--real-schedule-probability", type=float, default=None, metavar="P", help="with --real-base model: share of draws from a real MOLLI series regenerated from its fitted maps at a random MOLLI schedule (moves the null crossings to other frames; default: 0)")
-    tr.add_argument("--validation-still-seed", type=int, default=None, metavar="SEED", help="log the spurious motion on a motion-free MOLLI phantom of this seed (>= 10000)")
-    tr.add_argument("--device", default="cpu", choices=DEVICE_CHOICES, metavar="DEVICE", help="compute device: %(choices)s (default: %(default)s)")
-    tr.add_argument("--threads", type=int, default=None, metavar="K", help="CPU threads for torch (default: torch's choice; 1 is faster when other jobs share the cores)")
-    tr.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
     _add_batch_parser(sub, ENGINES, DEVICE_CHOICES, engine_flags)
     for command in sub.choices.values():
@@ -770,7 +724,7 @@ def _cmd_engines(args: argparse.Namespace) -> int:
     from ..core.device import describe_device
     from ..core.engines.any2reg import DEFAULT_WEIGHTS
     from ..core.registration import DEFAULT_ENGINE, available_engines
-    from ..core.weights import weights_problem
+    from ..io.model_io import weights_problem
 
     # the file is hashed, not only looked up in the manifest: a missing or altered file is
     # reported here rather than as a failure of the first registration
@@ -786,103 +740,6 @@ def _cmd_engines(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"any2reg: error: {' '.join(problem.split())}", file=sys.stderr)
         return EXIT_ERROR
-    return EXIT_OK
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from ..core.training import TrainingConfig
-    from ..pipeline.training import train
-
-    changes: dict = {"device": args.device}
-    if args.steps is not None:
-        changes["steps"] = args.steps
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    if args.size is not None:
-        if args.size < 16:
-            raise ValueError(f"--size must be at least 16 pixels; got {args.size}")
-        spacing = round(288.0 / args.size, 6)
-        changes.update(shape=(args.size, args.size), spacing_mm=(spacing, spacing))
-    if args.lr is not None:
-        changes["learning_rate"] = args.lr
-    if args.lambda_reg is not None:
-        changes["lambda_reg"] = args.lambda_reg
-    net = dict(TrainingConfig().net)
-    if args.base_channels is not None:
-        net["base_channels"] = args.base_channels
-    if args.aggregation is not None:
-        net["aggregation"] = args.aggregation
-    if args.auxiliary is not None:
-        net["use_auxiliary"] = bool(args.auxiliary)
-    if net != TrainingConfig().net:
-        changes["net"] = net
-    for name in ("validate_every", "checkpoint_every", "log_every"):
-        if getattr(args, name) is not None:
-            changes[name] = getattr(args, name)
-    changes["adacs"] = bool(args.adacs)
-    if args.threads is not None:
-        changes["num_threads"] = args.threads
-    if args.adacs_start is not None:
-        changes["adacs_start_step"] = args.adacs_start
-    if args.user_data is not None:
-        changes.update(user_data_dir=str(args.user_data), user_data_probability=args.user_data_probability)
-    for name, field in (("lambda_supervised", "lambda_supervised"),
-                        ("zero_motion_probability", "zero_motion_probability"),
-                        ("still_unsupervised_weight", "still_unsupervised_weight"), ("motion_mm", "motion_mm_range"),
-                        ("spacing_mm_range", "spacing_mm_range"), ("size_px_range", "size_px_range"),
-                        ("real_motion_mm", "real_motion_mm_range"), ("real_base", "real_base"),
-                        ("real_schedule_probability", "real_schedule_probability"),
-                        ("validation_still_seed", "validation_still_seed")):
-        if getattr(args, name) is not None:
-            changes[field] = getattr(args, name)
-    if args.init_weights is not None:
-        changes["init_weights"] = str(Path(args.init_weights).resolve())
-    real_sequences = None
-    if args.real_data:
-        from ..io import read_sequence
-
-        changes.update(real_data_paths=tuple(str(Path(p).resolve()) for p in args.real_data),
-                       real_data_probability=args.real_data_probability)
-        real_sequences = [read_sequence(p) for p in args.real_data]
-    config = TrainingConfig(**changes)
-
-    recent: list[dict] = []  # entries since the last printed line
-    recent_scores: list[dict] = []
-
-    def show(entry: dict) -> None:
-        if args.quiet:
-            return
-        recent.append(entry)
-        recent_scores.append(entry)
-        step = entry["step"]
-        validation = "val_epe_ratio" in entry
-        if step % config.log_every and step != config.steps and not validation:
-            return
-        mean = {key: sum(e[key] for e in recent) / len(recent) for key in ("loss", "cte", "reg", "contrast", "step_seconds")}
-        recent.clear()
-        line = (
-            f"step {step}/{config.steps}  loss {mean['loss']:.4f} (cte {mean['cte']:.4f} reg {mean['reg']:.5f} "
-            f"contrast {mean['contrast']:.3f})  {mean['step_seconds']:.2f} s/step  {entry['seconds'] / 60:.1f} min"
-        )
-        scored = [e["score_mean"] for e in recent_scores if "score_mean" in e]
-        recent_scores.clear()
-        if scored:
-            line += f"  score {sum(scored) / len(scored):.3f}"
-        if validation:
-            line += f"  val EPE ratio {entry['val_epe_ratio']:.3f}{' *best*' if entry.get('best') else ''}"
-        print(line, flush=True)
-
-    out = Path(args.out)
-    summary = train(config, out, resume=args.resume, log=show, real_sequences=real_sequences)
-    if not args.quiet:
-        best = summary["best_validation"]
-        best_text = f"best val EPE ratio {best['epe_ratio']:.3f} at step {best['step']}" if best else "no validation yet"
-        print(
-            f"trained steps {summary['start_step']}..{summary['step']} of {config.steps} "
-            f"({summary['elapsed_seconds'] / 60:.1f} min in total); {best_text}; "
-            f"checkpoint {summary['checkpoint']}, log {summary['log']}"
-            + (f", best {summary['best']}" if summary["best"] else "")
-        )
     return EXIT_OK
 
 
@@ -1047,7 +904,7 @@ def main(argv: Seq[str] | None = None) -> int:
     args.quiet = bool(getattr(args, "quiet", False) or args.global_quiet)
     args.verbose = int(getattr(args, "verbose", 0) or 0) + args.global_verbose
     _configure_logging(args.verbose, args.quiet)
-    handlers = {"register": _cmd_register, "sample": _cmd_sample, "engines": _cmd_engines, "train": _cmd_train, "fit": _cmd_fit,
+    handlers = {"register": _cmd_register, "sample": _cmd_sample, "engines": _cmd_engines, "fit": _cmd_fit,
                 "tre": _cmd_tre, "batch": _cmd_batch, "apply": _cmd_apply}
     if args.command not in handlers:  # a command in its own module (see COMMAND_MODULES)
         handlers[args.command] = importlib.import_module(f"{__name__}.{args.command}").run

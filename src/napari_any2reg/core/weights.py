@@ -1,126 +1,68 @@
-"""Shipped model weights: locate, verify (SHA-256) and load them once.
+"""Model weights as core sees them: the error type and the source the engines load from.
 
-The weights live in the repository's ``weights/`` folder, which is packaged inside the wheel as
-``napari_any2reg/weights`` (a symlink in the source tree). ``weights/manifest.json`` lists each
-file with its SHA-256 and the configuration needed to rebuild the model; the model card
-(``weights/README.md``) records the same hash for people.
+Core reads no file. The any2reg engines get their checkpoints from a :class:`WeightsSource`
+(shipped weights by name, other files by path); :class:`napari_any2reg.io.model_io.ModelFiles`
+is installed as the source when the package is imported (``napari_any2reg/__init__.py``, the
+composition root), so ``register(seq, engine="any2reg")`` finds the default weights; a caller
+(a test, another host) may install its own with :func:`install_weights_source`.
+
+The shipped files live in the repository's ``weights/`` folder (packaged as
+``napari_any2reg/weights``); ``weights/manifest.json`` lists each with its SHA-256, which the
+io layer checks before any use.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
-from importlib import resources
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple, Protocol
 
-import torch
-
-__all__ = ["WeightsError", "weights_dir", "sha256_of", "read_manifest", "load_weights", "weights_problem"]
-
-MANIFEST = "manifest.json"
+__all__ = ["WeightsError", "LoadedWeights", "WeightsSource", "install_weights_source", "weights_source"]
 
 
 class WeightsError(RuntimeError):
     """Model weights are missing, altered or unreadable."""
 
 
-def weights_dir() -> Path:
-    """The installed ``weights`` folder (package resource, or the repository root in a checkout)."""
-    packaged = Path(str(resources.files("napari_any2reg") / "weights"))
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[3] / "weights"
+class LoadedWeights(NamedTuple):
+    """A loaded checkpoint (tensors and plain containers, on the CPU), where it came from
+    (``weights/<name>`` or the path) and its SHA-256."""
+
+    checkpoint: Any
+    source: str
+    sha256: str | None
 
 
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
+class WeightsSource(Protocol):
+    """Where the engines' weights come from."""
+
+    def shipped_names(self) -> tuple[str, ...]:
+        """The file names of the shipped weights (the manifest's entries)."""
+
+    def is_path(self, weights: str) -> bool:
+        """Whether ``weights`` names a file (a path) rather than shipped weights."""
+
+    def load(self, weights: str, shipped: bool) -> LoadedWeights:
+        """The shipped weights ``weights`` (hash-verified) or the file at path ``weights``;
+        :class:`WeightsError` naming the file and the fix when it cannot be used."""
+
+    def problem(self, name: str) -> str | None:
+        """What is wrong with the shipped weights ``name`` (missing, altered, unlisted), or ``None``."""
 
 
-def read_manifest(directory: Path | None = None) -> dict[str, Any]:
-    """The ``manifest.json`` of a weights folder (``{}`` when the folder ships none yet)."""
-    directory = Path(directory) if directory is not None else weights_dir()
-    path = directory / MANIFEST
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"{path}: unreadable weights manifest ({exc}); reinstall napari-any2reg.") from exc
+_SOURCE: list[Any] = []  # [source] or [factory]: one slot
 
 
-def load_weights(name: str, directory: Path | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Verify and load ``name`` from the weights folder.
-
-    Returns
-    -------
-    (checkpoint, entry)
-        The ``torch.load``-ed object (on CPU) and its manifest entry (sha256, config, ...).
-
-    Raises
-    ------
-    WeightsError
-        If the manifest has no entry for ``name``, the file is missing, or its SHA-256 differs
-        from the manifest (a corrupted or altered file is never used).
-    """
-    directory = Path(directory) if directory is not None else weights_dir()
-    return _load_verified(str(directory.resolve()), name)
+def install_weights_source(source: WeightsSource | Callable[[], WeightsSource]) -> None:
+    """Make ``source`` (or the source ``factory()`` returns on first use) the engines' weights source."""
+    _SOURCE[:] = [source]
 
 
-def weights_problem(name: str, directory: Path | None = None) -> str | None:
-    """What is wrong with the shipped weights ``name`` (missing, altered, unlisted), or ``None``.
-
-    Hashes the file against the manifest without loading it and without caching, so it sees a
-    file that changed since it was last loaded (``any2reg engines`` reports with it).
-    """
-    directory = Path(directory) if directory is not None else weights_dir()
-    try:
-        _verify(directory, name)
-    except WeightsError as exc:
-        return str(exc)
-    return None
-
-
-def _verify(folder: Path, name: str) -> dict[str, Any]:
-    """The manifest entry of ``name`` once the file exists and its SHA-256 matches; else WeightsError."""
-    entry = read_manifest(folder).get(name)
-    path = folder / name
-    if entry is None:
-        raise WeightsError(
-            f"No weights named {name!r} are listed in {folder / MANIFEST}; this installation "
-            "ships no trained model for that engine. Reinstall napari-any2reg, or use a "
-            "classical engine (groupwise, xcoreg)."
-        )
-    if not path.is_file():
-        raise WeightsError(
-            f"Weights file {path} is missing; reinstall napari-any2reg (the wheel ships it), "
-            "or use a classical engine (groupwise, xcoreg)."
-        )
-    try:
-        actual = sha256_of(path)
-    except OSError as exc:
-        raise WeightsError(f"Weights file {path} cannot be read ({exc.strerror or exc}); check its permissions or reinstall napari-any2reg.") from exc
-    if actual != entry.get("sha256"):
-        raise WeightsError(
-            f"Weights file {path} has SHA-256 {actual}, but the manifest expects "
-            f"{entry.get('sha256')}: the file is corrupted or was altered. Reinstall napari-any2reg."
-        )
-    return dict(entry)
-
-
-@functools.lru_cache(maxsize=8)
-def _load_verified(directory: str, name: str):
-    # cached: the first use of an engine loads its weights once per process
-    folder = Path(directory)
-    entry = _verify(folder, name)
-    path = folder / name
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a bad pickle/zip
-        raise WeightsError(f"Weights file {path} could not be read ({exc}); reinstall napari-any2reg.") from exc
-    return checkpoint, entry
+def weights_source() -> WeightsSource:
+    """The installed weights source; :class:`WeightsError` when none is installed."""
+    if not _SOURCE:
+        raise WeightsError("no weights source is installed; import napari_any2reg (it installs the package's "
+                           "weights folder) or call napari_any2reg.core.weights.install_weights_source")
+    source = _SOURCE[0]
+    if not hasattr(source, "load"):  # a factory: build the source once, on first use
+        source = source()
+        _SOURCE[:] = [source]
+    return source

@@ -1,32 +1,30 @@
 """Training runs on files: read the training data, write checkpoints and shippable weights.
 
-The training loop is :func:`napari_any2reg.core.training.train` (numpy / torch only). This
-layer gives it what lives in files:
+The training loop is :func:`napari_any2reg.core.training.train` (numpy / torch only, no
+file access). This layer gives it what lives in files:
 
 * the unlabelled sequences of ``config.user_data_dir`` and the real sequences of
   ``config.real_data_paths`` (read with :func:`napari_any2reg.io.read_sequence`);
-* the atomic file writer for ``checkpoint.pt``, ``best.pt`` and ``train_log.jsonl``
-  (:func:`napari_any2reg.io.atomic_write`), so an interrupted run never leaves a torn file;
+* the run folder (:class:`napari_any2reg.io.model_io.RunFolder`: ``checkpoint.pt``,
+  ``best.pt`` and ``train_log.jsonl``, written atomically, so an interrupted run never leaves
+  a torn file) and the run record ``config.json`` (the settings grouped as the config's
+  groups, and the command line);
 
-and :func:`export_weights` turns a run into a shippable weights file plus its
-``manifest.json`` entry. ``any2reg train`` calls :func:`train`.
+and :func:`export_weights` / :func:`average_weights` turn runs into a shippable weights file
+plus its ``manifest.json`` entry (through :mod:`napari_any2reg.io.model_io`). ``any2reg
+train`` calls :func:`train`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["train", "read_user_sequences", "read_real_sequences", "atomic_replace", "export_weights", "average_weights"]
+__all__ = ["train", "read_user_sequences", "read_real_sequences", "export_weights", "average_weights", "RUN_RECORD"]
 
-
-def atomic_replace(path: Path, fill: Callable[[Path], None]) -> Path:
-    """The training loop's file writer: ``fill`` a temporary file, then replace ``path`` with it."""
-    from ..io import atomic_write
-
-    return atomic_write(path, fill, overwrite=True)
+#: The run record of a training run folder (settings grouped as the config's groups).
+RUN_RECORD = "config.json"
 
 
 def read_user_sequences(folder: str | os.PathLike) -> tuple[list[Any], list[str]]:
@@ -64,7 +62,7 @@ def read_real_sequences(paths: list[str] | tuple[str, ...]) -> list[Any]:
 
 
 def train(config: Any, out_dir: str | os.PathLike, *, real_sequences: list[Any] | None = None,
-          user_sequences: list[Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+          user_sequences: list[Any] | None = None, command: list[str] | None = None, **kwargs: Any) -> dict[str, Any]:
     """:func:`napari_any2reg.core.training.train` with its data read and its files written atomically.
 
     Parameters
@@ -76,6 +74,8 @@ def train(config: Any, out_dir: str | os.PathLike, *, real_sequences: list[Any] 
         Already read; by default read from ``config.real_data_paths`` (when
         ``real_data_probability > 0``) and ``config.user_data_dir`` (when
         ``user_data_probability > 0``).
+    command : list of str, optional
+        The command line, kept in the run record ``OUT/config.json``.
     **kwargs
         ``resume``, ``progress``, ``cancel``, ``log`` as for the core function.
 
@@ -84,14 +84,19 @@ def train(config: Any, out_dir: str | os.PathLike, *, real_sequences: list[Any] 
     dict
         The core summary.
     """
+    from .._version import __version__
+    from ..core.training import run_record
     from ..core.training import train as train_loop
+    from ..io.model_io import RunFolder
 
     if real_sequences is None and config.real_data_probability > 0:
         real_sequences = read_real_sequences(config.real_data_paths)
     if user_sequences is None and config.user_data_dir and config.user_data_probability > 0:
         user_sequences, _ = read_user_sequences(config.user_data_dir)
-    return train_loop(config, out_dir, real_sequences=real_sequences, user_sequences=user_sequences,
-                      write_file=atomic_replace, **kwargs)
+    store = RunFolder(out_dir)
+    record = {"version": __version__, "command": None if command is None else list(command), **run_record(config)}
+    store.write_record(record, RUN_RECORD)
+    return train_loop(config, store, real_sequences=real_sequences, user_sequences=user_sequences, **kwargs)
 
 
 def export_weights(
@@ -124,7 +129,8 @@ def export_weights(
     Only the state dicts (float32), configs and validation numbers are kept
     (:func:`~napari_any2reg.core.training.weights_payload`). Both files are written atomically.
     """
-    from ..core.training import load_training_file, run_file, weights_payload
+    from ..core.training import weights_payload
+    from ..io.model_io import load_training_file, run_file
 
     src = run_file(source)
     data = load_training_file(src)
@@ -135,19 +141,14 @@ def export_weights(
 
 def _write_weights(payload: dict[str, Any], destination: str | os.PathLike, description: str) -> dict[str, Any]:
     """Write a weights payload atomically and record it in its folder's manifest."""
-    import torch
-
     from ..core.training import manifest_entry
-    from ..core.weights import MANIFEST, sha256_of
+    from ..io.model_io import record_in_manifest, sha256_of, write_model_file
 
     dest = Path(destination)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic_replace(dest, lambda p: torch.save(payload, p))
+    write_model_file(dest, payload)
     entry = manifest_entry(payload, sha256=sha256_of(dest), n_bytes=dest.stat().st_size, description=description)
-    manifest_path = dest.parent / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest[dest.name] = entry
-    atomic_replace(manifest_path, lambda p: Path(p).write_text(json.dumps(manifest, indent=2) + "\n"))
+    record_in_manifest(dest, entry)
     return entry
 
 
@@ -177,8 +178,8 @@ def average_weights(
     -------
     The manifest entry. See :func:`napari_any2reg.core.training.average_payloads`.
     """
-    from ..core.training import average_payloads, load_training_file, run_file, weights_payload
-    from ..core.weights import sha256_of
+    from ..core.training import average_payloads, weights_payload
+    from ..io.model_io import load_training_file, run_file, sha256_of
 
     files = [run_file(source) for source in sources]
     payloads = [weights_payload(load_training_file(f), source=f) for f in files]
