@@ -338,3 +338,57 @@ def test_every_dock_shows_its_controls_and_result_at_1280x800(window, qtbot, tmp
     image = viewer.screenshot(str(path), canvas_only=False, flash=False)
     ratio = main.devicePixelRatio()
     assert image.shape[:2] == (round(800 * ratio), round(1280 * ratio)) and path.stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------------- the whole session
+def test_a_whole_first_session_raises_no_error_or_warning(window, qtbot, tmp_path, monkeypatch):
+    """Done-when of issue 23: register the sample, open Review (its QC table fills, nothing left
+    "computing"), the overlays appear, Export / Import CSV round-trip landmarks, the T1 fit
+    never offers an overlay as ROI; napari shows no warning or error notification throughout."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+    from qtpy.QtWidgets import QFileDialog
+
+    from napari_any2reg.io.landmarks import read_landmarks_csv
+
+    shown = []
+    notification_manager.notification_ready.connect(shown.append)
+    try:
+        viewer = window
+        panels = {name: plugin_dock(viewer, name) for name in ("Registration", "Review", "T1 mapping", "Landmarks")}
+        registration, review, mapping, landmarks = panels.values()
+        source, registered = register(viewer, qtbot, registration)
+        qtbot.waitUntil(lambda: review.worker is None and review.review is not None, timeout=TIMEOUT_MS)
+        assert review.table.rowCount() == source.data.shape[0]
+        assert "computing" not in review.status_label.text().lower()
+        for button, suffix in (("grid_button", "grid"), ("scores_button", "scores"),
+                               ("difference_button", "difference after")):
+            getattr(review, button).click()
+            qtbot.waitUntil(lambda suffix=suffix: f"{registered.name} {suffix}" in viewer.layers and not review.busy(),
+                            timeout=TIMEOUT_MS)
+
+        landmarks.select(image=source)
+        landmarks.new_button.click()
+        points = landmarks.points_layer()
+        for frame in range(source.data.shape[0]):
+            points.add(np.array([[frame, 20.0 + frame, 30.0]]))
+        out = tmp_path / "landmarks.csv"
+        monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(out), "CSV (*.csv)")))
+        landmarks.export_button.click()
+        table = read_landmarks_csv(out)
+        assert len(table) == source.data.shape[0]
+        monkeypatch.setattr(QFileDialog, "getOpenFileName", staticmethod(lambda *a, **k: (str(out), "CSV (*.csv)")))
+        landmarks.import_button.click()
+        qtbot.waitUntil(lambda: "landmarks" in viewer.layers, timeout=10_000)
+        back = viewer.layers["landmarks"]
+        np.testing.assert_allclose(np.sort(back.data, axis=0), np.sort(points.data, axis=0), atol=1e-6)
+
+        offered = [mapping.roi_combo.itemText(i) for i in range(mapping.roi_combo.count())]
+        assert offered == ["(none)"]  # the grid (Shapes) and the points are not ROIs a user drew
+        mapping.device_combo.setCurrentIndex(mapping.device_combo.findData("cpu"))
+        mapping.run_button.click()
+        qtbot.waitUntil(lambda: not mapping.busy(), timeout=TIMEOUT_MS)
+        assert mapping.last_result is not None
+    finally:
+        notification_manager.notification_ready.disconnect(shown.append)
+    loud = [f"{n.severity}: {n.message}" for n in shown if n.severity >= NotificationSeverity.WARNING]
+    assert loud == []
