@@ -206,3 +206,127 @@ def test_training_never_sees_the_independent_validation_generator():
     users = [str(path.relative_to(root)) for path in root.rglob("*.py") if "validation_generator" in path.read_text()]
     assert users == []
     assert (root.parents[1] / "benchmarks" / "validation_generator.py").is_file()
+
+
+# ---------------------------------------------------------------- no file access in core
+#: Calls that read or write files (or list folders): only io and pipeline make them.
+_FILE_FUNCTIONS = {"open"}
+_FILE_MODULE_CALLS = {
+    "torch": {"save", "load"},
+    "np": {"save", "savez", "savez_compressed", "load", "loadtxt", "savetxt", "fromfile", "genfromtxt"},
+    "numpy": {"save", "savez", "savez_compressed", "load", "loadtxt", "savetxt", "fromfile", "genfromtxt"},
+    "json": {"dump", "load"},
+    "os": {"replace", "remove", "rename", "unlink", "makedirs", "mkdir", "listdir", "scandir", "rmdir"},
+    "shutil": {"copy", "copy2", "copyfile", "copytree", "move", "rmtree"},
+    "pickle": {"dump", "load"},
+}
+_FILE_METHODS = {"write_text", "write_bytes", "read_text", "read_bytes", "mkdir", "unlink", "iterdir", "glob", "rglob",
+                 "exists", "is_file", "is_dir", "touch", "rmdir", "tofile", "open"}
+#: (module file, call) pairs allowed in core, with why.
+_CORE_FILE_ACCESS_ALLOWED = {
+    # the machine's run queue (threads to use), not a data file; os.getloadavg is the fallback
+    ("core/device.py", "open"),
+}
+
+
+def file_access_calls(source: str) -> list[str]:
+    """The calls in ``source`` that touch files: ``open(...)``, ``torch.save/load``,
+    ``np.save/load``, ``json.dump/load``, ``os.replace`` and the like, and path methods such as
+    ``.write_text``, ``.read_bytes``, ``.exists``, ``.mkdir``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in _FILE_FUNCTIONS:
+            found.append(func.id)
+        elif isinstance(func, ast.Attribute):
+            owner = func.value.id if isinstance(func.value, ast.Name) else None
+            if owner in _FILE_MODULE_CALLS:
+                if func.attr in _FILE_MODULE_CALLS[owner]:
+                    found.append(f"{owner}.{func.attr}")
+            elif func.attr in _FILE_METHODS:
+                found.append(f".{func.attr}")
+    return found
+
+
+def test_file_access_finder_finds_reads_and_writes():
+    code = '''
+import json, os, torch
+import numpy as np
+from pathlib import Path
+
+def f(path, obj):
+    torch.save(obj, path); torch.load(path, weights_only=True); np.save(path, obj); np.load(path)
+    with open(path) as fh:
+        json.dump(obj, fh)
+    Path(path).write_text("x"); Path(path).read_bytes(); os.replace(path, path)
+    if Path(path).exists():
+        pass
+    return json.dumps(obj), np.asarray(obj), obj.load_state_dict({}), "a".replace("a", "b")
+'''
+    assert sorted(file_access_calls(code)) == sorted(["torch.save", "torch.load", "np.save", "np.load", "open", "json.dump",
+                                                      ".write_text", ".read_bytes", "os.replace", ".exists"])
+
+
+def test_core_reads_and_writes_no_file():
+    """core receives arrays and objects and returns arrays, figures or bytes: files are io's
+    (and pipeline's, through io). The model files are read in io/model_io.py."""
+    found = set()
+    for path in sorted((SOURCE / "core").rglob("*.py")):
+        for call in file_access_calls(path.read_text(encoding="utf-8")):
+            found.add((str(path.relative_to(SOURCE)), call.lstrip(".")))
+    assert found - _CORE_FILE_ACCESS_ALLOWED == set()
+    assert _CORE_FILE_ACCESS_ALLOWED <= found, "an allowed exception is gone: drop it from the list"
+
+
+def test_one_torch_load_in_the_package():
+    sites = [str(path.relative_to(SOURCE)) for path in sorted(SOURCE.rglob("*.py"))
+             for call in file_access_calls(path.read_text(encoding="utf-8")) if call == "torch.load"]
+    assert sites == ["io/model_io.py"]
+
+
+# ---------------------------------------------------------------- no import cycle anywhere
+def _module_level_imports(tree: ast.Module):
+    """The import statements that run when the module is imported: the module body, its
+    if / try / with blocks and class bodies; not function bodies, not ``if TYPE_CHECKING:``."""
+    pending = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
+        elif isinstance(node, ast.If):
+            test = node.test
+            if not (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING"
+                    or isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"):
+                pending += node.body
+            pending += node.orelse
+        elif isinstance(node, ast.Try):
+            pending += node.body + node.orelse + node.finalbody + [s for h in node.handlers for s in h.body]
+        elif isinstance(node, (ast.With, ast.ClassDef)):
+            pending += node.body
+
+
+def module_level_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in SOURCE.rglob("*.py"):
+        module = _module_name(path)
+        imported: set[str] = set()
+        for node in _module_level_imports(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            else:
+                imported.update(_resolve(module, path.name == "__init__.py", node))
+        graph[module] = imported
+    return graph
+
+
+def test_module_level_graph_skips_function_bodies():
+    edges = _internal_edges(module_level_graph())
+    assert f"{PACKAGE}.core.engines.groupwise" not in edges[f"{PACKAGE}.core.registration"]
+    assert f"{PACKAGE}.core.training.config" in edges[f"{PACKAGE}.core.training.data"]
+
+
+def test_no_import_cycle_anywhere_in_the_package():
+    cycle = find_cycle(_internal_edges(module_level_graph()), PACKAGE)
+    assert cycle is None, " -> ".join(cycle)

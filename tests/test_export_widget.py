@@ -162,12 +162,12 @@ def test_a_failed_export_writes_nothing(viewer, widget, qtbot, tmp_path, phantom
     wait_done(qtbot, widget)
     assert "is a file" in notes["error"][-1] and "nothing was written" in notes["error"][-1]
 
-    from napari_any2reg.core import report
+    from napari_any2reg.io import map_input
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report, "save_report", broken)
+    monkeypatch.setattr(map_input, "save_report", broken)
     folder = tmp_path / "out"
     widget.folder_edit.setText(str(folder))
     assert widget.export()

@@ -16,12 +16,11 @@ The page answers "can I trust this motion correction?" at a glance:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["REPORT_FORMATS", "montage_frames", "report_rows", "report_figure", "save_report"]
+__all__ = ["REPORT_FORMATS", "montage_frames", "report_rows", "report_figure", "report_bytes"]
 
 #: Formats :func:`save_report` writes.
 REPORT_FORMATS = ("png", "pdf")
@@ -267,15 +266,17 @@ def _segments_row(figure: Any, cell: Any, segments: Mapping[str, Any]) -> None:
     table.set_fontsize(6)
 
 
-def save_report(path: Any, figure: Any, fmt: str | None = None, dpi: int = 110) -> Path:
-    """Write ``figure`` as PNG or PDF (format from ``fmt`` or the file extension)."""
+def report_bytes(figure: Any, fmt: str, dpi: int = 110) -> bytes:
+    """``figure`` encoded as PNG or PDF (``fmt``); :func:`napari_any2reg.io.map_input.save_report`
+    writes it to a file."""
+    import io
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    path = Path(path)
-    fmt = (fmt or path.suffix.lstrip(".")).lower()
+    fmt = str(fmt).lower()
     if fmt not in REPORT_FORMATS:
         raise ValueError(f"the report is written as {' or '.join(REPORT_FORMATS)}; got {fmt!r}.")
     FigureCanvasAgg(figure)  # attaches an Agg canvas: no GUI backend, no pyplot state
-    with open(path, "wb") as handle:
-        figure.savefig(handle, format=fmt, dpi=dpi)
-    return path
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=fmt, dpi=dpi)
+    return buffer.getvalue()

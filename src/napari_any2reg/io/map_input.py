@@ -18,7 +18,7 @@ import numpy as np
 from ..core.sequence import Sequence
 from ._common import split_name
 
-__all__ = ["MapImage", "read_map_image", "read_map_or_sequence", "write_segments_csv", "save_figure_png",
+__all__ = ["MapImage", "read_map_image", "read_map_or_sequence", "write_segments_csv", "save_figure_png", "save_report",
            "SEGMENT_CSV_COLUMNS"]
 
 #: Columns of ``segments.csv``.
@@ -127,6 +127,16 @@ def write_segments_csv(path: Any, rows: Iterable[Mapping[str, Any]]) -> Path:
             writer.writerow(["" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c])
                              for c in SEGMENT_CSV_COLUMNS])
     return Path(path)
+
+
+def save_report(path: Any, figure: Any, fmt: str | None = None, dpi: int = 110) -> Path:
+    """Write the QC report ``figure`` as PNG or PDF (format from ``fmt`` or the file extension;
+    encoded by :func:`napari_any2reg.core.report.report_bytes`)."""
+    from ..core.report import report_bytes
+
+    path = Path(path)
+    path.write_bytes(report_bytes(figure, fmt or path.suffix.lstrip("."), dpi=dpi))
+    return path
 
 
 def save_figure_png(path: Any, figure: Any, dpi: int = 150) -> Path:

@@ -345,7 +345,7 @@ def _write_dice(context: ExportContext, folder: Path) -> None:
 
 
 def _write_report(context: ExportContext, folder: Path) -> None:
-    from ..core.report import save_report
+    from ..io.map_input import save_report
 
     save_report(folder / f"report.{context.report_format}", context.figure, context.report_format)
 
