@@ -62,6 +62,12 @@ def test_wheel_contains_real_manifest_and_weights(wheel):
         weights = [n for n in names if n.startswith("napari_any2reg/weights/") and not n.endswith("/")]
         assert "napari_any2reg/weights/README.md" in weights
         assert zf.read("napari_any2reg/weights/README.md").strip()
+        # only the weights a user picks ship; the manifest marks the others "packaged": false
+        import json
+
+        manifest = json.loads(zf.read("napari_any2reg/weights/manifest.json"))
+        packaged = {f"napari_any2reg/weights/{name}" for name, entry in manifest.items() if entry.get("packaged", True)}
+        assert {n for n in weights if n.endswith(".pt")} == packaged and len(packaged) == 1
 
         for module in ("__init__.py", "__main__.py", "widgets/registration.py", "widgets/_reader.py"):
             assert f"napari_any2reg/{module}" in names, module

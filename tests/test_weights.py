@@ -43,3 +43,24 @@ def test_installed_weights_folder_resolves():
     folder = weights_dir()
     assert folder.is_dir()
     assert (folder / "README.md").is_file()
+
+
+def test_weights_kept_out_of_the_package_say_where_they_are(tmp_path):
+    path = _ship(tmp_path, "old.pt")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["old.pt"]["packaged"] = False
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert load_weights("old.pt", tmp_path)[1]["packaged"] is False  # present (a checkout): used as before
+    path.unlink()
+    from napari_any2reg.io.model_io import weights_problem
+
+    assert "source repository only" in weights_problem("old.pt", tmp_path)  # an installed package
+
+
+def test_the_default_weights_are_packaged_and_the_others_are_marked():
+    from napari_any2reg.core.engines.any2reg import DEFAULT_WEIGHTS
+    from napari_any2reg.io.model_io import read_manifest
+
+    manifest = read_manifest()
+    assert manifest[DEFAULT_WEIGHTS].get("packaged", True) is True
+    assert {name for name, entry in manifest.items() if entry.get("packaged", True)} == {DEFAULT_WEIGHTS}

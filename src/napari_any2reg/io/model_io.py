@@ -173,6 +173,12 @@ def _verify(folder: Path, name: str) -> dict[str, Any]:
             "ships no trained model for that engine. Reinstall napari-any2reg, or use a "
             "classical engine (groupwise, xcoreg)."
         )
+    if not path.is_file() and entry.get("packaged", True) is False:
+        raise WeightsError(
+            f"Weights {name!r} are kept in the napari-any2reg source repository only (earlier weights, for "
+            "benchmarks and history), not in the installed package; omit weights to use the default, or use a "
+            "checkout of the repository (weights/README.md says how to rebuild them)."
+        )
     if not path.is_file():
         raise WeightsError(
             f"Weights file {path} is missing; reinstall napari-any2reg (the wheel ships it), "
