@@ -741,25 +741,56 @@ def read_label_stack(path: Any) -> np.ndarray:
     return np.asarray(data)
 
 
-def save_map_tiff(path: Any, array: Any, spacing_mm: Any, info: dict[str, Any] | None = None) -> Path:
+#: ImageJ axes of a map TIFF: one map, one per frame (Fiji's T: a hyperstack of frames), several maps (C).
+MAP_AXES = ("YX", "TYX", "CYX")
+
+
+def save_map_tiff(path: Any, array: Any, spacing_mm: Any, info: dict[str, Any] | None = None,
+                  axes: str | None = None) -> Path:
     """Write float32 map(s) ``(H, W)`` or ``(K, H, W)`` with the pixel size and a JSON description.
 
-    The resolution tags carry the spacing (pixels per cm) so Fiji and other readers show mm;
-    ``info`` (e.g. ``{"quantity": "T1", "unit": "ms"}``) goes into the description as JSON
-    together with ``spacing_mm``. Written in place (callers make it atomic).
+    Parameters
+    ----------
+    path : str or Path
+        Target TIFF; written in place (callers make it atomic).
+    array : array (H, W) or (K, H, W)
+    spacing_mm : (dy, dx)
+    info : dict, optional
+        E.g. ``{"quantity": "T1", "unit": "ms"}``; stored as JSON together with ``spacing_mm``
+        and read back by :func:`read_map_tiff`.
+    axes : {"YX", "TYX", "CYX"}, optional
+        Write an ImageJ TIFF that Fiji opens with these axes (``TYX``: one map per frame, such
+        as the Jacobian determinant, a hyperstack of frames rather than a Z-stack; ``CYX``:
+        several maps of one slice), unit ``mm`` and the pixel size in the resolution tags; the
+        JSON is then the ImageJ property ``any2reg_map`` (Fiji: Image > Show Info). Default: a
+        plain TIFF whose ImageDescription is the JSON, resolution in pixels per cm.
     """
     import tifffile
 
     dy, dx = (float(s) for s in spacing_mm)
-    description = {**dict(info or {}), "spacing_mm": [dy, dx]}
+    data = np.ascontiguousarray(array, dtype=np.float32)
+    description = json.dumps({**dict(info or {}), "spacing_mm": [dy, dx]}, allow_nan=False, default=float)
+    if axes is None:
+        tifffile.imwrite(
+            Path(path),
+            data,
+            photometric="minisblack",
+            resolution=(10.0 / dx, 10.0 / dy),  # pixels per cm
+            resolutionunit="CENTIMETER",
+            description=description,
+            metadata=None,
+        )
+        return Path(path)
+    if axes not in MAP_AXES or len(axes) != data.ndim:
+        raise ValueError(f"{path}: map axes are one of {', '.join(MAP_AXES)} matching the array; got {axes!r} "
+                         f"for shape {data.shape}.")
     tifffile.imwrite(
         Path(path),
-        np.ascontiguousarray(array, dtype=np.float32),
+        data,
+        imagej=True,
         photometric="minisblack",
-        resolution=(10.0 / dx, 10.0 / dy),  # pixels per cm
-        resolutionunit="CENTIMETER",
-        description=json.dumps(description, allow_nan=False, default=float),
-        metadata=None,
+        resolution=(1.0 / dx, 1.0 / dy),  # pixels per mm (unit=mm)
+        metadata={"axes": axes, "unit": "mm", "any2reg_map": description, "Info": description},
     )
     return Path(path)
 
@@ -774,6 +805,8 @@ def read_map_tiff(path: Any) -> tuple[np.ndarray, dict[str, Any]]:
     with tifffile.TiffFile(path) as tif:
         array = tif.asarray()
         description = tif.pages[0].description or ""
+        if tif.is_imagej:  # ImageJ maps keep the JSON in their any2reg_map property
+            description = str((tif.imagej_metadata or {}).get("any2reg_map", description))
     try:
         info = json.loads(description)
         if not isinstance(info, dict):

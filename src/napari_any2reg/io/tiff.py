@@ -9,6 +9,21 @@ line ``any2reg={...}`` with a JSON object::
 
 A target ending in ``.ome.tif`` / ``.ome.tiff`` is written as OME-TIFF instead
 (PhysicalSizeY/X in mm; the same JSON in an OME CommentAnnotation).
+
+Fiji / ImageJ hyperstacks
+-------------------------
+Written: axes ``TYX`` (Fiji shows a hyperstack of frames, not a Z-stack), unit ``mm`` with the
+pixel size in the resolution tags, one slice label per frame (``"TI 100 ms"``; per-frame
+timings are always in the metadata: labels, Info and the any2reg JSON), and the frame interval
+``finterval`` (seconds, ``tunit=sec``) when the frames are evenly timed (a cine: Fiji's
+Image > Properties then shows it; MOLLI's uneven times are in the labels only).
+
+Read: ``TYX``, ``TCYX``, ``TZYX`` and ``TZCYX`` hyperstacks. Slices (Z) and channels (C) are
+not frames: such a file gives one sequence per slice and channel (slice-major;
+``metadata["slice_index"]`` / ``["channel_index"]``, names ``"<stem> slice K channel C"``);
+frames come from T. A frame interval (``finterval`` in ``tunit``, default seconds) is kept as
+``metadata["frame_interval_ms"]`` and gives the timings ``k * interval`` when nothing better
+(the any2reg JSON, a JSON sidecar) does.
 """
 
 from __future__ import annotations
@@ -129,18 +144,40 @@ def _tiff_parts_list(path: Any) -> list[_Parts]:
         axes = axes.replace("S", "Q")
         rgb_as_frames = True
     context = (description, imagej, ome, resolution, resolution_problem, n_series, rgb_as_frames, page)
-    others = [i for i, a in enumerate(axes) if a not in "YXS" and data.shape[i] > 1]
-    if "Z" in axes and data.shape[axes.index("Z")] > 1 and len(others) == 2:
-        z = axes.index("Z")
-        rest = axes[:z] + axes[z + 1:]
-        out = []
-        for k in range(data.shape[z]):
-            parts = _tiff_slice_parts(path, np.take(data, k, axis=z), rest, *context)
-            parts.metadata.update({"slice_index": k, "n_slices": int(data.shape[z]), "slice_position_mm": float(k)})
-            parts.name = f"{split_name(path)[0]} slice {k}"
-            out.append(parts)
-        return out
+    big = [a for i, a in enumerate(axes) if a not in "YXS" and data.shape[i] > 1]
+    # a hyperstack's slices (Z) and channels (C) are not frames: one sequence per slice and
+    # channel, frames from T (a Z-stack of channels without T: frames from Z, as before)
+    frame = "T" if "T" in big else ("Z" if "Z" in big and "C" in big else None)
+    split = [a for a in big if a != frame]
+    if frame is not None and split and set(split) <= {"Z", "C"}:
+        return _split_hyperstack(path, data, axes, split, context)
     return [_tiff_slice_parts(path, data, axes, *context)]
+
+
+def _split_hyperstack(path: Path, data: np.ndarray, axes: str, split: list[str], context: tuple) -> list[_Parts]:
+    """One ``_Parts`` per (slice, channel) of a hyperstack, slice-major."""
+    import itertools
+
+    sizes = {a: int(data.shape[axes.index(a)]) for a in split}
+    order = [a for a in "ZC" if a in split]
+    out = []
+    for indices in itertools.product(*(range(sizes[a]) for a in order)):
+        chosen, rest = data, axes
+        for a, k in zip(order, indices):
+            position = rest.index(a)
+            chosen, rest = np.take(chosen, k, axis=position), rest[:position] + rest[position + 1:]
+        parts = _tiff_slice_parts(path, chosen, rest, *context)
+        name = split_name(path)[0]
+        for a, k in zip(order, indices):
+            if a == "Z":
+                parts.metadata.update({"slice_index": k, "n_slices": sizes["Z"], "slice_position_mm": float(k)})
+                name += f" slice {k}"
+            else:
+                parts.metadata.update({"channel_index": k, "n_channels": sizes["C"]})
+                name += f" channel {k}"
+        parts.name = name
+        out.append(parts)
+    return out
 
 
 def _tiff_slice_parts(path: Path, data: np.ndarray, axes: str, description: str, imagej: Any, ome: Any,
@@ -171,6 +208,7 @@ def _tiff_slice_parts(path: Path, data: np.ndarray, axes: str, description: str,
         _take_ome(parts, ome, frame_axis, frames.shape[0])
     if imagej is not None:
         parts.format = "imagej-tiff" if info is None else parts.format
+        _take_frame_interval(parts, imagej, frame_axis, frames.shape[0])
         if parts.spacing is None:
             unit = str(imagej.get("unit", "")).strip()
             scale = _UNIT_MM.get(unit.lower())
@@ -187,6 +225,35 @@ def _tiff_slice_parts(path: Path, data: np.ndarray, axes: str, description: str,
         elif resolution_problem and _resolution_unit(page) == 3:  # centimetre: meant as a pixel size
             parts.spacing_problem = f"the TIFF pixel size is not positive ({resolution_problem}, unit cm)"
     return parts
+
+
+#: ImageJ time units (Calibration.getTimeUnit) in ms; ImageJ's default is seconds.
+_TUNIT_MS = {"sec": 1000.0, "s": 1000.0, "second": 1000.0, "seconds": 1000.0, "ms": 1.0, "msec": 1.0,
+             "millisecond": 1.0, "milliseconds": 1.0, "min": 60000.0, "minute": 60000.0, "minutes": 60000.0,
+             "us": 1e-3, "µs": 1e-3, "\u00b5s": 1e-3, "usec": 1e-3}
+
+
+def _take_frame_interval(parts: _Parts, imagej: dict, frame_axis: str, n: int) -> None:
+    """An ImageJ frame interval (``finterval`` in ``tunit``) as ``metadata["frame_interval_ms"]``, and
+    as the timings ``k * interval`` when nothing more specific (any2reg JSON, a JSON sidecar) gives them."""
+    from ._common import find_sidecar
+
+    try:
+        step = float(imagej.get("finterval", 0) or 0)
+    except (TypeError, ValueError):
+        return
+    unit = str(imagej.get("tunit", "sec") or "sec").strip()
+    factor = _TUNIT_MS.get(unit.lower())
+    if frame_axis != "T" or not math.isfinite(step) or step <= 0:
+        return
+    if factor is None:
+        parts.metadata["frame_interval_note"] = f"ImageJ finterval={step:g} in an unknown time unit {unit!r}: not used"
+        return
+    interval = _tidy(step * factor)
+    parts.metadata["frame_interval_ms"] = interval
+    if parts.timings is None and find_sidecar(parts.path) is None:
+        parts.timings = np.arange(n, dtype=np.float64) * interval
+        parts.timings_source = f"{parts.path} (ImageJ frame interval finterval={step:g} {unit})"
 
 
 def _tidy(value: float) -> float:
@@ -397,17 +464,48 @@ def write_tiff(path: Any, sequence: Sequence, *, overwrite: bool = False) -> Pat
                 },
             )
     else:
+        metadata = {"axes": "TYX", "unit": "mm", "any2reg": info, "Info": _info_text(sequence),
+                    "Labels": frame_labels(sequence)}
+        interval = uniform_interval_ms(sequence.timings_ms)
+        if interval is not None:  # Fiji's frame interval, in its default unit
+            metadata.update({"finterval": interval / 1000.0, "tunit": "sec"})
+
         def writer(temp: Path) -> None:
             tifffile.imwrite(
                 temp,
                 frames,
                 imagej=True,
                 photometric="minisblack",
-                resolution=(1.0 / dx, 1.0 / dy),
-                metadata={"axes": "TYX", "unit": "mm", "any2reg": info, "Info": _info_text(sequence)},
+                resolution=(1.0 / dx, 1.0 / dy),  # pixels per mm (unit=mm)
+                metadata=metadata,
             )
 
     return atomic_write(path, writer, overwrite=overwrite)
+
+
+_TIMING_LABELS = {"inversion_times_ms": "TI", "saturation_times_ms": "TS", "trigger_times_ms": "trigger"}
+
+
+def frame_labels(sequence: Sequence) -> list[str]:
+    """One ImageJ slice label per frame (Fiji shows it above the image): ``"TI 100 ms"``."""
+    if sequence.timings_ms is None:
+        return [f"frame {k}" for k in range(sequence.n_frames)]
+    short = _TIMING_LABELS.get(sequence.timing_name, "t")
+    return [f"{short} {value:g} ms" if math.isfinite(value) else f"{short} {value:g} (no preparation)"
+            for value in (float(v) for v in sequence.timings_ms)]
+
+
+def uniform_interval_ms(timings: Any) -> float | None:
+    """The frame interval (ms) when the timings are evenly spaced and finite, else ``None``."""
+    if timings is None:
+        return None
+    values = np.asarray(timings, dtype=np.float64)
+    if values.size < 2 or not np.all(np.isfinite(values)):
+        return None
+    steps = np.diff(values)
+    if steps[0] <= 0 or not np.allclose(steps, steps[0], rtol=1e-6, atol=1e-6):
+        return None
+    return float(steps[0])
 
 
 def _info_text(sequence: Sequence) -> str:

@@ -285,9 +285,10 @@ def _write_jacobian(context: ExportContext, folder: Path) -> None:
 
     det = np.asarray(jacobian_determinant(context.displacement), np.float32)
     folding = 100.0 * float((det <= 0).mean())
+    # axes TYX: Fiji opens one determinant per frame as a hyperstack of frames (issue 24 item 17)
     save_map_tiff(folder / "jacobian.tif", det, context.spacing_mm,
                   {"quantity": "det(I + grad u)", "unit": "", "folding_percent": folding,
-                   "note": "per frame on the common grid; <= 0 is folding"})
+                   "note": "per frame on the common grid; <= 0 is folding"}, axes="TYX")
 
 
 def _map_files(extension: str) -> Callable[[ExportPlan], list[str]]:
@@ -312,7 +313,7 @@ def _write_maps(context: ExportContext, folder: Path) -> None:
     for role, prefix, quantity, unit, array in _fitted_maps(context):
         save_map_tiff(folder / f"{prefix}_{role}.tif", array, context.spacing_mm,
                       {"quantity": quantity, "unit": unit, "role": role,
-                       "frames": "raw" if role == "raw" else "registered (common grid)"})
+                       "frames": "raw" if role == "raw" else "registered (common grid)"}, axes="YX")
 
 
 def _write_maps_nifti(context: ExportContext, folder: Path) -> None:

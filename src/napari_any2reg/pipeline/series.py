@@ -200,7 +200,8 @@ def scanner_map_files(sequence: Any) -> dict[str, Callable[[Path], Any]]:
     for label, array in maps.items():
         stem = "_".join("".join(c if c.isalnum() else " " for c in label.lower()).split())
         files[f"{stem}.tif"] = (lambda p, a=np.asarray(array, np.float32), text=label:
-                                save_map_tiff(p, a, sequence.spacing_mm, {"map": text, "source": "scanner (DICOM)"}))
+                                save_map_tiff(p, a, sequence.spacing_mm, {"map": text, "source": "scanner (DICOM)"},
+                                              axes="YX"))
     return files
 
 
