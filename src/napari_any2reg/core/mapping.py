@@ -586,6 +586,8 @@ class T1FitResult:
     seconds: float
     n_echoes_used: np.ndarray | None = None
     noise_floor: float | None = None
+    #: the frames fitted (0-based, of the frames given); all unless ``exclude_frames`` left some out
+    frames_used: tuple[int, ...] | None = None
 
     @property
     def quantity(self) -> str:
@@ -670,6 +672,7 @@ class T1FitResult:
             "failures": self.failure_counts(),
             "quantity": self.quantity,
             f"{self.map_name}_median_ms": float(np.median(t1)) if t1.size else None,
+            **({} if self.frames_used is None else {"frames_used": [int(i) for i in self.frames_used]}),
             **({} if self.noise_floor is None else {
                 "noise_floor": float(self.noise_floor),
                 "n_truncated": int(((self.n_echoes_used < len(self.timings_ms)) & self.mask).sum()),
@@ -692,6 +695,7 @@ def fit_t1(
     noise_floor: float | None = None,
     progress: Callable[[float, str], None] | None = None,
     cancel: Any = None,
+    exclude_frames: Any = None,
 ) -> T1FitResult:
     """Fit a relaxation model (T1, T2 or T2*) to every pixel of a magnitude image series.
 
@@ -743,6 +747,10 @@ def fit_t1(
         Progress callback.
     cancel : threading.Event or callable returning bool, optional
         Checked between stages; when set, :class:`FitCancelled` is raised.
+    exclude_frames : sequence of int, optional
+        Frames (0-based) left out of the fit, e.g. the outlier frames of a registration
+        (:mod:`.outliers`); :attr:`T1FitResult.frames_used` lists the frames fitted. Too few
+        frames left for the model is the same error as too few frames given.
 
     Returns
     -------
@@ -777,6 +785,13 @@ def fit_t1(
             )
     spec = _get_model(model)
     timings = _check_timings(timings, data.shape[0], spec)
+    used = tuple(range(data.shape[0]))
+    if exclude_frames is not None and len(exclude_frames):
+        from .outliers import parse_exclude_frames
+
+        left_out = parse_exclude_frames(list(exclude_frames), data.shape[0], flag="exclude_frames")
+        used = tuple(i for i in used if i not in left_out)
+        data, timings = data[list(used)], _check_timings(timings[list(used)], len(used), spec)
     if t1_range_ms is None:
         t1_range_ms = spec.range_ms
     lo, hi = (float(v) for v in t1_range_ms)
@@ -871,6 +886,7 @@ def fit_t1(
         seconds=time.perf_counter() - start,
         n_echoes_used=echoes,
         noise_floor=floor,
+        frames_used=used,
     )
     report(1.0, "done")
     return result

@@ -43,6 +43,7 @@ __all__ = [
     "detect_outlier_frames",
     "parse_exclude_frames",
     "frames_to_keep",
+    "auto_exclusion",
 ]
 
 
@@ -352,3 +353,20 @@ def frames_to_keep(n_frames: int, exclude: SequenceType[int], min_frames: int) -
         return tuple(range(n_frames)), (f"leaving out frames {', '.join(map(str, exclude))} would keep {len(kept)} "
                                          f"of {n_frames} frames, fewer than the {min_frames} the model needs; all are fitted")
     return kept, None
+
+
+def auto_exclusion(outlier_frames: SequenceType[int], n_frames: int, n_params: int) -> tuple[tuple[int, ...], str]:
+    """What ``--exclude-frames auto`` leaves out of a fit of a model with ``n_params`` parameters.
+
+    The outlier frames, when at least ``n_params + 2`` frames remain (two residual degrees of
+    freedom for the fit's SD); else none. Returns the frames to leave out and a sentence for
+    the user.
+    """
+    outliers = sorted(set(int(i) for i in outlier_frames))
+    if not outliers:
+        return (), "no outlier frames: every frame is fitted"
+    kept, why_not = frames_to_keep(n_frames, outliers, n_params + 2)
+    if why_not is not None:
+        return (), why_not
+    return tuple(outliers), (f"outlier frames {', '.join(map(str, outliers))} left out of the fit; "
+                             f"fitted frames {', '.join(map(str, kept))}")

@@ -87,6 +87,21 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{number:.{digits}f}" if math.isfinite(number) else "—"
 
 
+_VERDICT_COLOURS = {"good": "#c8efc8", "check": "#ffe6a8", "poor": "#f7b8b8"}
+
+
+def _verdict_box(figure: Any, verdict: Mapping[str, Any]) -> None:
+    """The verdict line (level and reasons) in a box coloured by level, under the title."""
+    import textwrap
+
+    from .verdict import verdict_line
+
+    text = "\n".join(textwrap.wrap(verdict_line(verdict), 130)[:3])
+    figure.text(0.5, 0.925, f"verdict — {text}", ha="center", va="center", fontsize=8, fontweight="bold",
+                bbox={"boxstyle": "round,pad=0.4", "facecolor": _VERDICT_COLOURS.get(verdict.get("level"), "white"),
+                      "edgecolor": "0.4"})
+
+
 def report_rows(
     *,
     info: Mapping[str, Any],
@@ -167,8 +182,11 @@ def report_figure(
 
     figure = Figure(figsize=_A4_PORTRAIT_IN)
     heights = [1.0, 1.0, 1.15] + ([1.15] if t1_maps else []) + ([1.3] if segments else []) + [1.6]
+    verdict = info.get("verdict")
     grid = figure.add_gridspec(len(heights), columns, height_ratios=heights, hspace=0.35, wspace=0.08,
-                               left=0.04, right=0.96, top=0.93, bottom=0.05)
+                               left=0.04, right=0.96, top=0.90 if verdict else 0.93, bottom=0.05)
+    if verdict:  # what a reader acts on comes first (docs/verdict.md)
+        _verdict_box(figure, verdict)
     figure.suptitle(f"Registration QC — {name}", fontsize=12, fontweight="bold")
     seconds = info.get("seconds")
     weights = (info.get("params") or {}).get("weights_sha256")

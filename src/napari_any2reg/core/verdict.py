@@ -37,6 +37,8 @@ __all__ = [
     "make_verdict",
     "verdict_line",
     "verdict_rank",
+    "assess_registration",
+    "fit_evidence",
 ]
 
 #: Levels from best to worst.
@@ -176,7 +178,8 @@ def make_verdict(
         if indices:
             details = "; ".join(f"{i}: {', '.join(outliers['reasons'][str(i)])}" for i in indices)
             level = "poor" if len(indices) > t.outlier_poor_fraction * n_frames else "check"
-            found.append(Reason(level, f"{_frames_text(indices)} disagree with the rest ({details})", tuple(indices)))
+            verb = "disagrees" if len(indices) == 1 else "disagree"
+            found.append(Reason(level, f"{_frames_text(indices)} {verb} with the rest ({details})", tuple(indices)))
         elif outliers.get("not_tested"):
             passed.append(f"outlier frames not tested ({outliers['not_tested']})")
         else:
@@ -224,3 +227,78 @@ def verdict_line(verdict: Mapping[str, Any]) -> str:
 def verdict_rank(level: Any) -> int:
     """Sort key: series to look at first (poor 0, check 1, good 2, unknown / failed -1)."""
     return {"poor": 0, "check": 1, "good": 2}.get(str(level), -1)
+
+
+def assess_registration(
+    raw: Any,
+    registered: Any,
+    displacement: Any,
+    *,
+    scores: Any = None,
+    spacing_mm: SequenceType[float] | None = None,
+    timings_ms: Any = None,
+    labels: Any = None,
+    displacement_sd_mm: Any = None,
+    uncertainty_note: str | None = None,
+    thresholds: VerdictThresholds = VerdictThresholds(),
+) -> dict[str, Any]:
+    """``outlier_frames``, ``displacement_sd`` and ``verdict`` of a registration (``metrics.json``).
+
+    The outliers and the uncertainty are read in the heart region (:func:`heart_region`:
+    the mask's labels, else the central box); ``scores`` are the stored correspondence maps
+    (else the model-free score is computed). The verdict here has no fit; add one with
+    :func:`make_verdict` ``r2_after=`` once the maps are fitted (``pipeline.series`` does).
+    """
+    from .metrics import alignment_score
+    from .outliers import detect_outlier_frames
+    from .qc import correspondence_maps, folding_mask
+
+    raw = np.asarray(raw, np.float32)
+    registered = np.asarray(registered, np.float32)
+    u = np.asarray(displacement, np.float32)
+    region, region_name = heart_region(raw.shape[1:], labels)
+    maps = correspondence_maps(raw, u, spacing_mm=spacing_mm, stored=scores)
+    outliers = detect_outlier_frames(registered, displacement=u, scores=maps, spacing_mm=spacing_mm,
+                                     region=region, timings_ms=timings_ms).to_json()
+    uncertainty = uncertainty_summary(displacement_sd_mm, region, region_name, uncertainty_note)
+    folding = folding_mask(u)
+    inputs = {
+        "n_frames": int(raw.shape[0]),
+        "folding_percent": float(100.0 * folding.mean()),
+        "folding_per_frame": [float(v) for v in 100.0 * folding.reshape(len(folding), -1).mean(axis=1)],
+        "alignment_before": alignment_score(raw),
+        "alignment_after": alignment_score(registered),
+        "outliers": outliers,
+        "uncertainty": uncertainty,
+    }
+    return {"outlier_frames": outliers, "displacement_sd": uncertainty,
+            "verdict": make_verdict(**inputs, thresholds=thresholds), "_verdict_inputs": inputs}
+
+
+def fit_evidence(fit_raw: Any, fit_registered: Any, labels: Any = None) -> dict[str, Any]:
+    """The R² inputs of :func:`make_verdict` from the fits before and after registration:
+    median R² in the LV myocardium (label 2 of ``labels``) when there is one, else in the
+    heart region (then only a drop after registration counts)."""
+    r2_after = np.asarray(fit_registered.r_squared, np.float64)
+    r2_before = None if fit_raw is None else np.asarray(fit_raw.r_squared, np.float64)
+    myocardium = False
+    if labels is not None:
+        lab = np.asarray(labels)
+        lab = lab.max(axis=0) if lab.ndim == 3 else lab
+        if lab.shape == r2_after.shape and (lab == 2).any():
+            region, name, myocardium = lab == 2, "the LV myocardium (mask label 2)", True
+        else:
+            region, name = heart_region(r2_after.shape, labels)
+            name = f"the {name}"
+    else:
+        region, name = heart_region(r2_after.shape)
+        name = f"the {name}"
+
+    def median(values: np.ndarray | None) -> float | None:
+        if values is None:
+            return None
+        inside = values[region]
+        inside = inside[np.isfinite(inside)]
+        return float(np.median(inside)) if inside.size else None
+
+    return {"r2_after": median(r2_after), "r2_before": median(r2_before), "r2_region": name, "myocardium": myocardium}

@@ -240,6 +240,8 @@ def _register_one(job: SeriesJob, settings: BatchSettings, folder: Path, start: 
         items -= set(MAP_ITEMS)
     if requested == ("all",):
         items -= {"dice", "landmarks"}  # need labels of every frame / a landmark CSV: not in a batch
+        if not settings.register.engine_name().startswith("any2reg"):
+            items.discard("uncertainty")  # the classical engines have no per-pixel spread
     export = ",".join(item for item in EXPORT_ITEMS if item in items)
     register = dataclasses.replace(settings.register, export=export)
 
@@ -258,6 +260,11 @@ def _register_one(job: SeriesJob, settings: BatchSettings, folder: Path, start: 
             "flagged_frames": ";".join(str(i) for i in qc.get("flagged_frames") or []),
             "warnings": " | ".join(sequence.metadata.get("read_warnings", ())),
         }
+        verdict = outcome.metrics.get("verdict") or {}
+        row["verdict"] = verdict.get("level", "")
+        row["verdict_reasons"] = " | ".join(r["text"] for r in verdict.get("reasons", []) if r["level"] != "good")
+        row["outlier_frames"] = ";".join(str(i) for i in (outcome.metrics.get("outlier_frames") or {}).get("indices", []))
+        row["displacement_sd_p95_mm"] = (outcome.metrics.get("displacement_sd") or {}).get("p95_mm")
         if outcome.fits is not None:
             roi, roi_name = _roi_for(labels, sequence.shape)
             row["fit_model"] = outcome.fits["raw"].model

@@ -123,6 +123,7 @@ class ExportContext:
     info: Mapping[str, Any] | None = None
     template: Any = None
     correspondence: Any = None
+    displacement_sd: Any = None  # (N, H, W) mm, the network engines' per-pixel uncertainty
     landmarks: LandmarkTable | None = None
     labels: Any = None
     t1_maps: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -169,6 +170,16 @@ def _needs_raw(context: ExportContext) -> str | None:
 
 def _needs_maps(context: ExportContext) -> str | None:
     return None if context.t1_maps else _NEED_MAPS
+
+
+def _needs_uncertainty(context: ExportContext) -> str | None:
+    return None if context.displacement_sd is not None else (
+        "no per-pixel uncertainty: only the network engines (any2reg, any2reg-io) give one, from the spread "
+        "over their test-time orientations and shifted inputs; the classical engines have none")
+
+
+def _write_uncertainty(context: ExportContext, folder: Path) -> None:
+    np.save(folder / "displacement_sd.npy", np.asarray(context.displacement_sd, np.float32))
 
 
 def _needs_landmarks(context: ExportContext) -> str | None:
@@ -374,6 +385,8 @@ ITEMS: tuple[ExportItem, ...] = (
                _itk_files, _write_itk),
     ExportItem("jacobian", "Jacobian determinant", "Jacobian determinant maps (TIFF)",
                lambda plan: ["jacobian.tif"], _write_jacobian),
+    ExportItem("uncertainty", "Displacement SD", "per-pixel SD of the displacement in mm, (N, H, W) .npy "
+               "(network engines)", lambda plan: ["displacement_sd.npy"], _write_uncertainty, _needs_uncertainty),
     ExportItem("maps", "T1 maps (TIFF)", "T1, R² and T1 SD maps before/after (TIFF), when fitted",
                _map_files(".tif"), _write_maps, _needs_maps),
     ExportItem("maps_nifti", "T1 maps (NIfTI)", "T1, R² and T1 SD maps before/after as NIfTI on the source geometry, when fitted",
@@ -511,6 +524,7 @@ def export_registration(
     info: Mapping[str, Any] | None = None,
     template: Any = None,
     correspondence: Any = None,
+    displacement_sd: Any = None,
     landmarks: LandmarkTable | None = None,
     labels: Any = None,
     t1_maps: Mapping[str, Mapping[str, Any]] | None = None,
@@ -541,6 +555,8 @@ def export_registration(
         ``RegistrationResult.summary()``: engine, device, seconds, params (incl. ``weights_sha256``).
     template, correspondence : arrays, optional
         The run's template ``(H, W)`` and correspondence maps ``(N, H, W)`` (QC table).
+    displacement_sd : array (N, H, W), optional
+        Per-pixel SD of the displacement in mm (``uncertainty`` item; network engines).
     landmarks : LandmarkTable, optional
         Points clicked on the raw frames (``landmarks`` item; TRE in ``qc`` and ``report``).
         A point placed twice on one frame is an error.
@@ -603,7 +619,7 @@ def export_registration(
 
     context = ExportContext(
         registered=registered, displacement=u, raw=raw, info=info, template=template,
-        correspondence=correspondence, landmarks=landmarks, labels=labels, t1_maps=t1_maps,
+        correspondence=correspondence, displacement_sd=displacement_sd, landmarks=landmarks, labels=labels, t1_maps=t1_maps,
         input_path=input_path, report_format=report_format, command=command, destination=folder,
         segments=segments,
     )
@@ -690,4 +706,5 @@ def export_result(result: Any, folder: Any, **kwargs: Any) -> ExportResult:
     kwargs.setdefault("info", result.summary())
     kwargs.setdefault("template", result.template)
     kwargs.setdefault("correspondence", (result.extras or {}).get("correspondence"))
+    kwargs.setdefault("displacement_sd", (result.extras or {}).get("displacement_sd_mm"))
     return export_registration(folder, result.registered_sequence(), result.displacement, **kwargs)

@@ -261,7 +261,8 @@ def fit_problem_for(sequence: Any) -> str | None:
 
 
 def resolve_export_items(
-    export: str | None, sequence: Any, *, landmarks_given: bool, input_label: str = "the input"
+    export: str | None, sequence: Any, *, landmarks_given: bool, input_label: str = "the input",
+    engine: str | None = None,
 ) -> tuple[tuple[str, ...] | None, dict[str, str]]:
     """The export items requested, resolved against what this run can provide.
 
@@ -283,9 +284,14 @@ def resolve_export_items(
             skipped["landmarks"] = "no --landmarks CSV"
         if no_fit is not None:
             skipped.update(dict.fromkeys(MAP_ITEMS, f"no T1 fit possible: {no_fit}"))
+        if engine is not None and not engine.startswith("any2reg"):
+            skipped["uncertainty"] = f"the {engine} engine gives no per-pixel uncertainty (the network engines do)"
         return tuple(item for item in EXPORT_ITEMS if item not in skipped), skipped
     if "dice" in requested:
         raise ValueError("--export dice needs labels of every frame; export from napari (Export panel) or with pipeline.export.")
+    if "uncertainty" in requested and engine is not None and not engine.startswith("any2reg"):
+        raise ValueError(f"--export uncertainty: the {engine} engine gives no per-pixel uncertainty; use --engine any2reg "
+                         "or any2reg-io, or leave uncertainty out of --export.")
     if "landmarks" in requested and not landmarks_given:
         raise ValueError("--export landmarks needs --landmarks CSV (frame,name,y,x in pixels).")
     if set(MAP_ITEMS) & set(requested) and no_fit is not None:
@@ -309,6 +315,37 @@ def read_landmarks_for(path: str, sequence: Any):
 
 
 ExtraFiles = Callable[[RegisterOutcome], Mapping[str, Callable[[Path], None]]]
+
+
+def _assess(sequence: Any, result: Any, labels: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Add ``outlier_frames``, ``displacement_sd`` and ``verdict`` to ``metrics``; returns the
+    verdict's inputs (a fit adds its R² to them)."""
+    from ..core.verdict import assess_registration
+
+    note = result.params.get("uncertainty")
+    if note is None:
+        note = (f"none: the {result.engine} engine optimises one field per sequence and has no spread to "
+                "report; the network engines (any2reg, any2reg-io) give displacement_sd")
+    assessment = assess_registration(
+        sequence.frames, result.registered, result.displacement, scores=result.extras.get("correspondence"),
+        spacing_mm=sequence.spacing_mm, timings_ms=sequence.timings_ms, labels=labels,
+        displacement_sd_mm=result.extras.get("displacement_sd_mm"), uncertainty_note=note,
+    )
+    inputs = assessment.pop("_verdict_inputs")
+    metrics.update(assessment)
+    return inputs
+
+
+def _auto_exclusion(sequence: Any, metrics: dict[str, Any]) -> tuple[int, ...]:
+    """The outlier frames the registered fit leaves out (``--exclude-frames auto``), recorded
+    in ``metrics["fit_frames"]``."""
+    from ..core.mapping import T1_MODELS, model_for_kind
+    from ..core.outliers import auto_exclusion
+
+    model = T1_MODELS[model_for_kind(sequence.kind)]
+    exclude, note = auto_exclusion(metrics["outlier_frames"]["indices"], sequence.n_frames, model.n_params)
+    metrics["fit_frames"] = {"excluded": list(exclude), "note": note}
+    return exclude
 
 
 def register_series(
@@ -381,7 +418,7 @@ def register_series(
     engine = settings.engine_name()
     label = str(input_path) if input_path is not None and not isinstance(input_path, (list, tuple)) else sequence.name
     export_items, skipped = resolve_export_items(
-        settings.export, sequence, landmarks_given=landmarks_path is not None, input_label=label
+        settings.export, sequence, landmarks_given=landmarks_path is not None, input_label=label, engine=engine,
     )
     landmarks = read_landmarks_for(landmarks_path, sequence) if landmarks_path is not None else None
     if rv_insertion is not None:  # AHA segments in the report: checked before registering
@@ -446,6 +483,7 @@ def register_series(
             "displacement_convention": "pixels (dy, dx), pull-back: registered_i(x) = frame_i(x + u_i(x))",
         }
     )
+    verdict_inputs = _assess(sequence, result, region, metrics)
     if sequence.metadata.get("read_warnings"):
         metrics["read_warnings"] = list(sequence.metadata["read_warnings"])
     if skipped:
@@ -461,10 +499,15 @@ def register_series(
         if set(MAP_ITEMS) & set(export_items):
             from ..core.mapping import fit_t1
 
+            exclude = _auto_exclusion(sequence, metrics)
             outcome.fits = {
                 "raw": fit_t1(sequence, device=settings.device),
-                "registered": fit_t1(result.registered_sequence(), device=settings.device),
+                "registered": fit_t1(result.registered_sequence(), device=settings.device, exclude_frames=exclude),
             }
+            from ..core.verdict import fit_evidence, make_verdict
+
+            verdict_inputs.update(fit_evidence(outcome.fits["raw"], outcome.fits["registered"], region))
+            metrics["verdict"] = make_verdict(**verdict_inputs)
             t1_maps = {role: t1_maps_from_fit(fit) for role, fit in outcome.fits.items()}
         segments = None
         if rv_insertion is not None:

@@ -20,13 +20,14 @@ from typing import Any, Iterable
 
 import numpy as np
 
-__all__ = ["SUMMARY_COLUMNS", "cohort_outliers", "summary_csv_text", "write_summary"]
+__all__ = ["SUMMARY_COLUMNS", "cohort_outliers", "sort_for_review", "summary_csv_text", "write_summary"]
 
 #: Column order of summary.csv (more keys of the rows follow, sorted).
 SUMMARY_COLUMNS = (
-    "series", "status", "this_run", "qc_flags", "engine", "device", "seconds_registration", "seconds_total",
+    "series", "status", "verdict", "verdict_reasons", "this_run", "qc_flags", "engine", "device", "seconds_registration", "seconds_total",
     "kind", "n_frames", "height", "width", "folding_percent", "alignment_before", "alignment_after",
-    "max_displacement_mm", "n_flagged_frames", "flagged_frames", "fit_model", "roi",
+    "max_displacement_mm", "n_flagged_frames", "flagged_frames", "outlier_frames", "displacement_sd_p95_mm",
+    "fit_model", "roi",
     "t1_mean_ms_before", "t1_sd_ms_before", "r2_mean_before", "r2_above_before",
     "t1_mean_ms_after", "t1_sd_ms_after", "r2_mean_after", "r2_above_after",
     "warnings", "error", "input", "output",
@@ -79,6 +80,8 @@ def cohort_outliers(rows: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
         flagged = int(_number(row.get("n_flagged_frames")) or 0)
         if flagged:
             reasons.append(f"{flagged} flagged frame(s)")
+        if row.get("verdict") in ("check", "poor"):
+            reasons.append(f"verdict {row['verdict']}: {row.get('verdict_reasons') or ''}".rstrip(": "))
         r2b, r2a = _number(row.get("r2_mean_before")), _number(row.get("r2_mean_after"))
         if r2b is not None and r2a is not None and r2a < r2b - 0.01:
             reasons.append("ROI R2 lower after")
@@ -91,6 +94,21 @@ def cohort_outliers(rows: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
         if z is not None and z > OUTLIER_Z:
             flags[row["series"]].append("slow for this cohort")
     return {name: reasons for name, reasons in flags.items() if reasons}
+
+
+def sort_for_review(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The series a reader should look at first: failed, then verdict poor, check, good (the
+    order within a level kept), then any without a verdict (pending)."""
+    from ..core.verdict import verdict_rank
+
+    def key(item: tuple[int, dict[str, Any]]) -> tuple[int, int]:
+        index, row = item
+        if row.get("status") == "failed":
+            return (0, index)
+        rank = verdict_rank(row.get("verdict"))
+        return ((1 + rank) if rank >= 0 else 4, index)
+
+    return [row for _, row in sorted(enumerate(rows), key=key)]
 
 
 def _cell(value: Any) -> str:
@@ -250,7 +268,7 @@ def write_summary(rows: Iterable[dict[str, Any]], outdir: Any, *, qc_page: bool 
     from ..io import atomic_write_all
 
     outdir = Path(outdir)
-    rows = [dict(row) for row in rows]
+    rows = sort_for_review([dict(row) for row in rows])
     flags = cohort_outliers(rows)
     for row in rows:
         row["qc_flags"] = "; ".join(flags.get(row["series"], []))
