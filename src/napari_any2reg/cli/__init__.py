@@ -352,6 +352,10 @@ def build_parser(engine_flags: bool = True) -> argparse.ArgumentParser:
     fit.add_argument("--rv-insertion", default=None, metavar="Y1,X1;Y2,X2", help="RV insertion points (pixels, anterior first) with --mask: also write OUTDIR/segments.csv and OUTDIR/bullseye.png (AHA segments of the T1 map)")
     fit.add_argument("--level", default="mid", choices=("basal", "mid", "apical"), help="slice level for --rv-insertion (default: %(default)s)")
     fit.add_argument("--r2-threshold", type=float, default=0.9, metavar="R2", help="R2 above which a pixel's fit counts as good in the ROI statistics (default: %(default)s)")
+    fit.add_argument("--exclude-frames", default="auto", metavar="auto|none|I,J",
+                     help="frames left out of the fit: auto = the outlier frames in the metrics.json beside INPUT "
+                          "(written by 'register'), when the model keeps enough frames; none; or 0-based frames 3,7 "
+                          "(default: %(default)s)")
     fit.add_argument("--device", default="auto", choices=DEVICE_CHOICES, metavar="DEVICE", help="compute device: %(choices)s; auto = CUDA when present (default: %(default)s)")
     fit.add_argument("--overwrite", action="store_true", help="replace existing output files")
     fit.add_argument("--threads", type=int, default=None, metavar="K", help="CPU threads for torch (default: torch's choice; 1 is faster when other jobs share the cores)")
@@ -528,6 +532,7 @@ def _register_one(args: argparse.Namespace, sequence: Any, outdir: Path) -> int:
     )
     if outcome.export is None:
         print(f"{line}; wrote {outdir}")
+        _print_verdict(metrics)
         return EXIT_OK
     print(line)
     if outcome.export.tre is not None:
@@ -536,7 +541,16 @@ def _register_one(args: argparse.Namespace, sequence: Any, outdir: Path) -> int:
     if outcome.skipped:
         summary += "; skipped " + ", ".join(f"{k} ({v})" for k, v in outcome.skipped.items())
     print(summary)
+    _print_verdict(metrics)
     return EXIT_OK
+
+
+def _print_verdict(metrics: dict) -> None:
+    """The verdict (metrics.json ``verdict``) as the last line: what a reader acts on."""
+    from ..core.verdict import verdict_line
+
+    if metrics.get("verdict"):
+        print(verdict_line(metrics["verdict"]))
 
 
 def _cmd_tre(args: argparse.Namespace) -> int:
@@ -603,6 +617,25 @@ def _write_map_tiff(path: Path, array: np.ndarray, spacing_mm: tuple[float, floa
     save_map_tiff(path, array, spacing_mm, info)
 
 
+def _frames_to_exclude(args: argparse.Namespace, sequence: Any, model: str) -> tuple[tuple[int, ...], str]:
+    """``--exclude-frames``: the frames left out of the fit and a sentence saying which."""
+    from ..core.mapping import T1_MODELS
+    from ..core.outliers import auto_exclusion, parse_exclude_frames
+
+    choice = parse_exclude_frames(args.exclude_frames, sequence.n_frames)
+    if choice != "auto":
+        return choice, (f"frames {', '.join(map(str, choice))} left out of the fit (--exclude-frames)" if choice else "")
+    metrics_path = Path(args.input).parent / "metrics.json"
+    try:
+        outliers = json.loads(metrics_path.read_text())["outlier_frames"]["indices"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return (), ""  # not a registration's output: nothing known to leave out
+    if any(not 0 <= int(i) < sequence.n_frames for i in outliers):
+        return (), f"{metrics_path} names frames outside 0..{sequence.n_frames - 1}; every frame is fitted"
+    exclude, note = auto_exclusion(outliers, sequence.n_frames, T1_MODELS[model].n_params)
+    return exclude, f"--exclude-frames auto ({metrics_path.name}): {note}"
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from ..core.mapping import T1_MODELS, fit_t1, model_for_kind
     from ..core.mapping_roi import roi_masks, survival_thresholds
@@ -660,9 +693,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         frames = frames.copy()
         frames[:, nonfinite] = np.nan  # the reader set them to 0; fit_t1 must see them as unusable
         _note("note", f"{int(nonfinite.sum())} pixels of {args.input} have NaN/Inf values; they are not fitted (NaN in the maps, counted as failed)")
+    exclude, exclusion_note = _frames_to_exclude(args, sequence, model)
+    if exclusion_note and not args.quiet:
+        _note("note", exclusion_note)
     with _Progress(args.quiet) as progress:
-        result = fit_t1(frames, sequence.timings_ms, model, device=args.device, noise_floor=args.noise_floor, progress=progress)
+        result = fit_t1(frames, sequence.timings_ms, model, device=args.device, noise_floor=args.noise_floor, progress=progress,
+                        exclude_frames=exclude)
     stats = result.summary()
+    stats["exclude_frames"] = {"requested": str(args.exclude_frames), "excluded": list(exclude), "note": exclusion_note}
     stats.update(
         {
             "input": str(args.input),
