@@ -62,7 +62,8 @@ def test_every_export_format_reads_back_equal(tmp_path, run):
     phantom, result, fits, landmarks = run
     out = export_all(run, tmp_path / "out", command=["any2reg", "register"])
     folder = tmp_path / "out"
-    assert out.items == tuple(ex.EXPORT_ITEMS) and out.skipped == {}
+    # no displacement_sd given (a classical engine): the uncertainty item is the one left out
+    assert out.items == tuple(i for i in ex.EXPORT_ITEMS if i != "uncertainty") and set(out.skipped) == {"uncertainty"}
     assert sorted(p.name for p in out.files) == listing(folder)
     assert set(listing(folder)) == set(ex.planned_files(out.items, n_frames=result.displacement.shape[0]))
 
@@ -153,7 +154,7 @@ def test_all_skips_what_is_missing_and_explicit_items_say_what_to_pass(tmp_path,
     phantom, result, _, _ = run
     out = ex.export_registration(tmp_path / "a", result.registered_sequence(), result.displacement)
     assert out.items == ("stack", "nifti", "displacement", "itk", "jacobian", "record")
-    assert set(out.skipped) == {"maps", "maps_nifti", "qc", "landmarks", "dice", "report"}
+    assert set(out.skipped) == {"maps", "maps_nifti", "qc", "landmarks", "dice", "report", "uncertainty"}
     assert "raw" in out.skipped["qc"] and "--landmarks" in out.skipped["landmarks"]
     with pytest.raises(ValueError, match="cannot export 'landmarks'.*--landmarks CSV"):
         ex.export_result(result, tmp_path / "b", items=["stack", "landmarks"])
@@ -268,7 +269,7 @@ def test_one_table_drives_names_planning_and_availability():
     assert ex.planned_files(["itk"]) == []  # per-frame names are unknown without the frame count
     context = ex.ExportContext(registered=ex.Sequence(np.arange(128, dtype=np.float32).reshape(2, 8, 8)), displacement=np.zeros((2, 2, 8, 8), np.float32))
     missing = {item.name for item in ex.ITEMS if item.available(context) is not None}
-    assert missing == {"maps", "maps_nifti", "qc", "landmarks", "dice", "report"}
+    assert missing == {"maps", "maps_nifti", "qc", "landmarks", "dice", "report", "uncertainty"}
 
 
 def test_map_nifti_voxels_lie_where_the_source_pixels_lie(tmp_path, run):
