@@ -124,6 +124,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--sections", default="engine,scaling,cli")
+    parser.add_argument("--sizes", default=None, help="frame counts of the scaling section (default 8,32,128,500; --quick 8,32,128)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(HERE))
     from validate_fullres import CONFIGS
@@ -139,6 +140,8 @@ def main(argv=None) -> int:
         data["engine"] = engine_seconds(configs, repeats)
     if "scaling" in sections:
         sizes = (8, 32, 128) if args.quick else (8, 32, 128, 500)
+        if args.sizes:
+            sizes = tuple(int(v) for v in args.sizes.split(","))
         data["scaling"] = scaling({}, sizes, threads=1)
     if "cli" in sections:
         data["cli"] = cli_overhead(threads=1)

@@ -80,6 +80,10 @@ CONFIGS: dict[str, tuple[str, dict]] = {
 }
 
 KINDS = ("molli", "stone", "sasha", "cine")
+#: Decay series (issue 26: T2-prep bSSFP, multi-gradient-echo), reported in their own columns
+#: so that the 19-case scores above stay comparable with the runs before they were added.
+DECAY_KINDS = ("t2prep", "mge")
+DECAY_GROUP = "phantom decay"
 
 
 def _real_bases():
@@ -100,9 +104,10 @@ def build_cases():
     """``(moved, still, raw)``: moved/still are dicts with sequence, truth, roi, labels;
     raw are ``(name, sequence, roi)``."""
     moved, still, raw = [], [], []
-    for k, kind in enumerate(KINDS):
+    for k, kind in enumerate(KINDS + DECAY_KINDS):
+        group = DECAY_GROUP if kind in DECAY_KINDS else "phantom"
         for j in range(2):
-            seed = 70001 + 2 * k + j
+            seed = 70001 + 2 * k + j if kind in KINDS else 70021 + 2 * (k - len(KINDS)) + j
             shape, spacing = ((192, 192), (1.5, 1.5)) if j == 0 else ((224, 224), (1.25, 1.25))
             p = torso_phantom(kind, seed, shape=shape, spacing_mm=spacing)
             rng = np.random.default_rng(80000 + seed)
@@ -113,12 +118,12 @@ def build_cases():
                                         contraction_mm=5.0 if kind == "cine" else 0.0)
             frames, labels = apply_motion(p.frames, truth, gain, rng, float(rng.uniform(30, 45)), p.labels)
             seq = Sequence(frames, timings_ms=p.timings_ms, spacing_mm=spacing, kind=kind, name=f"torso {kind} {seed}")
-            moved.append({"name": seq.name, "group": "phantom", "sequence": seq, "truth": truth, "roi": p.heart_mask, "labels": labels})
-        seed = 70011 + k
+            moved.append({"name": seq.name, "group": group, "sequence": seq, "truth": truth, "roi": p.heart_mask, "labels": labels})
+        seed = 70011 + k if kind in KINDS else 70031 + (k - len(KINDS))
         p = torso_phantom(kind, seed)
         frames = add_rician_noise(p.frames, np.random.default_rng(90000 + seed), 40.0)
         seq = Sequence(frames, timings_ms=p.timings_ms, spacing_mm=p.spacing_mm, kind=kind, name=f"still torso {kind} {seed}")
-        still.append({"name": seq.name, "group": "phantom", "sequence": seq, "roi": p.heart_mask})
+        still.append({"name": seq.name, "group": group, "sequence": seq, "roi": p.heart_mask})
     if not REAL.is_dir():
         print(f"{REAL} is absent: real cases skipped", file=sys.stderr)
         return moved, still, raw
@@ -177,23 +182,36 @@ def evaluate(engine: str, options: dict, moved, still, raw) -> dict:
             row["r2"] = round(_fit_quality(seq, r.registered, roi)["r2_median"], 4)
         rows["raw"].append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
-    ratios = [row["ratio"] for row in rows["moved"]]
-    invented = [row["invented_mm"] for row in rows["still"]]
-    worse = sum(row["ratio"] > 1.0 for row in rows["moved"]) + sum(row["alignment"] < row["alignment_before"] for row in rows["raw"])
-    dice = [row["dice_myocardium"] for row in rows["moved"] if "dice_myocardium" in row]
+    decay = {"moved": [r for r in rows["moved"] if r["group"] == DECAY_GROUP], "still": [r for r in rows["still"] if r["group"] == DECAY_GROUP]}
+    main_moved = [r for r in rows["moved"] if r["group"] != DECAY_GROUP]
+    main_still = [r for r in rows["still"] if r["group"] != DECAY_GROUP]
+    ratios = [row["ratio"] for row in main_moved]
+    invented = [row["invented_mm"] for row in main_still]
+    worse = sum(row["ratio"] > 1.0 for row in main_moved) + sum(row["alignment"] < row["alignment_before"] for row in rows["raw"])
+    dice = [row["dice_myocardium"] for row in main_moved if "dice_myocardium" in row]
+    seconds = seconds[: len(main_moved)] + seconds[len(rows["moved"]): len(rows["moved"]) + len(main_still)] + seconds[len(rows["moved"]) + len(rows["still"]):]
     return {
+        "decay_median_ratio": round(statistics.median([r["ratio"] for r in decay["moved"]]), 4) if decay["moved"] else None,
+        "decay_worst_ratio": round(max(r["ratio"] for r in decay["moved"]), 4) if decay["moved"] else None,
+        "decay_invented_max_mm": round(max(r["invented_mm"] for r in decay["still"]), 4) if decay["still"] else None,
         "median_ratio": round(statistics.median(ratios), 4),
         "worst_ratio": round(max(ratios), 4),
-        "median_ratio_phantom": round(statistics.median([r["ratio"] for r in rows["moved"] if r["group"] == "phantom"]), 4),
-        "median_ratio_real_held_out": round(statistics.median([r["ratio"] for r in rows["moved"] if r["group"] == "real held-out"] or [float("nan")]), 4),
+        "median_ratio_phantom": round(statistics.median([r["ratio"] for r in main_moved if r["group"] == "phantom"]), 4),
+        "median_ratio_real_held_out": round(statistics.median([r["ratio"] for r in main_moved if r["group"] == "real held-out"] or [float("nan")]), 4),
         "invented_max_mm": round(max(invented), 4),
         "invented_mean_mm": round(statistics.mean(invented), 4),
         "dice_myocardium_median": round(statistics.median(dice), 4) if dice else None,
         "series_worse_than_identity": int(worse),
-        "fallbacks": sum(r["fallback"] for r in rows["moved"] + rows["still"]),
+        "fallbacks": sum(r["fallback"] for r in main_moved + main_still),
         "median_seconds": round(statistics.median(seconds), 3),
         "rows": rows,
     }
+
+
+def _decay_cell(res: dict) -> str:
+    if res.get("decay_median_ratio") is None:
+        return "not run"
+    return f"{res['decay_median_ratio']:.3f} / {res['decay_worst_ratio']:.3f}, {res['decay_invented_max_mm']:.3f}"
 
 
 def to_markdown(results: list[dict]) -> str:
@@ -203,8 +221,8 @@ def to_markdown(results: list[dict]) -> str:
         "Built by `benchmarks/validation_generator.py` (another phantom and motion model than training; "
         "seeds in `validate_fullres.py`); `python benchmarks/validate_fullres.py`. One CPU thread.",
         "",
-        "| configuration | median EPE ratio | worst | phantoms | real held-out | invented max / mean (mm) | myocardium Dice | worse than identity | raw PCA share (STONE, kidney z1, ACDC, kidney z0) | kidney R² z1 / z0 | median s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| configuration | median EPE ratio | worst | phantoms | real held-out | invented max / mean (mm) | myocardium Dice | worse than identity | raw PCA share (STONE, kidney z1, ACDC, kidney z0) | kidney R² z1 / z0 | median s | T2-prep + MGE: median / worst EPE ratio, invented max (mm) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         raw = {row["case"]: row for row in res["rows"]["raw"]}
@@ -213,7 +231,7 @@ def to_markdown(results: list[dict]) -> str:
         lines.append(
             f"| {res['config']} | {res['median_ratio']:.3f} | {res['worst_ratio']:.3f} | {res['median_ratio_phantom']:.3f} | "
             f"{res['median_ratio_real_held_out']:.3f} | {res['invented_max_mm']:.3f} / {res['invented_mean_mm']:.3f} | "
-            f"{res['dice_myocardium_median']} | {res['series_worse_than_identity']} | {pca} | {r2} | {res['median_seconds']:.2f} |")
+            f"{res['dice_myocardium_median']} | {res['series_worse_than_identity']} | {pca} | {r2} | {res['median_seconds']:.2f} | {_decay_cell(res)} |")
     if results:
         raw0 = results[0]["rows"]["raw"]
         lines += ["", "Unregistered: PCA share " + ", ".join(f"{row['case']} {row['alignment_before']:.3f}" for row in raw0)
@@ -228,7 +246,14 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=None, help="comma-separated configuration letters / names")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS / "validate_fullres"))
+    parser.add_argument("--weights", default=None, help="run the chosen any2reg configurations with these weights instead (rows tagged --tag)")
+    parser.add_argument("--tag", default=None, help="label of --weights in the row names, e.g. v12")
     args = parser.parse_args(argv)
+    if args.weights:
+        tag = args.tag or Path(args.weights).stem
+        for name, (engine, options) in list(CONFIGS.items()):
+            if engine.startswith("any2reg") and (args.only is None or any(name.split()[0] == w or name == w for w in args.only.split(","))):
+                CONFIGS[f"{name} [{tag}]"] = (engine, dict(options, weights=str(Path(args.weights).resolve())))
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     jsonl = out.with_suffix(".jsonl")
@@ -238,6 +263,9 @@ def main(argv=None) -> int:
             row = json.loads(line)
             done[row["config"]] = row
     wanted = [name for name in CONFIGS if args.only is None or any(name.split()[0] == w or name == w for w in args.only.split(","))]
+    if args.weights:
+        wanted = [name for name in wanted if name.endswith(f"[{args.tag or Path(args.weights).stem}]")]
+    known = list(CONFIGS) + [name for name in done if name not in CONFIGS]  # rows of other weights are kept
     moved, still, raw = build_cases()
     for name in wanted:
         engine, options = CONFIGS[name]
@@ -245,8 +273,8 @@ def main(argv=None) -> int:
         result = {"config": name, "engine": engine, "options": options, **evaluate(engine, options, moved, still, raw)}
         result["wall_s"] = round(time.perf_counter() - start, 1)
         done[name] = result
-        jsonl.write_text("".join(json.dumps(done[n]) + "\n" for n in CONFIGS if n in done))
-        out.with_suffix(".md").write_text(to_markdown([done[n] for n in CONFIGS if n in done]))
+        jsonl.write_text("".join(json.dumps(done[n]) + "\n" for n in known if n in done))
+        out.with_suffix(".md").write_text(to_markdown([done[n] for n in known if n in done]))
         print(json.dumps({k: v for k, v in result.items() if k != "rows"}), flush=True)
     return 0
 

@@ -87,6 +87,10 @@ def _timings(kind: str, n: int) -> np.ndarray:
         return np.concatenate([[np.inf], t])
     if kind == "cine":
         return np.arange(n) * (900.0 / n)
+    if kind == "t2prep":  # T2-prepared bSSFP: prep durations (ms)
+        return np.linspace(0.0, 60.0, n)
+    if kind == "mge":  # multi-gradient-echo: echo times (ms)
+        return np.linspace(2.3, 2.3 + 2.2 * (n - 1), n)
     raise ValueError(kind)
 
 
@@ -101,14 +105,18 @@ def _signal(kind: str, t: float, t1, t2, pd):
         return pd if not np.isfinite(t) else pd * (1.0 - 0.98 * np.exp(-t / t1))
     if kind == "cine":  # bSSFP: ~ sqrt(T2/T1) contrast, flat over time (the heart moves instead)
         return pd * np.sqrt(t2 / t1) * 1.6
+    if kind == "t2prep":  # T2 decay during the prep, read out with the bSSFP's sqrt(T2/T1) weighting
+        return pd * np.sqrt(t2 / t1) * 1.6 * np.exp(-t / np.maximum(t2, 1.0))
+    if kind == "mge":  # T2* decay; T2* taken as 0.6 T2 (susceptibility dephasing on top of T2)
+        return pd * np.exp(-t / np.maximum(0.6 * t2, 1.0))
     raise ValueError(kind)
 
 
 def torso_phantom(kind: str, seed: int, shape=(192, 192), spacing_mm=(1.5, 1.5), n_frames: int | None = None) -> TorsoPhantom:
-    """A motion-free ``kind`` series (``molli``, ``stone``, ``sasha``, ``cine``) of a torso
+    """A motion-free ``kind`` series (``molli``, ``stone``, ``sasha``, ``cine``, ``t2prep``, ``mge``) of a torso
     drawn from ``seed`` (see the module docstring)."""
     rng = np.random.default_rng([seed, 7])
-    n = {"molli": 8, "stone": 11, "sasha": 10, "cine": 25}[kind] if n_frames is None else int(n_frames)
+    n = {"molli": 8, "stone": 11, "sasha": 10, "cine": 25, "t2prep": 5, "mge": 8}[kind] if n_frames is None else int(n_frames)
     timings = _timings(kind, n)
     n = len(timings)
     h, w = shape

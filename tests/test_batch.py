@@ -344,7 +344,9 @@ def test_summary_rows_outliers_and_settings_state(tmp_path):
     assert flags["s4"] == ["slow for this cohort"] and flags["broken"] == ["failed"]
     text = summary_csv_text(rows + [{"series": "x", "_batch": {"hidden": 1}, "custom": 2.5}])
     header = text.splitlines()[0].split(",")
-    assert header[:4] == ["series", "status", "this_run", "qc_flags"] and header[-1] == "custom" and "_batch" not in header
+    # the verdict leads (the series to look at first), then what this run did
+    assert header[:6] == ["series", "status", "verdict", "verdict_reasons", "this_run", "qc_flags"]
+    assert header[-1] == "custom" and "_batch" not in header
 
     settings = BatchSettings(register=RegisterSettings(engine="groupwise"))
     job = discover([_phantom(tmp_path / "m.tif", seed=1)])[0]

@@ -19,10 +19,12 @@ from napari_any2reg.core.registration import ENGINES, RegistrationCancelled, ava
 
 
 def test_one_cancellation_exception():
-    from napari_any2reg.core import registration, training
+    from napari_any2reg.core import registration
+    from napari_any2reg.core.training import loop
 
+    # training catches the same exception the engines raise: a cancel from any widget stops either
     assert RegistrationCancelled is Cancelled
-    assert registration.Cancelled is Cancelled and training.RegistrationCancelled is Cancelled
+    assert registration.Cancelled is Cancelled and loop.RegistrationCancelled is Cancelled
     assert registration.Progress is engine_api.Progress
     assert registration.EngineOutput is engine_api.EngineOutput
 

@@ -91,8 +91,9 @@ def test_export_everything_from_the_viewer(viewer, widget, qtbot, tmp_path, phan
     raw_before = layers["raw"].data.copy()
     assert widget.registered_layer() == layers["registered"] and widget.source_label.text() == "molli"
     widget.select(points=layers["points"], labels=layers["labels"])
-    assert widget.missing_inputs() == {}
-    assert all(check.isEnabled() for check in widget.item_checks.values())
+    # a groupwise run has no displacement SD: that item alone is unavailable, and says why
+    assert list(widget.missing_inputs()) == ["uncertainty"] and "network engines" in widget.missing_inputs()["uncertainty"]
+    assert all(check.isEnabled() for item, check in widget.item_checks.items() if item != "uncertainty")
     folder = tmp_path / "export"
     widget.folder_edit.setText(str(folder))
     assert widget.export()
@@ -139,7 +140,7 @@ def test_missing_inputs_disable_items(viewer, widget, qtbot, tmp_path, phantom_r
     layers = add_run(viewer, phantom_run, with_source=False, maps=False, points=False, labels=False)
     assert widget.registered_layer() == layers["registered"]
     missing = widget.missing_inputs()
-    assert set(missing) == {"qc", "report", "maps", "maps_nifti", "landmarks", "dice"}
+    assert set(missing) == {"qc", "report", "maps", "maps_nifti", "landmarks", "dice", "uncertainty"}
     assert "not open" in widget.source_label.text()
     assert not widget.item_checks["qc"].isEnabled() and "unavailable" in widget.item_checks["qc"].toolTip()
     assert widget.chosen_items() == ["stack", "nifti", "displacement", "itk", "jacobian", "record"]
@@ -237,3 +238,29 @@ def test_cancel_leaves_no_file(viewer, widget, qtbot, phantom_run, tmp_path, not
     assert not folder.exists() or not any(folder.iterdir())
     assert widget.export_button.isEnabled() and widget.registered_combo.isEnabled()
 
+
+
+def test_network_run_exports_its_displacement_sd(viewer, widget, qtbot, tmp_path, notes):
+    """Issue 27: the network's per-pixel displacement SD travels on the registered layer and the
+    "Displacement SD" item writes it (mm, one map per frame, what the run computed)."""
+    from napari_any2reg.core.phantom import make_phantom
+    from napari_any2reg.core.registration import register
+    from napari_any2reg.widgets._layers import sequence_to_layer_data
+    from napari_any2reg.widgets._registered import RegisteredLayer
+
+    phantom = make_phantom("molli", seed=3, shape=(48, 48), spacing_mm=SPACING, motion_mm=6)
+    result = register(phantom.sequence, engine="any2reg", device="cpu", uncertainty_shifts=1)
+    sd = result.extras["displacement_sd_mm"]
+    data, kwargs, _ = sequence_to_layer_data(phantom.sequence, name="molli")
+    raw = viewer.add_image(data, **kwargs)
+    meta = RegisteredLayer.from_result(result, raw.name, raw.metadata).to_metadata()
+    viewer.add_image(result.registered.copy(), name="molli registered", scale=raw.scale, metadata=meta)
+    assert "uncertainty" not in widget.missing_inputs() and widget.item_checks["uncertainty"].isEnabled()
+    widget.set_items(["uncertainty", "record"])
+    widget.folder_edit.setText(str(tmp_path / "sd"))
+    assert widget.export()
+    wait_done(qtbot, widget)
+    assert notes["error"] == [], notes
+    written = np.load(tmp_path / "sd" / "displacement_sd.npy")
+    assert written.shape == phantom.sequence.frames.shape and np.isfinite(written).all() and (written >= 0).all()
+    np.testing.assert_allclose(written, sd, rtol=1e-6)

@@ -29,12 +29,13 @@ _SOURCE = "source_layer"
 #: Metadata key naming the layer a derived layer (a registration, a T1 map) was computed from.
 SOURCE_KEY = _SOURCE
 _SCORES = "correspondence"
+_SD = "displacement_sd_mm"
 
 #: Our keys in the layer metadata.
-KEYS = (_RESULT, _DISPLACEMENT, _TEMPLATE, _SOURCE, _SCORES)
+KEYS = (_RESULT, _DISPLACEMENT, _TEMPLATE, _SOURCE, _SCORES, _SD)
 
 #: Array-valued keys: session data, never written into a file header.
-ARRAY_KEYS = (_DISPLACEMENT, _TEMPLATE, _SCORES)
+ARRAY_KEYS = (_DISPLACEMENT, _TEMPLATE, _SCORES, _SD)
 
 
 class NotRegisteredError(ValueError):
@@ -56,6 +57,9 @@ class RegisteredLayer:
     template : ndarray ``(H, W) float32`` or None
     correspondence : ndarray ``(N, H, W) float32`` or None
         Per-frame scores in [0, 1] on the registered grid (any2reg engines).
+    displacement_sd : ndarray ``(N, H, W) float32`` or None
+        Per-pixel SD of the displacement in mm over the network's test-time passes (the network
+        engines with ``uncertainty_shifts`` > 0); the Export dock's "Displacement SD" item.
     base : dict
         The other metadata entries (the source sequence's kind, timings, spacing, geometry).
     """
@@ -65,6 +69,7 @@ class RegisteredLayer:
     summary: dict[str, Any] = dataclasses.field(default_factory=dict)
     template: np.ndarray | None = None
     correspondence: np.ndarray | None = None
+    displacement_sd: np.ndarray | None = None
     base: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -75,6 +80,8 @@ class RegisteredLayer:
             self.template = np.asarray(self.template, dtype=np.float32)
         if self.correspondence is not None:
             self.correspondence = np.asarray(self.correspondence, dtype=np.float32)
+        if self.displacement_sd is not None:
+            self.displacement_sd = np.asarray(self.displacement_sd, dtype=np.float32)
         self.source_layer = str(self.source_layer)
         self.summary = dict(self.summary or {})
         self.base = {k: v for k, v in dict(self.base or {}).items() if k not in KEYS}
@@ -84,13 +91,14 @@ class RegisteredLayer:
     def from_result(cls, result: "RegistrationResult", source_name: str,
                     source_metadata: dict[str, Any] | None = None) -> "RegisteredLayer":
         """The registration of ``source_name`` (whose metadata is kept as :attr:`base`)."""
-        scores = (result.extras or {}).get("correspondence")
+        extras = result.extras or {}
         return cls(
             displacement=result.displacement,
             source_layer=source_name,
             summary=result.summary(),
             template=result.template,
-            correspondence=scores,
+            correspondence=extras.get("correspondence"),
+            displacement_sd=extras.get("displacement_sd_mm"),
             base=dict(source_metadata or {}),  # a stale score map of the source is dropped
         )
 
@@ -116,6 +124,7 @@ class RegisteredLayer:
             summary=dict(meta.get(_RESULT) or {}),
             template=meta.get(_TEMPLATE),
             correspondence=meta.get(_SCORES),
+            displacement_sd=meta.get(_SD),
             base=meta,
         )
 
@@ -166,6 +175,8 @@ class RegisteredLayer:
         meta[_SOURCE] = self.source_layer
         if self.correspondence is not None:
             meta[_SCORES] = self.correspondence
+        if self.displacement_sd is not None:
+            meta[_SD] = self.displacement_sd
         return meta
 
     def to_layer(self, data: Any, **kwargs: Any) -> Any:

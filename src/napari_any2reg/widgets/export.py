@@ -219,6 +219,10 @@ class ExportWidget(WorkerDock):
         labels = self.labels_layer()
         if labels is None or tuple(labels.data.shape) != tuple(registered.data.shape):
             missing["dice"] = "choose a Labels layer with a segmentation of every frame (N, H, W)"
+        registration = self.registration()
+        if registration is None or registration.displacement_sd is None:
+            missing["uncertainty"] = ("no displacement SD: only the network engines (any2reg, any2reg-io) "
+                                      "give one; register with one of them")
         return missing
 
     def _update_available(self) -> None:
@@ -294,6 +298,8 @@ class ExportWidget(WorkerDock):
             "info": dict(registration.summary),
             "template": None if registration.template is None else np.array(registration.template, np.float32),
             "correspondence": None if registration.correspondence is None else np.array(registration.correspondence, np.float32),
+            "displacement_sd": None if registration.displacement_sd is None or "uncertainty" not in items
+            else np.array(registration.displacement_sd, np.float32),
             "landmarks": landmarks,
             "labels": labels,
             "t1_maps": t1_maps,
