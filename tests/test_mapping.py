@@ -416,10 +416,13 @@ def test_registration_improves_myocardial_t1_and_r2(engine):
 
 
 # ---------------------------------------------------------------------- models as classes
-def test_a_registered_toy_model_is_fitted_listed_and_defaulted(monkeypatch):
+def test_a_registered_toy_model_is_fitted_listed_and_defaulted(request):
     from napari_any2reg.core import mapping
 
-    monkeypatch.setattr(mapping, "T1_MODELS", dict(mapping.T1_MODELS))  # registration is undone after the test
+    # registration is undone after the test: T1_MODELS is one dict that the modules of
+    # core.mapping share, so its contents are restored (rebinding one module's name would not do)
+    saved = dict(mapping.T1_MODELS)
+    request.addfinalizer(lambda: (mapping.T1_MODELS.clear(), mapping.T1_MODELS.update(saved)))
 
     @mapping.register_t1_model
     class HalfTime(mapping.RecoveryModel):
