@@ -1,11 +1,15 @@
-"""The Review dock's overlays section: deformation grid, arrows, det J, folding, scores,
-differences, checkerboard, raw/registered toggle and side-by-side placement.
+"""The Review dock's overlays section: one button per entry of the overlay registry
+(:data:`napari_any2reg.core.overlays.OVERLAYS`: grid, arrows, det J, folding, scores,
+differences, checkerboard, displacement SD, and any entry a plugin adds), plus the
+raw/registered toggle and the side-by-side placement.
 
-Each overlay button adds a layer named ``"<registered> <overlay>"`` with the layer's scale and
-translate and the frame axis first, so it follows the frame slider; a second click updates the
-overlay made before (user layers are never modified). Heavy overlays are built in a task of the
-dock (:meth:`~._base.WorkerDock.start_job` with ``main=False``); those made from the review (the
-QC maps) wait for it (:meth:`ReviewWidget.compute_review`).
+Each overlay button adds a layer named ``"<registered> <suffix>"`` with its base layer's scale
+and translate and the frame axis first, so it follows the frame slider; a second click updates
+the overlay made before (user layers are never modified). The entry's compute function and the
+layer builder of its ``kind`` (:data:`LAYER_BUILDERS`) run in a task of the dock
+(:meth:`~._base.WorkerDock.start_job` with ``main=False``); entries that need the review maps
+wait for it (:meth:`ReviewWidget.compute_review`). An entry whose input is missing (the
+displacement SD of a classical engine) has its button disabled with the reason as tool tip.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QHBoxLayout, QPushButton, QSpinBox, QVBoxLayout, QWidget
 
 from ..core import qc
-from ..core.spatial import jacobian_determinant
+from ..core.overlays import FOLDING_COLOURS, OVERLAYS, Overlay, OverlayData, OverlayInputs, missing_input, overlay_groups
 from ._dock import set_legend, show_colorbar
 from ._layers import axes_kwargs, beside_translate
 from ._pickers import OVERLAY_KEY, same_layer
@@ -27,59 +31,91 @@ from ._pickers import OVERLAY_KEY, same_layer
 if TYPE_CHECKING:  # pragma: no cover
     from .review import ReviewWidget, _Pair
 
-__all__ = ["OverlaySection", "OVERLAYS", "OVERLAY_BASE", "IMAGE_OVERLAYS", "JACOBIAN_LIMITS", "FOLDING_COLORMAP",
-           "OVERLAY_KEY"]
-
-#: Overlay kind -> suffix of the layer name ("<registered> <suffix>").
-OVERLAYS = {
-    "grid": "grid",
-    "quiver": "quiver",
-    "jacobian": "Jacobian",
-    "folding": "folding",
-    "scores": "scores",
-    "difference_before": "difference before",
-    "difference_after": "difference after",
-    "checkerboard": "checkerboard",
-}
+__all__ = ["OverlaySection", "LAYER_BUILDERS", "JACOBIAN_LIMITS", "FOLDING_COLORMAP", "OVERLAY_KEY", "overlay_suffixes"]
 
 #: Widest display range of det J: 1 (volume kept) sits in the middle of the diverging map. The
 #: overlay uses ``core.qc.jacobian_display_limits`` (1 ± the 99.5th percentile of |det J - 1|).
 JACOBIAN_LIMITS = (0.0, 2.0)
 
-#: The layer each overlay belongs on: the raw frames ("source") or the common grid ("registered").
-#: The grid and the arrows show where common-grid points are found in each raw frame; the
-#: difference before registration is of the raw frames.
-OVERLAY_BASE = {"grid": "source", "quiver": "source", "difference_before": "source"}
 
-#: Image overlays (opaque maps): a new one hides the others on the same layer position.
-IMAGE_OVERLAYS = ("jacobian", "folding", "scores", "difference_before", "difference_after", "checkerboard")
+def _colormap(overlay: Overlay) -> Any:
+    """The entry's colour map: a name, or RGBA control points (a mask) as a napari Colormap."""
+    if isinstance(overlay.colormap, str):
+        return overlay.colormap
+    return Colormap([list(c) for c in overlay.colormap], name=f"any2reg {overlay.name}")
+
 
 #: Folded pixels in a loud colour; everything else transparent.
-FOLDING_COLORMAP = Colormap([[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 1.0, 1.0]], name="any2reg folding")
+FOLDING_COLORMAP = Colormap([list(c) for c in FOLDING_COLOURS], name="any2reg folding")
 
-_OVERLAY_KEY = OVERLAY_KEY
 
-#: What each overlay's colours mean (quantity, unit, note), shown under the frame label; the
-#: range is the layer's own (contrast limits, or the colour limits of the grid and arrows).
-OVERLAY_LEGENDS = {
-    "grid": ("grid colour |u|", "mm", "plasma"),
-    "quiver": ("arrow colour |u|", "mm", "plasma"),
-    "jacobian": ("det J", "", "blue shrinks, 1 kept, red grows"),
-    "folding": ("folded pixels, det J ≤ 0", "", "magenta"),
-    "scores": ("correspondence score", "", "1 = matches the group"),
-    "difference_before": ("frame − template", "signal", "before: raw, after: reg."),
-    "difference_after": ("frame − template", "signal", "before: raw, after: reg."),
+def overlay_suffixes() -> dict[str, str]:
+    """Overlay name -> suffix of its layer name (``"<registered> <suffix>"``), from the registry."""
+    return {name: overlay.suffix for name, overlay in OVERLAYS.items()}
+
+
+# ---------------------------------------------------------------------- layer builders
+def _image_layer(overlay: Overlay, data: OverlayData, inputs: OverlayInputs) -> Image:
+    return Image(np.asarray(data.values, dtype=np.float32), colormap=_colormap(overlay), contrast_limits=data.limits,
+                 opacity=overlay.opacity, **axes_kwargs(3))
+
+
+def _paths_layer(overlay: Overlay, data: OverlayData, inputs: OverlayInputs) -> Shapes:
+    grid = data.values
+    return Shapes(
+        grid.paths,
+        ndim=3,
+        shape_type="path",
+        features={"magnitude_mm": grid.magnitude_mm, "frame": grid.frame, "orientation": grid.orientation},
+        edge_color="magnitude_mm",
+        edge_colormap=_colormap(overlay),
+        edge_contrast_limits=data.limits,
+        edge_width=qc.grid_line_width(inputs.displacement.shape[-2:]),
+        face_color="transparent",
+        opacity=overlay.opacity,
+        **axes_kwargs(3),
+    )
+
+
+def _vectors_layer(overlay: Overlay, data: OverlayData, inputs: OverlayInputs) -> Vectors:
+    quiver = data.values
+    return Vectors(
+        quiver.vectors,
+        ndim=3,
+        features={"magnitude_mm": quiver.magnitude_mm},
+        edge_color="magnitude_mm",
+        edge_colormap=_colormap(overlay),
+        edge_contrast_limits=data.limits,
+        edge_width=qc.grid_line_width(inputs.displacement.shape[-2:]),
+        length=float(data.hints.get("length", 1.0)),
+        vector_style="arrow",
+        opacity=overlay.opacity,
+        **axes_kwargs(3),
+    )
+
+
+#: Overlay ``kind`` -> the function making its layer (worker side) from the computed overlay.
+LAYER_BUILDERS: dict[str, Callable[[Overlay, OverlayData, OverlayInputs], Any]] = {
+    "image": _image_layer,
+    "paths": _paths_layer,
+    "vectors": _vectors_layer,
 }
 
 
-
-
 class OverlaySection(QWidget):
-    """Overlay controls and buttons of the Review dock (``dock``: the :class:`ReviewWidget`)."""
+    """Overlay controls and buttons of the Review dock (``dock``: the :class:`ReviewWidget`).
+
+    Attributes
+    ----------
+    buttons : dict of str to QPushButton
+        One per registry group (``"<key>_button"`` on the section and the dock as well).
+    """
 
     def __init__(self, dock: "ReviewWidget", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.dock = dock
+        self.groups = overlay_groups()  # the registry when the dock was made
+        self.buttons: dict[str, QPushButton] = {}
         self._build()
 
     def _build(self) -> None:
@@ -105,21 +141,10 @@ class OverlaySection(QWidget):
         self.tiles_spin.setValue(8)
         form.addRow("Checkerboard tiles", self.tiles_spin)
 
-        buttons = QGridLayout()
-        specs = [
-            ("grid_button", "Deformation grid", self.show_grid,
-             "Common-grid lines where they land in each raw frame (overlay the source), coloured by |u| in mm."),
-            ("quiver_button", "Displacement arrows", self.show_quiver,
-             "Arrows from common-grid points to where they are found in each raw frame."),
-            ("jacobian_button", "Jacobian det", self.show_jacobian,
-             "det(I + ∇u): blue compression, red expansion, 1 = volume kept (limits from the data)."),
-            ("folding_button", "Folding", self.show_folding, "Pixels with det J ≤ 0 (the transform folds)."),
-            ("scores_button", "Correspondence", self.show_scores,
-             "Per-frame correspondence score in [0, 1] (high = the pixel matches the group)."),
-            ("difference_button", "Difference to template", self.show_differences,
-             "Frame minus the intensity-matched template, before and after registration."),
-            ("checkerboard_button", "Checkerboard raw/reg.", self.show_checkerboard,
-             "Raw and registered frames in alternating tiles."),
+        grid = QGridLayout()
+        specs = [(f"{key}_button", members[0].button, lambda key=key: self.show(key), members[0].tooltip)
+                 for key, members in self.groups.items()]
+        specs += [
             ("toggle_button", "Toggle raw ↔ registered", self.toggle_raw_registered,
              "Show either the source or the registered layer (image overlays are hidden)."),
             ("side_button", "Side by side ↔ on top", self.side_by_side,
@@ -130,134 +155,211 @@ class OverlaySection(QWidget):
             button.setToolTip(tip)
             button.clicked.connect(lambda *_, fn=slot: fn())
             setattr(self, attr, button)
-            buttons.addWidget(button, i // 2, i % 2)
+            grid.addWidget(button, i // 2, i % 2)
+        self.buttons = {key: getattr(self, f"{key}_button") for key in self.groups}
         layout = QVBoxLayout(self)
         layout.addLayout(form)
-        layout.addLayout(buttons)
+        layout.addLayout(grid)
         layout.addStretch(1)
 
-    # ------------------------------------------------------------------ overlays
-    def _overlay(self, kind: str, build: Callable[[_Pair], Any], message: str) -> bool:
-        """Build an overlay layer with ``build`` in a worker and add it (or replace our previous one).
+    @property
+    def button_names(self) -> tuple[str, ...]:
+        """Attribute names of every button (overlays, toggle, side by side)."""
+        return tuple(f"{key}_button" for key in self.groups) + ("toggle_button", "side_button")
 
-        ``build`` gets the pair and returns the layer (made from copies, off the GUI thread);
-        it may set ``layer.metadata["status"]`` for the status line.
+    def choices(self) -> dict[str, str]:
+        """The overlays offered: button key -> button text."""
+        return {key: members[0].button for key, members in self.groups.items()}
+
+    # ------------------------------------------------------------------ enabling
+    def update_enabled(self, pair: "_Pair | None") -> None:
+        """Enable the buttons for ``pair`` (``None``: no layer); a refused entry says why."""
+        for key, button in self.buttons.items():
+            members = self.groups[key]
+            reason = None if pair is None else self._missing(members, pair)
+            button.setEnabled(pair is not None and reason is None)
+            button.setToolTip(members[0].tooltip + (f"\nUnavailable: {reason}." if reason else ""))
+        for button in (self.toggle_button, self.side_button):
+            button.setEnabled(pair is not None)
+
+    def _missing(self, members: list[Overlay], pair: "_Pair") -> str | None:
+        """Why the group cannot be shown for ``pair`` (inputs that never come: no SD), or ``None``.
+
+        A missing source is not a reason here: it may be opened; the click says what to do.
         """
+        inputs = self._inputs(pair, copy=False)
+        for overlay in members:
+            if "displacement_sd" in overlay.needs:
+                reason = missing_input(overlay, inputs, review_pending=True)
+                if reason:
+                    return reason
+        return None
+
+    # ------------------------------------------------------------------ inputs
+    def options(self, pair: "_Pair | None" = None) -> dict[str, Any]:
+        """The reader's display choices the computations read (see :class:`OverlayInputs`)."""
+        options: dict[str, Any] = {
+            "grid_spacing": float(self.grid_spacing_spin.value()),
+            "grid_unit": str(self.grid_unit_combo.currentData()),
+            "quiver_step": float(self.quiver_step_spin.value()),
+            "tiles": int(self.tiles_spin.value()),
+        }
+        if pair is not None and pair.source is not None:
+            options["raw_limits"] = tuple(float(v) for v in pair.source.contrast_limits)
+        return options
+
+    def _inputs(self, pair: "_Pair", review: qc.Review | None = None, copy: bool = False,
+                frames: bool = False) -> OverlayInputs:
+        registration = pair.registration
+        raw = registered = None
+        if frames and pair.source is not None:  # copies made here: the worker never touches layer data
+            raw = np.array(pair.source.data, dtype=np.float32, copy=True)
+            registered = np.array(pair.registered.data, dtype=np.float32, copy=True)
+        info = registration.summary
+        return OverlayInputs(
+            displacement=pair.displacement,
+            spacing_mm=pair.spacing_mm,
+            raw=raw,
+            registered=registered,
+            displacement_sd_mm=registration.displacement_sd,
+            review=review,
+            engine=info.get("engine"),
+            uncertainty_note=(info.get("params") or {}).get("uncertainty"),
+            options=self.options(pair) if copy else {},
+        )
+
+    # ------------------------------------------------------------------ showing
+    def show(self, key: str) -> bool:
+        """Add / update the overlay(s) of button ``key`` (a registry name or group), in a worker.
+
+        Returns ``True`` when the work started (the layers arrive when it is done, :meth:`busy`);
+        ``False`` when it cannot (the reason is shown).
+        """
+        members = self.groups.get(key) or ([OVERLAYS[key]] if key in OVERLAYS else [])
+        if not members:
+            raise KeyError(f"no overlay {key!r}; choose from {', '.join(self.groups)}.")
+        label = members[0].button
         try:
             pair = self.dock.pair()
+            if any("raw" in o.needs for o in members):
+                self.dock.require_source(pair)
+            reason = self._missing(members, pair)
+            if reason:
+                raise ValueError(reason)
         except Exception as exc:
-            self.dock.report_error(f"Could not show the {OVERLAYS[kind]}: {exc}", exc)
+            self.dock.report_error(f"Could not show the {label}: {exc}", exc)
             return False
+        if any("review" in o.needs for o in members):
+            return self.dock.compute_review(then=lambda review: self._start(members, review))
+        return self._start(members, None)
 
-        def done(layer: Any) -> None:
-            status = layer.metadata.get("status", "")
-            self._put_layer(layer, self.dock.pair(), kind)
-            if status:
-                self.dock.set_status(status)
-            else:
-                self.dock.set_status(f"Added {layer.name!r}.")
+    def _start(self, members: list[Overlay], review: qc.Review | None) -> bool:
+        pair = self.dock.pair()
+        inputs = self._inputs(pair, review, copy=True, frames=any("raw" in o.needs for o in members))
+        placements = {o.name: self._placement(pair, o) for o in members}
 
-        placement = self._placement(pair, kind)
+        def work(job: Any) -> list[tuple[Overlay, Any, str]]:
+            built = []
+            for overlay in members:
+                data = overlay.compute(inputs)
+                layer = LAYER_BUILDERS[overlay.kind](overlay, data, inputs)
+                # placed here, in the worker: each scale / translate set re-slices the whole layer
+                # (0.1-0.4 s of GUI time on a busy 2-core machine)
+                layer.scale, layer.translate = placements[overlay.name]["scale"], placements[overlay.name]["translate"]
+                built.append((overlay, layer, data.status))
+            return built
 
-        def work(job: Any) -> Any:
-            layer = build(pair)
-            # placed here, in the worker: each scale / translate set re-slices the whole layer
-            # (0.1-0.4 s of GUI time on a busy 2-core machine)
-            layer.scale, layer.translate = placement["scale"], placement["translate"]
-            return layer
+        def done(built: list[tuple[Overlay, Any, str]]) -> None:
+            steps = list(built)
+            shown: list[Any] = []
 
+            def put_next() -> None:
+                overlay, layer, status = steps.pop(0)
+                shown.append(self._put_layer(layer, self.dock.pair(), overlay))
+                if steps:
+                    # napari needs ~0.2 s of GUI time per new layer: one layer per event-loop turn
+                    QTimer.singleShot(0, put_next)
+                    return
+                for layer in shown[:-1]:  # one scale for a group: one bar, not several identical ones
+                    show_colorbar(layer, False)
+                self.dock.set_status(status or f"Added {shown[-1].name!r}.")
+
+            put_next()
+
+        message = f"Computing the {members[0].button.lower()}"
         return self.dock.start_job(work, description=message, on_result=done, main=False,
                                    error_prefix=f"{message} failed")
 
-    def _placement(self, pair: _Pair, kind: str) -> dict[str, np.ndarray]:
-        """``scale`` and ``translate`` of an overlay of ``kind`` (copies of its base layer's)."""
-        base = self._base_of(pair, kind)
+    def _placement(self, pair: "_Pair", overlay: Overlay) -> dict[str, np.ndarray]:
+        """``scale`` and ``translate`` of ``overlay`` (copies of its base layer's)."""
+        base = self._base_of(pair, overlay)
         return {"scale": np.array(base.scale, dtype=float), "translate": np.array(base.translate, dtype=float)}
 
-    def _base_of(self, pair: _Pair, kind: str) -> Image:
-        """The layer an overlay of ``kind`` lies on (see :data:`OVERLAY_BASE`)."""
-        if OVERLAY_BASE.get(kind) == "source" and pair.source is not None:
+    @staticmethod
+    def _base_of(pair: "_Pair", overlay: Overlay | None) -> Image:
+        """The layer ``overlay`` lies on (its ``base``: the raw frames or the common grid)."""
+        if overlay is not None and overlay.base == "source" and pair.source is not None:
             return pair.source
         return pair.registered
 
-    def _put_layer(self, new: Any, pair: _Pair, kind: str) -> Any:
-        base = self._base_of(pair, kind)
-        new.name = f"{pair.registered.name} {OVERLAYS[kind]}"
+    def _put_layer(self, new: Any, pair: "_Pair", overlay: Overlay) -> Any:
+        base = self._base_of(pair, overlay)
+        new.name = f"{pair.registered.name} {overlay.suffix}"
         for attribute in ("scale", "translate"):  # set only when it changes: each set re-slices
             if not np.array_equal(np.asarray(getattr(new, attribute)), np.asarray(getattr(base, attribute))):
                 setattr(new, attribute, getattr(base, attribute))
-        new.metadata = {_OVERLAY_KEY: kind, "review_of": pair.registered.name}
-        if kind in OVERLAY_LEGENDS:
-            set_legend(new, *OVERLAY_LEGENDS[kind])
-        old = self._own_layer(new.name, kind)
+        new.metadata = {OVERLAY_KEY: overlay.name, "review_of": pair.registered.name}
+        if overlay.legend is not None:
+            set_legend(new, overlay.legend.quantity, overlay.legend.unit, overlay.legend.note)
+        old = self._own_layer(new.name, overlay.name)
         if old is not None:
             index = self.dock.viewer.layers.index(old)
             self.dock.viewer.layers.remove(old)
             self.dock.viewer.layers.insert(index, new)
         else:
             self.dock.viewer.layers.append(new)
-        if kind in IMAGE_OVERLAYS:
-            self._hide_covered(new, pair)
+        if overlay.kind == "image":
+            self._hide_covered(new, pair, overlay)
         return new
 
-    def _overlays_of(self, pair: _Pair) -> list[Any]:
+    def _overlays_of(self, pair: "_Pair") -> list[Any]:
         return [la for la in self.dock.viewer.layers
-                if la.metadata.get(_OVERLAY_KEY) and la.metadata.get("review_of") == pair.registered.name]
+                if la.metadata.get(OVERLAY_KEY) and la.metadata.get("review_of") == pair.registered.name]
 
-    def _hide_covered(self, new: Any, pair: _Pair) -> None:
+    @staticmethod
+    def _entry_of(layer: Any) -> Overlay | None:
+        return OVERLAYS.get(layer.metadata.get(OVERLAY_KEY))
+
+    def _hide_covered(self, new: Any, pair: "_Pair", overlay: Overlay) -> None:
         """Show ``new`` with its colour bar; hide the other image overlays it would pile onto."""
         new.visible = True
         for layer in self._overlays_of(pair):
-            if same_layer(layer, new) or layer.metadata.get(_OVERLAY_KEY) not in IMAGE_OVERLAYS:
+            entry = self._entry_of(layer)
+            if same_layer(layer, new) or entry is None or entry.kind != "image":
                 continue
             if np.allclose(np.asarray(layer.translate), np.asarray(new.translate)):
                 layer.visible = False
                 show_colorbar(layer, False)
-        show_colorbar(new, new.metadata.get(_OVERLAY_KEY) not in ("folding", "checkerboard"))
+        show_colorbar(new, overlay.colorbar)
 
     def _own_layer(self, name: str, kind: str) -> Any:
         if name in self.dock.viewer.layers:
             layer = self.dock.viewer.layers[name]
-            if layer.metadata.get(_OVERLAY_KEY) == kind:
+            if layer.metadata.get(OVERLAY_KEY) == kind:
                 return layer
         return None
 
     def overlay_layer(self, kind: str) -> Any:
-        """The overlay of ``kind`` this widget made for the selected layer, or ``None``."""
+        """The overlay ``kind`` (a registry name) this widget made for the selected layer, or ``None``."""
         layer = self.dock.selected_layer()
-        return None if layer is None else self._own_layer(f"{layer.name} {OVERLAYS[kind]}", kind)
+        if layer is None or kind not in OVERLAYS:
+            return None
+        return self._own_layer(f"{layer.name} {OVERLAYS[kind].suffix}", kind)
 
+    # ------------------------------------------------------------------ the built-in buttons by name
     def show_grid(self) -> bool:
-        """Add / update the deformation-grid Shapes layer (paths, frame axis first), built in a worker.
-
-        Returns ``True`` when the work started; the layer arrives when it is done (:meth:`busy`).
-        """
-        spacing = float(self.grid_spacing_spin.value())
-        unit = str(self.grid_unit_combo.currentData())
-
-        def build(pair: _Pair) -> Shapes:
-            grid = qc.deformation_grid(pair.displacement, spacing, unit=unit, spacing_mm=pair.spacing_mm,
-                                       step=qc.grid_vertex_step(pair.displacement.shape[-2:]))
-            top = max(float(grid.magnitude_mm.max()), 1e-3)
-            layer = Shapes(
-                grid.paths,
-                ndim=3,
-                shape_type="path",
-                features={"magnitude_mm": grid.magnitude_mm, "frame": grid.frame,
-                          "orientation": grid.orientation},
-                edge_color="magnitude_mm",
-                edge_colormap="plasma",
-                edge_contrast_limits=(0.0, top),
-                edge_width=qc.grid_line_width(pair.displacement.shape[-2:]),
-                face_color="transparent",
-                opacity=0.9,
-                **axes_kwargs(3),
-            )
-            layer.metadata = {"status": f"Grid: {grid.lines_per_frame} lines per frame; colour = |u| 0–{top:.1f} mm "
-                                        "(plasma). Lines show where the common grid lands in each raw frame."}
-            return layer
-
-        return self._overlay("grid", build, "Building the deformation grid")
+        """Add / update the deformation-grid Shapes layer (paths, frame axis first), built in a worker."""
+        return self.show("grid")
 
     def show_quiver(self) -> bool:
         """Add / update the displacement arrows (Vectors layer, one set per frame), built in a worker.
@@ -265,126 +367,38 @@ class OverlaySection(QWidget):
         Arrows are drawn longer than the true displacement when that is too short to see (the
         factor is in the status line and the layer's ``length``); the data keep the true shift.
         """
-        step = float(self.quiver_step_spin.value())
-
-        def build(pair: _Pair) -> Vectors:
-            quiver = qc.quiver_vectors(pair.displacement, step, spacing_mm=pair.spacing_mm)
-            lengths_px = np.hypot(quiver.vectors[:, 1, 1], quiver.vectors[:, 1, 2])
-            factor = qc.arrow_display_scale(lengths_px, step)
-            top = max(float(quiver.magnitude_mm.max()), 1e-3)
-            layer = Vectors(
-                quiver.vectors,
-                ndim=3,
-                features={"magnitude_mm": quiver.magnitude_mm},
-                edge_color="magnitude_mm",
-                edge_colormap="plasma",
-                edge_contrast_limits=(0.0, top),
-                edge_width=qc.grid_line_width(pair.displacement.shape[-2:]),
-                length=factor,
-                vector_style="arrow",
-                **axes_kwargs(3),
-            )
-            layer.metadata = {"status": f"Arrows drawn {factor:.1f}× their length; colour = |u| 0–{top:.1f} mm (plasma)."}
-            return layer
-
-        return self._overlay("quiver", build, "Computing the displacement arrows")
-
-    def _with_review(self, add: Callable[[qc.Review], None]) -> bool:
-        """Run ``add(review)`` once the review is there (computed in the worker when needed)."""
-        try:
-            self.dock.pair()
-        except Exception as exc:
-            self.dock.report_error(str(exc), exc)
-            return False
-        return self.dock.compute_review(then=add)
-
-    def _image_overlay(self, kind: str, data_of: Callable[[qc.Review], np.ndarray], **kwargs: Any) -> bool:
-        """Add an image overlay made from the review."""
-
-        def add(review: qc.Review) -> None:
-            pair = self.dock.pair()
-            self._put_layer(Image(np.asarray(data_of(review), dtype=np.float32), **kwargs, **axes_kwargs(3),
-                                  **self._placement(pair, kind)), pair, kind)
-
-        return self._with_review(add)
+        return self.show("quiver")
 
     def show_jacobian(self) -> bool:
         """Add / update det J per frame (diverging, centred at 1, limits from the data), in a worker."""
-
-        def build(pair: _Pair) -> Image:
-            det = np.asarray(jacobian_determinant(pair.displacement), dtype=np.float32)
-            limits = qc.jacobian_display_limits(det)
-            layer = Image(det, colormap="coolwarm", contrast_limits=limits, opacity=0.7, **axes_kwargs(3))
-            layer.metadata = {"status": f"det J: blue < 1 (compression), red > 1 (expansion); "
-                                        f"limits {limits[0]:.3f}–{limits[1]:.3f}."}
-            return layer
-
-        return self._overlay("jacobian", build, "Computing the Jacobian determinant")
+        return self.show("jacobian")
 
     def show_folding(self) -> bool:
         """Add / update the folded pixels (det J ≤ 0) in magenta (from the field alone), in a worker."""
-
-        def build(pair: _Pair) -> Image:
-            folded = qc.folding_mask(pair.displacement)
-            n = int(folded.reshape(len(folded), -1).any(axis=1).sum())
-            layer = Image(folded.astype(np.float32), colormap=FOLDING_COLORMAP, contrast_limits=(0.0, 1.0),
-                          **axes_kwargs(3))
-            layer.metadata = {"status": f"Folding: {100 * folded.mean():.2f} % of the pixels, in {n} frame(s)."}
-            return layer
-
-        return self._overlay("folding", build, "Finding folded pixels")
+        return self.show("folding")
 
     def show_scores(self) -> bool:
-        """Add / update the per-frame correspondence scores in [0, 1]."""
-        return self._image_overlay("scores", lambda r: r.scores, colormap="viridis",
-                                   contrast_limits=(0.0, 1.0), opacity=0.6)
+        """Add / update the per-frame correspondence scores in [0, 1] (from the review)."""
+        return self.show("scores")
 
     def show_differences(self) -> bool:
         """Add / update the difference to the template, before and after (same limits)."""
-
-        def add(review: qc.Review) -> None:
-            pair = self.dock.pair()
-            limit = self.dock.difference_limit
-            def put(kind: str, data: np.ndarray) -> Any:
-                return self._put_layer(Image(data, colormap="coolwarm", contrast_limits=(-limit, limit),
-                                             **axes_kwargs(3), **self._placement(pair, kind)), pair, kind)
-
-            before = put("difference_before", review.difference_before)
-
-            def after() -> None:
-                put("difference_after", review.difference_after)
-                show_colorbar(before, False)  # one scale for both: one bar, not two identical ones
-                self.dock.set_status(f"Difference to the template at each frame's contrast, ±{limit:.3g} "
-                                     "(blue below, red above); before on the raw frames, after on the registered.")
-
-            # napari needs ~0.2 s of GUI time per new layer: one layer per event-loop turn
-            QTimer.singleShot(0, after)
-
-        return self._with_review(add)
+        return self.show("difference")
 
     def show_checkerboard(self) -> bool | None:
         """Add / update the raw | registered checkerboard of every frame, built in a worker.
 
-        Returns ``True`` when the work started, ``None`` when the source is missing (reported).
+        Returns ``True`` when the work started, ``None`` when it could not (the source is
+        missing: reported).
         """
-        try:
-            pair = self.dock.pair()
-            source = self.dock.require_source(pair)
-        except Exception as exc:
-            self.dock.report_error(f"Could not show the {OVERLAYS['checkerboard']}: {exc}", exc)
-            return None
-        # copies made here: the worker never touches layer data
-        raw, registered = np.array(source.data, copy=True), np.array(pair.registered.data, copy=True)
-        limits, tiles = tuple(source.contrast_limits), int(self.tiles_spin.value())
+        return self.show("checkerboard") or None
 
-        def build(pair: _Pair) -> Image:
-            board = qc.checkerboard(raw, registered, tiles)
-            layer = Image(board, colormap="gray", contrast_limits=limits, **axes_kwargs(3))
-            layer.metadata = {"status": "Checkerboard: raw and registered frames in alternating tiles."}
-            return layer
+    def show_displacement_sd(self) -> bool:
+        """Add / update the network's per-pixel displacement SD in mm (refused, with the reason,
+        for a run without one: the classical engines)."""
+        return self.show("displacement_sd")
 
-        return self._overlay("checkerboard", build, "Building the checkerboard") or None
-
+    # ------------------------------------------------------------------ views
     def toggle_raw_registered(self) -> None:
         """Show the source or the registered layer (one at a time).
 
@@ -400,7 +414,8 @@ class OverlaySection(QWidget):
         pair.registered.visible = not show_raw
         hidden = 0
         for layer in self._overlays_of(pair):
-            if layer.metadata.get(_OVERLAY_KEY) in IMAGE_OVERLAYS and layer.visible:
+            entry = self._entry_of(layer)
+            if entry is not None and entry.kind == "image" and layer.visible:
                 layer.visible = False
                 hidden += 1
         shown = source if show_raw else pair.registered
@@ -424,7 +439,8 @@ class OverlaySection(QWidget):
                   else np.array(source.translate, dtype=float))
         pair.registered.translate = target
         for layer in self._overlays_of(pair):
-            if OVERLAY_BASE.get(layer.metadata.get(_OVERLAY_KEY)) != "source":
+            entry = self._entry_of(layer)
+            if entry is None or entry.base != "source":
                 layer.translate = target
         pair.registered.visible = source.visible = True
         self.dock.viewer.reset_view()

@@ -12,9 +12,15 @@ results into layers. Its three sections are their own widgets: overlays
 * The QC table (per frame; flagged rows highlighted with the reason) and the run summary are
   computed in a worker. Clicking a row moves the frame slider to that frame.
 * Double-clicking a pixel in the viewer plots its intensity across frames, raw vs registered.
+* The verdict (:func:`napari_any2reg.core.verdict.assess_registration`, the same function
+  ``metrics.json`` comes from) is computed in the review's worker from what the registered
+  layer carries and shown as a banner above the overlays, coloured by level; a reason that
+  names frames has a button per frame that moves the frame slider there. The outlier frames
+  (:mod:`napari_any2reg.core.outliers`) are marked in the QC table.
 
 Tests drive it through the public methods (``show_grid``, ``show_jacobian``, ...,
-``compute_review``, ``go_to_frame``, ``show_profile``) and :attr:`ReviewWidget.worker`.
+``show_overlay``, ``compute_review``, ``go_to_frame``, ``show_profile``) and
+:attr:`ReviewWidget.worker`.
 """
 
 from __future__ import annotations
@@ -29,24 +35,25 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
 
 from ..core import qc
+from ..core.overlays import OVERLAYS
+from ..core.verdict import assess_registration
 from ._base import WorkerDock
 from ._dock import compact_combos, install_frame_label, scroll_body
 from ._pickers import LayerPicker, is_registered_layer, layer_key, same_layer
 from ._registered import RegisteredLayer
-from ._review_overlays import FOLDING_COLORMAP, JACOBIAN_LIMITS, OVERLAYS, OverlaySection
+from ._review_overlays import FOLDING_COLORMAP, JACOBIAN_LIMITS, OverlaySection
 from ._review_profile import ProfileSection
-from ._review_qc import QCSection
+from ._review_qc import QCSection, VerdictBanner
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
 __all__ = ["ReviewWidget", "OVERLAYS", "JACOBIAN_LIMITS", "FOLDING_COLORMAP"]
 
-#: Controls of the sections, reachable on the dock under the same names.
+#: Controls of the sections, reachable on the dock under the same names (the overlay buttons,
+#: one per registry entry, are added from the section's ``button_names``).
 _SECTION_CONTROLS = {
-    "overlays": ("grid_spacing_spin", "grid_unit_combo", "quiver_step_spin", "tiles_spin", "grid_button",
-                 "quiver_button", "jacobian_button", "folding_button", "scores_button", "difference_button",
-                 "checkerboard_button", "toggle_button", "side_button"),
+    "overlays": ("grid_spacing_spin", "grid_unit_combo", "quiver_step_spin", "tiles_spin"),
     "qc_section": ("folding_threshold_spin", "score_threshold_spin", "correlation_threshold_spin",
                    "compute_button", "table"),
     "profile": ("profile_radius_spin", "figure", "canvas"),
@@ -58,6 +65,7 @@ class _Outcome:
     key: tuple[int, ...]
     review: qc.Review
     difference_limit: float = 1.0
+    assessment: dict[str, Any] | None = None  # outlier_frames, displacement_sd, verdict
 
 
 @dataclasses.dataclass
@@ -101,6 +109,9 @@ class ReviewWidget(WorkerDock):
     def __init__(self, napari_viewer: "napari.Viewer", parent: QWidget | None = None) -> None:
         super().__init__(napari_viewer, parent)
         self.review: qc.Review | None = None
+        #: ``outlier_frames``, ``displacement_sd`` and ``verdict`` of the reviewed layer (as in
+        #: ``metrics.json``), or ``None``
+        self.assessment: dict[str, Any] | None = None
         self.last_profile: dict[str, Any] | None = None
         self.difference_limit = 1.0
         self._review_key: tuple[int, ...] | None = None
@@ -127,12 +138,15 @@ class ReviewWidget(WorkerDock):
         self.summary_label.setWordWrap(True)
         self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
+        self.verdict_banner = VerdictBanner()
+        self.verdict_banner.frame_clicked.connect(self.go_to_frame)
         self.overlays = OverlaySection(self)
         self.qc_section = QCSection()
         self.qc_section.compute_requested.connect(lambda: self.compute_review(force=True))
         self.qc_section.frame_clicked.connect(self.go_to_frame)
         self.profile = ProfileSection()
-        for section, names in _SECTION_CONTROLS.items():
+        controls = dict(_SECTION_CONTROLS, overlays=_SECTION_CONTROLS["overlays"] + self.overlays.button_names)
+        for section, names in controls.items():
             for name in names:
                 setattr(self, name, getattr(getattr(self, section), name))
         self.tabs = QTabWidget()
@@ -147,6 +161,7 @@ class ReviewWidget(WorkerDock):
         layout = QVBoxLayout(scroll_body(self))
         layout.addLayout(top)
         layout.addWidget(self.summary_label)
+        layout.addWidget(self.verdict_banner)
         layout.addWidget(self.tabs, 1)
         layout.addLayout(progress)
         layout.addWidget(self.status_label)
@@ -179,9 +194,30 @@ class ReviewWidget(WorkerDock):
     def side_by_side(self, beside: bool | None = None) -> bool:
         return self.overlays.side_by_side(beside)
 
+    def show_displacement_sd(self) -> bool:
+        return self.overlays.show_displacement_sd()
+
+    def show_overlay(self, key: str) -> bool:
+        """Add / update the overlay(s) of registry entry or group ``key`` (see :meth:`overlay_choices`)."""
+        return self.overlays.show(key)
+
+    def overlay_choices(self) -> dict[str, str]:
+        """The overlays this dock offers (one button each): registry key -> button text."""
+        return self.overlays.choices()
+
     def overlay_layer(self, kind: str) -> Any:
         """The overlay of ``kind`` this widget made for the selected layer, or ``None``."""
         return self.overlays.overlay_layer(kind)
+
+    @property
+    def verdict(self) -> dict[str, Any] | None:
+        """The verdict of the reviewed layer (``{"level", "reasons", ...}``), or ``None``."""
+        return None if self.assessment is None else self.assessment["verdict"]
+
+    @property
+    def outlier_frames(self) -> list[int]:
+        """The outlier frames of the reviewed layer (empty before the review)."""
+        return [] if self.assessment is None else [int(i) for i in self.assessment["outlier_frames"]["indices"]]
 
     @property
     def table_data(self) -> qc.QCTable | None:
@@ -285,12 +321,13 @@ class ReviewWidget(WorkerDock):
         self.source_label.setText(source.name if source is not None else f"{name!r} not found (reopen it)")
 
     def _update_enabled(self) -> None:
-        has = self.selected_layer() is not None
-        for button in (self.grid_button, self.quiver_button, self.jacobian_button, self.folding_button,
-                       self.scores_button, self.difference_button, self.checkerboard_button,
-                       self.toggle_button, self.side_button):
-            button.setEnabled(has)
-        self.compute_button.setEnabled(has and self.worker is None)
+        layer = self.selected_layer()
+        try:
+            pair = None if layer is None else self.pair()
+        except Exception:  # a layer whose field no longer matches: nothing to show
+            pair = None
+        self.overlays.update_enabled(pair)
+        self.compute_button.setEnabled(layer is not None and self.worker is None)
 
     def on_running_changed(self, running: bool) -> None:
         self._update_enabled()
@@ -340,14 +377,23 @@ class ReviewWidget(WorkerDock):
         registration, key, thresholds = pair.registration, pair.key, self.thresholds()
         raw = np.array(source.data, dtype=np.float32)  # copies: the user may edit the layers meanwhile
         registered = np.array(pair.registered.data, dtype=np.float32)
+        note = (registration.summary.get("params") or {}).get("uncertainty")
 
         def work(job: Any) -> _Outcome:
             review = qc.review_registration(
                 raw, registered, registration.displacement, template=registration.template,
                 scores=registration.correspondence, spacing_mm=pair.spacing_mm, info=pair.info,
-                thresholds=thresholds, progress=lambda f, m: job.progress(f, f"Review: {m}…" if m else ""),
+                thresholds=thresholds, progress=lambda f, m: job.progress(0.9 * f, f"Review: {m}…" if m else ""),
                 timings_ms=registration.timings_ms)
-            return _Outcome(key, review, qc.symmetric_limit(review.difference_before, 99.5, 1e-6))
+            job.progress(0.9, "Review: outlier frames and verdict…")
+            # the verdict of metrics.json, from the same function and thresholds; the review's
+            # score maps are the stored ones (or the model-free ones, computed once)
+            assessment = assess_registration(
+                raw, registered, registration.displacement, scores=review.scores, spacing_mm=pair.spacing_mm,
+                timings_ms=registration.timings_ms, displacement_sd_mm=registration.displacement_sd,
+                uncertainty_note=note or _no_uncertainty_note(registration))
+            assessment.pop("_verdict_inputs", None)
+            return _Outcome(key, review, qc.symmetric_limit(review.difference_before, 99.5, 1e-6), assessment)
 
         return self.start_job(work, description="Review", activity=f"Review of {pair.registered.name}",
                               message=f"Reviewing {pair.registered.name!r}…", on_result=self._on_review,
@@ -367,11 +413,17 @@ class ReviewWidget(WorkerDock):
         self.review = outcome.review
         self._review_key = outcome.key
         self.difference_limit = outcome.difference_limit
-        self.qc_section.show_table(outcome.review.table)
+        self.assessment = outcome.assessment
+        outliers = (outcome.assessment or {}).get("outlier_frames") or {}
+        self.qc_section.show_table(outcome.review.table, {int(k): list(v) for k, v in (outliers.get("reasons") or {}).items()})
+        self.verdict_banner.show_verdict(self.verdict)
         self.summary_label.setText(outcome.review.summary.line())
         self.progress_bar.setValue(100)
         flagged = self.table_data.flagged_frames if self.table_data else []
-        self.set_status(f"{len(flagged)} frame(s) flagged: {flagged}" if flagged else "No frame flagged.")
+        text = f"{len(flagged)} frame(s) flagged: {flagged}" if flagged else "No frame flagged."
+        if self.outlier_frames:
+            text += f" Outlier frame(s): {self.outlier_frames}."
+        self.set_status(text)
         self._flush_pending()
 
     def _after_review(self) -> None:
@@ -395,8 +447,10 @@ class ReviewWidget(WorkerDock):
 
     def _invalidate(self, message: str) -> None:
         self.review = None
+        self.assessment = None
         self._review_key = None
         self.qc_section.clear()
+        self.verdict_banner.show_verdict(None)
         if message:
             self.set_status(message)
 
@@ -442,6 +496,13 @@ class ReviewWidget(WorkerDock):
                 self.show_profile(y, x)
                 return True
         return False
+
+
+def _no_uncertainty_note(registration: RegisteredLayer) -> str:
+    """What the verdict's ``displacement_sd`` says for a run without one (as ``metrics.json``)."""
+    from ..core.overlays import uncertainty_unavailable
+
+    return uncertainty_unavailable(registration.summary.get("engine"))
 
 
 def _double_click_callback(widget: ReviewWidget, fallback: Callable[[Any, Any], None] | None
