@@ -330,3 +330,153 @@ def test_module_level_graph_skips_function_bodies():
 def test_no_import_cycle_anywhere_in_the_package():
     cycle = find_cycle(_internal_edges(module_level_graph()), PACKAGE)
     assert cycle is None, " -> ".join(cycle)
+
+
+# ---------------------------------------------------------------- widgets talk through narrow interfaces
+#: ``(widgets module, reach)`` pairs allowed, with why. Keep it short: a section that needs
+#: something of its dock gets it through its host protocol (widgets/_hosts.py).
+_PRIVATE_REACHES_ALLOWED = {
+    # the Review dock's own double-click callback: a module-level closure holding a weak
+    # reference to the dock (``target`` is the dock itself, not another object)
+    ("review.py", "target._on_double_click"),
+}
+
+_ATTRIBUTE_FUNCTIONS = {"getattr", "setattr", "hasattr", "delattr"}
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _is_own(node: ast.expr) -> bool:
+    """``self``, ``cls`` or ``super()``: an object reaching into its own attributes."""
+    if isinstance(node, ast.Name):
+        return node.id in ("self", "cls")
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "super"
+
+
+def private_reaches(source: str) -> list[str]:
+    """Where ``source`` touches a private attribute of another object than ``self``.
+
+    ``self.dock._name``, ``self._dock._name``, ``parent._name``, ``widget._name()`` and
+    ``getattr(dock, "_name")`` count; ``self._name``, ``cls._name``, ``super()._name`` and
+    dunders (``obj.__class__``) do not.
+    """
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and _is_private(node.attr) and not _is_own(node.value):
+            found.append(ast.unparse(node))
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _ATTRIBUTE_FUNCTIONS
+              and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+              and isinstance(node.args[1].value, str) and _is_private(node.args[1].value)
+              and not _is_own(node.args[0])):
+            found.append(ast.unparse(node))
+    return found
+
+
+def test_private_reach_finder_finds_reaches_into_other_objects():
+    code = '''
+class Section:
+    def __init__(self, dock, parent=None):
+        self._own = dock._state
+        self.dock._refresh()
+        self._dock._busy = True
+        parent._layout.addWidget(self._own)
+        getattr(dock, "_hidden", None)
+        super()._setup(); self._private(); cls_name = self.__class__.__name__; getattr(self, "_x", 0)
+        getattr(dock, "public"); dock.public()
+'''
+    assert sorted(private_reaches(code)) == sorted(["dock._state", "self.dock._refresh", "self._dock._busy",
+                                                    "parent._layout", "getattr(dock, '_hidden', None)"])
+
+
+def test_widgets_reach_into_no_other_objects_private_attributes():
+    """A dock section receives what it needs from its dock (a host protocol, widgets/_hosts.py)
+    and never calls its dock's private methods; no widget reaches into another object's privates."""
+    found = {(str(path.relative_to(SOURCE / "widgets")), reach)
+             for path in sorted((SOURCE / "widgets").rglob("*.py"))
+             for reach in private_reaches(path.read_text(encoding="utf-8"))}
+    assert found - _PRIVATE_REACHES_ALLOWED == set()
+
+
+def _protocols(trees: dict[str, ast.Module]) -> dict[str, set[str]]:
+    """``protocol name -> members`` (methods and annotated attributes, inherited ones included)
+    of the ``typing.Protocol`` classes defined in ``trees``."""
+    bases: dict[str, list[str]] = {}
+    own: dict[str, set[str]] = {}
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            names = [b.id if isinstance(b, ast.Name) else getattr(b, "attr", "") for b in node.bases]
+            bases[node.name] = names
+            own[node.name] = {item.name for item in node.body if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))}
+            own[node.name] |= {item.target.id for item in node.body
+                               if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)}
+
+    def is_protocol(name: str, seen: tuple[str, ...] = ()) -> bool:
+        return name == "Protocol" or (name in bases and name not in seen
+                                      and any(is_protocol(b, seen + (name,)) for b in bases[name]))
+
+    def members(name: str) -> set[str]:
+        return own.get(name, set()).union(*(members(b) for b in bases.get(name, ()) if b != "Protocol"))
+
+    return {name: members(name) for name in bases if name != "Protocol" and is_protocol(name)}
+
+
+def _annotation_name(node: ast.expr | None) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value.strip("'\"")
+    return None
+
+
+def host_uses(trees: dict[str, ast.Module]) -> list[tuple[str, str, str, set[str]]]:
+    """``(module, class, host protocol, names used as self.host.<name>)`` of every class whose
+    ``__init__`` takes ``host`` annotated with a protocol."""
+    protocols = _protocols(trees)
+    uses = []
+    for module, tree in trees.items():
+        for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+            init = next((f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+            host = next((a for a in (init.args.args + init.args.kwonlyargs if init else []) if a.arg == "host"), None)
+            if host is None:
+                continue
+            protocol = _annotation_name(host.annotation)
+            assert protocol in protocols, f"{module}: {cls.name}(host: {protocol}) is not a Protocol of widgets/"
+            used = {node.attr for node in ast.walk(cls)
+                    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+                    and node.value.attr == "host" and _is_own(node.value.value)}
+            used |= {node.attr for node in ast.walk(cls)  # ``host.x`` in the constructor itself
+                     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "host"}
+            uses.append((module, cls.name, protocol, used - protocols[protocol]))
+    return uses
+
+
+def test_host_check_finds_a_member_outside_the_protocol():
+    code = '''
+from typing import Protocol
+class BaseHost(Protocol):
+    viewer: object
+    def set_status(self, text): ...
+class ToolsHost(BaseHost, Protocol):
+    def table(self): ...
+class Tools:
+    def __init__(self, host: "ToolsHost"):
+        self.host = host
+        self.viewer = host.viewer
+    def run(self):
+        self.host.set_status(str(self.host.table())); self.host.tabs.setCurrentIndex(1)
+'''
+    assert host_uses({"m": ast.parse(code)}) == [("m", "Tools", "ToolsHost", {"tabs"})]
+
+
+def test_sections_use_only_what_their_host_protocol_declares():
+    trees = {str(path.relative_to(SOURCE / "widgets")): ast.parse(path.read_text(encoding="utf-8"))
+             for path in sorted((SOURCE / "widgets").rglob("*.py"))}
+    uses = host_uses(trees)
+    sections = {cls for _, cls, _, _ in uses}
+    # the sections of the Landmarks and the Mapping docks take their dock as a host protocol
+    assert {"RegistrationTools", "LandmarkNames", "EcvSection", "SegmentsSection"} <= sections
+    assert [(module, cls, protocol, extra) for module, cls, protocol, extra in uses if extra] == []

@@ -27,6 +27,8 @@ from typing import Any, Callable, Protocol
 
 import torch
 
+# the one cancellation exception, torch-free so that the widgets catch it without torch
+from .cancellation import Cancelled
 from .vocabulary import arg, interface
 
 __all__ = [
@@ -47,11 +49,6 @@ __all__ = [
     "check_option",
     "validate_engine_options",
 ]
-
-
-class Cancelled(RuntimeError):
-    """The user cancelled a long computation (registration, training, T1 fit)."""
-
 
 #: The name callers used before there was one cancellation exception; the same class.
 RegistrationCancelled = Cancelled

@@ -8,8 +8,10 @@ A dock derives from :class:`WorkerDock` and runs its core work with :meth:`Worke
 * its result goes to ``on_result`` in the GUI thread; an exception (in the job or in
   ``on_result``) becomes a message in the dock's status line and a napari notification, and
   never reaches Qt (the viewer stays alive);
-* a cancelled job (:class:`JobCancelled`, or the core's ``*Cancelled`` errors) says so and adds
-  nothing;
+* a cancelled job says so and adds nothing. Cancellation is one exception type,
+  :class:`napari_any2reg.core.cancellation.Cancelled` (re-exported as ``core.engine_api.Cancelled``):
+  the core's registration, T1 fit and training raise it or a subclass, :class:`JobCancelled` is
+  one too, and :func:`is_cancellation` tells it by ``isinstance``;
 * the dock's progress bar, napari's Activity bar and the Cancel button follow the job.
 
 One *main* job runs at a time (``dock.worker``); *tasks* (``main=False``: overlays and other short
@@ -29,19 +31,37 @@ from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
+from ..core.cancellation import Cancelled
 from ._pickers import same_layer
 from ._relay import ActivityProgress, ProgressRelay
 
 __all__ = ["WorkerDock", "Job", "JobCancelled", "is_cancellation"]
 
 
-class JobCancelled(RuntimeError):
-    """Raised in a job (by :meth:`Job.check`) once the user pressed Cancel."""
+class JobCancelled(Cancelled):
+    """Raised in a job (by :meth:`Job.check`) once the user pressed Cancel.
+
+    A :class:`~napari_any2reg.core.cancellation.Cancelled`, so that a dock catches one type whether
+    the job itself or the core (registration, fit, training) noticed the cancel flag.
+    """
 
 
 def is_cancellation(error: BaseException) -> bool:
-    """Whether ``error`` means "the user cancelled" (ours or a core ``*Cancelled`` error)."""
-    return isinstance(error, JobCancelled) or type(error).__name__.endswith("Cancelled")
+    """Whether ``error`` means "the user cancelled".
+
+    Parameters
+    ----------
+    error : BaseException
+        What a job raised.
+
+    Returns
+    -------
+    bool
+        ``True`` for :class:`~napari_any2reg.core.cancellation.Cancelled` and its subclasses
+        (:class:`JobCancelled`, the T1 fit's ``FitCancelled``); a class that merely has
+        "Cancelled" in its name is an error like any other.
+    """
+    return isinstance(error, Cancelled)
 
 
 class Job:
@@ -217,10 +237,6 @@ class WorkerDock(QWidget):
     def report_info(self, message: str) -> None:
         """A napari info notification (the status line is the caller's)."""
         show_info(message)
-
-    # kept under the names the docks used before the base existed
-    _report_error = report_error
-    _report = report_error
 
     # ------------------------------------------------------------------ layers
     def watch_layers(self, *, data: bool = False) -> None:

@@ -6,20 +6,24 @@ drawn on the native grid) and the hematocrit (measured, or synthetic from the na
 :func:`napari_any2reg.pipeline.ecv.compute_ecv` runs in the dock's worker (progress, Cancel) and
 the result becomes an Image layer ``"<native> ECV"`` (``"<native> synthetic ECV"``) in percent
 with a colour bar, beside the native layer; the myocardial mean shows in the section.
+
+The section gets the Mapping dock as an :class:`EcvHost` (viewer, jobs, status line and the
+device chosen in the dock), nothing more.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QPushButton
 
+from ._hosts import JobHost
 from ._layers import axes_kwargs, beside_translate, sequence_from_layer
 from ._pickers import LayerPicker, is_overlay_layer
 
-__all__ = ["EcvSection", "is_t1_input_layer", "ECV_KEY"]
+__all__ = ["EcvSection", "EcvHost", "is_t1_input_layer", "ECV_KEY"]
 
 #: Metadata key of an ECV map layer (its summary: hematocrit, blood T1s, ROI statistics).
 ECV_KEY = "any2reg_ecv"
@@ -46,13 +50,27 @@ def labels_frame(layer: Any, viewer: Any, shape: tuple[int, int]) -> np.ndarray:
     return np.array(data, dtype=np.int64)
 
 
-class EcvSection(QGroupBox):
-    """ECV inputs and the button; runs through the dock's :meth:`~._base.WorkerDock.start_job`."""
+@runtime_checkable
+class EcvHost(JobHost, Protocol):
+    """What :class:`EcvSection` needs from the Mapping dock."""
 
-    def __init__(self, dock: Any) -> None:
+    def device(self) -> str:
+        """The compute device chosen in the dock ("cpu", "cuda", ...)."""
+
+
+class EcvSection(QGroupBox):
+    """ECV inputs and the button; runs as a job of its host (:meth:`~._base.WorkerDock.start_job`).
+
+    Parameters
+    ----------
+    host : EcvHost
+        The dock: viewer, jobs, status line and device.
+    """
+
+    def __init__(self, host: EcvHost) -> None:
         super().__init__("ECV (native + post-contrast)")
-        self.dock = dock
-        self.viewer = dock.viewer
+        self.host = host
+        self.viewer = host.viewer
         self.last_outcome: Any = None
         form = QFormLayout(self)
         self.native_combo = LayerPicker(self.viewer, is_t1_input_layer,
@@ -106,7 +124,7 @@ class EcvSection(QGroupBox):
         other = next((la for la in candidates if native is None or la.name != native.name), None)
         self.post_combo.refresh(prefer=None if self.post_combo.layer() is not None else other)
         self.labels_combo.refresh()
-        self.set_running(self.dock.worker is not None)
+        self.set_running(self.host.is_running())
 
     def set_running(self, running: bool) -> None:
         for widget in self._inputs:
@@ -125,7 +143,7 @@ class EcvSection(QGroupBox):
 
     def run(self) -> bool:
         """Start the ECV computation; problems found before it starts are shown, nothing is added."""
-        if self.dock.worker is not None:
+        if self.host.is_running():
             return False
         try:
             native_layer, post_layer, labels_layer = (c.layer() for c in (self.native_combo, self.post_combo,
@@ -138,13 +156,13 @@ class EcvSection(QGroupBox):
             shape = tuple(np.shape(native_layer.data)[-2:])
             labels = labels_frame(labels_layer, self.viewer, shape)
         except Exception as exc:
-            self.dock.report_error(f"Cannot compute ECV: {exc}", exc)
+            self.host.report_error(f"Cannot compute ECV: {exc}", exc)
             return False
         synthetic = self.synthetic_check.isChecked()
         hematocrit = None if synthetic else float(self.hematocrit_spin.value())
         register = self.register_check.isChecked()
         engine = self.engine_combo.currentData()  # None: the default of register_pair
-        device = self.dock.device()
+        device = self.host.device()
         place = {"name": native_layer.name, "scale": np.array(native_layer.scale[-2:], float),
                  "translate": np.array(native_layer.translate[-2:], float), "shape": shape}
 
@@ -155,7 +173,7 @@ class EcvSection(QGroupBox):
                                register=register, engine=engine, device=device, progress=job.progress,
                                cancel=job.cancel, spacing_mm=tuple(place["scale"]))
 
-        return self.dock.start_job(work, description="ECV", activity="ECV",
+        return self.host.start_job(work, description="ECV", activity="ECV",
                                    on_result=lambda outcome: self._show(outcome, place),
                                    message=f"ECV of {native_layer.name!r} and {post_layer.name!r}"
                                            f"{' (registered as one set)' if register else ''}…",
@@ -186,4 +204,4 @@ class EcvSection(QGroupBox):
                  f"{'registered as one set' if outcome.registration is not None else 'not registered'}; "
                  f"{ecv.n_invalid_labelled} labelled pixels without a valid T1, {ecv.n_invalid} in the image)")
         self.result_label.setText(text)
-        self.dock.set_status(f"Added {name!r} ({ecv.label} in %).")
+        self.host.set_status(f"Added {name!r} ({ecv.label} in %).")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 from napari.layers import Points
 from qtpy.QtCore import Signal
@@ -11,12 +11,11 @@ from qtpy.QtWidgets import QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLi
 
 from ..core.landmarks import DEFAULT_LANDMARKS, LANDMARK_DESCRIPTIONS
 from ..io.landmarks import read_landmarks_csv, write_landmarks_csv
+from ..core.landmarks import LandmarkTable
+from ._hosts import StatusHost
 from ._points import spacing_of
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .landmarks import LandmarksWidget
-
-__all__ = ["LandmarkNames", "STEP_ORDERS"]
+__all__ = ["LandmarkNames", "LandmarkNamesHost", "STEP_ORDERS"]
 
 #: Stepping orders: key -> label in the UI.
 STEP_ORDERS = {
@@ -25,20 +24,45 @@ STEP_ORDERS = {
 }
 
 
+@runtime_checkable
+class LandmarkNamesHost(StatusHost, Protocol):
+    """What :class:`LandmarkNames` needs from the Landmarks dock (its public methods)."""
+
+    def image_layer(self) -> Any:
+        """The raw sequence chosen in the dock (``None`` when there is none)."""
+
+    def points_layer(self) -> Points | None:
+        """The Points layer chosen in the dock."""
+
+    def table(self) -> LandmarkTable:
+        """The clicked landmarks on the image's pixels (raises ``ValueError`` when there are none)."""
+
+    def put_points(self, name: str, table: LandmarkTable, grid: Any, image: Any, own: bool = True) -> Points:
+        """Add (or update the dock's own) Points layer ``name`` showing ``table`` on ``grid``."""
+
+    def select(self, *, points: Any = None) -> None:
+        """Choose a layer in the dock's pickers as a user would."""
+
+    def update_status(self) -> None:
+        """Rewrite the dock's status line (landmarks placed, the next one)."""
+
+
 class LandmarkNames(QWidget):
     """The list of landmark names (the highlighted one is placed by the next click).
 
-    From its dock it uses public methods only: ``image_layer``, ``points_layer``, ``table``,
-    ``put_points``, ``select``, ``update_status``, ``report_error``, ``report_info`` and
-    ``set_status``.
+    Parameters
+    ----------
+    host : LandmarkNamesHost
+        The dock: its layers, landmark table and status line; the CSV buttons go through it.
+    parent : QWidget, optional
     """
 
     #: The highlighted landmark changed (or the list did).
     current_changed = Signal()
 
-    def __init__(self, dock: "LandmarksWidget", parent: QWidget | None = None) -> None:
+    def __init__(self, host: LandmarkNamesHost, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.dock = dock
+        self.host = host
         self.names_list = QListWidget()
         self.names_list.setToolTip("Landmarks to click; the highlighted one is placed by the next click.")
         self.names_list.currentRowChanged.connect(lambda *_: self.current_changed.emit())
@@ -118,7 +142,7 @@ class LandmarkNames(QWidget):
     def import_csv(self, path: Any) -> Points | None:
         """Read a landmark CSV into a new Points layer on the image (names join the list)."""
         try:
-            image = self.dock.image_layer()
+            image = self.host.image_layer()
             if image is None:
                 raise ValueError("choose the image the landmarks belong to first.")
             table = read_landmarks_csv(path, spacing_mm=spacing_of(image))
@@ -128,24 +152,24 @@ class LandmarkNames(QWidget):
                     f"{image.data.shape[0]} frames (frames are 0-based)."
                 )
         except Exception as exc:
-            self.dock.report_error(f"Cannot import {path}: {exc}", exc)
+            self.host.report_error(f"Cannot import {path}: {exc}", exc)
             return None
         for name in table.landmark_names:
             self.add_landmark(name)
-        layer = self.dock.put_points(f"{Path(str(path)).stem}", table, image, image, own=False)
-        self.dock.select(points=layer)
-        self.dock.update_status()
-        self.dock.report_info(f"Imported {len(table)} landmark points from {path}.")
+        layer = self.host.put_points(f"{Path(str(path)).stem}", table, image, image, own=False)
+        self.host.select(points=layer)
+        self.host.update_status()
+        self.host.report_info(f"Imported {len(table)} landmark points from {path}.")
         return layer
 
     def export_csv(self, path: Any, overwrite: bool = False) -> Path | None:
         """Write the landmarks as CSV (``frame,name,y,x,y_mm,x_mm``); ``None`` on error (notified)."""
         try:
-            written = write_landmarks_csv(path, self.dock.table().sorted(), overwrite=overwrite)
+            written = write_landmarks_csv(path, self.host.table().sorted(), overwrite=overwrite)
         except Exception as exc:
-            self.dock.report_error(f"Cannot export the landmarks: {exc}", exc)
+            self.host.report_error(f"Cannot export the landmarks: {exc}", exc)
             return None
-        self.dock.set_status(f"Wrote {written}.")
+        self.host.set_status(f"Wrote {written}.")
         return written
 
     def import_dialog(self) -> Points | None:
@@ -155,7 +179,7 @@ class LandmarkNames(QWidget):
 
     def export_dialog(self) -> Path | None:
         """"Export CSV…": ask where, then :meth:`export_csv` (``None`` when cancelled)."""
-        points = self.dock.points_layer()
+        points = self.host.points_layer()
         suggestion = f"{points.name}.csv" if points is not None else "landmarks.csv"
         path, _ = QFileDialog.getSaveFileName(self, "Export landmarks", suggestion, "CSV (*.csv)")
         return self.export_csv(path, overwrite=True) if path else None  # the dialog asked before replacing

@@ -7,6 +7,9 @@ first, optionally the inferior one), drawn on the labels' grid. The segments are
 :func:`napari_any2reg.pipeline.segments.analyse_segments` (milliseconds, so no worker); the
 boundaries are added as a Labels layer and the segment numbers as a Points layer with text, on
 the map's position.
+
+The section gets the Mapping dock as a :class:`~._hosts.JobHost` (viewer, status line, whether
+its job runs), nothing more.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QFileDia
                             QHBoxLayout, QHeaderView, QPushButton, QTableWidget, QTableWidgetItem)
 
 from ._ecv_section import labels_frame
+from ._hosts import JobHost
 from ._pickers import LayerPicker, is_overlay_layer
 
 __all__ = ["SegmentsSection", "map_quantity", "SEGMENTS_KEY"]
@@ -43,17 +47,23 @@ def _is_map_layer(layer: Any) -> bool:
 
 
 class SegmentsSection(QGroupBox):
-    """AHA segments of a map: overlay, bullseye and table."""
+    """AHA segments of a map: overlay, bullseye and table.
+
+    Parameters
+    ----------
+    host : JobHost
+        The dock: viewer and status line (the section's inputs wait while its job runs).
+    """
 
     COLUMNS = ("segment", "name", "mean", "sd", "median", "n_pixels")
 
-    def __init__(self, dock: Any) -> None:
+    def __init__(self, host: JobHost) -> None:
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
         from matplotlib.figure import Figure
 
         super().__init__("AHA segments")
-        self.dock = dock
-        self.viewer = dock.viewer
+        self.host = host
+        self.viewer = host.viewer
         self.last_analysis: Any = None
         form = QFormLayout(self)
         self.map_combo = LayerPicker(self.viewer, _is_map_layer, tooltip="2-D map (T1, ECV, T2, R²...).")
@@ -99,7 +109,7 @@ class SegmentsSection(QGroupBox):
     def refresh_layers(self) -> None:
         for combo in (self.map_combo, self.labels_combo, self.points_combo):
             combo.refresh()
-        self.set_running(self.dock.worker is not None)
+        self.set_running(self.host.is_running())
 
     def set_running(self, running: bool) -> None:
         ready = all(c.layer() is not None for c in (self.map_combo, self.labels_combo, self.points_combo))
@@ -134,14 +144,14 @@ class SegmentsSection(QGroupBox):
             analysis = analyse_segments(values, labels, points, level=str(self.level_combo.currentData()),
                                         quantity=quantity, unit=unit)
         except Exception as exc:
-            self.dock.report_error(f"Cannot assign the segments: {exc}", exc)
+            self.host.report_error(f"Cannot assign the segments: {exc}", exc)
             return False
         self.last_analysis = analysis
         self._add_overlay(analysis, map_layer)
         self._fill_table(analysis)
         analysis.figure(figure=self.figure)
         self.canvas.draw_idle()
-        self.dock.set_status(f"AHA {analysis.level} segments of {map_layer.name!r}.")
+        self.host.set_status(f"AHA {analysis.level} segments of {map_layer.name!r}.")
         return True
 
     def _add_overlay(self, analysis: Any, map_layer: Any) -> None:
@@ -185,7 +195,7 @@ class SegmentsSection(QGroupBox):
 
     def copy_table(self) -> None:
         QApplication.clipboard().setText(self.table_csv())
-        self.dock.set_status("Segment table copied (CSV).")
+        self.host.set_status("Segment table copied (CSV).")
 
     def save_csv(self, path: str | None = None) -> bool:
         """Write the table as ``segments.csv`` columns (asks for the file unless ``path`` is given)."""
@@ -201,7 +211,7 @@ class SegmentsSection(QGroupBox):
 
             atomic_write(path, lambda p: write_segments_csv(p, self.last_analysis.rows), overwrite=True)
         except OSError as exc:
-            self.dock.report_error(f"Could not save the segment table: {exc}", exc)
+            self.host.report_error(f"Could not save the segment table: {exc}", exc)
             return False
-        self.dock.set_status(f"Saved {path}.")
+        self.host.set_status(f"Saved {path}.")
         return True

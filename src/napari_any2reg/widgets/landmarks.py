@@ -91,8 +91,6 @@ class LandmarksWidget(WorkerDock):
 
     def __init__(self, napari_viewer: "napari.Viewer", parent: QWidget | None = None) -> None:
         super().__init__(napari_viewer, parent)
-        self.last_tre: TREReport | None = None
-        self.last_dice: DiceReport | None = None
         self._connected: Points | None = None
         self._busy = False  # our own edits of the points layer: do not step
         self._pending_removal: list[tuple[Points, int, str]] = []
@@ -129,7 +127,7 @@ class LandmarksWidget(WorkerDock):
             tooltip="Registered layer ('<image> registered') whose displacement maps the landmarks.")
         form.addRow("Registration", self.registered_combo)
 
-        # --- tab 1: define and click
+        # --- tab 1: define and click (the sections get this dock as their host protocol)
         self.names = LandmarkNames(self)
         for name in ("names_list", "name_edit", "add_button", "remove_button", "order_combo", "import_button",
                      "export_button", "landmark_names", "add_landmark", "remove_landmark", "current_landmark",
@@ -156,6 +154,20 @@ class LandmarksWidget(WorkerDock):
         progress.addWidget(self.cancel_button)
         layout.addLayout(progress)
         layout.addWidget(self.tabs, 1)
+
+    def show_page(self, page: QWidget) -> None:
+        """Bring the tab holding ``page`` (a section's tab) to the front."""
+        self.tabs.setCurrentWidget(page)
+
+    @property
+    def last_tre(self) -> TREReport | None:
+        """The last TRE computed (kept by the registration tools section)."""
+        return self.tools.last_tre
+
+    @property
+    def last_dice(self) -> DiceReport | None:
+        """The last all-pair Dice computed (kept by the registration tools section)."""
+        return self.tools.last_dice
 
     # ------------------------------------------------------------------ layers
     def refresh_layers(self) -> None:
