@@ -48,11 +48,14 @@ def test_fit_writes_maps_and_stats_with_roi(tmp_path, molli_file, capsys):
     r2, sd = tifffile.imread(out / "r2.tif"), tifffile.imread(out / "t1_sd.tif")
     params = tifffile.imread(out / "params.tif")
     assert params.shape == (3, 48, 48)
-    with tifffile.TiffFile(out / "params.tif") as tif:
-        info = json.loads(tif.pages[0].description)
+    # ImageJ maps with axes (Fiji opens them with their pixel size); the JSON travels as a property
+    from napari_any2reg.io import read_map_tiff
+
+    info = read_map_tiff(out / "params.tif")[1]
     assert info["param_names"] == ["A", "B", "t1_star_ms"] and info["spacing_mm"] == [3.0, 3.0]
-    with tifffile.TiffFile(out / "t1.tif") as tif:
-        assert json.loads(tif.pages[0].description)["unit"] == "ms"
+    assert read_map_tiff(out / "t1.tif")[1]["unit"] == "ms"
+    with tifffile.TiffFile(out / "params.tif") as tif:
+        assert tif.is_imagej and tif.series[0].axes == "CYX"
 
     myo = labels == 2
     assert abs(np.nanmedian(t1[myo]) - 1000.0) < 30.0  # native myocardium at 1.5 T

@@ -79,8 +79,10 @@ def test_register_full_disk_leaves_nothing_and_says_so(tmp_path, molli_file, mon
 
 
 def test_fit_write_failure_leaves_no_partial_maps(tmp_path, molli_file, monkeypatch, capsys):
+    import napari_any2reg.pipeline.fit as fit_module
+
     written = []
-    real = cli._write_map_tiff
+    real = fit_module._write_map_tiff
 
     def third_fails(path, *args):
         written.append(path.name)
@@ -88,7 +90,7 @@ def test_fit_write_failure_leaves_no_partial_maps(tmp_path, molli_file, monkeypa
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, *args)
 
-    monkeypatch.setattr(cli, "_write_map_tiff", third_fails)
+    monkeypatch.setattr(fit_module, "_write_map_tiff", third_fails)
     out = tmp_path / "t1"
     assert main(["fit", str(molli_file), "-o", str(out), "--device", "cpu", "-q"]) == 1
     assert "disk is full" in _one_error_line(capsys.readouterr().err)
@@ -239,7 +241,7 @@ def test_sigterm_handler_is_installed_only_while_a_command_runs(tmp_path, monkey
         time.sleep(5)
         raise AssertionError("SIGTERM did not interrupt the command")
 
-    monkeypatch.setattr(cli, "_cmd_sample", fake_sample)
+    monkeypatch.setattr("napari_any2reg.cli.sample.run", fake_sample)
     assert main(["sample", "molli", "-o", str(tmp_path / "x.tif")]) == 128 + signal.SIGTERM
     assert seen["handler"] is not before and callable(seen["handler"])
     assert signal.getsignal(signal.SIGTERM) is before
