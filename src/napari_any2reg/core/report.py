@@ -6,6 +6,8 @@ The page answers "can I trust this motion correction?" at a glance:
    the series (the frames a reader would step through);
 2. the temporal SD over frames before and after (motion shows as bright edges that should
    fade), and the smallest Jacobian determinant over frames with folded pixels in magenta;
+2b. the overlay registry's report panels whose inputs are there (:func:`.overlays.report_overlays`:
+   the network's displacement SD, max over frames, in mm), each with a colour bar in its unit;
 3. T1 maps before and after, when fitted;
 4. a table: folding, model-free alignment before → after, flagged frames, TRE per landmark and
    Dice per label before → after (engine, device, time and weights hash are in the header).
@@ -145,6 +147,7 @@ def report_figure(
     segments: Mapping[str, Any] | None = None,
     footer: str = "",
     max_frames: int = 6,
+    displacement_sd_mm: Any = None,
 ) -> Any:
     """Build the one-page report as a :class:`matplotlib.figure.Figure` (A4 portrait).
 
@@ -168,9 +171,12 @@ def report_figure(
         ``level``, ``quantity``, ``unit``, ``segments`` rows): a bullseye and the segment table.
     footer : str
         Small print at the bottom (version, date, input).
+    displacement_sd_mm : array (N, H, W), optional
+        The network engines' per-pixel displacement SD (mm): its overlay panel.
     """
     from matplotlib.figure import Figure
 
+    from .overlays import OverlayInputs, iter_report_panels
     from .spatial import jacobian_determinant
 
     raw = np.asarray(raw, np.float32)
@@ -179,9 +185,14 @@ def report_figure(
     t1_maps = {role: maps for role, maps in (t1_maps or {}).items() if maps and maps.get("t1") is not None}
     frames = montage_frames(raw.shape[0], max_frames)
     columns = max(len(frames), 3)
+    panels = list(iter_report_panels(OverlayInputs(
+        displacement=np.asarray(displacement, np.float32), spacing_mm=tuple(spacing_mm), raw=raw, registered=registered,
+        displacement_sd_mm=None if displacement_sd_mm is None else np.asarray(displacement_sd_mm, np.float32),
+        engine=info.get("engine"), uncertainty_note=(info.get("params") or {}).get("uncertainty"))))[:columns]
 
     figure = Figure(figsize=_A4_PORTRAIT_IN)
-    heights = [1.0, 1.0, 1.15] + ([1.15] if t1_maps else []) + ([1.3] if segments else []) + [1.6]
+    heights = ([1.0, 1.0, 1.15] + ([1.15] if panels else []) + ([1.15] if t1_maps else []) + ([1.3] if segments else [])
+               + [1.6])
     verdict = info.get("verdict")
     grid = figure.add_gridspec(len(heights), columns, height_ratios=heights, hspace=0.35, wspace=0.08,
                                left=0.04, right=0.96, top=0.90 if verdict else 0.93, bottom=0.05)
@@ -225,8 +236,22 @@ def report_figure(
         axes.imshow(overlay, extent=(0, w * spacing_mm[1], h * spacing_mm[0], 0), interpolation="nearest")
     figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
 
-    # 3. T1 maps before / after
+    # 2b. the overlay registry's panels (one row, side by side)
     next_row = 3
+    if panels:
+        width = max(columns // max(len(panels), 3), 1)  # as wide as the temporal-SD panels
+        for k, (overlay, image, limits) in enumerate(panels):
+            axes = figure.add_subplot(grid[next_row, k * width:(k + 1) * width])
+            unit = overlay.legend.unit if overlay.legend is not None and overlay.legend.unit else ""
+            shown = _image(axes, image, spacing_mm, overlay.report.title + (f" ({unit})" if unit else ""),
+                           cmap=overlay.report.colormap, vmin=limits[0], vmax=limits[1])
+            bar = figure.colorbar(shown, ax=axes, fraction=0.046, pad=0.02)
+            bar.ax.tick_params(labelsize=6)
+            if unit:
+                bar.set_label(unit, fontsize=6)
+        next_row += 1
+
+    # 3. T1 maps before / after
     if t1_maps:
         shown_maps = {role: _reliable_t1(maps) for role, maps in t1_maps.items()}
         t1_hi = min(max(_limits(*shown_maps.values(), high=99.0)[1], 1.0), _T1_MAX_SHOWN_MS)

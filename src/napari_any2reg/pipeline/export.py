@@ -17,7 +17,9 @@ item              files
                   and beside each its elastix parameter file ``displacement_itk_frame000.txt``
                   (``transformix -tp``; it names the field relative to itself); a source with
                   a scanner geometry gives 3-D ``.mha`` fields in scanner (LPS) coordinates
-``jacobian``      ``jacobian.tif``: ``det(I + ∇u)`` per frame ``(N, H, W)``
+``jacobian``      ``jacobian.tif``: ``det(I + ∇u)`` per frame ``(N, H, W)`` (overlay registry)
+``uncertainty``   ``displacement_sd.npy``: the network engines' per-pixel displacement SD in
+                  mm ``(N, H, W)`` (overlay registry)
 ``maps``          ``t1_raw.tif``, ``r2_raw.tif``, ``t1_sd_raw.tif`` and the same for
                   ``registered`` (T1 and SD in ms), for the fits given
 ``maps_nifti``    the same maps as NIfTI (``t1_raw.nii.gz``...) on the source's scanner
@@ -31,6 +33,12 @@ item              files
 ``record``        ``run.json``: software version, engine, weights hash, parameters, device,
                   input, time stamp, environment and the SHA-256 of every exported file
 ================  =====================================================================
+
+The per-pixel review overlays that make a file (``jacobian``, ``uncertainty``) are rows made
+from the overlay registry (:data:`napari_any2reg.core.overlays.OVERLAYS`, an entry with an
+``export``): a new entry with one adds its item here, in ``--export`` and on the dock's check
+boxes with no edit of this module. :data:`ITEMS` and :data:`EXPORT_ITEMS` are read from the
+registry each time (module attributes computed on access).
 
 ``items="all"`` writes every item whose inputs are there (the maps need T1 maps,
 ``landmarks`` a landmark table, ``dice`` labels, ``qc`` and ``report`` the raw frames) and
@@ -65,6 +73,7 @@ from ..core.export import (
     run_record,
     t1_maps_from_fit,
 )
+from ..core.overlays import Overlay, OverlayInputs, export_overlays, missing_input
 from ..core.sequence import Sequence
 from ..core.vocabulary import arg
 
@@ -170,16 +179,6 @@ def _needs_raw(context: ExportContext) -> str | None:
 
 def _needs_maps(context: ExportContext) -> str | None:
     return None if context.t1_maps else _NEED_MAPS
-
-
-def _needs_uncertainty(context: ExportContext) -> str | None:
-    return None if context.displacement_sd is not None else (
-        "no per-pixel uncertainty: only the network engines (any2reg, any2reg-io) give one, from the spread "
-        "over their test-time orientations and shifted inputs; the classical engines have none")
-
-
-def _write_uncertainty(context: ExportContext, folder: Path) -> None:
-    np.save(folder / "displacement_sd.npy", np.asarray(context.displacement_sd, np.float32))
 
 
 def _needs_landmarks(context: ExportContext) -> str | None:
@@ -290,16 +289,39 @@ def _write_itk(context: ExportContext, folder: Path) -> None:
         save_elastix_transform(folder / field, shape, context.spacing_mm, path=folder / parameters, geometry=geometry)
 
 
-def _write_jacobian(context: ExportContext, folder: Path) -> None:
-    from ..core.spatial import jacobian_determinant
-    from ..io import save_map_tiff
+def overlay_inputs(context: ExportContext) -> OverlayInputs:
+    """What the overlay registry's computations read, from the export's inputs."""
+    info = dict(context.info or {})
+    return OverlayInputs(
+        displacement=context.displacement, spacing_mm=context.spacing_mm,
+        raw=None if context.raw is None else context.raw.frames, registered=context.registered.frames,
+        displacement_sd_mm=None if context.displacement_sd is None else np.asarray(context.displacement_sd, np.float32),
+        engine=info.get("engine"), uncertainty_note=(info.get("params") or {}).get("uncertainty"))
 
-    det = np.asarray(jacobian_determinant(context.displacement), np.float32)
-    folding = 100.0 * float((det <= 0).mean())
-    # axes TYX: Fiji opens one determinant per frame as a hyperstack of frames (issue 24 item 17)
-    save_map_tiff(folder / "jacobian.tif", det, context.spacing_mm,
-                  {"quantity": "det(I + grad u)", "unit": "", "folding_percent": folding,
-                   "note": "per frame on the common grid; <= 0 is folding"}, axes="TYX")
+
+def _overlay_item(overlay: Overlay) -> ExportItem:
+    """The export row of a registry entry with an ``export`` (a TIFF stack or an ``.npy``)."""
+    spec = overlay.export
+
+    def available(context: ExportContext) -> str | None:
+        return missing_input(overlay, overlay_inputs(context))
+
+    def write(context: ExportContext, folder: Path) -> None:
+        values = np.asarray(overlay.compute(overlay_inputs(context)).values, np.float32)
+        if spec.file.endswith(".npy"):
+            np.save(folder / spec.file, values)
+            return
+        from ..io import save_map_tiff
+
+        description = {"quantity": spec.quantity or (overlay.legend.quantity if overlay.legend else overlay.name),
+                       "unit": spec.unit or (overlay.legend.unit if overlay.legend else "")}
+        description.update(spec.extra(values) if spec.extra is not None else {})
+        if spec.note:
+            description["note"] = spec.note
+        # axes TYX: Fiji opens one map per frame as a hyperstack of frames (issue 24 item 17)
+        save_map_tiff(folder / spec.file, values, context.spacing_mm, description, axes="TYX" if values.ndim == 3 else "YX")
+
+    return ExportItem(spec.item, spec.label, spec.description, lambda plan: [spec.file], write, available)
 
 
 def _map_files(extension: str) -> Callable[[ExportPlan], list[str]]:
@@ -372,8 +394,8 @@ def _write_record(context: ExportContext, folder: Path) -> None:
     (folder / "run.json").write_text(_json_text(record), encoding="utf-8")
 
 
-#: The export items, in the order they are listed and written.
-ITEMS: tuple[ExportItem, ...] = (
+#: The items before the overlays' (the registered frames and the field).
+_LEADING: tuple[ExportItem, ...] = (
     ExportItem("stack", "Registered stack (TIFF)", "registered frames as TIFF (timings and spacing kept)",
                lambda plan: ["registered.tif"], _write_stack),
     ExportItem("nifti", "Registered stack (NIfTI)", "registered frames as NIfTI + JSON sidecar",
@@ -383,10 +405,10 @@ ITEMS: tuple[ExportItem, ...] = (
     ExportItem("itk", "ITK displacement fields", "one 2-D ITK displacement field per frame (NIfTI, mm; SimpleITK / ANTs) "
                "and its elastix parameter file (transformix)",
                _itk_files, _write_itk),
-    ExportItem("jacobian", "Jacobian determinant", "Jacobian determinant maps (TIFF)",
-               lambda plan: ["jacobian.tif"], _write_jacobian),
-    ExportItem("uncertainty", "Displacement SD", "per-pixel SD of the displacement in mm, (N, H, W) .npy "
-               "(network engines)", lambda plan: ["displacement_sd.npy"], _write_uncertainty, _needs_uncertainty),
+)
+
+#: The items after the overlays' (maps, QC, landmarks, report, run record).
+_TRAILING: tuple[ExportItem, ...] = (
     ExportItem("maps", "T1 maps (TIFF)", "T1, R² and T1 SD maps before/after (TIFF), when fitted",
                _map_files(".tif"), _write_maps, _needs_maps),
     ExportItem("maps_nifti", "T1 maps (NIfTI)", "T1, R² and T1 SD maps before/after as NIfTI on the source geometry, when fitted",
@@ -403,13 +425,28 @@ ITEMS: tuple[ExportItem, ...] = (
                lambda plan: ["run.json"], _write_record, hashes_files=True),
 )
 
-_BY_NAME = {item.name: item for item in ITEMS}
+
+def export_items() -> tuple[ExportItem, ...]:
+    """The export items, in the order they are listed and written (the overlay registry's
+    entries with an export between the field and the maps); also :data:`ITEMS`."""
+    return _LEADING + tuple(_overlay_item(o) for o in export_overlays()) + _TRAILING
+
+
+def _by_name() -> dict[str, ExportItem]:
+    return {item.name: item for item in export_items()}
+
 
 #: The items written from fitted T1 maps (skipped together when no fit is possible).
-MAP_ITEMS: tuple[str, ...] = tuple(item.name for item in ITEMS if item.available is _needs_maps)
+MAP_ITEMS: tuple[str, ...] = tuple(item.name for item in _TRAILING if item.available is _needs_maps)
 
-#: Item name -> description (the names the CLI and the widget use), from :data:`ITEMS`.
-EXPORT_ITEMS: dict[str, str] = {item.name: item.description for item in ITEMS}
+
+def __getattr__(name: str) -> Any:
+    # ITEMS and EXPORT_ITEMS follow the overlay registry (an entry added later adds its item)
+    if name == "ITEMS":
+        return export_items()
+    if name == "EXPORT_ITEMS":  # item name -> description (the names the CLI and the widget use)
+        return {item.name: item.description for item in export_items()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ====================================================================== planning
@@ -429,12 +466,13 @@ def parse_export_items(spec: str | Iterable[str] | None) -> tuple[str, ...]:
     names = [n for n in names if n]
     if "all" in names:
         return ("all",)
-    unknown = [n for n in names if n not in _BY_NAME]
+    known = _by_name()
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(
-            f"unknown export item(s) {', '.join(map(repr, unknown))}; choose from all, {', '.join(EXPORT_ITEMS)}."
+            f"unknown export item(s) {', '.join(map(repr, unknown))}; choose from all, {', '.join(known)}."
         )
-    return tuple(n for n in EXPORT_ITEMS if n in names)
+    return tuple(n for n in known if n in names)
 
 
 def planned_files(
@@ -448,14 +486,15 @@ def planned_files(
     """
     plan = ExportPlan(t1_roles=tuple(t1_roles), report_format=report_format, n_frames=n_frames,
                       scanner_geometry=scanner_geometry)
-    return [name for item in items for name in _BY_NAME[item].files(plan)]
+    known = _by_name()
+    return [name for item in items for name in known[item].files(plan)]
 
 
 def _resolve_items(
     requested: tuple[str, ...], context: ExportContext
 ) -> tuple[tuple[str, ...], dict[str, str]]:
     """Items to write and items skipped (with why), from a request and the inputs given."""
-    missing = {item.name: item.available(context) for item in ITEMS}
+    missing = {item.name: item.available(context) for item in export_items()}
     if requested == ("all",):
         chosen = tuple(name for name, why in missing.items() if why is None)
         skipped = {name: str(why) for name, why in missing.items() if why is not None}
@@ -629,7 +668,8 @@ def export_registration(
 
     # ---------------------------------------------------------------- compute (nothing written yet)
     report(0.0, "checking the output folder")
-    planned = [name for item in chosen for name in _BY_NAME[item].files(context.plan)]
+    known = _by_name()
+    planned = [name for item in chosen for name in known[item].files(context.plan)]
     planned += list(extra_files or {})
     if not overwrite and folder.is_dir():
         existing = [str(folder / n) for n in planned if (folder / n).exists()]
@@ -659,8 +699,8 @@ def export_registration(
         context.figure = _report_figure(context)
 
     # ---------------------------------------------------------------- write (all or nothing)
-    first = [_BY_NAME[name] for name in chosen if not _BY_NAME[name].hashes_files]
-    last = [_BY_NAME[name] for name in chosen if _BY_NAME[name].hashes_files]
+    first = [known[name] for name in chosen if not known[name].hashes_files]
+    last = [known[name] for name in chosen if known[name].hashes_files]
     context.items = chosen
 
     def write_all(staging: Path) -> None:
@@ -692,7 +732,7 @@ def _report_figure(context: ExportContext) -> Any:
         raw.frames, context.registered.frames, context.displacement, spacing_mm=context.spacing_mm, name=raw.name,
         kind=raw.kind, timings_ms=raw.timings_ms, info=context.info, summary=context.run_summary,
         flagged_frames=table.flagged_frames if table is not None else None, tre=context.tre, dice=context.dice,
-        t1_maps=context.t1_maps, segments=context.segments, footer=f"napari-any2reg {__version__} · {stamp}" + (f" · {source}" if source else ""),
+        t1_maps=context.t1_maps, segments=context.segments, displacement_sd_mm=context.displacement_sd, footer=f"napari-any2reg {__version__} · {stamp}" + (f" · {source}" if source else ""),
     )
 
 
