@@ -376,7 +376,7 @@ def compute_ecv(
 
 
 def ecv_files(outcome: EcvOutcome) -> dict[str, Callable[[Path], Any]]:
-    """``{file name: writer(path)}`` of an ECV outcome."""
+    """``{file name: writer(path)}`` of an ECV outcome (the maps as ImageJ TIFFs, axes ``YX``)."""
     from ..io import save_map_tiff
 
     label = outcome.ecv.label
@@ -385,11 +385,11 @@ def ecv_files(outcome: EcvOutcome) -> dict[str, Callable[[Path], Any]]:
         "ecv.tif": lambda p: save_map_tiff(p, outcome.ecv.ecv_percent, outcome.spacing_mm,
                                            {**base, "quantity": label, "unit": "%",
                                             "hematocrit": outcome.ecv.hematocrit,
-                                            "hematocrit_synthetic": outcome.ecv.synthetic}),
+                                            "hematocrit_synthetic": outcome.ecv.synthetic}, axes="YX"),
         "native_t1.tif": lambda p: save_map_tiff(p, outcome.native_t1_ms, outcome.spacing_mm,
-                                                 {**base, "quantity": "T1 native", "unit": "ms"}),
+                                                 {**base, "quantity": "T1 native", "unit": "ms"}, axes="YX"),
         "post_t1.tif": lambda p: save_map_tiff(p, outcome.post_t1_ms, outcome.spacing_mm,
-                                               {**base, "quantity": "T1 post-contrast", "unit": "ms"}),
+                                               {**base, "quantity": "T1 post-contrast", "unit": "ms"}, axes="YX"),
         "ecv_stats.json": lambda p: p.write_text(json.dumps(outcome.stats(), indent=2, default=float)),
     }
     if outcome.segments is not None:
