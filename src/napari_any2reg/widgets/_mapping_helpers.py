@@ -1,5 +1,6 @@
-"""T1 mapping dock helpers: timings text, display settings of the maps, ROI rasterising and the
-worker body that fits the chosen series (:func:`run_fits`). No Qt here."""
+"""T1 mapping dock helpers: timings text, display settings of the maps, ROI rasterising, the
+outlier-frame exclusion of a registered fit (:class:`OutlierCheck`) and the worker body that
+fits the chosen series (:func:`run_fits`). No Qt here."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from napari.layers import Image, Shapes
 from ..core.mapping import T1FitResult
 from ..core.mapping_roi import r2_survival, roi_masks, roi_statistics, survival_thresholds
 
-__all__ = ["MappingOutcome", "MapJob", "parse_timings", "format_timings", "t1_display_settings",
+__all__ = ["MappingOutcome", "MapJob", "OutlierCheck", "parse_timings", "format_timings", "t1_display_settings",
            "sd_display_limits", "signal_mask", "display_maps", "shapes_to_labels", "ShapesROI", "link_maps", "run_fits",
            "T1_LIMITS_MS", "POST_CONTRAST_MEDIAN_MS"]
 
@@ -51,6 +52,8 @@ class MappingOutcome:
     model: str
     r2_threshold: float
     display: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: per role, what the outlier exclusion did (a sentence naming the frames fitted)
+    exclusion: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -63,6 +66,49 @@ class MapJob:
     scale: np.ndarray  # (dy, dx)
     translate: np.ndarray  # (ty, tx)
     metadata: dict[str, Any]
+
+
+@dataclasses.dataclass
+class OutlierCheck:
+    """What the registered fit needs to leave out the outlier frames (copied on the GUI thread).
+
+    The outlier frames are found as for ``metrics.json`` (:func:`napari_any2reg.core.verdict.
+    assess_registration`) and left out as ``fit --exclude-frames auto`` does
+    (:func:`napari_any2reg.core.outliers.auto_exclusion`: only while the model keeps enough
+    frames). Worker side: :meth:`exclusion`.
+
+    Attributes
+    ----------
+    raw : ndarray (N, H, W) or None
+        The source frames (``None``: the source layer is not open, nothing is tested).
+    displacement : ndarray (N, 2, H, W)
+    scores : ndarray (N, H, W) or None
+        The stored correspondence maps (else the model-free ones are computed).
+    spacing_mm : (dy, dx)
+    source_name : str
+    """
+
+    raw: np.ndarray | None
+    displacement: np.ndarray
+    scores: np.ndarray | None
+    spacing_mm: tuple[float, float]
+    source_name: str
+
+    def exclusion(self, registered: np.ndarray, timings: Any, n_params: int) -> tuple[tuple[int, ...], str]:
+        """The frames to leave out of the fit of ``registered`` and a sentence saying which are fitted."""
+        from ..core.outliers import auto_exclusion
+        from ..core.verdict import assess_registration
+
+        n = int(registered.shape[0])
+        if self.raw is None or self.raw.shape != registered.shape:
+            return (), (f"outlier frames not tested (the source layer {self.source_name!r} is not open); "
+                        f"all {n} frames fitted")
+        report = assess_registration(self.raw, registered, self.displacement, scores=self.scores,
+                                     spacing_mm=self.spacing_mm, timings_ms=timings)["outlier_frames"]
+        if report.get("not_tested"):
+            return (), f"outlier frames not tested ({report['not_tested']}); all {n} frames fitted"
+        excluded, note = auto_exclusion(report["indices"], n, n_params)
+        return excluded, note
 
 
 def parse_timings(text: str) -> list[float]:
@@ -143,15 +189,31 @@ def run_fits(
     r2_threshold: float,
     fit: Any,
     job: Any,
+    outlier_checks: dict[str, OutlierCheck] | None = None,
 ) -> MappingOutcome:
     """Worker-thread body: fit each series with ``fit`` (:func:`~napari_any2reg.core.mapping.fit_t1`),
-    then ROI statistics and survival curves; ``job`` is the dock's :class:`~._base.Job`."""
+    then ROI statistics and survival curves; ``job`` is the dock's :class:`~._base.Job`.
+
+    ``outlier_checks`` (per role, the registered series): the outlier frames are left out of
+    that series' fit (:meth:`OutlierCheck.exclusion`); :attr:`MappingOutcome.exclusion` says
+    which frames were fitted.
+    """
+    from ..core.mapping import T1_MODELS
+
     outcome = MappingOutcome(results={}, sources={}, statistics={}, survival={}, model=model, r2_threshold=r2_threshold)
     for i, series in enumerate(jobs):
         def progress(fraction: float, message: str, i: int = i, name: str = series.name) -> None:
             job.progress((i + fraction) / len(jobs), f"{name}: {message}")
 
-        result = fit(series.frames, timings, model, device=device, progress=progress, cancel=job.cancel)
+        check = (outlier_checks or {}).get(series.role)
+        exclude: tuple[int, ...] = ()
+        if check is not None:
+            progress(0.0, "outlier frames")
+            exclude, outcome.exclusion[series.role] = check.exclusion(series.frames, timings, T1_MODELS[model].n_params)
+            job.check()
+        # exclude_frames only when frames are left out (a fit without them is the plain call)
+        extra = {"exclude_frames": exclude} if exclude else {}
+        result = fit(series.frames, timings, model, device=device, progress=progress, cancel=job.cancel, **extra)
         outcome.results[series.role] = result
         outcome.sources[series.role] = series.name
         outcome.display[series.role] = display_maps(result, series, r2_threshold)

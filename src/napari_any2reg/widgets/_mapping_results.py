@@ -102,7 +102,13 @@ def format_outcome(outcome: MappingOutcome) -> str:
         q = result.quantity  # T1, T2 or T2*
         median = f"median {q} {np.median(t1):.0f} ms in the {where}" if t1.size else f"no valid {q} in the {where}"
         failed = int((result.failed & region).sum())
-        parts.append(f"{role} ({outcome.sources[role]}): {median}, {failed} of {int(region.sum())} {where} "
-                     f"pixels failed, {result.seconds:.2f} s")
+        text = (f"{role} ({outcome.sources[role]}): {median}, {failed} of {int(region.sum())} {where} "
+                f"pixels failed, {result.seconds:.2f} s")
+        if role in outcome.exclusion:  # the registered fit with the outlier exclusion: which frames it used
+            text += f"; {outcome.exclusion[role]}"
+            used = getattr(result, "frames_used", None)
+            if used is not None and "fitted frames" not in outcome.exclusion[role]:
+                text += f" (fitted frames {', '.join(str(int(f)) for f in used)})"
+        parts.append(text)
     device = next(iter(outcome.results.values())).device
     return f"Done: {outcome.model} on {device}. " + "; ".join(parts) + "."

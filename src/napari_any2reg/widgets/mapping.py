@@ -16,6 +16,12 @@ When both a raw and a registered layer are fitted, the registered maps are shift
 image width (plus a small gap) so the two maps sit side by side, and their colormaps and
 contrast limits are linked.
 
+"Exclude outlier frames" leaves the frames that disagree with the rest of the registered set
+(:mod:`napari_any2reg.core.outliers`, found in the worker as for ``metrics.json``) out of the
+registered fit, as ``any2reg fit --exclude-frames auto`` does (only while the model keeps
+enough frames: :func:`~napari_any2reg.core.outliers.auto_exclusion`); the status line says
+which frames were fitted. It is on by default where the model can spare a frame.
+
 Tests drive it through :meth:`MappingWidget.run`, :meth:`MappingWidget.cancel`,
 :attr:`MappingWidget.worker`, :attr:`MappingWidget.last_result` and the public Qt controls.
 """
@@ -40,6 +46,7 @@ from ._layers import REGISTERED_SUFFIX, axes_kwargs
 from ._mapping_helpers import (
     MapJob,
     MappingOutcome,
+    OutlierCheck,
     ShapesROI,
     display_maps,
     format_timings,
@@ -84,6 +91,7 @@ class MappingWidget(WorkerDock):
         # once the user picks a layer (or "(none)") in a combo, layer events stop auto-picking
         self._raw_touched = False
         self._registered_touched = False
+        self._exclude_touched = False  # once the user ticks or unticks it, the default stops following
         self._filled_for: tuple[int, int] | None = None  # layers the model/timings were read from
         self._build_ui()
         self.watch_layers()
@@ -152,6 +160,11 @@ class MappingWidget(WorkerDock):
                 item.setToolTip("No CUDA GPU is available on this machine.")
         form.addRow("Device", self.device_combo)
 
+        self.exclude_check = QCheckBox("Exclude outlier frames")
+        self.exclude_check.setChecked(True)
+        self.exclude_check.clicked.connect(self._on_exclude_clicked)
+        form.addRow("Registered fit", self.exclude_check)
+
         self.side_by_side_check = QCheckBox("Registered maps beside the raw ones")
         self.side_by_side_check.setChecked(True)
         self.side_by_side_check.setToolTip(
@@ -174,7 +187,8 @@ class MappingWidget(WorkerDock):
         layout.addWidget(self.ecv_section)
         layout.addWidget(self.segments_section)
         self._inputs = (self.raw_combo, self.registered_combo, self.model_combo, self.timings_edit, self.roi_combo,
-                        self.r2_spin, self.device_combo, self.side_by_side_check, self.noise_floor_spin)
+                        self.r2_spin, self.device_combo, self.side_by_side_check, self.noise_floor_spin,
+                        self.exclude_check)
         self._on_model_changed()
 
     # ------------------------------------------------------------------ viewer events
@@ -299,6 +313,54 @@ class MappingWidget(WorkerDock):
         decay = isinstance(spec, DecayModel)
         self.noise_floor_spin.setEnabled(decay and self.worker is None)
         self.run_button.setToolTip(f"Fit {spec.quantity} maps of the chosen layers; results are added as new layers.")
+        self._update_exclude()
+
+    # ------------------------------------------------------------------ outlier frames
+    def _on_exclude_clicked(self, *args: Any) -> None:
+        self._exclude_touched = True
+
+    def _registration_after(self) -> RegisteredLayer | None:
+        """The registration carried by the "after" layer (``None``: not a registration result)."""
+        layer = self.selected_layer("after")
+        return None if layer is None else RegisteredLayer.of(layer)
+
+    def _update_exclude(self) -> None:
+        """Enable the checkbox for a registered "after" layer; default on where the model can
+        spare a frame (``n_params + 2`` frames must remain, as ``--exclude-frames auto``)."""
+        layer = self.selected_layer("after")
+        registered = self._registration_after() is not None
+        spec = T1_MODELS[self.model()]
+        minimum = spec.n_params + 2
+        tip = ("Leave the frames that disagree with the rest of the registered set (a mistriggered frame, a failed "
+               f"breath-hold, an artefact) out of the registered fit, as 'any2reg fit --exclude-frames auto': only "
+               f"while at least {minimum} frames remain for the {self.model()} model.")
+        if layer is None or not registered:
+            tip += "\nUnavailable: choose a registered layer (made by the Registration panel) as 'Registered (after)'."
+        spare = layer is not None and int(layer.data.shape[0]) - 1 >= minimum
+        if layer is not None and registered and not spare:
+            tip += (f"\nOff by default: {int(layer.data.shape[0])} frames leave no frame to spare "
+                    f"(the model needs {minimum}).")
+        self.exclude_check.setToolTip(tip)
+        self.exclude_check.setEnabled(registered and self.worker is None and not self._staging)
+        if not self._exclude_touched:
+            self.exclude_check.setChecked(bool(registered and spare))
+
+    def _outlier_checks(self, jobs: list[MapJob]) -> dict[str, OutlierCheck]:
+        """The outlier check of the "after" job (copies of what it needs), when ticked."""
+        layer = self.selected_layer("after")
+        registration = self._registration_after()
+        if not self.exclude_check.isChecked() or layer is None or registration is None:
+            return {}
+        if not any(job.role == "after" for job in jobs):
+            return {}
+        source = registration.source_in(self.viewer, layer)
+        return {"after": OutlierCheck(
+            raw=None if source is None else np.array(source.data, dtype=np.float32, copy=True),
+            displacement=np.array(registration.displacement, dtype=np.float32, copy=True),
+            scores=None if registration.correspondence is None else np.array(registration.correspondence, np.float32),
+            spacing_mm=registration.spacing_mm(layer),
+            source_name=registration.source_layer,
+        )}
 
     # ------------------------------------------------------------------ options
     def model(self) -> str:
@@ -311,10 +373,6 @@ class MappingWidget(WorkerDock):
         """The noise floor of a T2 / T2* fit (``None``: off, or a T1 model)."""
         value = float(self.noise_floor_spin.value())
         return value if value > 0 and isinstance(T1_MODELS[self.model()], DecayModel) else None
-
-    def timings(self) -> list[float]:
-        """The timings typed in the editor (raises ``ValueError`` for unreadable text)."""
-        return parse_timings(self.timings_edit.text())
 
     def timings(self) -> list[float]:
         """The timings typed in the editor (raises ``ValueError`` for unreadable text)."""
@@ -334,6 +392,7 @@ class MappingWidget(WorkerDock):
     def _update_run_enabled(self) -> None:
         chosen = self.selected_layer("before") is not None or self.selected_layer("after") is not None
         self.run_button.setEnabled(self.worker is None and not self._staging and chosen)
+        self._update_exclude()
 
     # ------------------------------------------------------------------ ROI
     def roi_labels(self, shape: tuple[int, int], reference: Image) -> np.ndarray | None:
@@ -380,6 +439,7 @@ class MappingWidget(WorkerDock):
                         "give exactly one time (ms) per frame."
                     )
             rois = {job.role: self.roi_input(job.frames.shape[1:], self._layer_named(job.name)) for job in jobs}
+            checks = self._outlier_checks(jobs)
         except Exception as exc:
             self.report_error(f"Cannot fit: {exc}", exc)
             return False
@@ -394,7 +454,7 @@ class MappingWidget(WorkerDock):
         names = " and ".join(repr(job.name) for job in jobs)
         return self.start_job(
             lambda job: run_fits(jobs, timings=timings, model=model, device=device, rois=rois,
-                                 r2_threshold=threshold, fit=fit, job=job),
+                                 r2_threshold=threshold, fit=fit, job=job, outlier_checks=checks),
             description=f"{quantity} fit", activity=f"{quantity} fit ({model})", on_result=self._show_outcome,
             message=f"Fitting {model} {quantity} maps of {names} on {device}…", error_prefix=f"{quantity} fit failed")
 
