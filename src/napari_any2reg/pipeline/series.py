@@ -12,21 +12,32 @@ import json
 import logging
 import os
 import threading
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 from typing import Sequence as Seq
 
 import numpy as np
 
-from ..io.labels import read_label_image  # re-exported: the pipeline API names it
 from ..core.vocabulary import arg
+from ..io.labels import read_label_image  # re-exported: the pipeline API names it
+from ._requests import request_from
+from .preflight import (  # re-exported: the pipeline API has named them here
+    check_weights,
+    fit_problem_for,
+    output_bytes,
+    read_input,
+    read_landmarks_for,
+    refuse_replacing_inputs,
+    resolve_export_items,
+    scanner_map_files,
+)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "RegisterSettings",
     "RegisterOutcome",
+    "SeriesRequest",
     "read_input",
     "resolve_export_items",
     "read_landmarks_for",
@@ -147,211 +158,77 @@ def set_torch_threads(threads: int | None) -> None:
     torch.set_num_threads(int(threads))
 
 
-def read_input(source: Any, **options: Any):
-    """``read_sequence`` with its warnings kept in ``metadata["read_warnings"]`` only.
-
-    Callers show them in their own form (one line each on the command line, a column in the
-    batch summary), so the Python warnings are silenced here.
-    """
-    from ..io import SequenceReadWarning, read_sequence
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SequenceReadWarning)
-        return read_sequence(source, **options)
-
-
-def refuse_replacing_inputs(targets: Seq[Path], inputs: Seq[Any]) -> None:
-    """Never let an output (even with overwrite) replace a file this run reads.
-
-    ``any2reg register out/registered.tif -o out --overwrite`` would otherwise replace the very
-    data being processed (and a NIfTI input's JSON sidecar is as much input as the image).
-    """
-    from ..io._common import find_sidecar
-
-    read: list[Path] = []
-    for name in inputs:
-        if name is None or isinstance(name, (list, tuple)) or not Path(name).is_file():
-            continue
-        read.append(Path(name))
-        sidecar = find_sidecar(Path(name))
-        if sidecar is not None:
-            read.append(sidecar)
-    for target in targets:
-        if not target.is_file():
-            continue
-        for source in read:
-            if os.path.samefile(target, source):
-                alias = "" if Path(os.path.abspath(source)) == Path(os.path.abspath(target)) else f" (as {source})"
-                raise ValueError(
-                    f"{target} is also read by this run{alias}; writing the outputs there would "
-                    "replace it. Choose another output folder or file name."
-                )
-
-
-def scanner_map_files(sequence: Any) -> dict[str, Callable[[Path], Any]]:
-    """``{file name: writer(path)}`` of the scanner's own maps that the reader left out of the
-    frames (``metadata["scanner_maps"]``, e.g. a Philips MOLLI's T1 MAP images): written beside
-    the registration (``scanner_t1_map.tif``) so a reader can compare them with a fit after
-    correction."""
-    from ..io import save_map_tiff
-
-    maps = sequence.metadata.get("scanner_maps") or {}
-    files = {}
-    for label, array in maps.items():
-        stem = "_".join("".join(c if c.isalnum() else " " for c in label.lower()).split())
-        files[f"{stem}.tif"] = (lambda p, a=np.asarray(array, np.float32), text=label:
-                                save_map_tiff(p, a, sequence.spacing_mm, {"map": text, "source": "scanner (DICOM)"},
-                                              axes="YX"))
-    return files
-
-
-def check_weights(device: str, weights: str | None) -> None:
-    """Load the network the any2reg engines will use now, so a weights problem stops the run
-    before any work, with one line that says what to do (the loaded network is cached, so a
-    batch worker that calls this once serves every later series from memory)."""
-    from ..core.device import resolve_device
-    from ..core.engines.any2reg import load_pretrained, shipped_weights_name
-    from ..core.weights import WeightsError
-
-    device = resolve_device(device)
-    if shipped_weights_name(weights) is not None:  # the default, or a shipped file by name
-        load_pretrained(device, weights)  # its WeightsError already names the file and the fix
-        return
-    # the interface's words (core.vocabulary): --weights on the command line, weights= in Python
-    named = arg("weights", str(weights))
-    fix = f"pass a best.pt / checkpoint.pt written by 'any2reg train', or omit {arg('weights')} to use the shipped weights."
-    import zipfile
-
-    if Path(weights).is_file() and not zipfile.is_zipfile(weights):
-        # torch's own message for this case is a page about weights_only that misleads
-        raise WeightsError(f"{named}: not a PyTorch checkpoint (those are zip archives); {fix}")
-    try:
-        load_pretrained(device, weights)
-    except Exception as exc:  # torch and the checkpoint layout raise many types for a wrong file
-        if not Path(weights).is_file():
-            raise WeightsError(f"{named}: no such file; {fix}") from exc
-        cause = " ".join(str(exc).split())
-        for spelling in {str(weights), str(Path(weights).resolve())}:
-            cause = cause.replace(f"Weights file {spelling} ", "").replace(f"{spelling}: ", "").replace(spelling, "the file")
-        cause = cause if len(cause) <= 160 else cause[:157] + "..."  # torch's messages run to pages
-        if not isinstance(exc, WeightsError):
-            cause = f"{type(exc).__name__}: {cause}"
-        raise WeightsError(f"{named}: not a usable any2reg network ({cause}); {fix}") from exc
-
-
-def output_bytes(sequence: Any, per_voxel: int, extra: int = 0) -> int:
-    """Rough size of the outputs, to refuse a disk that cannot hold them before computing."""
-    return sequence.n_frames * sequence.shape[0] * sequence.shape[1] * per_voxel + extra
-
-
-def fit_problem_for(sequence: Any) -> str | None:
-    """Why no T1 map can be fitted to ``sequence`` (``None``: it can)."""
-    from ..core.mapping import T1_MODELS, fit_problem, model_for_kind
-
-    model = model_for_kind(sequence.kind)
-    if model is None:
-        return f"no T1 model for a {sequence.kind!r} sequence (pass {arg('kind')} molli|stone|sasha if it is one)"
-    quantity = T1_MODELS[model].quantity
-    if quantity != "T1":  # the export's map items are T1 maps (t1_*.tif); T2 / T2* come from 'fit'
-        return (f"a {sequence.kind!r} sequence gives a {quantity} map, not a T1 map: fit it from the registered "
-                f"stack with 'any2reg fit registered.tif --model {model}' (or fit_t1(..., model={model!r}))")
-    if sequence.timings_ms is None:
-        return f"no inversion/saturation times (pass {arg('timings_ms')})"
-    return fit_problem(sequence.timings_ms, sequence.n_frames, model)
-
-
-def resolve_export_items(
-    export: str | None, sequence: Any, *, landmarks_given: bool, input_label: str = "the input",
-    engine: str | None = None,
-) -> tuple[tuple[str, ...] | None, dict[str, str]]:
-    """The export items requested, resolved against what this run can provide.
-
-    Returns the items (``None`` without an export) and, for ``all``, the items left out and why
-    (printed and kept in metrics.json). An item named explicitly whose input is missing is an
-    error, raised here, before the registration runs.
-    """
-    from .export import EXPORT_ITEMS, MAP_ITEMS, parse_export_items
-
-    if export is None:
-        return None, {}
-    requested = parse_export_items(export)
-    if not requested:
-        raise ValueError("--export needs 'all' or a comma-separated list of items.")
-    no_fit = fit_problem_for(sequence)
-    if requested == ("all",):
-        skipped = {"dice": "needs labels of every frame; export from napari or with pipeline.export"}
-        if not landmarks_given:
-            skipped["landmarks"] = "no --landmarks CSV"
-        if no_fit is not None:
-            skipped.update(dict.fromkeys(MAP_ITEMS, f"no T1 fit possible: {no_fit}"))
-        if engine is not None and not engine.startswith("any2reg"):
-            skipped["uncertainty"] = f"the {engine} engine gives no per-pixel uncertainty (the network engines do)"
-        return tuple(item for item in EXPORT_ITEMS if item not in skipped), skipped
-    if "dice" in requested:
-        raise ValueError("--export dice needs labels of every frame; export from napari (Export panel) or with pipeline.export.")
-    if "uncertainty" in requested and engine is not None and not engine.startswith("any2reg"):
-        raise ValueError(f"--export uncertainty: the {engine} engine gives no per-pixel uncertainty; use --engine any2reg "
-                         "or any2reg-io, or leave uncertainty out of --export.")
-    if "landmarks" in requested and not landmarks_given:
-        raise ValueError("--export landmarks needs --landmarks CSV (frame,name,y,x in pixels).")
-    if set(MAP_ITEMS) & set(requested) and no_fit is not None:
-        raise ValueError(f"--export maps: no T1 fit is possible for {input_label}: {no_fit}")
-    # the plain outputs (registered.tif, displacement.npy) are always part of an export
-    return tuple(item for item in EXPORT_ITEMS if item in set(requested) | {"stack", "displacement"}), {}
-
-
-def read_landmarks_for(path: str, sequence: Any):
-    """A landmark CSV checked against the sequence's frames (before registering)."""
-    from ..io.landmarks import read_landmarks_csv
-
-    table = read_landmarks_csv(path, spacing_mm=sequence.spacing_mm)
-    if table.n_frames > sequence.n_frames:
-        raise ValueError(
-            f"--landmarks {path}: a point is on frame {table.n_frames - 1} but {sequence.name!r} has "
-            f"{sequence.n_frames} frames (0..{sequence.n_frames - 1}); frames are 0-based."
-        )
-    table.positions(sequence.n_frames)  # a landmark placed twice on a frame: fail before registering
-    return table
-
-
 ExtraFiles = Callable[[RegisterOutcome], Mapping[str, Callable[[Path], None]]]
 
 
-def _assess(sequence: Any, result: Any, labels: Any, metrics: dict[str, Any]) -> dict[str, Any]:
-    """Add ``outlier_frames``, ``displacement_sd`` and ``verdict`` to ``metrics``; returns the
-    verdict's inputs (a fit adds its R² to them)."""
-    from ..core.verdict import assess_registration
+@dataclasses.dataclass(frozen=True)
+class SeriesRequest:
+    """What one registration reads beside its sequence, and how it writes its outputs.
 
-    note = result.params.get("uncertainty")
-    if note is None:
-        note = (f"none: the {result.engine} engine optimises one field per sequence and has no spread to "
-                "report; the network engines (any2reg, any2reg-io) give displacement_sd")
-    assessment = assess_registration(
-        sequence.frames, result.registered, result.displacement, scores=result.extras.get("correspondence"),
-        spacing_mm=sequence.spacing_mm, timings_ms=sequence.timings_ms, labels=labels,
-        displacement_sd_mm=result.extras.get("displacement_sd_mm"), uncertainty_note=note,
-    )
-    inputs = assessment.pop("_verdict_inputs")
-    metrics.update(assessment)
-    return inputs
+    :class:`RegisterSettings` is what a cohort's series share; this is each series' own part.
+
+    Attributes
+    ----------
+    input_path : str or list, optional
+        What was read (metrics, run record, and never overwritten).
+    landmarks_path : str, optional
+        Landmark CSV for the ``landmarks`` export item and TRE.
+    mask_path : str, optional
+        2-D label image / mask (:func:`read_label_image`): only its non-zero region drives the
+        similarity (``register(..., mask=)``; the plain ``any2reg`` pass notes it ignores it).
+    rv_insertion : str or array_like, optional
+        RV insertion points (``"Y1,X1;Y2,X2"``, pixels, anterior first) with ``mask_path``
+        (label 2 = LV myocardium) and the ``report`` export item: the report shows the AHA
+        segments (``level``) of the registered T1 map as a bullseye and a table
+        (``metrics.json``: ``segments``).
+    level : {"basal", "mid", "apical"}
+    overwrite : bool
+        Replace existing outputs; default: refuse before computing.
+    command : list of str, optional
+        Command line for the run record.
+    extra_names : tuple of str
+        Names of the files ``extra_files`` adds, checked for clashes before computing.
+    """
+
+    input_path: Any = None
+    landmarks_path: str | None = None
+    mask_path: str | None = None
+    rv_insertion: Any = None
+    level: str = "mid"
+    overwrite: bool = False
+    command: Seq[str] | None = None
+    extra_names: Seq[str] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extra_names", tuple(self.extra_names))
+        if self.command is not None:
+            object.__setattr__(self, "command", tuple(self.command))
 
 
-def _auto_exclusion(sequence: Any, metrics: dict[str, Any]) -> tuple[int, ...]:
-    """The outlier frames the registered fit leaves out (``--exclude-frames auto``), recorded
-    in ``metrics["fit_frames"]``."""
-    from ..core.mapping import T1_MODELS, model_for_kind
-    from ..core.outliers import auto_exclusion
+#: The keyword spellings of :class:`SeriesRequest` in :func:`register_series` and their defaults.
+_REQUEST_KEYWORDS = {field.name: field.default for field in dataclasses.fields(SeriesRequest)}
 
-    model = T1_MODELS[model_for_kind(sequence.kind)]
-    exclude, note = auto_exclusion(metrics["outlier_frames"]["indices"], sequence.n_frames, model.n_params)
-    metrics["fit_frames"] = {"excluded": list(exclude), "note": note}
-    return exclude
+
+@dataclasses.dataclass(frozen=True)
+class _SeriesPlan:
+    """What one registration will write, decided and checked before it runs."""
+
+    outdir: Path
+    engine: str
+    label: str  # the input as metrics.json and the run record name it
+    export_items: tuple[str, ...] | None  # None: the plain outputs only
+    skipped: dict[str, str]  # export items left out of "all", and why
+    landmarks: Any  # LandmarkTable or None
+    region: np.ndarray | None  # the mask's label image
+    names: tuple[str, ...]  # every file written
+    scanner_maps: dict[str, Callable[[Path], Any]]
 
 
 def register_series(
     sequence: Any,
     outdir: Any,
     settings: RegisterSettings,
+    request: SeriesRequest | None = None,
     *,
     input_path: Any = None,
     landmarks_path: str | None = None,
@@ -378,28 +255,16 @@ def register_series(
     outdir : str or Path
         Output folder (created when missing; nothing is left in it if the run fails).
     settings : RegisterSettings
-    input_path : str or list, optional
-        What was read (metrics, run record, and never overwritten).
-    landmarks_path : str, optional
-        Landmark CSV for the ``landmarks`` export item and TRE.
-    mask_path : str, optional
-        2-D label image / mask (:func:`read_label_image`): only its non-zero region drives the
-        similarity (``register(..., mask=)``; the plain ``any2reg`` pass notes it ignores it).
-    overwrite : bool
-        Replace existing outputs; default: refuse before computing.
-    command : list of str, optional
-        Command line for the run record.
+    request : SeriesRequest, optional
+        The series' own inputs and how to write, as one object; or give its fields as the
+        keywords ``input_path``, ``landmarks_path``, ``mask_path``, ``overwrite``, ``command``,
+        ``extra_names``, ``rv_insertion`` and ``level`` (described in :class:`SeriesRequest`;
+        not both).
     progress, cancel :
         Passed to :func:`napari_any2reg.core.registration.register`.
     extra_files : callable(outcome) -> {name: writer(path)}, optional
-        More files computed from the outcome and written in the same unit (batch: ``series.json``).
-    extra_names : list of str
-        Their names, checked for clashes before computing.
-    rv_insertion : str or array_like, optional
-        RV insertion points (``"Y1,X1;Y2,X2"``, pixels, anterior first) with ``mask_path``
-        (label 2 = LV myocardium) and the ``report`` export item: the report shows the AHA
-        segments (``level``) of the registered T1 map as a bullseye and a table
-        (``metrics.json``: ``segments``).
+        More files computed from the outcome and written in the same unit (batch:
+        ``series.json``); their names are ``extra_names``.
 
     Returns
     -------
@@ -409,28 +274,73 @@ def register_series(
     ------
     ValueError, OSError, FileExistsError, WeightsError
         Before computing, for anything that can be checked; nothing is written.
+    TypeError
+        ``request`` together with one of its keywords.
     """
-    from ..core.metrics import alignment_score
-    from ..core.registration import register
-    from ..io import atomic_write_folder, check_output_folder, write_tiff
+    request = request_from(SeriesRequest, request, {
+        "input_path": input_path, "landmarks_path": landmarks_path, "mask_path": mask_path,
+        "rv_insertion": rv_insertion, "level": level, "overwrite": overwrite, "command": command,
+        "extra_names": extra_names}, _REQUEST_KEYWORDS)
+    plan = _plan(sequence, Path(outdir), settings, request)
+    result = _register(sequence, settings, plan, progress, cancel)
+    outcome, verdict_inputs = _measure(sequence, result, plan, request)
+    if plan.export_items is None:
+        _write_plain(outcome, plan, request, extra_files)
+    else:
+        _export(outcome, plan, settings, request, verdict_inputs, extra_files)
+    return outcome
 
-    outdir = Path(outdir)
+
+# ---------------------------------------------------------------- the steps
+def _plan(sequence: Any, outdir: Path, settings: RegisterSettings, request: SeriesRequest) -> _SeriesPlan:
+    """Everything checked before registering: export items, landmarks, files, room, weights."""
+    from ..io import check_output_folder
+
     engine = settings.engine_name()
-    label = str(input_path) if input_path is not None and not isinstance(input_path, (list, tuple)) else sequence.name
+    path = request.input_path
+    label = str(path) if path is not None and not isinstance(path, (list, tuple)) else sequence.name
     export_items, skipped = resolve_export_items(
-        settings.export, sequence, landmarks_given=landmarks_path is not None, input_label=label, engine=engine,
+        settings.export, sequence, landmarks_given=request.landmarks_path is not None, input_label=label, engine=engine,
     )
-    landmarks = read_landmarks_for(landmarks_path, sequence) if landmarks_path is not None else None
-    if rv_insertion is not None:  # AHA segments in the report: checked before registering
-        from ..core.segments import parse_insertion_points
-
-        parse_insertion_points(rv_insertion)
-        if mask_path is None or export_items is None or "report" not in export_items or fit_problem_for(sequence):
-            raise ValueError(f"{arg('rv_insertion')} puts the AHA segments of the registered T1 map in the QC report: it "
-                             f"needs {arg('mask')} (label 2 = LV myocardium), the report export item and a sequence a "
-                             "T1 map can be fitted to.")
+    landmarks = read_landmarks_for(request.landmarks_path, sequence) if request.landmarks_path is not None else None
+    _check_segments_request(sequence, request, export_items)
     if export_items is None and landmarks is not None:
         raise ValueError("--landmarks is used by the export; add --export all (or --export landmarks,...).")
+    scanner_maps = scanner_map_files(sequence)
+    names = _output_names(sequence, settings, engine, export_items, request.extra_names, scanner_maps)
+    targets = [outdir / name for name in names]
+    inputs = list(path) if isinstance(path, (list, tuple)) else [path]
+    refuse_replacing_inputs(targets, inputs + [request.landmarks_path, request.mask_path, settings.weights])
+    region = read_label_image(request.mask_path, sequence.shape) if request.mask_path is not None else None
+    existing = [str(p) for p in targets if p.exists()]
+    if existing and not request.overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist; pass {arg('overwrite', True)} to replace them")
+    # registered + displacement (2) + correspondence: 16 bytes a voxel; the export adds NIfTI
+    # copies and the Jacobian, and a report of a few MB
+    check_output_folder(outdir, needed_bytes=output_bytes(sequence, 16) if export_items is None
+                        else output_bytes(sequence, 32, 5_000_000))
+    if engine.startswith("any2reg"):
+        check_weights(settings.device, settings.weights)
+    return _SeriesPlan(outdir=outdir, engine=engine, label=label, export_items=export_items, skipped=skipped,
+                       landmarks=landmarks, region=region, names=tuple(names), scanner_maps=scanner_maps)
+
+
+def _check_segments_request(sequence: Any, request: SeriesRequest, export_items: tuple[str, ...] | None) -> None:
+    """AHA segments in the report need a mask, the report item and a T1 fit: checked before registering."""
+    if request.rv_insertion is None:
+        return
+    from ..core.segments import parse_insertion_points
+
+    parse_insertion_points(request.rv_insertion)
+    if request.mask_path is None or export_items is None or "report" not in export_items or fit_problem_for(sequence):
+        raise ValueError(f"{arg('rv_insertion')} puts the AHA segments of the registered T1 map in the QC report: it "
+                         f"needs {arg('mask')} (label 2 = LV myocardium), the report export item and a sequence a "
+                         "T1 map can be fitted to.")
+
+
+def _output_names(sequence: Any, settings: RegisterSettings, engine: str, export_items: tuple[str, ...] | None,
+                  extra_names: Seq[str], scanner_maps: Mapping[str, Any]) -> list[str]:
+    """Every file the run writes, to refuse an overwrite (or a clash) before computing."""
     names = ["registered.tif", "displacement.npy", "metrics.json"]
     if engine.startswith("any2reg"):
         names.append("correspondence.npy")
@@ -440,38 +350,35 @@ def register_series(
         names += [name for name in planned_files(export_items, report_format=settings.report_format, n_frames=sequence.n_frames,
                                                    scanner_geometry=sequence.geometry is not None) if name not in names]
     names += [name for name in extra_names if name not in names]
-    scanner_maps = scanner_map_files(sequence)
-    names += [name for name in scanner_maps if name not in names]
-    targets = [outdir / name for name in names]
-    inputs = list(input_path) if isinstance(input_path, (list, tuple)) else [input_path]
-    refuse_replacing_inputs(targets, inputs + [landmarks_path, mask_path, settings.weights])
-    region = read_label_image(mask_path, sequence.shape) if mask_path is not None else None
-    existing = [str(p) for p in targets if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist; pass {arg('overwrite', True)} to replace them")
-    # registered + displacement (2) + correspondence: 16 bytes a voxel; the export adds NIfTI
-    # copies and the Jacobian, and a report of a few MB
-    check_output_folder(outdir, needed_bytes=output_bytes(sequence, 16) if export_items is None
-                        else output_bytes(sequence, 32, 5_000_000))
-    if engine.startswith("any2reg"):
-        check_weights(settings.device, settings.weights)
+    return names + [name for name in scanner_maps if name not in names]
 
-    result = register(
+
+def _register(sequence: Any, settings: RegisterSettings, plan: _SeriesPlan, progress: Any, cancel: Any):
+    from ..core.registration import register
+
+    return register(
         sequence,
-        engine=engine,
+        engine=plan.engine,
         device=settings.device,
         reference_frame=settings.reference_frame,
         progress=progress,
         cancel=cancel if cancel is not None else threading.Event(),
-        **({"mask": region} if region is not None else {}),
+        **({"mask": plan.region} if plan.region is not None else {}),
         **settings.engine_options,
     )
+
+
+def _measure(sequence: Any, result: Any, plan: _SeriesPlan, request: SeriesRequest) -> tuple[RegisterOutcome, dict[str, Any]]:
+    """``metrics.json`` (run summary, alignment before/after, outliers, verdict) in a new outcome;
+    also returns the verdict's inputs (a fit adds its R² to them)."""
+    from ..core.metrics import alignment_score
+
     metrics = result.summary()
-    if mask_path is not None:
-        metrics["mask_path"] = str(mask_path)  # the run record's input.mask
+    if request.mask_path is not None:
+        metrics["mask_path"] = str(request.mask_path)  # the run record's input.mask
     metrics.update(
         {
-            "input": label,
+            "input": plan.label,
             "n_frames": sequence.n_frames,
             "shape": list(sequence.shape),
             "spacing_mm": list(sequence.spacing_mm),
@@ -483,75 +390,133 @@ def register_series(
             "displacement_convention": "pixels (dy, dx), pull-back: registered_i(x) = frame_i(x + u_i(x))",
         }
     )
-    verdict_inputs = _assess(sequence, result, region, metrics)
+    verdict_inputs = _assess(sequence, result, plan.region, metrics)
     if sequence.metadata.get("read_warnings"):
         metrics["read_warnings"] = list(sequence.metadata["read_warnings"])
-    if skipped:
-        metrics["export_skipped"] = dict(skipped)
-    outcome = RegisterOutcome(sequence=sequence, result=result, metrics=metrics, outdir=outdir, skipped=dict(skipped))
-    scores = result.extras.get("correspondence")
-    metrics_writer = {"metrics.json": lambda p: p.write_text(json.dumps(metrics, indent=2, default=float))}
+    if plan.skipped:
+        metrics["export_skipped"] = dict(plan.skipped)
+    outcome = RegisterOutcome(sequence=sequence, result=result, metrics=metrics, outdir=plan.outdir, skipped=dict(plan.skipped))
+    return outcome, verdict_inputs
 
-    if export_items is not None:
-        from .export import MAP_ITEMS, export_result, t1_maps_from_fit
 
-        t1_maps = None
-        if set(MAP_ITEMS) & set(export_items):
-            from ..core.mapping import fit_t1
+def _assess(sequence: Any, result: Any, labels: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Add ``outlier_frames``, ``displacement_sd`` and ``verdict`` to ``metrics``; returns the
+    verdict's inputs (a fit adds its R² to them)."""
+    from ..core.verdict import assess_registration
 
-            exclude = _auto_exclusion(sequence, metrics)
-            outcome.fits = {
-                "raw": fit_t1(sequence, device=settings.device),
-                "registered": fit_t1(result.registered_sequence(), device=settings.device, exclude_frames=exclude),
-            }
-            from ..core.verdict import fit_evidence, make_verdict
+    note = result.params.get("uncertainty")
+    if note is None:
+        note = (f"none: the {result.engine} engine optimises one field per sequence and has no spread to "
+                "report; the network engines (any2reg, any2reg-io) give displacement_sd")
+    assessment = assess_registration(
+        sequence.frames, result.registered, result.displacement, scores=result.extras.get("correspondence"),
+        spacing_mm=sequence.spacing_mm, timings_ms=sequence.timings_ms, labels=labels,
+        displacement_sd_mm=result.extras.get("displacement_sd_mm"), uncertainty_note=note,
+    )
+    inputs = assessment.pop("_verdict_inputs")
+    metrics.update(assessment)
+    return inputs
 
-            verdict_inputs.update(fit_evidence(outcome.fits["raw"], outcome.fits["registered"], region))
-            metrics["verdict"] = make_verdict(**verdict_inputs)
-            t1_maps = {role: t1_maps_from_fit(fit) for role, fit in outcome.fits.items()}
-        segments = None
-        if rv_insertion is not None:
-            from ..core.mapping import fit_t1
-            from .segments import analyse_segments
 
-            fitted = (outcome.fits or {}).get("registered") or fit_t1(result.registered_sequence(), device=settings.device)
-            analysis = analyse_segments(fitted.t1_ms, region, rv_insertion, level=level,
-                                        quantity=getattr(fitted, "quantity", "T1"), unit="ms")
-            segments = metrics["segments"] = analysis.summary()
-        qc = None
-        if {"qc", "report", "record"} & set(export_items) and landmarks is None:
-            # computed here, once, so extra_files (the batch's summary row) can use it too
-            from .export import qc_metrics
+def _metrics_writer(metrics: dict[str, Any]) -> Callable[[Path], None]:
+    # written last: the fit and the segments add to metrics after it is made
+    return lambda p: p.write_text(json.dumps(metrics, indent=2, default=float))
 
-            qc = qc_metrics(sequence, result.registered_sequence(), result.displacement, info=metrics,
-                            template=result.template, correspondence=scores)
-            outcome.qc = qc[0]
-        extra = {**metrics_writer, **scanner_maps}
-        if scores is not None:
-            extra["correspondence.npy"] = lambda p: np.save(p, np.asarray(scores, np.float32))
-        if extra_files is not None:
-            extra.update(extra_files(outcome))
-        outcome.export = export_result(
-            result, outdir, items=export_items, landmarks=landmarks, t1_maps=t1_maps, info=metrics,
-            input_path=label, report_format=settings.report_format, extra_files=extra,
-            command=None if command is None else list(command), overwrite=overwrite, qc=qc, segments=segments,
-        )
-        outcome.qc = outcome.export.qc
-        return outcome
 
-    more = {**scanner_maps, **(dict(extra_files(outcome)) if extra_files is not None else {})}
+def _write_plain(outcome: RegisterOutcome, plan: _SeriesPlan, request: SeriesRequest, extra_files: ExtraFiles | None) -> None:
+    """The plain outputs (no export): stack, field, metrics, correspondence, scanner maps, extras."""
+    from ..io import atomic_write_folder, write_tiff
+
+    result, scores = outcome.result, outcome.result.extras.get("correspondence")
+    more = {**plan.scanner_maps, **(dict(extra_files(outcome)) if extra_files is not None else {})}
 
     def write_outputs(staging: Path) -> None:
         write_tiff(staging / "registered.tif", result.registered_sequence())
         np.save(staging / "displacement.npy", result.displacement)
-        metrics_writer["metrics.json"](staging / "metrics.json")
-        if scores is not None and "correspondence.npy" in names:
+        _metrics_writer(outcome.metrics)(staging / "metrics.json")
+        if scores is not None and "correspondence.npy" in plan.names:
             np.save(staging / "correspondence.npy", np.asarray(scores, np.float32))
         for name, writer in more.items():
             writer(staging / name)
 
     # the outputs appear together or not at all (full disk, Ctrl-C, SIGTERM)
-    atomic_write_folder(outdir, write_outputs, expected=names, overwrite=overwrite)
-    return outcome
+    atomic_write_folder(plan.outdir, write_outputs, expected=list(plan.names), overwrite=request.overwrite)
 
 
+def _export(outcome: RegisterOutcome, plan: _SeriesPlan, settings: RegisterSettings, request: SeriesRequest,
+            verdict_inputs: dict[str, Any], extra_files: ExtraFiles | None) -> None:
+    """The export items: T1 fits before/after (and the verdict with them), segments, QC once, files."""
+    from .export import ExportRequest, export_result, t1_maps_from_fit
+
+    t1_maps = _fit_maps(outcome, plan, settings, verdict_inputs)
+    t1_maps = None if t1_maps is None else {role: t1_maps_from_fit(fit) for role, fit in t1_maps.items()}
+    segments = _segments(outcome, plan, settings, request)
+    result, scores = outcome.result, outcome.result.extras.get("correspondence")
+    qc = None
+    if {"qc", "report", "record"} & set(plan.export_items) and plan.landmarks is None:
+        # computed here, once, so extra_files (the batch's summary row) can use it too
+        from .export import qc_metrics
+
+        qc = qc_metrics(outcome.sequence, result.registered_sequence(), result.displacement, info=outcome.metrics,
+                        template=result.template, correspondence=scores)
+        outcome.qc = qc[0]
+    extra = {"metrics.json": _metrics_writer(outcome.metrics), **plan.scanner_maps}
+    if scores is not None:
+        extra["correspondence.npy"] = lambda p: np.save(p, np.asarray(scores, np.float32))
+    if extra_files is not None:
+        extra.update(extra_files(outcome))
+    export_request = ExportRequest(items=plan.export_items, report_format=settings.report_format, input_path=plan.label,
+                                   command=None if request.command is None else list(request.command),
+                                   overwrite=request.overwrite, extra_files=extra)
+    outcome.export = export_result(result, plan.outdir, request=export_request, landmarks=plan.landmarks,
+                                   t1_maps=t1_maps, info=outcome.metrics, qc=qc, segments=segments)
+    outcome.qc = outcome.export.qc
+
+
+def _fit_maps(outcome: RegisterOutcome, plan: _SeriesPlan, settings: RegisterSettings,
+              verdict_inputs: dict[str, Any]) -> dict[str, Any] | None:
+    """The T1 fits before and after (``outcome.fits``) when a map item is exported; the verdict
+    then weighs their R² too. The registered fit leaves the outlier frames out."""
+    from .export import MAP_ITEMS
+
+    if not set(MAP_ITEMS) & set(plan.export_items):
+        return None
+    from ..core.mapping import fit_t1
+    from ..core.verdict import fit_evidence, make_verdict
+
+    sequence, metrics = outcome.sequence, outcome.metrics
+    exclude = _auto_exclusion(sequence, metrics)
+    outcome.fits = {
+        "raw": fit_t1(sequence, device=settings.device),
+        "registered": fit_t1(outcome.result.registered_sequence(), device=settings.device, exclude_frames=exclude),
+    }
+    verdict_inputs.update(fit_evidence(outcome.fits["raw"], outcome.fits["registered"], plan.region))
+    metrics["verdict"] = make_verdict(**verdict_inputs)
+    return outcome.fits
+
+
+def _auto_exclusion(sequence: Any, metrics: dict[str, Any]) -> tuple[int, ...]:
+    """The outlier frames the registered fit leaves out (``--exclude-frames auto``), recorded
+    in ``metrics["fit_frames"]``."""
+    from ..core.mapping import T1_MODELS, model_for_kind
+    from ..core.outliers import auto_exclusion
+
+    model = T1_MODELS[model_for_kind(sequence.kind)]
+    exclude, note = auto_exclusion(metrics["outlier_frames"]["indices"], sequence.n_frames, model.n_params)
+    metrics["fit_frames"] = {"excluded": list(exclude), "note": note}
+    return exclude
+
+
+def _segments(outcome: RegisterOutcome, plan: _SeriesPlan, settings: RegisterSettings,
+              request: SeriesRequest) -> dict[str, Any] | None:
+    """The AHA segments of the registered T1 map for the report (``metrics["segments"]``)."""
+    if request.rv_insertion is None:
+        return None
+    from ..core.mapping import fit_t1
+    from .segments import analyse_segments
+
+    fitted = (outcome.fits or {}).get("registered") or fit_t1(outcome.result.registered_sequence(), device=settings.device)
+    analysis = analyse_segments(fitted.t1_ms, plan.region, request.rv_insertion, level=request.level,
+                                quantity=getattr(fitted, "quantity", "T1"), unit="ms")
+    outcome.metrics["segments"] = analysis.summary()
+    return outcome.metrics["segments"]
