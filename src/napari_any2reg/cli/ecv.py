@@ -15,7 +15,7 @@ def _fraction(text: str) -> float:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from . import _LazyChoices
+    from ._common import _LazyChoices
 
     engines = _LazyChoices("napari_any2reg.core.registration", "available_engines", call=True)
     devices = _LazyChoices("napari_any2reg.core.device", "DEVICE_CHOICES")
@@ -57,7 +57,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.ecv import ecv_file
     from ..pipeline.series import set_torch_threads
-    from . import _Progress
+    from ._common import _Progress
 
     set_torch_threads(args.threads)
     with _Progress(args.quiet) as progress:
