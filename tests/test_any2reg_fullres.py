@@ -11,7 +11,8 @@ import torch
 
 from napari_any2reg.core.device import cpu_threads, default_cpu_threads
 from napari_any2reg.core.engine_api import EngineOptionError
-from napari_any2reg.core.engines import any2reg as any2reg_module
+from napari_any2reg.core.engines.any2reg import engine as engine_module
+from napari_any2reg.core.engines.any2reg import passes as passes_module  # where the network passes call predict
 from napari_any2reg.core.engines.any2reg import MAX_WORKING_PIXELS, pass_schedule, working_grid
 from napari_any2reg.core.metrics import relative_epe
 from napari_any2reg.core.phantom import make_phantom
@@ -53,13 +54,13 @@ def test_working_grid_is_native_unless_asked_or_over_budget():
 
 def test_working_spacing_is_reported_and_changes_the_grid_the_network_sees(molli, monkeypatch):
     seen = []
-    original = any2reg_module.predict
+    original = passes_module.predict
 
     def spy(net, frames, *args, training_spacing_mm=None, **kwargs):
         seen.append(tuple(training_spacing_mm))
         return original(net, frames, *args, training_spacing_mm=training_spacing_mm, **kwargs)
 
-    monkeypatch.setattr(any2reg_module, "predict", spy)
+    monkeypatch.setattr(passes_module, "predict", spy)
     native = register(molli.sequence, scores=False, coarse=False, orientations=1, coarse_pass_mm=0, uncertainty_shifts=0)
     assert seen == [(1.5, 1.5)]
     assert native.params["working_grid"] == {"spacing_mm": [1.5, 1.5], "why": "native", "resampled": False}
@@ -119,7 +120,7 @@ def test_do_no_harm_returns_identity_when_the_field_is_worse_than_none(molli, mo
         field = (shifts - shifts.mean(0))[:, :, None, None].expand(n, 2, h, w).contiguous()
         return field, torch.zeros_like(field)  # (field, variance over the orientations)
 
-    monkeypatch.setattr(any2reg_module, "_network_field", harmful)
+    monkeypatch.setattr(engine_module, "_network_field", harmful)
     still = make_phantom("molli", seed=20013, shape=(96, 96), spacing_mm=(1.5, 1.5), motion_mm=0.0, rotation_deg=0.0,
                          nonrigid_mm=0.0, snr=40.0)
     kept = register(still.sequence, scores=False, coarse=False, do_no_harm=False)
@@ -144,13 +145,13 @@ def test_do_no_harm_keeps_a_field_that_helps(molli):
 def test_threads_are_set_for_the_call_and_restored(molli, monkeypatch):
     torch.set_num_threads(1)
     seen = []
-    original = any2reg_module.predict
+    original = passes_module.predict
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(any2reg_module, "predict", spy)
+    monkeypatch.setattr(passes_module, "predict", spy)
     result = register(molli.sequence, scores=False, coarse=False, orientations=1, coarse_pass_mm=0, threads=2,
                       uncertainty_shifts=0)
     assert seen == [2] and result.params["cpu_threads"] == 2
