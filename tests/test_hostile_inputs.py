@@ -342,7 +342,7 @@ def test_an_empty_dcm_is_refused_without_reading_its_folder(tmp_path, monkeypatc
     def no_scan(*args, **kwargs):
         raise AssertionError("the folder was scanned")
 
-    monkeypatch.setattr(dicom, "_scan", no_scan)
+    monkeypatch.setattr(dicom.reader, "_scan", no_scan)  # where the DICOM reader looks it up
     with pytest.raises(SequenceReadError, match="empty"):
         read_sequence(empty)
     assert main(["register", str(empty), "-o", str(tmp_path / "out"), "-q"]) == 1

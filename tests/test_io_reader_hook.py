@@ -106,7 +106,7 @@ def test_napari_shows_why_a_file_is_refused(viewer, tmp_path):
 def test_a_named_non_dicom_file_is_not_read_through_its_folder(tmp_path, monkeypatch):
     """A ``.dcm`` that is not DICOM is refused as that file (no scan of the folder beside it)."""
     from napari_any2reg.io import SequenceReadError, read_sequence
-    from napari_any2reg.io import dicom
+    from napari_any2reg.io.dicom import reader as dicom  # the module whose reader calls _scan
 
     _philips_molli(tmp_path / "molli", with_maps=0)
     junk = tmp_path / "molli" / "junk.dcm"
