@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 
 pytestmark = pytest.mark.napari
+#: the whole tour takes 70-110 s on the shared 2-core machine (registrations, fits, export)
+SLOW = pytest.mark.slow
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 TOUR = ROOT / "docs" / "tour"
@@ -37,6 +39,7 @@ def tour(tmp_path_factory, qapp):
     return module, out, json.loads((out / "tour.json").read_text())
 
 
+@SLOW
 def test_every_step_saves_a_picture_of_the_window(tour):
     from PIL import Image
 
@@ -57,6 +60,7 @@ def test_every_step_saves_a_picture_of_the_window(tour):
     assert not [n for n in record["notifications"] if n.startswith("error")], record["notifications"]
 
 
+@SLOW
 def test_each_step_produced_what_the_tour_shows(tour):
     _, out, record = tour
     steps = record["steps"]
