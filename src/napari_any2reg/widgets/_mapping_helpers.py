@@ -209,7 +209,13 @@ def run_fits(
         exclude: tuple[int, ...] = ()
         if check is not None:
             progress(0.0, "outlier frames")
-            exclude, outcome.exclusion[series.role] = check.exclusion(series.frames, timings, T1_MODELS[model].n_params)
+            exclude, note = check.exclusion(series.frames, timings, T1_MODELS[model].n_params)
+            n = int(series.frames.shape[0])
+            if exclude:  # short: the status line of a full dock in a 1280x800 window has little room
+                frames = ", ".join(map(str, exclude))
+                note = (f"outlier frame{'s' if len(exclude) > 1 else ''} {frames} left out, "
+                        f"{n - len(exclude)} of {n} frames fitted")
+            outcome.exclusion[series.role] = note
             job.check()
         # exclude_frames only when frames are left out (a fit without them is the plain call)
         extra = {"exclude_frames": exclude} if exclude else {}

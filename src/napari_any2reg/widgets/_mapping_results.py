@@ -104,11 +104,11 @@ def format_outcome(outcome: MappingOutcome) -> str:
         failed = int((result.failed & region).sum())
         text = (f"{role} ({outcome.sources[role]}): {median}, {failed} of {int(region.sum())} {where} "
                 f"pixels failed, {result.seconds:.2f} s")
-        if role in outcome.exclusion:  # the registered fit with the outlier exclusion: which frames it used
-            text += f"; {outcome.exclusion[role]}"
-            used = getattr(result, "frames_used", None)
-            if used is not None and "fitted frames" not in outcome.exclusion[role]:
-                text += f" (fitted frames {', '.join(str(int(f)) for f in used)})"
+        note = outcome.exclusion.get(role, "")
+        # the registered fit with the outlier exclusion says which frames it used; "no outlier
+        # frames" (every frame fitted, as without the option) adds nothing to a full status line
+        if note and not note.startswith("no outlier frames"):
+            text += f"; {note}"
         parts.append(text)
     device = next(iter(outcome.results.values())).device
     return f"Done: {outcome.model} on {device}. " + "; ".join(parts) + "."

@@ -16,7 +16,7 @@ When both a raw and a registered layer are fitted, the registered maps are shift
 image width (plus a small gap) so the two maps sit side by side, and their colormaps and
 contrast limits are linked.
 
-"Exclude outlier frames" leaves the frames that disagree with the rest of the registered set
+"Exclude outliers" leaves the frames that disagree with the rest of the registered set
 (:mod:`napari_any2reg.core.outliers`, found in the worker as for ``metrics.json``) out of the
 registered fit, as ``any2reg fit --exclude-frames auto`` does (only while the model keeps
 enough frames: :func:`~napari_any2reg.core.outliers.auto_exclusion`); the status line says
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QLineEdit, QPushButton, QWidget
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QWidget
 
 from ..core.device import DEVICE_CHOICES
 from ..core.mapping import T1_MODELS, DecayModel, T1FitResult, fit_t1, model_for_kind
@@ -148,7 +148,6 @@ class MappingWidget(WorkerDock):
         self.r2_spin.setSingleStep(0.01)
         self.r2_spin.setValue(DEFAULT_R2_THRESHOLD)
         self.r2_spin.setToolTip("A pixel's fit counts as good when R² is above this value.")
-        form.addRow("Good fit: R² >", self.r2_spin)
 
         self.device_combo = QComboBox()
         for name in DEVICE_CHOICES:
@@ -158,19 +157,29 @@ class MappingWidget(WorkerDock):
             if item is not None:
                 item.setEnabled(False)
                 item.setToolTip("No CUDA GPU is available on this machine.")
-        form.addRow("Device", self.device_combo)
+        # R² threshold and device share a row: with the outlier option the ROI table must stay
+        # in view in a 1280x800 window (tests/test_new_user_window.py)
+        fit_row = QHBoxLayout()
+        fit_row.addWidget(self.r2_spin, 1)
+        fit_row.addWidget(QLabel("Device"))
+        fit_row.addWidget(self.device_combo, 1)
+        form.addRow("Good fit: R² >", fit_row)
 
-        self.exclude_check = QCheckBox("Exclude outlier frames")
+        self.exclude_check = QCheckBox("Exclude outliers")
         self.exclude_check.setChecked(True)
         self.exclude_check.clicked.connect(self._on_exclude_clicked)
-        form.addRow("Registered fit", self.exclude_check)
 
-        self.side_by_side_check = QCheckBox("Registered maps beside the raw ones")
+        self.side_by_side_check = QCheckBox("Maps side by side")
         self.side_by_side_check.setChecked(True)
         self.side_by_side_check.setToolTip(
             "Shift the registered maps right by one image width so raw and registered are side by side."
         )
-        form.addRow("Layout", self.side_by_side_check)
+        # one row for both: the ROI table must stay in view in a 1280x800 window
+        options = QHBoxLayout()
+        options.addWidget(self.exclude_check)
+        options.addWidget(self.side_by_side_check)
+        options.addStretch(1)
+        form.addRow("Registered", options)
 
         self.run_button = QPushButton("Fit")
         self.run_button.setToolTip("Fit T1 maps of the chosen layers; results are added as new layers.")
@@ -331,7 +340,7 @@ class MappingWidget(WorkerDock):
         registered = self._registration_after() is not None
         spec = T1_MODELS[self.model()]
         minimum = spec.n_params + 2
-        tip = ("Leave the frames that disagree with the rest of the registered set (a mistriggered frame, a failed "
+        tip = ("Exclude outlier frames: leave the frames that disagree with the rest of the registered set (a mistriggered frame, a failed "
                f"breath-hold, an artefact) out of the registered fit, as 'any2reg fit --exclude-frames auto': only "
                f"while at least {minimum} frames remain for the {self.model()} model.")
         if layer is None or not registered:
