@@ -287,7 +287,7 @@ ENGINE_OPTIONS: tuple[EngineOption, ...] = (
         engines=_NETWORK, choices=(1, 2, 4),
     ),
     EngineOption(
-        "uncertainty_shifts", int, 2, "Uncertainty passes",
+        "uncertainty_shifts", int, 0, "Uncertainty passes",
         "extra network passes on the input shifted by a few pixels (last pass only): with the "
         "orientations they give the per-pixel displacement SD in mm (0: the orientations alone)",
         engines=_NETWORK, minimum=0, maximum=8,
