@@ -94,6 +94,18 @@ class OutlierCheck:
     spacing_mm: tuple[float, float]
     source_name: str
 
+    @classmethod
+    def of(cls, registration: Any, layer: Any, source: Any) -> "OutlierCheck":
+        """Copies of what the check needs from a :class:`~._registered.RegisteredLayer`, its
+        image ``layer`` and its ``source`` layer (``None`` when it is not open)."""
+        return cls(
+            raw=None if source is None else np.array(source.data, dtype=np.float32, copy=True),
+            displacement=np.array(registration.displacement, dtype=np.float32, copy=True),
+            scores=None if registration.correspondence is None else np.array(registration.correspondence, np.float32),
+            spacing_mm=registration.spacing_mm(layer),
+            source_name=registration.source_layer,
+        )
+
     def exclusion(self, registered: np.ndarray, timings: Any, n_params: int) -> tuple[tuple[int, ...], str]:
         """The frames to leave out of the fit of ``registered`` and a sentence saying which are fitted."""
         from ..core.outliers import auto_exclusion

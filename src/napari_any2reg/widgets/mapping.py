@@ -356,20 +356,10 @@ class MappingWidget(WorkerDock):
 
     def _outlier_checks(self, jobs: list[MapJob]) -> dict[str, OutlierCheck]:
         """The outlier check of the "after" job (copies of what it needs), when ticked."""
-        layer = self.selected_layer("after")
-        registration = self._registration_after()
-        if not self.exclude_check.isChecked() or layer is None or registration is None:
+        layer, registration = self.selected_layer("after"), self._registration_after()
+        if not self.exclude_check.isChecked() or registration is None or not any(j.role == "after" for j in jobs):
             return {}
-        if not any(job.role == "after" for job in jobs):
-            return {}
-        source = registration.source_in(self.viewer, layer)
-        return {"after": OutlierCheck(
-            raw=None if source is None else np.array(source.data, dtype=np.float32, copy=True),
-            displacement=np.array(registration.displacement, dtype=np.float32, copy=True),
-            scores=None if registration.correspondence is None else np.array(registration.correspondence, np.float32),
-            spacing_mm=registration.spacing_mm(layer),
-            source_name=registration.source_layer,
-        )}
+        return {"after": OutlierCheck.of(registration, layer, registration.source_in(self.viewer, layer))}
 
     # ------------------------------------------------------------------ options
     def model(self) -> str:
