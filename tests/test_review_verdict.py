@@ -173,3 +173,25 @@ def test_exclusion_is_off_by_default_where_the_model_has_no_frame_to_spare(viewe
     assert "no frame to spare" in mapping.exclude_check.toolTip()
     mapping.select_layers("short", None)
     assert not mapping.exclude_check.isEnabled()
+
+
+def test_a_failed_verdict_leaves_the_qc_table_and_says_why(viewer, docks, qtbot, monkeypatch, errors):
+    from napari_any2reg.widgets import review as review_module
+    from napari_any2reg.widgets._registered import RegisteredLayer
+
+    def refuse(*args, **kwargs):
+        raise ValueError("frames must be (N, H, W) with N >= 3")
+
+    monkeypatch.setattr(review_module, "assess_registration", refuse)
+    frames = np.random.default_rng(1).random((6, 16, 16)).astype(np.float32)
+    viewer.add_image(frames, name="raw")
+    meta = RegisteredLayer(displacement=np.zeros((6, 2, 16, 16), np.float32), source_layer="raw",
+                           summary={"engine": "groupwise", "device": "cpu"}).to_metadata()
+    viewer.add_image(frames.copy(), name="raw registered", metadata=meta)
+    review = docks["Review"]
+    qtbot.waitUntil(lambda: review.worker is None and review.review is not None, timeout=TIMEOUT_MS)
+    assert review.table.rowCount() == 6 and review.verdict is None and review.outlier_frames == []
+    banner = review.verdict_banner
+    assert banner.isVisibleTo(review) and banner.level is None
+    assert banner.level_label.text() == "No verdict: frames must be (N, H, W) with N >= 3"
+    assert errors == []

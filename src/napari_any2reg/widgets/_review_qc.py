@@ -198,6 +198,14 @@ class VerdictBanner(QFrame):
         self.reason_labels: list[QLabel] = []
         self.setVisible(False)
 
+    def show_message(self, text: str) -> None:
+        """Say why there is no verdict (grey, no reasons)."""
+        self.show_verdict(None)
+        self.setStyleSheet("QFrame#any2regVerdict { background-color: #616161; border-radius: 4px; } "
+                           "QFrame#any2regVerdict QLabel { color: white; }")
+        self.level_label.setText(text)
+        self.setVisible(True)
+
     def show_verdict(self, verdict: Mapping[str, Any] | None) -> None:
         """Show ``verdict`` (``{"level", "reasons": [{"level", "text", "frames"}]}``); ``None`` hides it."""
         while self._reasons.count():

@@ -66,6 +66,7 @@ class _Outcome:
     review: qc.Review
     difference_limit: float = 1.0
     assessment: dict[str, Any] | None = None  # outlier_frames, displacement_sd, verdict
+    assessment_problem: str | None = None  # why there is no verdict
 
 
 @dataclasses.dataclass
@@ -388,12 +389,16 @@ class ReviewWidget(WorkerDock):
             job.progress(0.9, "Review: outlier frames and verdict…")
             # the verdict of metrics.json, from the same function and thresholds; the review's
             # score maps are the stored ones (or the model-free ones, computed once)
-            assessment = assess_registration(
-                raw, registered, registration.displacement, scores=review.scores, spacing_mm=pair.spacing_mm,
-                timings_ms=registration.timings_ms, displacement_sd_mm=registration.displacement_sd,
-                uncertainty_note=note or _no_uncertainty_note(registration))
-            assessment.pop("_verdict_inputs", None)
-            return _Outcome(key, review, qc.symmetric_limit(review.difference_before, 99.5, 1e-6), assessment)
+            try:
+                assessment = assess_registration(
+                    raw, registered, registration.displacement, scores=review.scores, spacing_mm=pair.spacing_mm,
+                    timings_ms=registration.timings_ms, displacement_sd_mm=registration.displacement_sd,
+                    uncertainty_note=note or _no_uncertainty_note(registration))
+                assessment.pop("_verdict_inputs", None)
+                problem = None
+            except ValueError as exc:  # e.g. too few frames for the model: the QC table still shows
+                assessment, problem = None, str(exc)
+            return _Outcome(key, review, qc.symmetric_limit(review.difference_before, 99.5, 1e-6), assessment, problem)
 
         return self.start_job(work, description="Review", activity=f"Review of {pair.registered.name}",
                               message=f"Reviewing {pair.registered.name!r}…", on_result=self._on_review,
@@ -417,6 +422,8 @@ class ReviewWidget(WorkerDock):
         outliers = (outcome.assessment or {}).get("outlier_frames") or {}
         self.qc_section.show_table(outcome.review.table, {int(k): list(v) for k, v in (outliers.get("reasons") or {}).items()})
         self.verdict_banner.show_verdict(self.verdict)
+        if outcome.assessment_problem:
+            self.verdict_banner.show_message(f"No verdict: {outcome.assessment_problem}")
         self.summary_label.setText(outcome.review.summary.line())
         self.progress_bar.setValue(100)
         flagged = self.table_data.flagged_frames if self.table_data else []
