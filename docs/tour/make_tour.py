@@ -315,7 +315,8 @@ class Tour:
         if export.last_result is None:
             raise TourError(f"export failed: {export.status_label.text()}")
         self.show_only(self.source, self.registered, self.points)
-        self.shot("08_export", status=export.status_label.text(), items=list(export.last_result.items),
+        status = export.status_label.text().replace(str(folder), "EXPORT_FOLDER")  # no temporary path in the record
+        self.shot("08_export", status=status, items=list(export.last_result.items),
                   files=sorted(p.name for p in export.last_result.files))
 
     # ------------------------------------------------------------------ run
