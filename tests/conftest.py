@@ -40,3 +40,43 @@ def capture_notifications(monkeypatch, module) -> dict[str, list[str]]:
         monkeypatch.setattr(target, "show_error", lambda msg: calls["error"].append(str(msg)), raising=False)
         monkeypatch.setattr(target, "show_info", lambda msg: calls["info"].append(str(msg)), raising=False)
     return calls
+
+
+def write_dicom(path, pixels, series_uid: str, *, spacing_mm=(1.5, 1.5), preamble: bool = True,
+                private_ti: float | None = None, **fields) -> None:
+    """Write one uncompressed MR DICOM image (uint16) as a scanner export would.
+
+    The shared writer of the DICOM tests (reading, geometry, batch discovery, the reader hook):
+    ``fields`` are any DICOM keywords (``InversionTime``, ``ImagePositionPatient``,
+    ``SOPInstanceUID``...); ``private_ti`` writes the TI only in Philips' private tag
+    (2005,1572); ``preamble=False`` writes a bare data set (no preamble, no DICM marker, no file
+    meta), as some old exports do.
+    """
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = fields.pop("SOPInstanceUID", None) or generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID, ds.Modality = series_uid, "MR"
+    ds.Rows, ds.Columns = np.shape(pixels)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit, ds.PixelRepresentation = 15, 0
+    ds.PixelSpacing = [float(s) for s in spacing_mm]
+    for key, value in fields.items():
+        setattr(ds, key, value)
+    if private_ti is not None:  # Philips: private creator block 0x15 of group 2005, TI in 2005,1572
+        ds.add_new((0x2005, 0x0015), "LO", "Philips MR Imaging DD 001")
+        ds.add_new((0x2005, 0x1572), "FL", float(private_ti))
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
+    if preamble:
+        ds.save_as(str(path), enforce_file_format=True)
+    else:
+        del ds.file_meta
+        ds.save_as(str(path), enforce_file_format=False, implicit_vr=False, little_endian=True)

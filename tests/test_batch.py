@@ -94,26 +94,9 @@ def test_register_threads_quiet_progress_and_no_carriage_returns(tmp_path, capsy
 
 # ---------------------------------------------------------------------------- discovery
 def _write_dicom(path: Path, pixels: np.ndarray, series_uid: str, **fields) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    from conftest import write_dicom
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID, ds.Modality = series_uid, "MR"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit, ds.PixelRepresentation = 15, 0
-    ds.PixelSpacing = [1.5, 1.5]
-    for key, value in fields.items():
-        setattr(ds, key, value)
-    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
+    write_dicom(path, pixels, series_uid, **fields)
 
 
 def _dicom_molli(folder: Path, *, series_number: int, slices: int, seed: int) -> None:

@@ -28,37 +28,9 @@ SPACING = (1.4, 0.9)  # (dy, dx)
 
 
 def _write_dicom(path, pixels, series_uid, *, preamble=True, private_ti=None, **fields):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    from conftest import write_dicom
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = fields.pop("SOPInstanceUID", None) or generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID = series_uid
-    ds.Modality = "MR"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelSpacing = list(SPACING)
-    for key, value in fields.items():
-        setattr(ds, key, value)
-    if private_ti is not None:  # Philips: private creator block 0x15 of group 2005, TI in 2005,1572
-        ds.add_new((0x2005, 0x0015), "LO", "Philips MR Imaging DD 001")
-        ds.add_new((0x2005, 0x1572), "FL", float(private_ti))
-    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
-    if preamble:
-        ds.save_as(str(path), enforce_file_format=True)
-    else:  # a bare data set: no 128-byte preamble, no DICM marker, no file meta
-        del ds.file_meta
-        ds.save_as(str(path), enforce_file_format=False, implicit_vr=False, little_endian=True)
+    write_dicom(path, pixels, series_uid, spacing_mm=SPACING, preamble=preamble, private_ti=private_ti, **fields)
 
 
 def _slice_origin(z):

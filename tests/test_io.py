@@ -436,33 +436,11 @@ def test_shared_real_nifti_samples(shared_real_dir, tmp_path):
 
 # ---------------------------------------------------------------------------- DICOM
 def _write_dicom(path, pixels, series_uid, **fields):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    """The shared writer with a patient identity (the anonymisation tests look for it) and a position."""
+    from conftest import write_dicom
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = MRImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.SeriesInstanceUID = series_uid
-    ds.Modality = "MR"
-    ds.PatientName = "Doe^Jane"
-    ds.PatientID = "SECRET123"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 0
-    ds.PixelSpacing = [1.4, 0.9]
-    ds.ImagePositionPatient = [10.0, -20.0, 30.5]
-    for key, value in fields.items():
-        setattr(ds, key, value)
-    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
+    fields = {"PatientName": "Doe^Jane", "PatientID": "SECRET123", "ImagePositionPatient": [10.0, -20.0, 30.5], **fields}
+    write_dicom(path, pixels, series_uid, spacing_mm=(1.4, 0.9), **fields)
 
 
 def _dicom_series(folder, *, tis=None, comments=None, triggers=None, description="MOLLI 5(3)3",

@@ -241,8 +241,8 @@ def test_cli_bad_timings_are_one_clear_line(tmp_path, capsys, argv, message):
 # ---------------------------------------------------------------------- DICOM EchoTime
 def test_dicom_multi_echo_series_reads_echo_times(tmp_path):
     pydicom = pytest.importorskip("pydicom")
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+    from conftest import write_dicom
+    from pydicom.uid import generate_uid
 
     from napari_any2reg.io import read_sequence
 
@@ -253,24 +253,10 @@ def test_dicom_multi_echo_series_reads_echo_times(tmp_path):
     folder = tmp_path / "mge"
     folder.mkdir()
     for k in np.random.default_rng(0).permutation(te.size):  # written out of order
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = MRImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID, series
-        ds.Modality, ds.SeriesDescription, ds.ScanningSequence = "MR", "cardiac multi echo", "GR"
-        ds.Rows, ds.Columns = pixels.shape[1:]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated = ds.BitsStored = 16
-        ds.HighBit, ds.PixelRepresentation = 15, 0
-        ds.PixelSpacing = [1.5, 1.5]
-        ds.ImagePositionPatient = [0.0, 0.0, 0.0]
-        ds.InstanceNumber = int(te.size - k)  # InstanceNumber disagrees with the echo order
-        ds.EchoTime = float(te[k])
-        ds.PixelData = np.ascontiguousarray(pixels[k]).tobytes()
-        ds.save_as(str(folder / f"IM{k}.dcm"), enforce_file_format=True)
+        write_dicom(folder / f"IM{k}.dcm", pixels[k], series, SeriesDescription="cardiac multi echo",
+                    ScanningSequence="GR", ImagePositionPatient=[0.0, 0.0, 0.0],
+                    InstanceNumber=int(te.size - k),  # InstanceNumber disagrees with the echo order
+                    EchoTime=float(te[k]))
     sequence = read_sequence(folder)
     np.testing.assert_allclose(sequence.timings_ms, te)
     assert sequence.kind == "mge" and sequence.metadata["frame_order"] == "echo_time"

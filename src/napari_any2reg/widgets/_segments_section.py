@@ -23,6 +23,7 @@ from qtpy.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QFileDia
 
 from ._ecv_section import labels_frame
 from ._hosts import JobHost
+from ._layers import axes_kwargs
 from ._pickers import LayerPicker, is_overlay_layer
 
 __all__ = ["SegmentsSection", "map_quantity", "SEGMENTS_KEY"]
@@ -164,7 +165,7 @@ class SegmentsSection(QGroupBox):
         if name in self.viewer.layers:
             self.viewer.layers[name].data = edges
         else:
-            self.viewer.add_labels(edges, name=name, metadata=meta, opacity=0.9, **place)
+            self.viewer.add_labels(edges, name=name, metadata=meta, opacity=0.9, **place, **axes_kwargs(2))
         positions = segment_label_positions(analysis.segments)
         numbers = np.array(list(positions.values()), float).reshape(-1, 2)
         text = [str(k) for k in positions]
@@ -172,7 +173,7 @@ class SegmentsSection(QGroupBox):
         if name in self.viewer.layers:
             self.viewer.layers.remove(name)
         self.viewer.add_points(numbers, name=name, size=0.1, metadata=meta, features={"segment": text},
-                               text={"string": "{segment}", "color": "white", "size": 10}, **place)
+                               text={"string": "{segment}", "color": "white", "size": 10}, **place, **axes_kwargs(2))
 
     def _fill_table(self, analysis: Any) -> None:
         self.table.setRowCount(len(analysis.rows))
