@@ -1,14 +1,30 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures and helpers.
 
+``tests/`` mirrors ``src/napari_any2reg/`` (``core``, ``io``, ``pipeline``, ``widgets``,
+``cli``); the tests of the whole package (architecture, packaging, the scripted screenshots
+and the guided tour) stay at the top. Shared pieces live here: the real-data folder, the
+viewer, adding a dock as the Plugins menu does, notification capture and the DICOM writer.
+"""
+
+import sys
 from pathlib import Path
 
 import pytest
+
+# A few widget tests open the series the io / pipeline tests build (a DICOM MOLLI folder, a
+# Philips multi-slice export, two moving discs): every test folder is importable by module
+# name (pytest's default "prepend" import mode already imports each test file that way), so
+# ``from test_io import _dicom_series`` works whichever folder is run alone.
+_HERE = Path(__file__).resolve().parent
+for _folder in ("core", "io", "pipeline", "widgets", "cli"):
+    if str(_HERE / _folder) not in sys.path:
+        sys.path.append(str(_HERE / _folder))
 
 
 @pytest.fixture
 def shared_real_dir():
     """``../shared/data/real`` beside the repository; skips the test when absent."""
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+    path = _HERE.parents[1] / "shared" / "data" / "real"
     if not path.is_dir():
         pytest.skip("../shared is absent")
     return path

@@ -480,3 +480,19 @@ def test_sections_use_only_what_their_host_protocol_declares():
     # the sections of the Landmarks and the Mapping docks take their dock as a host protocol
     assert {"RegistrationTools", "LandmarkNames", "EcvSection", "SegmentsSection"} <= sections
     assert [(module, cls, protocol, extra) for module, cls, protocol, extra in uses if extra] == []
+
+
+def test_tests_mirror_the_source_tree():
+    """Issue 25 item 8: ``tests/<layer>/`` for each layer of ``src/napari_any2reg``; only the
+    tests of the whole package stay at the top."""
+    tests = Path(__file__).resolve().parent
+    layers = {"core", "io", "pipeline", "widgets", "cli"}
+    assert layers <= {p.name for p in SOURCE.iterdir() if p.is_dir()}
+    top = {p.name for p in tests.glob("test_*.py")}
+    assert top == {"test_architecture.py", "test_packaging.py", "test_screenshot_scripts.py", "test_guided_tour.py"}, top
+    for folder in tests.iterdir():
+        if folder.is_dir() and folder.name not in {"__pycache__"}:
+            assert folder.name in layers, f"tests/{folder.name} does not mirror a layer of the package"
+            assert any(folder.glob("test_*.py")), f"tests/{folder.name} holds no test"
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert len(names) == len(set(names)), "test file names must stay unique (pytest imports them by name)"

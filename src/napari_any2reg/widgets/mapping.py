@@ -158,7 +158,7 @@ class MappingWidget(WorkerDock):
                 item.setEnabled(False)
                 item.setToolTip("No CUDA GPU is available on this machine.")
         # R² threshold and device share a row: with the outlier option the ROI table must stay
-        # in view in a 1280x800 window (tests/test_new_user_window.py)
+        # in view in a 1280x800 window (tests/widgets/test_new_user_window.py)
         fit_row = QHBoxLayout()
         fit_row.addWidget(self.r2_spin, 1)
         fit_row.addWidget(QLabel("Device"))

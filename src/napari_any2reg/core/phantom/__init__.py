@@ -53,7 +53,7 @@ from .sequences import (
     t2prep_durations,
 )
 from .tissues import (
-    _ASL_LABEL_FRACTION,  # noqa: F401 (read by tests/test_phantom.py)
+    _ASL_LABEL_FRACTION,  # noqa: F401 (read by tests/core/test_phantom.py)
     DEFAULT_N_FRAMES,
     PHANTOM_KINDS,
     TISSUE_PROPERTIES,

@@ -12,7 +12,7 @@ from napari_any2reg.core.metrics import alignment_score
 from napari_any2reg.core.registration import register
 from napari_any2reg.io import read_sequence
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real"
 CASES = [("stone_0138_slice4_t1map.nii.gz", 11), ("acdc_patient101_slice3_cine.nii.gz", 30)]
 
 

@@ -20,7 +20,7 @@ from napari_any2reg.core.semisynthetic import add_rician_noise, breathing_motion
 from napari_any2reg.core.sequence import Sequence
 from napari_any2reg.core.spatial import folding_fraction, gaussian_smooth, warp_images
 
-REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import pytest
 
 npe2 = pytest.importorskip("npe2")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "napari.yaml"
 PLUGIN = "napari-any2reg"
 
