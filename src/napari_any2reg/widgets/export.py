@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..core.overlays import uncertainty_unavailable
 from ..pipeline.export import EXPORT_ITEMS, MAP_ITEMS, ExportResult, export_registration
 from ._dock import compact_combos, scroll_body
 from ._layers import sequence_from_layer_fields
@@ -221,8 +222,8 @@ class ExportWidget(WorkerDock):
             missing["dice"] = "choose a Labels layer with a segmentation of every frame (N, H, W)"
         registration = self.registration()
         if registration is None or registration.displacement_sd is None:
-            missing["uncertainty"] = ("no displacement SD: only the network engines (any2reg, any2reg-io) "
-                                      "give one; register with one of them")
+            summary = {} if registration is None else registration.summary
+            missing["uncertainty"] = uncertainty_unavailable(summary.get("engine"), (summary.get("params") or {}).get("uncertainty"))
         return missing
 
     def _update_available(self) -> None:
