@@ -477,8 +477,8 @@ def test_sections_use_only_what_their_host_protocol_declares():
              for path in sorted((SOURCE / "widgets").rglob("*.py"))}
     uses = host_uses(trees)
     sections = {cls for _, cls, _, _ in uses}
-    # the sections of the Landmarks and the Mapping docks take their dock as a host protocol
-    assert {"RegistrationTools", "LandmarkNames", "EcvSection", "SegmentsSection"} <= sections
+    # the sections of the Landmarks, Mapping and Review docks take their dock as a host protocol
+    assert {"RegistrationTools", "LandmarkNames", "EcvSection", "SegmentsSection", "OverlaySection"} <= sections
     assert [(module, cls, protocol, extra) for module, cls, protocol, extra in uses if extra] == []
 
 

@@ -14,7 +14,7 @@ displacement SD of a classical engine) has its button disabled with the reason a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 from napari.layers import Image, Shapes, Vectors
@@ -25,11 +25,12 @@ from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, 
 from ..core import qc
 from ..core.overlays import FOLDING_COLOURS, OVERLAYS, Overlay, OverlayData, OverlayInputs, missing_input, overlay_groups
 from ._dock import set_legend, show_colorbar
+from ._hosts import JobHost
 from ._layers import axes_kwargs, beside_translate
 from ._pickers import OVERLAY_KEY, same_layer
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .review import ReviewWidget, _Pair
+    from .review import _Pair
 
 __all__ = ["OverlaySection", "LAYER_BUILDERS", "JACOBIAN_LIMITS", "FOLDING_COLORMAP", "OVERLAY_KEY", "overlay_suffixes"]
 
@@ -102,8 +103,28 @@ LAYER_BUILDERS: dict[str, Callable[[Overlay, OverlayData, OverlayInputs], Any]] 
 }
 
 
+class ReviewOverlayHost(JobHost, Protocol):
+    """What the overlay section asks of the Review dock (:class:`~.review.ReviewWidget`)."""
+
+    def selected_layer(self) -> Image | None:
+        """The registered layer chosen in the dock."""
+
+    def pair(self) -> "_Pair":
+        """The chosen registered layer with its registration (raises with the fix if none)."""
+
+    def require_source(self, pair: "_Pair") -> Image:
+        """The raw source layer of ``pair`` (raises with the fix when it is not open)."""
+
+    def pair_and_source(self) -> "tuple[_Pair, Image] | None":
+        """Both, or ``None`` (the dock has said why)."""
+
+    def compute_review(self, force: bool = False, then: Callable[[qc.Review], None] | None = None) -> bool:
+        """Compute the review maps in the dock's worker (or reuse them), then call ``then``."""
+
+
 class OverlaySection(QWidget):
-    """Overlay controls and buttons of the Review dock (``dock``: the :class:`ReviewWidget`).
+    """Overlay controls and buttons of the Review dock (``host``: the :class:`ReviewWidget`,
+    seen through :class:`ReviewOverlayHost`).
 
     Attributes
     ----------
@@ -111,9 +132,9 @@ class OverlaySection(QWidget):
         One per registry group (``"<key>_button"`` on the section and the dock as well).
     """
 
-    def __init__(self, dock: "ReviewWidget", parent: QWidget | None = None) -> None:
+    def __init__(self, host: ReviewOverlayHost, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.dock = dock
+        self.host = host
         self.groups = overlay_groups()  # the registry when the dock was made
         self.buttons: dict[str, QPushButton] = {}
         self._build()
@@ -240,21 +261,21 @@ class OverlaySection(QWidget):
             raise KeyError(f"no overlay {key!r}; choose from {', '.join(self.groups)}.")
         label = members[0].button
         try:
-            pair = self.dock.pair()
+            pair = self.host.pair()
             if any("raw" in o.needs for o in members):
-                self.dock.require_source(pair)
+                self.host.require_source(pair)
             reason = self._missing(members, pair)
             if reason:
                 raise ValueError(reason)
         except Exception as exc:
-            self.dock.report_error(f"Could not show the {label}: {exc}", exc)
+            self.host.report_error(f"Could not show the {label}: {exc}", exc)
             return False
         if any("review" in o.needs for o in members):
-            return self.dock.compute_review(then=lambda review: self._start(members, review))
+            return self.host.compute_review(then=lambda review: self._start(members, review))
         return self._start(members, None)
 
     def _start(self, members: list[Overlay], review: qc.Review | None) -> bool:
-        pair = self.dock.pair()
+        pair = self.host.pair()
         inputs = self._inputs(pair, review, copy=True, frames=any("raw" in o.needs for o in members))
         placements = {o.name: self._placement(pair, o) for o in members}
 
@@ -275,19 +296,19 @@ class OverlaySection(QWidget):
 
             def put_next() -> None:
                 overlay, layer, status = steps.pop(0)
-                shown.append(self._put_layer(layer, self.dock.pair(), overlay))
+                shown.append(self._put_layer(layer, self.host.pair(), overlay))
                 if steps:
                     # napari needs ~0.2 s of GUI time per new layer: one layer per event-loop turn
                     QTimer.singleShot(0, put_next)
                     return
                 for layer in shown[:-1]:  # one scale for a group: one bar, not several identical ones
                     show_colorbar(layer, False)
-                self.dock.set_status(status or f"Added {shown[-1].name!r}.")
+                self.host.set_status(status or f"Added {shown[-1].name!r}.")
 
             put_next()
 
         message = f"Computing the {members[0].button.lower()}"
-        return self.dock.start_job(work, description=message, on_result=done, main=False,
+        return self.host.start_job(work, description=message, on_result=done, main=False,
                                    error_prefix=f"{message} failed")
 
     def _placement(self, pair: "_Pair", overlay: Overlay) -> dict[str, np.ndarray]:
@@ -313,17 +334,17 @@ class OverlaySection(QWidget):
             set_legend(new, overlay.legend.quantity, overlay.legend.unit, overlay.legend.note)
         old = self._own_layer(new.name, overlay.name)
         if old is not None:
-            index = self.dock.viewer.layers.index(old)
-            self.dock.viewer.layers.remove(old)
-            self.dock.viewer.layers.insert(index, new)
+            index = self.host.viewer.layers.index(old)
+            self.host.viewer.layers.remove(old)
+            self.host.viewer.layers.insert(index, new)
         else:
-            self.dock.viewer.layers.append(new)
+            self.host.viewer.layers.append(new)
         if overlay.kind == "image":
             self._hide_covered(new, pair, overlay)
         return new
 
     def _overlays_of(self, pair: "_Pair") -> list[Any]:
-        return [la for la in self.dock.viewer.layers
+        return [la for la in self.host.viewer.layers
                 if la.metadata.get(OVERLAY_KEY) and la.metadata.get("review_of") == pair.registered.name]
 
     @staticmethod
@@ -343,15 +364,15 @@ class OverlaySection(QWidget):
         show_colorbar(new, overlay.colorbar)
 
     def _own_layer(self, name: str, kind: str) -> Any:
-        if name in self.dock.viewer.layers:
-            layer = self.dock.viewer.layers[name]
+        if name in self.host.viewer.layers:
+            layer = self.host.viewer.layers[name]
             if layer.metadata.get(OVERLAY_KEY) == kind:
                 return layer
         return None
 
     def overlay_layer(self, kind: str) -> Any:
         """The overlay ``kind`` (a registry name) this widget made for the selected layer, or ``None``."""
-        layer = self.dock.selected_layer()
+        layer = self.host.selected_layer()
         if layer is None or kind not in OVERLAYS:
             return None
         return self._own_layer(f"{layer.name} {OVERLAYS[kind].suffix}", kind)
@@ -405,7 +426,7 @@ class OverlaySection(QWidget):
         The image overlays of this registration would cover either, so they are hidden (the
         deformation grid and the arrows stay); the status line says how many.
         """
-        found = self.dock.pair_and_source()
+        found = self.host.pair_and_source()
         if found is None:
             return
         pair, source = found
@@ -422,14 +443,14 @@ class OverlaySection(QWidget):
         text = f"Showing {'raw' if show_raw else 'registered'} frames ({shown.name!r})."
         if hidden:
             text += f" {hidden} image overlay(s) hidden."
-        self.dock.set_status(text)
+        self.host.set_status(text)
 
     def side_by_side(self, beside: bool | None = None) -> bool:
         """Put the registered layer beside its source (``True``) or on top of it; toggles when ``None``.
 
         Overlays on the common grid move with the registered layer. Returns the new state.
         """
-        found = self.dock.pair_and_source()
+        found = self.host.pair_and_source()
         if found is None:
             return False
         pair, source = found
@@ -443,6 +464,6 @@ class OverlaySection(QWidget):
             if entry is None or entry.base != "source":
                 layer.translate = target
         pair.registered.visible = source.visible = True
-        self.dock.viewer.reset_view()
-        self.dock.set_status("Registered frames beside the raw ones." if beside else "Registered frames on top of the raw ones.")
+        self.host.viewer.reset_view()
+        self.host.set_status("Registered frames beside the raw ones." if beside else "Registered frames on top of the raw ones.")
         return beside
