@@ -69,11 +69,9 @@ from scipy import ndimage, stats
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from bench_real import CASES, REAL  # noqa: E402
-from validation_generator import apply_motion, second_motion, torso_phantom  # noqa: E402
 
 from napari_any2reg.core.metrics import relative_epe  # noqa: E402
 from napari_any2reg.core.registration import register  # noqa: E402
-from napari_any2reg.core.sequence import Sequence  # noqa: E402
 
 RESULTS = HERE / "results"
 KINDS = ("molli", "stone", "sasha", "cine")
@@ -101,23 +99,15 @@ def _body_mask(base: np.ndarray) -> np.ndarray:
 
 def phantom_cases(wanted=None):
     """The moved phantoms of ``validate_fullres.build_cases`` (same seeds and order of random draws)."""
+    from validate_fullres import moved_phantom, moved_phantom_seed
+
     for k, kind in enumerate(KINDS + DECAY_KINDS):
         group = "phantom decay" if kind in DECAY_KINDS else "phantom"
         for j in range(2):
-            seed = 70001 + 2 * k + j if kind in KINDS else 70021 + 2 * (k - len(KINDS)) + j
-            name = f"torso {kind} {seed}"
+            name = f"torso {kind} {moved_phantom_seed(k, kind, j)}"
             if wanted is not None and name not in wanted:
                 continue
-            shape, spacing = ((192, 192), (1.5, 1.5)) if j == 0 else ((224, 224), (1.25, 1.25))
-            p = torso_phantom(kind, seed, shape=shape, spacing_mm=spacing)
-            rng = np.random.default_rng(80000 + seed)
-            truth, gain = second_motion(rng, p.frames.shape[0], shape, spacing, inner_mask=p.inner_mask,
-                                        heart_centre_px=p.heart_centre_px, amplitude_mm=float(rng.uniform(4, 12)),
-                                        jump_mm=float(rng.uniform(10, 20)) if j == 1 else 0.0,
-                                        rotation_deg=10.0, cardiac_mm=float(rng.uniform(2, 4)),
-                                        contraction_mm=5.0 if kind == "cine" else 0.0)
-            frames, _ = apply_motion(p.frames, truth, gain, rng, float(rng.uniform(30, 45)), p.labels)
-            seq = Sequence(frames, timings_ms=p.timings_ms, spacing_mm=spacing, kind=kind, name=name)
+            p, seq, truth, _ = moved_phantom(k, kind, j)
             yield {"name": name, "group": group, "sequence": seq, "truth": truth, "heart": p.labels > 0,
                    "heart_region": "labels 1-3 (LV blood, myocardium, RV blood)", "body": _body_mask(p.frames)}
 
@@ -127,13 +117,9 @@ def real_cases(wanted=None):
     if not REAL.is_dir():
         print(f"{REAL} is absent: real cases skipped", file=sys.stderr)
         return
-    from validate_fullres import _real_bases
+    from validate_fullres import _real_bases, moved_real
 
     for index, (name, (seq, base, roi, split)) in enumerate(_real_bases().items()):
-        h, w = seq.shape
-        yy, xx = np.mgrid[:h, :w]
-        inner = np.sqrt(((yy - (h - 1) / 2) / (0.36 * h)) ** 2 + ((xx - (w - 1) / 2) / (0.42 * w)) ** 2)
-        centre = CASES[index].centre_px
         case = CASES[index]
         how = (f"organ ROI: disc r = {case.radius_px:g} px around {case.centre_px}" if case.box is None
                else f"organ ROI: box {case.box} (kidneys + spine; no heart)")
@@ -141,12 +127,8 @@ def real_cases(wanted=None):
             label = f"{name} draw {draw}"
             if wanted is not None and label not in wanted:
                 continue
-            rng = np.random.default_rng([81000, index, draw])
-            truth, gain = second_motion(rng, seq.n_frames, seq.shape, seq.spacing_mm, inner_mask=inner, heart_centre_px=centre,
-                                        amplitude_mm=float(rng.uniform(4, 12)), jump_mm=float(rng.uniform(10, 20)) if draw else 0.0,
-                                        rotation_deg=10.0, cardiac_mm=float(rng.uniform(2, 4)))
-            frames, _ = apply_motion(base, truth, gain, rng, 30.0)
-            yield {"name": label, "group": f"real {split}", "sequence": seq.replace(frames=frames), "truth": truth,
+            moved_seq, truth = moved_real(index, seq, base, draw)
+            yield {"name": label, "group": f"real {split}", "sequence": moved_seq, "truth": truth,
                    "heart": np.asarray(roi, bool), "heart_region": how, "body": _body_mask(base)}
 
 

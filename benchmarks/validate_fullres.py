@@ -100,6 +100,45 @@ def _real_bases():
     return out
 
 
+def moved_phantom_seed(k: int, kind: str, j: int) -> int:
+    """Seed of the ``j``-th moved torso phantom of ``kind`` (index ``k`` in KINDS + DECAY_KINDS)."""
+    return 70001 + 2 * k + j if kind in KINDS else 70021 + 2 * (k - len(KINDS)) + j
+
+
+def moved_phantom(k: int, kind: str, j: int):
+    """``(phantom, sequence, true displacement, moved labels)`` of one moved validation phantom:
+    ``j = 0`` at 192 x 192 / 1.5 mm, ``j = 1`` at 224 x 224 / 1.25 mm with a breath-hold jump.
+    The one recipe of the set (``bench_uncertainty.py`` reads the same cases)."""
+    seed = moved_phantom_seed(k, kind, j)
+    shape, spacing = ((192, 192), (1.5, 1.5)) if j == 0 else ((224, 224), (1.25, 1.25))
+    p = torso_phantom(kind, seed, shape=shape, spacing_mm=spacing)
+    rng = np.random.default_rng(80000 + seed)
+    truth, gain = second_motion(rng, p.frames.shape[0], shape, spacing, inner_mask=p.inner_mask,
+                                heart_centre_px=p.heart_centre_px, amplitude_mm=float(rng.uniform(4, 12)),
+                                jump_mm=float(rng.uniform(10, 20)) if j == 1 else 0.0,
+                                rotation_deg=10.0, cardiac_mm=float(rng.uniform(2, 4)),
+                                contraction_mm=5.0 if kind == "cine" else 0.0)
+    frames, labels = apply_motion(p.frames, truth, gain, rng, float(rng.uniform(30, 45)), p.labels)
+    seq = Sequence(frames, timings_ms=p.timings_ms, spacing_mm=spacing, kind=kind, name=f"torso {kind} {seed}")
+    return p, seq, truth, labels
+
+
+def moved_real(index: int, seq, base, draw: int):
+    """``(moved sequence, true displacement)``: draw ``draw`` of the second motion model on the
+    motion-free base of real case ``index`` (sliding boundary: an ellipse around the organ ROI
+    covering ~70 % of the field of view)."""
+    h, w = seq.shape
+    yy, xx = np.mgrid[:h, :w]
+    inner = np.sqrt(((yy - (h - 1) / 2) / (0.36 * h)) ** 2 + ((xx - (w - 1) / 2) / (0.42 * w)) ** 2)
+    rng = np.random.default_rng([81000, index, draw])
+    truth, gain = second_motion(rng, seq.n_frames, seq.shape, seq.spacing_mm, inner_mask=inner,
+                                heart_centre_px=CASES[index].centre_px, amplitude_mm=float(rng.uniform(4, 12)),
+                                jump_mm=float(rng.uniform(10, 20)) if draw else 0.0,
+                                rotation_deg=10.0, cardiac_mm=float(rng.uniform(2, 4)))
+    frames, _ = apply_motion(base, truth, gain, rng, 30.0)
+    return seq.replace(frames=frames), truth
+
+
 def build_cases():
     """``(moved, still, raw)``: moved/still are dicts with sequence, truth, roi, labels;
     raw are ``(name, sequence, roi)``."""
@@ -107,17 +146,7 @@ def build_cases():
     for k, kind in enumerate(KINDS + DECAY_KINDS):
         group = DECAY_GROUP if kind in DECAY_KINDS else "phantom"
         for j in range(2):
-            seed = 70001 + 2 * k + j if kind in KINDS else 70021 + 2 * (k - len(KINDS)) + j
-            shape, spacing = ((192, 192), (1.5, 1.5)) if j == 0 else ((224, 224), (1.25, 1.25))
-            p = torso_phantom(kind, seed, shape=shape, spacing_mm=spacing)
-            rng = np.random.default_rng(80000 + seed)
-            truth, gain = second_motion(rng, p.frames.shape[0], shape, spacing, inner_mask=p.inner_mask,
-                                        heart_centre_px=p.heart_centre_px, amplitude_mm=float(rng.uniform(4, 12)),
-                                        jump_mm=float(rng.uniform(10, 20)) if j == 1 else 0.0,
-                                        rotation_deg=10.0, cardiac_mm=float(rng.uniform(2, 4)),
-                                        contraction_mm=5.0 if kind == "cine" else 0.0)
-            frames, labels = apply_motion(p.frames, truth, gain, rng, float(rng.uniform(30, 45)), p.labels)
-            seq = Sequence(frames, timings_ms=p.timings_ms, spacing_mm=spacing, kind=kind, name=f"torso {kind} {seed}")
+            p, seq, truth, labels = moved_phantom(k, kind, j)
             moved.append({"name": seq.name, "group": group, "sequence": seq, "truth": truth, "roi": p.heart_mask, "labels": labels})
         seed = 70011 + k if kind in KINDS else 70031 + (k - len(KINDS))
         p = torso_phantom(kind, seed)
@@ -129,18 +158,9 @@ def build_cases():
         return moved, still, raw
     for index, (name, (seq, base, roi, split)) in enumerate(_real_bases().items()):
         raw.append((name, seq, roi))
-        h, w = seq.shape
-        yy, xx = np.mgrid[:h, :w]
-        # the sliding boundary: an ellipse around the organ ROI covering ~70 % of the field of view
-        inner = np.sqrt(((yy - (h - 1) / 2) / (0.36 * h)) ** 2 + ((xx - (w - 1) / 2) / (0.42 * w)) ** 2)
-        centre = CASES[index].centre_px
         for draw in range(2):
-            rng = np.random.default_rng([81000, index, draw])
-            truth, gain = second_motion(rng, seq.n_frames, seq.shape, seq.spacing_mm, inner_mask=inner, heart_centre_px=centre,
-                                        amplitude_mm=float(rng.uniform(4, 12)), jump_mm=float(rng.uniform(10, 20)) if draw else 0.0,
-                                        rotation_deg=10.0, cardiac_mm=float(rng.uniform(2, 4)))
-            frames, _ = apply_motion(base, truth, gain, rng, 30.0)
-            moved.append({"name": f"{name} draw {draw}", "group": f"real {split}", "sequence": seq.replace(frames=frames),
+            moved_seq, truth = moved_real(index, seq, base, draw)
+            moved.append({"name": f"{name} draw {draw}", "group": f"real {split}", "sequence": moved_seq,
                           "truth": truth, "roi": roi, "labels": None})
         frames = add_rician_noise(base, np.random.default_rng([91000, index]), 30.0)
         still.append({"name": f"still {name}", "group": f"real {split}", "sequence": seq.replace(frames=frames), "roi": roi})
