@@ -96,3 +96,15 @@ def write_dicom(path, pixels, series_uid: str, *, spacing_mm=(1.5, 1.5), preambl
     else:
         del ds.file_meta
         ds.save_as(str(path), enforce_file_format=False, implicit_vr=False, little_endian=True)
+
+
+@pytest.fixture
+def mapping_dock(viewer, qtbot):
+    """The "T1 mapping" dock added as the Plugins menu does, fitting on the CPU; a job still
+    running at the end of the test is cancelled and awaited (no worker outlives its viewer)."""
+    w = plugin_dock(viewer, "T1 mapping")
+    w.device_combo.setCurrentIndex(w.device_combo.findData("cpu"))
+    yield w
+    if w.worker is not None:
+        w.cancel()
+        qtbot.waitUntil(lambda: w.worker is None, timeout=120_000)

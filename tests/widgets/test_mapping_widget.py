@@ -41,15 +41,8 @@ def notifications(monkeypatch):
 
 
 @pytest.fixture
-def widget(viewer, qtbot):
-    from conftest import plugin_dock
-
-    w = plugin_dock(viewer, "T1 mapping")
-    w.device_combo.setCurrentIndex(w.device_combo.findData("cpu"))
-    yield w
-    if w.worker is not None:
-        w.cancel()
-        qtbot.waitUntil(lambda: w.worker is None, timeout=TIMEOUT_MS)
+def widget(mapping_dock):
+    return mapping_dock
 
 
 def wait_done(qtbot, w):
