@@ -139,7 +139,7 @@ class ApplyWidget(WorkerDock):
         compact_combos(self)
 
     # ------------------------------------------------------------------ inputs
-    def _browse(self) -> None:  # pragma: no cover - needs a user
+    def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Displacement field", "",
                                               "Fields (*.npy *.nii *.nii.gz);;All files (*)")
         if path:

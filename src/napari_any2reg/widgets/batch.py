@@ -127,7 +127,7 @@ class BatchWidget(WorkerDock):
         edit.setPlaceholderText(placeholder)
         browse = QPushButton("Browse…")
 
-        def choose() -> None:  # pragma: no cover - needs a user
+        def choose() -> None:
             folder = QFileDialog.getExistingDirectory(self, title, edit.text())
             if folder:
                 edit.setText(folder)

@@ -147,7 +147,7 @@ class ExportWidget(WorkerDock):
         self._inputs = [self.registered_combo, self.points_combo, self.labels_combo, self.folder_edit,
                         self.browse_button, self.format_combo, self.overwrite_check, *self.item_checks.values()]
 
-    def _browse(self) -> None:  # pragma: no cover - needs a user
+    def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Export into folder", self.folder_edit.text())
         if folder:
             self.folder_edit.setText(folder)

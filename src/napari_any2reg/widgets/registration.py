@@ -298,7 +298,7 @@ class RegistrationWidget(WorkerDock):
                                    and self.options_form.has_engines())
 
     # ------------------------------------------------------------------ open in the background
-    def _open_dialog(self, folder: bool) -> None:  # pragma: no cover - needs a user
+    def _open_dialog(self, folder: bool) -> None:
         if folder:
             path = QFileDialog.getExistingDirectory(self, "Open a DICOM series folder")
         else:
