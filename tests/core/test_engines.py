@@ -50,18 +50,36 @@ def test_ground_truth_motion_is_recovered(engine, kind, seed):
 def test_permutation_equivariance(engine):
     """Shuffling the frames shuffles the fields identically.
 
-    Tolerance: mean |difference| below 0.005 px and max below 0.1 px. The loss is symmetric
-    in the frames, so only float summation order differs; ~150 optimiser steps amplify that
-    rounding noise a little in flat background where the similarity has almost no gradient.
+    At one CPU thread the loss is symmetric in the frames and torch's reductions run in a
+    fixed order, so the fields agree to float rounding (bit-identical on this machine).
+    Multi-threaded reductions split work by memory layout, which the shuffle changes; that
+    case is checked separately against a physical tolerance.
     """
     phantom = _phantom("stone", 5)
     order = np.random.default_rng(0).permutation(phantom.sequence.n_frames)
-    options = dict(engine=engine, device="cpu", iterations_scale=0.3)
+    options = dict(engine=engine, device="cpu", iterations_scale=0.3, threads=1)
     plain = register(phantom.sequence, **options)
     shuffled = register(phantom.sequence.permuted(order), **options)
     difference = np.abs(shuffled.displacement - plain.displacement[order])
-    assert difference.mean() < 0.005 and difference.max() < 0.1, (difference.mean(), difference.max())
-    np.testing.assert_allclose(shuffled.weights, plain.weights[order], atol=1e-4)
+    assert difference.max() < 1e-3, (difference.mean(), difference.max())
+    np.testing.assert_allclose(shuffled.weights, plain.weights[order], atol=1e-5)
+
+
+@pytest.mark.parametrize("engine", ["groupwise", "xcoreg"])
+def test_permutation_equivariance_with_several_threads_stays_far_below_a_pixel(engine):
+    """Two threads: summation order differs with the frame order, and ~150 optimiser steps
+    amplify that rounding in flat background (measured up to 0.12 px, mean 0.003 px, on a
+    2-core machine). The bound is well below the 3 mm pixel and the ~2 px motion."""
+    phantom = _phantom("stone", 5)
+    order = np.random.default_rng(0).permutation(phantom.sequence.n_frames)
+    options = dict(engine=engine, device="cpu", iterations_scale=0.3, threads=2)
+    plain = register(phantom.sequence, **options)
+    shuffled = register(phantom.sequence.permuted(order), **options)
+    difference = np.abs(shuffled.displacement - plain.displacement[order])
+    assert difference.mean() < 0.02 and difference.max() < 0.3, (difference.mean(), difference.max())
+    # the equivariance that matters to the reader: the heart's fields agree to a tenth of the motion
+    motion = np.abs(plain.displacement).max()
+    assert difference[:, :, phantom.heart_mask].max() < 0.1 * motion
 
 
 def test_reference_frame_mode_keeps_that_frame_fixed():
