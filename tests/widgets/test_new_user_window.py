@@ -340,6 +340,26 @@ def test_every_dock_shows_its_controls_and_result_at_1280x800(window, qtbot, tmp
     assert image.shape[:2] == (round(800 * ratio), round(1280 * ratio)) and path.stat().st_size > 10_000
 
 
+def test_a_review_dock_opened_after_a_registration_joins_the_tabs(window, qtbot, errors):
+    """The reader registers first and opens Review afterwards: the review starts at once on the
+    registration (its constructor lets the event loop run before napari has docked it), and
+    the dock still lands in a tab beside the others instead of squashing them."""
+    from napari_any2reg.widgets._dock import dock_of
+
+    viewer = window
+    registration = plugin_dock(viewer, "Registration")
+    mapping = plugin_dock(viewer, "T1 mapping")
+    main = registration.window()
+    qtbot.waitUntil(lambda: dock_of(mapping) in main.tabifiedDockWidgets(dock_of(registration)), timeout=10_000)
+    register(viewer, qtbot, registration)
+
+    review = plugin_dock(viewer, "Review")
+    qtbot.waitUntil(lambda: dock_of(review) in main.tabifiedDockWidgets(dock_of(registration)), timeout=10_000)
+    assert dock_of(review).windowTitle() == "Review"  # napari's " (napari-any2reg)" dropped, as for the others
+    qtbot.waitUntil(lambda: review.worker is None and review.review is not None, timeout=TIMEOUT_MS)
+    assert not any(call for call in errors)
+
+
 # ---------------------------------------------------------------------- the whole session
 def test_a_whole_first_session_raises_no_error_or_warning(window, qtbot, tmp_path, monkeypatch):
     """Done-when of issue 23: register the sample, open Review (its QC table fills, nothing left

@@ -94,11 +94,22 @@ def compact_combos(panel: QWidget, characters: int = 16) -> None:
         combo.setMinimumContentsLength(characters)
 
 
-def _tabify_later(ref: "weakref.ref[QWidget]") -> None:
+#: How long a new panel waits to be docked before it gives up on tabbing (tries x interval).
+_TABIFY_TRIES, _TABIFY_INTERVAL_MS = 40, 25
+
+
+def _tabify_later(ref: "weakref.ref[QWidget]", tries: int = _TABIFY_TRIES) -> None:
     panel = ref()
     if panel is None:
         return
     try:
+        if dock_of(panel) is None:
+            # Not docked yet: a panel whose constructor lets the event loop run (a review that
+            # starts at once on an existing registration) sees this timer fire before napari
+            # has put it in its dock. Try again shortly rather than leave it untabbed.
+            if tries > 0:
+                QTimer.singleShot(_TABIFY_INTERVAL_MS, lambda: _tabify_later(ref, tries - 1))
+            return
         shorten_tab_title(panel)
         tabify_panel(panel)
     except RuntimeError:  # the Qt side was deleted before the timer fired
