@@ -296,3 +296,21 @@ def test_test_time_orientations_map_fields_back_and_average(phantom_frames):
     assert np.abs(shuffled - two[order]).max() < 0.02  # still permutation-equivariant
     with pytest.raises(ValueError, match="orientations"):
         predict(net, frames, spacing_mm=None, orientations=3)
+
+
+@pytest.mark.parametrize("norm", [True, False])
+def test_conv_block_on_parts_equals_the_block_on_the_concatenation(norm):
+    """The set layers read [f_i, g] (and the decoder [f_i, g, u_i]) as parts: g's share of the
+    convolution is computed once and broadcast. Same result as concatenating, borders included."""
+    from napari_any2reg.core.network.blocks import ConvBlock, conv_block_on_parts
+
+    torch.manual_seed(0)
+    block = ConvBlock(2 * 6 + 2, 6, norm=norm).eval()
+    f, g, u = torch.randn(5, 6, 17, 20), torch.randn(1, 6, 17, 20), torch.randn(5, 2, 17, 20)
+    with torch.no_grad():
+        expected = block(torch.cat((f, g.expand(5, -1, -1, -1), u), dim=1))
+        got = conv_block_on_parts(block, [f, g, u])
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="13 channels; the convolution takes 14"):
+        conv_block_on_parts(block, [f, g, u[:, :1]])

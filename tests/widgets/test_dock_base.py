@@ -248,3 +248,34 @@ def test_frame_label_names_the_time_by_the_t1_model():
     assert frame_label_text(layer, 2) == "s: frame 2 / 2 · t 80 ms"
     layer.metadata = {}
     assert frame_label_text(layer, 2) == "s: frame 2 / 2"
+
+
+def test_run_in_turns_runs_each_step_in_its_own_event_loop_turn(dock, qtbot, notifications):
+    """A result put on screen in steps (a layer, then its colour bar): in order, one step per
+    event-loop turn (a timer fires between two steps), busy until the last one."""
+    from qtpy.QtCore import QTimer
+
+    order, ticks = [], []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(len(order)))
+    timer.start(1)
+    dock.run_in_turns([lambda i=i: order.append(i) for i in range(3)])
+    assert dock.busy() and order == []  # nothing runs inside the call
+    qtbot.waitUntil(lambda: not dock.busy(), timeout=TIMEOUT_MS)
+    timer.stop()
+    assert order == [0, 1, 2]
+    assert {1, 2} <= set(ticks), ticks  # the event loop ran between the steps
+    assert notifications["error"] == []
+
+
+def test_run_in_turns_reports_a_failing_step_and_skips_the_rest(dock, qtbot, notifications):
+    order = []
+
+    def fail():
+        raise ValueError("layer refused")
+
+    dock.run_in_turns([lambda: order.append("a"), fail, lambda: order.append("c")], error_prefix="Showing the map failed")
+    qtbot.waitUntil(lambda: not dock.busy(), timeout=TIMEOUT_MS)
+    assert order == ["a"]
+    assert "Showing the map failed: layer refused" in dock.status_label.text()
+    assert len(notifications["error"]) == 1

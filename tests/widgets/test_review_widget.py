@@ -335,7 +335,8 @@ def test_overlays_in_workers_readable_and_not_piled(viewer, registration, review
     jacobian = review.overlay_layer("jacobian")
     assert jacobian.visible and jacobian.colorbar.visible
     assert review.show_scores()
-    qtbot.waitUntil(lambda: review.overlay_layer("scores") is not None, timeout=TIMEOUT_MS)
+    # the layer arrives in one event-loop turn, its colour bar in the next (run_in_turns)
+    qtbot.waitUntil(lambda: review.overlay_layer("scores") is not None and not review.busy(), timeout=TIMEOUT_MS)
     scores = review.overlay_layer("scores")
     assert scores.visible and scores.colorbar.visible
     assert not jacobian.visible and not jacobian.colorbar.visible

@@ -28,12 +28,13 @@ from typing import Any, Callable
 
 from napari.qt.threading import thread_worker
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from ..core.cancellation import Cancelled
 from ._pickers import same_layer
 from ._relay import ActivityProgress, ProgressRelay
+from ._warmup import warm_up_in_background
 
 __all__ = ["WorkerDock", "Job", "JobCancelled", "is_cancellation"]
 
@@ -148,6 +149,12 @@ def _weak_slot(method: Callable[..., Any], *args: Any) -> Callable[..., None]:
     return slot
 
 
+#: Pause between the steps of :meth:`WorkerDock.run_in_turns` (ms). With 0 the next step runs in
+#: the same event-loop pass as the repaint the last one asked for, and the two stall as one;
+#: a few ms let the window paint (and take input) in between.
+_TURN_GAP_MS = 15
+
+
 class WorkerDock(QWidget):
     """A dock panel running its work through :meth:`start_job`.
 
@@ -179,6 +186,8 @@ class WorkerDock(QWidget):
         self.progress_bar: QProgressBar | None = None
         self.status_label: QLabel | None = None
         self.cancel_button: QPushButton | None = None
+        self._turns_pending = 0
+        warm_up_in_background()  # the modules the other docks and the first Run will import
 
     # ------------------------------------------------------------------ controls
     def make_progress_controls(self, cancel: bool = True) -> None:
@@ -297,8 +306,42 @@ class WorkerDock(QWidget):
         return self.worker is not None
 
     def busy(self) -> bool:
-        """Whether any job (main or task) runs."""
-        return bool(self._running)
+        """Whether any job (main or task) runs, or its result is still being put on screen
+        (:meth:`run_in_turns`)."""
+        return bool(self._running) or self._turns_pending > 0
+
+    def run_in_turns(self, steps: "list[Callable[[], Any]]", error_prefix: str = "Showing the result failed") -> None:
+        """Run ``steps`` on the GUI thread, one per event-loop turn, in order.
+
+        napari needs ~0.2 s of GUI time for a new layer and about as much again for its first
+        draw (vispy builds the visual's shaders); doing several such things in one turn freezes
+        the window for their sum. Split, each costs its own stall and the window repaints and
+        takes input in between. A step that raises stops the rest and is reported (status line
+        and notification), never raised into Qt. :meth:`busy` stays ``True`` until the last step
+        has run, so a caller waiting for "not busy" sees the finished result.
+        """
+        queue = list(steps)
+        if not queue:
+            return
+        self._turns_pending += 1
+
+        def next_step() -> None:
+            try:
+                self.objectName()
+            except RuntimeError:  # the dock was closed (its Qt side deleted) between turns
+                return
+            step = queue.pop(0)
+            try:
+                step()
+            except Exception as exc:  # shown, never raised into Qt
+                queue.clear()
+                self.report_error(f"{error_prefix}: {exc}", exc)
+            if queue:
+                QTimer.singleShot(_TURN_GAP_MS, next_step)
+            else:
+                self._turns_pending -= 1
+
+        QTimer.singleShot(_TURN_GAP_MS, next_step)
 
     def job_worker(self, token: int | None) -> Any:
         """The worker of a running job (``None`` once it finished)."""

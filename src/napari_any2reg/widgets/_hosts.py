@@ -46,3 +46,6 @@ class JobHost(StatusHost, Protocol):
 
     def is_running(self) -> bool:
         """Whether the dock's main job runs (a section disables its inputs meanwhile)."""
+
+    def run_in_turns(self, steps: list[Callable[[], Any]], error_prefix: str = ...) -> None:
+        """Run ``steps`` on the GUI thread one per event-loop turn (a layer each), errors reported."""

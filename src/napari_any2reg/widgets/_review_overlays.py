@@ -291,21 +291,22 @@ class OverlaySection(QWidget):
             return built
 
         def done(built: list[tuple[Overlay, Any, str]]) -> None:
-            steps = list(built)
+            # one layer per event-loop turn, and its colour bar / the layers it covers in the
+            # next: napari needs ~0.2 s of GUI time per new layer and as much for its first draw
             shown: list[Any] = []
+            steps: list[Callable[[], Any]] = []
+            for overlay, layer, _ in built:
+                steps.append(lambda overlay=overlay, layer=layer: shown.append(
+                    self._put_layer(layer, self.host.pair(), overlay)))
+                if overlay.kind == "image":
+                    steps.append(lambda overlay=overlay: self._hide_covered(shown[-1], self.host.pair(), overlay))
 
-            def put_next() -> None:
-                overlay, layer, status = steps.pop(0)
-                shown.append(self._put_layer(layer, self.host.pair(), overlay))
-                if steps:
-                    # napari needs ~0.2 s of GUI time per new layer: one layer per event-loop turn
-                    QTimer.singleShot(0, put_next)
-                    return
+            def finish() -> None:
                 for layer in shown[:-1]:  # one scale for a group: one bar, not several identical ones
                     show_colorbar(layer, False)
-                self.host.set_status(status or f"Added {shown[-1].name!r}.")
+                self.host.set_status(built[-1][2] or f"Added {shown[-1].name!r}.")
 
-            put_next()
+            self.host.run_in_turns([*steps, finish], error_prefix=f"Showing the {members[0].button.lower()} failed")
 
         message = f"Computing the {members[0].button.lower()}"
         return self.host.start_job(work, description=message, on_result=done, main=False,
@@ -339,8 +340,6 @@ class OverlaySection(QWidget):
             self.host.viewer.layers.insert(index, new)
         else:
             self.host.viewer.layers.append(new)
-        if overlay.kind == "image":
-            self._hide_covered(new, pair, overlay)
         return new
 
     def _overlays_of(self, pair: "_Pair") -> list[Any]:

@@ -29,6 +29,7 @@ __all__ = [
     "SharedUpdate",
     "FlowHead",
     "integrate_velocity",
+    "conv_block_on_parts",
     "AGGREGATION_MODES",
 ]
 
@@ -53,6 +54,35 @@ class ConvBlock(nn.Sequential):
         super().__init__(*layers)
         self.in_channels = in_channels
         self.out_channels = out_channels
+
+
+def conv_block_on_parts(block: nn.Sequential, parts: "list[torch.Tensor]") -> torch.Tensor:
+    """``block(torch.cat(parts, dim=1))`` without building the concatenation.
+
+    A convolution is linear in its input channels, so ``conv([p_1, ..., p_k])`` is the sum of
+    ``conv_k(p_k)`` with the weight columns of each part (zero padding is per channel, so this
+    holds at the borders too). A part with one frame (the canonical feature ``g`` broadcast to
+    every frame) is convolved once and broadcast in the sum, instead of ``N`` times: the set
+    layers that read ``[f_i, g]`` cost about half (CPU inference: the concatenations and those
+    convolutions were a third of the network's time). The rest of ``block`` (norm, activation)
+    is applied as usual. ``block[0]`` must be a :class:`torch.nn.Conv2d` with ``groups=1``.
+    """
+    conv = block[0]
+    total = None
+    start = 0
+    for part in parts:
+        stop = start + part.shape[1]
+        term = nn.functional.conv2d(part, conv.weight[:, start:stop], None, conv.stride, conv.padding,
+                                    conv.dilation)
+        total = term if total is None else total + term
+        start = stop
+    if start != conv.in_channels:
+        raise ValueError(f"the parts have {start} channels; the convolution takes {conv.in_channels}")
+    if conv.bias is not None:
+        total = total + conv.bias.view(1, -1, 1, 1)
+    for layer in list(block)[1:]:  # (block[1:] would rebuild a ConvBlock)
+        total = layer(total)
+    return total
 
 
 class SetAggregation(nn.Module):
@@ -118,8 +148,9 @@ class SharedUpdate(nn.Module):
         self.body = nn.Sequential(ConvBlock(2 * channels, channels), ConvBlock(channels, channels))
 
     def forward(self, features: torch.Tensor, canonical: torch.Tensor) -> torch.Tensor:
-        g = canonical.expand(features.shape[0], -1, -1, -1)
-        return features + self.body(torch.cat((features, g), dim=1))
+        # [f_i, g] without the concatenation: g's half of the first convolution runs once
+        first = conv_block_on_parts(self.body[0], [features, canonical])
+        return features + self.body[1](first)
 
 
 class FlowHead(nn.Conv2d):
