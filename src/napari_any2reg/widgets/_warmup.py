@@ -17,11 +17,12 @@ import threading
 
 __all__ = ["warm_up_in_background", "WARM_UP_MODULES"]
 
-#: In the order a first session needs them (plots of the Review and T1 docks, then a Run).
+#: In the order a first session needs them: the Registration dock (the engines), the plots of
+#: the Review and T1 docks, then what a Run and a review compute with.
 WARM_UP_MODULES = (
+    "napari_any2reg.core.registration",
     "matplotlib.figure",
     "matplotlib.backends.backend_qtagg",
-    "napari_any2reg.core.registration",
     "napari_any2reg.pipeline.series",
     "napari_any2reg.core.qc",
     "napari_any2reg.core.mapping",
