@@ -43,9 +43,11 @@ over cases of the heart-region 95th percentile of the SD (the verdict's number) 
 mean EPE there. Pooled: all cases' samples together (deterministic subsample of at most
 60 000 per case and region), and the median of the per-case values.
 
-**Variants** (``--variants``): ``default`` (the CLI's defaults: 2 orientations + 2 shifted
-inputs), ``orientations-only`` (``uncertainty_shifts=0``), ``4-orientations`` (4 + 2 shifts,
-not a default; a longer run). The field is the same in all of them for a given number of
+**Variants** (``--variants``): ``default`` (the CLI's defaults: since issue 22's row I, the
+coarse pass in 2 orientations and the native pass in 1, no shifted inputs; before it, both
+passes in 2 orientations, now ``fine-2-orientations``), ``orientations-only``
+(``uncertainty_shifts=0``, the default since issue 27), ``4-orientations`` (not a default; a
+longer run). The field is the same in all of them for a given number of
 orientations (the shifted passes only add to the variance). ``scores=False`` in every run: the
 correspondence maps are computed after the field and change neither it nor the SD.
 
@@ -80,6 +82,8 @@ VARIANTS = {
     "default": {},
     "orientations-only": {"uncertainty_shifts": 0},
     "4-orientations": {"orientations": 4},
+    # the default before row I of validate_fullres.md won: both passes in two orientations
+    "fine-2-orientations": {"fine_pass_orientations": 2},
 }
 QUICK = ("torso molli 70001", "torso sasha 70006", "STONE (cardiac T1) draw 0")
 MAX_SAMPLES = 60_000

@@ -64,16 +64,18 @@ from napari_any2reg.io import read_sequence  # noqa: E402
 RESULTS = HERE / "results"
 CACHE = HERE / "runs" / "fullres_bases"
 
-#: name -> (engine, options). A-G are inference configurations of the shipped network.
+#: name -> (engine, options). A-I are inference configurations of the shipped network; each
+#: names every option it depends on (``fine_pass_orientations`` defaults to 1 since row I won).
 CONFIGS: dict[str, tuple[str, dict]] = {
     "A 3 mm, 1 pass, 2 orient. (v10 default before issue 22)": ("any2reg", {"working_spacing_mm": 3.0, "coarse_pass_mm": 0.0, "passes": 1, "orientations": 2}),
     "B native, 1 pass, 2 orient.": ("any2reg", {"coarse_pass_mm": 0.0, "passes": 1, "orientations": 2}),
-    "C 3 mm + native, 2 orient.": ("any2reg", {"coarse_pass_mm": 3.0, "passes": 1, "orientations": 2}),
+    "C 3 mm + native, 2 orient.": ("any2reg", {"coarse_pass_mm": 3.0, "passes": 1, "orientations": 2, "fine_pass_orientations": 2}),
     "D 3 mm + native, 1 orient.": ("any2reg", {"coarse_pass_mm": 3.0, "passes": 1, "orientations": 1}),
     "E 3 mm + native x2, 1 orient.": ("any2reg", {"coarse_pass_mm": 3.0, "passes": 2, "orientations": 1}),
     "F native x2, 1 orient.": ("any2reg", {"coarse_pass_mm": 0.0, "passes": 2, "orientations": 1}),
-    "G 3 mm + native x2, 2 orient.": ("any2reg", {"coarse_pass_mm": 3.0, "passes": 2, "orientations": 2}),
+    "G 3 mm + native x2, 2 orient.": ("any2reg", {"coarse_pass_mm": 3.0, "passes": 2, "orientations": 2, "fine_pass_orientations": 2}),
     "H 3 mm + native, 1 orient., no do-no-harm": ("any2reg", {"coarse_pass_mm": 3.0, "passes": 1, "orientations": 1, "do_no_harm": False}),
+    "I 3 mm (2 orient.) + native (1 orient.)": ("any2reg", {"coarse_pass_mm": 3.0, "passes": 1, "orientations": 2, "fine_pass_orientations": 1}),
     "any2reg-io (default network setting)": ("any2reg-io", {}),
     "groupwise": ("groupwise", {}),
     "xcoreg": ("xcoreg", {}),

@@ -96,9 +96,46 @@ def test_passes_compose_exactly_one_interpolation_of_the_raw_frames(molli, monke
     assert _epe(two.displacement, molli) < _epe(one.displacement, molli)
 
 
+def test_the_coarse_pass_can_run_in_more_orientations_than_the_fine_one(molli, monkeypatch):
+    """The default: the cheap 3 mm pass averages two orientations, the native pass after it
+    runs once (fine_pass_orientations=1); the SD map comes from the coarse pass's spread and
+    says so. Without a coarse pass, orientations applies to the native pass."""
+    seen = []
+    original = passes_module.predict
+
+    def spy(net, frames, *args, training_spacing_mm=None, orientations=1, **kwargs):
+        seen.append((tuple(training_spacing_mm), orientations))
+        return original(net, frames, *args, training_spacing_mm=training_spacing_mm, orientations=orientations, **kwargs)
+
+    monkeypatch.setattr(passes_module, "predict", spy)
+    base = dict(scores=False, coarse=False, coarse_pass_mm=3.0, passes=1, uncertainty_shifts=0)
+    mixed = register(molli.sequence, **base)
+    assert seen == [((3.0, 3.0), 2), ((1.5, 1.5), 1)]
+    assert mixed.params["pass_orientations"] == {"coarse": 2, "pass 1/1": 1}
+    sd = mixed.extras.get("displacement_sd_mm")
+    assert sd is not None and sd.shape == (molli.sequence.n_frames, 96, 96) and np.isfinite(sd).all() and sd.max() > 0
+    assert "2, 1, coarse first" in mixed.params["uncertainty"]
+    seen.clear()
+    both = register(molli.sequence, orientations=2, fine_pass_orientations=2, **base)
+    assert seen == [((3.0, 3.0), 2), ((1.5, 1.5), 2)] and both.params["pass_orientations"] == {"coarse": 2, "pass 1/1": 2}
+    seen.clear()
+    single = register(molli.sequence, orientations=1, **base)
+    assert seen == [((3.0, 3.0), 1), ((1.5, 1.5), 1)] and "displacement_sd_mm" not in single.extras
+    assert single.params["uncertainty"].startswith("none")
+    # the coarse pass's orientations change its field, hence the result
+    assert not np.allclose(mixed.displacement, single.displacement, atol=1e-4)
+    seen.clear()
+    native_only = register(molli.sequence, **dict(base, coarse_pass_mm=0.0))
+    assert seen == [((1.5, 1.5), 2)]  # no coarse pass: orientations (2) for the native pass
+    assert native_only.params["pass_orientations"] == {"pass 1/1": 2}
+    with pytest.raises(EngineOptionError, match="fine_pass_orientations"):
+        register(molli.sequence, fine_pass_orientations=3)
+
+
 @pytest.mark.parametrize("options", [
     dict(passes=2, coarse_pass_mm=3.0, orientations=1),
     dict(passes=1, working_spacing_mm=2.2, coarse_pass_mm=0.0, orientations=2),
+    dict(passes=1, coarse_pass_mm=3.0, orientations=2, fine_pass_orientations=1),
 ])
 def test_permutation_equivariance_at_the_new_grids(options):
     phantom = make_phantom("stone", seed=20012, shape=(80, 88), spacing_mm=(1.3, 1.3), motion_mm=6.0)

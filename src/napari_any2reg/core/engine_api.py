@@ -309,6 +309,12 @@ ENGINE_OPTIONS: tuple[EngineOption, ...] = (
         engines=_NETWORK, minimum=0.0, maximum=10.0,
     ),
     EngineOption(
+        "fine_pass_orientations", int, 1, "Fine-pass orientations",
+        "test-time orientations of the passes at the working grid when a coarse pass ran before "
+        "them; the coarse pass (a fifth of the cost) and a schedule without one keep orientations",
+        engines=_NETWORK, choices=(1, 2, 4),
+    ),
+    EngineOption(
         "do_no_harm", bool, True, "Do no harm",
         "return no motion when the field leaves the sequence objective worse than identity",
         engines=_NETWORK,

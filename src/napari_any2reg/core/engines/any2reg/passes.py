@@ -70,9 +70,21 @@ def pass_schedule(spacing_mm, working: tuple[float, float], passes: int, coarse_
     return schedule
 
 
+def orientations_per_pass(schedule: list[tuple[str, tuple[float, float]]], orientations: int,
+                          fine_pass_orientations: int | None) -> list[int]:
+    """The test-time orientations of each pass of ``schedule``: ``orientations`` for a coarse
+    pass (or for every pass when none runs), ``fine_pass_orientations`` (``None``: the same) for
+    the passes at the working grid after a coarse pass. On the validation set a second
+    orientation at the working grid after a coarse pass moved the median EPE ratio by 0.002
+    for 0.9 s of the 1.5 s budget (``benchmarks/results/validate_fullres.md``, rows C and I)."""
+    coarse_ran = any(label == "coarse" for label, _ in schedule)
+    fine = orientations if (fine_pass_orientations is None or not coarse_ran) else fine_pass_orientations
+    return [int(orientations) if label == "coarse" else int(fine) for label, _ in schedule]
+
+
 def _network_field(model: Pretrained, frames: torch.Tensor, initial: torch.Tensor | None, *, spacing_mm,
                    schedule: list[tuple[str, tuple[float, float]]], reference_frame: int | None, auxiliary_features,
-                   orientations: int, progress: Progress, shifts: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+                   orientations: "int | list[int]", progress: Progress, shifts: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The network's displacement ``(N, 2, H, W)`` for normalised ``frames`` after the passes
     of ``schedule``, each run on the raw frames warped by the field so far (starting from
     ``initial``, e.g. the coarse translation) and composed with it exactly
@@ -84,7 +96,9 @@ def _network_field(model: Pretrained, frames: torch.Tensor, initial: torch.Tenso
     carried to where the later passes sample its field (``var_prev(x + v)``), as the field is.
     The last pass also runs ``shifts`` times on its input shifted by a few pixels
     (:data:`UNCERTAINTY_SHIFTS_PX`, off the network's pooling grid), each field shifted back,
-    and their spread around the pass's field joins the orientations'."""
+    and their spread around the pass's field joins the orientations'. ``orientations``: one
+    number for every pass, or one per pass of ``schedule`` (:func:`orientations_per_pass`)."""
+    per_pass = [int(orientations)] * len(schedule) if isinstance(orientations, int) else [int(k) for k in orientations]
     u = initial
     variance = None
     aux_raw = None
@@ -98,15 +112,16 @@ def _network_field(model: Pretrained, frames: torch.Tensor, initial: torch.Tenso
             network_input = warp(frames[:, None], u)[:, 0]
             if aux_raw is not None:  # user features live on the frames' grid: move them alike
                 aux = warp(aux_raw, u)
+        pass_orientations = per_pass[index]
         v, sd = predict(model.net, network_input.detach().cpu().numpy(), spacing_mm=spacing_mm,
                         training_spacing_mm=pass_spacing, reference_frame=reference_frame,
-                        auxiliary_features=None if aux is None else aux.cpu().numpy(), orientations=orientations,
+                        auxiliary_features=None if aux is None else aux.cpu().numpy(), orientations=pass_orientations,
                         normalised=True, spread=True,
                         progress=lambda fraction, p=pass_progress, m=label: p.report(fraction, f"network {m}"))
         v = torch.from_numpy(v).to(frames.device)
         pass_variance = torch.from_numpy(sd).to(frames.device) ** 2
         if shifts and index == len(schedule) - 1:
-            pass_variance = _with_shifted_inputs(model, network_input, v, pass_variance, orientations, shifts,
+            pass_variance = _with_shifted_inputs(model, network_input, v, pass_variance, pass_orientations, shifts,
                                                  spacing_mm=spacing_mm, pass_spacing=pass_spacing,
                                                  reference_frame=reference_frame, aux=aux)
         variance = pass_variance if variance is None else pass_variance + warp(variance, v)

@@ -25,6 +25,10 @@ DEFAULT_WEIGHTS = "any2reg-v12.pt"
 #: (mean 0.301 -> 0.261 mm) at the same accuracy (median EPE ratio 0.303 -> 0.301) for 1.4x
 #: the network time; four passes add little more (0.254 mm, 0.298) for 2.6x.
 DEFAULT_ORIENTATIONS = 2
+#: Orientations of the passes at the working grid after a coarse pass (``None``: as
+#: :data:`DEFAULT_ORIENTATIONS`; chosen on the validation set, see
+#: :func:`.passes.orientations_per_pass`).
+DEFAULT_FINE_PASS_ORIENTATIONS = 1
 
 
 class Pretrained:
