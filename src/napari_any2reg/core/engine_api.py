@@ -282,8 +282,8 @@ ENGINE_OPTIONS: tuple[EngineOption, ...] = (
     ),
     EngineOption(
         "orientations", int, 2, "Orientations",
-        "test-time augmentation: mean of the fields predicted in 1, 2 or 4 orientations "
-        "(each costs one network pass)",
+        "test-time augmentation: mean of the fields predicted in 1, 2 or 4 orientations, in the "
+        "coarse pass (every pass when none runs); each costs one network pass",
         engines=_NETWORK, choices=(1, 2, 4),
     ),
     EngineOption(

@@ -34,7 +34,6 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QLayout, QProgressBar, QPushButt
 from ..core.cancellation import Cancelled
 from ._pickers import same_layer
 from ._relay import ActivityProgress, ProgressRelay
-from ._warmup import warm_up_in_background
 
 __all__ = ["WorkerDock", "Job", "JobCancelled", "is_cancellation"]
 
@@ -187,7 +186,6 @@ class WorkerDock(QWidget):
         self.status_label: QLabel | None = None
         self.cancel_button: QPushButton | None = None
         self._turns_pending = 0
-        warm_up_in_background()  # the modules the other docks and the first Run will import
 
     # ------------------------------------------------------------------ controls
     def make_progress_controls(self, cancel: bool = True) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QTabWidget, QWidget
 
 from ._mapping_helpers import MappingOutcome
+from ._plots import LazyFigure
 
 __all__ = ["ResultsSection", "ROLES", "format_outcome"]
 
@@ -17,9 +20,6 @@ class ResultsSection(QTabWidget):
     """Two tabs: the ROI statistics of a fit (``stats_table``) and its R² survival plot (``figure``)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
         super().__init__(parent)
         headers = ["map", "ROI", "pixels", "T1 mean ± SD (ms)", "fit SD (ms)", "R² > thr", "failed"]
         self.stats_table = QTableWidget(0, len(headers))
@@ -28,12 +28,21 @@ class ResultsSection(QTabWidget):
         self.stats_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.stats_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.stats_table.setMinimumHeight(140)
-        self.figure = Figure(figsize=(4.0, 2.8), tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(220)
+        # matplotlib is imported when the tab is first shown or a fit is drawn, not with the dock
+        self._outcome: MappingOutcome | None = None
+        self.survival = LazyFigure((4.0, 2.8), 220, on_created=lambda _: self.draw_survival(self._outcome),
+                                   make_when_shown=True)
         self.addTab(self.stats_table, "ROI statistics")
-        self.addTab(self.canvas, "R² survival")
-        self.draw_survival(None)
+        self.addTab(self.survival, "R² survival")
+
+    @property
+    def figure(self) -> Any:
+        """The R² survival plot's matplotlib figure (made on first use)."""
+        return self.survival.figure
+
+    @property
+    def canvas(self) -> Any:
+        return self.survival.canvas
 
     def show_outcome(self, outcome: MappingOutcome) -> None:
         self.fill_table(outcome)
@@ -62,6 +71,9 @@ class ResultsSection(QTabWidget):
                 self.stats_table.setItem(i, column, QTableWidgetItem(text))
 
     def draw_survival(self, outcome: MappingOutcome | None) -> None:
+        self._outcome = outcome
+        if outcome is None and not self.survival.created:
+            return  # the empty state is drawn when the tab is first shown
         self.figure.clear()
         axes = self.figure.add_subplot(111)
         axes.set_xlabel("R² threshold t")
@@ -85,7 +97,7 @@ class ResultsSection(QTabWidget):
             axes.set_title("R² survival: dashed before, solid after registration", fontsize="small")
         else:
             axes.text(0.95, 0.5, "Choose an ROI (Labels or Shapes)\nand fit to see the curves.", ha="center", va="center", fontsize="small")
-        self.canvas.draw_idle()
+        self.survival.draw_idle()
 
 
 def format_outcome(outcome: MappingOutcome) -> str:

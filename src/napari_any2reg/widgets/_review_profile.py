@@ -7,16 +7,15 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
+from ._plots import LazyFigure
+
 __all__ = ["ProfileSection"]
 
 
 class ProfileSection(QWidget):
-    """Radius control and a matplotlib plot of a temporal profile."""
+    """Radius control and a matplotlib plot of a temporal profile (made at the first plot)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
-
         super().__init__(parent)
         self.profile_radius_spin = QSpinBox()
         self.profile_radius_spin.setRange(0, 5)
@@ -26,13 +25,19 @@ class ProfileSection(QWidget):
         form.addRow("Radius (px)", self.profile_radius_spin)
         hint = QLabel("Double-click a pixel in the viewer to plot it across frames.")
         hint.setWordWrap(True)
-        self.figure = Figure(figsize=(4.0, 2.8), tight_layout=True)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(200)
+        self.plot_area = LazyFigure((4.0, 2.8), 200)  # matplotlib only once a profile is drawn
         layout = QVBoxLayout(self)
         layout.addWidget(hint)
         layout.addLayout(form)
-        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.plot_area, 1)
+
+    @property
+    def figure(self) -> Any:
+        return self.plot_area.figure
+
+    @property
+    def canvas(self) -> Any:
+        return self.plot_area.canvas
 
     def radius(self) -> int:
         return int(self.profile_radius_spin.value())
@@ -53,5 +58,5 @@ class ProfileSection(QWidget):
         ax.set_ylabel("intensity")
         ax.set_title(f"pixel (y={int(round(y))}, x={int(round(x))})", fontsize=9)
         ax.legend(fontsize=8)
-        self.canvas.draw_idle()
+        self.plot_area.draw_idle()
         return {"y": int(round(y)), "x": int(round(x)), "raw": raw, "registered": registered, "t": t}

@@ -10,7 +10,6 @@ import threading
 from typing import Any
 
 from ._layers import LayerDataTuple, sequence_to_layer_data
-from ._warmup import warm_up_in_background
 
 __all__ = ["SAMPLE_SHAPE", "SAMPLES", "phantom_layer", "sample_molli", "sample_stone", "sample_cine", "sample_t2prep",
            "sample_mge"]
@@ -85,7 +84,6 @@ def _responsive(key: str) -> LayerDataTuple:
         thread.join(0.005)
     if "error" in outcome:
         raise outcome["error"]
-    warm_up_in_background()  # the docks' plots and the first Run, while the user looks at the sample
     return outcome["layer"]
 
 

@@ -25,6 +25,7 @@ from ._ecv_section import labels_frame
 from ._hosts import JobHost
 from ._layers import axes_kwargs
 from ._pickers import LayerPicker, is_overlay_layer
+from ._plots import LazyFigure
 
 __all__ = ["SegmentsSection", "map_quantity", "SEGMENTS_KEY"]
 
@@ -58,10 +59,16 @@ class SegmentsSection(QGroupBox):
 
     COLUMNS = ("segment", "name", "mean", "sd", "median", "n_pixels")
 
-    def __init__(self, host: JobHost) -> None:
-        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-        from matplotlib.figure import Figure
+    @property
+    def figure(self) -> Any:
+        """The bullseye's matplotlib figure (made on first use)."""
+        return self.plot_area.figure
 
+    @property
+    def canvas(self) -> Any:
+        return self.plot_area.canvas
+
+    def __init__(self, host: JobHost) -> None:
         super().__init__("AHA segments")
         self.host = host
         self.viewer = host.viewer
@@ -101,10 +108,8 @@ class SegmentsSection(QGroupBox):
             button.setEnabled(False)
             buttons.addWidget(button)
         form.addRow(buttons)
-        self.figure = Figure(figsize=(4.2, 3.6))
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(260)
-        form.addRow(self.canvas)
+        self.plot_area = LazyFigure((4.2, 3.6), 260, tight_layout=False)  # matplotlib at the first bullseye
+        form.addRow(self.plot_area)
         self.refresh_layers()
 
     def refresh_layers(self) -> None:
@@ -151,7 +156,7 @@ class SegmentsSection(QGroupBox):
         self._add_overlay(analysis, map_layer)
         self._fill_table(analysis)
         analysis.figure(figure=self.figure)
-        self.canvas.draw_idle()
+        self.plot_area.draw_idle()
         self.host.set_status(f"AHA {analysis.level} segments of {map_layer.name!r}.")
         return True
 

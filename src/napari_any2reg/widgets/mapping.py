@@ -59,6 +59,7 @@ from ._mapping_helpers import (
 )
 from ._mapping_results import ROLES, ResultsSection, format_outcome
 from ._pickers import LayerPicker, cuda_available, index_of, is_roi_layer, is_sequence_layer, layer_key, same_layer
+from ._plots import import_plotting
 from ._registered import SOURCE_KEY, RegisteredLayer
 from ._segments_section import SegmentsSection
 
@@ -188,7 +189,7 @@ class MappingWidget(WorkerDock):
 
         self.results = ResultsSection()
         self.tabs = self.results
-        self.stats_table, self.figure, self.canvas = self.results.stats_table, self.results.figure, self.results.canvas
+        self.stats_table = self.results.stats_table  # (figure, canvas: properties, made on first use)
 
         layout = self.dock_body(scroll_body(self), form, actions=(self.run_button,), after=self.results)
         # tissue characterisation on the maps: ECV from native + post, AHA segments and bullseye
@@ -419,6 +420,15 @@ class MappingWidget(WorkerDock):
         return ShapesROI.from_layer(layer, reference, shape)
 
     # ------------------------------------------------------------------ run / cancel
+    @property
+    def figure(self) -> Any:
+        """The R² survival plot's matplotlib figure (made on first use)."""
+        return self.results.figure
+
+    @property
+    def canvas(self) -> Any:
+        return self.results.canvas
+
     def run(self) -> bool:
         """Start fitting the chosen layers; returns ``True`` if a fit was started.
 
@@ -451,9 +461,14 @@ class MappingWidget(WorkerDock):
             fit = functools.partial(fit, noise_floor=floor)
         quantity = T1_MODELS[model].quantity
         names = " and ".join(repr(job.name) for job in jobs)
+
+        def work(job: Any) -> Any:
+            import_plotting()  # the R² survival plot's first draw then costs no import on the GUI thread
+            return run_fits(jobs, timings=timings, model=model, device=device, rois=rois,
+                            r2_threshold=threshold, fit=fit, job=job, outlier_checks=checks)
+
         return self.start_job(
-            lambda job: run_fits(jobs, timings=timings, model=model, device=device, rois=rois,
-                                 r2_threshold=threshold, fit=fit, job=job, outlier_checks=checks),
+            work,
             description=f"{quantity} fit", activity=f"{quantity} fit ({model})", on_result=self._show_outcome,
             message=f"Fitting {model} {quantity} maps of {names} on {device}…", error_prefix=f"{quantity} fit failed")
 

@@ -56,7 +56,7 @@ _SECTION_CONTROLS = {
     "overlays": ("grid_spacing_spin", "grid_unit_combo", "quiver_step_spin", "tiles_spin"),
     "qc_section": ("folding_threshold_spin", "score_threshold_spin", "correlation_threshold_spin",
                    "compute_button", "table"),
-    "profile": ("profile_radius_spin", "figure", "canvas"),
+    "profile": ("profile_radius_spin",),
 }
 
 
@@ -166,6 +166,15 @@ class ReviewWidget(WorkerDock):
         layout.addWidget(self.tabs, 1)
         layout.addLayout(progress)
         layout.addWidget(self.status_label)
+
+    @property
+    def figure(self) -> Any:
+        """The profile plot's matplotlib figure (made on first use)."""
+        return self.profile.figure
+
+    @property
+    def canvas(self) -> Any:
+        return self.profile.canvas
 
     # overlay actions (the overlays section does the work)
     def show_grid(self) -> bool:

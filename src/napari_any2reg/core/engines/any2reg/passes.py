@@ -25,8 +25,9 @@ MAX_WORKING_PIXELS = 256 * 256
 #: (``benchmarks/validate_fullres.py``, rule in its docstring; table in
 #: ``benchmarks/results/validate_fullres.md``): a 3 mm pass then one native pass, two
 #: orientations, gave a median EPE ratio of 0.289 (3 mm alone 0.342, native alone 0.556: the
-#: fine grid misses large motion) in 1.46 s (N = 11, 192 x 192, 2 threads); a second native
-#: pass reached 0.270 at 2 orientations but took 3.4 s and invented more motion (1.28 vs 1.04 mm).
+#: fine grid misses large motion); a second native pass reached 0.270 at 2 orientations but
+#: took twice as long and invented more motion (1.28 vs 1.04 mm). The native pass runs in one
+#: orientation (:func:`orientations_per_pass`, row I: 0.287 with v12 in 1.35 s at 2 threads).
 DEFAULT_PASSES = 1
 #: Spacing of a first network pass that catches large motion before the fine passes
 #: (``coarse_pass_mm``; 0: none). The shipped weights' training spacing.
@@ -76,7 +77,8 @@ def orientations_per_pass(schedule: list[tuple[str, tuple[float, float]]], orien
     pass (or for every pass when none runs), ``fine_pass_orientations`` (``None``: the same) for
     the passes at the working grid after a coarse pass. On the validation set a second
     orientation at the working grid after a coarse pass moved the median EPE ratio by 0.002
-    for 0.9 s of the 1.5 s budget (``benchmarks/results/validate_fullres.md``, rows C and I)."""
+    and cost 0.4 s at 2 threads (0.8 s at 1; N = 11, 192 x 192), which took the engine over its
+    1.5 s budget (``benchmarks/results/validate_fullres.md``, rows C and I)."""
     coarse_ran = any(label == "coarse" for label, _ in schedule)
     fine = orientations if (fine_pass_orientations is None or not coarse_ran) else fine_pass_orientations
     return [int(orientations) if label == "coarse" else int(fine) for label, _ in schedule]
