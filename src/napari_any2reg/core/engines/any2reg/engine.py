@@ -116,7 +116,7 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
             displacement = torch.zeros_like(displacement)
     extras: dict[str, Any] = {}
     uncertainty = _uncertainty_note(pass_orientations, uncertainty_shifts, io_steps, harm)
-    if max(pass_orientations[:-1] + [pass_orientations[-1] + uncertainty_shifts]) > 1:
+    if _has_spread(pass_orientations, uncertainty_shifts):
         extras["displacement_sd_mm"] = displacement_sd_mm(variance, scan_spacing)
     if scores:
         score_progress = progress.stage(split, 1.0)
@@ -156,11 +156,16 @@ def _run(frames: torch.Tensor, *, progress: Progress, reference_frame: int | Non
     return EngineOutput(displacement=displacement, loss_history=history, params=params, extras=extras)
 
 
+def _has_spread(pass_orientations: list[int], shifts: int) -> bool:
+    """Whether some pass predicted its field more than once (its orientations; the last pass
+    also on its ``shifts`` shifted inputs): only then is there a spread to report."""
+    return any(k > 1 for k in pass_orientations[:-1]) or pass_orientations[-1] + shifts > 1
+
+
 def _uncertainty_note(pass_orientations: list[int], shifts: int, io_steps: int, harm: dict[str, Any] | None) -> str:
     """What ``displacement_sd_mm`` is for this run (``params["uncertainty"]``); ``pass_orientations``:
     the test-time orientations of each network pass, in order (the shifts join the last)."""
-    spreads = [k for k in pass_orientations[:-1] if k > 1] + [pass_orientations[-1] + shifts] * (pass_orientations[-1] + shifts > 1)
-    if not spreads:
+    if not _has_spread(pass_orientations, shifts):
         return ("none: one test-time orientation and no shifted passes give no spread; use orientations=2 or more "
                 "(uncertainty_shifts adds passes on shifted inputs)")
     if len(set(pass_orientations)) == 1:
