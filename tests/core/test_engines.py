@@ -46,6 +46,14 @@ def test_ground_truth_motion_is_recovered(engine, kind, seed):
     assert np.abs(result.displacement.mean(axis=0)).max() < 1e-3
 
 
+def _plain_and_shuffled(engine, threads):
+    """(phantom, result, result on the frames shuffled, the order) of a quick run at ``threads``."""
+    phantom = _phantom("stone", 5)
+    order = np.random.default_rng(0).permutation(phantom.sequence.n_frames)
+    options = dict(engine=engine, device="cpu", iterations_scale=0.3, threads=threads)
+    return phantom, register(phantom.sequence, **options), register(phantom.sequence.permuted(order), **options), order
+
+
 @pytest.mark.parametrize("engine", ["groupwise", "xcoreg"])
 def test_permutation_equivariance(engine):
     """Shuffling the frames shuffles the fields identically.
@@ -55,11 +63,7 @@ def test_permutation_equivariance(engine):
     Multi-threaded reductions split work by memory layout, which the shuffle changes; that
     case is checked separately against a physical tolerance.
     """
-    phantom = _phantom("stone", 5)
-    order = np.random.default_rng(0).permutation(phantom.sequence.n_frames)
-    options = dict(engine=engine, device="cpu", iterations_scale=0.3, threads=1)
-    plain = register(phantom.sequence, **options)
-    shuffled = register(phantom.sequence.permuted(order), **options)
+    _, plain, shuffled, order = _plain_and_shuffled(engine, threads=1)
     difference = np.abs(shuffled.displacement - plain.displacement[order])
     assert difference.max() < 1e-3, (difference.mean(), difference.max())
     np.testing.assert_allclose(shuffled.weights, plain.weights[order], atol=1e-5)
@@ -70,11 +74,7 @@ def test_permutation_equivariance_with_several_threads_stays_far_below_a_pixel(e
     """Two threads: summation order differs with the frame order, and ~150 optimiser steps
     amplify that rounding in flat background (measured up to 0.12 px, mean 0.003 px, on a
     2-core machine). The bound is well below the 3 mm pixel and the ~2 px motion."""
-    phantom = _phantom("stone", 5)
-    order = np.random.default_rng(0).permutation(phantom.sequence.n_frames)
-    options = dict(engine=engine, device="cpu", iterations_scale=0.3, threads=2)
-    plain = register(phantom.sequence, **options)
-    shuffled = register(phantom.sequence.permuted(order), **options)
+    phantom, plain, shuffled, order = _plain_and_shuffled(engine, threads=2)
     difference = np.abs(shuffled.displacement - plain.displacement[order])
     assert difference.mean() < 0.02 and difference.max() < 0.3, (difference.mean(), difference.max())
     # the equivariance that matters to the reader: the heart's fields agree to a tenth of the motion
