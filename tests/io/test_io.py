@@ -318,6 +318,24 @@ def test_atomic_write_failure_leaves_nothing(tmp_path):
     assert existing.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["keep.bin"]
 
 
+def test_atomic_write_when_every_hidden_name_is_taken(tmp_path, monkeypatch):
+    """A folder full of leftovers: a clear error naming the folder's hidden files, nothing replaced."""
+    from napari_any2reg.io import _atomic
+
+    monkeypatch.setattr(_atomic.secrets, "token_hex", lambda n: "0" * (2 * n))
+    (tmp_path / ".00000000~out.txt").write_text("leftover")
+    with pytest.raises(FileExistsError, match=r"100 random names were all taken.*\.\*~ files"):
+        atomic_write(tmp_path / "out.txt", lambda p: p.write_text("new"))
+    assert not (tmp_path / "out.txt").exists()
+    keep = tmp_path / "keep.txt"
+    keep.write_text("old")
+    (tmp_path / ".00000000~replaced~keep.txt").write_text("leftover")
+    monkeypatch.setattr(_atomic, "_reserve_temp", lambda target: target.with_name("staged~" + target.name))
+    with pytest.raises(FileExistsError, match=r"cannot set .*keep\.txt aside.*~replaced~ files"):
+        atomic_write(keep, lambda p: p.write_text("new"), overwrite=True)
+    assert keep.read_text() == "old"
+
+
 def test_atomic_write_keeps_extension_for_extension_sensitive_writers(tmp_path):
     out = atomic_write(tmp_path / "u.npy", lambda p: np.save(p, np.arange(3)))  # np.save appends .npy otherwise
     np.testing.assert_array_equal(np.load(out), np.arange(3))

@@ -126,6 +126,30 @@ def test_clicking_steps_through_landmarks_and_frames(viewer, widget, qtbot, phan
     assert raw.data.tobytes() == raw_before.tobytes()
 
 
+def test_a_points_layer_without_landmark_names_is_explained_not_broken(viewer, widget, phantom_run, notes):
+    """A Points layer the user made with napari's own button has no 'name' feature: choosing it
+    tells the user to press 'New' or import a CSV, and stepping landmarks raises nothing."""
+    phantom, _ = phantom_run
+    add_raw(viewer, phantom)
+    plain = viewer.add_points(np.zeros((0, 3)), name="my points")
+    widget.select(points="my points")
+    assert widget.points_layer().name == "my points"
+    assert "has no 'name' feature" in widget.status_label.text() and "press 'New'" in widget.status_label.text()
+    widget.set_current_landmark("rv_insertion_inferior")  # sets the next point's name where it can
+    plain.add([0, 20.0, 20.0])
+    assert len(plain.data) == 1 and list(plain.features.columns) == []
+    with pytest.raises(ValueError, match="no 'name' feature"):
+        widget.table()
+    # a layer with names but no tag column gets the name default only
+    named = viewer.add_points(np.zeros((0, 3)), name="named", features={"name": np.array([], dtype=object)})
+    widget.select(points="named")
+    widget.set_current_landmark("rv_insertion_anterior")
+    named.add([0, 21.0, 22.0])
+    assert named.features["name"].tolist() == ["rv_insertion_anterior"]
+    assert "1 of 16 placed" in widget.status_label.text()
+    assert notes["error"] == []
+
+
 # ---------------------------------------------------------------------- TRE, common grid, CSV
 def test_tre_table_common_grid_and_csv_round_trip(viewer, widget, qtbot, tmp_path, phantom_run, notes):
     from napari_any2reg.core.landmarks import LandmarkTable, landmarks_to_common, tre_before_after

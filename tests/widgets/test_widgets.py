@@ -415,6 +415,31 @@ def test_main_opens_sample_and_docks_widget(viewer):
     assert widget.device() == "cpu"
 
 
+def test_a_broken_cuda_install_leaves_the_registration_dock_on_cpu(viewer, monkeypatch):
+    """torch.cuda raising (a broken driver) must not break the dock: CUDA is offered disabled."""
+    import torch
+    from conftest import plugin_dock
+
+    def broken():
+        raise RuntimeError("CUDA driver initialization failed")
+
+    monkeypatch.setattr(torch.cuda, "is_available", broken)
+    widget = plugin_dock(viewer, "Registration")
+    item = widget.device_combo.model().item(widget.device_combo.findData("cuda"))
+    assert not item.isEnabled() and "No CUDA GPU" in item.toolTip()
+    assert widget.device() == "auto" and widget.device_label.text().startswith("auto → cpu (")
+
+
+def test_python_dash_m_runs_the_launcher():
+    """``python -m napari_any2reg`` reaches main(): its help names the sample and the register flag."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "napari_any2reg", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "--sample" in done.stdout and "--register" in done.stdout
+
+
 # ---------------------------------------------------------------------- issue 11: usability
 def test_five_panels_fit_a_1280x800_window(make_napari_viewer, qtbot):
     """Item 9: the five docks tab together and scroll, so the window can be 1280x800."""

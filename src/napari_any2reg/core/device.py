@@ -10,9 +10,21 @@ import torch
 
 from .vocabulary import arg
 
-__all__ = ["resolve_device", "describe_device", "DEVICE_CHOICES", "default_cpu_threads", "cpu_threads"]
+__all__ = ["resolve_device", "describe_device", "cuda_available", "DEVICE_CHOICES", "default_cpu_threads", "cpu_threads"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def cuda_available() -> bool:
+    """Whether torch can use a CUDA GPU; ``False`` also when torch cannot tell.
+
+    A broken driver or CUDA install makes ``torch.cuda.is_available()`` raise on some systems:
+    that machine has no usable GPU, and must still register on the CPU.
+    """
+    try:
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -26,12 +38,12 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     else:
         name = (device or "auto").strip().lower()
         if name == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+            return torch.device("cuda" if cuda_available() else "cpu")
         try:
             chosen = torch.device(name)
         except RuntimeError as exc:
             raise ValueError(f"Unknown device {device!r}; use auto, cpu or cuda.") from exc
-    if chosen.type == "cuda" and not torch.cuda.is_available():
+    if chosen.type == "cuda" and not cuda_available():
         raise ValueError(f"CUDA was requested but no GPU is available; use {arg('device', 'cpu')} or {arg('device', 'auto')}.")
     if chosen.type not in ("cpu", "cuda"):
         raise ValueError(f"Unsupported device {device!r}; use auto, cpu or cuda.")
@@ -51,10 +63,10 @@ def default_cpu_threads() -> int:
     """torch CPU threads for one registration when the caller names none: the cores this
     process may use that other work is not already using (1-minute load average), at least 1.
 
-    Why not torch's default (every core): measured on this project's 2-core machine
-    (``benchmarks/bench_threads.py``), two threads make ``any2reg`` about 1.6x faster than
-    one on an idle machine, but 4-14x *slower* when the other core is busy (threads wait on
-    each other at every barrier). The load average tells the two apart cheaply. An explicit
+    Why not torch's default (every core): on this project's 2-core machine two threads make
+    ``any2reg`` about 1.6x faster than one when idle (``benchmarks/results/fullres_speed_cpu.md``:
+    1.35 s vs 2.19 s), but oversubscribed threads cost 4-14x when the other core is busy
+    (threads wait on each other at every barrier). The load average tells the two apart cheaply. An explicit
     ``OMP_NUM_THREADS`` wins: the user has decided.
     """
     if os.environ.get("OMP_NUM_THREADS"):

@@ -26,7 +26,7 @@ import numpy as np
 
 from .sequence import Sequence
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     from .landmarks import DiceReport, TREReport
 
 __all__ = [

@@ -160,7 +160,8 @@ def _reserve_temp(target: Path) -> Path:
             ) from exc
         os.close(fd)
         return temp
-    raise FileExistsError(f"cannot create a temporary file next to {target}.")  # pragma: no cover
+    raise FileExistsError(f"cannot create a temporary file next to {target}: 100 random names were all taken; "
+                          "remove the hidden .*~ files left in that folder.")
 
 
 def _commit(temp: Path, target: Path, overwrite: bool) -> None:
@@ -202,7 +203,8 @@ def _set_aside(target: Path) -> Path:
                 continue
             os.replace(target, aside)
             return aside
-    raise FileExistsError(f"cannot set {target} aside before replacing it.")  # pragma: no cover
+    raise FileExistsError(f"cannot set {target} aside before replacing it: 100 random names were all taken; "
+                          "remove the hidden .*~replaced~ files left in that folder.")
 
 
 def atomic_write_all(

@@ -103,10 +103,8 @@ class BatchReport:
 
 def default_jobs(threads: int = 1) -> int:
     """Worker processes for a local cluster: the CPU cores this process may use / threads per job."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cores = os.cpu_count() or 1
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux only; elsewhere all cores
+    cores = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
     return max(1, cores // max(1, threads))
 
 

@@ -76,7 +76,7 @@ from .export_table import (
     resolve_items,
 )
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     from ..core.landmarks import DiceReport, LandmarkTable, TREReport
 
 __all__ = [

@@ -27,7 +27,7 @@ from ..core.export import MAP_FILES, MAP_ROLES, json_safe, qc_csv_text, run_reco
 from ..core.overlays import Overlay, OverlayInputs, export_overlays, missing_input
 from ..core.sequence import Sequence
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     from ..core.landmarks import DiceReport, LandmarkTable, TREReport
 
 __all__ = [

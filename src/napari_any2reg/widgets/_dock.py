@@ -365,11 +365,8 @@ def install_frame_label(viewer: Any) -> None:
             return
         layer = layers[0]
         legends = legend_lines(v)
-        axis = v.dims.ndim - layer.ndim
-        try:
-            frame = int(round(float(layer.world_to_data(v.dims.point)[0]))) if axis >= 0 else 0
-        except Exception:  # pragma: no cover - a layer napari cannot map
-            frame = 0
+        # the layer's own frame under the slider (napari's dims hold every layer's axes)
+        frame = int(round(float(layer.world_to_data(v.dims.point)[0])))
         frame = min(max(frame, 0), int(layer.data.shape[0]) - 1)
         # frame and TI first, then the layer's name on its own line: a narrow canvas cuts a
         # line's end, not what the slider means; then what the visible colours mean

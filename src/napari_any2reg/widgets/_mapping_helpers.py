@@ -339,14 +339,9 @@ def shapes_to_labels(layer: Shapes, reference: Image, shape: tuple[int, int]) ->
 
 def link_maps(added: dict[str, list[Any]]) -> None:
     """Link colormap and contrast limits of the raw and registered maps of each kind."""
-    try:
-        from napari.experimental import link_layers, unlink_layers
-    except ImportError:  # pragma: no cover - older napari
-        return
+    from napari.experimental import link_layers, unlink_layers  # public since napari 0.4.x
+
     for layers in added.values():
         if len(layers) == 2:
-            try:
-                unlink_layers(layers)
-                link_layers(layers, ("colormap", "contrast_limits"))
-            except Exception:  # pragma: no cover - linking is a convenience only
-                pass
+            unlink_layers(layers)  # a refit replaces the links instead of stacking them
+            link_layers(layers, ("colormap", "contrast_limits"))

@@ -86,13 +86,11 @@ def index_of(layers: list[Any], layer: Any) -> int:
 
 
 def cuda_available() -> bool:
-    """Whether torch sees a CUDA device (``False`` if torch cannot tell)."""
-    try:
-        import torch
+    """Whether torch can use a CUDA GPU (:func:`core.device.cuda_available`), imported when a
+    dock asks so that importing the widgets does not import torch."""
+    from ..core.device import cuda_available as torch_cuda_available
 
-        return bool(torch.cuda.is_available())
-    except Exception:  # pragma: no cover - a broken CUDA install must not break the widgets
-        return False
+    return torch_cuda_available()
 
 
 def is_sequence_layer(layer: Any) -> bool:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     from ..core.registration import RegistrationResult
 
 __all__ = ["RegisteredLayer", "NotRegisteredError", "ARRAY_KEYS", "SOURCE_KEY"]

@@ -29,7 +29,7 @@ from ._hosts import JobHost
 from ._layers import axes_kwargs, beside_translate
 from ._pickers import OVERLAY_KEY, same_layer
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     from .review import _Pair
 
 __all__ = ["OverlaySection", "LAYER_BUILDERS", "JACOBIAN_LIMITS", "FOLDING_COLORMAP", "OVERLAY_KEY", "overlay_suffixes"]

@@ -29,7 +29,7 @@ from ._pickers import LayerPicker, is_registered_layer
 from ._points import points_to_table, table_points_data
 from ._registered import RegisteredLayer
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     import napari
 
 __all__ = ["ApplyWidget", "WARPED_SUFFIX", "can_be_warped"]

@@ -38,7 +38,7 @@ from ._base import WorkerDock
 from ._dock import compact_combos, scroll_body
 from ._engine_options import EngineOptionsForm
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     import napari
 
 __all__ = ["BatchWidget", "TABLE_COLUMNS"]

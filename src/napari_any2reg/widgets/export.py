@@ -44,7 +44,7 @@ from ._base import WorkerDock
 from ._pickers import LayerPicker, contains, is_registered_layer
 from ._registered import RegisteredLayer
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     import napari
 
 __all__ = ["ExportWidget", "gather_t1_maps"]

@@ -64,7 +64,7 @@ from ._pickers import LayerPicker, contains, is_registered_layer, is_sequence_la
 from ._points import NAME_FEATURE, TAG_FEATURE, landmark_tag, points_in_image_pixels, points_to_table, table_points_data
 from ._registered import RegisteredLayer
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     import napari
 
 __all__ = ["LandmarksWidget", "STEP_ORDERS", "NAME_FEATURE", "points_to_table"]
@@ -268,10 +268,12 @@ class LandmarksWidget(WorkerDock):
 
     @staticmethod
     def _set_default_name(points: Points, name: str) -> None:
-        try:
-            points.feature_defaults = {NAME_FEATURE: name, TAG_FEATURE: landmark_tag(name)}
-        except Exception:  # pragma: no cover - a layer without a name feature
-            pass
+        # napari refuses defaults for columns the layer lacks (a Points layer a user made
+        # without 'New'): name what the layer can hold; update_status says what is missing
+        defaults = {NAME_FEATURE: name, TAG_FEATURE: landmark_tag(name)}
+        present = {key: value for key, value in defaults.items() if key in points.features.columns}
+        if present:
+            points.feature_defaults = present
 
     # ------------------------------------------------------------------ frames
     def _frame_axis(self) -> int:
@@ -416,6 +418,10 @@ class LandmarksWidget(WorkerDock):
             return
         if points is None:
             self.set_status("Press 'New' for a landmarks layer, or import a CSV.")
+            return
+        if not {NAME_FEATURE, "id", "label"} & set(points.features.columns):  # what points_to_table reads
+            self.set_status(f"{points.name!r} has no 'name' feature, so its points name no landmark: "
+                            "press 'New' for a landmarks layer, or import a CSV.")
             return
         names = self.landmark_names()
         total = len(names) * int(image.data.shape[0])

@@ -63,7 +63,7 @@ from ._plots import import_plotting
 from ._registered import SOURCE_KEY, RegisteredLayer
 from ._segments_section import SegmentsSection
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     import napari
 
 __all__ = ["MappingWidget", "MappingOutcome", "ROLES", "MAP_SUFFIXES", "t1_display_settings", "parse_timings",

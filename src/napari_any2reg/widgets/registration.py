@@ -39,7 +39,7 @@ from ._layers import REGISTERED_SUFFIX, axes_kwargs, beside_translate, sequence_
 from ._pickers import LayerPicker, cuda_available, is_sequence_layer
 from ._registered import RegisteredLayer
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     import napari
 
 __all__ = ["RegistrationWidget", "DEFAULT_ENGINE", "METRICS", "REFERENCE_MODES", "DEFAULT_ITERATIONS_SCALE",
@@ -243,9 +243,7 @@ class RegistrationWidget(WorkerDock):
             return 0
         n = int(layer.data.shape[0])
         dims = self.viewer.dims
-        world_axis = dims.ndim - layer.ndim
-        if world_axis < 0:  # pragma: no cover - a layer always fits the viewer's dims
-            return 0
+        world_axis = max(dims.ndim - layer.ndim, 0)  # napari's dims always hold every layer's axes
         point = float(dims.point[world_axis])
         index = int(round((point - float(layer.translate[0])) / float(layer.scale[0])))
         return int(np.clip(index, 0, max(n - 1, 0)))

@@ -45,7 +45,7 @@ from ._review_overlays import FOLDING_COLORMAP, JACOBIAN_LIMITS, OverlaySection
 from ._review_profile import ProfileSection
 from ._review_qc import QCSection, VerdictBanner
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:
     import napari
 
 __all__ = ["ReviewWidget", "OVERLAYS", "JACOBIAN_LIMITS", "FOLDING_COLORMAP"]
