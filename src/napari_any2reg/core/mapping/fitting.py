@@ -4,6 +4,7 @@ per-pixel solve (:mod:`.solver`) and the assembly of :class:`~.result.T1FitResul
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -136,6 +137,41 @@ def fit_t1(
     1000.0
     """
     start = time.perf_counter()
+    settings = _settings(frames, timings_ms, model, exclude_frames=exclude_frames, t1_range_ms=t1_range_ms,
+                         n_grid=n_grid, iterations=iterations, polarity_restoration=polarity_restoration,
+                         noise_floor=noise_floor)
+    check = _cancel_check(cancel)
+    report = progress or (lambda fraction, message: None)
+    dev = resolve_device(device)
+    curves = _Curves.prepare(settings, mask, dev)
+    out = _fit_echo_groups(curves, settings, report, check)
+    report(0.95, "collecting maps")
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    result = _assemble(out, curves, settings, describe_device(dev), time.perf_counter() - start)
+    report(1.0, "done")
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _FitSettings:
+    """Everything :func:`fit_t1` checked about its arguments: the frames and times fitted (after
+    ``exclude_frames``), the model and its solver settings."""
+
+    data: np.ndarray  # (N, ...) frames fitted
+    timings: np.ndarray  # (N,) their times, ms
+    spec: T1Model
+    used: tuple[int, ...]  # input frames fitted
+    bounds: tuple[float, float]  # allowed time constant, ms
+    n_grid: int
+    iterations: int
+    restore: bool  # polarity restoration
+    floor: float | None  # noise floor (decay models)
+
+
+def _settings(frames: Any, timings_ms: Any, model: Any, *, exclude_frames: Any, t1_range_ms: Any, n_grid: int,
+              iterations: int | None, polarity_restoration: bool | None, noise_floor: Any) -> _FitSettings:
+    """Check :func:`fit_t1`'s arguments (the errors its docstring lists) and fill the model's defaults."""
     data, timings, kind = _unpack(frames, timings_ms)
     if model is None:
         model = model_for_kind(kind)
@@ -158,98 +194,120 @@ def fit_t1(
     if not 0 < lo < hi:
         raise ValueError(f"t1_range_ms must be (low, high) with 0 < low < high; got {t1_range_ms}.")
     floor = _check_noise_floor(noise_floor, spec)
-    if iterations is None:
-        iterations = spec.iterations
     if int(n_grid) < 4:
         raise ValueError(f"n_grid must be at least 4; got {n_grid}.")
-    restore = spec.polarity_restoration if polarity_restoration is None else bool(polarity_restoration)
-    check = _cancel_check(cancel)
-    report = progress or (lambda fraction, message: None)
+    return _FitSettings(
+        data=data, timings=timings, spec=spec, used=used, bounds=(lo, hi), n_grid=int(n_grid),
+        iterations=spec.iterations if iterations is None else iterations,
+        restore=spec.polarity_restoration if polarity_restoration is None else bool(polarity_restoration),
+        floor=floor,
+    )
 
-    n = data.shape[0]
-    spatial = data.shape[1:]
-    flat = data.reshape(n, -1)
-    fit_mask = _check_mask(mask, spatial).reshape(-1)
-    dev = resolve_device(device)
 
-    order = np.argsort(timings, kind="stable")  # "shortest TIs" = first in this order (inf last)
-    t_sorted = torch.as_tensor(timings[order], dtype=torch.float64, device=dev)
-    selected = np.nonzero(fit_mask)[0]
-    y = torch.as_tensor(flat[order][:, selected], dtype=torch.float64, device=dev)  # (N, P)
-    magnitude = y.abs()  # magnitude data; the sign is what polarity restoration decides
+@dataclasses.dataclass
+class _Curves:
+    """The fitted pixels' curves, time-sorted and scaled to ~1, and how to put values back."""
 
-    # per-pixel scale so the optimiser sees amplitudes ~1 whatever the scanner units
-    finite = torch.isfinite(magnitude).all(0)
-    scale = torch.where(finite, magnitude.nan_to_num(0.0).amax(0), torch.zeros((), dtype=torch.float64, device=dev))
-    usable = finite & (scale > 0)
-    y_norm = torch.where(usable, magnitude.nan_to_num(0.0) / torch.where(usable, scale, torch.ones_like(scale)), 0.0)
+    spatial: tuple[int, ...]  # the maps' shape
+    fit_mask: np.ndarray  # (pixels,) bool: pixels asked for
+    selected: np.ndarray  # indices of those pixels
+    t_sorted: torch.Tensor  # (N,) times in increasing order (inf last)
+    magnitude: torch.Tensor  # (N, P) |signal| in that order
+    y_norm: torch.Tensor  # (N, P) magnitude / scale, 0 where unusable
+    scale: torch.Tensor  # (P,) per-pixel maximum
+    usable: torch.Tensor  # (P,) finite and not all zero
 
-    grid = torch.as_tensor(np.geomspace(lo, hi, int(n_grid)), dtype=torch.float64, device=dev)
-    n_used = torch.full((y_norm.shape[1],), n, dtype=torch.long, device=dev)
-    if floor is not None:
-        # the leading echoes above the floor; a decay does not come back above it later
-        above = torch.cumprod((magnitude.nan_to_num(0.0) > floor).to(torch.long), dim=0).sum(0)
-        n_used = above.clamp(min=min(spec.n_params + 1, n))
+    @classmethod
+    def prepare(cls, settings: _FitSettings, mask: Any, dev: torch.device) -> "_Curves":
+        data, timings = settings.data, settings.timings
+        n, spatial = data.shape[0], data.shape[1:]
+        flat = data.reshape(n, -1)
+        fit_mask = _check_mask(mask, spatial).reshape(-1)
+        order = np.argsort(timings, kind="stable")  # "shortest TIs" = first in this order (inf last)
+        t_sorted = torch.as_tensor(timings[order], dtype=torch.float64, device=dev)
+        selected = np.nonzero(fit_mask)[0]
+        y = torch.as_tensor(flat[order][:, selected], dtype=torch.float64, device=dev)  # (N, P)
+        magnitude = y.abs()  # magnitude data; the sign is what polarity restoration decides
+        # per-pixel scale so the optimiser sees amplitudes ~1 whatever the scanner units
+        finite = torch.isfinite(magnitude).all(0)
+        zero = torch.zeros((), dtype=torch.float64, device=dev)
+        scale = torch.where(finite, magnitude.nan_to_num(0.0).amax(0), zero)
+        usable = finite & (scale > 0)
+        y_norm = torch.where(usable, magnitude.nan_to_num(0.0) / torch.where(usable, scale, torch.ones_like(scale)), 0.0)
+        return cls(tuple(spatial), fit_mask, selected, t_sorted, magnitude, y_norm, scale, usable)
+
+    def to_map(self, values: torch.Tensor, fill: float = np.nan, dtype: Any = np.float32) -> np.ndarray:
+        """Fitted pixels' ``values`` on the maps' grid, ``fill`` elsewhere."""
+        full = np.full(self.fit_mask.size, fill, dtype=dtype)
+        full[self.selected] = values.detach().cpu().numpy().astype(dtype)
+        return full.reshape(self.spatial)
+
+
+def _echoes_used(curves: _Curves, settings: _FitSettings) -> torch.Tensor:
+    """Per pixel, the number of leading samples fitted: all, or (noise floor) those above it."""
+    n = curves.y_norm.shape[0]
+    if settings.floor is None:
+        return torch.full((curves.y_norm.shape[1],), n, dtype=torch.long, device=curves.y_norm.device)
+    # the leading echoes above the floor; a decay does not come back above it later
+    above = torch.cumprod((curves.magnitude.nan_to_num(0.0) > settings.floor).to(torch.long), dim=0).sum(0)
+    return above.clamp(min=min(settings.spec.n_params + 1, n))
+
+
+def _fit_echo_groups(curves: _Curves, settings: _FitSettings, report: Callable[[float, str], None],
+                     check: Callable[[], None]) -> dict[str, torch.Tensor]:
+    """Solve every pixel; pixels with the same number of samples kept are solved together."""
+    n = curves.y_norm.shape[0]
+    grid = torch.as_tensor(np.geomspace(*settings.bounds, settings.n_grid), dtype=torch.float64,
+                           device=curves.y_norm.device)
+    n_used = _echoes_used(curves, settings)
     groups = [(m, torch.nonzero(n_used == m)[:, 0]) for m in torch.unique(n_used).tolist()] or [(n, n_used)]
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {"n_used": n_used}
     for g_index, (m, idx) in enumerate(groups):
-        def stage(fraction: float, message: str, _g=g_index) -> None:
+        def stage(fraction: float, message: str, _g: int = g_index) -> None:
             report((_g + fraction) / len(groups) * 0.95, message)
 
-        part = _fit_curves(y_norm[:m, idx], t_sorted[:m], grid, spec, restore, (lo, hi), iterations, usable[idx], stage, check)
+        part = _fit_curves(curves.y_norm[:m, idx], curves.t_sorted[:m], grid, settings.spec, settings.restore,
+                           settings.bounds, settings.iterations, curves.usable[idx], stage, check)
         if len(groups) == 1:
-            out = part
-            break
-        if not out:
-            p_all = y_norm.shape[1]
-            out = {key: torch.zeros((p_all,) + v.shape[1:], dtype=v.dtype, device=dev) for key, v in part.items()}
+            return {**part, "n_used": n_used}
         for key, v in part.items():
+            if key not in out:
+                out[key] = torch.zeros((n_used.shape[0],) + v.shape[1:], dtype=v.dtype, device=v.device)
             out[key][idx] = v
-    report(0.95, "collecting maps")
+    return out
 
-    # ---- back to pixel maps (numpy, float32, NaN where not fitted or failed)
-    size = flat.shape[1]
 
-    def to_map(values: torch.Tensor, fill: float = np.nan, dtype=np.float32) -> np.ndarray:
-        full = np.full(size, fill, dtype=dtype)
-        full[selected] = values.detach().cpu().numpy().astype(dtype)
-        return full.reshape(spatial)
-
+def _assemble(out: dict[str, torch.Tensor], curves: _Curves, settings: _FitSettings, device: str,
+              seconds: float) -> T1FitResult:
+    """The result's maps (numpy, float32, NaN where not fitted or failed) from the solved pixels."""
+    spec, to_map = settings.spec, curves.to_map
     ok = out["code"] == 0
     nan = torch.full_like(out["t1"], float("nan"))
 
     def masked(values: torch.Tensor) -> torch.Tensor:
         return torch.where(ok, values, nan)
 
-    reported = spec.reported_params(out["theta"], scale)
-    params = {name: to_map(masked(v)) for name, v in zip(spec.param_names, reported)}
-    k_map = to_map(torch.where(ok, out["k"].to(torch.float64), torch.full_like(nan, -1.0)), fill=-1, dtype=np.int16)
-    code = to_map(out["code"].to(torch.float64), fill=0, dtype=np.uint8)
-    failed = np.zeros(size, bool)
-    failed[selected] = (out["code"] != 0).cpu().numpy()
-    echoes = to_map(n_used.to(torch.float64), fill=0, dtype=np.int16) if floor is not None else None
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    result = T1FitResult(
+    reported = spec.reported_params(out["theta"], curves.scale)
+    failed = np.zeros(curves.fit_mask.size, bool)
+    failed[curves.selected] = (out["code"] != 0).cpu().numpy()
+    return T1FitResult(
         model=spec.name,
         t1_ms=to_map(masked(out["t1"])),
         t1_sd_ms=to_map(masked(out["t1_sd"])),
         r_squared=to_map(masked(out["r2"])),
-        residual_rms=to_map(masked(out["rms"] * scale)),
-        params=params,
-        n_inverted=k_map,
-        mask=fit_mask.reshape(spatial).copy(),
-        failed=failed.reshape(spatial),
-        failure_code=code,
-        timings_ms=np.array(timings, dtype=np.float64),
-        device=describe_device(dev),
-        seconds=time.perf_counter() - start,
-        n_echoes_used=echoes,
-        noise_floor=floor,
-        frames_used=used,
+        residual_rms=to_map(masked(out["rms"] * curves.scale)),
+        params={name: to_map(masked(v)) for name, v in zip(spec.param_names, reported)},
+        n_inverted=to_map(torch.where(ok, out["k"].to(torch.float64), torch.full_like(nan, -1.0)), fill=-1, dtype=np.int16),
+        mask=curves.fit_mask.reshape(curves.spatial).copy(),
+        failed=failed.reshape(curves.spatial),
+        failure_code=to_map(out["code"].to(torch.float64), fill=0, dtype=np.uint8),
+        timings_ms=np.array(settings.timings, dtype=np.float64),
+        device=device,
+        seconds=seconds,
+        n_echoes_used=to_map(out["n_used"].to(torch.float64), fill=0, dtype=np.int16) if settings.floor is not None else None,
+        noise_floor=settings.floor,
+        frames_used=settings.used,
     )
-    report(1.0, "done")
-    return result
 
 
 def _fit_curves(
