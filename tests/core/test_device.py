@@ -41,7 +41,7 @@ def test_cpu_threads_sets_and_restores():
     with cpu_threads(1) as used:
         assert used == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
-    for bad in (0, 1.5, True):
-        with pytest.raises(ValueError, match="whole number >= 1"):
+    for bad in (0, 1.5, True, float("inf"), float("nan"), 10**9, "2"):
+        with pytest.raises(ValueError, match="whole number >= 1 and at most"):
             with cpu_threads(bad):
                 pass

@@ -101,7 +101,7 @@ def test_register_threads_quiet_progress_and_no_carriage_returns(tmp_path, capsy
     assert main(["-q", "register", str(source), "-o", str(tmp_path / "out2")]) == 0  # -q before the command
     assert capsys.readouterr().out == ""
     assert main(["register", str(source), "-o", str(tmp_path / "out3"), "--threads", "0"]) == 1
-    assert "--threads must be at least 1" in capsys.readouterr().err
+    assert "--threads must be a whole number >= 1" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- discovery

@@ -453,3 +453,55 @@ def test_check_weights_names_the_weights_argument_per_interface(content, tmp_pat
         check_weights("cpu", str(weights))
     cli = str(cli_error.value)
     assert cli.startswith(f"--weights {weights}: ") and "omit --weights" in cli, cli
+
+
+# ---------------------------------------------------------------- threads and jobs are bounded
+@pytest.mark.parametrize("value", [10**9, 1e9, math.inf, math.nan, 0, 2.5])
+def test_api_threads_are_bounded(value, phantom, monkeypatch):
+    """``threads=1e9`` killed the process (libgomp out of memory), ``inf`` raised a raw OverflowError."""
+    import torch
+
+    from napari_any2reg.core.device import max_cpu_threads
+
+    _engines_must_not_run(monkeypatch)
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError) as error:
+        register(phantom.sequence, engine="groupwise", device="cpu", threads=value)
+    assert str(error.value).startswith(f"threads must be a whole number >= 1 and at most {max_cpu_threads()} "), error.value
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("command", ["register", "fit", "batch", "train"])
+def test_cli_threads_are_bounded_with_the_flag_in_the_message(command, tmp_path, molli_file, monkeypatch, capsys):
+    import torch
+
+    from napari_any2reg.core.device import max_cpu_threads
+
+    _engines_must_not_run(monkeypatch)
+    out = tmp_path / "out"
+    flag = "--threads-per-job" if command == "batch" else "--threads"
+    argv = {"register": ["register", str(molli_file), "-o", str(out)],
+            "fit": ["fit", str(molli_file), "-o", str(out)],
+            "batch": ["batch", str(molli_file), "-o", str(out)],
+            "train": ["train", "--out", str(out), "--steps", "1"]}[command]
+    before = torch.get_num_threads()
+    assert main([*argv, flag, "1000000000"]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"{flag} must be a whole number >= 1 and at most {max_cpu_threads()}" in line, line
+    assert "1000000000" in line and "threads=" not in line
+    assert torch.get_num_threads() == before and not out.exists()
+
+
+def test_batch_jobs_are_bounded(tmp_path, molli_file, capsys):
+    from napari_any2reg.core.device import max_cpu_threads
+    from napari_any2reg.pipeline.batch import run_batch
+    from napari_any2reg.pipeline.cohort import discover
+
+    out = tmp_path / "out"
+    assert main(["batch", str(molli_file), "-o", str(out), "--jobs", "1000000000"]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"--jobs must be a whole number >= 1 and at most {max_cpu_threads()}" in line, line
+    for value in (math.inf, 10**9):
+        with pytest.raises(ValueError, match=r"^n_jobs must be a whole number >= 1"):
+            run_batch(discover([str(molli_file)]), out, n_jobs=value)
+    assert not out.exists()

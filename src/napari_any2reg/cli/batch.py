@@ -67,10 +67,11 @@ def run(args: argparse.Namespace) -> int:
     log = logging.getLogger("napari_any2reg.batch")
     if not args.inputs and not args.list:
         raise ValueError("batch needs INPUTS (files, folders or CSV lists) or --list CSV.")
-    if args.threads < 1:
-        raise ValueError(f"--threads-per-job must be at least 1; got {args.threads}.")
-    if args.jobs is not None and args.jobs < 1:
-        raise ValueError(f"--jobs must be at least 1; got {args.jobs}.")
+    from ..core.device import check_threads
+
+    check_threads(args.threads, "threads_per_job")  # 10**9 threads or worker processes kill the machine
+    if args.jobs is not None:
+        check_threads(args.jobs, "jobs")
     if args.scheduler is not None and args.jobs is not None:
         raise ValueError("--jobs sets the size of the local cluster; with --scheduler the scheduler's workers run the series. Drop one of them.")
     if not 0.0 <= args.r2_threshold <= 1.0:

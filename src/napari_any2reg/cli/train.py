@@ -99,6 +99,10 @@ def config_from_args(args: argparse.Namespace):
             changes.update(flag.apply(value, current))
         else:
             changes[field.name] = value
+    if changes.get("num_threads") is not None:  # 10**9 would kill the process (libgomp out of memory)
+        from ..core.device import check_threads
+
+        changes["num_threads"] = check_threads(changes["num_threads"])
     return TrainingConfig(**changes)
 
 

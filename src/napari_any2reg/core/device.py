@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from typing import Iterator
 
@@ -10,7 +11,8 @@ import torch
 
 from .vocabulary import arg
 
-__all__ = ["resolve_device", "describe_device", "cuda_available", "DEVICE_CHOICES", "default_cpu_threads", "cpu_threads"]
+__all__ = ["resolve_device", "describe_device", "cuda_available", "DEVICE_CHOICES", "default_cpu_threads", "cpu_threads",
+           "max_cpu_threads", "check_threads"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -71,12 +73,46 @@ def default_cpu_threads() -> int:
     """
     if os.environ.get("OMP_NUM_THREADS"):
         return max(1, torch.get_num_threads())
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
+    cores = _usable_cores()
     busy = _other_runnable_tasks()
     return max(1, min(cores, int(cores - busy + 0.5)))
+
+
+def _usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask on Linux, else all)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+#: Threads allowed per usable core: more only makes threads wait on each other at every barrier.
+THREADS_PER_CORE_MAX = 4
+
+
+def max_cpu_threads() -> int:
+    """The most torch CPU threads a call may ask for: 4 x the cores this process may use.
+
+    Why a bound: OpenMP allocates a stack per thread up front, so ``threads=10**9`` is not a
+    slow run but a dead process (libgomp out of memory), and ``inf`` overflows inside torch.
+    """
+    return THREADS_PER_CORE_MAX * _usable_cores()
+
+
+def check_threads(threads: object, name: str = "threads") -> int:
+    """``threads`` as an int when it is a whole number from 1 to :func:`max_cpu_threads`, else
+    a :class:`ValueError` naming the option ``name`` as the interface in charge spells it."""
+    limit = max_cpu_threads()
+    try:
+        number = float(threads)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(threads, bool) or not math.isfinite(number) or number != int(number) or not 1 <= number <= limit:
+        raise ValueError(
+            f"{arg(name)} must be a whole number >= 1 and at most {limit} ({THREADS_PER_CORE_MAX} x the "
+            f"{_usable_cores()} CPU core(s) this process may use); got {threads!r}."
+        )
+    return int(number)
 
 
 def _other_runnable_tasks() -> float:
@@ -101,8 +137,7 @@ def cpu_threads(threads: int | None) -> Iterator[int]:
     restoring the previous number afterwards; yields the number used."""
     if threads is None:
         threads = default_cpu_threads()
-    if isinstance(threads, bool) or int(threads) != threads or threads < 1:
-        raise ValueError(f"threads must be a whole number >= 1; got {threads!r}")
+    threads = check_threads(threads)
     previous = torch.get_num_threads()
     if int(threads) != previous:
         torch.set_num_threads(int(threads))

@@ -471,7 +471,12 @@ def run_batch(
     from ..io import check_output_folder
     from .summary import write_summary
 
+    from ..core.device import check_threads
+
     settings = settings or BatchSettings()
+    check_threads(settings.threads)  # 10**9 threads or worker processes kill the machine
+    if n_jobs is not None:
+        n_jobs = check_threads(n_jobs, "n_jobs")
     started = time.perf_counter()
     outdir = Path(outdir)
     jobs = list(jobs)
@@ -511,10 +516,8 @@ def _run_locked(jobs, outdir, settings, started, n_jobs, scheduler, on_result, s
     last_summary = time.monotonic()
     try:
         if todo:
-            threads = max(1, int(settings.threads))
+            threads = int(settings.threads)  # checked by run_batch
             workers = n_jobs if n_jobs is not None else default_jobs(threads)
-            if workers < 1:
-                raise ValueError(f"--jobs must be at least 1; got {workers}.")
             workers = min(workers, len(todo))
             log.info("running %d series on %s", len(todo), scheduler or f"a local cluster of {workers} worker(s) x {threads} thread(s)")
             client, cluster = _client_for(scheduler, workers, threads)

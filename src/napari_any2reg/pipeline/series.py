@@ -149,8 +149,9 @@ def set_torch_threads(threads: int | None) -> None:
     """
     if threads is None:
         return
-    if threads < 1:
-        raise ValueError(f"--threads must be at least 1; got {threads}.")
+    from ..core.device import check_threads
+
+    threads = check_threads(threads)  # 10**9 would kill the process (libgomp out of memory)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)
     import torch
