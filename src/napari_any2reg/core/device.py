@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 from typing import Iterator
 
@@ -103,10 +104,7 @@ def check_threads(threads: object, name: str = "threads") -> int:
     """``threads`` as an int when it is a whole number from 1 to :func:`max_cpu_threads`, else
     a :class:`ValueError` naming the option ``name`` as the interface in charge spells it."""
     limit = max_cpu_threads()
-    try:
-        number = float(threads)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        number = float("nan")
+    number = float(threads) if isinstance(threads, numbers.Real) else math.nan  # "2": not a number
     if isinstance(threads, bool) or not math.isfinite(number) or number != int(number) or not 1 <= number <= limit:
         raise ValueError(
             f"{arg(name)} must be a whole number >= 1 and at most {limit} ({THREADS_PER_CORE_MAX} x the "
