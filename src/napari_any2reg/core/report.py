@@ -2,14 +2,18 @@
 
 The page answers "can I trust this motion correction?" at a glance:
 
+0. the verdict (level and reasons) in a box under the title, wrapped to the page width as
+   matplotlib's renderer measures the text;
 1. a montage of raw (top) and registered (bottom) frames, same contrast, frames spread over
-   the series (the frames a reader would step through);
+   the series (the frames a reader would step through), the verdict's outlier frames always
+   among them and marked;
 2. the temporal SD over frames before and after (motion shows as bright edges that should
    fade), and the smallest Jacobian determinant over frames with folded pixels in magenta;
 2b. the overlay registry's report panels whose inputs are there (:func:`.overlays.report_overlays`:
    the network's displacement SD, max over frames, in mm), each with a colour bar in its unit;
 3. T1 maps before and after, when fitted;
-4. a table: folding, model-free alignment before → after, flagged frames, TRE per landmark and
+4. a table: folding, model-free alignment before → after, flagged frames (the verdict's outlier
+   frames when ``info`` has them; the per-frame QC flags beside, where they differ), TRE per landmark and
    Dice per label before → after (engine, device, time and weights hash are in the header).
 
 :func:`report_figure` builds the figure; :func:`save_report` writes PNG or PDF.
@@ -22,7 +26,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["REPORT_FORMATS", "montage_frames", "report_rows", "report_figure", "report_bytes"]
+__all__ = ["REPORT_FORMATS", "montage_frames", "outlier_indices", "wrap_to_width", "report_rows", "report_figure",
+           "report_bytes"]
 
 #: Formats :func:`save_report` writes.
 REPORT_FORMATS = ("png", "pdf")
@@ -36,11 +41,31 @@ _T1_MIN_R2 = 0.8
 _T1_MAX_SHOWN_MS = 2500.0
 
 
-def montage_frames(n_frames: int, max_frames: int = 6) -> list[int]:
-    """Up to ``max_frames`` frame indices spread evenly over ``n_frames`` (first and last included)."""
+def montage_frames(n_frames: int, max_frames: int = 6, include: Any = ()) -> list[int]:
+    """Up to ``max_frames`` frame indices spread evenly over ``n_frames`` (first and last included).
+
+    The frames of ``include`` (the verdict's outlier frames, which a reader must see) are always
+    there, up to ``max_frames`` of them: each takes the place of the spread frame nearest to it.
+    """
     if n_frames <= max_frames:
         return list(range(n_frames))
-    return sorted({int(round(v)) for v in np.linspace(0, n_frames - 1, max_frames)})
+    frames = sorted({int(round(v)) for v in np.linspace(0, n_frames - 1, max_frames)})
+    must = sorted({int(f) for f in include if 0 <= int(f) < n_frames})[:max_frames]
+    for frame in must:
+        if frame in frames:
+            continue
+        free = [f for f in frames if f not in must]
+        frames.remove(min(free, key=lambda f: (abs(f - frame), f)))
+        frames.append(frame)
+    return sorted(frames)
+
+
+def outlier_indices(info: Mapping[str, Any] | None) -> list[int] | None:
+    """The verdict's outlier frames of ``info`` (``metrics.json`` ``outlier_frames``), or ``None``."""
+    outliers = (info or {}).get("outlier_frames")
+    if not isinstance(outliers, Mapping) or "indices" not in outliers:
+        return None
+    return sorted(int(i) for i in outliers["indices"])
 
 
 def _limits(*arrays: np.ndarray, low: float = 1.0, high: float = 99.5) -> tuple[float, float]:
@@ -92,16 +117,70 @@ def _fmt(value: Any, digits: int = 3) -> str:
 _VERDICT_COLOURS = {"good": "#c8efc8", "check": "#ffe6a8", "poor": "#f7b8b8"}
 
 
-def _verdict_box(figure: Any, verdict: Mapping[str, Any]) -> None:
-    """The verdict line (level and reasons) in a box coloured by level, under the title."""
-    import textwrap
+#: The verdict box: font size (points), longest text shown (lines), box padding (font sizes).
+_VERDICT_FONTSIZE = 8.0
+_VERDICT_MAX_LINES = 8
+_VERDICT_PAD = 0.4
+
+
+def _text_width_pt(text: str, prop: Any) -> float:
+    """Width of ``text`` in points as matplotlib's Agg renderer draws it at 72 dpi."""
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    width, _, _ = RendererAgg(1, 1, 72).get_text_width_height_descent(text, prop, ismath=False)
+    return float(width)
+
+
+def wrap_to_width(text: str, width_pt: float, prop: Any) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width_pt`` points (measured with the
+    renderer, font ``prop``); a single word wider than that is broken inside."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        candidate = f"{line} {word}" if line else word
+        if _text_width_pt(candidate, prop) <= width_pt:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        line = word
+        while _text_width_pt(line, prop) > width_pt and len(line) > 1:
+            cut = len(line) - 1
+            while cut > 1 and _text_width_pt(line[:cut], prop) > width_pt:
+                cut -= 1
+            lines.append(line[:cut])
+            line = line[cut:]
+    if line:
+        lines.append(line)
+    return lines
+
+
+def _verdict_box(figure: Any, verdict: Mapping[str, Any], top: float) -> float:
+    """The verdict line (level and reasons) in a box coloured by level, its top at ``top``
+    (figure fraction), wrapped to the figure's width as the renderer measures the text; returns
+    the figure fraction of its bottom edge (the grid starts below it)."""
+    from matplotlib.font_manager import FontProperties
 
     from .verdict import verdict_line
 
-    text = "\n".join(textwrap.wrap(verdict_line(verdict), 130)[:3])
-    figure.text(0.5, 0.925, f"verdict — {text}", ha="center", va="center", fontsize=8, fontweight="bold",
-                bbox={"boxstyle": "round,pad=0.4", "facecolor": _VERDICT_COLOURS.get(verdict.get("level"), "white"),
-                      "edgecolor": "0.4"})
+    prop = FontProperties(size=_VERDICT_FONTSIZE, weight="bold")
+    width_in, height_in = figure.get_size_inches()
+    # the page less 4 % margins each side, less the box's padding and edge
+    usable_pt = 0.92 * width_in * 72.0 - 2.0 * (_VERDICT_PAD + 0.5) * _VERDICT_FONTSIZE
+    lines = wrap_to_width(f"verdict — {verdict_line(verdict)}", usable_pt, prop)
+    if len(lines) > _VERDICT_MAX_LINES:
+        tail = " … (all reasons in metrics.json)"
+        last = lines[_VERDICT_MAX_LINES - 1]
+        while last and _text_width_pt(last + tail, prop) > usable_pt:
+            last = last[:-1]
+        lines = lines[:_VERDICT_MAX_LINES - 1] + [last.rstrip() + tail]
+    text = figure.text(0.5, top, "\n".join(lines), ha="center", va="top", multialignment="left",
+                       fontproperties=prop, linespacing=1.2,
+                       bbox={"boxstyle": f"round,pad={_VERDICT_PAD}",
+                             "facecolor": _VERDICT_COLOURS.get(verdict.get("level"), "white"), "edgecolor": "0.4"})
+    text.set_gid("verdict")
+    height_pt = (len(lines) * 1.2 + 2.0 * _VERDICT_PAD + 0.5) * _VERDICT_FONTSIZE
+    return top - height_pt / (height_in * 72.0)
 
 
 def report_rows(
@@ -117,7 +196,15 @@ def report_rows(
     if summary is not None:
         rows.append(("folding (% of pixels, det J ≤ 0)", "", _fmt(summary.folding_percent, 3)))
         rows.append(("alignment (PCA share, higher = better)", _fmt(summary.alignment_before), _fmt(summary.alignment_after)))
-    if flagged_frames is not None:
+    outliers = outlier_indices(info)
+    if outliers is not None:
+        # the verdict's outlier frames (metrics.json ``outlier_frames``): the row agrees with the
+        # verdict box; the per-frame QC thresholds' own flags, where they differ, in a row of their own
+        rows.append(("flagged frames (outliers, see verdict)", "", ", ".join(str(f) for f in outliers) or "none"))
+        extra = sorted(set(flagged_frames or ()) - set(outliers))
+        if extra:
+            rows.append(("frames past the per-frame QC thresholds", "", ", ".join(str(f) for f in extra)))
+    elif flagged_frames is not None:
         rows.append(("flagged frames", "", ", ".join(str(f) for f in flagged_frames) or "none"))
     if tre is not None:
         unit = "px" if getattr(tre, "spacing_source", "") == "default" else "mm"
@@ -183,7 +270,8 @@ def report_figure(
     registered = np.asarray(registered, np.float32)
     info = dict(info or {})
     t1_maps = {role: maps for role, maps in (t1_maps or {}).items() if maps and maps.get("t1") is not None}
-    frames = montage_frames(raw.shape[0], max_frames)
+    outliers = outlier_indices(info) or []
+    frames = montage_frames(raw.shape[0], max_frames, include=outliers)
     columns = max(len(frames), 3)
     panels = list(iter_report_panels(OverlayInputs(
         displacement=np.asarray(displacement, np.float32), spacing_mm=tuple(spacing_mm), raw=raw, registered=registered,
@@ -194,10 +282,11 @@ def report_figure(
     heights = ([1.0, 1.0, 1.15] + ([1.15] if panels else []) + ([1.15] if t1_maps else []) + ([1.3] if segments else [])
                + [1.6])
     verdict = info.get("verdict")
+    top = 0.93
+    if verdict:  # what a reader acts on comes first (docs/verdict.md); the grid starts below its box
+        top = min(top, _verdict_box(figure, verdict, top=0.932) - 0.015)
     grid = figure.add_gridspec(len(heights), columns, height_ratios=heights, hspace=0.35, wspace=0.08,
-                               left=0.04, right=0.96, top=0.90 if verdict else 0.93, bottom=0.05)
-    if verdict:  # what a reader acts on comes first (docs/verdict.md)
-        _verdict_box(figure, verdict)
+                               left=0.04, right=0.96, top=top, bottom=0.05)
     figure.suptitle(f"Registration QC — {name}", fontsize=12, fontweight="bold")
     seconds = info.get("seconds")
     weights = (info.get("params") or {}).get("weights_sha256")
@@ -211,7 +300,14 @@ def report_figure(
     for row, (stack, label) in enumerate(((raw, "raw"), (registered, "registered"))):
         for column, frame in enumerate(frames):
             axes = figure.add_subplot(grid[row, column])
-            _image(axes, stack[frame], spacing_mm, _timing_label(timings_ms, frame, kind), cmap="gray", vmin=lo, vmax=hi)
+            outlier = frame in outliers
+            _image(axes, stack[frame], spacing_mm, _timing_label(timings_ms, frame, kind) + ("\n(outlier)" if outlier else ""),
+                   cmap="gray", vmin=lo, vmax=hi)
+            if outlier:
+                axes.title.set_color("#b00020")
+                for spine in axes.spines.values():
+                    spine.set_edgecolor("#b00020")
+                    spine.set_linewidth(1.5)
             if column == 0:
                 axes.set_ylabel(label, fontsize=8)
 
