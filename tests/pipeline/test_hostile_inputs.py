@@ -310,6 +310,37 @@ def test_apply_refuses_a_field_with_nan_or_inf(value, tmp_path, molli_file, caps
         apply_to_labels(labels, u)
 
 
+@pytest.mark.parametrize("value", [1e31, -1e31, 33.0])
+def test_apply_refuses_a_field_moving_pixels_beyond_the_image(value, tmp_path, molli_file, capsys):
+    """A finite but absurd field (a damaged file, 1e31 px) gave exit 0 and garbage: the rule the
+    registration applies to its own fields (no shift beyond the image extent) holds for apply."""
+    from napari_any2reg.core.landmarks import LandmarkTable
+    from napari_any2reg.pipeline.apply import apply_to_labels, apply_to_points, apply_to_sequence
+
+    u = np.zeros((8, 2, 32, 32), np.float32)
+    u[5, 0, 7, 9] = value
+    field = tmp_path / "displacement.npy"
+    np.save(field, u)
+    np.save(tmp_path / "labels.npy", np.ones((32, 32), np.uint8))
+    (tmp_path / "points.csv").write_text("frame,name,y,x\n0,a,10,10\n5,a,11,10\n", encoding="utf-8")
+    for argv in (["apply", str(field), str(molli_file), "-o", str(tmp_path / "moved.tif")],
+                 ["apply", str(field), str(tmp_path / "labels.npy"), "--labels", "-o", str(tmp_path / "moved_labels.tif")],
+                 ["apply", str(field), str(tmp_path / "points.csv"), "-o", str(tmp_path / "moved.csv")]):
+        assert main(argv) == 1
+        line = _one_error_line(capsys.readouterr().err)
+        assert str(field) in line and f"shifts of up to {abs(value):.3g} px, beyond the 32 x 32 image" in line, line
+        assert "frame(s) 5" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["displacement.npy", "labels.npy", "points.csv"]
+    with pytest.raises(ValueError, match="beyond the 32 x 32 image"):
+        apply_to_sequence(np.ones((8, 32, 32), np.float32), u)
+    with pytest.raises(ValueError, match="beyond the 32 x 32 image"):
+        apply_to_labels(np.ones((32, 32), np.uint8), u)
+    with pytest.raises(ValueError, match="beyond the 32 x 32 image"):
+        apply_to_points(LandmarkTable(frames=np.array([0]), names=np.array(["a"]), points=np.array([[10.0, 10.0]])), u)
+    u[5, 0, 7, 9] = 32.0  # as far as the image is wide: still a (wild) registration
+    assert apply_to_sequence(np.ones((8, 32, 32), np.float32), u).shape == (8, 32, 32)
+
+
 # ---------------------------------------------------------------- A5. non-regular and empty files
 @pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX")
 def test_a_fifo_as_input_is_refused_at_once(tmp_path):

@@ -37,6 +37,7 @@ from .vocabulary import arg
 
 __all__ = [
     "DEFAULT_ENGINE",
+    "field_problem",
     "register",
     "RegistrationResult",
     "EngineOutput",
@@ -172,14 +173,24 @@ class FieldError(ValueError):
     moving pixels further than the image is wide); nothing is made from it."""
 
 
+def field_problem(displacement: torch.Tensor | np.ndarray, shape: tuple[int, int]) -> str | None:
+    """What makes ``displacement`` (pixels) no registration of ``(H, W)`` images: NaN / Inf
+    values, or shifts further than the image extent (``max(H, W)``); ``None`` when it is usable.
+
+    The one rule for the fields the engines return and the fields ``apply`` is given."""
+    field = torch.as_tensor(displacement)
+    finite = bool(torch.isfinite(field).all())
+    largest = float(field.abs().max()) if finite and field.numel() else 0.0
+    if finite and largest <= max(shape):
+        return None
+    return "NaN or Inf values" if not finite else f"shifts of up to {largest:.3g} px, beyond the {shape[0]} x {shape[1]} image"
+
+
 def _checked_field(engine: str, displacement: torch.Tensor, shape: tuple[int, int], options: dict[str, Any]) -> torch.Tensor:
     """``displacement`` if it is finite and moves no pixel beyond the image extent, else :class:`FieldError`."""
-    finite = bool(torch.isfinite(displacement).all())
-    largest = float(displacement.abs().max()) if finite and displacement.numel() else 0.0
-    extent = max(shape)
-    if finite and largest <= extent:
+    what = field_problem(displacement, shape)
+    if what is None:
         return displacement
-    what = "NaN or Inf values" if not finite else f"shifts of up to {largest:.3g} px, beyond the {shape[0]} x {shape[1]} image"
     cause = (f"the weights given with {arg('weights')} are likely damaged or untrained; use the shipped weights"
              if options.get("weights") is not None else "try another engine or report the sequence")
     raise FieldError(f"the {engine} engine returned a displacement field with {what}: no usable registration, "

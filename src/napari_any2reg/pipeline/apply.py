@@ -56,6 +56,17 @@ def _field(displacement: Any) -> np.ndarray:
             f"{', '.join(map(str, frames[:8]))}{', ...' if len(frames) > 8 else ''}): it is damaged; "
             "use the displacement file written by the registration, or register again."
         )
+    from ..core.registration import field_problem
+
+    what = field_problem(u, u.shape[-2:])  # the rule the registration applies to its own fields
+    if what is not None:  # 1e31 px would write garbage (all edge values, erased labels) with exit 0
+        beyond = np.abs(u).max(axis=(1, 2, 3)) > max(u.shape[-2:])
+        frames = [int(k) for k in np.nonzero(beyond)[0]]
+        raise ValueError(
+            f"the displacement field holds {what} (frame(s) {', '.join(map(str, frames[:8]))}"
+            f"{', ...' if len(frames) > 8 else ''}): no registration makes it, it is damaged; use the "
+            "displacement file written by the registration, or register again."
+        )
     return u
 
 
