@@ -50,3 +50,34 @@ def test_summary_rows_are_sorted_for_review():
             {"series": "c", "status": "failed"}, {"series": "d", "status": "ok", "verdict": "check"}]
     assert [r["series"] for r in sort_for_review(rows)] == ["c", "b", "d", "a"]
     assert verdict_rank("poor") < verdict_rank("check") < verdict_rank("good")
+
+
+def test_displacement_sd_is_read_in_the_myocardium_when_the_mask_has_it():
+    """A blood pool with a large SD (5 mm) and a myocardium with a small one (0.2 mm): with label 2
+    the 95th percentile is the myocardium's and the verdict is good; with the labels merged (no
+    label 2) it is the heart mask's, and without a mask the central box's, both poor."""
+    phantom = make_phantom("molli", seed=20712, shape=(64, 64), spacing_mm=(4.5, 4.5), motion_mm=0.0,
+                           rotation_deg=0.0, nonrigid_mm=0.0)
+    frames = phantom.sequence.frames
+    labels = np.asarray(phantom.common_labels)
+    assert {1, 2} <= set(np.unique(labels))
+    sd = np.full(frames.shape, 0.05, np.float32)
+    sd[:, labels == 1] = 5.0
+    sd[:, labels == 2] = 0.2
+    field = np.zeros((frames.shape[0], 2) + frames.shape[1:], np.float32)
+
+    def assess(mask):
+        return assess_registration(frames, frames, field, spacing_mm=phantom.sequence.spacing_mm,
+                                   timings_ms=phantom.sequence.timings_ms, labels=mask, displacement_sd_mm=sd)
+
+    myo = assess(labels)
+    assert myo["displacement_sd"]["region"] == "LV myocardium (label 2)"
+    assert myo["displacement_sd"]["p95_mm"] == 0.2 and myo["verdict"]["level"] == "good", myo["verdict"]
+    stack = assess(np.repeat(labels[None], frames.shape[0], axis=0))  # a label stack: any frame
+    assert stack["displacement_sd"]["region"] == "LV myocardium (label 2)" and stack["displacement_sd"]["p95_mm"] == 0.2
+    merged = assess((labels != 0).astype(np.int32))
+    assert merged["displacement_sd"]["region"] == "heart mask (all labels)"
+    assert merged["displacement_sd"]["p95_mm"] == 5.0 and merged["verdict"]["level"] == "poor"
+    assert "in the heart mask (all labels)" in merged["verdict"]["reasons"][0]["text"]
+    box = assess(None)
+    assert box["displacement_sd"]["region"].startswith("heart box") and box["verdict"]["level"] == "poor"

@@ -10,7 +10,9 @@ evidence               check                                 poor
 folding (det J <= 0)   > 0.1 % of the field                  > 1 %
 alignment (PCA share)  —                                     lower after registration than before
 outlier frames         any (:mod:`.outliers`)                more than a quarter of the frames
-displacement SD        heart-region 95th percentile > 1 mm   > 3 mm
+displacement SD        95th percentile > 1 mm in the LV      > 3 mm
+                       myocardium (mask label 2), else in
+                       the mask / the central heart box
 myocardial R²          median < 0.9 (when a fit was made     median < 0.7
                        and a myocardium label is known), or
                        the median R² of the region lower
@@ -33,6 +35,7 @@ __all__ = [
     "VerdictThresholds",
     "Reason",
     "heart_region",
+    "myocardial_region",
     "uncertainty_summary",
     "make_verdict",
     "verdict_line",
@@ -85,9 +88,24 @@ def heart_region(shape: tuple[int, int], labels: Any = None) -> tuple[np.ndarray
     return default_roi(shape), "central box"
 
 
+def myocardial_region(shape: tuple[int, int], labels: Any = None) -> tuple[np.ndarray, str]:
+    """The region the displacement SD is read in: the LV myocardium (label 2 of ``labels``; a
+    stack: any frame) when the mask has it, else :func:`heart_region` (all the mask's labels, or
+    the central box). The name says which (``metrics.json`` ``displacement_sd`` ``region``)."""
+    if labels is not None:
+        array = np.asarray(labels)
+        myocardium = (array == 2).any(axis=0) if array.ndim == 3 else array == 2
+        if myocardium.shape == tuple(shape) and myocardium.any():
+            return myocardium, "LV myocardium (label 2)"
+    region, name = heart_region(shape, labels)
+    return region, ("heart mask (all labels)" if name == "mask"
+                    else "heart box (central half of the field of view)")
+
+
 def uncertainty_summary(displacement_sd_mm: Any, region: np.ndarray, region_name: str,
                         note: str | None = None) -> dict[str, Any]:
-    """``metrics.json`` ``displacement_sd``: the region's 95th percentile (mm) and the worst frame."""
+    """``metrics.json`` ``displacement_sd``: the region's 95th percentile (mm) and the worst frame
+    (``region`` from :func:`myocardial_region`; ``region_name`` says which it is)."""
     if displacement_sd_mm is None:
         return {"available": False, "why": note or "this engine gives no per-pixel uncertainty"}
     sd = np.asarray(displacement_sd_mm, np.float32)
@@ -244,8 +262,9 @@ def assess_registration(
 ) -> dict[str, Any]:
     """``outlier_frames``, ``displacement_sd`` and ``verdict`` of a registration (``metrics.json``).
 
-    The outliers and the uncertainty are read in the heart region (:func:`heart_region`:
-    the mask's labels, else the central box); ``scores`` are the stored correspondence maps
+    The outliers are read in the heart region (:func:`heart_region`: the mask's labels, else
+    the central box), the uncertainty in the LV myocardium when the mask has label 2 (else in
+    the same heart region; :func:`myocardial_region`); ``scores`` are the stored correspondence maps
     (else the model-free score is computed). The verdict here has no fit; add one with
     :func:`make_verdict` ``r2_after=`` once the maps are fitted (``pipeline.series`` does).
     """
@@ -256,11 +275,11 @@ def assess_registration(
     raw = np.asarray(raw, np.float32)
     registered = np.asarray(registered, np.float32)
     u = np.asarray(displacement, np.float32)
-    region, region_name = heart_region(raw.shape[1:], labels)
+    region, _ = heart_region(raw.shape[1:], labels)
     maps = correspondence_maps(raw, u, spacing_mm=spacing_mm, stored=scores)
     outliers = detect_outlier_frames(registered, displacement=u, scores=maps, spacing_mm=spacing_mm,
                                      region=region, timings_ms=timings_ms).to_json()
-    uncertainty = uncertainty_summary(displacement_sd_mm, region, region_name, uncertainty_note)
+    uncertainty = uncertainty_summary(displacement_sd_mm, *myocardial_region(raw.shape[1:], labels), uncertainty_note)
     folding = folding_mask(u)
     inputs = {
         "n_frames": int(raw.shape[0]),
