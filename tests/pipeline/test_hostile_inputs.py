@@ -225,6 +225,43 @@ def test_api_damaged_weights_raise_weights_error(tmp_path, phantom):
         register(phantom.sequence, engine="any2reg", device="cpu", weights=str(weights))
 
 
+def _byte_flipped_copy(tmp_path) -> tuple[Path, str]:
+    """A copy of the default weights with bytes flipped inside its largest tensor entry (no
+    manifest beside it), and that entry's name."""
+    import shutil
+    import struct
+    import zipfile
+
+    from napari_any2reg.core.engines.any2reg import DEFAULT_WEIGHTS
+    from napari_any2reg.io.model_io import weights_dir
+
+    path = tmp_path / "mine.pt"
+    shutil.copy(weights_dir() / DEFAULT_WEIGHTS, path)
+    with zipfile.ZipFile(path) as archive:
+        info = max((i for i in archive.infolist() if "/data/" in i.filename), key=lambda i: i.file_size)
+    raw = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+    raw[start:start + 4] = bytes(b ^ 0x01 for b in raw[start:start + 4])  # a few low mantissa bits
+    path.write_bytes(bytes(raw))
+    return path, info.filename
+
+
+def test_byte_corrupted_weights_are_refused_naming_the_damaged_entry(tmp_path, molli_file, phantom, capsys):
+    """A corrupted user weights file without a manifest loaded silently (exit 0, a slightly
+    wrong field): the archive's CRCs are checked before torch.load."""
+    from napari_any2reg.core.weights import WeightsError
+
+    weights, entry = _byte_flipped_copy(tmp_path)
+    out = tmp_path / "out"
+    assert main(["register", str(molli_file), "-o", str(out), "--device", "cpu", "--weights", str(weights), "-q"]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert f"--weights {weights}" in line and "is damaged" in line and f"{entry!r} fails its CRC-32 check" in line, line
+    assert not out.exists()
+    with pytest.raises(WeightsError, match=f"{weights.name} is damaged: its entry '{entry}'"):
+        register(phantom.sequence, engine="any2reg", device="cpu", weights=str(weights))
+
+
 def test_weights_in_an_exported_folder_are_checked_against_its_manifest(tmp_path, phantom):
     import json
     import shutil

@@ -72,11 +72,37 @@ def read_model_file(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"Weights file {path} does not exist; pass a best.pt / checkpoint.pt from `any2reg train` or omit weights.")
+    damaged = _damaged_entry(path)
+    if damaged is not None:
+        raise WeightsError(
+            f"Weights file {path} is damaged: {damaged} (its bytes changed after it was written: a disk, "
+            "copy or download error); copy it again from its source, or use the shipped weights."
+        )
     try:
         # everything we save is tensors and plain containers: no arbitrary unpickling
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise WeightsError(f"Weights file {path} could not be read ({exc}).") from exc
+
+
+def _damaged_entry(path: Path) -> str | None:
+    """What of the zip archive ``path`` (torch's format) fails its CRC-32 check, else ``None``.
+
+    Why: torch.load does not check the CRCs, so a flipped byte in a tensor loads silently and
+    gives a slightly wrong field with exit 0. A file that is not a zip (torch's legacy format,
+    not a checkpoint at all) is left to torch.load, which says what it is not.
+    """
+    import zipfile
+    import zlib
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError) as exc:
+        return f"its zip archive cannot be read ({exc})"
+    return None if bad is None else f"its entry {bad!r} fails its CRC-32 check"
 
 
 def write_model_file(path: str | os.PathLike, content: Any) -> Path:
