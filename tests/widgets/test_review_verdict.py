@@ -195,3 +195,73 @@ def test_a_failed_verdict_leaves_the_qc_table_and_says_why(viewer, docks, qtbot,
     assert banner.isVisibleTo(review) and banner.level is None
     assert banner.level_label.text() == "No verdict: frames must be (N, H, W) with N >= 3"
     assert errors == []
+
+
+def test_the_verdict_reads_the_chosen_mask_as_metrics_json_does(viewer, docks, qtbot, phantom, errors, tmp_path):
+    """``register --mask`` and the Review dock with the same Labels layer as its mask give the same
+    verdict (level, reasons, what was checked), outlier frames and displacement SD; without the
+    mask the SD is read in the central heart box instead of the LV myocardium."""
+    import json
+
+    from napari_any2reg.cli import main
+    from napari_any2reg.core.bad_frames import inject_bad_frame
+    from napari_any2reg.io import read_sequence, write_tiff
+    from napari_any2reg.widgets._layers import sequence_to_layer_data
+    from napari_any2reg.widgets._registered import RegisteredLayer
+
+    write_tiff(tmp_path / "molli.tif", phantom.sequence.replace(frames=inject_bad_frame(phantom, BAD_FRAME, "other_slice")))
+    labels = np.asarray(phantom.common_labels, np.int32)
+    np.save(tmp_path / "labels.npy", labels)
+    out = tmp_path / "out"
+    assert main(["register", str(tmp_path / "molli.tif"), "-o", str(out), "--engine", "any2reg", "--device", "cpu",
+                 "--mask", str(tmp_path / "labels.npy"), "--export", "uncertainty", "-q"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["displacement_sd"]["region"] == "LV myocardium (label 2)"
+
+    # the CLI's outputs as the layers the Registration dock makes
+    data, kwargs, _ = sequence_to_layer_data(read_sequence(tmp_path / "molli.tif"), name="molli")
+    source = viewer.add_image(data, **kwargs)
+    meta = RegisteredLayer(displacement=np.load(out / "displacement.npy"), source_layer=source.name,
+                           summary={"engine": metrics["engine"], "device": metrics["device"], "params": metrics["params"]},
+                           correspondence=np.load(out / "correspondence.npy"),
+                           displacement_sd=np.load(out / "displacement_sd.npy"), base=dict(source.metadata)).to_metadata()
+    viewer.add_image(read_sequence(out / "registered.tif").frames, name="molli registered", metadata=meta, scale=source.scale)
+    review = docks["Review"]
+    wait_idle(qtbot, review)
+    assert review.mask_layer() is None and review.verdict is not None
+    assert review.assessment["displacement_sd"]["region"].startswith("heart box")
+
+    mask = viewer.add_labels(labels, name="my labels", scale=source.scale[-2:])
+    assert review.mask_layer() is not None and review.mask_layer().name == "my labels"  # the only one: chosen
+    qtbot.waitUntil(lambda: not review.busy() and review.verdict is not None, timeout=TIMEOUT_MS)
+
+    def as_json(value):
+        return json.loads(json.dumps(value, default=float))
+
+    verdict = review.verdict
+    assert {k: verdict[k] for k in ("level", "reasons", "checked")} == \
+        {k: metrics["verdict"][k] for k in ("level", "reasons", "checked")}
+    assert verdict["level"] != "good" and f"frame {BAD_FRAME}" in verdict["reasons"][0]["text"]
+    assert as_json(review.assessment["outlier_frames"]) == metrics["outlier_frames"]
+    assert as_json(review.assessment["displacement_sd"]) == metrics["displacement_sd"]
+    banner = [label.text() for label in review.verdict_banner.reason_labels]
+    assert all(any(r["text"] in text for text in banner) for r in verdict["reasons"]), banner
+
+    # "(none)": the central heart box again, a different SD summary; the choice is kept
+    review.set_mask_layer(None)
+    qtbot.waitUntil(lambda: not review.busy() and review.verdict is not None, timeout=TIMEOUT_MS)
+    assert review.assessment["displacement_sd"]["region"].startswith("heart box")
+    assert review.verdict["checked"] != metrics["verdict"]["checked"]
+    viewer.add_labels(np.zeros_like(labels), name="scratch", scale=source.scale[-2:])
+    assert review.mask_layer() is None
+    review.set_mask_layer(mask)
+    qtbot.waitUntil(lambda: not review.busy() and review.verdict is not None, timeout=TIMEOUT_MS)
+    assert as_json(review.assessment["displacement_sd"]) == metrics["displacement_sd"]
+
+    # a mask on another grid is not used, and the status says so
+    viewer.add_labels(np.zeros((10, 10), np.int32), name="small")
+    review.set_mask_layer("small")
+    qtbot.waitUntil(lambda: not review.busy() and review.verdict is not None, timeout=TIMEOUT_MS)
+    assert review.assessment["displacement_sd"]["region"].startswith("heart box")
+    assert "'small' is (10, 10), not on the frames' grid (48, 48)" in review.status_label.text()
+    assert errors == []

@@ -16,7 +16,11 @@ results into layers. Its three sections are their own widgets: overlays
   ``metrics.json`` comes from) is computed in the review's worker from what the registered
   layer carries and shown as a banner above the overlays, coloured by level; a reason that
   names frames has a button per frame that moves the frame slider there. The outlier frames
-  (:mod:`napari_any2reg.core.outliers`) are marked in the QC table.
+  (:mod:`napari_any2reg.core.outliers`) are marked in the QC table. The "Mask" picker offers the
+  Labels layers a user made (1 LV blood, 2 LV myocardium, 3 RV blood; never this plugin's
+  overlays; the only one is chosen for you, as the T1 mapping dock's ROI): the verdict reads it
+  as ``register --mask`` does (outliers in its labels, the displacement SD in label 2), so the
+  same series and mask give the same verdict as ``metrics.json``.
 
 Tests drive it through the public methods (``show_grid``, ``show_jacobian``, ...,
 ``show_overlay``, ``compute_review``, ``go_to_frame``, ``show_profile``) and
@@ -30,7 +34,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-from napari.layers import Image
+from napari.layers import Image, Labels
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
 
@@ -39,7 +43,7 @@ from ..core.overlays import OVERLAYS
 from ..core.verdict import assess_registration
 from ._base import WorkerDock
 from ._dock import compact_combos, install_frame_label, scroll_body
-from ._pickers import LayerPicker, is_registered_layer, layer_key, same_layer
+from ._pickers import LayerPicker, is_overlay_layer, is_registered_layer, layer_key, same_layer
 from ._registered import RegisteredLayer
 from ._review_overlays import FOLDING_COLORMAP, JACOBIAN_LIMITS, OverlaySection
 from ._review_profile import ProfileSection
@@ -67,6 +71,7 @@ class _Outcome:
     difference_limit: float = 1.0
     assessment: dict[str, Any] | None = None  # outlier_frames, displacement_sd, verdict
     assessment_problem: str | None = None  # why there is no verdict
+    mask_note: str | None = None  # why the chosen mask was not used
 
 
 @dataclasses.dataclass
@@ -135,6 +140,13 @@ class ReviewWidget(WorkerDock):
         self.source_label = QLabel()
         self.source_label.setWordWrap(True)
         top.addRow("Source", self.source_label)
+        self.mask_combo = LayerPicker(
+            self.viewer, is_mask_layer, none=True,
+            tooltip="Labels (1 LV blood, 2 LV myocardium, 3 RV blood) the verdict reads, as register --mask: "
+                    "outlier frames in its labels, the displacement SD in the LV myocardium (label 2). "
+                    "(none): the central heart box.")
+        self.mask_combo.currentIndexChanged.connect(self._on_mask_changed)
+        top.addRow("Mask", self.mask_combo)
         self.summary_label = QLabel()
         self.summary_label.setWordWrap(True)
         self.summary_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -265,8 +277,9 @@ class ReviewWidget(WorkerDock):
             self._select(layer)
 
     def on_layer_data(self, layer: Any) -> None:
-        # a re-run (or an edit) of the layer under review: show nothing stale
-        if any(same_layer(layer, candidate) for candidate in (self.selected_layer(), self._source_of(self.selected_layer()))
+        # a re-run (or an edit) of the layer under review or of its mask: show nothing stale
+        if any(same_layer(layer, candidate) for candidate in (self.selected_layer(), self._source_of(self.selected_layer()),
+                                                              self.mask_layer())
                if candidate is not None):
             self._invalidate("The result changed; reviewing it again…")
             # the Registration widget sets the data, then the metadata: look once both are new
@@ -278,11 +291,51 @@ class ReviewWidget(WorkerDock):
         return self.layer_combo.candidates()
 
     def refresh_layers(self) -> None:
+        mask_changed = self._refresh_mask()
         if self.layer_combo.refresh():
             self._on_layer_changed()
         else:
             self._update_source_label()
+            if mask_changed:
+                self._on_mask_changed()
         self._update_enabled()
+
+    def _refresh_mask(self) -> bool:
+        """Re-list the Labels layers; the only one is chosen unless the user chose "(none)"."""
+        candidates = self.mask_combo.candidates()
+        prefer = None
+        if self.mask_layer() is None and len(candidates) == 1 and not self.mask_combo.none_chosen:
+            prefer = candidates[0]
+        return self.mask_combo.refresh(prefer=prefer)
+
+    def mask_layer(self) -> Labels | None:
+        """The Labels layer the verdict reads, or ``None`` (the central heart box)."""
+        return self.mask_combo.layer()
+
+    def set_mask_layer(self, layer: Any) -> None:
+        """Choose ``layer`` (a Labels layer in the viewer, its name, or ``None``) as the mask."""
+        self.mask_combo.set_layer(layer)
+
+    def _on_mask_changed(self, *args: Any) -> None:
+        self._invalidate("The mask changed; reviewing again…" if self.review is not None else "")
+        self._auto_review()
+
+    def mask_labels(self, shape: tuple[int, int]) -> tuple[np.ndarray | None, str | None]:
+        """The chosen mask as an integer array (``(H, W)`` or ``(N, H, W)``, copied) on the frames'
+        grid ``shape``, or ``None`` and why it is not used."""
+        layer = self.mask_layer()
+        if layer is None:
+            return None, None
+        data = np.asarray(layer.data)
+        if data.ndim not in (2, 3) or data.shape[-2:] != tuple(shape):
+            return None, (f"mask {layer.name!r} is {data.shape}, not on the frames' grid {tuple(shape)}: the verdict "
+                          "reads the central heart box")
+        return np.array(data, dtype=np.int64), None
+
+    def _key(self, pair: _Pair) -> tuple[int, ...]:
+        """What the review depends on: the layers, their arrays and the mask."""
+        mask = self.mask_layer()
+        return pair.key + ((layer_key(mask), id(mask.data)) if mask is not None else (0, 0))
 
     def selected_layer(self) -> Image | None:
         return self.layer_combo.layer()
@@ -379,14 +432,15 @@ class ReviewWidget(WorkerDock):
         pair, source = found
         if then is not None:
             self._pending.append(then)
-        if not force and self.review is not None and self._review_key == pair.key:
+        if not force and self.review is not None and self._review_key == self._key(pair):
             self._flush_pending()
             return True
         if self.worker is not None:
             return True  # the running computation picks up the pending callbacks
-        registration, key, thresholds = pair.registration, pair.key, self.thresholds()
+        registration, key, thresholds = pair.registration, self._key(pair), self.thresholds()
         raw = np.array(source.data, dtype=np.float32)  # copies: the user may edit the layers meanwhile
         registered = np.array(pair.registered.data, dtype=np.float32)
+        labels, mask_note = self.mask_labels(raw.shape[1:])
         note = (registration.summary.get("params") or {}).get("uncertainty")
 
         def work(job: Any) -> _Outcome:
@@ -401,13 +455,14 @@ class ReviewWidget(WorkerDock):
             try:
                 assessment = assess_registration(
                     raw, registered, registration.displacement, scores=review.scores, spacing_mm=pair.spacing_mm,
-                    timings_ms=registration.timings_ms, displacement_sd_mm=registration.displacement_sd,
+                    timings_ms=registration.timings_ms, labels=labels, displacement_sd_mm=registration.displacement_sd,
                     uncertainty_note=note or _no_uncertainty_note(registration))
                 assessment.pop("_verdict_inputs", None)
                 problem = None
             except ValueError as exc:  # e.g. too few frames for the model: the QC table still shows
                 assessment, problem = None, str(exc)
-            return _Outcome(key, review, qc.symmetric_limit(review.difference_before, 99.5, 1e-6), assessment, problem)
+            return _Outcome(key, review, qc.symmetric_limit(review.difference_before, 99.5, 1e-6), assessment, problem,
+                            mask_note)
 
         return self.start_job(work, description="Review", activity=f"Review of {pair.registered.name}",
                               message=f"Reviewing {pair.registered.name!r}…", on_result=self._on_review,
@@ -415,7 +470,7 @@ class ReviewWidget(WorkerDock):
 
     def _on_review(self, outcome: _Outcome) -> None:
         try:
-            current = self.pair().key
+            current = self._key(self.pair())
         except Exception:
             current = None
         if current != outcome.key:  # the user picked another layer meanwhile: recompute for that one
@@ -439,6 +494,8 @@ class ReviewWidget(WorkerDock):
         text = f"{len(flagged)} frame(s) flagged: {flagged}" if flagged else "No frame flagged."
         if self.outlier_frames:
             text += f" Outlier frame(s): {self.outlier_frames}."
+        if outcome.mask_note:
+            text += f" Note: {outcome.mask_note}."
         self.set_status(text)
         self._flush_pending()
 
@@ -512,6 +569,11 @@ class ReviewWidget(WorkerDock):
                 self.show_profile(y, x)
                 return True
         return False
+
+
+def is_mask_layer(layer: Any) -> bool:
+    """A Labels layer the user made (never one of this plugin's overlays)."""
+    return isinstance(layer, Labels) and not is_overlay_layer(layer)
 
 
 def _no_uncertainty_note(registration: RegisteredLayer) -> str:
