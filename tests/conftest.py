@@ -3,7 +3,8 @@
 ``tests/`` mirrors ``src/napari_any2reg/`` (``core``, ``io``, ``pipeline``, ``widgets``,
 ``cli``); the tests of the whole package (architecture, packaging, the scripted screenshots
 and the guided tour) stay at the top. Shared pieces live here: the real-data folder, the
-viewer, adding a dock as the Plugins menu does, notification capture and the DICOM writer.
+viewer, small sample phantoms, adding a dock as the Plugins menu does, notification capture and
+the DICOM writer.
 """
 
 import sys
@@ -19,6 +20,19 @@ _HERE = Path(__file__).resolve().parent
 for _folder in ("core", "io", "pipeline", "widgets", "cli"):
     if str(_HERE / _folder) not in sys.path:
         sys.path.append(str(_HERE / _folder))
+
+
+#: The napari sample phantoms' size in tests (64 x 64: a registration takes about a second).
+SMALL_SAMPLE_SHAPE = (64, 64)
+
+
+@pytest.fixture
+def small_samples(monkeypatch):
+    """File > Open Sample gives 64 x 64 phantoms; modules that open samples use it with
+    ``pytestmark = [..., pytest.mark.usefixtures("small_samples")]``."""
+    from napari_any2reg.widgets import _sample_data
+
+    monkeypatch.setattr(_sample_data, "SAMPLE_SHAPE", SMALL_SAMPLE_SHAPE)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.napari
+pytestmark = [pytest.mark.napari, pytest.mark.usefixtures("small_samples")]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,13 +24,6 @@ def _script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(autouse=True)
-def small_samples(monkeypatch):
-    from napari_any2reg.widgets import _sample_data
-
-    monkeypatch.setattr(_sample_data, "SAMPLE_SHAPE", (64, 64))
 
 
 def _png_size(path: Path) -> tuple[int, int]:

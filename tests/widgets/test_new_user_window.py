@@ -10,22 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import SMALL_SAMPLE_SHAPE
 from conftest import capture_notifications, plugin_dock
 
-pytestmark = pytest.mark.napari
+pytestmark = [pytest.mark.napari, pytest.mark.usefixtures("small_samples")]
 
 PLUGIN = "napari-any2reg"
-SMALL = (64, 64)
+SMALL = SMALL_SAMPLE_SHAPE  # the samples' size (conftest.small_samples)
 FAST = 0.2
 TIMEOUT_MS = 120_000
 WINDOW = (1280, 800)
-
-
-@pytest.fixture(autouse=True)
-def small_samples(monkeypatch):
-    from napari_any2reg.widgets import _sample_data
-
-    monkeypatch.setattr(_sample_data, "SAMPLE_SHAPE", SMALL)
 
 
 @pytest.fixture

@@ -12,10 +12,9 @@ import types
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.napari
+pytestmark = [pytest.mark.napari, pytest.mark.usefixtures("small_samples")]
 
 PLUGIN = "napari-any2reg"
-SMALL = (64, 64)
 FAST = 0.2
 TIMEOUT_MS = 120_000
 
@@ -30,13 +29,6 @@ def default_engine_ready() -> bool:
         return DEFAULT_WEIGHTS in read_manifest()
     except Exception:
         return False
-
-
-@pytest.fixture(autouse=True)
-def small_samples(monkeypatch):
-    from napari_any2reg.widgets import _sample_data
-
-    monkeypatch.setattr(_sample_data, "SAMPLE_SHAPE", SMALL)
 
 
 @pytest.fixture

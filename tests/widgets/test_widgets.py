@@ -11,23 +11,17 @@ import copy
 
 import numpy as np
 import pytest
-from conftest import capture_notifications
+from conftest import SMALL_SAMPLE_SHAPE, capture_notifications
 
-pytestmark = pytest.mark.napari
+pytestmark = [pytest.mark.napari, pytest.mark.usefixtures("small_samples")]
 
 PLUGIN = "napari-any2reg"
-SMALL = (64, 64)
+SMALL = SMALL_SAMPLE_SHAPE  # the samples' size (conftest.small_samples)
 FAST = 0.2  # iterations_scale for quick runs
 RUN_TIMEOUT_MS = 120_000
 
 
 # ---------------------------------------------------------------------- fixtures / helpers
-@pytest.fixture(autouse=True)
-def small_samples(monkeypatch):
-    """Sample phantoms at 64x64 so registrations take about a second."""
-    from napari_any2reg.widgets import _sample_data
-
-    monkeypatch.setattr(_sample_data, "SAMPLE_SHAPE", SMALL)
 
 
 @pytest.fixture
