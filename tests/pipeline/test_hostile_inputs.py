@@ -399,6 +399,90 @@ def test_a_fifo_as_input_is_refused_at_once(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.fixture
+def unblocked_fifo(tmp_path):
+    """Make named pipes under tmp_path; a watchdog opens and closes their write end now and then,
+    so a reader that opened one by mistake gets end-of-file (and the test fails) instead of
+    blocking the test run forever."""
+    import os
+    import threading
+
+    made: list[Path] = []
+    stop = threading.Event()
+
+    def release() -> None:
+        while not stop.wait(2.0):
+            for path in made:
+                try:
+                    os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:  # no reader has it open: nothing to release
+                    pass
+
+    watchdog = threading.Thread(target=release, daemon=True)
+    watchdog.start()
+
+    def make(name: str) -> Path:
+        path = tmp_path / name
+        os.mkfifo(path)
+        made.append(path)
+        return path
+
+    yield make
+    stop.set()
+    watchdog.join()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX")
+@pytest.mark.parametrize("side", ["field", "labels", "mask", "weights", "landmarks"])
+def test_a_fifo_as_a_side_file_is_said_to_be_one(side, tmp_path, molli_file, unblocked_fifo, monkeypatch, capsys):
+    """A FIFO given as apply's field or labels, --mask, --weights or --landmarks got a false
+    "no such file; check the path": the message says what the path is."""
+    _engines_must_not_run(monkeypatch)
+    field = tmp_path / "displacement.npy"
+    np.save(field, np.zeros((8, 2, 32, 32), np.float32))
+    out, moved = tmp_path / "out", tmp_path / "moved.tif"
+    register_argv = ["register", str(molli_file), "-o", str(out), "--device", "cpu", "-q"]
+    pipe, argv, words = {
+        "field": (unblocked_fifo("field.npy"), lambda p: ["apply", str(p), str(molli_file), "-o", str(moved)],
+                  "is a named pipe (FIFO), not a displacement file"),
+        "labels": (unblocked_fifo("labels.npy"), lambda p: ["apply", str(field), str(p), "--labels", "-o", str(moved)],
+                   "is a named pipe (FIFO), not a label file"),
+        "mask": (unblocked_fifo("mask.npy"), lambda p: [*register_argv, "--engine", "groupwise", "--mask", str(p)],
+                 "it is a named pipe (FIFO), not a regular file"),
+        "weights": (unblocked_fifo("mine.pt"), lambda p: [*register_argv, "--weights", str(p)],
+                    "it is a named pipe (FIFO), not a regular file"),
+        "landmarks": (unblocked_fifo("clicks.csv"), lambda p: [*register_argv, "--landmarks", str(p), "--export", "landmarks"],
+                      "is a named pipe (FIFO), not a landmark CSV file"),
+    }[side]
+    assert main(argv(pipe)) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert str(pipe) in line and words in line and "no such" not in line, line
+    if side in ("mask", "weights"):
+        assert f"--{side} {pipe}: " in line, line
+    assert not out.exists() and not moved.exists()
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX")
+def test_a_fifo_as_a_side_file_in_python(tmp_path, phantom, unblocked_fifo):
+    from napari_any2reg.core.weights import WeightsError
+    from napari_any2reg.io.fields import read_displacement
+    from napari_any2reg.io.labels import read_label_image
+    from napari_any2reg.io.landmarks import read_landmarks_csv
+    from napari_any2reg.pipeline.apply import apply_file
+
+    pipe = unblocked_fifo("side.npy")
+    with pytest.raises(WeightsError, match=r"side.npy is a named pipe \(FIFO\), not a regular file"):
+        register(phantom.sequence, engine="any2reg", device="cpu", weights=str(pipe))
+    with pytest.raises(ValueError, match=r"^mask .*side.npy: it is a named pipe \(FIFO\)"):
+        read_label_image(pipe, (32, 32))
+    for read in (read_displacement, read_landmarks_csv):
+        with pytest.raises(ValueError, match=r"side.npy is a named pipe \(FIFO\)"):
+            read(pipe)
+    with pytest.raises(ValueError, match="not a displacement file"):
+        apply_file(pipe, tmp_path / "in.tif", tmp_path / "out.tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["side.npy"]
+
+
 def test_an_empty_dcm_is_refused_without_reading_its_folder(tmp_path, monkeypatch, capsys):
     from napari_any2reg.io import dicom, read_sequence
     from napari_any2reg.io._common import SequenceReadError

@@ -23,6 +23,7 @@ from ._common import (
     build_sequence,
     split_name,
 )
+from ._common.errors import special_file_kind
 from .dicom import NOT_DICOM, _dicom_parts_list, has_dicom_content, looks_like_dicom
 from .nifti import NIFTI_EXTENSIONS, _nifti_parts_list
 from .tiff import TIFF_EXTENSIONS, _tiff_parts_list
@@ -146,9 +147,8 @@ def check_regular_file(path: Path) -> None:
         raise SequenceReadError(f"{path}: cannot be read ({exc.strerror or exc}); check its permissions.") from None
     if stat.S_ISDIR(info.st_mode):
         return
-    if not stat.S_ISREG(info.st_mode):
-        what = ("a named pipe (FIFO)" if stat.S_ISFIFO(info.st_mode) else "a socket" if stat.S_ISSOCK(info.st_mode)
-                else "a device" if stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode) else "not a regular file")
+    what = special_file_kind(path)
+    if what is not None:
         raise SequenceReadError(f"{path} is {what}, not an image file; give an image file or a folder of DICOM files.")
     if info.st_size == 0:
         raise SequenceReadError(f"{path} is empty (0 bytes): not an image file; copy it again or give another file.")

@@ -20,7 +20,13 @@ def read_label_image(path: Any, shape: tuple[int, int]) -> np.ndarray:
     """A 2-D label image or mask from TIFF, NIfTI (rows = j, like the sequence reader) or .npy."""
     from ._common import split_name
 
+    from ._common.errors import special_file_kind
+
     file = Path(path)
+    what = special_file_kind(file)
+    if what is not None:  # a FIFO would block forever; "no such file" would be false
+        raise ValueError(f"{arg('mask')} {file}: it is {what}, not a regular file; give a {shape[0]} x {shape[1]} "
+                         "label image (TIFF, NIfTI or .npy).")
     if not file.is_file():
         raise FileNotFoundError(f"{arg('mask')} {file}: no such file; check the path.")
     ext = split_name(file)[1]

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..core.landmarks import LandmarkError, LandmarkTable, landmarks_csv_text, parse_landmarks_csv
 from ._atomic import atomic_write
+from ._common.errors import special_file_kind
 
 __all__ = ["read_landmarks_csv", "write_landmarks_csv"]
 
@@ -44,6 +45,9 @@ def read_landmarks_csv(path: Any, spacing_mm: Any = None, *, text: str | None = 
     """
     if text is None:
         file = Path(path)
+        what = special_file_kind(file)
+        if what is not None:  # a FIFO would block forever; "no such file" would be false
+            raise ValueError(f"{file} is {what}, not a landmark CSV file; give a CSV file with the columns frame,name,y,x.")
         if not file.is_file():
             raise FileNotFoundError(f"{file}: no such landmark CSV; check the path.")
         try:

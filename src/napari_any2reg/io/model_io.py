@@ -69,7 +69,13 @@ def read_model_file(path: str | os.PathLike) -> Any:
     """
     import torch
 
+    from ._common.errors import special_file_kind
+
     path = Path(path)
+    what = special_file_kind(path)
+    if what is not None:  # a FIFO would block forever; "does not exist" would be false
+        raise WeightsError(f"Weights file {path} is {what}, not a regular file; pass a best.pt / checkpoint.pt from "
+                           "`any2reg train` or omit weights.")
     if not path.is_file():
         raise WeightsError(f"Weights file {path} does not exist; pass a best.pt / checkpoint.pt from `any2reg train` or omit weights.")
     damaged = _damaged_entry(path)

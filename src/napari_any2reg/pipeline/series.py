@@ -321,9 +321,22 @@ def _plan(sequence: Any, outdir: Path, settings: RegisterSettings, request: Seri
     check_output_folder(outdir, needed_bytes=output_bytes(sequence, 16) if export_items is None
                         else output_bytes(sequence, 32, 5_000_000))
     if engine.startswith("any2reg"):
+        _refuse_special_weights(settings.weights)
         check_weights(settings.device, settings.weights)
     return _SeriesPlan(outdir=outdir, engine=engine, label=label, export_items=export_items, skipped=skipped,
                        landmarks=landmarks, region=region, names=tuple(names), scanner_maps=scanner_maps)
+
+
+def _refuse_special_weights(weights: Any) -> None:
+    """A weights path that is a FIFO, socket, device or folder: said so (reading a FIFO blocks
+    forever, and the loader's fallback says "no such file" about a path that exists)."""
+    from ..core.weights import WeightsError
+    from ..io._common.errors import special_file_kind
+
+    what = special_file_kind(weights) if weights is not None else None
+    if what is not None:
+        raise WeightsError(f"{arg('weights', str(weights))}: it is {what}, not a regular file; pass a best.pt / "
+                           f"checkpoint.pt written by 'any2reg train', or omit {arg('weights')} to use the shipped weights.")
 
 
 def _check_segments_request(sequence: Any, request: SeriesRequest, export_items: tuple[str, ...] | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,29 @@ def _size_text(count: int) -> str:
         if count >= size:
             return f"{count / size:.1f} {unit}"
     return f"{count} bytes"
+
+
+def special_file_kind(path: Any, *, folders: bool = True) -> str | None:
+    """What ``path`` is when it exists but is no regular file: ``"a named pipe (FIFO)"``,
+    ``"a socket"``, ``"a device"``, ``"a folder"`` (unless ``folders=False``) or ``"not a
+    regular file"``; ``None`` for a regular file or a path that is not there.
+
+    Why: opening a FIFO blocks forever, and a check by ``Path.is_file()`` alone tells the user
+    "no such file" about a path that exists. The readers and the side files (field, mask,
+    weights, landmarks) use this one rule.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError, TypeError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder" if folders else None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"

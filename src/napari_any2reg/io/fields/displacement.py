@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._common import split_name
+from .._common.errors import special_file_kind
 from .convention import _NIFTI, _METAIMAGE, _check_field, plane_components, world_vectors
 from .itk import _ITK_FRAME, _itk_siblings, read_displacement_itk
 
@@ -99,6 +100,10 @@ def read_displacement(path: Any) -> tuple[np.ndarray, tuple[float, float] | None
         If the file does not exist.
     """
     path = Path(path)
+    what = special_file_kind(path)
+    if what is not None:  # a FIFO would block forever; "no such file" would be false
+        raise ValueError(f"{path} is {what}, not a displacement file; give the displacement.npy, displacement.nii.gz "
+                         "or ITK fields written by the registration.")
     stem, ext = split_name(path)
     if ext in (*_NIFTI, _METAIMAGE) and (_ITK_FRAME.search(stem) or not path.is_file()) and _itk_siblings(path):
         return read_displacement_itk(path)

@@ -57,7 +57,12 @@ def read_label_stack(path: Any) -> np.ndarray:
     FileNotFoundError, ValueError
         With the file name and the fix.
     """
+    from .._common.errors import special_file_kind
+
     path = Path(path)
+    what = special_file_kind(path)
+    if what is not None:  # a FIFO would block forever; "no such file" would be false
+        raise ValueError(f"{path} is {what}, not a label file; give a label image or stack (TIFF, NIfTI or .npy).")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such label file; check the path.")
     ext = split_name(path)[1]
