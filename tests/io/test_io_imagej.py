@@ -116,3 +116,33 @@ def test_maps_and_jacobian_open_in_fiji_with_their_axes_and_pixel_size(tmp_path,
     # a map whose axes do not match its array is refused
     with pytest.raises(ValueError, match="map axes"):
         save_map_tiff(tmp_path / "bad.tif", t1, SPACING, axes="TYX")
+
+
+def test_apply_labels_writes_a_fiji_hyperstack_of_frames_in_mm(tmp_path, capsys):
+    """Label stacks from ``apply --labels`` were plain TIFFs (resolution in cm, no ImageJ axes):
+    Fiji opened (N, H, W) as Z-slices. They are ImageJ hyperstacks, frames on T, unit mm."""
+    from napari_any2reg.io.fields import read_label_stack, save_displacement, save_label_stack
+
+    n = 5
+    labels = np.zeros((n, H, W), np.uint8)
+    labels[:, 4:10, 5:12] = 2
+    labels[np.arange(n), 2, np.arange(n)] = 3  # a different pixel per frame: frame order is checked
+    np.save(tmp_path / "labels.npy", labels)
+    field = tmp_path / "displacement.nii.gz"
+    save_displacement(field, np.zeros((n, 2, H, W), np.float32), SPACING)  # the field carries the spacing
+    moved = tmp_path / "moved_labels.tif"
+    assert main(["apply", str(field), str(tmp_path / "labels.npy"), "--labels", "-o", str(moved)]) == 0
+    with tifffile.TiffFile(moved) as tif:
+        assert tif.is_imagej
+        meta = tif.imagej_metadata
+        assert meta["frames"] == n and "slices" not in meta and meta["unit"] == "mm"
+        assert tif.series[0].axes == "TYX"
+        assert _resolution_mm(tif.pages[0]) == pytest.approx(SPACING)
+        info = json.loads(meta["any2reg_labels"])  # the NIfTI header keeps the spacing as float32
+        assert info["quantity"] == "labels" and info["spacing_mm"] == pytest.approx(SPACING)
+        back = tif.asarray()
+    assert back.dtype == np.uint8 and np.array_equal(back, labels)  # a zero field moves nothing
+    assert np.array_equal(read_label_stack(moved), labels)
+    wide = tmp_path / "wide.tif"  # 70000 labels need int32, which ImageJ lacks: still written, values kept
+    save_label_stack(wide, np.full((2, H, W), 70000, np.int32), SPACING)
+    assert np.array_equal(read_label_stack(wide), np.full((2, H, W), 70000))

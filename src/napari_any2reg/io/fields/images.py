@@ -21,7 +21,9 @@ def save_label_stack(path: Any, labels: Any, spacing_mm: Any = (1.0, 1.0)) -> Pa
     """Write integer labels ``(N, H, W)`` (or ``(H, W)``) as a TIFF (or ``.npy``), in place.
 
     The smallest of uint8 / uint16 / int32 that holds the labels is used, so label viewers
-    (napari, Fiji) open the file as labels; the TIFF resolution tags carry the spacing.
+    (napari, Fiji) open the file as labels. A TIFF is an ImageJ hyperstack (axes ``TYX``: Fiji
+    shows the frames as T, not Z), unit mm, the pixel size in the resolution tags; labels that
+    need int32 (ImageJ has no such type) are a plain TIFF with the resolution in pixels per cm.
     """
     path = Path(path)
     data = np.asarray(labels)
@@ -40,9 +42,17 @@ def save_label_stack(path: Any, labels: Any, spacing_mm: Any = (1.0, 1.0)) -> Pa
     import tifffile
 
     dy, dx = (float(s) for s in spacing_mm)
-    tifffile.imwrite(path, data, photometric="minisblack", resolution=(10.0 / dx, 10.0 / dy),
-                     resolutionunit="CENTIMETER", metadata=None,
-                     description=json.dumps({"quantity": "labels", "spacing_mm": [dy, dx]}))
+    description = json.dumps({"quantity": "labels", "spacing_mm": [dy, dx]})
+    if data.dtype == np.int32 or data.ndim not in (2, 3):  # ImageJ has no 32-bit integer images
+        tifffile.imwrite(path, data, photometric="minisblack", resolution=(10.0 / dx, 10.0 / dy),
+                         resolutionunit="CENTIMETER", metadata=None, description=description)
+        return path
+    # an ImageJ hyperstack: Fiji opens (N, H, W) as N frames (T), not Z-slices, with the pixel
+    # size in mm, as the other TIFF outputs (io.tiff, save_map_tiff)
+    tifffile.imwrite(path, data, imagej=True, photometric="minisblack",
+                     resolution=(1.0 / dx, 1.0 / dy),  # pixels per mm (unit=mm)
+                     metadata={"axes": "TYX" if data.ndim == 3 else "YX", "unit": "mm",
+                               "any2reg_labels": description, "Info": description})
     return path
 
 
