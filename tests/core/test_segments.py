@@ -177,7 +177,8 @@ def test_segments_cli_writes_csv_and_bullseye(tmp_path):
     assert code == 0
     with open(out / "segments.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["segment", "name", "mean", "sd", "median", "n_pixels"]
+    assert list(rows[0]) == ["segment", "name", "mean", "sd", "median", "n_pixels", "quantity", "unit"]
+    assert {(r["quantity"], r["unit"]) for r in rows} == {("value", "")}  # a plain TIFF says nothing of its unit
     assert [int(r["segment"]) for r in rows] == list(range(7, 13))
     for row in rows:
         assert float(row["median"]) == 1000.0 + 10.0 * int(row["segment"])

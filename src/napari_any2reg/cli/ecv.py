@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .segments import LEVEL_HELP, RV_INSERTION_HELP
+from .segments import ERODE_HELP, LEVEL_HELP, RV_INSERTION_HELP, erode_px
 
 
 def _fraction(text: str) -> float:
@@ -48,6 +48,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", choices=devices, metavar="DEVICE", help="compute device: %(choices)s (default: %(default)s)")
     parser.add_argument("--rv-insertion", default=None, metavar="Y1,X1;Y2,X2", help=RV_INSERTION_HELP + "; adds segments.csv and bullseye.png")
     parser.add_argument("--level", default="mid", choices=("basal", "mid", "apical"), help=LEVEL_HELP)
+    parser.add_argument("--erode-px", type=erode_px, default=0, metavar="N", help=ERODE_HELP)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--threads", type=int, default=None, metavar="K", help="CPU threads for torch")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -64,12 +65,15 @@ def run(args: argparse.Namespace) -> int:
         outcome = ecv_file(args.native, args.post, args.output, mask_path=args.mask, hematocrit=args.hematocrit,
                            synthetic_hematocrit=args.synthetic_hematocrit, register=args.register, engine=args.engine,
                            device=args.device, rv_insertion=args.rv_insertion, level=args.level,
-                           overwrite=args.overwrite, progress=progress)
+                           overwrite=args.overwrite, progress=progress,
+                           erode_px=args.erode_px)
     if not args.quiet:
         ecv = outcome.ecv
         mean = ecv.myocardial_mean()
         mean_text = f"myocardial {ecv.label} {mean:.1f} %" if mean is not None else f"no valid {ecv.label} in the myocardium"
-        how = "registered as one set" if outcome.registration is not None else "not registered"
+        how = outcome.description()
+        if ecv.erode_px:
+            mean_text += f" ({ecv.erode_px} border px of the myocardium left out)"
         print(f"{mean_text} (hematocrit {ecv.hematocrit:.3f}{' synthetic' if ecv.synthetic else ''}; blood T1 "
               f"{ecv.native_blood_t1_ms:.0f} / {ecv.post_blood_t1_ms:.0f} ms; {how}); {ecv.n_invalid_labelled} labelled pixels "
               f"({ecv.n_invalid} in the image) without a valid T1 (NaN); wrote {args.output}")

@@ -165,7 +165,12 @@ class EcvResult:
     invalid : ndarray bool (H, W)
         Pixels without a valid T1 in either map.
     roi : list of dict
-        Per label present: ``label``, ``name`` and :func:`region_statistics` of the ECV.
+        Per label present: ``label``, ``name`` and :func:`region_statistics` of the ECV (label 2
+        without its ``erode_px`` border pixels, their count in ``n_border_excluded``, those without a
+        valid T1 in ``n_border_invalid``).
+    erode_px : int
+        Border pixels of the LV myocardium left out of its statistics
+        (:func:`~napari_any2reg.core.segments.myocardium_core`; 0: the whole label).
     """
 
     ecv_percent: np.ndarray
@@ -175,6 +180,7 @@ class EcvResult:
     post_blood_t1_ms: float
     invalid: np.ndarray
     roi: list[dict[str, Any]]
+    erode_px: int = 0
 
     @property
     def label(self) -> str:
@@ -189,7 +195,7 @@ class EcvResult:
     @property
     def n_invalid_labelled(self) -> int:
         """Labelled pixels (labels > 0) without a valid T1 in either map."""
-        return int(sum(r["n_pixels"] - r["n_valid"] for r in self.roi))
+        return int(sum(r["n_pixels"] - r["n_valid"] + r.get("n_border_invalid", 0) for r in self.roi))
 
     def myocardial_mean(self) -> float | None:
         """Mean ECV (%) of the valid LV myocardium pixels (label 2), ``None`` without any."""
@@ -211,6 +217,7 @@ class EcvResult:
             "n_invalid_pixels": self.n_invalid,
             "n_invalid_labelled_pixels": self.n_invalid_labelled,
             "myocardial_mean_percent": self.myocardial_mean(),
+            "myocardium_erode_px": self.erode_px,
             "roi": self.roi,
         }
 
@@ -222,6 +229,7 @@ def ecv_map(
     *,
     hematocrit: float | None = None,
     synthetic_hematocrit: bool = False,
+    erode_px: int = 0,
 ) -> EcvResult:
     """ECV (%) per pixel from a native and a post-contrast T1 map on one grid.
 
@@ -235,6 +243,10 @@ def ecv_map(
         Measured hematocrit, a fraction in (0, 1).
     synthetic_hematocrit : bool
         Use the synthetic hematocrit from the native blood T1 instead (exactly one of the two).
+    erode_px : int
+        Leave the LV myocardium's border pixels out of its statistics: ``erode_px`` erosions of
+        label 2 (:func:`~napari_any2reg.core.segments.myocardium_core`), against the partial
+        volume with blood at the borders. The map itself is unchanged. Default 0: the whole label.
 
     Returns
     -------
@@ -245,8 +257,11 @@ def ecv_map(
     ValueError
         Maps of different shapes, labels on another grid or without label 1, a hematocrit
         outside 0-1, both or neither hematocrit choice, or a post-contrast blood T1 not shorter
-        than the native one (maps swapped, or no contrast given).
+        than the native one (maps swapped, or no contrast given), or an ``erode_px`` that leaves
+        no myocardium.
     """
+    from .segments import myocardium_core
+
     native = np.asarray(native_t1_ms, np.float64)
     post = np.asarray(post_t1_ms, np.float64)
     if native.ndim != 2 or native.shape != post.shape:
@@ -263,6 +278,7 @@ def ecv_map(
             f"the post-contrast blood T1 ({post_blood:.0f} ms) is not shorter than the native one ({native_blood:.0f} ms); "
             "were the native and post-contrast inputs swapped?"
         )
+    core = myocardium_core(lab, erode_px)
     hct = _synthetic_hematocrit(native_blood) if synthetic_hematocrit else check_hematocrit(hematocrit)
     valid = np.isfinite(native) & np.isfinite(post) & (native > 0) & (post > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -273,7 +289,14 @@ def ecv_map(
     for value in np.unique(lab):
         if value == 0:
             continue
-        roi.append({"label": int(value), "name": LABEL_NAMES.get(int(value), f"label {int(value)}"),
-                    **region_statistics(ecv, lab == value)})
+        region = core if value == MYOCARDIUM_LABEL else lab == value
+        row = {"label": int(value), "name": LABEL_NAMES.get(int(value), f"label {int(value)}"),
+               **region_statistics(ecv, region)}
+        if value == MYOCARDIUM_LABEL:
+            border = (lab == value) & ~region
+            row["n_border_excluded"] = int(border.sum())
+            row["n_border_invalid"] = int((border & ~valid).sum())
+        roi.append(row)
     return EcvResult(ecv_percent=ecv, hematocrit=float(hct), synthetic=bool(synthetic_hematocrit),
-                     native_blood_t1_ms=native_blood, post_blood_t1_ms=post_blood, invalid=~valid, roi=roi)
+                     native_blood_t1_ms=native_blood, post_blood_t1_ms=post_blood, invalid=~valid, roi=roi,
+                     erode_px=int(erode_px))

@@ -43,6 +43,7 @@ __all__ = [
     "segment_name",
     "parse_insertion_points",
     "lv_centre",
+    "myocardium_core",
     "septal_geometry",
     "assign_segments",
     "segment_statistics",
@@ -263,6 +264,34 @@ def segment_label_positions(segments: Any) -> dict[int, tuple[float, float]]:
         nearest = pts[np.argmin(((pts - pts.mean(0)) ** 2).sum(1))]
         out[int(number)] = (float(nearest[0]), float(nearest[1]))
     return out
+
+
+def myocardium_core(labels: Any, erode_px: int = 0) -> np.ndarray:
+    """The LV myocardium (label 2) without its border pixels: bool (H, W).
+
+    ``erode_px`` binary erosions (4-neighbour cross; the image edge counts as outside) remove the
+    pixels that touch blood, fat or lung, whose values mix the two tissues (partial volume: on
+    the 3 mm ECV phantoms the whole label's mean ECV is ~2.4 %-points high, its core's is not).
+    ``0``: the whole label.
+
+    Raises
+    ------
+    ValueError
+        A negative ``erode_px``, or one that leaves no myocardium pixel.
+    """
+    from scipy import ndimage
+
+    lab = _labels(labels)
+    if int(erode_px) != erode_px or erode_px < 0:
+        raise ValueError(f"{arg('erode_px')} must be a whole number of pixels >= 0; got {erode_px!r}.")
+    myo = lab == _MYOCARDIUM
+    if erode_px == 0 or not myo.any():
+        return myo
+    core = ndimage.binary_erosion(myo, iterations=int(erode_px))
+    if not core.any():
+        raise ValueError(f"{arg('erode_px', int(erode_px))} removes every LV myocardium pixel (label 2 is at most "
+                         f"{2 * int(erode_px)} pixels thick somewhere); use a smaller value.")
+    return core
 
 
 def level_of(segments: Sequence[int]) -> str:

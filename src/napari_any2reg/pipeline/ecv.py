@@ -61,10 +61,24 @@ class PairRegistration:
     result: Any
     grid: str
 
+    @property
+    def of_maps(self) -> bool:
+        """Whether two T1 maps were aligned (not two series registered as one set)."""
+        return isinstance(self.native, np.ndarray)
+
+    def description(self) -> str:
+        """What was done, in words: ``"registered as one set (any2reg, 8 + 8 frames)"`` for two
+        series, ``"T1 maps aligned (groupwise on 1000/T1)"`` for two maps."""
+        if self.of_maps:
+            return f"T1 maps aligned ({self.result.engine} on 1000/T1)"
+        n_native, n_post = int(self.displacement_native.shape[0]), int(self.displacement_post.shape[0])
+        return f"registered as one set ({self.result.engine}, {n_native} + {n_post} frames)"
+
     def summary(self) -> dict[str, Any]:
         post_shift = np.hypot(self.displacement_post[:, 0], self.displacement_post[:, 1])
         native_shift = np.hypot(self.displacement_native[:, 0], self.displacement_native[:, 1])
         return {
+            "what": "T1 maps aligned" if self.of_maps else "series registered as one set",
             "engine": self.result.engine,
             "device": self.result.device,
             "seconds": round(float(self.result.seconds), 3),
@@ -219,6 +233,12 @@ class EcvOutcome:
     segments: Any = None  # pipeline.segments.SegmentAnalysis with insertion points
     inputs: dict[str, str] = dataclasses.field(default_factory=dict)
 
+    def description(self) -> str:
+        """How the two inputs were brought onto one grid: ``"registered as one set (...)"``
+        (two series), ``"T1 maps aligned (...)"`` (two maps, or a series fitted then aligned
+        with a map) or ``"not registered"``."""
+        return "not registered" if self.registration is None else self.registration.description()
+
     def stats(self) -> dict[str, Any]:
         """The ``ecv_stats.json`` body."""
         out = self.ecv.summary()
@@ -267,6 +287,7 @@ def compute_ecv(
     cancel: Any = None,
     fit: Callable[..., Any] | None = None,
     spacing_mm: tuple[float, float] | None = None,
+    erode_px: int = 0,
     **engine_options: Any,
 ) -> EcvOutcome:
     """ECV from a native and a post-contrast acquisition (sequences or T1 maps).
@@ -289,6 +310,10 @@ def compute_ecv(
     spacing_mm : (dy, dx), optional
         Pixel spacing of two maps (a sequence brings its own): the outputs' spacing and the
         20 mm around the labels that drive the alignment of two maps.
+    erode_px : int
+        Leave this many pixel layers at the border of the LV myocardium (label 2) out of its
+        statistics and the segments' (partial volume with blood; ``core.segments.myocardium_core``). The
+        ECV map is unchanged. Default 0: the whole label.
 
     Returns
     -------
@@ -327,6 +352,9 @@ def compute_ecv(
     if not (labels == 1).any():
         raise ValueError(f"{arg('mask')} has no LV blood pool (label 1); the blood T1s come from it: label the LV "
                          "cavity 1.")
+    from ..core.segments import myocardium_core
+
+    myocardium_core(labels, erode_px)  # a bad erode_px is refused before any work
     if rv_insertion is not None:
         from ..core.segments import parse_insertion_points
 
@@ -362,13 +390,13 @@ def compute_ecv(
         maps = {"native": registration.native, "post": registration.post}
     report(0.95, "ECV")
     result = ecv_map(maps["native"], maps["post"], labels, hematocrit=hematocrit,
-                     synthetic_hematocrit=synthetic_hematocrit)
+                     synthetic_hematocrit=synthetic_hematocrit, erode_px=erode_px)
     segments = None
     if rv_insertion is not None:
         from .segments import analyse_segments
 
         segments = analyse_segments(result.ecv_percent, labels, rv_insertion, level=level, quantity=result.label,
-                                    unit="%")
+                                    unit="%", erode_px=erode_px)
     report(1.0, "done")
     return EcvOutcome(native_t1_ms=maps["native"].astype(np.float32), post_t1_ms=maps["post"].astype(np.float32),
                       ecv=result, spacing_mm=tuple(float(s) for s in spacing), registration=registration, fits=fits,
@@ -419,7 +447,8 @@ def write_ecv(outcome: EcvOutcome, outdir: Any, *, overwrite: bool = False, inpu
 def ecv_file(native_path: Any, post_path: Any, outdir: Any, *, mask_path: Any, hematocrit: float | None = None,
              synthetic_hematocrit: bool = False, register: bool = True, engine: str | None = None,
              device: str = "auto", rv_insertion: Any = None, level: str = "mid", overwrite: bool = False,
-             progress: Callable[[float, str], None] | None = None, **engine_options: Any) -> EcvOutcome:
+             progress: Callable[[float, str], None] | None = None, erode_px: int = 0,
+             **engine_options: Any) -> EcvOutcome:
     """``any2reg ecv``: read NATIVE and POST (sequences or 2-D T1 maps, by shape) and the labels,
     check the output folder, compute and write (all or nothing)."""
     from ..core.sequence import Sequence
@@ -450,7 +479,7 @@ def ecv_file(native_path: Any, post_path: Any, outdir: Any, *, mask_path: Any, h
 
     outcome = compute_ecv(value(native), value(post), labels, hematocrit=hematocrit,
                           synthetic_hematocrit=synthetic_hematocrit, register=register, engine=engine, device=device,
-                          rv_insertion=rv_insertion, level=level, progress=progress,
+                          rv_insertion=rv_insertion, level=level, progress=progress, erode_px=erode_px,
                           spacing_mm=None if isinstance(native, Sequence) else tuple(native.spacing_mm), **engine_options)
     outcome.inputs = {"native": str(native_path), "post": str(post_path), "mask": str(mask_path),
                       "native_kind": "sequence" if isinstance(native, Sequence) else "T1 map",

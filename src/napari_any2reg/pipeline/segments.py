@@ -13,10 +13,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["SegmentAnalysis", "SEGMENT_FILES", "analyse_segments", "segment_files", "segments_file"]
+__all__ = ["SegmentAnalysis", "SEGMENT_FILES", "SEGMENT_TABLE_COLUMNS", "analyse_segments", "segments_csv_text",
+           "write_segments_table", "segment_files", "segments_file"]
 
 #: The files of a segment analysis.
 SEGMENT_FILES = ("segments.csv", "bullseye.png")
+
+#: Columns of ``segments.csv`` (and of the Mapping dock's copied table): the statistics, then
+#: what they are of (``quantity`` as in ``ecv_stats.json``, e.g. "synthetic ECV"; ``unit``).
+SEGMENT_TABLE_COLUMNS = ("segment", "name", "mean", "sd", "median", "n_pixels", "quantity", "unit")
 
 
 @dataclasses.dataclass
@@ -31,6 +36,8 @@ class SegmentAnalysis:
         ``segment, name, mean, sd, median, n_pixels, n_excluded`` per segment of the level.
     level, quantity, unit : str
     insertion_points : ndarray (K, 2)
+    erode_px : int
+        Border pixels of the myocardium left out of the statistics (0: none).
     """
 
     segments: np.ndarray
@@ -39,6 +46,7 @@ class SegmentAnalysis:
     quantity: str
     unit: str
     insertion_points: np.ndarray
+    erode_px: int = 0
 
     def figure(self, figure: Any = None) -> Any:
         """The bullseye (matplotlib Figure) with the segment means."""
@@ -49,13 +57,18 @@ class SegmentAnalysis:
 
     def summary(self) -> dict[str, Any]:
         return {"level": self.level, "quantity": self.quantity, "unit": self.unit,
-                "rv_insertion_yx": self.insertion_points.tolist(), "segments": self.rows}
+                "rv_insertion_yx": self.insertion_points.tolist(), "erode_px": self.erode_px, "segments": self.rows}
 
 
 def analyse_segments(values: Any, labels: Any, rv_insertion: Any, *, level: str = "mid", quantity: str = "T1",
-                     unit: str = "ms") -> SegmentAnalysis:
-    """Assign the AHA segments (``core.segments``) and compute the statistics of ``values``."""
-    from ..core.segments import assign_segments, parse_insertion_points, segment_statistics
+                     unit: str = "ms", erode_px: int = 0) -> SegmentAnalysis:
+    """Assign the AHA segments (``core.segments``) and compute the statistics of ``values``.
+
+    ``erode_px`` > 0 leaves the myocardium's border pixels out of the statistics
+    (:func:`napari_any2reg.core.segments.myocardium_core`: partial volume with blood); the
+    segments themselves (overlay, ``segments``) still cover the whole label.
+    """
+    from ..core.segments import assign_segments, myocardium_core, parse_insertion_points, segment_statistics
 
     values = np.asarray(values)
     labels = np.asarray(labels)
@@ -66,23 +79,47 @@ def analyse_segments(values: Any, labels: Any, rv_insertion: Any, *, level: str 
                          "image on the map's grid.")
     points = parse_insertion_points(rv_insertion)
     segments = assign_segments(labels, points, level)
-    rows = segment_statistics(values, segments, level)
+    core = myocardium_core(labels, erode_px)
+    rows = segment_statistics(values, np.where(core, segments, 0), level)
     return SegmentAnalysis(segments=segments, rows=rows, level=str(level).lower(), quantity=quantity, unit=unit,
-                           insertion_points=points)
+                           insertion_points=points, erode_px=int(erode_px))
+
+
+def segments_csv_text(analysis: SegmentAnalysis) -> str:
+    """``segments.csv`` as text (:data:`SEGMENT_TABLE_COLUMNS`; statistics to 6 significant
+    digits, empty cells where missing): what the file holds and the Mapping dock copies."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SEGMENT_TABLE_COLUMNS)
+    for row in analysis.rows:
+        cells = ["" if row.get(c) is None else (f"{row[c]:.6g}" if isinstance(row[c], float) else row[c])
+                 for c in SEGMENT_TABLE_COLUMNS[:6]]
+        writer.writerow(cells + [analysis.quantity, analysis.unit])
+    return buffer.getvalue()
+
+
+def write_segments_table(path: Any, analysis: SegmentAnalysis) -> Path:
+    """Write :func:`segments_csv_text` to ``path`` (UTF-8)."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        handle.write(segments_csv_text(analysis))
+    return Path(path)
 
 
 def segment_files(analysis: SegmentAnalysis) -> dict[str, Callable[[Path], Any]]:
     """``{file name: writer(path)}`` for ``segments.csv`` and ``bullseye.png``."""
-    from ..io.map_input import save_figure_png, write_segments_csv
+    from ..io.map_input import save_figure_png
 
-    return {"segments.csv": lambda p: write_segments_csv(p, analysis.rows),
+    return {"segments.csv": lambda p: write_segments_table(p, analysis),
             "bullseye.png": lambda p: save_figure_png(p, analysis.figure())}
 
 
 def segments_file(map_path: Any, outdir: Any, *, mask_path: Any, rv_insertion: Any, level: str = "mid",
-                  overwrite: bool = False) -> SegmentAnalysis:
+                  overwrite: bool = False, erode_px: int = 0) -> SegmentAnalysis:
     """``any2reg segments``: read a 2-D map and its labels, write ``segments.csv`` and
-    ``bullseye.png`` into ``outdir`` (all or nothing)."""
+    ``bullseye.png`` into ``outdir`` (all or nothing); ``erode_px`` as for :func:`analyse_segments`."""
     from ..io import atomic_write_folder, check_output_folder
     from ..io.labels import read_label_image
     from ..io.map_input import read_map_image
@@ -92,7 +129,8 @@ def segments_file(map_path: Any, outdir: Any, *, mask_path: Any, rv_insertion: A
     labels = read_label_image(mask_path, image.shape)
     quantity = str(image.info.get("quantity") or "value")
     unit = str(image.info.get("unit") or "")
-    analysis = analyse_segments(image.values, labels, rv_insertion, level=level, quantity=quantity, unit=unit)
+    analysis = analyse_segments(image.values, labels, rv_insertion, level=level, quantity=quantity, unit=unit,
+                                erode_px=erode_px)
     outdir = Path(outdir)
     files = segment_files(analysis)
     refuse_replacing_inputs([outdir / name for name in files], [map_path, mask_path])
