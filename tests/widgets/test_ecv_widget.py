@@ -66,6 +66,7 @@ def test_ecv_section_adds_the_ecv_map_and_segments(viewer, widget, qtbot, notifi
     section.synthetic_check.setChecked(True)
     assert not section.hematocrit_spin.isEnabled()
     section.engine_combo.setCurrentIndex(section.engine_combo.findData("any2reg"))
+    section.erode_spin.setValue(1)  # the myocardium's border pixels out of its mean (partial volume)
     assert section.run_button.isEnabled()
     qtbot.mouseClick(section.run_button, _left())
     assert widget.worker is not None and not section.run_button.isEnabled() and widget.cancel_button.isEnabled()
@@ -76,6 +77,10 @@ def test_ecv_section_adds_the_ecv_map_and_segments(viewer, widget, qtbot, notifi
     ecv = layer.data
     assert ecv.shape == (64, 64) and ecv.dtype == np.float32
     assert layer.colorbar.visible and layer.metadata["unit"] == "%"
+    from napari_any2reg.widgets._dock import legend_text
+
+    # the colour bar's unit, under the frame label as for the T1 maps
+    assert legend_text(layer).startswith("synthetic ECV (%): 0 – 60")
     assert layer.metadata["any2reg_ecv"]["quantity"] == "synthetic ECV"
     np.testing.assert_allclose(layer.scale, native_layer.scale[-2:])
     outcome = section.last_outcome
@@ -89,11 +94,12 @@ def test_ecv_section_adds_the_ecv_map_and_segments(viewer, widget, qtbot, notifi
     from napari_any2reg.pipeline.ecv import compute_ecv
 
     api = compute_ecv(native.sequence, post.sequence, native.common_labels, synthetic_hematocrit=True,
-                      engine="any2reg", device="cpu")  # the dock ran exactly this
+                      engine="any2reg", device="cpu", erode_px=1)  # the dock ran exactly this
     np.testing.assert_allclose(ecv, api.ecv.ecv_percent, atol=1e-4)
+    assert outcome.ecv.erode_px == 1 and outcome.ecv.myocardial_mean() == pytest.approx(np.nanmean(ecv[core]), abs=1e-4)
     text = section.result_label.text()
-    assert text.startswith("Myocardial synthetic ECV:") and "registered as one set" in text
-    assert f"{outcome.ecv.myocardial_mean():.1f} %" in text
+    assert text.startswith("Myocardial synthetic ECV:") and "registered as one set (any2reg, 8 + 8 frames)" in text
+    assert f"{outcome.ecv.myocardial_mean():.1f} % without its 1 border px" in text
     assert section.run_button.isEnabled()
 
     # the AHA segments of the ECV map
@@ -118,13 +124,17 @@ def test_ecv_section_adds_the_ecv_map_and_segments(viewer, widget, qtbot, notifi
     qtbot.mouseClick(seg.copy_button, _left())
     from qtpy.QtWidgets import QApplication
 
-    copied = QApplication.clipboard().text().splitlines()
-    assert copied[0] == "segment,name,mean,sd,median,n_pixels" and len(copied) == 7
+    copied = QApplication.clipboard().text()
+    lines = copied.splitlines()
+    assert lines[0] == "segment,name,mean,sd,median,n_pixels,quantity,unit" and len(lines) == 7
+    assert all(line.endswith(",synthetic ECV,%") for line in lines[1:])
     target = tmp_path / "table.csv"
     from napari_any2reg.widgets import _segments_section
 
     monkeypatch.setattr(_segments_section.QFileDialog, "getSaveFileName", lambda *a, **k: (str(target), "CSV (*.csv)"))
     qtbot.mouseClick(seg.save_button, _left())
+    assert target.read_text(encoding="utf-8") == copied  # Copy and Save give the same table, same digits
+    assert len(lines[1].split(",")[2]) > 5  # 6 significant digits, not the 4 of the table on screen
     with open(target, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["segment"]) for r in rows] == list(range(7, 13))

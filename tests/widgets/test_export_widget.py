@@ -264,3 +264,56 @@ def test_network_run_exports_its_displacement_sd(viewer, widget, qtbot, tmp_path
     written = np.load(tmp_path / "sd" / "displacement_sd.npy")
     assert written.shape == phantom.sequence.frames.shape and np.isfinite(written).all() and (written >= 0).all()
     np.testing.assert_allclose(written, sd, rtol=1e-6)
+
+
+def test_report_shows_the_last_segment_analysis_of_the_mapping_dock(viewer, widget, mapping_dock, qtbot, tmp_path,
+                                                                    phantom_run, notes, monkeypatch):
+    """The Mapping dock's segments section, pressed twice (mid, then basal with the border left
+    out); the Export dock picks the last analysis and its report draws its bullseye and table."""
+    from qtpy.QtCore import Qt
+
+    from napari_any2reg.core import report
+
+    phantom, _, _ = phantom_run
+    layers = add_run(viewer, phantom_run, points=False, labels=False)
+    scale = layers["raw"].scale[-2:]
+    labels = viewer.add_labels(phantom.common_labels.astype(np.int32), name="heart labels", scale=scale)
+    marks = phantom.common_landmarks
+    viewer.add_points(np.array([marks["rv_insertion_anterior"], marks["rv_insertion_inferior"]]) * scale,
+                      name="RV insertion")
+    assert widget.segments_combo.layer() is None and widget.segments() is None  # no analysis yet
+    seg = mapping_dock.segments_section
+    seg.map_combo.set_layer("molli registered T1")
+    seg.labels_combo.set_layer(labels)
+    seg.points_combo.set_layer("RV insertion")
+    qtbot.mouseClick(seg.run_button, Qt.MouseButton.LeftButton)
+    boundaries = viewer.layers["molli registered T1 AHA segments"]
+    assert widget.segments_combo.layer() is boundaries and widget.segments()["level"] == "mid"
+    seg.level_combo.setCurrentIndex(seg.level_combo.findData("basal"))
+    seg.erode_spin.setValue(1)
+    qtbot.mouseClick(seg.run_button, Qt.MouseButton.LeftButton)
+    chosen = widget.segments()
+    assert chosen["level"] == "basal" and chosen["erode_px"] == 1
+    assert chosen["segments"] == seg.last_analysis.rows and [r["segment"] for r in chosen["segments"]] == [1, 2, 3, 4, 5, 6]
+
+    seen: dict = {}
+    original = report.report_figure
+
+    def spy(*args, **kwargs):
+        seen["segments"] = kwargs.get("segments")
+        figure = original(*args, **kwargs)
+        seen["texts"] = [ax.get_title() for ax in figure.axes] + [t.get_text() for ax in figure.axes for t in ax.texts]
+        return figure
+
+    monkeypatch.setattr(report, "report_figure", spy)
+    widget.set_items(["report"])
+    widget.folder_edit.setText(str(tmp_path / "export"))
+    qtbot.mouseClick(widget.export_button, Qt.MouseButton.LeftButton)
+    wait_done(qtbot, widget)
+    assert notes["error"] == [], notes
+    assert (tmp_path / "export" / "report.png").stat().st_size > 10_000
+    assert seen["segments"] == chosen
+    assert any(t.startswith("AHA segments, basal slice") for t in seen["texts"]), seen["texts"]
+    # "(none)": the report has no bullseye
+    widget.select(segments="(none)")
+    assert widget.segments() is None

@@ -17,8 +17,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from napari.layers import Image, Labels
-from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QPushButton
+from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QLabel, QPushButton, QSpinBox
 
+from ._dock import set_legend, show_colorbar
 from ._hosts import JobHost
 from ._layers import axes_kwargs, beside_translate, sequence_from_layer
 from ._pickers import LayerPicker, is_overlay_layer
@@ -105,6 +106,13 @@ class EcvSection(QGroupBox):
             self.engine_combo.addItem(name, name)
         self.register_check.toggled.connect(self.engine_combo.setEnabled)
         form.addRow("Engine", self.engine_combo)
+        self.erode_spin = QSpinBox()
+        self.erode_spin.setRange(0, 5)
+        self.erode_spin.setValue(0)
+        self.erode_spin.setSuffix(" px")
+        self.erode_spin.setToolTip("Leave the outer pixel layers of the LV myocardium (label 2) out of its mean and "
+                                   "the segments: border pixels mix with blood (partial volume). 0: the whole label.")
+        form.addRow("Exclude border", self.erode_spin)
         self.run_button = QPushButton("Compute ECV")
         self.run_button.setToolTip("Register, fit both T1 maps and compute ECV in the background; adds the ECV map.")
         self.run_button.clicked.connect(lambda *_: self.run())
@@ -113,7 +121,7 @@ class EcvSection(QGroupBox):
         self.result_label.setWordWrap(True)
         form.addRow(self.result_label)
         self._inputs = (self.native_combo, self.post_combo, self.labels_combo, self.hematocrit_spin,
-                        self.synthetic_check, self.register_check, self.engine_combo)
+                        self.synthetic_check, self.register_check, self.engine_combo, self.erode_spin)
         self.refresh_layers()
 
     # ------------------------------------------------------------------ layers
@@ -163,6 +171,8 @@ class EcvSection(QGroupBox):
         register = self.register_check.isChecked()
         engine = self.engine_combo.currentData()  # None: the default of register_pair
         device = self.host.device()
+        erode = int(self.erode_spin.value())
+        series = np.ndim(native_layer.data) == 3 and np.ndim(post_layer.data) == 3
         place = {"name": native_layer.name, "scale": np.array(native_layer.scale[-2:], float),
                  "translate": np.array(native_layer.translate[-2:], float), "shape": shape}
 
@@ -171,12 +181,12 @@ class EcvSection(QGroupBox):
 
             return compute_ecv(native, post, labels, hematocrit=hematocrit, synthetic_hematocrit=synthetic,
                                register=register, engine=engine, device=device, progress=job.progress,
-                               cancel=job.cancel, spacing_mm=tuple(place["scale"]))
+                               cancel=job.cancel, spacing_mm=tuple(place["scale"]), erode_px=erode)
 
         return self.host.start_job(work, description="ECV", activity="ECV",
                                    on_result=lambda outcome: self._show(outcome, place),
                                    message=f"ECV of {native_layer.name!r} and {post_layer.name!r}"
-                                           f"{' (registered as one set)' if register else ''}…",
+                                           f"{'' if not register else ' (registered as one set)' if series else ' (maps aligned)'}…",
                                    error_prefix="ECV failed")
 
     # ------------------------------------------------------------------ result
@@ -195,13 +205,17 @@ class EcvSection(QGroupBox):
             layer = self.viewer.add_image(ecv.ecv_percent, name=name, scale=place["scale"], translate=translate,
                                           colormap="inferno", contrast_limits=ECV_LIMITS, metadata=metadata,
                                           **axes_kwargs(2))
-        layer.colorbar.visible = True  # the colour bar's range is the layer's contrast limits, in %
+        # the unit under the frame label, as for the T1 maps (napari's colour bar has no title)
+        set_legend(layer, ecv.label, "%", f"{ecv.erode_px} border px left out of the means" if ecv.erode_px else "")
+        show_colorbar(layer)  # the colour bar's range is the layer's contrast limits, in %
         mean = ecv.myocardial_mean()
         text = (f"Myocardial {ecv.label}: {mean:.1f} %" if mean is not None
                 else f"No valid {ecv.label} in the LV myocardium (label 2).")
+        if ecv.erode_px:
+            text += f" without its {ecv.erode_px} border px"
         text += (f" (hematocrit {ecv.hematocrit:.3f}{' synthetic' if ecv.synthetic else ''}; blood T1 "
                  f"{ecv.native_blood_t1_ms:.0f} / {ecv.post_blood_t1_ms:.0f} ms; "
-                 f"{'registered as one set' if outcome.registration is not None else 'not registered'}; "
+                 f"{outcome.description()}; "
                  f"{ecv.n_invalid_labelled} labelled pixels without a valid T1, {ecv.n_invalid} in the image)")
         self.result_label.setText(text)
         self.host.set_status(f"Added {name!r} ({ecv.label} in %).")

@@ -6,7 +6,10 @@ the centre and the septal side) and a Points layer with the RV insertion points 
 first, optionally the inferior one), drawn on the labels' grid. The segments are computed by
 :func:`napari_any2reg.pipeline.segments.analyse_segments` (milliseconds, so no worker); the
 boundaries are added as a Labels layer and the segment numbers as a Points layer with text, on
-the map's position.
+the map's position. Both layers carry the analysis in their metadata (:data:`SEGMENTS_KEY`, the
+``SegmentAnalysis.summary()`` the QC report draws; :data:`SEGMENTS_ORDER_KEY`, which analysis is
+the latest): that is how the Export dock finds the last analysis for its report
+(:func:`latest_segments`), without asking this dock.
 
 The section gets the Mapping dock as a :class:`~._hosts.JobHost` (viewer, status line, whether
 its job runs), nothing more.
@@ -14,12 +17,13 @@ its job runs), nothing more.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels, Points
 from qtpy.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QFileDialog, QFormLayout, QGroupBox,
-                            QHBoxLayout, QHeaderView, QPushButton, QTableWidget, QTableWidgetItem)
+                            QHBoxLayout, QHeaderView, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem)
 
 from ._ecv_section import labels_frame
 from ._hosts import JobHost
@@ -27,10 +31,27 @@ from ._layers import axes_kwargs
 from ._pickers import LayerPicker, is_overlay_layer
 from ._plots import LazyFigure
 
-__all__ = ["SegmentsSection", "map_quantity", "SEGMENTS_KEY"]
+__all__ = ["SegmentsSection", "map_quantity", "SEGMENTS_KEY", "SEGMENTS_ORDER_KEY", "segment_layers",
+           "latest_segments"]
 
 #: Metadata key of the segment overlay layers (the analysis summary).
 SEGMENTS_KEY = "any2reg_segments"
+#: Metadata key of the segment overlay layers: the analysis' place in this session's order
+#: (a larger number is a later analysis).
+SEGMENTS_ORDER_KEY = "any2reg_segments_order"
+_ORDER = itertools.count(1)
+
+
+def segment_layers(viewer: Any) -> list[Any]:
+    """The segment boundary layers (one per analysed map) the section added, with an analysis."""
+    return [layer for layer in viewer.layers
+            if isinstance(layer, Labels) and isinstance((layer.metadata or {}).get(SEGMENTS_KEY), dict)]
+
+
+def latest_segments(viewer: Any) -> Any:
+    """The boundary layer of the last segment analysis made (``None`` without any)."""
+    layers = segment_layers(viewer)
+    return max(layers, key=lambda la: la.metadata.get(SEGMENTS_ORDER_KEY, 0)) if layers else None
 
 _MAP_QUANTITIES = {"t1": ("T1", "ms"), "r2": ("R²", ""), "t1_sd": ("T1 SD", "ms"), "t2": ("T2", "ms"),
                    "t2star": ("T2*", "ms")}
@@ -88,6 +109,12 @@ class SegmentsSection(QGroupBox):
             self.level_combo.addItem(level, level)
         self.level_combo.setCurrentIndex(1)
         form.addRow("Slice level", self.level_combo)
+        self.erode_spin = QSpinBox()
+        self.erode_spin.setRange(0, 5)
+        self.erode_spin.setSuffix(" px")
+        self.erode_spin.setToolTip("Leave the outer pixel layers of the LV myocardium out of the segment statistics "
+                                   "(partial volume with blood). 0: the whole label.")
+        form.addRow("Exclude border", self.erode_spin)
         self.run_button = QPushButton("Segments")
         self.run_button.setToolTip("Assign the AHA segments, add their boundaries and numbers, draw the bullseye.")
         self.run_button.clicked.connect(lambda *_: self.run())
@@ -148,7 +175,7 @@ class SegmentsSection(QGroupBox):
             points = self.insertion_points(points_layer, labels_layer)
             quantity, unit = map_quantity(map_layer)
             analysis = analyse_segments(values, labels, points, level=str(self.level_combo.currentData()),
-                                        quantity=quantity, unit=unit)
+                                        quantity=quantity, unit=unit, erode_px=int(self.erode_spin.value()))
         except Exception as exc:
             self.host.report_error(f"Cannot assign the segments: {exc}", exc)
             return False
@@ -164,11 +191,12 @@ class SegmentsSection(QGroupBox):
         from ..core.segments import segment_boundaries, segment_label_positions
 
         place = {"scale": np.array(map_layer.scale[-2:], float), "translate": np.array(map_layer.translate[-2:], float)}
-        meta = {SEGMENTS_KEY: analysis.summary()}
+        meta = {SEGMENTS_KEY: analysis.summary(), SEGMENTS_ORDER_KEY: next(_ORDER)}
         name = f"{map_layer.name} AHA segments"
         edges = segment_boundaries(analysis.segments)
         if name in self.viewer.layers:
             self.viewer.layers[name].data = edges
+            self.viewer.layers[name].metadata = dict(meta)  # the new analysis, before the numbers layer's events
         else:
             self.viewer.add_labels(edges, name=name, metadata=meta, opacity=0.9, **place, **axes_kwargs(2))
         positions = segment_label_positions(analysis.segments)
@@ -192,12 +220,10 @@ class SegmentsSection(QGroupBox):
 
     # ------------------------------------------------------------------ table out
     def table_csv(self) -> str:
-        """The table as CSV text (the columns of ``segments.csv``)."""
-        lines = [",".join(self.COLUMNS)]
-        for i in range(self.table.rowCount()):
-            cells = [self.table.item(i, j).text() if self.table.item(i, j) else "" for j in range(len(self.COLUMNS))]
-            lines.append(",".join(f'"{c}"' if "," in c else c for c in cells))
-        return "\n".join(lines) + "\n"
+        """The last analysis as CSV text: exactly what :meth:`save_csv` writes (``segments.csv``)."""
+        from ..pipeline.segments import segments_csv_text
+
+        return "" if self.last_analysis is None else segments_csv_text(self.last_analysis)
 
     def copy_table(self) -> None:
         QApplication.clipboard().setText(self.table_csv())
@@ -213,9 +239,10 @@ class SegmentsSection(QGroupBox):
                 return False
         try:
             from ..io import atomic_write
-            from ..io.map_input import write_segments_csv
+            from ..pipeline.segments import write_segments_table
 
-            atomic_write(path, lambda p: write_segments_csv(p, self.last_analysis.rows), overwrite=True)
+            analysis = self.last_analysis
+            atomic_write(path, lambda p: write_segments_table(p, analysis), overwrite=True)
         except OSError as exc:
             self.host.report_error(f"Could not save the segment table: {exc}", exc)
             return False

@@ -2,8 +2,10 @@
 
 Thin by design: it gathers the layers — the registered layer (frames, displacement, run summary
 in its metadata), its source (raw frames, for QC and the report), optionally a landmarks Points
-layer, a Labels layer ``(N, H, W)`` and the T1 / R² / SD maps the T1 mapping panel made — and
-calls :func:`napari_any2reg.pipeline.export.export_registration` in a worker thread. What can be
+layer, a Labels layer ``(N, H, W)``, the T1 / R² / SD maps the T1 mapping panel made and an
+AHA segment analysis of its segments section (the report's bullseye and segment table; found
+through the metadata of the boundary layers that section adds, the latest by default:
+:func:`~._segments_section.latest_segments`) — and calls :func:`napari_any2reg.pipeline.export.export_registration` in a worker thread. What can be
 written is listed as check boxes (see :data:`~napari_any2reg.pipeline.export.ITEMS`); items
 whose input is missing are disabled, with the reason as tool tip.
 
@@ -43,6 +45,7 @@ from ._layers import sequence_from_layer_fields
 from ._base import WorkerDock
 from ._pickers import LayerPicker, contains, is_registered_layer
 from ._registered import RegisteredLayer
+from ._segments_section import SEGMENTS_KEY, latest_segments, segment_layers
 
 if TYPE_CHECKING:
     import napari
@@ -84,6 +87,9 @@ class ExportWidget(WorkerDock):
         super().__init__(napari_viewer, parent)
         self.last_result: ExportResult | None = None
         self._wanted: dict[str, bool] = {item: True for item in EXPORT_ITEMS}
+        #: the latest segment analysis seen (a newer one becomes the choice)
+        self._latest_segments: Any = None
+        self._latest_summary: Any = None
         self._build_ui()
         self.watch_layers()
         self.refresh_layers()
@@ -111,6 +117,11 @@ class ExportWidget(WorkerDock):
             tooltip="Labels (N, H, W): a segmentation of every raw frame, for the all-pair Dice.")
         self.labels_combo.currentIndexChanged.connect(lambda *_: self._on_choice_changed())
         form.addRow("Labels", self.labels_combo)
+        self.segments_combo = LayerPicker(
+            self.viewer, lambda la: contains(segment_layers(self.viewer), la), none=True,
+            tooltip="AHA segments made in the T1 mapping dock's segments section: the report shows their "
+                    "bullseye and table (the latest analysis unless you choose).")
+        form.addRow("Segments", self.segments_combo)
 
         items_box = QGroupBox("Write")
         grid = QGridLayout(items_box)
@@ -144,7 +155,7 @@ class ExportWidget(WorkerDock):
         self.export_button.clicked.connect(lambda *_: self.export())
         self.make_progress_controls()
         self.dock_body(scroll_body(self), form, items_box, options, actions=(self.export_button,))
-        self._inputs = [self.registered_combo, self.points_combo, self.labels_combo, self.folder_edit,
+        self._inputs = [self.registered_combo, self.points_combo, self.labels_combo, self.segments_combo, self.folder_edit,
                         self.browse_button, self.format_combo, self.overwrite_check, *self.item_checks.values()]
 
     def _browse(self) -> None:
@@ -165,6 +176,14 @@ class ExportWidget(WorkerDock):
             options = picker.candidates()
             single = options[0] if len(options) == 1 and picker.layer() is None and not picker.none_chosen else None
             picker.refresh(prefer=single)
+        latest = latest_segments(self.viewer)
+        newer = latest is not None and not (self._latest_segments is latest and latest.metadata.get(SEGMENTS_KEY)
+                                            is self._latest_summary)
+        self.segments_combo.refresh(prefer=latest if newer else None)
+        if newer:
+            self.segments_combo.none_chosen = False
+        self._latest_segments = latest
+        self._latest_summary = None if latest is None else latest.metadata.get(SEGMENTS_KEY)
         self._update_available()
 
     def _on_choice_changed(self) -> None:
@@ -183,13 +202,19 @@ class ExportWidget(WorkerDock):
     def labels_layer(self) -> Labels | None:
         return self.labels_combo.layer()
 
-    def select(self, *, registered: Any = None, points: Any = None, labels: Any = None) -> None:
+    def segments(self) -> dict[str, Any] | None:
+        """The chosen AHA segment analysis (``SegmentAnalysis.summary()``) for the report, or ``None``."""
+        layer = self.segments_combo.layer()
+        summary = None if layer is None else (layer.metadata or {}).get(SEGMENTS_KEY)
+        return dict(summary) if isinstance(summary, dict) else None
+
+    def select(self, *, registered: Any = None, points: Any = None, labels: Any = None, segments: Any = None) -> None:
         """Choose layers (layers or names) as a user would; ``None`` leaves a choice unchanged.
 
-        The string ``"(none)"`` chooses no landmarks / labels.
+        The string ``"(none)"`` chooses no landmarks / labels / segments.
         """
         for picker, layer in ((self.registered_combo, registered), (self.points_combo, points),
-                              (self.labels_combo, labels)):
+                              (self.labels_combo, labels), (self.segments_combo, segments)):
             if layer is not None:
                 picker.set_layer(layer)
 
@@ -304,6 +329,7 @@ class ExportWidget(WorkerDock):
             "landmarks": landmarks,
             "labels": labels,
             "t1_maps": t1_maps,
+            "segments": self.segments() if "report" in items else None,
             "input_path": input_path,
             "report_format": str(self.format_combo.currentData()),
             "overwrite": self.overwrite_check.isChecked(),
