@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from napari_any2reg.core.engines.any2reg import DEFAULT_WEIGHTS
 from napari_any2reg.core.mapping import fit_t1
 from napari_any2reg.core.phantom import make_phantom, tissue_t1_ms
 from napari_any2reg.pipeline.ecv import compute_ecv
@@ -122,11 +123,13 @@ def main() -> None:
         "# ECV after joint registration of native + post-contrast MOLLI (phantom)", "",
         f"True myocardial ECV {true_ecv():.2f} % (hematocrit {HEMATOCRIT}); seeds {args.seeds} (test range), offsets "
         f"{args.offsets_mm} mm between the breath-holds; 96 x 96 px at 3 mm, SNR 40, 8 + 8 frames. Errors in %-points. "
-        "Core = LV myocardium label eroded by one pixel. Machine: " + machine + ".", "",
+        f"Core = LV myocardium label eroded by one pixel. any2reg weights: {DEFAULT_WEIGHTS} (the default). "
+        "Machine: " + machine + ".", "",
         "## all cases", "", *table(rows, args.engines), *by_offset, "",
         "Written by benchmarks/bench_ecv.py.", ""])
     Path(args.out + ".md").write_text(text)
-    Path(args.out + ".json").write_text(json.dumps({"rows": rows, "truth": true_ecv(), "hematocrit": HEMATOCRIT}, indent=1))
+    Path(args.out + ".json").write_text(json.dumps({"rows": rows, "truth": true_ecv(), "hematocrit": HEMATOCRIT,
+                                                   "default_weights": DEFAULT_WEIGHTS}, indent=1))
     print(text)
 
 
