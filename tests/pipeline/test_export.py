@@ -325,3 +325,42 @@ def test_itk_item_writes_one_field_per_frame_that_reads_back(tmp_path, run):
         (field,) = parameters["DeformationFieldFileName"]
         assert field == f"displacement_itk_frame{k:03d}.nii.gz" and (Path(moved) / field).is_file()
         assert parameters["Size"] == [width, height] and parameters["Spacing"] == pytest.approx(SPACING[::-1])
+
+
+# ---------------------------------------------------------------------- the report's verdict
+def test_a_report_from_a_run_summary_carries_the_verdict_register_would_write(tmp_path, monkeypatch):
+    """The napari Export dock passes the run's summary (no verdict): the report still shows the
+    verdict and outlier frames that ``register``'s metrics.json holds for the same run."""
+    from napari_any2reg.core import report as report_module
+    from napari_any2reg.core.bad_frames import inject_bad_frame
+    from napari_any2reg.core.registration import register
+    from napari_any2reg.core.verdict import assess_registration
+
+    phantom = make_phantom("molli", seed=20711, shape=(64, 64), spacing_mm=(4.5, 4.5), motion_mm=8.0)
+    sequence = phantom.sequence.replace(frames=inject_bad_frame(phantom, 5, "other_slice"))
+    result = register(sequence, engine="any2reg", device="cpu")
+    drawn = {}
+    real_figure = report_module.report_figure
+
+    def spy(*args, **kwargs):
+        drawn["info"] = kwargs["info"]
+        return real_figure(*args, **kwargs)
+
+    monkeypatch.setattr(report_module, "report_figure", spy)
+    summary = result.summary()
+    assert "verdict" not in summary
+    ex.export_result(result, tmp_path / "out", items="report", info=summary)
+    expected = assess_registration(
+        sequence.frames, result.registered, result.displacement, scores=result.extras.get("correspondence"),
+        spacing_mm=sequence.spacing_mm, timings_ms=sequence.timings_ms,
+        displacement_sd_mm=result.extras.get("displacement_sd_mm"), uncertainty_note=result.params.get("uncertainty"))
+    info = drawn["info"]
+    assert info["outlier_frames"]["indices"] == expected["outlier_frames"]["indices"] == [5]
+    assert info["verdict"] == expected["verdict"] and info["verdict"]["level"] in ("check", "poor")
+    assert info["displacement_sd"]["p95_mm"] == expected["displacement_sd"]["p95_mm"]
+    assert "verdict" not in summary  # the caller's summary is not modified
+    # a caller that has the verdict (register's metrics) keeps its own
+    drawn.clear()
+    mine = {**summary, "verdict": {"level": "good", "reasons": []}}
+    ex.export_result(result, tmp_path / "again", items="report", info=mine)
+    assert drawn["info"]["verdict"] == {"level": "good", "reasons": []}

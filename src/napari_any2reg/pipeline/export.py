@@ -370,8 +370,31 @@ def _compute(context: ExportContext, job: _ExportJob, qc: tuple | None, report: 
                 context.raw, context.registered, u, info=context.info, template=context.template,
                 correspondence=context.correspondence, tre=context.tre, dice=context.dice)
     if "report" in job.chosen:
+        if context.raw is not None and "verdict" not in (context.info or {}):
+            report(0.3, "verdict")
+            context.info = {**(context.info or {}), **_assessment(context)}
         report(0.35, "QC report")
         context.figure = _report_figure(context)
+
+
+def _assessment(context: ExportContext) -> dict[str, Any]:
+    """``outlier_frames``, ``displacement_sd`` and ``verdict`` for a report whose caller had none
+    (the napari Export dock passes the run's summary; ``register`` passes its metrics.json), by the
+    function that makes metrics.json's, so the report says what ``register`` would have written."""
+    from ..core.overlays import uncertainty_unavailable
+    from ..core.verdict import assess_registration
+
+    info = context.info or {}
+    note = (info.get("params") or {}).get("uncertainty")
+    if context.displacement_sd is None and not (note and str(note).startswith("none")):
+        note = uncertainty_unavailable(info.get("engine"), note)
+    raw = context.raw
+    assessment = assess_registration(
+        raw.frames, context.registered.frames, context.displacement, scores=context.correspondence,
+        spacing_mm=raw.spacing_mm, timings_ms=raw.timings_ms, labels=context.labels,
+        displacement_sd_mm=context.displacement_sd, uncertainty_note=note)
+    assessment.pop("_verdict_inputs")
+    return assessment
 
 
 def _write(context: ExportContext, job: _ExportJob, report: Callable[[float, str], None]) -> list[Path]:
