@@ -369,3 +369,15 @@ def test_cohort_lock_refuses_a_second_run_and_takes_over_a_dead_one(tmp_path):
     report = run_batch([], outdir)
     assert report.rows == [] and (outdir / "summary.csv").is_file()
     assert not (outdir / LOCK_FILE).exists()
+
+
+def test_batch_worker_errors_speak_the_command_line(tmp_path, capsys):
+    """Worker processes never entered the CLI vocabulary: ``any2reg batch --reference-frame 8``
+    on an 8-frame series stored "reference_frame=8 is outside ..." in summary.csv. The batch
+    carries its interface into the worker jobs."""
+    root = _cohort(tmp_path / "in", 1)
+    outdir = tmp_path / "out"
+    assert main(["batch", str(root), "-o", str(outdir), "--jobs", "1", "--engine", "groupwise", "--reference-frame", "8", "-q"]) == 3
+    error = _summary(outdir)["p0_molli"]["error"]
+    assert "--reference-frame 8 is outside the frames 0..7" in error and "reference_frame=" not in error, error
+    assert json.loads((outdir / "p0_molli" / "failed.json").read_text())["error"] == error

@@ -33,7 +33,7 @@ import numpy as np
 
 from .cohort import SeriesJob
 from .series import RegisterSettings
-from ..core.vocabulary import arg
+from ..core.vocabulary import arg, interface
 
 log = logging.getLogger(__name__)
 
@@ -188,12 +188,24 @@ def _thumbnail(frames: np.ndarray, size: int = 64) -> np.ndarray:
     return mean[::step, ::step].astype(np.float16)
 
 
-def run_series(job: SeriesJob, settings: BatchSettings, outdir: str) -> dict[str, Any]:
+def run_series(job: SeriesJob, settings: BatchSettings, outdir: str, *, speak: str | None = None) -> dict[str, Any]:
     """Register (and fit) one series of the cohort into ``outdir/<job.name>``; never raises.
 
     This is the Dask task. Returns the series' summary row; on failure the row has
     ``status="failed"`` and the error, and ``failed.json`` is written in its folder.
+    ``speak``: the interface whose words the errors use (:mod:`..core.vocabulary`; ``None``:
+    this process's own). A worker process does not inherit the command line's: the batch passes
+    its own, so a row says ``--reference-frame 8`` to whoever typed ``any2reg batch``.
     """
+    if speak is None:
+        return _run_series(job, settings, outdir)
+    from ..core.vocabulary import speaking
+
+    with speaking(speak):
+        return _run_series(job, settings, outdir)
+
+
+def _run_series(job: SeriesJob, settings: BatchSettings, outdir: str) -> dict[str, Any]:
     start = time.perf_counter()
     folder = Path(outdir) / job.name
     base = {"series": job.name, "input": job.label, "output": str(folder)}
@@ -527,7 +539,7 @@ def _run_locked(jobs, outdir, settings, started, n_jobs, scheduler, on_result, s
                 reg = settings.register
                 client.register_plugin(TorchWorkerSetup(threads, reg.engine_name(), reg.device, reg.weights))
                 futures = {
-                    client.submit(run_series, job, settings, str(outdir), key=f"any2reg-series-{job.name}-{os.getpid()}-{time.time_ns()}",
+                    client.submit(run_series, job, settings, str(outdir), speak=interface(), key=f"any2reg-series-{job.name}-{os.getpid()}-{time.time_ns()}",
                                   pure=False): job
                     for job in todo
                 }
