@@ -323,7 +323,7 @@ def test_atomic_write_when_every_hidden_name_is_taken(tmp_path, monkeypatch):
     from napari_any2reg.io import _atomic
 
     monkeypatch.setattr(_atomic.secrets, "token_hex", lambda n: "0" * (2 * n))
-    (tmp_path / ".00000000~out.txt").write_text("leftover")
+    (tmp_path / f".{_atomic._host_tag()}-{os.getpid()}-00000000~out.txt").write_text("leftover")  # a live writer's
     with pytest.raises(FileExistsError, match=r"100 random names were all taken.*\.\*~ files"):
         atomic_write(tmp_path / "out.txt", lambda p: p.write_text("new"))
     assert not (tmp_path / "out.txt").exists()
@@ -921,3 +921,41 @@ def test_nifti_time_units_survive_a_re_export(tmp_path, unit, step, expected_ms,
         assert float(header["pixdim"][4]) == pytest.approx(expected_ms)
     # and read back once more: the same interval in ms
     assert read_sequence(out).metadata.get("frame_interval_ms") == (pytest.approx(expected_ms) if expected_ms else None)
+
+
+def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next_write(tmp_path):
+    """SIGKILL during atomic_write left a hidden ``.<...>~name`` temporary that nothing removed.
+    Temporaries name their writer (host tag, pid): the next write into the folder removes those
+    of dead writers and keeps those of live ones, other hosts and unknown origin."""
+    import signal
+    import subprocess
+    import sys
+
+    from napari_any2reg.io import _atomic
+
+    child = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys\n"
+         "from napari_any2reg.io._atomic import atomic_write\n"
+         "def writer(temp):\n"
+         "    temp.write_text('half written')\n"
+         "    print(temp.name, flush=True)\n"
+         "    sys.stdin.readline()  # killed here, mid-write\n"
+         f"atomic_write({str(tmp_path / 'result.txt')!r}, writer)\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    leftover = tmp_path / child.stdout.readline().strip()
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stdin.close()
+    child.stdout.close()
+    assert leftover.is_file() and leftover.name.endswith("~result.txt")
+    assert leftover.name.startswith(f".{_atomic._host_tag()}-{child.pid}-")
+    live = tmp_path / f".{_atomic._host_tag()}-{os.getpid()}-0123abcd~busy.txt"  # this process: alive
+    other_host = tmp_path / f".ffffffff-{child.pid}-0123abcd~shared.txt"  # another machine's: cannot check
+    unknown = tmp_path / ".0123abcd~mine.txt"  # no owner in the name (or the user's own file): kept
+    for path in (live, other_host, unknown):
+        path.write_text("x")
+    atomic_write(tmp_path / "next.txt", lambda p: p.write_text("ok"))
+    assert not leftover.exists() and not (tmp_path / "result.txt").exists()
+    assert live.exists() and other_host.exists() and unknown.exists()
+    assert (tmp_path / "next.txt").read_text() == "ok"

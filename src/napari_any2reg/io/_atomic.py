@@ -145,10 +145,13 @@ def _reserve_temp(target: Path) -> Path:
     """Create an empty, hidden temporary file next to ``target`` and return its path.
 
     The temporary name ends with the full target name, so writers that pick the format
-    from the extension (``.nii.gz``, ``.ome.tif``) or append one (``np.save``) behave.
+    from the extension (``.nii.gz``, ``.ome.tif``) or append one (``np.save``) behave; it
+    starts with the writing process (``.<host tag>-<pid>-<random>~``), so a temporary left by a
+    process killed with SIGKILL is removed by the next write into the folder.
     """
+    owner = f"{_host_tag()}-{os.getpid()}"  # a killed writer's leftover is recognised (remove_stale_temporaries)
     for _ in range(100):
-        temp = target.with_name(f".{secrets.token_hex(4)}~{target.name}")
+        temp = target.with_name(f".{owner}-{secrets.token_hex(4)}~{target.name}")
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
@@ -232,6 +235,8 @@ def atomic_write_all(
     items = [(Path(path), writer) for path, writer in items]
     for target, _ in items:
         _check_target(target, overwrite)
+    for parent in dict.fromkeys(target.parent for target, _ in items):
+        remove_stale_temporaries(parent)
     temps: list[Path] = []
     committed: list[Path] = []
     kept: list[tuple[Path, Path]] = []  # (replaced file set aside, its target)
@@ -417,6 +422,39 @@ def remove_stale_staging(folder: Any) -> list[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         if not staging.exists():
             removed.append(staging)
+    return removed
+
+
+#: ``.<host tag>-<pid>-<random>~<target name>``: the temporary of one file, its writer in the name.
+_TEMP_NAME = re.compile(r"\.([0-9a-f]{8})-(\d+)-[0-9a-f]{8}~.")
+
+
+def remove_stale_temporaries(folder: Any) -> list[Path]:
+    """Remove the single-file temporaries in ``folder`` whose writing process is gone; return them.
+
+    Only files named by :func:`_reserve_temp` that were written on this host by a process that
+    no longer exists: the writer removes its own on any exception, so only a killed process
+    (SIGKILL, power loss) leaves one. A temporary of a live process (this one included), of
+    another host (a shared disk: its process cannot be checked) or of unknown origin is kept.
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    host = _host_tag()
+    try:
+        entries = [entry for entry in os.scandir(folder) if entry.name.startswith(".")]
+    except OSError:
+        return removed
+    for entry in entries:
+        match = _TEMP_NAME.match(entry.name)
+        if match is None or match.group(1) != host:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False) or _process_alive(int(match.group(2))):
+                continue
+            os.unlink(entry.path)
+        except OSError:
+            continue
+        removed.append(Path(entry.path))
     return removed
 
 
