@@ -283,6 +283,26 @@ def test_validation_seeds_must_be_held_out():
         _tiny_config(validation_seeds=(5, 6))
 
 
+@pytest.mark.parametrize("threads", [1e9, 10**9, float("inf"), 0, 2.5])
+def test_training_api_thread_count_is_bounded(threads, tmp_path):
+    # 10**9 would kill the process (libgomp out of memory); the CLI's --threads was checked, Python's was not
+    with pytest.raises(ValueError, match=r"num_threads must be a whole number >= 1 and at most \d+"):
+        _tiny_config(num_threads=threads)
+    config = _tiny_config(num_threads=1)
+    config.num_threads = threads  # set after construction: train checks it again before torch sees it
+    with pytest.raises(ValueError, match="num_threads must be a whole number"):
+        train(config, tmp_path)
+    assert torch.get_num_threads() == 1
+
+
+def test_training_thread_count_error_speaks_the_cli():
+    from napari_any2reg.core.vocabulary import speaking
+
+    with speaking("cli"), pytest.raises(ValueError, match="--threads must be a whole number") as caught:
+        _tiny_config(num_threads=1e9)
+    assert "num_threads" not in str(caught.value)
+
+
 # ------------------------------------------------------------------ CLI
 def test_cli_train_writes_checkpoint(tmp_path, capsys):
     out = tmp_path / "run"

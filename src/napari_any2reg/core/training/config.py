@@ -504,6 +504,10 @@ class TrainingConfig(ScheduleSettings, OptimisationSettings, LossSettings, Augme
             raise ValueError(f"still_unsupervised_weight must be in [0, 1]; got {self.still_unsupervised_weight}")
         if self.validation_still_seed is not None and self.validation_still_seed < VALIDATION_SEED_MIN:
             raise ValueError(f"validation_still_seed must be >= {VALIDATION_SEED_MIN} (held out from training)")
+        if self.num_threads is not None:  # 10**9 would kill the process (libgomp out of memory)
+            from ..device import check_threads
+
+            check_threads(self.num_threads, threads_option())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dictionary (tuples become lists)."""
@@ -520,6 +524,14 @@ class TrainingConfig(ScheduleSettings, OptimisationSettings, LossSettings, Augme
 
     def replace(self, **changes: Any) -> "TrainingConfig":
         return dataclasses.replace(self, **changes)
+
+
+def threads_option() -> str:
+    """The name of ``num_threads`` as the interface in charge spells it: ``--threads`` on the
+    command line (``any2reg train``'s flag), ``num_threads=`` in Python."""
+    from ..vocabulary import interface
+
+    return "threads" if interface() == "cli" else "num_threads"
 
 
 def with_random_grid(config: TrainingConfig, spacing: float, size: int) -> TrainingConfig:

@@ -174,8 +174,11 @@ def train(
     reporter = Progress(progress, cancel)
     device = resolve_device(config.device)
     previous_threads = torch.get_num_threads()
-    if config.num_threads:
-        torch.set_num_threads(int(config.num_threads))
+    if config.num_threads is not None:  # checked again: the field may have been set after construction
+        from ..device import check_threads
+        from .config import threads_option
+
+        torch.set_num_threads(check_threads(config.num_threads, threads_option()))
     try:
         return _train(config, store, device, resume=resume, reporter=reporter, log=log, real_sequences=real_sequences,
                       user_sequences=user_sequences)
