@@ -457,7 +457,7 @@ def test_a_fifo_as_a_side_file_is_said_to_be_one(side, tmp_path, molli_file, unb
     assert main(argv(pipe)) == 1
     line = _one_error_line(capsys.readouterr().err)
     assert str(pipe) in line and words in line and "no such" not in line, line
-    if side in ("mask", "weights"):
+    if side in ("mask", "weights", "landmarks"):
         assert f"--{side} {pipe}: " in line, line
     assert not out.exists() and not moved.exists()
 
@@ -481,6 +481,41 @@ def test_a_fifo_as_a_side_file_in_python(tmp_path, phantom, unblocked_fifo):
     with pytest.raises(ValueError, match="not a displacement file"):
         apply_file(pipe, tmp_path / "in.tif", tmp_path / "out.tif")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["side.npy"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX")
+def test_check_weights_says_a_fifo_or_a_folder_is_not_a_regular_file(tmp_path, unblocked_fifo):
+    """``any2reg ecv --weights`` and the Dask worker set-up call check_weights alone: a FIFO or
+    a folder got "no such file" about a path that exists."""
+    from napari_any2reg.core.weights import WeightsError
+    from napari_any2reg.pipeline.preflight import check_weights
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for path, what in ((unblocked_fifo("mine.pt"), "a named pipe (FIFO)"), (folder, "a folder")):
+        for speak, named in (("api", f"weights={str(path)!r}"), ("cli", f"--weights {path}")):
+            with speaking(speak), pytest.raises(WeightsError) as caught:
+                check_weights("cpu", str(path))
+            message = str(caught.value)
+            assert message.startswith(f"{named}: it is {what}, not a regular file; ") and "no such" not in message, message
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX")
+def test_read_landmarks_for_names_the_landmarks_argument(tmp_path, phantom, unblocked_fifo):
+    """A FIFO or a missing file as the landmark CSV: the message names --landmarks (CLI) or
+    landmarks_path= (Python), as the frame-range error already did."""
+    from napari_any2reg.pipeline.preflight import read_landmarks_for
+
+    pipe, missing = unblocked_fifo("clicks.csv"), tmp_path / "nowhere.csv"
+    for speak, flag in (("api", "landmarks_path="), ("cli", "--landmarks ")):
+        with speaking(speak):
+            shown = (lambda p: f"{flag}{str(p)!r}") if speak == "api" else (lambda p: f"{flag}{p}")
+            with pytest.raises(ValueError) as caught:
+                read_landmarks_for(str(pipe), phantom.sequence)
+            assert str(caught.value).startswith(f"{shown(pipe)}: it is a named pipe (FIFO), not a landmark CSV file"), caught.value
+            with pytest.raises(FileNotFoundError) as caught:
+                read_landmarks_for(str(missing), phantom.sequence)
+            assert str(caught.value).startswith(f"{shown(missing)}: no such landmark CSV"), caught.value
 
 
 def test_an_empty_dcm_is_refused_without_reading_its_folder(tmp_path, monkeypatch, capsys):

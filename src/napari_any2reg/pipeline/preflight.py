@@ -17,7 +17,7 @@ from typing import Sequence as Seq
 
 import numpy as np
 
-from ..core.vocabulary import arg
+from ..core.vocabulary import arg, interface
 
 __all__ = [
     "read_input",
@@ -104,6 +104,11 @@ def check_weights(device: str, weights: str | None) -> None:
     # the interface's words (core.vocabulary): --weights on the command line, weights= in Python
     named = arg("weights", str(weights))
     fix = f"pass a best.pt / checkpoint.pt written by 'any2reg train', or omit {arg('weights')} to use the shipped weights."
+    from ..io._common.errors import special_file_kind
+
+    what = special_file_kind(weights)
+    if what is not None:  # a FIFO would block the loader forever; "no such file" would be false
+        raise WeightsError(f"{named}: it is {what}, not a regular file; {fix}")
     import zipfile
 
     if Path(weights).is_file() and not zipfile.is_zipfile(weights):
@@ -186,12 +191,20 @@ def resolve_export_items(
 
 def read_landmarks_for(path: str, sequence: Any):
     """A landmark CSV checked against the sequence's frames (before registering)."""
+    from ..io._common.errors import special_file_kind
     from ..io.landmarks import read_landmarks_csv
 
+    # the interface's words (core.vocabulary): --landmarks on the command line, landmarks_path= in Python
+    named = arg("landmarks" if interface() == "cli" else "landmarks_path", str(path))
+    what = special_file_kind(path)
+    if what is not None:  # a FIFO would block the reader forever; "no such file" would be false
+        raise ValueError(f"{named}: it is {what}, not a landmark CSV file; give a CSV file with the columns frame,name,y,x.")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{named}: no such landmark CSV; check the path.")
     table = read_landmarks_csv(path, spacing_mm=sequence.spacing_mm)
     if table.n_frames > sequence.n_frames:
         raise ValueError(
-            f"--landmarks {path}: a point is on frame {table.n_frames - 1} but {sequence.name!r} has "
+            f"{named}: a point is on frame {table.n_frames - 1} but {sequence.name!r} has "
             f"{sequence.n_frames} frames (0..{sequence.n_frames - 1}); frames are 0-based."
         )
     table.positions(sequence.n_frames)  # a landmark placed twice on a frame: fail before registering
