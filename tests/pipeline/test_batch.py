@@ -381,3 +381,28 @@ def test_batch_worker_errors_speak_the_command_line(tmp_path, capsys):
     error = _summary(outdir)["p0_molli"]["error"]
     assert "--reference-frame 8 is outside the frames 0..7" in error and "reference_frame=" not in error, error
     assert json.loads((outdir / "p0_molli" / "failed.json").read_text())["error"] == error
+
+
+def test_dask_worker_setup_speaks_the_batch_interface(tmp_path, monkeypatch, caplog):
+    """The per-worker set-up loads the network once and logs a weights problem; in a worker
+    process it said weights='...' to whoever typed ``any2reg batch --weights``. It is given the
+    batch's interface as each series is (called directly here: no cluster needed)."""
+    import logging
+
+    import torch
+
+    from napari_any2reg.pipeline._dask_worker import TorchWorkerSetup
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        monkeypatch.setenv(name, "1")  # the set-up pins them: restored after the test
+    missing = tmp_path / "missing.pt"
+    threads = torch.get_num_threads()
+    try:
+        for speak, named in (("cli", f"--weights {missing}: no such file"), (None, f"weights={str(missing)!r}: no such file")):
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="napari_any2reg.pipeline._dask_worker"):
+                TorchWorkerSetup(1, "any2reg", "cpu", str(missing), speak=speak).setup()
+            messages = [record.getMessage() for record in caplog.records]
+            assert any(named in message for message in messages), messages
+    finally:
+        torch.set_num_threads(threads)

@@ -537,7 +537,7 @@ def _run_locked(jobs, outdir, settings, started, n_jobs, scheduler, on_result, s
                 from ._dask_worker import TorchWorkerSetup
 
                 reg = settings.register
-                client.register_plugin(TorchWorkerSetup(threads, reg.engine_name(), reg.device, reg.weights))
+                client.register_plugin(TorchWorkerSetup(threads, reg.engine_name(), reg.device, reg.weights, speak=interface()))
                 futures = {
                     client.submit(run_series, job, settings, str(outdir), speak=interface(), key=f"any2reg-series-{job.name}-{os.getpid()}-{time.time_ns()}",
                                   pure=False): job
