@@ -30,7 +30,20 @@ def test_one_cancellation_exception():
 
 
 def test_builtin_engines_are_the_registered_ones():
-    assert sorted(BUILTIN_ENGINES) == available_engines()
+    """Every module in core/engines is imported on first use, and the engines they register are
+    exactly BUILTIN_ENGINES (a new engine module not listed there fails here)."""
+    import pkgutil
+    import sys
+
+    from napari_any2reg.core import engines
+    from napari_any2reg.core.engine_api import ENGINES
+
+    available_engines()
+    modules = [m.name for m in pkgutil.iter_modules(engines.__path__) if not m.name.startswith("_")]
+    assert {"any2reg", "groupwise", "xcoreg"} <= set(modules)
+    assert all(f"napari_any2reg.core.engines.{name}" in sys.modules for name in modules)
+    shipped = sorted(name for name, fn in ENGINES.items() if fn.__module__.startswith("napari_any2reg.core.engines."))
+    assert shipped == sorted(BUILTIN_ENGINES)
 
 
 def test_option_names_are_declared_once():

@@ -137,7 +137,10 @@ def register_engine(name: str) -> Callable[[Engine], Engine]:
 
 
 # ---------------------------------------------------------------- engine options
-#: The engines shipped with the package (``core/engines``), in the order the docks list them.
+#: The engines shipped with the package (``core/engines``, found there on first use), in the order
+#: the docks list them. Declared here because the option table below names them before any
+#: engine is imported; ``tests/core/test_engine_api.py`` checks it against what ``core/engines``
+#: registers, so a new engine module that is not listed here fails the tests.
 BUILTIN_ENGINES = ("any2reg", "any2reg-io", "groupwise", "xcoreg")
 
 _NETWORK = ("any2reg", "any2reg-io")

@@ -63,9 +63,18 @@ def available_engines() -> list[str]:
 
 
 def _load_builtin_engines() -> None:
+    """Import every engine module of ``core/engines`` (each registers itself with
+    ``@register_engine``): a new engine is a new module there, no list to extend here."""
     # imported on first use: importing the engines loads torch networks and weights code that
     # `core.registration`'s importers (CLI --help) should not pay for
-    from .engines import any2reg, groupwise, xcoreg  # noqa: F401
+    import importlib
+    import pkgutil
+
+    from . import engines
+
+    for module in pkgutil.iter_modules(engines.__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{engines.__name__}.{module.name}")
 
 
 @dataclasses.dataclass

@@ -123,7 +123,7 @@ def segments_file(map_path: Any, outdir: Any, *, mask_path: Any, rv_insertion: A
     from ..io import atomic_write_folder, check_output_folder
     from ..io.labels import read_label_image
     from ..io.map_input import read_map_image
-    from .series import refuse_replacing_inputs
+    from .preflight import refuse_replacing_inputs
 
     image = read_map_image(map_path, flag="MAP")
     labels = read_label_image(mask_path, image.shape)

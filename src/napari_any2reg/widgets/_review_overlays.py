@@ -14,7 +14,7 @@ displacement SD of a classical engine) has its button disabled with the reason a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 from napari.layers import Image, Shapes, Vectors
@@ -28,9 +28,8 @@ from ._dock import set_legend, show_colorbar
 from ._hosts import JobHost
 from ._layers import axes_kwargs, beside_translate
 from ._pickers import OVERLAY_KEY, same_layer
+from ._review_pair import ReviewPair
 
-if TYPE_CHECKING:
-    from .review import _Pair
 
 __all__ = ["OverlaySection", "LAYER_BUILDERS", "JACOBIAN_LIMITS", "FOLDING_COLORMAP", "OVERLAY_KEY", "overlay_suffixes"]
 
@@ -109,13 +108,13 @@ class ReviewOverlayHost(JobHost, Protocol):
     def selected_layer(self) -> Image | None:
         """The registered layer chosen in the dock."""
 
-    def pair(self) -> "_Pair":
+    def pair(self) -> "ReviewPair":
         """The chosen registered layer with its registration (raises with the fix if none)."""
 
-    def require_source(self, pair: "_Pair") -> Image:
+    def require_source(self, pair: "ReviewPair") -> Image:
         """The raw source layer of ``pair`` (raises with the fix when it is not open)."""
 
-    def pair_and_source(self) -> "tuple[_Pair, Image] | None":
+    def pair_and_source(self) -> "tuple[ReviewPair, Image] | None":
         """Both, or ``None`` (the dock has said why)."""
 
     def compute_review(self, force: bool = False, then: Callable[[qc.Review], None] | None = None) -> bool:
@@ -193,7 +192,7 @@ class OverlaySection(QWidget):
         return {key: members[0].button for key, members in self.groups.items()}
 
     # ------------------------------------------------------------------ enabling
-    def update_enabled(self, pair: "_Pair | None") -> None:
+    def update_enabled(self, pair: "ReviewPair | None") -> None:
         """Enable the buttons for ``pair`` (``None``: no layer); a refused entry says why."""
         for key, button in self.buttons.items():
             members = self.groups[key]
@@ -203,7 +202,7 @@ class OverlaySection(QWidget):
         for button in (self.toggle_button, self.side_button):
             button.setEnabled(pair is not None)
 
-    def _missing(self, members: list[Overlay], pair: "_Pair") -> str | None:
+    def _missing(self, members: list[Overlay], pair: "ReviewPair") -> str | None:
         """Why the group cannot be shown for ``pair`` (inputs that never come: no SD), or ``None``.
 
         A missing source is not a reason here: it may be opened; the click says what to do.
@@ -217,7 +216,7 @@ class OverlaySection(QWidget):
         return None
 
     # ------------------------------------------------------------------ inputs
-    def options(self, pair: "_Pair | None" = None) -> dict[str, Any]:
+    def options(self, pair: "ReviewPair | None" = None) -> dict[str, Any]:
         """The reader's display choices the computations read (see :class:`OverlayInputs`)."""
         options: dict[str, Any] = {
             "grid_spacing": float(self.grid_spacing_spin.value()),
@@ -229,7 +228,7 @@ class OverlaySection(QWidget):
             options["raw_limits"] = tuple(float(v) for v in pair.source.contrast_limits)
         return options
 
-    def _inputs(self, pair: "_Pair", review: qc.Review | None = None, copy: bool = False,
+    def _inputs(self, pair: "ReviewPair", review: qc.Review | None = None, copy: bool = False,
                 frames: bool = False) -> OverlayInputs:
         registration = pair.registration
         raw = registered = None
@@ -312,19 +311,19 @@ class OverlaySection(QWidget):
         return self.host.start_job(work, description=message, on_result=done, main=False,
                                    error_prefix=f"{message} failed")
 
-    def _placement(self, pair: "_Pair", overlay: Overlay) -> dict[str, np.ndarray]:
+    def _placement(self, pair: "ReviewPair", overlay: Overlay) -> dict[str, np.ndarray]:
         """``scale`` and ``translate`` of ``overlay`` (copies of its base layer's)."""
         base = self._base_of(pair, overlay)
         return {"scale": np.array(base.scale, dtype=float), "translate": np.array(base.translate, dtype=float)}
 
     @staticmethod
-    def _base_of(pair: "_Pair", overlay: Overlay | None) -> Image:
+    def _base_of(pair: "ReviewPair", overlay: Overlay | None) -> Image:
         """The layer ``overlay`` lies on (its ``base``: the raw frames or the common grid)."""
         if overlay is not None and overlay.base == "source" and pair.source is not None:
             return pair.source
         return pair.registered
 
-    def _put_layer(self, new: Any, pair: "_Pair", overlay: Overlay) -> Any:
+    def _put_layer(self, new: Any, pair: "ReviewPair", overlay: Overlay) -> Any:
         base = self._base_of(pair, overlay)
         new.name = f"{pair.registered.name} {overlay.suffix}"
         for attribute in ("scale", "translate"):  # set only when it changes: each set re-slices
@@ -342,7 +341,7 @@ class OverlaySection(QWidget):
             self.host.viewer.layers.append(new)
         return new
 
-    def _overlays_of(self, pair: "_Pair") -> list[Any]:
+    def _overlays_of(self, pair: "ReviewPair") -> list[Any]:
         return [la for la in self.host.viewer.layers
                 if la.metadata.get(OVERLAY_KEY) and la.metadata.get("review_of") == pair.registered.name]
 
@@ -350,7 +349,7 @@ class OverlaySection(QWidget):
     def _entry_of(layer: Any) -> Overlay | None:
         return OVERLAYS.get(layer.metadata.get(OVERLAY_KEY))
 
-    def _hide_covered(self, new: Any, pair: "_Pair", overlay: Overlay) -> None:
+    def _hide_covered(self, new: Any, pair: "ReviewPair", overlay: Overlay) -> None:
         """Show ``new`` with its colour bar; hide the other image overlays it would pile onto."""
         new.visible = True
         for layer in self._overlays_of(pair):

@@ -45,6 +45,7 @@ from ._base import WorkerDock
 from ._dock import compact_combos, install_frame_label, scroll_body
 from ._pickers import LayerPicker, is_overlay_layer, is_registered_layer, layer_key, same_layer
 from ._registered import RegisteredLayer
+from ._review_pair import ReviewPair
 from ._review_overlays import FOLDING_COLORMAP, JACOBIAN_LIMITS, OverlaySection
 from ._review_profile import ProfileSection
 from ._review_qc import QCSection, VerdictBanner
@@ -72,36 +73,6 @@ class _Outcome:
     assessment: dict[str, Any] | None = None  # outlier_frames, displacement_sd, verdict
     assessment_problem: str | None = None  # why there is no verdict
     mask_note: str | None = None  # why the chosen mask was not used
-
-
-@dataclasses.dataclass
-class _Pair:
-    """The registered layer under review, its source and the arrays the core needs."""
-
-    registered: Image
-    source: Image | None
-    registration: RegisteredLayer
-
-    @property
-    def displacement(self) -> np.ndarray:
-        return self.registration.displacement
-
-    @property
-    def spacing_mm(self) -> tuple[float, float]:
-        return self.registration.spacing_mm(self.registered)
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return dict(self.registration.summary)
-
-    @property
-    def key(self) -> tuple[int, ...]:
-        # a re-run replaces the metadata arrays: their identity tells a stale review apart. The
-        # layers by napari's unique_id: a plugin dock's viewer hands out a new proxy object of
-        # the same layer on every ``viewer.layers[name]``, so ``id(layer)`` would never match
-        return (layer_key(self.registered), RegisteredLayer.field_id(self.registered), id(self.registered.data),
-                layer_key(self.source) if self.source is not None else 0,
-                id(self.source.data) if self.source is not None else 0)
 
 
 class ReviewWidget(WorkerDock):
@@ -332,7 +303,7 @@ class ReviewWidget(WorkerDock):
                           "reads the central heart box")
         return np.array(data, dtype=np.int64), None
 
-    def _key(self, pair: _Pair) -> tuple[int, ...]:
+    def _key(self, pair: ReviewPair) -> tuple[int, ...]:
         """What the review depends on: the layers, their arrays and the mask."""
         mask = self.mask_layer()
         return pair.key + ((layer_key(mask), id(mask.data)) if mask is not None else (0, 0))
@@ -396,14 +367,14 @@ class ReviewWidget(WorkerDock):
         self._update_enabled()
 
     # ------------------------------------------------------------------ review data
-    def pair(self) -> _Pair:
+    def pair(self) -> ReviewPair:
         """The registered layer, its source and field; raises ``ValueError`` with the fix."""
         layer = self.selected_layer()
         if layer is None:
             raise ValueError("No registered layer to review; run the Registration panel first.")
-        return _Pair(registered=layer, source=self._source_of(layer), registration=RegisteredLayer.from_layer(layer))
+        return ReviewPair(registered=layer, source=self._source_of(layer), registration=RegisteredLayer.from_layer(layer))
 
-    def require_source(self, pair: _Pair) -> Image:
+    def require_source(self, pair: ReviewPair) -> Image:
         if pair.source is None:
             raise ValueError(
                 f"The source layer {pair.registration.source_layer!r} of {pair.registered.name!r} is not in the "
@@ -411,7 +382,7 @@ class ReviewWidget(WorkerDock):
             )
         return pair.source
 
-    def pair_and_source(self) -> tuple[_Pair, Image] | None:
+    def pair_and_source(self) -> tuple[ReviewPair, Image] | None:
         """The chosen registration and its source layer, or ``None`` once the reason is shown."""
         try:
             pair = self.pair()

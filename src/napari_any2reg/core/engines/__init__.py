@@ -1,1 +1,2 @@
-"""Registration engines. Each module registers itself in ``core.registration.ENGINES``."""
+"""Registration engines. Each public module (or package) here registers itself with
+``core.engine_api.register_engine``; ``core.registration`` imports them all on first use."""
