@@ -8,7 +8,7 @@ import numpy as np
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QTabWidget, QWidget
 
 from ._mapping_helpers import MappingOutcome
-from ._plots import LazyFigure
+from ._plots import LazyFigure, ShowsPlot
 
 __all__ = ["ResultsSection", "ROLES", "format_outcome"]
 
@@ -16,7 +16,7 @@ __all__ = ["ResultsSection", "ROLES", "format_outcome"]
 ROLES = (("before", "Raw (before)"), ("after", "Registered (after)"))
 
 
-class ResultsSection(QTabWidget):
+class ResultsSection(ShowsPlot, QTabWidget):
     """Two tabs: the ROI statistics of a fit (``stats_table``) and its R² survival plot (``figure``)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -34,15 +34,7 @@ class ResultsSection(QTabWidget):
                                    make_when_shown=True)
         self.addTab(self.stats_table, "ROI statistics")
         self.addTab(self.survival, "R² survival")
-
-    @property
-    def figure(self) -> Any:
-        """The R² survival plot's matplotlib figure (made on first use)."""
-        return self.survival.figure
-
-    @property
-    def canvas(self) -> Any:
-        return self.survival.canvas
+        self.plot_area = self.survival
 
     def show_outcome(self, outcome: MappingOutcome) -> None:
         self.fill_table(outcome)

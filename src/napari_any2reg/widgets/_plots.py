@@ -13,7 +13,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-__all__ = ["LazyFigure", "import_plotting"]
+__all__ = ["LazyFigure", "ShowsPlot", "import_plotting"]
 
 
 def import_plotting() -> None:
@@ -24,6 +24,23 @@ def import_plotting() -> None:
     """
     import matplotlib.backends.backend_qtagg  # noqa: F401
     import matplotlib.figure  # noqa: F401
+
+
+class ShowsPlot:
+    """Mixin for a widget with one plot: ``figure`` and ``canvas`` are those of its ``plot_area``
+    (a :class:`LazyFigure`, or a section that shows the plot), made on first use."""
+
+    plot_area: Any
+
+    @property
+    def figure(self) -> Any:
+        """The plot's matplotlib figure (made on first use)."""
+        return self.plot_area.figure
+
+    @property
+    def canvas(self) -> Any:
+        """The plot's Qt canvas (made on first use)."""
+        return self.plot_area.canvas
 
 
 class LazyFigure(QWidget):

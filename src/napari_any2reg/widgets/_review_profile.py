@@ -7,12 +7,12 @@ from typing import Any
 import numpy as np
 from qtpy.QtWidgets import QFormLayout, QLabel, QSpinBox, QVBoxLayout, QWidget
 
-from ._plots import LazyFigure
+from ._plots import LazyFigure, ShowsPlot
 
 __all__ = ["ProfileSection"]
 
 
-class ProfileSection(QWidget):
+class ProfileSection(ShowsPlot, QWidget):
     """Radius control and a matplotlib plot of a temporal profile (made at the first plot)."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -30,14 +30,6 @@ class ProfileSection(QWidget):
         layout.addWidget(hint)
         layout.addLayout(form)
         layout.addWidget(self.plot_area, 1)
-
-    @property
-    def figure(self) -> Any:
-        return self.plot_area.figure
-
-    @property
-    def canvas(self) -> Any:
-        return self.plot_area.canvas
 
     def radius(self) -> int:
         return int(self.profile_radius_spin.value())

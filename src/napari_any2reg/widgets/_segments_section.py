@@ -29,7 +29,7 @@ from ._ecv_section import labels_frame
 from ._hosts import JobHost
 from ._layers import axes_kwargs
 from ._pickers import LayerPicker, is_overlay_layer
-from ._plots import LazyFigure
+from ._plots import LazyFigure, ShowsPlot
 
 __all__ = ["SegmentsSection", "map_quantity", "SEGMENTS_KEY", "SEGMENTS_ORDER_KEY", "segment_layers",
            "latest_segments"]
@@ -69,7 +69,7 @@ def _is_map_layer(layer: Any) -> bool:
     return isinstance(layer, Image) and layer.ndim == 2 and not layer.rgb and not is_overlay_layer(layer)
 
 
-class SegmentsSection(QGroupBox):
+class SegmentsSection(ShowsPlot, QGroupBox):
     """AHA segments of a map: overlay, bullseye and table.
 
     Parameters
@@ -79,15 +79,6 @@ class SegmentsSection(QGroupBox):
     """
 
     COLUMNS = ("segment", "name", "mean", "sd", "median", "n_pixels")
-
-    @property
-    def figure(self) -> Any:
-        """The bullseye's matplotlib figure (made on first use)."""
-        return self.plot_area.figure
-
-    @property
-    def canvas(self) -> Any:
-        return self.plot_area.canvas
 
     def __init__(self, host: JobHost) -> None:
         super().__init__("AHA segments")

@@ -59,7 +59,7 @@ from ._mapping_helpers import (
 )
 from ._mapping_results import ROLES, ResultsSection, format_outcome
 from ._pickers import LayerPicker, cuda_available, index_of, is_roi_layer, is_sequence_layer, layer_key, same_layer
-from ._plots import import_plotting
+from ._plots import ShowsPlot, import_plotting
 from ._registered import SOURCE_KEY, RegisteredLayer
 from ._segments_section import SegmentsSection
 
@@ -75,7 +75,7 @@ MAP_SUFFIXES = {"t1": " T1", "r2": " R²", "t1_sd": " T1 SD"}
 _SIDE_BY_SIDE_GAP = 0.05  # fraction of the image width between raw and registered maps
 
 
-class MappingWidget(WorkerDock):
+class MappingWidget(ShowsPlot, WorkerDock):
     """Dock widget fitting T1 maps of a raw and/or registered sequence and comparing them.
 
     Parameters
@@ -188,6 +188,7 @@ class MappingWidget(WorkerDock):
         self.make_progress_controls()
 
         self.results = ResultsSection()
+        self.plot_area = self.results  # the R² survival plot
         self.tabs = self.results
         self.stats_table = self.results.stats_table  # (figure, canvas: properties, made on first use)
 
@@ -420,15 +421,6 @@ class MappingWidget(WorkerDock):
         return ShapesROI.from_layer(layer, reference, shape)
 
     # ------------------------------------------------------------------ run / cancel
-    @property
-    def figure(self) -> Any:
-        """The R² survival plot's matplotlib figure (made on first use)."""
-        return self.results.figure
-
-    @property
-    def canvas(self) -> Any:
-        return self.results.canvas
-
     def run(self) -> bool:
         """Start fitting the chosen layers; returns ``True`` if a fit was started.
 

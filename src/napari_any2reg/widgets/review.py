@@ -44,6 +44,7 @@ from ..core.verdict import assess_registration
 from ._base import WorkerDock
 from ._dock import compact_combos, install_frame_label, scroll_body
 from ._pickers import LayerPicker, is_overlay_layer, is_registered_layer, layer_key, same_layer
+from ._plots import ShowsPlot
 from ._registered import RegisteredLayer
 from ._review_pair import ReviewPair
 from ._review_overlays import FOLDING_COLORMAP, JACOBIAN_LIMITS, OverlaySection
@@ -75,7 +76,7 @@ class _Outcome:
     mask_note: str | None = None  # why the chosen mask was not used
 
 
-class ReviewWidget(WorkerDock):
+class ReviewWidget(ShowsPlot, WorkerDock):
     """Dock widget reviewing a registration result (overlays, QC table, temporal profile).
 
     Parameters
@@ -129,6 +130,7 @@ class ReviewWidget(WorkerDock):
         self.qc_section.compute_requested.connect(lambda: self.compute_review(force=True))
         self.qc_section.frame_clicked.connect(self.go_to_frame)
         self.profile = ProfileSection()
+        self.plot_area = self.profile  # the temporal profile plot
         controls = dict(_SECTION_CONTROLS, overlays=_SECTION_CONTROLS["overlays"] + self.overlays.button_names)
         for section, names in controls.items():
             for name in names:
@@ -149,15 +151,6 @@ class ReviewWidget(WorkerDock):
         layout.addWidget(self.tabs, 1)
         layout.addLayout(progress)
         layout.addWidget(self.status_label)
-
-    @property
-    def figure(self) -> Any:
-        """The profile plot's matplotlib figure (made on first use)."""
-        return self.profile.figure
-
-    @property
-    def canvas(self) -> Any:
-        return self.profile.canvas
 
     # overlay actions (the overlays section does the work)
     def show_grid(self) -> bool:
