@@ -262,20 +262,20 @@ def assess_registration(
 ) -> dict[str, Any]:
     """``outlier_frames``, ``displacement_sd`` and ``verdict`` of a registration (``metrics.json``).
 
-    The outliers are read in the heart region (:func:`heart_region`: the mask's labels, else
-    the central box), the uncertainty in the LV myocardium when the mask has label 2 (else in
-    the same heart region; :func:`myocardial_region`); ``scores`` are the stored correspondence maps
+    The outliers are read around the heart (:func:`.outliers.outlier_region`: the mask's labels
+    and a margin, else the body in the central box), the uncertainty in the LV myocardium when the
+    mask has label 2 (else in the mask or the central box; :func:`myocardial_region`); ``scores`` are the stored correspondence maps
     (else the model-free score is computed). The verdict here has no fit; add one with
     :func:`make_verdict` ``r2_after=`` once the maps are fitted (``pipeline.series`` does).
     """
     from .metrics import alignment_score
-    from .outliers import detect_outlier_frames
+    from .outliers import detect_outlier_frames, outlier_region
     from .qc import correspondence_maps, folding_mask
 
     raw = np.asarray(raw, np.float32)
     registered = np.asarray(registered, np.float32)
     u = np.asarray(displacement, np.float32)
-    region, _ = heart_region(raw.shape[1:], labels)
+    region, _ = outlier_region(raw.shape[1:], labels, spacing_mm=spacing_mm, frames=registered)
     maps = correspondence_maps(raw, u, spacing_mm=spacing_mm, stored=scores)
     outliers = detect_outlier_frames(registered, displacement=u, scores=maps, spacing_mm=spacing_mm,
                                      region=region, timings_ms=timings_ms).to_json()
