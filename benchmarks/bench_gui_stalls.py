@@ -55,12 +55,62 @@ class StallMeter:
         return self.longest
 
 
+class StallProfiler:
+    """Where the GUI thread is while the event loop is stalled: a thread samples the main
+    thread's Python stack every 10 ms while the meter has not ticked for 50 ms, and counts, per
+    action, the innermost frame of this plugin and the innermost frame of all (10 ms each)."""
+
+    def __init__(self, meter: StallMeter) -> None:
+        import threading
+
+        self.meter, self.main = meter, threading.get_ident()
+        self.counts: dict[str, dict[str, int]] = {}
+        self.action = ""
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import traceback
+
+        while self.running:
+            time.sleep(0.01)
+            if time.perf_counter() - self.meter.last < 0.05 or not self.action:
+                continue
+            frame = sys._current_frames().get(self.main)
+            if frame is None:
+                continue
+            stack = traceback.extract_stack(frame)
+            ours = [f for f in stack if "napari_any2reg" in f.filename]
+            counts = self.counts.setdefault(self.action, {})
+            for key in ((f"plugin {_where(ours[-1])}" if ours else "plugin: none"), f"innermost {_where(stack[-1])}"):
+                counts[key] = counts.get(key, 0) + 1
+
+    def top(self, action: str, n: int = 4) -> list[str]:
+        counts = self.counts.get(action, {})
+        return [f"{key} ({10 * value} ms)" for key, value in sorted(counts.items(), key=lambda kv: -kv[1])[:n]]
+
+    def close(self) -> None:
+        self.running = False
+        self.thread.join()
+
+
+def _where(frame) -> str:
+    path = frame.filename.replace(os.sep, "/")
+    for marker in ("site-packages/", "src/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{path}:{frame.lineno} {frame.name}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs=2, default=(1280, 800), metavar=("W", "H"))
     parser.add_argument("--engine", default="groupwise", help="registration engine (default: groupwise)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for one action")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gui_stalls_cpu")
+    parser.add_argument("--profile-stalls", action="store_true",
+                        help="also sample where the GUI thread is during stalls (written to <out>_profile.md)")
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
@@ -72,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     viewer.window.resize(*args.size)
     app = QApplication.instance()
     meter = StallMeter()
+    profiler = StallProfiler(meter) if args.profile_stalls else None
     rows: list[dict] = []
 
     def settle(n: int = 10) -> None:
@@ -91,12 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     def action(name: str, press, done=lambda: True, note: str = "") -> None:
         settle()
         meter.reset()
+        if profiler is not None:
+            profiler.action = name
         begin = time.perf_counter()
         press()
         finished = wait(done)
         settle(3)  # the result drawn
         seconds = time.perf_counter() - begin
         stall = meter.close() * 1000
+        if profiler is not None:
+            profiler.action = ""
         rows.append({"action": name, "seconds": round(seconds, 3), "longest_stall_ms": round(stall, 1),
                      "finished": finished, "note": note})
         print(f"{name:<36} {seconds:7.2f} s   longest stall {stall:7.1f} ms{'' if finished else '  (timed out)'}",
@@ -158,6 +213,15 @@ def main(argv: list[str] | None = None) -> int:
     action("landmarks: Import CSV", lambda: landmarks.names.import_csv(csv), lambda: landmarks.worker is None)
 
     meter.timer.stop()
+    if profiler is not None:
+        profiler.close()
+        profile_lines = ["# Where the GUI thread is during stalls", "",
+                         "`--profile-stalls`: the main thread's stack sampled every 10 ms while the event loop had "
+                         "not ticked for 50 ms; per action the innermost frames of this plugin and of all.", "",
+                         "| action | longest stall (ms) | where |", "|---|---:|---|"]
+        profile_lines += [f"| {r['action']} | {r['longest_stall_ms']:.0f} | {'<br>'.join(profiler.top(r['action'], 6))} |"
+                          for r in rows]
+        Path(f"{args.out}_profile.md").write_text("\n".join(profile_lines) + "\n")
     viewer.close()
     after_first = [r for r in rows[1:] if r["finished"]]
     worst = max(after_first, key=lambda r: r["longest_stall_ms"])
@@ -197,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
         "The load average is in the machine line: on a shared 2-core machine the same action varies by 2x.",
         "",
     ]
+    if profiler is not None:
+        lines += [f"Where the GUI thread is during each stall: `{Path(f'{args.out}_profile.md').name}` (`--profile-stalls`).", ""]
     args.out.with_suffix(".md").write_text("\n".join(lines))
     print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.md')}")
     return 0

@@ -509,7 +509,8 @@ class MappingWidget(ShowsPlot, WorkerDock):
             display = outcome.display.get(job.role) or display_maps(result, job, outcome.r2_threshold)
             for key in MAP_SUFFIXES:
                 def step(job=job, result=result, translate=translate, display=display, key=key) -> None:
-                    layers = self._add_maps(job, result, translate, outcome.r2_threshold, display, only=key)
+                    layers = self._add_maps(job, result, translate, outcome.r2_threshold, display, only=key,
+                                            colorbars=self._staging)
                     added[key].append(layers[key])
                 steps.append(step)
 
@@ -547,7 +548,10 @@ class MappingWidget(ShowsPlot, WorkerDock):
         return self.worker is not None or bool(self._staging)
 
     def _add_maps(self, job: MapJob, result: T1FitResult, translate: np.ndarray, r2_threshold: float,
-                  display: dict[str, Any], only: str | None = None) -> dict[str, Any]:
+                  display: dict[str, Any], only: str | None = None, colorbars: list | None = None) -> dict[str, Any]:
+        """Add (or update) the map layers; ``colorbars``: a staging queue the colour bar of a new
+        layer goes to the front of (its next event-loop turn: vispy's first colour bar takes
+        0.3-0.5 s, as long as the layer itself), else it is shown at once."""
         t1_view = display["t1_view"]
         base_meta = {SOURCE_KEY: job.name, "any2reg_fit": result.summary(), "spacing_mm": job.scale.tolist(),
                      "masked_pixels": display["masked_pixels"]}
@@ -587,7 +591,11 @@ class MappingWidget(ShowsPlot, WorkerDock):
                     metadata=metadata,
                     **axes_kwargs(2),
                 )
-                show_colorbar(layers[key], key == "t1" and job.role == "before")
+                show = (lambda layer=layers[key], on=key == "t1" and job.role == "before": show_colorbar(layer, on))
+                if colorbars is None:
+                    show()
+                else:
+                    colorbars.insert(0, show)
         return layers
 
 #: What each map's colours mean (see ``_dock.legend_text``; the range is the layer's contrast).
