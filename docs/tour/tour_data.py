@@ -23,26 +23,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-#: The post-contrast breath-hold sits this far (mm, along y) from the native one.
-POST_OFFSET_MM = (12.0, 0.0)
-#: Field of view of the plugin's samples (``widgets._sample_data.SAMPLE_FOV_MM``).
-FOV_MM = 288.0
 #: Landmark names of the phantom (and the Landmarks dock's defaults), anterior first.
 RV_INSERTION = ("rv_insertion_anterior", "rv_insertion_inferior")
 
 
 def tour_phantoms(size: int = 192):
-    """``(native, post)`` phantoms: the MOLLI sample and its post-contrast partner."""
-    from napari_any2reg.core.phantom import make_phantom
-    from napari_any2reg.widgets._sample_data import SAMPLES
+    """``(native, post)`` phantoms: the MOLLI sample and its post-contrast partner (the napari
+    sample *Phantom MOLLI native + post-contrast with heart labels (ECV)*)."""
+    from napari_any2reg.widgets._sample_data import ecv_pair_phantoms
 
-    _, kwargs = SAMPLES["molli"]
-    kwargs = dict(kwargs)
-    kind = kwargs.pop("kind")
-    common = dict(shape=(size, size), spacing_mm=(FOV_MM / size, FOV_MM / size), **kwargs)
-    native = make_phantom(kind, **common)
-    post = make_phantom(kind, contrast="post", breath_hold_offset_mm=POST_OFFSET_MM, **common)
-    return native, post
+    return ecv_pair_phantoms((size, size))
 
 
 def rv_insertion_text(phantom) -> str:

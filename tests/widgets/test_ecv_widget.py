@@ -169,3 +169,41 @@ def test_ecv_section_reports_bad_input_and_adds_nothing(viewer, widget, qtbot, n
     qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
     assert any("label 1" in e for e in notifications["error"]), notifications
     assert len(viewer.layers) == n_layers + 1
+
+
+def test_the_ecv_pair_sample_gives_the_ecv_section_all_it_needs(viewer, widget, qtbot, notifications, monkeypatch):
+    """File > Open Sample > the ECV pair: two MOLLI series 12 mm apart and the heart labels; the
+    ECV section picks them up and its myocardial ECV is the phantom's (native 1000 / post 450 ms,
+    blood 1550 / 300 ms)."""
+    from napari_any2reg.widgets import _sample_data
+
+    monkeypatch.setattr(_sample_data, "SAMPLE_SHAPE", (64, 64))
+    layers = viewer.open_sample("napari-any2reg", "ecv_pair")
+    assert [layer.name for layer in layers] == ["MOLLI native (ECV pair)", "MOLLI post-contrast (ECV pair)",
+                                                "heart labels (ECV pair)", "RV insertion (ECV pair)"]
+    native, post, labels, rv = layers
+    assert native.data.shape == post.data.shape == (8, 64, 64) and labels.data.shape == (64, 64)
+    assert set(np.unique(labels.data)) == {0, 1, 2, 3}
+    np.testing.assert_allclose(labels.scale, native.scale[-2:])
+    assert native.metadata["any2reg_kind"] == post.metadata["any2reg_kind"] == "molli"
+    assert (native.metadata["contrast"], post.metadata["contrast"]) == ("native", "post")
+    section = widget.ecv_section
+    section.native_combo.set_layer(native.name)
+    section.post_combo.set_layer(post.name)
+    section.labels_combo.set_layer(labels)
+    section.hematocrit_spin.setValue(0.42)
+    section.engine_combo.setCurrentIndex(section.engine_combo.findData("any2reg"))
+    section.erode_spin.setValue(1)
+    qtbot.mouseClick(section.run_button, _left())
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT_MS)
+    assert notifications["error"] == [], notifications
+    truth = 100 * 0.58 * (1 / 450 - 1 / 1000) / (1 / 300 - 1 / 1550)  # at hematocrit 0.42
+    assert section.last_outcome.ecv.myocardial_mean() == pytest.approx(truth, abs=3.0)
+    # the segments section takes the sample's RV insertion points as they are (world mm)
+    seg = widget.segments_section
+    seg.map_combo.set_layer(viewer.layers[f"{native.name} ECV"])
+    seg.labels_combo.set_layer(labels)
+    seg.points_combo.set_layer(rv)
+    qtbot.mouseClick(seg.run_button, _left())
+    assert notifications["error"] == [], notifications
+    assert seg.table.rowCount() == 6 and seg.table.item(0, 1).text() == "mid anterior"

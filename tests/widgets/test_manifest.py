@@ -80,6 +80,7 @@ def test_npe2_discovers_all_contributions(tmp_path):
         "cine": "Phantom cine (30 frames)",
         "t2prep": "Phantom T2-prep (4 preparations, known T2)",
         "mge": "Phantom multi-echo T2* (8 echoes, known T2*)",
+        "ecv_pair": "Phantom MOLLI native + post-contrast, heart labels, RV insertion (ECV)",
     }
     assert [w.display_name for w in contributions.widgets] == DOCK_WIDGETS
 
@@ -99,7 +100,8 @@ def test_napari_lists_the_plugin(make_napari_viewer):
     _, samples_menu = submenu(viewer.window.file_menu, "Open Sample")
     samples, _ = submenu(samples_menu, name)
     assert samples == ["Phantom MOLLI 5(3)3 with motion", "Phantom STONE-like (11 frames)", "Phantom cine (30 frames)",
-                       "Phantom T2-prep (4 preparations, known T2)", "Phantom multi-echo T2* (8 echoes, known T2*)"]
+                       "Phantom T2-prep (4 preparations, known T2)", "Phantom multi-echo T2* (8 echoes, known T2*)",
+                       "Phantom MOLLI native + post-contrast, heart labels, RV insertion (ECV)"]
 
 
 def test_manifest_contributes_layers_menus():
