@@ -105,3 +105,43 @@ def test_segments_csv_of_a_synthetic_ecv_is_marked_and_erode_px_is_reported(maps
                  "--rv-insertion", RV, "--erode-px", "9", "-q"]) == 1
     assert "--erode-px 9 removes every LV myocardium pixel" in capsys.readouterr().err
     assert not (maps / "bad").exists()
+
+
+def test_ecv_and_segments_read_the_scanners_dicom_t1_maps(tmp_path, capsys):
+    # issue 26: the inline MOLLI T1 maps as exported (ImageType T1 MAP, values in ms after the rescale)
+    import tifffile
+    from conftest import write_dicom
+    from pydicom.uid import generate_uid
+
+    native, post, labels = _ring_maps()
+    for name, t1, slope, intercept in (("native", native, 0.5, 0.0), ("post", post, 1.0, -50.0)):
+        folder = tmp_path / name
+        folder.mkdir()
+        write_dicom(folder / "IM_0001.dcm", np.round((t1 - intercept) / slope), generate_uid(), spacing_mm=(1.4, 1.4),
+                    ImageType=["DERIVED", "PRIMARY", "T1 MAP", "T1"], RescaleSlope=slope, RescaleIntercept=intercept,
+                    SeriesDescription=f"MOLLI {name} T1 map")
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    out = tmp_path / "out"
+    assert main(["ecv", str(tmp_path / "native"), str(tmp_path / "post" / "IM_0001.dcm"), "-o", str(out), "--mask",
+                 str(tmp_path / "labels.tif"), "--hematocrit", "0.42", "--no-register", "-q"]) == 0, capsys.readouterr().err
+    truth = 100 * (1 - 0.42) * (1 / post - 1 / native) / (1 / 300 - 1 / 1550)
+    ecv = tifffile.imread(out / "ecv.tif")
+    np.testing.assert_allclose(ecv, truth, atol=1e-3)
+    assert 25.0 < ecv[labels == 2].mean() < 40.0
+    stats = json.loads((out / "ecv_stats.json").read_text())
+    assert stats["inputs"]["native_kind"] == stats["inputs"]["post_kind"] == "T1 map"
+    assert stats["spacing_mm"] == [1.4, 1.4]  # the DICOM's PixelSpacing
+    from napari_any2reg.io import read_map_tiff
+
+    values, info = read_map_tiff(out / "native_t1.tif")
+    np.testing.assert_allclose(values, native)
+    assert list(info["spacing_mm"]) == [1.4, 1.4]
+
+    seg = tmp_path / "seg"
+    assert main(["segments", str(tmp_path / "native"), "-o", str(seg), "--mask", str(tmp_path / "labels.tif"),
+                 "--rv-insertion", RV, "--erode-px", "1", "-q"]) == 0, capsys.readouterr().err
+    with open(seg / "segments.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["segment"]) for r in rows] == list(range(7, 13))
+    assert {r["quantity"] for r in rows} == {"T1"} and {r["unit"] for r in rows} == {"ms"}
+    assert all(float(r["mean"]) == pytest.approx(1000.0, abs=0.01) for r in rows)

@@ -2,7 +2,11 @@
 and the files of the segment analysis (``segments.csv``, ``bullseye.png``).
 
 A map is a 2-D float image (TIFF as written by :func:`.fields.save_map_tiff` or any 2-D TIFF,
-NIfTI, ``.npy``); :func:`read_map_or_sequence` tells a map from a sequence by its shape.
+NIfTI, ``.npy``, or a scanner's DICOM map: see :mod:`.dicom.maps`); :func:`read_map_or_sequence`
+tells a map from a sequence by its shape. A DICOM map is one file whose ImageType marks a map
+(``T1 MAP``, ``T1MAP``, Siemens ``MOCO`` + ``T1``), or a folder / file whose series is one image or
+map images of one image; a MOLLI folder holding the scanner's maps beside its frames is a
+sequence (name the map's file to read the map instead).
 """
 
 from __future__ import annotations
@@ -30,12 +34,15 @@ _TIFF = (".tif", ".tiff", ".ome.tif", ".ome.tiff")
 @dataclasses.dataclass(frozen=True, eq=False)
 class MapImage:
     """A 2-D map read from a file: ``values`` float32 (H, W), ``spacing_mm`` (dy, dx), the
-    file's description (``info``: quantity, unit, ... when written by this package)."""
+    file's description (``info``: quantity, unit, ... when written by this package or read from
+    a DICOM map's ImageType), ``geometry`` (the slice's :class:`SliceGeometry` of a DICOM map,
+    else None)."""
 
     values: np.ndarray
     spacing_mm: tuple[float, float]
     info: dict[str, Any]
     path: str
+    geometry: Any = None
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -59,9 +66,43 @@ def _squeezed_shape(file: Path, ext: str) -> tuple[int, ...] | None:
     return None
 
 
+def _is_dicom_candidate(file: Path) -> bool:
+    """A folder, or a file that is none of the map formats and looks like DICOM."""
+    if file.is_dir():
+        return True
+    if not file.is_file() or split_name(file)[1] in _TIFF + (".nii", ".nii.gz", ".npy"):
+        return False
+    from .dicom import looks_like_dicom
+
+    return looks_like_dicom(file)
+
+
+def _dicom_map(file: Path, flag: str) -> tuple[MapImage | None, str]:
+    """:func:`.dicom.maps.read_dicom_map` as a :class:`MapImage` (errors prefixed with ``flag``)."""
+    from ._common import SequenceReadError
+    from .dicom.maps import read_dicom_map
+
+    try:
+        found, note = read_dicom_map(file)
+    except SequenceReadError as exc:
+        raise SequenceReadError(f"{flag} {exc}") from None
+    if found is None:
+        return None, note
+    return MapImage(values=found.values, spacing_mm=found.spacing_mm, info=dict(found.info), path=found.path,
+                    geometry=found.geometry), ""
+
+
 def read_map_image(path: Any, *, flag: str = "MAP") -> MapImage:
-    """A 2-D map from TIFF, NIfTI (rows = j, like the sequence reader) or ``.npy``."""
+    """A 2-D map from TIFF, NIfTI (rows = j, like the sequence reader), ``.npy`` or DICOM (a map
+    image's file, or a folder whose series is one map: :mod:`.dicom.maps`; values rescaled)."""
     file = Path(path)
+    if _is_dicom_candidate(file):
+        found, note = _dicom_map(file, flag)
+        if found is not None:
+            return found
+        if file.is_dir() or "not DICOM" not in note:
+            raise ValueError(f"{flag} {note}. That is not one 2-D map: give a map (a DICOM map image's file, "
+                             "TIFF, NIfTI or .npy).")
     if not file.is_file():
         raise FileNotFoundError(f"{flag} {file}: no such file; check the path.")
     ext = split_name(file)[1]
@@ -98,13 +139,20 @@ def read_map_image(path: Any, *, flag: str = "MAP") -> MapImage:
 def read_map_or_sequence(path: Any, *, flag: str = "INPUT", **sequence_options: Any) -> MapImage | Sequence:
     """A 2-D map (:class:`MapImage`) or a sequence (``Sequence``, frames first), by the file's shape.
 
-    Folders and DICOM files are sequences. A sequence's reader warnings are kept in
-    ``metadata["read_warnings"]`` (not raised as Python warnings).
+    A DICOM map (a file whose ImageType marks a map, or a folder / file whose series is one
+    image) is a map; other DICOM folders and files are sequences: a MOLLI series stays the
+    sequence when the scanner's maps lie beside its frames (name a map's file to read it).
+    A sequence's reader warnings are kept in ``metadata["read_warnings"]`` (not raised as
+    Python warnings).
     """
     from ._common import SequenceReadWarning
     from ._dispatch import read_sequence
 
     file = Path(path)
+    if _is_dicom_candidate(file):
+        found, _ = _dicom_map(file, flag)
+        if found is not None:
+            return found
     if file.is_file():
         ext = split_name(file)[1]
         try:
