@@ -36,7 +36,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "MOLLI) and the result is 'synthetic ECV'."
         ),
     )
-    parser.add_argument("native", metavar="NATIVE", help="native T1 series (TIFF, NIfTI, DICOM folder) or 2-D T1 map (ms)")
+    parser.add_argument("native", metavar="NATIVE", help="native T1 series (TIFF, NIfTI, DICOM folder) or 2-D T1 map in ms (TIFF, NIfTI, .npy, or a scanner T1 map in DICOM: its file, or a folder holding only it)")
     parser.add_argument("post", metavar="POST", help="post-contrast T1 series or 2-D T1 map (ms), same slice and matrix")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
     parser.add_argument("--mask", required=True, metavar="LABELS", help="2-D label image on the native grid (1 LV blood, 2 LV myocardium, 3 RV blood)")

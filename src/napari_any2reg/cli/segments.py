@@ -37,7 +37,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "the given level filled), all or nothing."
         ),
     )
-    parser.add_argument("map", metavar="MAP", help="2-D map (TIFF as written by fit/ecv, any 2-D TIFF, NIfTI or .npy)")
+    parser.add_argument("map", metavar="MAP", help="2-D map (TIFF as written by fit/ecv, any 2-D TIFF, NIfTI, .npy, or a scanner map in DICOM: its file, or a folder holding only it)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
     parser.add_argument("--mask", required=True, metavar="LABELS", help="2-D label image on the map's grid (1 LV blood, 2 LV myocardium, 3 RV blood)")
     parser.add_argument("--rv-insertion", required=True, metavar="Y1,X1;Y2,X2", help=RV_INSERTION_HELP)
