@@ -692,3 +692,21 @@ def test_batch_jobs_are_bounded(tmp_path, molli_file, capsys):
         with pytest.raises(ValueError, match=r"^n_jobs must be a whole number >= 1"):
             run_batch(discover([str(molli_file)]), out, n_jobs=value)
     assert not out.exists()
+
+
+def test_an_empty_or_truncated_npy_is_one_line_naming_the_file(tmp_path, molli_file, capsys):
+    """The sweep (benchmarks/bench_hostile_inputs.py) found `apply empty.npy ...` ending in an
+    EOFError traceback: every .npy reader now says the file is empty or truncated."""
+    empty = tmp_path / "empty.npy"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.npy"
+    np.save(truncated, np.zeros((8, 2, 32, 32), np.float32))
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    for field in (empty, truncated):
+        assert main(["apply", str(field), str(molli_file), "-o", str(tmp_path / "moved.tif")]) == 1
+        line = _one_error_line(capsys.readouterr().err)
+        assert str(field) in line and "not a readable .npy array" in line and "displacement.npy" in line
+    assert main(["register", str(molli_file), "-o", str(tmp_path / "out"), "--mask", str(empty),
+                 "--engine", "groupwise", "--iterations-scale", "0.1"]) == 1
+    assert "empty or truncated" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "moved.tif").exists() and not (tmp_path / "out").exists()

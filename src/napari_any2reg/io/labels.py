@@ -60,4 +60,6 @@ def _read(file: Path, ext: str) -> np.ndarray:
 
         data = np.squeeze(np.asanyarray(nibabel.load(str(file)).dataobj))
         return data.T if data.ndim == 2 else data  # NIfTI (i, j) -> (rows = j, columns = i)
-    return np.squeeze(np.load(file, allow_pickle=False))
+    from ._common.errors import load_npy
+
+    return np.squeeze(load_npy(file, what="a label image (H, W) or stack (N, H, W)"))

@@ -62,7 +62,9 @@ def _squeezed_shape(file: Path, ext: str) -> tuple[int, ...] | None:
 
         return tuple(s for s in nibabel.load(str(file)).shape if s != 1)
     if ext == ".npy":
-        return tuple(s for s in np.load(file, mmap_mode="r", allow_pickle=False).shape if s != 1)
+        from ._common.errors import load_npy
+
+        return tuple(s for s in load_npy(file, what="a 2-D map or a sequence", mmap_mode="r").shape if s != 1)
     return None
 
 
@@ -131,7 +133,9 @@ def read_map_image(path: Any, *, flag: str = "MAP") -> MapImage:
         zooms = image.header.get_zooms()
         spacing = (float(zooms[1]), float(zooms[0]))
     else:
-        values = np.load(file, allow_pickle=False)
+        from ._common.errors import load_npy
+
+        values = load_npy(file, what="a 2-D map")
     values = np.squeeze(np.asarray(values, dtype=np.float32))
     return MapImage(values=values, spacing_mm=spacing, info=dict(info), path=str(file))
 

@@ -114,3 +114,13 @@ def special_file_kind(path: Any, *, folders: bool = True) -> str | None:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
     return "not a regular file"
+
+
+def load_npy(path: Any, *, what: str, mmap_mode: str | None = None) -> np.ndarray:
+    """``np.load`` of a ``.npy`` file (no pickles), its failures as one ``ValueError`` naming the
+    file and ``what`` it should be: an empty or truncated file raised a bare ``EOFError``."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        reason = "empty or truncated" if isinstance(exc, EOFError) else str(exc)
+        raise ValueError(f"{path}: not a readable .npy array ({reason}); give {what}.") from exc

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .._common import split_name
-from .._common.errors import special_file_kind
+from .._common.errors import load_npy, special_file_kind
 from .convention import _NIFTI, _METAIMAGE, _check_field, plane_components, world_vectors
 from .itk import _ITK_FRAME, _itk_siblings, read_displacement_itk
 
@@ -110,10 +110,7 @@ def read_displacement(path: Any) -> tuple[np.ndarray, tuple[float, float] | None
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such displacement file; check the path.")
     if ext == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: not a readable .npy array ({exc}).") from exc
+        array = load_npy(path, what="the displacement.npy (N, 2, H, W) written by 'any2reg register'")
         if array.ndim != 4 or array.shape[1] != 2:
             raise ValueError(
                 f"{path}: shape {array.shape} is not a displacement field (N, 2, H, W) in pixels (dy, dx); "

@@ -89,7 +89,9 @@ def read_label_stack(path: Any) -> np.ndarray:
         elif data.ndim == 3:
             data = np.transpose(data, (2, 1, 0))  # (i, j, t) -> (t, j, i)
     elif ext == ".npy":
-        data = np.squeeze(np.load(path, allow_pickle=False))
+        from .._common.errors import load_npy
+
+        data = np.squeeze(load_npy(path, what="a label image or stack"))
     else:
         raise ValueError(f"{path}: unsupported label file type {ext or '(none)'!r}; use a TIFF, NIfTI or .npy file.")
     if data.ndim not in (2, 3):
