@@ -710,3 +710,29 @@ def test_an_empty_or_truncated_npy_is_one_line_naming_the_file(tmp_path, molli_f
                  "--engine", "groupwise", "--iterations-scale", "0.1"]) == 1
     assert "empty or truncated" in _one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "moved.tif").exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--steps", "0"], "steps must be >= 1"),
+    (["--lr", "1e30"], "--lr must be in (0, 1]"),
+    (["--motion-mm", "nan,5"], "--motion-mm must be finite"),
+    (["--lambda-reg", "nan"], "--lambda-reg must be finite"),
+    (["--lambda-supervised", "nan"], "--lambda-supervised must be finite"),
+])
+def test_train_refuses_non_finite_or_useless_settings_before_writing(flags, named, tmp_path, capsys):
+    """Found by the sweep: NaN weights trained to exit 0 with NaN in config.json, --steps 0 wrote an
+    empty run, --lr 1e30 and a NaN motion range ended in raw LinAlgError / OverflowError."""
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--size", "32", "--steps", "2", *flags]) == 1
+    line = _one_error_line(capsys.readouterr().err)
+    assert named in line
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_training_config_names_its_fields_in_python():
+    from napari_any2reg.core.training.config import TrainingConfig
+
+    with pytest.raises(ValueError, match=r"^learning_rate must be finite"):
+        TrainingConfig(learning_rate=float("nan"))
+    with pytest.raises(ValueError, match=r"^motion_mm_range must be finite"):
+        TrainingConfig(motion_mm_range=(float("inf"), 5.0))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import json
 from typing import Any, Callable
 
@@ -448,8 +449,21 @@ class TrainingConfig(ScheduleSettings, OptimisationSettings, LossSettings, Augme
 
     def validate(self) -> None:
         """Raise ``ValueError`` for inconsistent settings."""
-        if self.steps < 0 or self.sequences_per_step < 1:
-            raise ValueError("steps must be >= 0 and sequences_per_step >= 1")
+        # every number finite (NaN weights trained to exit 0 with NaN in config.json; a NaN
+        # motion range raised a raw OverflowError) before the checks of each setting's range
+        for field in dataclasses.fields(self):
+            if field.name == "num_threads":  # check_threads below says what a thread count may be
+                continue
+            value = getattr(self, field.name)
+            values = value if isinstance(value, (tuple, list)) else (value,)
+            for v in values:
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isfinite(v):
+                    raise ValueError(f"{_setting_name(field)} must be finite; got {value!r}")
+        if self.steps < 1 or self.sequences_per_step < 1:
+            raise ValueError(f"steps must be >= 1 (the total number of steps) and sequences_per_step >= 1; got {self.steps}")
+        if not 0 < self.learning_rate <= 1:  # 1e30 made the PCA weights' eigh fail with a raw LinAlgError
+            raise ValueError(f"{_setting_name(next(f for f in dataclasses.fields(self) if f.name == 'learning_rate'))} "
+                             f"must be in (0, 1]; got {self.learning_rate}")
         if len(self.shape) != 2 or min(self.shape) < 16:
             raise ValueError(f"shape must be (H, W) with H, W >= 16; got {self.shape}")
         if len(self.spacing_mm) != 2 or min(self.spacing_mm) <= 0:
@@ -524,6 +538,15 @@ class TrainingConfig(ScheduleSettings, OptimisationSettings, LossSettings, Augme
 
     def replace(self, **changes: Any) -> "TrainingConfig":
         return dataclasses.replace(self, **changes)
+
+
+def _setting_name(field: dataclasses.Field) -> str:
+    """A setting as the interface in charge spells it: its ``any2reg train`` flag on the command
+    line (when it has one), the field's name in Python."""
+    from ..vocabulary import interface
+
+    flags = field.metadata.get("cli") or ()
+    return flags[0].flag if flags and interface() == "cli" else field.name
 
 
 def threads_option() -> str:
