@@ -736,3 +736,15 @@ def test_training_config_names_its_fields_in_python():
         TrainingConfig(learning_rate=float("nan"))
     with pytest.raises(ValueError, match=r"^motion_mm_range must be finite"):
         TrainingConfig(motion_mm_range=(float("inf"), 5.0))
+
+
+def test_a_fit_where_no_pixel_fits_is_an_error_not_all_nan_maps(tmp_path, molli_file, capsys):
+    """Found by the sweep: a T2 model on a MOLLI series (or a noise floor above every echo) wrote
+    all-NaN maps and exited 0."""
+    for extra, named in ((["--model", "t2"], "--model t2"), (["--model", "t2", "--noise-floor", "1e30"], "--noise-floor")):
+        out = tmp_path / f"fit{len(extra)}"
+        assert main(["fit", str(molli_file), "-o", str(out), *extra]) == 1
+        line = _one_error_line(capsys.readouterr().err)
+        assert "no pixel" in line and named in line and "molli" in line
+        assert not out.exists()
+    assert main(["fit", str(molli_file), "-o", str(tmp_path / "good")]) == 0  # the right model still fits

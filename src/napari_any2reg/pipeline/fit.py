@@ -153,6 +153,16 @@ def fit_series(
 
     result = fit_t1(frames, plan.sequence.timings_ms, plan.model, device=device, noise_floor=noise_floor,
                     progress=progress, exclude_frames=excluded)
+    if not np.isfinite(result.t1_ms).any():
+        # all-NaN maps with exit 0 look like a result (the sweep: a T2 model on a MOLLI series,
+        # a noise floor above every echo): nothing is written, the user is told what to change
+        from ..core.vocabulary import arg
+
+        raise ValueError(
+            f"no pixel of {plan.sequence.name or 'the series'} could be fitted with the {result.model} model "
+            f"({int(result.failed.sum())} failed): check that {arg('model', result.model)} describes this "
+            f"{plan.sequence.kind} series and its timings" + (f", and that {arg('noise_floor', noise_floor)} is below "
+                                                              "the signal" if noise_floor is not None else "") + ".")
     stats = _statistics(plan, result, exclude_frames, excluded, exclusion_note, mask, r2_threshold)
     segment_writers = _segments(plan, result, stats, level)
     _record_input_problems(plan, stats)
