@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -57,6 +56,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from napari_any2reg.core.bad_frames import BAD_FRAME_KINDS, inject_bad_frame  # noqa: E402
 from napari_any2reg.core.mapping import T1_MODELS, fit_t1, model_for_kind  # noqa: E402
@@ -84,17 +84,10 @@ BROKEN = {
 
 
 def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}, Python {platform.python_version()}")
+    """bench_engines' machine line, with the OMP_NUM_THREADS this run was given."""
+    from bench_engines import machine_description as machine
+
+    return f"{machine()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}"
 
 
 def untrained_weights(folder: Path) -> str:
