@@ -458,12 +458,11 @@ class TrainingConfig(ScheduleSettings, OptimisationSettings, LossSettings, Augme
             values = value if isinstance(value, (tuple, list)) else (value,)
             for v in values:
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isfinite(v):
-                    raise ValueError(f"{_setting_name(field)} must be finite; got {value!r}")
+                    raise ValueError(f"{_setting_name(field.name)} must be finite; got {value!r}")
         if self.steps < 1 or self.sequences_per_step < 1:
             raise ValueError(f"steps must be >= 1 (the total number of steps) and sequences_per_step >= 1; got {self.steps}")
         if not 0 < self.learning_rate <= 1:  # 1e30 made the PCA weights' eigh fail with a raw LinAlgError
-            raise ValueError(f"{_setting_name(next(f for f in dataclasses.fields(self) if f.name == 'learning_rate'))} "
-                             f"must be in (0, 1]; got {self.learning_rate}")
+            raise ValueError(f"{_setting_name('learning_rate')} must be in (0, 1]; got {self.learning_rate}")
         if len(self.shape) != 2 or min(self.shape) < 16:
             raise ValueError(f"shape must be (H, W) with H, W >= 16; got {self.shape}")
         if len(self.spacing_mm) != 2 or min(self.spacing_mm) <= 0:
@@ -540,13 +539,13 @@ class TrainingConfig(ScheduleSettings, OptimisationSettings, LossSettings, Augme
         return dataclasses.replace(self, **changes)
 
 
-def _setting_name(field: dataclasses.Field) -> str:
-    """A setting as the interface in charge spells it: its ``any2reg train`` flag on the command
-    line (when it has one), the field's name in Python."""
+def _setting_name(name: str) -> str:
+    """The setting ``name`` as the interface in charge spells it: its ``any2reg train`` flag on the
+    command line (when it has one), the field's name in Python."""
     from ..vocabulary import interface
 
-    flags = field.metadata.get("cli") or ()
-    return flags[0].flag if flags and interface() == "cli" else field.name
+    flags = TrainingConfig.__dataclass_fields__[name].metadata.get("cli") or ()
+    return flags[0].flag if flags and interface() == "cli" else name
 
 
 def threads_option() -> str:
