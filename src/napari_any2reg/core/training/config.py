@@ -212,8 +212,12 @@ class DataSettings:
     noise_free_probability: float = setting(0.1)
     motion_mm_range: tuple[float, float] = setting((3.0, 15.0), cli=CliFlag(
         "--motion-mm", "phantom breathing motion range in mm (default: {default})", value="range", metavar="LO,HI"))
-    rotation_deg_range: tuple[float, float] = setting((0.0, 5.0))
-    nonrigid_mm_range: tuple[float, float] = setting((0.0, 2.5))
+    rotation_deg_range: tuple[float, float] = setting((0.0, 5.0), cli=CliFlag(
+        "--rotation-deg", "phantom in-plane rotation range in degrees (default: {default})", value="range",
+        metavar="LO,HI"))
+    nonrigid_mm_range: tuple[float, float] = setting((0.0, 2.5), cli=CliFlag(
+        "--nonrigid-mm", "phantom non-rigid (cardiac residual) deformation range in mm (default: {default})",
+        value="range", metavar="LO,HI"))
     nonrigid_scale_mm_range: tuple[float, float] = setting((20.0, 40.0))
     heart_rate_range: tuple[float, float] = setting((50.0, 90.0))
     field_strengths: tuple[float, ...] = setting((1.5, 3.0))
