@@ -45,19 +45,23 @@ def test_itk_displacement_reproduces_the_registered_frame_in_simpleitk(tmp_path)
         np.testing.assert_allclose(resampled[inside], expected[k][inside], rtol=1e-4, atol=1e-2)
 
 
-def _two_objects(n=4, h=48, w=48, shift=1.5):
-    """A disc in the left half that moves right by `shift` px per frame; a static disc on the right."""
+def _two_objects(n=4, h=48, w=96, shift=1.5):
+    """A disc in the left half that moves right by `shift` px per frame; a static disc on the right.
+
+    2 mm pixels, the discs 112 mm apart: each box, grown by the mask margin (20 mm), still holds
+    one disc only.
+    """
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     frames = []
     for k in range(n):
-        left = np.exp(-((yy - 24) ** 2 + (xx - 13 - shift * k) ** 2) / 30.0)
-        right = np.exp(-((yy - 24) ** 2 + (xx - 36) ** 2) / 30.0)
+        left = np.exp(-((yy - 24) ** 2 + (xx - 20 - shift * k) ** 2) / 30.0)
+        right = np.exp(-((yy - 24) ** 2 + (xx - 76) ** 2) / 30.0)
         frames.append(100 * left + 100 * right + 10)
     region_left = np.zeros((h, w), np.uint8)
-    region_left[10:38, 3:25] = 1
+    region_left[10:38, 8:34] = 1
     region_right = np.zeros((h, w), np.uint8)
-    region_right[10:38, 28:46] = 2
-    return Sequence(np.stack(frames)), region_left, region_right
+    region_right[10:38, 64:90] = 2
+    return Sequence(np.stack(frames), spacing_mm=(2.0, 2.0)), region_left, region_right
 
 
 def test_mask_decides_which_anatomy_drives_the_registration():
@@ -74,7 +78,32 @@ def test_mask_decides_which_anatomy_drives_the_registration():
     with pytest.raises(SequenceError, match="mask has shape"):
         register(seq, mask=np.ones((5, 5)), **options)
     with pytest.raises(SequenceError, match="mask is empty"):
-        register(seq, mask=np.zeros((48, 48)), **options)
+        register(seq, mask=np.zeros((48, 96)), **options)
+
+
+def test_a_tight_heart_mask_does_not_let_the_frames_slide_out_of_it():
+    """The heart labels as the mask: the similarity sees the region grown by MASK_MARGIN_MM.
+
+    Restricted to the labels themselves, every frame could slide until they covered uniform
+    tissue (lower entropy for a wrong answer): 13.9 mm mean error in the heart on this phantom,
+    1.2 mm without a mask.
+    """
+    from napari_any2reg.core.phantom import make_phantom
+    from napari_any2reg.core.registration import MASK_MARGIN_MM, grown_region
+
+    phantom = make_phantom("molli", seed=2711, shape=(96, 96), spacing_mm=(3.0, 3.0), motion_mm=8.0)
+    heart = np.asarray(phantom.common_labels) != 0
+    result = register(phantom.sequence, engine="groupwise", device="cpu", mask=phantom.common_labels, threads=1)
+    error_mm = np.hypot(*(result.displacement - phantom.displacement).transpose(1, 0, 2, 3))[:, heart].mean() * 3.0
+    assert error_mm < 2.5, error_mm
+    grown = grown_region(heart, (3.0, 3.0))
+    assert grown.sum() > 2 * heart.sum() and not (heart & ~grown).any()
+    assert f"grown by {MASK_MARGIN_MM:g} mm" in result.params["mask"]
+    # anisotropic pixels: the margin is in mm along each axis
+    dot = np.zeros((41, 41), bool)
+    dot[20, 20] = True
+    wide = grown_region(dot, (1.0, 2.0), margin_mm=10.0)
+    assert wide[20].sum() == 11 and wide[:, 20].sum() == 21
 
 
 def test_cli_register_mask_drives_the_similarity(tmp_path, capsys):
@@ -95,5 +124,5 @@ def test_cli_register_mask_drives_the_similarity(tmp_path, capsys):
     # the mask is an input: the run may not write over it, and a wrong shape is refused up front
     np.save(tmp_path / "small.npy", np.ones((5, 5), np.uint8))
     code = main(["register", str(tmp_path / "two.tif"), "-o", str(tmp_path / "out2"), "--mask", str(tmp_path / "small.npy"), *options])
-    assert code != 0 and "has shape (5, 5) but the images are (48, 48)" in capsys.readouterr().err
+    assert code != 0 and "has shape (5, 5) but the images are (48, 96)" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
