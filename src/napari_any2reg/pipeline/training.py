@@ -84,19 +84,37 @@ def train(config: Any, out_dir: str | os.PathLike, *, real_sequences: list[Any] 
     dict
         The core summary.
     """
+    import torch
+
     from .._version import __version__
-    from ..core.training import run_record
+    from ..core.training import check_init_weights, run_record
     from ..core.training import train as train_loop
-    from ..io.model_io import RunFolder
+    from ..io.model_io import CHECKPOINT_NAME, RunFolder, read_model_file
 
     if real_sequences is None and config.real_data_probability > 0:
         real_sequences = read_real_sequences(config.real_data_paths)
     if user_sequences is None and config.user_data_dir and config.user_data_probability > 0:
         user_sequences, _ = read_user_sequences(config.user_data_dir)
+    resuming = kwargs.get("resume", True) and (Path(out_dir) / CHECKPOINT_NAME).exists()
+    if config.init_weights and not resuming:
+        # checked before the run folder is made (the loop checks again when it loads them):
+        # damaged weights must leave nothing behind, not an empty run with its config.json
+        check_init_weights(read_model_file(config.init_weights), config.init_weights)
     store = RunFolder(out_dir)
     record = {"version": __version__, "command": None if command is None else list(command), **run_record(config)}
     store.write_record(record, RUN_RECORD)
-    return train_loop(config, store, real_sequences=real_sequences, user_sequences=user_sequences, **kwargs)
+    try:
+        return train_loop(config, store, real_sequences=real_sequences, user_sequences=user_sequences, **kwargs)
+    except torch.linalg.LinAlgError as exc:
+        # the network's output broke a linear-algebra step (the PCA weights' eigh on NaN or
+        # enormous features): a property of the settings or weights, not a bug to trace back
+        entries = store.load_log()
+        step = int(entries[-1]["step"]) + 1 if entries else 1
+        raise ValueError(
+            f"training failed at step {step}: the network's output is not usable (a linear-algebra step "
+            f"failed: {' '.join(str(exc).split())[:160]}); try a smaller learning rate, other initial weights "
+            f"or none, and check the other settings"
+        ) from exc
 
 
 def export_weights(

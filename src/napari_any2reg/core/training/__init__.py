@@ -38,7 +38,7 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("validation_phantoms", "validate", "spurious_motion_mm"), "validation"),
     **dict.fromkeys(("CHECKPOINT_FORMAT", "WEIGHTS_FORMAT", "FORMAT_VERSION", "check_training_data",
                      "network_from_training_data", "weights_payload", "average_payloads", "manifest_entry"), "payloads"),
-    **dict.fromkeys(("RunStore", "train", "learning_rate_at"), "loop"),
+    **dict.fromkeys(("RunStore", "train", "learning_rate_at", "check_init_weights"), "loop"),
 }
 
 __all__ = [name for name in _EXPORTS if not name.startswith("_")]

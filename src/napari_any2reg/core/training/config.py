@@ -463,8 +463,13 @@ class TrainingConfig(ScheduleSettings, OptimisationSettings, LossSettings, Augme
             for v in values:
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isfinite(v):
                     raise ValueError(f"{_setting_name(field.name)} must be finite; got {value!r}")
-        if self.steps < 1 or self.sequences_per_step < 1:
-            raise ValueError(f"steps must be >= 1 (the total number of steps) and sequences_per_step >= 1; got {self.steps}")
+        # at most 10 million steps: about 17 days at 0.15 s a step on 2 CPU cores, far beyond any
+        # run this network needs (the default is 6000); 1e9 steps ran practically forever
+        if not 1 <= self.steps <= 10_000_000:
+            raise ValueError(f"{_setting_name('steps')} must be >= 1 and at most 10000000 (the total number of "
+                             f"steps; the default is 6000); got {self.steps}")
+        if self.sequences_per_step < 1:
+            raise ValueError(f"sequences_per_step must be >= 1; got {self.sequences_per_step}")
         if not 0 < self.learning_rate <= 1:  # 1e30 made the PCA weights' eigh fail with a raw LinAlgError
             raise ValueError(f"{_setting_name('learning_rate')} must be in (0, 1]; got {self.learning_rate}")
         if len(self.shape) != 2 or min(self.shape) < 16:

@@ -41,7 +41,37 @@ from .loss import ProjectionHead, scorer_loss, training_loss
 from .payloads import CHECKPOINT_FORMAT, FORMAT_VERSION, WEIGHTS_FORMAT
 from .validation import spurious_motion_mm, validate, validation_phantoms
 
-__all__ = ["RunStore", "train", "learning_rate_at"]
+__all__ = ["RunStore", "train", "learning_rate_at", "check_init_weights"]
+
+
+def check_init_weights(source: Any, name: str) -> dict[str, Any]:
+    """``source`` (the content of the weights file ``name`` a fine-tuning run starts from) once
+    it is a checkpoint whose tensors are finite and of a plausible size.
+
+    Why: weights of 1e30 (a damaged or hand-made file) trained into a raw ``LinAlgError`` of
+    the PCA weights' eigh, NaN weights into NaN checkpoints. The test is the one the any2reg
+    engines apply to a weights file before registering with it (the same bound, so a file
+    refused for ``register --weights`` is refused for ``train --init-weights`` too).
+
+    Raises
+    ------
+    WeightsError
+        Naming the setting (``--init-weights`` on the command line, ``init_weights`` in
+        Python), the file and the tensor at fault.
+    """
+    from ..engines.any2reg.pretrained import _check_tensors
+    from ..weights import WeightsError
+    from .config import _setting_name
+
+    option = _setting_name("init_weights")
+    if not isinstance(source, dict) or not isinstance(source.get("model_state"), dict):
+        raise WeightsError(f"{option} {name} holds no network (no model_state); pass a best.pt / checkpoint.pt "
+                           "of `any2reg train` or a shipped weights file")
+    try:
+        _check_tensors(source)
+    except ValueError as exc:
+        raise WeightsError(f"{option} {name}: {exc}, or train from scratch (no {option})") from exc
+    return source
 
 
 class RunStore(Protocol):
@@ -231,7 +261,7 @@ def _train(config: TrainingConfig, store: RunStore, device: torch.device, *, res
         entries = [e for e in store.load_log() if int(e.get("step", 0)) <= start_step]
     elif config.init_weights:
         # fine-tuning: start from trained weights (and their scorer); optimiser state is fresh
-        source = store.load_init_weights(config.init_weights)
+        source = check_init_weights(store.load_init_weights(config.init_weights), config.init_weights)
         if source.get("net_config") != net.config:
             raise ValueError(
                 f"init_weights {config.init_weights} holds a network with config {source.get('net_config')}, "
