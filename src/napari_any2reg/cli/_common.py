@@ -42,6 +42,14 @@ def _spacing(text: str) -> tuple[float, float]:
     return values[0], values[1]
 
 
+def _output_path(text: str) -> str:
+    """An output path (``-o`` / ``--out``) as given; an empty or blank one is refused, as
+    ``-o ''`` wrote the outputs into the current folder with exit 0."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"the output path is empty ({text!r}); give the folder or file to write")
+    return text
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import _EXIT_CODES_TEXT, EXIT_OK, _add_verbosity, _spacing
+from ._common import _EXIT_CODES_TEXT, EXIT_OK, _add_verbosity, _output_path, _spacing
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     app.add_argument("field", metavar="FIELD", help="displacement.npy (N,2,H,W pixels), displacement.nii.gz, or an ITK field (base name or one _frameKKK file)")
     app.add_argument("input", metavar="INPUT", help=f"{input_help()}; a label image with --labels; a landmark CSV (frame,name,y,x)")
-    app.add_argument("-o", "--output", required=True, metavar="OUT", help="output file; its extension picks the format")
+    app.add_argument("-o", "--output", required=True, type=_output_path, metavar="OUT", help="output file; its extension picks the format")
     app.add_argument("--labels", action="store_true", help="INPUT is a label image or stack: nearest-neighbour warping, integer output")
     app.add_argument("--slice", type=int, default=None, metavar="K", help="multi-slice image input: the slice the field belongs to (0-based)")
     app.add_argument("--spacing-mm", type=_spacing, default=None, metavar="DY,DX", help="landmarks: spacing of the mm columns (default: the CSV's, else the field's)")

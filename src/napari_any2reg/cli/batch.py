@@ -7,7 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ._common import _EXIT_CODES_TEXT, EXIT_OK, EXIT_SOME_FAILED, _add_engine_options, _add_verbosity, _engine_settings, _LazyChoices
+from ._common import (_EXIT_CODES_TEXT, EXIT_OK, EXIT_SOME_FAILED, _add_engine_options, _add_verbosity, _engine_settings,
+                      _LazyChoices, _output_path)
 
 #: ``add_parser`` takes ``engine_flags``: the registry's engine-option flags (reading it imports torch).
 USES_ENGINE_FLAGS = True
@@ -38,7 +39,7 @@ def add_parser(subparsers, engine_flags: bool = True) -> argparse.ArgumentParser
                        help="CSV with a 'path' column and optional id, kind, timings_ms (';'-separated), "
                             "spacing_mm ('dy;dx'), mask (as register --mask, and the ROI of --fit) columns (relative "
                             "paths from the CSV's folder); repeatable")
-    batch.add_argument("-o", "--output", required=True, help="cohort output folder (created if missing)")
+    batch.add_argument("-o", "--output", required=True, type=_output_path, help="cohort output folder (created if missing)")
     _add_engine_options(batch, engines, devices, engine_flags)
     batch.add_argument("--export", default="qc,record", metavar="ITEMS",
                        help="export items per series ('record' is always added: it marks a finished series; default: %(default)s; "

@@ -15,7 +15,7 @@ def _fraction(text: str) -> float:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from ._common import _LazyChoices
+    from ._common import _LazyChoices, _output_path
 
     engines = _LazyChoices("napari_any2reg.core.registration", "available_engines", call=True)
     devices = _LazyChoices("napari_any2reg.core.device", "DEVICE_CHOICES")
@@ -38,7 +38,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("native", metavar="NATIVE", help="native T1 series (TIFF, NIfTI, DICOM folder) or 2-D T1 map in ms (TIFF, NIfTI, .npy, or a scanner T1 map in DICOM: its file, or a folder holding only it)")
     parser.add_argument("post", metavar="POST", help="post-contrast T1 series or 2-D T1 map (ms), same slice and matrix")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
+    parser.add_argument("-o", "--output", required=True, type=_output_path, metavar="OUT", help="output folder (created if missing)")
     parser.add_argument("--mask", required=True, metavar="LABELS", help="2-D label image on the native grid (1 LV blood, 2 LV myocardium, 3 RV blood)")
     hct = parser.add_mutually_exclusive_group(required=True)
     hct.add_argument("--hematocrit", type=_fraction, default=None, metavar="H", help="measured hematocrit, a fraction (e.g. 0.42)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import EXIT_OK, _add_verbosity, _float_list, _LazyChoices, _note, _Progress
+from ._common import EXIT_OK, _add_verbosity, _float_list, _LazyChoices, _note, _output_path, _Progress
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     fit.add_argument("input", help=input_help())
-    fit.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
+    fit.add_argument("-o", "--output", required=True, type=_output_path, help="output folder (created if missing)")
     fit.add_argument("--model", choices=models, default=None, metavar="MODEL", help="fit model: %(choices)s; stone2/sasha2 are the 2-parameter T1 forms, t2 / t2c (with a constant offset) fit T2 over T2-prep durations or spin-echo TEs, t2star T2* over gradient-echo TEs (default: from the sequence kind)")
     fit.add_argument("--times-ms", type=_float_list, default=None, metavar="T1,T2,...", help="per-frame inversion/saturation times (ms), 'inf' for no preparation; echo times (T2-prep durations, TEs) for t2, t2c, t2star (default: from the file's metadata, DICOM EchoTime for a multi-echo series)")
     fit.add_argument("--noise-floor", type=float, default=None, metavar="LEVEL", help="t2 / t2c / t2star: per pixel, leave out the echoes from the first one at or below this signal level (e.g. 2-3x the mean background); default: fit every echo")

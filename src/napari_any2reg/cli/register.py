@@ -18,6 +18,7 @@ from ._common import (
     _float_list,
     _LazyChoices,
     _note,
+    _output_path,
     _Progress,
     _read_input,
     _spacing,
@@ -50,7 +51,7 @@ def add_parser(subparsers, engine_flags: bool = True) -> argparse.ArgumentParser
         ),
     )
     reg.add_argument("input", help=input_help())
-    reg.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
+    reg.add_argument("-o", "--output", required=True, type=_output_path, help="output folder (created if missing)")
     _add_engine_options(reg, engines, devices, engine_flags)
     reg.add_argument("--kind", choices=kinds, default=None, metavar="KIND", help="override the sequence kind read from the file: %(choices)s")
     reg.add_argument("--times-ms", type=_float_list, default=None, metavar="T1,T2,...", help="per-frame inversion/saturation/trigger times (ms); 'inf' for no preparation")

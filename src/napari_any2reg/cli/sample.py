@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import EXIT_OK, _add_verbosity
+from ._common import EXIT_OK, _add_verbosity, _output_path
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -17,7 +17,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description="Write a seeded cardiac phantom (with known motion) as a TIFF with timings.",
     )
     sample.add_argument("kind", choices=("molli", "stone", "sasha", "cine", "t2prep", "mge"), help="sequence type (t2prep: T2-prepared bSSFP, 4 preparations 0-55 ms, known T2; mge: multi-gradient echo, 8 echoes 2.6-18.7 ms, known T2*)")
-    sample.add_argument("-o", "--output", required=True, help="output .tif path")
+    sample.add_argument("-o", "--output", required=True, type=_output_path, help="output .tif path")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--size", type=int, default=192, help="image size in pixels (default: %(default)s)")
     sample.add_argument("--truth", action="store_true", help="also write the true displacement next to it (<stem>_true_displacement.npy)")

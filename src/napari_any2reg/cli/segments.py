@@ -25,6 +25,8 @@ def erode_px(text: str) -> int:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
+    from ._common import _output_path
+
     parser = subparsers.add_parser(
         "segments",
         help="AHA segment statistics of a map (T1, ECV, T2, R2) and a bullseye",
@@ -38,7 +40,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("map", metavar="MAP", help="2-D map (TIFF as written by fit/ecv, any 2-D TIFF, NIfTI, .npy, or a scanner map in DICOM: its file, or a folder holding only it)")
-    parser.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder (created if missing)")
+    parser.add_argument("-o", "--output", required=True, type=_output_path, metavar="OUT", help="output folder (created if missing)")
     parser.add_argument("--mask", required=True, metavar="LABELS", help="2-D label image on the map's grid (1 LV blood, 2 LV myocardium, 3 RV blood)")
     parser.add_argument("--rv-insertion", required=True, metavar="Y1,X1;Y2,X2", help=RV_INSERTION_HELP)
     parser.add_argument("--level", default="mid", choices=("basal", "mid", "apical"), help=LEVEL_HELP)

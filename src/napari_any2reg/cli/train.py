@@ -50,9 +50,10 @@ def flag_help(field, flag, defaults) -> str:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     from ..core.training.config import SETTING_GROUPS, TrainingConfig, cli_flags
     from . import _add_verbosity, _float_pair, _LazyChoices
+    from ._common import _output_path
 
     parser = subparsers.add_parser("train", help="train the Any2Reg network on simulated phantoms", description=DESCRIPTION)
-    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    parser.add_argument("--out", required=True, type=_output_path, help="output folder (created if missing)")
     parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True, help="continue from OUT/checkpoint.pt when present (default: yes)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     defaults = TrainingConfig()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import EXIT_OK, _add_verbosity, _spacing
+from ._common import EXIT_OK, _add_verbosity, _output_path, _spacing
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,7 +25,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     tre.add_argument("displacement", metavar="DISPLACEMENT", help="displacement.npy (N,2,H,W pixels) or the exported displacement.nii.gz")
     tre.add_argument("landmarks", metavar="LANDMARKS", help="landmark CSV (frame,name,y,x)")
     tre.add_argument("--spacing-mm", type=_spacing, default=None, metavar="DY,DX", help="pixel spacing (default: the CSV's mm columns, else the field's NIfTI header or sidecar, else 1 = pixels)")
-    tre.add_argument("--out", default=None, metavar="JSON", help="also write the numbers to this JSON file")
+    tre.add_argument("--out", default=None, type=_output_path, metavar="JSON", help="also write the numbers to this JSON file")
     tre.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _add_verbosity(tre)
     return tre
