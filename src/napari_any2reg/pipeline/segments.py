@@ -129,6 +129,14 @@ def segments_file(map_path: Any, outdir: Any, *, mask_path: Any, rv_insertion: A
     labels = read_label_image(mask_path, image.shape)
     quantity = str(image.info.get("quantity") or "value")
     unit = str(image.info.get("unit") or "")
+    myocardium = np.asarray(labels) == 2
+    if myocardium.any() and not np.isfinite(np.asarray(image.values, dtype=float)[myocardium]).any():
+        # a table of "-" with exit 0 said nothing: a map of NaN / Inf there, or one that is not this mask's slice
+        raise ValueError(
+            f"{map_path}: no finite value of the map lies in the myocardium (label 2 of {mask_path}; "
+            f"{int(myocardium.sum())} pixels, all NaN or Inf); check that the map and the mask belong together "
+            "(same slice, same grid) and that the map was fitted there."
+        )
     analysis = analyse_segments(image.values, labels, rv_insertion, level=level, quantity=quantity, unit=unit,
                                 erode_px=erode_px)
     outdir = Path(outdir)

@@ -38,16 +38,22 @@ def tre_file(displacement: Any, landmarks: Any, *, spacing_mm: Any = None, out: 
     Raises
     ------
     ValueError, OSError, FileExistsError
-        Unreadable inputs, an ``out`` that is one of the inputs, or that exists.
+        Unreadable inputs, a displacement holding NaN / Inf or shifts beyond the image (the
+        check of ``apply``), an ``out`` that is one of the inputs, or that exists.
     """
     from ..core.landmarks import tre_before_after
     from ..io import atomic_write, read_displacement
     from ..io.landmarks import read_landmarks_csv
+    from .apply import _field
     from .series import refuse_replacing_inputs
 
     if out is not None:
         refuse_replacing_inputs([Path(out)], [displacement, landmarks])
     field, field_spacing = read_displacement(displacement)
+    try:  # the check of `apply`: NaN / Inf or shifts beyond the image gave a TRE of garbage with exit 0
+        field = _field(field)
+    except ValueError as exc:
+        raise ValueError(f"{displacement}: {exc}") from None
     table = read_landmarks_csv(landmarks, spacing_mm=spacing_mm)
     if spacing_mm is None and table.spacing_source == "default" and field_spacing is not None:
         table = table.with_spacing(field_spacing, f"{displacement} (header)")
