@@ -41,6 +41,17 @@ TIMING_NAMES = {
 }
 
 
+#: Largest timing (ms) a sequence may have: 1e7 ms (nearly 3 h) is beyond any inversion, echo or
+#: trigger time, so a larger one is a wrong unit or a damaged header (1e300 was accepted). ``inf``
+#: stays allowed: it marks a frame without preparation (a non-inverted STONE frame).
+MAX_TIMING_MS = 1e7
+
+#: Kinds whose timings are inversion / saturation times, counted from the preparation to the
+#: readout: never negative. A negative trigger time (perfusion, DCE, cine: frames before the
+#: reference trigger) may be legitimate, so those kinds are not checked.
+PREPARATION_KINDS = ("molli", "stone", "sasha", "ir")
+
+
 class SequenceError(ValueError):
     """Raised when an array cannot be used as a quantitative cardiac sequence."""
 
@@ -97,6 +108,7 @@ class Sequence:
                 f"Unknown sequence kind {self.kind!r}; use one of {', '.join(SEQUENCE_KINDS)}."
             )
         set_(self, "kind", kind)
+        _check_preparation_times(self.timings_ms, kind)
         set_(self, "metadata", dict(self.metadata))
         if self.geometry is not None:
             try:
@@ -199,8 +211,29 @@ def _validate_timings(timings: Any, n: int) -> np.ndarray | None:
         )
     if np.isnan(values).any():
         raise SequenceError("timings contain NaN; use inf for a frame without preparation.")
+    beyond = np.nonzero((values == -np.inf) | (np.isfinite(values) & (np.abs(values) > MAX_TIMING_MS)))[0]
+    if beyond.size:
+        k = int(beyond[0])
+        raise SequenceError(
+            f"frame {k} has a time of {values[k]:.6g} ms, beyond +-{MAX_TIMING_MS:g} ms: no inversion, echo or trigger "
+            f"time is that long; give the times in ms with {arg('timings_ms')} (inf for a frame without preparation)."
+        )
     values.flags.writeable = False
     return values
+
+
+def _check_preparation_times(timings: np.ndarray | None, kind: str) -> None:
+    """SequenceError when a kind whose timings are inversion / saturation times has a negative one."""
+    if timings is None or kind not in PREPARATION_KINDS:
+        return
+    negative = np.nonzero(timings < 0)[0]
+    if negative.size:
+        shown = ", ".join(f"{timings[k]:g}" for k in negative[:4]) + (", ..." if negative.size > 4 else "")
+        raise SequenceError(
+            f"{negative.size} frame(s) have a negative time ({shown} ms), but the times of a {kind} sequence are "
+            f"{TIMING_NAMES[kind].removesuffix('_ms').replace('_', ' ')} (0 ms or more, after the preparation); give "
+            f"the right times in ms with {arg('timings_ms')}, or the right {arg('kind')} if it is not {kind}."
+        )
 
 
 #: Pixel spacings (mm) a sequence may have: every scanner pixel is inside, overflow is not.

@@ -28,11 +28,14 @@ frames come from T. A frame interval (``finterval`` in ``tunit``, default second
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
+import threading
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -109,13 +112,52 @@ def _tiff_parts(path: Any) -> _Parts:
     return pick_slice(_tiff_parts_list(path), None)
 
 
+_log = logging.getLogger(__name__)
+
+#: Words of tifffile's log messages that mean the file's structure is damaged (a tag of an
+#: invalid type, a page offset past the end), not merely unusual ("ImageJ series metadata
+#: invalid" alone is a layout tifffile does not know: it reads the file as plain pages).
+_DAMAGE_WORDS = ("tifffileerror", "invalid page offset", "invalid data type", "truncat", "unexpected end")
+
+
+class _ThreadMessages(logging.Filter):
+    """Keeps the messages of the ``tifffile`` logger raised in one thread, and drops them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.messages: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread:  # another thread's read (a batch): its own filter decides
+            return True
+        message = " ".join(record.getMessage().split())
+        self.messages.append(message)
+        _log.debug("tifffile: %s", message)  # still there with -v, never on stderr by default
+        return False
+
+
+@contextlib.contextmanager
+def _tifffile_messages() -> Iterator[list[str]]:
+    """The messages tifffile logs in this thread within the block (kept off the user's stderr,
+    where a corrupted file printed 7 lines before the error: the reader turns them into its
+    message)."""
+    logger = logging.getLogger("tifffile")
+    keep = _ThreadMessages()
+    logger.addFilter(keep)
+    try:
+        yield keep.messages
+    finally:
+        logger.removeFilter(keep)
+
+
 def _tiff_parts_list(path: Any) -> list[_Parts]:
     """One :class:`_Parts` per slice: an OME/ImageJ stack with Z > 1 and T > 1 is split along Z."""
     path = check_file(path)
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tif:
+        with _tifffile_messages() as messages, tifffile.TiffFile(path) as tif:
             if not tif.series:
                 raise SequenceReadError(f"{path}: the TIFF file holds no image data.")
             series = tif.series[0]
@@ -135,6 +177,13 @@ def _tiff_parts_list(path: Any) -> list[_Parts]:
             f"{path}: not a readable TIFF file ({type(exc).__name__}: {exc}); "
             "is it corrupt, truncated or another format?"
         ) from exc
+    damage = [m for m in messages if any(word in m.lower() for word in _DAMAGE_WORDS)]
+    if damage:  # the metadata read past the damage is noise (a pixel spacing of 2.6e-08 mm was reported)
+        more = f"; and {len(damage) - 1} more" if len(damage) > 1 else ""
+        raise SequenceReadError(
+            f"{path}: not a readable TIFF file: it looks corrupted or truncated (tifffile: {damage[0]}{more}); "
+            "copy it again from its source, or export it anew."
+        )
 
     axes = axes.upper()
     rgb_as_frames = False
