@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from napari_any2reg.cli import main
-from napari_any2reg.core.registration import ENGINES, available_engines
+from napari_any2reg.core.registration import available_engines
+from test_hostile_inputs import _engines_must_not_run, _one_error_line  # the first round's helpers
 
 FAST = ["--device", "cpu", "--iterations-scale", "0.05", "-q"]
 available_engines()  # the built-in engines registered now, so that a test's stand-in is not replaced later
@@ -27,21 +28,6 @@ def molli_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("input") / "molli.tif"
     assert main(["sample", "molli", "-o", str(path), "--size", "32", "--seed", "1"]) == 0
     return path
-
-
-def _one_error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("any2reg: error: "), err
-    return lines[0]
-
-
-def _engines_must_not_run(monkeypatch):
-    for name in list(ENGINES):
-        def refuse(*args, _name=name, **kwargs):
-            raise AssertionError(f"engine {_name} ran although the input was invalid")
-
-        monkeypatch.setitem(ENGINES, name, refuse)
 
 
 # ---------------------------------------------------------------- 1. train --steps 1000000000
