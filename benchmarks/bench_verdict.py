@@ -107,6 +107,8 @@ def reason_category(text: str) -> str:
         return "folding"
     if text.startswith("alignment worse"):
         return "alignment worse"
+    if text.startswith("motion left"):
+        return "motion left"
     if "disagree" in text:
         return "outlier frame"
     if text.startswith("displacement SD"):

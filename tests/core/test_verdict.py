@@ -36,6 +36,43 @@ def test_a_broken_engine_setting_is_not_good():
     assert fine["verdict"]["level"] == "good", fine["verdict"]
 
 
+def test_motion_left_uncorrected_is_not_good():
+    """An engine that returns the identity on a moved series (what untrained weights give: the
+    alignment unchanged, nothing folded, no frame unlike the others) is "poor" on the motion it
+    left, naming the frame with the largest shift; on the same series registered by the shipped
+    network and on a motion-free series the check passes (a shift gains nothing)."""
+    phantom = make_phantom("molli", seed=20901, shape=(64, 64), spacing_mm=(4.5, 4.5), motion_mm=8.0)
+    seq = phantom.sequence
+    identity = np.zeros((seq.n_frames, 2) + seq.frames.shape[1:], np.float32)
+    left = assess_registration(seq.frames, seq.frames, identity, spacing_mm=seq.spacing_mm, timings_ms=seq.timings_ms)
+    motion = left["residual_motion"]
+    assert motion["gain"] > 0.05 and motion["unit"] == "mm", motion
+    true_shift = np.hypot(*phantom.displacement.mean(axis=(2, 3)).T * 4.5)
+    assert abs(motion["shift_per_frame"][motion["worst_frame"]] - true_shift.max()) < 2.0, (motion, true_shift)
+    assert left["verdict"]["level"] == "poor", left["verdict"]
+    reason = left["verdict"]["reasons"][0]
+    assert reason["text"].startswith("motion left after registration") and motion["worst_frame"] in reason["frames"]
+
+    result = register(seq, engine="any2reg", device="cpu")
+    fine = assess_registration(seq.frames, result.registered, result.displacement, spacing_mm=seq.spacing_mm,
+                               timings_ms=seq.timings_ms)
+    assert fine["residual_motion"]["gain"] < 0.02 and fine["verdict"]["level"] == "good", fine["verdict"]
+
+    still = make_phantom("molli", seed=20902, shape=(64, 64), spacing_mm=(4.5, 4.5), motion_mm=0.0,
+                         rotation_deg=0.0, nonrigid_mm=0.0).sequence
+    quiet = assess_registration(still.frames, still.frames, identity[: still.n_frames], timings_ms=still.timings_ms)
+    assert quiet["residual_motion"]["unit"] == "px" and quiet["residual_motion"]["gain"] < 0.02
+    assert not any(r["text"].startswith("motion left") for r in quiet["verdict"]["reasons"]), quiet["verdict"]
+
+
+def test_residual_motion_levels_follow_the_thresholds():
+    base = {"alignment_registered": 0.9, "shift_per_frame": [0.2, 3.0, 0.1], "unit": "mm", "worst_frame": 1, "frames": [1]}
+    levels = [make_verdict(n_frames=3, folding_percent=0.0, residual_motion=dict(base, gain=g, alignment_shifted=0.9 + g))
+              for g in (0.01, 0.03, 0.08)]
+    assert [v["level"] for v in levels] == ["good", "check", "poor"]
+    assert "3.0 mm (frame 1)" in levels[1]["reasons"][0]["text"] and levels[2]["reasons"][0]["frames"] == [1]
+
+
 def test_classical_engines_say_they_have_no_uncertainty():
     phantom = make_phantom("molli", seed=20714, shape=(48, 48), spacing_mm=(6.0, 6.0), motion_mm=4.0)
     result = register(phantom.sequence, engine="groupwise", device="cpu", iterations_scale=0.3)

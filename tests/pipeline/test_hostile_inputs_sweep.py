@@ -152,6 +152,58 @@ def test_an_empty_output_path_is_refused_naming_the_flag(command, tmp_path, moll
         "displacement.npy", "labels.npy", "lm.csv", "map.npy"]
 
 
+def _api_calls(names):
+    """Each public pipeline function that writes, called with an empty output path as its
+    parameter is named (the CLI's flag check does not reach the Python API)."""
+    from napari_any2reg.core.training.config import TrainingConfig
+    from napari_any2reg.io import read_sequence
+    from napari_any2reg.pipeline.apply import apply_file
+    from napari_any2reg.pipeline.batch import run_batch
+    from napari_any2reg.pipeline.ecv import ecv_file
+    from napari_any2reg.pipeline.fit import fit_series
+    from napari_any2reg.pipeline.sample import write_sample
+    from napari_any2reg.pipeline.segments import segments_file
+    from napari_any2reg.pipeline.series import RegisterSettings, register_series
+    from napari_any2reg.pipeline.training import train
+    from napari_any2reg.pipeline.tre import tre_file
+
+    sequence = read_sequence(names["molli"])
+    return {
+        "register_series": ("outdir", lambda: register_series(sequence, "", RegisterSettings(device="cpu"))),
+        "run_batch": ("outdir", lambda: run_batch([], "")),
+        "fit_series": ("outdir", lambda: fit_series(names["molli"], " ")),
+        "apply_file": ("output_path", lambda: apply_file(names["field"], names["molli"], "")),
+        "write_sample": ("output", lambda: write_sample("molli", "")),
+        "train": ("out_dir", lambda: train(TrainingConfig(steps=2, shape=(32, 32)), "")),
+        "tre_file": ("out", lambda: tre_file(names["field"], names["landmarks"], out="")),
+        "ecv_file": ("outdir", lambda: ecv_file(names["map"], names["map"], "", mask_path=names["labels"], hematocrit=0.42)),
+        "segments_file": ("outdir", lambda: segments_file(names["map"], "", mask_path=names["labels"],
+                                                          rv_insertion=((14, 18), (34, 18)))),
+    }
+
+
+@pytest.mark.parametrize("function", ["register_series", "run_batch", "fit_series", "apply_file", "write_sample",
+                                      "train", "tre_file", "ecv_file", "segments_file"])
+def test_an_empty_output_path_is_refused_in_python_naming_the_parameter(function, tmp_path, molli_file, monkeypatch):
+    """``outdir=''`` in the API wrote into the current folder, as ``-o ''`` did in the CLI."""
+    _engines_must_not_run(monkeypatch)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    names = {"molli": str(molli_file), "field": str(inputs / "displacement.npy"),
+             "landmarks": str(inputs / "lm.csv"), "map": str(inputs / "map.npy"), "labels": str(inputs / "labels.npy")}
+    np.save(names["field"], np.zeros((8, 2, 32, 32), np.float32))
+    (inputs / "lm.csv").write_text("frame,name,y,x\n0,p,10,10\n1,p,10,10\n", encoding="utf-8")
+    np.save(names["map"], np.full((48, 48), 1000.0))
+    np.save(names["labels"], np.zeros((48, 48), np.uint8))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    parameter, call = _api_calls(names)[function]
+    with pytest.raises(ValueError, match=rf"^{parameter}= is empty \('\s*'\); give the folder or file to write"):
+        call()
+    assert list(work.iterdir()) == []
+
+
 # ---------------------------------------------------------------- 4. tre with a damaged field
 @pytest.mark.parametrize("fill, words", [(math.nan, "NaN or Inf"), (math.inf, "NaN or Inf"),
                                          (1e30, "shifts of up to 1e+30 px, beyond the 32 x 32 image")])

@@ -1,7 +1,8 @@
-"""One helper of the orchestrators that take a request object or its fields as keywords."""
+"""Helpers of the orchestrators: a request object or its fields as keywords, an output path checked."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
 T = TypeVar("T")
@@ -37,3 +38,12 @@ def _same(value: Any, default: Any) -> bool:
         return bool(value == default)
     except (TypeError, ValueError):  # arrays and other values without one truth value
         return False
+
+
+def output_path(value: Any, name: str) -> Path:
+    """``value`` as a :class:`~pathlib.Path`; an empty or blank one is refused, naming the
+    parameter (``Path('')`` is the current folder: outputs would land wherever Python runs)."""
+    if value is None or not str(value).strip():
+        raise ValueError(f"{name}= is empty ({value!r}); give the folder or file to write "
+                         f"(e.g. {name}='results/series01').")
+    return Path(value)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..core.vocabulary import arg
+from ._requests import output_path as output_path_checked
 
 __all__ = [
     "ApplyOutcome",
@@ -242,7 +243,7 @@ def apply_file(
     from ..io.fields import read_displacement
     from .series import read_input, refuse_replacing_inputs
 
-    field_path, input_path, output = Path(field_path), Path(input_path), Path(output_path)
+    field_path, input_path, output = Path(field_path), Path(input_path), output_path_checked(output_path, "output_path")
     refuse_replacing_inputs([output], [str(field_path), str(input_path)])
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; pass {arg('overwrite', True)} to replace it.")

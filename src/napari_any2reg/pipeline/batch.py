@@ -34,6 +34,7 @@ import numpy as np
 from .cohort import SeriesJob
 from .series import RegisterSettings
 from ..core.vocabulary import arg, interface
+from ._requests import output_path
 
 log = logging.getLogger(__name__)
 
@@ -490,7 +491,7 @@ def run_batch(
     if n_jobs is not None:
         n_jobs = check_threads(n_jobs, "n_jobs")
     started = time.perf_counter()
-    outdir = Path(outdir)
+    outdir = output_path(outdir, "outdir")
     jobs = list(jobs)
     check_output_folder(outdir)
     outdir.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._requests import output_path
+
 __all__ = ["PairRegistration", "EcvOutcome", "register_pair", "compute_ecv", "ecv_files", "write_ecv", "ecv_file",
            "ECV_FILES"]
 
@@ -432,7 +434,7 @@ def write_ecv(outcome: EcvOutcome, outdir: Any, *, overwrite: bool = False, inpu
     from ..io import atomic_write_folder, check_output_folder
     from .series import refuse_replacing_inputs
 
-    outdir = Path(outdir)
+    outdir = output_path(outdir, "outdir")
     files = ecv_files(outcome)
     refuse_replacing_inputs([outdir / name for name in files], list(inputs))
     check_output_folder(outdir, needed_bytes=outcome.ecv.ecv_percent.size * 12 + 3_000_000)
@@ -460,7 +462,7 @@ def ecv_file(native_path: Any, post_path: Any, outdir: Any, *, mask_path: Any, h
     post = read_map_or_sequence(post_path, flag="POST", nonfinite="mask")
     shape = native.shape
     labels = read_label_image(mask_path, shape)
-    outdir = Path(outdir)
+    outdir = output_path(outdir, "outdir")
     names = list(ECV_FILES) + (["segments.csv", "bullseye.png"] if rv_insertion is not None else [])
     inputs = [native_path, post_path, mask_path]
     refuse_replacing_inputs([outdir / name for name in names], inputs)

@@ -62,7 +62,7 @@ from ..core.export import MAP_ROLES, qc_metrics, run_record, t1_maps_from_fit
 from ..core.sequence import Sequence
 from ..core.vocabulary import arg
 from . import export_table as _table
-from ._requests import request_from
+from ._requests import request_from, output_path
 from .export_table import (
     MAP_ITEMS,
     ExportContext,
@@ -298,7 +298,7 @@ def export_registration(
     context = _context(folder, registered, displacement, request, raw=raw, info=info, template=template,
                        correspondence=correspondence, displacement_sd=displacement_sd, landmarks=landmarks,
                        labels=labels, t1_maps=t1_maps, segments=segments)
-    job = _plan(Path(folder), context, request, report)
+    job = _plan(output_path(folder, "folder"), context, request, report)
     _compute(context, job, qc, report)
     files = _write(context, job, report)
     report(1.0, "done")

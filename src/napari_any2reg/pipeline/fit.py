@@ -21,6 +21,7 @@ from typing import Sequence as Seq
 import numpy as np
 
 from ..core.vocabulary import arg
+from ._requests import output_path
 
 __all__ = ["FitOutcome", "fit_series", "frames_to_exclude", "NOTE_KINDS"]
 
@@ -144,7 +145,7 @@ def fit_series(
     note = on_note or (lambda kind, text: None)
     plan = _plan(source, outdir, model=model, timings_ms=timings_ms, mask=mask, rv_insertion=rv_insertion,
                  r2_threshold=r2_threshold, overwrite=overwrite, note=note)
-    outdir = Path(outdir)
+    outdir = output_path(outdir, "outdir")
     frames = _fittable_frames(plan, note)
     excluded, exclusion_note = frames_to_exclude(exclude_frames, plan.sequence, plan.model, source)
     if exclusion_note:
@@ -219,7 +220,7 @@ def _plan(source: Any, outdir: Any, *, model: str | None, timings_ms: Any, mask:
     stem = T1_MODELS[model].map_name  # t1, t2 or t2star
     names = (f"{stem}.tif", "r2.tif", f"{stem}_sd.tif", "params.tif", "stats.json")
     segment_names = SEGMENT_FILES if rv_insertion is not None else ()
-    outdir = Path(outdir)
+    outdir = output_path(outdir, "outdir")
     targets = [outdir / name for name in names + segment_names]
     refuse_replacing_inputs(targets, [None if isinstance(source, Sequence) else source,
                                       mask if isinstance(mask, (str, Path)) else None])

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ._requests import output_path
+
 __all__ = ["write_sample"]
 
 
@@ -39,7 +41,7 @@ def write_sample(kind: str, output: Any, *, seed: int = 0, size: int = 192, trut
     from ..io import atomic_write_all, write_tiff
 
     phantom = make_phantom(kind, seed=seed, shape=(size, size))
-    out = Path(output)
+    out = output_path(output, "output")
     items = [(out, lambda p: write_tiff(p, phantom.sequence, overwrite=True))]  # p: the reserved temp file
     if truth:
         items.append((out.with_name(out.name.split(".")[0] + "_true_displacement.npy"),

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._requests import output_path
+
 __all__ = ["SegmentAnalysis", "SEGMENT_FILES", "SEGMENT_TABLE_COLUMNS", "analyse_segments", "segments_csv_text",
            "write_segments_table", "segment_files", "segments_file"]
 
@@ -125,6 +127,7 @@ def segments_file(map_path: Any, outdir: Any, *, mask_path: Any, rv_insertion: A
     from ..io.map_input import read_map_image
     from .preflight import refuse_replacing_inputs
 
+    outdir = output_path(outdir, "outdir")
     image = read_map_image(map_path, flag="MAP")
     labels = read_label_image(mask_path, image.shape)
     quantity = str(image.info.get("quantity") or "value")
@@ -139,7 +142,6 @@ def segments_file(map_path: Any, outdir: Any, *, mask_path: Any, rv_insertion: A
         )
     analysis = analyse_segments(image.values, labels, rv_insertion, level=level, quantity=quantity, unit=unit,
                                 erode_px=erode_px)
-    outdir = Path(outdir)
     files = segment_files(analysis)
     refuse_replacing_inputs([outdir / name for name in files], [map_path, mask_path])
     check_output_folder(outdir, needed_bytes=2_000_000)

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.vocabulary import arg
 from ..io.labels import read_label_image  # re-exported: the pipeline API names it
-from ._requests import request_from
+from ._requests import request_from, output_path
 from .preflight import (  # re-exported: the pipeline API has named them here
     check_weights,
     fit_problem_for,
@@ -282,7 +282,7 @@ def register_series(
         "input_path": input_path, "landmarks_path": landmarks_path, "mask_path": mask_path,
         "rv_insertion": rv_insertion, "level": level, "overwrite": overwrite, "command": command,
         "extra_names": extra_names}, _REQUEST_KEYWORDS)
-    plan = _plan(sequence, Path(outdir), settings, request)
+    plan = _plan(sequence, output_path(outdir, "outdir"), settings, request)
     result = _register(sequence, settings, plan, progress, cancel)
     outcome, verdict_inputs = _measure(sequence, result, plan, request)
     if plan.export_items is None:

@@ -20,6 +20,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ._requests import output_path
+
 __all__ = ["SUMMARY_COLUMNS", "cohort_outliers", "sort_for_review", "summary_csv_text", "write_summary"]
 
 #: Column order of summary.csv (more keys of the rows follow, sorted).
@@ -267,7 +269,7 @@ def write_summary(rows: Iterable[dict[str, Any]], outdir: Any, *, qc_page: bool 
     """
     from ..io import atomic_write_all
 
-    outdir = Path(outdir)
+    outdir = output_path(outdir, "outdir")
     rows = sort_for_review([dict(row) for row in rows])
     flags = cohort_outliers(rows)
     for row in rows:

@@ -90,7 +90,9 @@ def train(config: Any, out_dir: str | os.PathLike, *, real_sequences: list[Any] 
     from ..core.training import check_init_weights, run_record
     from ..core.training import train as train_loop
     from ..io.model_io import CHECKPOINT_NAME, RunFolder, read_model_file
+    from ._requests import output_path
 
+    out_dir = output_path(out_dir, "out_dir")
     if real_sequences is None and config.real_data_probability > 0:
         real_sequences = read_real_sequences(config.real_data_paths)
     if user_sequences is None and config.user_data_dir and config.user_data_probability > 0:

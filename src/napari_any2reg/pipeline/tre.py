@@ -45,10 +45,12 @@ def tre_file(displacement: Any, landmarks: Any, *, spacing_mm: Any = None, out: 
     from ..io import atomic_write, read_displacement
     from ..io.landmarks import read_landmarks_csv
     from .apply import _field
+    from ._requests import output_path
     from .series import refuse_replacing_inputs
 
     if out is not None:
-        refuse_replacing_inputs([Path(out)], [displacement, landmarks])
+        out = output_path(out, "out")
+        refuse_replacing_inputs([out], [displacement, landmarks])
     field, field_spacing = read_displacement(displacement)
     try:  # the check of `apply`: NaN / Inf or shifts beyond the image gave a TRE of garbage with exit 0
         field = _field(field)
