@@ -48,7 +48,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-WEIGHTS = ROOT / "weights" / "any2reg-v12.pt"
+WEIGHTS = ROOT / "weights" / "any2reg-v13.pt"
 CLI = [sys.executable, "-m", "napari_any2reg.cli"]
 MAX_ERROR_LINES = 4
 TIMEOUT = 60.0

@@ -67,7 +67,7 @@ from napari_any2reg.core.verdict import assess_registration, fit_evidence, make_
 
 RESULTS = ROOT / "benchmarks" / "results"
 PROTOCOLS = ("molli", "stone", "sasha")
-SHIPPED = ROOT / "weights" / "any2reg-v12.pt"
+SHIPPED = ROOT / "weights" / "any2reg-v13.pt"
 
 #: condition -> (engine options, spacing factor, group, words)
 BROKEN = {

@@ -17,7 +17,7 @@ from ...weights import WeightsError, weights_source
 
 
 #: The shipped weights file used by default.
-DEFAULT_WEIGHTS = "any2reg-v12.pt"
+DEFAULT_WEIGHTS = "any2reg-v13.pt"
 #: Test-time orientations of the network pass (see :func:`core.network.predict`). Two (the
 #: frames as given and flipped left-right, fields mapped back and averaged): on the validation
 #: set (motion-free MOLLI phantoms seeds 10000-10003 and training-base real slices; moved
