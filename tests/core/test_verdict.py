@@ -73,6 +73,21 @@ def test_residual_motion_levels_follow_the_thresholds():
     assert "3.0 mm (frame 1)" in levels[1]["reasons"][0]["text"] and levels[2]["reasons"][0]["frames"] == [1]
 
 
+def test_displacement_sd_is_read_against_the_pixel_size():
+    """An SD p95 of 1.4 mm is "check" at 3 mm pixels (the 1 mm bound) but not at 12 mm pixels, where
+    it is a ninth of a pixel (the bound is a third of a pixel there: 4 mm); 13 mm is "poor" at 12 mm
+    (over one pixel), and without a known spacing the mm bounds apply."""
+    def level(p95, pixel_mm):
+        sd = {"available": True, "p95_mm": p95, "worst_frame": 0, "p95_mm_per_frame": [p95], "pixel_mm": pixel_mm}
+        return make_verdict(n_frames=4, folding_percent=0.0, uncertainty=sd)
+
+    assert level(1.4, 3.0)["level"] == "check" and "> 1 mm" in level(1.4, 3.0)["reasons"][0]["text"]
+    assert level(1.4, 12.0)["level"] == "good"
+    assert level(5.0, 12.0)["level"] == "check" and "> 4 mm" in level(5.0, 12.0)["reasons"][0]["text"]
+    assert level(13.0, 12.0)["level"] == "poor"
+    assert level(1.4, None)["level"] == "check" and level(3.5, None)["level"] == "poor"
+
+
 def test_classical_engines_say_they_have_no_uncertainty():
     phantom = make_phantom("molli", seed=20714, shape=(48, 48), spacing_mm=(6.0, 6.0), motion_mm=4.0)
     result = register(phantom.sequence, engine="groupwise", device="cpu", iterations_scale=0.3)

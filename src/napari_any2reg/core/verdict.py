@@ -13,7 +13,8 @@ residual motion        a rigid shift per frame raises the    by > 0.05
                        registered frames' PCA share by
                        > 0.02
 outlier frames         any (:mod:`.outliers`)                more than a quarter of the frames
-displacement SD        95th percentile > 1 mm in the LV      > 3 mm
+displacement SD        95th percentile > 1 mm (or a third    > 3 mm (or one pixel,
+                       of a pixel, if larger) in the LV      if larger)
                        myocardium (mask label 2), else in
                        the mask / the central heart box
 myocardial R²          median < 0.9 (when a fit was made     median < 0.7
@@ -64,6 +65,8 @@ class VerdictThresholds:
     outlier_poor_fraction: float = 0.25
     sd_check_mm: float = 1.0
     sd_poor_mm: float = 3.0
+    sd_check_px: float = 1.0 / 3.0
+    sd_poor_px: float = 1.0
     r2_check: float = 0.9
     r2_poor: float = 0.7
     r2_drop: float = 0.02
@@ -109,9 +112,10 @@ def myocardial_region(shape: tuple[int, int], labels: Any = None) -> tuple[np.nd
 
 
 def uncertainty_summary(displacement_sd_mm: Any, region: np.ndarray, region_name: str,
-                        note: str | None = None) -> dict[str, Any]:
+                        note: str | None = None, spacing_mm: SequenceType[float] | None = None) -> dict[str, Any]:
     """``metrics.json`` ``displacement_sd``: the region's 95th percentile (mm) and the worst frame
-    (``region`` from :func:`myocardial_region`; ``region_name`` says which it is)."""
+    (``region`` from :func:`myocardial_region`; ``region_name`` says which it is), and the pixel
+    size (``pixel_mm``, the geometric mean of the spacing) the verdict reads it against."""
     if displacement_sd_mm is None:
         return {"available": False, "why": note or "this engine gives no per-pixel uncertainty"}
     sd = np.asarray(displacement_sd_mm, np.float32)
@@ -124,6 +128,7 @@ def uncertainty_summary(displacement_sd_mm: Any, region: np.ndarray, region_name
         "median_mm": round(float(np.median(sd[:, region])), 4),
         "p95_mm_per_frame": [round(float(v), 4) for v in per_frame],
         "worst_frame": int(np.argmax(per_frame)),
+        "pixel_mm": None if spacing_mm is None else round(float(np.sqrt(float(spacing_mm[0]) * float(spacing_mm[1]))), 4),
     }
 
 
@@ -286,10 +291,14 @@ def make_verdict(
         frame = int(uncertainty["worst_frame"])
         where = f"in the {uncertainty.get('region', 'heart region')} (worst frame {frame}: " \
                 f"{uncertainty['p95_mm_per_frame'][frame]:.2f} mm)"
-        if p95 > t.sd_poor_mm:
-            found.append(Reason("poor", f"displacement SD 95th percentile {p95:.2f} mm > {t.sd_poor_mm:g} mm {where}", (frame,)))
-        elif p95 > t.sd_check_mm:
-            found.append(Reason("check", f"displacement SD 95th percentile {p95:.2f} mm > {t.sd_check_mm:g} mm {where}", (frame,)))
+        # an SD well below a pixel is below what the image can resolve: at coarse pixels (or a
+        # spacing given too large, which scales every mm) the bound grows with the pixel
+        pixel = uncertainty.get("pixel_mm") or 0.0
+        poor_at, check_at = max(t.sd_poor_mm, t.sd_poor_px * pixel), max(t.sd_check_mm, t.sd_check_px * pixel)
+        if p95 > poor_at:
+            found.append(Reason("poor", f"displacement SD 95th percentile {p95:.2f} mm > {poor_at:.3g} mm {where}", (frame,)))
+        elif p95 > check_at:
+            found.append(Reason("check", f"displacement SD 95th percentile {p95:.2f} mm > {check_at:.3g} mm {where}", (frame,)))
         else:
             passed.append(f"displacement SD p95 {p95:.2f} mm")
 
@@ -358,7 +367,8 @@ def assess_registration(
     maps = correspondence_maps(raw, u, spacing_mm=spacing_mm, stored=scores)
     outliers = detect_outlier_frames(registered, displacement=u, scores=maps, spacing_mm=spacing_mm,
                                      region=region, timings_ms=timings_ms).to_json()
-    uncertainty = uncertainty_summary(displacement_sd_mm, *myocardial_region(raw.shape[1:], labels), uncertainty_note)
+    uncertainty = uncertainty_summary(displacement_sd_mm, *myocardial_region(raw.shape[1:], labels), uncertainty_note,
+                                      spacing_mm=spacing_mm)
     folding = folding_mask(u)
     inputs = {
         "n_frames": int(raw.shape[0]),
