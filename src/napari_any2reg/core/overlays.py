@@ -44,6 +44,7 @@ __all__ = [
     "overlay_groups",
     "missing_input",
     "uncertainty_unavailable",
+    "uncertainty_note",
     "export_overlays",
     "report_overlays",
 ]
@@ -265,6 +266,15 @@ def uncertainty_unavailable(engine: str | None = None, note: str | None = None) 
         return (f"no per-pixel uncertainty: the {engine} engine optimises one field per sequence and has no "
                 f"spread to report; {gives}")
     return f"no per-pixel uncertainty: {gives}; the classical engines have none"
+
+
+def uncertainty_note(engine: str | None, note: str | None, available: bool) -> str | None:
+    """The note of ``metrics.json`` ``displacement_sd`` (``register``, the report, the Review dock
+    alike): the engine's own description (``params["uncertainty"]``) where it gave an SD or said
+    why not ("none: ..."), else :func:`uncertainty_unavailable`."""
+    if available or (note and str(note).startswith("none")):
+        return note
+    return uncertainty_unavailable(engine, note)
 
 
 def missing_input(overlay: Overlay, inputs: OverlayInputs, *, review_pending: bool = False) -> str | None:

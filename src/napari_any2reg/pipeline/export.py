@@ -381,13 +381,12 @@ def _assessment(context: ExportContext) -> dict[str, Any]:
     """``outlier_frames``, ``displacement_sd`` and ``verdict`` for a report whose caller had none
     (the napari Export dock passes the run's summary; ``register`` passes its metrics.json), by the
     function that makes metrics.json's, so the report says what ``register`` would have written."""
-    from ..core.overlays import uncertainty_unavailable
+    from ..core.overlays import uncertainty_note
     from ..core.verdict import assess_registration
 
     info = context.info or {}
-    note = (info.get("params") or {}).get("uncertainty")
-    if context.displacement_sd is None and not (note and str(note).startswith("none")):
-        note = uncertainty_unavailable(info.get("engine"), note)
+    note = uncertainty_note(info.get("engine"), (info.get("params") or {}).get("uncertainty"),
+                            context.displacement_sd is not None)
     raw = context.raw
     assessment = assess_registration(
         raw.frames, context.registered.frames, context.displacement, scores=context.correspondence,

@@ -416,16 +416,15 @@ def _measure(sequence: Any, result: Any, plan: _SeriesPlan, request: SeriesReque
 def _assess(sequence: Any, result: Any, labels: Any, metrics: dict[str, Any]) -> dict[str, Any]:
     """Add ``outlier_frames``, ``displacement_sd`` and ``verdict`` to ``metrics``; returns the
     verdict's inputs (a fit adds its R² to them)."""
+    from ..core.overlays import uncertainty_note
     from ..core.verdict import assess_registration
 
-    note = result.params.get("uncertainty")
-    if note is None:
-        note = (f"none: the {result.engine} engine optimises one field per sequence and has no spread to "
-                "report; the network engines (any2reg, any2reg-io) give displacement_sd")
+    sd = result.extras.get("displacement_sd_mm")
+    note = uncertainty_note(result.engine, result.params.get("uncertainty"), sd is not None)
     assessment = assess_registration(
         sequence.frames, result.registered, result.displacement, scores=result.extras.get("correspondence"),
         spacing_mm=sequence.spacing_mm, timings_ms=sequence.timings_ms, labels=labels,
-        displacement_sd_mm=result.extras.get("displacement_sd_mm"), uncertainty_note=note,
+        displacement_sd_mm=sd, uncertainty_note=note,
     )
     inputs = assessment.pop("_verdict_inputs")
     metrics.update(assessment)

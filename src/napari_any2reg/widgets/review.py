@@ -39,7 +39,7 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QTabWidget, QVBoxLayout, QWidget
 
 from ..core import qc
-from ..core.overlays import OVERLAYS
+from ..core.overlays import OVERLAYS, uncertainty_note
 from ..core.verdict import assess_registration
 from ._base import WorkerDock
 from ._dock import compact_combos, install_frame_label, scroll_body
@@ -420,7 +420,8 @@ class ReviewWidget(ShowsPlot, WorkerDock):
                 assessment = assess_registration(
                     raw, registered, registration.displacement, scores=review.scores, spacing_mm=pair.spacing_mm,
                     timings_ms=registration.timings_ms, labels=labels, displacement_sd_mm=registration.displacement_sd,
-                    uncertainty_note=note or _no_uncertainty_note(registration))
+                    uncertainty_note=uncertainty_note(registration.summary.get("engine"), note,
+                                                      registration.displacement_sd is not None))
                 assessment.pop("_verdict_inputs", None)
                 problem = None
             except ValueError as exc:  # e.g. too few frames for the model: the QC table still shows
@@ -538,13 +539,6 @@ class ReviewWidget(ShowsPlot, WorkerDock):
 def is_mask_layer(layer: Any) -> bool:
     """A Labels layer the user made (never one of this plugin's overlays)."""
     return isinstance(layer, Labels) and not is_overlay_layer(layer)
-
-
-def _no_uncertainty_note(registration: RegisteredLayer) -> str:
-    """What the verdict's ``displacement_sd`` says for a run without one (as ``metrics.json``)."""
-    from ..core.overlays import uncertainty_unavailable
-
-    return uncertainty_unavailable(registration.summary.get("engine"))
 
 
 def _double_click_callback(widget: ReviewWidget, fallback: Callable[[Any, Any], None] | None
