@@ -78,8 +78,10 @@ def test_philips_multi_slice_molli_reads_every_slice_with_private_ti(tmp_path):
     np.testing.assert_array_equal(one.frames, slices[2].frames)
 
 
-def _enhanced_mr(path, n_slices=2, tis=(300.0, 120.0, 900.0)):
-    """One enhanced multi-frame MR file: per-frame position, MR modifier TI, pixel transformation."""
+def _enhanced_mr(path, n_slices=2, tis=(300.0, 120.0, 900.0), n_maps=0):
+    """One enhanced multi-frame MR file: per-frame position, MR modifier TI, pixel transformation;
+    ``n_maps`` more frames per slice are the scanner's T1 maps (per-frame FrameType ``T1 MAP``, TI
+    0), as a Philips enhanced MOLLI export holds them; the inversion frames say ``M_IR``."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence as DicomSequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -109,20 +111,28 @@ def _enhanced_mr(path, n_slices=2, tis=(300.0, 120.0, 900.0)):
     shared.PixelValueTransformationSequence = DicomSequence([transform])
     ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
     per_frame, stored = [], []
+    maps = (rng.random((n_slices, n_maps, H, W)) * 2000).astype(np.uint16)
     for z in range(n_slices):
-        for k, ti in enumerate(tis):
+        for k, ti in enumerate(list(tis) + [0.0] * n_maps):
             item, position, modifier = Dataset(), Dataset(), Dataset()
             position.ImagePositionPatient = list(_slice_origin(z))
             modifier.InversionTimes = [ti]
             item.PlanePositionSequence = DicomSequence([position])
             item.MRModifierSequence = DicomSequence([modifier])
+            if n_maps:
+                frame_type = Dataset()
+                frame_type.FrameType = (["DERIVED", "PRIMARY", "T1 MAP", "T1"] if k >= len(tis)
+                                        else ["ORIGINAL", "PRIMARY", "M_IR", "NONE"])
+                item.MRImageFrameTypeSequence = DicomSequence([frame_type])
             per_frame.append(item)
-            stored.append(pixels[z, k])
+            stored.append(pixels[z, k] if k < len(tis) else maps[z, k - len(tis)])
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
     ds.NumberOfFrames = len(per_frame)
     ds.PixelData = np.ascontiguousarray(np.stack(stored), dtype=np.uint16).tobytes()
+    if n_maps:
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "MIXED"]
     ds.save_as(str(path), enforce_file_format=True)
-    return pixels, np.asarray(tis)
+    return (pixels, np.asarray(tis)) if not n_maps else (pixels, np.asarray(tis), maps)
 
 
 def test_enhanced_multi_frame_mr_is_split_into_slices_and_frames(tmp_path):
@@ -137,6 +147,27 @@ def test_enhanced_multi_frame_mr_is_split_into_slices_and_frames(tmp_path):
         np.testing.assert_array_equal(seq.frames, pixels[z][order].astype(np.float32) * 2 - 5)
         np.testing.assert_allclose(seq.geometry.origin, _slice_origin(z), atol=1e-6)
         assert seq.spacing_mm == SPACING and seq.kind == "molli"
+
+
+def test_an_enhanced_file_with_the_scanners_t1_maps_reads_the_frames_and_offers_the_maps(tmp_path):
+    """Issue 24 item 10 for an enhanced multi-frame export: per slice 3 inversion frames and the
+    scanner's 2 T1 maps (per-frame FrameType T1 MAP, TI 0). The maps were read as frames (TIs 0, 0,
+    120, ...); now each slice has its 3 frames and its own maps as ``scanner_maps``."""
+    folder = tmp_path / "enhanced"
+    folder.mkdir()
+    pixels, tis, maps = _enhanced_mr(folder / "MR0001.dcm", n_maps=2)
+    slices = read_slices(folder)
+    order = np.argsort(tis)
+    assert len(slices) == 2
+    for z, seq in enumerate(slices):
+        assert seq.n_frames == 3 and seq.kind == "molli"
+        np.testing.assert_array_equal(seq.timings_ms, tis[order])
+        np.testing.assert_array_equal(seq.frames, pixels[z][order].astype(np.float32) * 2 - 5)
+        found = seq.metadata["scanner_maps"]
+        assert sorted(found) == ["scanner T1 map", "scanner T1 map (2)"]
+        np.testing.assert_array_equal(found["scanner T1 map"], maps[z, 0].astype(np.float32) * 2 - 5)
+        np.testing.assert_array_equal(found["scanner T1 map (2)"], maps[z, 1].astype(np.float32) * 2 - 5)
+        assert len(seq.metadata["dicom_derived_left_out"]) == 4  # both slices' maps, named by frame
 
 
 def test_preamble_less_ima_and_copies_and_ambiguous_order(tmp_path):

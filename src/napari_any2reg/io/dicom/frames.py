@@ -44,6 +44,7 @@ class _Frame:
     trigger: float | None = None
     slope: float | None = None
     intercept: float | None = None
+    frame_type: tuple[str, ...] | None = None  # enhanced files: the frame's own FrameType (a map or a frame)
 
     @property
     def label(self) -> str:
@@ -107,6 +108,13 @@ def _functional(item: Any, shared: Any, sequence: str, keyword: str) -> Any:
     return None
 
 
+def _frame_type(value: Any) -> tuple[str, ...] | None:
+    """An enhanced frame's FrameType (``DERIVED\\PRIMARY\\T1 MAP\\...``) as a tuple, or None."""
+    if value in (None, ""):
+        return None
+    return (str(value),) if isinstance(value, str) else tuple(str(v) for v in value)
+
+
 def _enhanced_frames(f: Path, ds: Any) -> list[_Frame]:
     """Per-frame records of an enhanced multi-frame MR file (functional groups)."""
     count = _n_frames(ds)
@@ -140,6 +148,7 @@ def _enhanced_frames(f: Path, ds: Any) -> list[_Frame]:
                                                "NominalCardiacTriggerDelayTime")),
             slope=_float_or_none(_functional(item, shared, "PixelValueTransformationSequence", "RescaleSlope")),
             intercept=_float_or_none(_functional(item, shared, "PixelValueTransformationSequence", "RescaleIntercept")),
+            frame_type=_frame_type(_functional(item, shared, "MRImageFrameTypeSequence", "FrameType")),
         ))
     return frames
 

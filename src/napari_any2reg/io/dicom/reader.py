@@ -127,10 +127,13 @@ def _derived_type(frame: _Frame) -> str | None:
 
     A Philips MOLLI series holds, under the same series number, the inversion frames and the
     scanner's own T1 maps (``ORIGINAL\\PRIMARY\\T1 MAP\\T1``, TI 0): those are results, not frames.
+    In an enhanced multi-frame file each frame says so in its own FrameType (the file's ImageType
+    describes the whole file, e.g. ``MIXED``).
     """
-    if frame.index is not None:  # enhanced multi-frame: per-frame FrameType, not read here
-        return None
-    value = frame.header.get("ImageType") if frame.header is not None else None
+    if frame.index is not None:
+        value: Any = frame.frame_type
+    else:
+        value = frame.header.get("ImageType") if frame.header is not None else None
     if value is None:
         return None
     values = [value] if isinstance(value, str) else list(value)
