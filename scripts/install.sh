@@ -11,6 +11,8 @@ extras="pyqt6"
 apt_packages="xvfb xauth libxcb-icccm4 libxcb-keysyms1 libgl1 libegl1 libglx-mesa0 libgl1-mesa-dri
   libdbus-1-3 libfontconfig1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-image0 libxcb-randr0
   libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libxcb-xfixes0"
+# the tests also run elastix's transformix on the exported fields (tests/io/test_io_world_fields.py)
+[ "${1:-}" = "--testing" ] && apt_packages="$apt_packages elastix"
 missing=""
 for p in $apt_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

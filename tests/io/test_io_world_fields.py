@@ -189,3 +189,44 @@ def test_simpleitk_reproduces_registered_frames_of_an_oblique_dicom_series_in_wo
         error = float(np.abs(resampled[inside] - expected[inside]).max())
         # the registered frames are the raw scanner values warped (no rescaling by the reader here)
         assert error < 1e-4 * scale, (k, error, scale)
+
+
+def test_transformix_reproduces_registered_frames_from_a_copied_export_folder(tmp_path, capsys):
+    """elastix's own resampler, as docs/interoperability.md gives the command: the export folder
+    copied elsewhere (the parameter files name their fields relative to themselves), transformix
+    run in the copy on each raw frame (a 3-D one-slice image in its scanner geometry) gives the
+    registered frame."""
+    import shutil
+    import subprocess
+
+    transformix = shutil.which("transformix")
+    if transformix is None:
+        pytest.skip("transformix (elastix) is not installed: `apt-get install elastix`; "
+                    "scripts/install.sh --testing installs it")
+    source = tmp_path / "oblique.nii.gz"
+    _write_input(source, rows_reversed=False)
+    out = tmp_path / "out"
+    assert main(["register", str(source), "-o", str(out), "--engine", "groupwise", "--device", "cpu",
+                 "--iterations-scale", "0.1", "--export", "nifti,displacement,itk", "-q"]) == 0, capsys.readouterr().err
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(out, copy)
+    shutil.rmtree(out)  # nothing may still point at the old folder
+    raw = sitk.ReadImage(str(source))
+    registered = sitk.ReadImage(str(copy / "registered.nii.gz"))
+    u = np.load(copy / "displacement.npy")
+    assert np.abs(u).max() > 0.3
+    margin = int(np.ceil(np.abs(u).max())) + 2
+    inside = (slice(margin, H - margin), slice(margin, W - margin))
+    for k in (0, u.shape[0] // 2, u.shape[0] - 1):
+        frame = tmp_path / f"frame{k:03d}.nii.gz"
+        sitk.WriteImage(_frame(raw, k), str(frame))
+        result = tmp_path / f"result{k:03d}"
+        result.mkdir()
+        run = subprocess.run([transformix, "-tp", f"displacement_itk_frame{k:03d}.txt", "-in", str(frame),
+                              "-out", str(result)], cwd=copy, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stdout[-2000:]
+        resampled = sitk.GetArrayFromImage(sitk.ReadImage(str(result / "result.nii.gz")))[0]
+        expected = sitk.GetArrayFromImage(_frame(registered, k))[0]
+        scale = float(expected.max() - expected.min())
+        error = float(np.abs(resampled[inside] - expected[inside]).max())
+        assert error < 1e-4 * scale, (k, error, scale)

@@ -67,7 +67,11 @@ def elastix_transform_text(field_file: str, shape: Any, spacing_mm: Any = (1.0, 
         ("Origin", origin),
         ("Direction", direction),
         ("UseDirectionCosines", '"true"'),
-        ("ResampleInterpolator", '"FinalLinearInterpolator"'),
+        # linear resampling as the B-spline interpolator of order 1: every elastix build has it,
+        # while "FinalLinearInterpolator" is missing from some (Debian's 5.0.1: transformix
+        # stopped with "This component is not installed")
+        ("ResampleInterpolator", '"FinalBSplineInterpolator"'),
+        ("FinalBSplineInterpolationOrder", "1"),
         ("Resampler", '"DefaultResampler"'),
         ("DefaultPixelValue", "0"),
         ("ResultImageFormat", '"nii.gz"'),
