@@ -281,7 +281,13 @@ def done_when(rows: list[dict]) -> list[str]:
             ("clean: 'good'", lambda r: r["condition"] == "clean", True),
             ("one bad frame: not 'good'", lambda r: r["group"] == "bad frame", False),
             ("broken setting, 8 mm motion: not 'good'", lambda r: r["group"] == "broken" and r["motion_mm"] > 0, False),
-            ("broken setting, motion-free: not 'good'", lambda r: r["group"] == "broken" and r["motion_mm"] == 0, False)):
+            ("broken setting, motion-free: not 'good'", lambda r: r["group"] == "broken" and r["motion_mm"] == 0, False),
+            # an engine that returns the identity on a motion-free series is right there: only a
+            # broken setting whose field is wrong (heart error > 0.5 mm) should be caught
+            ("broken setting, motion-free, field wrong (heart error > 0.5 mm): not 'good'",
+             lambda r: r["group"] == "broken" and r["motion_mm"] == 0 and r["true_error_heart_mm"] > 0.5, False),
+            ("broken setting, motion-free, field right (heart error <= 0.5 mm): 'good'",
+             lambda r: r["group"] == "broken" and r["motion_mm"] == 0 and r["true_error_heart_mm"] <= 0.5, True)):
         for engine in ("any2reg", "groupwise"):
             for mask in ("with mask", "no mask"):
                 group = [r for r in rows if pick(r) and r["engine"] == engine and r["mask"] == mask]
