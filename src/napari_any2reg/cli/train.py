@@ -80,7 +80,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`TrainingConfig` the parsed flags ask for (a flag not given keeps the field's
-    default; a flag with ``requires`` applies only with that field's flag)."""
+    default; a flag with ``requires`` applies only with that field's flag and is an error without it)."""
     from ..core.training.config import TrainingConfig, cli_flags
 
     defaults = TrainingConfig()
@@ -89,8 +89,14 @@ def config_from_args(args: argparse.Namespace):
     changes: dict[str, Any] = {}
     for field, flag, _ in flags:
         value = getattr(args, flag.dest, None)
-        if value is None or (flag.requires is not None and flag.requires not in given):
+        if value is None:
             continue
+        if flag.requires is not None and flag.requires not in given:
+            if value is flag.cli_default:  # argparse's own default object: the flag was not typed
+                continue
+            # a value that would be ignored is a mistake to say, not to drop (nan trained to exit 0)
+            needed = next(f.flag for fd, f, _ in flags if fd.name == flag.requires)
+            raise ValueError(f"{flag.flag} applies only with {needed}; give {needed} or leave {flag.flag} out")
         if flag.value == "path":
             value = str(Path(value).resolve())
         elif flag.value == "paths":

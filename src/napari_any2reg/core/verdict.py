@@ -162,8 +162,11 @@ def residual_translation(registered: Any, spacing_mm: SequenceType[float] | None
 
     frames = np.asarray(registered, np.float32)
     n, h, w = frames.shape
-    scale = float(frames.std()) or 1.0
-    normalised = torch.from_numpy((frames - frames.mean()) / scale)
+    # standardised in float64: float32 frames near 1e38 overflow in their own mean and SD
+    wide = frames.astype(np.float64)
+    scale = float(wide.std())
+    scale = scale if np.isfinite(scale) and scale > 0 else 1.0
+    normalised = torch.from_numpy(((wide - wide.mean()) / scale).astype(np.float32))
     spacing = None if spacing_mm is None else tuple(float(v) for v in spacing_mm)
     with torch.no_grad():
         # the 3 mm grid the shift stage was designed on (its window and shift bound)

@@ -522,6 +522,14 @@ class TrainingConfig(ScheduleSettings, OptimisationSettings, LossSettings, Augme
             raise ValueError(f"real_schedule_probability must be in [0, 1]; got {self.real_schedule_probability}")
         if self.real_schedule_probability > 0 and self.real_base != "model":
             raise ValueError("real_schedule_probability > 0 needs real_base='model' (the schedule is resampled from the fitted maps)")
+        # motion a breathing / cardiac series can have: 1e30 mm trained on with exit 0 (every
+        # frame moved out of the field of view), a negative amplitude is no amplitude
+        for name, unit, top in (("motion_mm_range", "mm", 100.0), ("real_motion_mm_range", "mm", 100.0),
+                                ("nonrigid_mm_range", "mm", 100.0), ("rotation_deg_range", "degrees", 45.0)):
+            lo, hi = getattr(self, name)
+            if not 0 <= lo <= hi <= top:
+                raise ValueError(f"{_setting_name(name)} must be LOW,HIGH with 0 <= LOW <= HIGH <= {top:g} {unit}; "
+                                 f"got {lo:g},{hi:g}")
         if not 0 <= self.still_unsupervised_weight <= 1:
             raise ValueError(f"still_unsupervised_weight must be in [0, 1]; got {self.still_unsupervised_weight}")
         if self.validation_still_seed is not None and self.validation_still_seed < VALIDATION_SEED_MIN:
