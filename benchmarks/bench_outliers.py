@@ -1,8 +1,8 @@
-"""Calibration of the outlier-frame thresholds (core/outliers.py) on phantoms and real series.
+"""Calibration of the outlier-frame thresholds (core/qc/outliers.py) on phantoms and real series.
 
 Phantoms (test seeds >= 20000, 96 x 96 at 3 mm) of MOLLI, STONE and SASHA, motion-free and
 with 8 mm breathing motion, each clean and with ONE injected bad frame
-(:func:`napari_any2reg.core.bad_frames.inject_bad_frame`: another slice position, ghosting
+(:func:`napari_any2reg.core.phantom.bad_frames.inject_bad_frame`: another slice position, ghosting
 along phase-encode, a mistriggered systolic frame) at a random frame 1..N-1; registered with
 ``any2reg`` (and ``groupwise`` for a subset: its correspondence is the model-free score). The
 real series of ``../shared/data/real`` (STONE heart, kidney MOLLI z0/z1, ACDC cine) are
@@ -34,8 +34,8 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from napari_any2reg.core.bad_frames import BAD_FRAME_KINDS, inject_bad_frame  # noqa: E402
-from napari_any2reg.core.outliers import (  # noqa: E402
+from napari_any2reg.core.phantom.bad_frames import BAD_FRAME_KINDS, inject_bad_frame  # noqa: E402
+from napari_any2reg.core.qc.outliers import (  # noqa: E402
     FrameEvidence,
     OutlierThresholds,
     classify_frames,
@@ -53,7 +53,7 @@ REAL_FILES = ("stone_0138_slice4_t1map.nii.gz", "kidney_molli_mdreg_z0.tif", "ki
 
 
 #: The regions the evidence is read in: first the two the product reads
-#: (:func:`core.outliers.outlier_region`: with a heart mask, as ``register --mask`` gives one,
+#: (:func:`core.qc.outliers.outlier_region`: with a heart mask, as ``register --mask`` gives one,
 #: and without), then for comparison the central box alone, the mask's labels alone and the
 #: dilated heart mask of the first calibration (no user has that one).
 REGIONS = ("no mask", "with mask", "central box", "mask labels", "dilated heart")
@@ -165,7 +165,7 @@ def rescore(rows: list[dict], thresholds: OutlierThresholds, region: str | None 
 
 def to_markdown(rows: list[dict], seconds: float, t: OutlierThresholds = OutlierThresholds(), title: str = "") -> str:
     lines = ["# Outlier frames: calibration (`benchmarks/bench_outliers.py`)", "",
-             f"Thresholds (core/outliers.py `OutlierThresholds`): residual z > {t.residual_z:g} or score z > {t.score_z:g} "
+             f"Thresholds (core/qc/outliers.py `OutlierThresholds`): residual z > {t.residual_z:g} or score z > {t.score_z:g} "
              f"alone, or two signals beyond z {t.weak_z:g} (with the residual {t.min_residual_excess:g} above the median, "
              f"the score {t.min_score_drop:g} below it, the displacement {t.min_displacement_excess_mm:g} mm above it). "
              f"Phantoms 96 x 96 at 3 mm{title}; CPU, {seconds:.0f} s.", "",

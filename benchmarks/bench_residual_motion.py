@@ -1,6 +1,6 @@
 """How much motion a registration left: the ``residual_motion`` check of the verdict, measured.
 
-The verdict's "motion left" check (:func:`napari_any2reg.core.verdict.residual_translation`)
+The verdict's "motion left" check (:func:`napari_any2reg.core.qc.verdict.residual_translation`)
 aligns the registered frames once more by a rigid shift per frame and reads the gain in the
 model-free alignment (PCA share). This benchmark is what its thresholds (0.02 "check", 0.05
 "poor") were chosen from:
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_verdict import PROTOCOLS, machine_description, untrained_weights  # noqa: E402
 from napari_any2reg.core.phantom import make_phantom  # noqa: E402
 from napari_any2reg.core.registration import register  # noqa: E402
-from napari_any2reg.core.verdict import VerdictThresholds, residual_translation  # noqa: E402
+from napari_any2reg.core.qc.verdict import VerdictThresholds, residual_translation  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real"
 REAL_FILES = {"STONE": "stone_0138_slice4_t1map.nii.gz", "ACDC cine": "acdc_patient101_slice3_cine.nii.gz",
@@ -85,7 +85,7 @@ def to_markdown(data: dict) -> str:
     t = VerdictThresholds()
     lines = ["# Motion left after registration (the verdict's `residual_motion` check)", "",
              f"{data['seconds']:.0f} s on {data['machine']}. Thresholds: check gain > {t.residual_gain_check:g}, "
-             f"poor > {t.residual_gain_poor:g} (`core/verdict.py`). Gain: the PCA share (2 components, central box) "
+             f"poor > {t.residual_gain_poor:g} (`core/qc/verdict.py`). Gain: the PCA share (2 components, central box) "
              "of the registered frames after one more rigid shift per frame, minus before. Regenerate: "
              "`python benchmarks/bench_residual_motion.py`.", "",
              "## Summary", "", "| series | registered by | motion | cases | gain, min-max | largest shift, max | level |",

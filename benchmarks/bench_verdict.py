@@ -1,10 +1,10 @@
-"""The verdict (core/verdict.py) on phantoms, and whether the auto exclusion brings T1 closer to the truth.
+"""The verdict (core/qc/verdict.py) on phantoms, and whether the auto exclusion brings T1 closer to the truth.
 
 Issue 27's done-when, measured (run on demand; not a test):
 
 1. **Verdict levels.** MOLLI, STONE and SASHA phantoms (96 x 96 at 3 mm, seeds 20900+, motion-free
    and 8 mm breathing motion) in three conditions: clean, one injected bad frame (each kind of
-   :mod:`napari_any2reg.core.bad_frames`, at a random frame 1..N-1) and a deliberately broken
+   :mod:`napari_any2reg.core.phantom.bad_frames`, at a random frame 1..N-1) and a deliberately broken
    registration setting that a user could really make:
 
    * ``any2reg`` with ``weights=`` an **untrained checkpoint** (the shipped file's network
@@ -22,14 +22,14 @@ Issue 27's done-when, measured (run on demand; not a test):
    Each series is registered with ``any2reg`` (default) and, for the first three seeds of each
    protocol, ``groupwise``; the verdict is made as :func:`napari_any2reg.pipeline.series.register_series`
    makes it: the heart mask (the phantom's ``common_labels``) passed to the engine and to
-   :func:`core.verdict.assess_registration`, or no mask at all; then with the T1 fit's R² as
+   :func:`core.qc.verdict.assess_registration`, or no mask at all; then with the T1 fit's R² as
    ``register --export maps`` adds it (raw fit and registered fit with the outlier frames left
-   out, :func:`core.verdict.fit_evidence`). ``any2reg`` ignores a mask (one network pass), so
+   out, :func:`core.qc.verdict.fit_evidence`). ``any2reg`` ignores a mask (one network pass), so
    its registration is shared by the two mask settings.
 
 2. **Does the auto exclusion bring T1 closer to the truth?** On the bad-frame series, T1 fitted on
    the registered frames with every frame and with ``exclude_frames`` = the detected outlier frames
-   (:func:`core.outliers.auto_exclusion`, as ``fit --exclude-frames auto``), and for reference with
+   (:func:`core.qc.outliers.auto_exclusion`, as ``fit --exclude-frames auto``), and for reference with
    the true bad frame left out (oracle). Score: the median |T1 - truth| in the LV myocardium
    (label 2 of ``common_labels``) against (a) the fit of the same phantom's clean series
    registered the same way (engine and mask; every frame) and (b) the phantom's true T1 map
@@ -58,12 +58,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from napari_any2reg.core.bad_frames import BAD_FRAME_KINDS, inject_bad_frame  # noqa: E402
+from napari_any2reg.core.phantom.bad_frames import BAD_FRAME_KINDS, inject_bad_frame  # noqa: E402
 from napari_any2reg.core.mapping import T1_MODELS, fit_t1, model_for_kind  # noqa: E402
-from napari_any2reg.core.outliers import auto_exclusion  # noqa: E402
+from napari_any2reg.core.qc.outliers import auto_exclusion  # noqa: E402
 from napari_any2reg.core.phantom import make_phantom  # noqa: E402
 from napari_any2reg.core.registration import register  # noqa: E402
-from napari_any2reg.core.verdict import assess_registration, fit_evidence, make_verdict  # noqa: E402
+from napari_any2reg.core.qc.verdict import assess_registration, fit_evidence, make_verdict  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 PROTOCOLS = ("molli", "stone", "sasha")
@@ -339,7 +339,7 @@ def to_markdown(data: dict) -> str:
     lines = ["# The verdict on phantoms, and the auto exclusion (`benchmarks/bench_verdict.py`)", "",
              f"Phantoms 96 x 96 at 3 mm, seeds {data['seed_base']}+ ({data['seeds']} per protocol for any2reg, the first "
              f"{data['groupwise_seeds']} for groupwise), motion 0 and 8 mm; {data['seconds']:.0f} s on {data['machine']}.", "",
-             "Conditions: clean; one bad frame (core/bad_frames.py: other_slice, ghosting, mistrigger); broken settings "
+             "Conditions: clean; one bad frame (core/phantom/bad_frames.py: other_slice, ghosting, mistrigger); broken settings "
              "(a user's mistake that breaks the registration): "
              + "; ".join(f"{n}: {w}" for e in BROKEN.values() for n, (_, _, g, w) in e.items() if g == "broken")
              + "; mis-set but harmless (the field stays right): "

@@ -117,7 +117,7 @@ def test_graph_sees_function_level_imports():
     # fit_t1 imports the outlier rules inside a function; registration imports the engines by
     # name: the graph must still have both edges
     edges = _internal_edges(GRAPH)
-    assert f"{PACKAGE}.core.outliers" in edges[f"{PACKAGE}.core.mapping.fitting"]
+    assert f"{PACKAGE}.core.qc.outliers" in edges[f"{PACKAGE}.core.mapping.fitting"]
     assert {f"{PACKAGE}.core.engines.groupwise", f"{PACKAGE}.core.engines.any2reg"} <= edges[f"{PACKAGE}.core.registration"]
 
 

@@ -4,7 +4,7 @@ displacement_sd.npy (refused for a classical engine); ``run_batch`` sorts the se
 first in summary.csv.
 
 64x64 MOLLI phantoms (8 frames), the any2reg network on the CPU, one with frame 5 from another
-slice position (:func:`napari_any2reg.core.bad_frames.inject_bad_frame`).
+slice position (:func:`napari_any2reg.core.phantom.bad_frames.inject_bad_frame`).
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from napari_any2reg.cli import main
-from napari_any2reg.core.bad_frames import inject_bad_frame
+from napari_any2reg.core.phantom.bad_frames import inject_bad_frame
 from napari_any2reg.core.phantom import make_phantom
-from napari_any2reg.core.verdict import verdict_line
+from napari_any2reg.core.qc.verdict import verdict_line
 from napari_any2reg.io import write_tiff
 
 BAD = 5

@@ -1,4 +1,4 @@
-"""T1 mapping (core.mapping, core.mapping_roi): accuracy, polarity, uncertainty, failures, ROI stats."""
+"""T1 mapping (core.mapping, core.mapping.roi): accuracy, polarity, uncertainty, failures, ROI stats."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from napari_any2reg.core.mapping import (
     model_signal,
     t1_gradient,
 )
-from napari_any2reg.core.mapping_roi import r2_survival, roi_masks, roi_statistics, survival_thresholds
+from napari_any2reg.core.mapping.roi import r2_survival, roi_masks, roi_statistics, survival_thresholds
 from napari_any2reg.core.phantom import (
     ir_inversion_times,
     make_phantom,

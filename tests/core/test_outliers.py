@@ -1,15 +1,15 @@
-"""Outlier frames (core/outliers.py) on phantoms with known bad frames; T1 with auto exclusion."""
+"""Outlier frames (core/qc/outliers.py) on phantoms with known bad frames; T1 with auto exclusion."""
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_any2reg.core.bad_frames import inject_bad_frame
+from napari_any2reg.core.phantom.bad_frames import inject_bad_frame
 from napari_any2reg.core.mapping import fit_t1
-from napari_any2reg.core.outliers import auto_exclusion, detect_outlier_frames, parse_exclude_frames
+from napari_any2reg.core.qc.outliers import auto_exclusion, detect_outlier_frames, parse_exclude_frames
 from napari_any2reg.core.phantom import make_phantom
 from napari_any2reg.core.registration import register
-from napari_any2reg.core.verdict import assess_registration
+from napari_any2reg.core.qc.verdict import assess_registration
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_too_few_frames_are_not_tested():
 
 # ---------------------------------------------------------------------- where the evidence is read
 def test_outlier_region_is_the_mask_and_a_margin_or_the_body_in_the_box():
-    from napari_any2reg.core.outliers import HEART_MARGIN_MM, outlier_region
+    from napari_any2reg.core.qc.outliers import HEART_MARGIN_MM, outlier_region
 
     labels = np.zeros((80, 80), np.uint8)
     labels[38:42, 38:42] = 2
@@ -116,7 +116,7 @@ def test_outlier_region_is_the_mask_and_a_margin_or_the_body_in_the_box():
 def test_a_bad_stone_frame_within_the_good_frames_z_range_is_found(seed, frame, kind, with_mask):
     """STONE's frames differ more among themselves: these bad frames reach residual z 3.8-5.7 only
     (the old rule, z > 6, missed all but one); their residual is 0.34-0.48 above the median."""
-    from napari_any2reg.core.outliers import outlier_region
+    from napari_any2reg.core.qc.outliers import outlier_region
 
     phantom = make_phantom("stone", seed=seed, shape=(96, 96), spacing_mm=(3.0, 3.0), motion_mm=0.0,
                            rotation_deg=0.0, nonrigid_mm=0.0)

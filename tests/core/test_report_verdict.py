@@ -4,10 +4,10 @@ the frame strip and the "flagged frames" row is the verdict's outlier frames (is
 import numpy as np
 import pytest
 
-from napari_any2reg.core.bad_frames import inject_bad_frame
+from napari_any2reg.core.phantom.bad_frames import inject_bad_frame
 from napari_any2reg.core.phantom import make_phantom
 from napari_any2reg.core.report import montage_frames, report_bytes, report_figure, report_rows
-from napari_any2reg.core.verdict import assess_registration, make_verdict
+from napari_any2reg.core.qc.verdict import assess_registration, make_verdict
 
 BAD = 5
 
@@ -72,7 +72,7 @@ def test_verdict_box_fits_the_page_and_outlier_frames_are_shown(series, long):
 
 
 def verdict_line_of(verdict):
-    from napari_any2reg.core.verdict import verdict_line
+    from napari_any2reg.core.qc.verdict import verdict_line
 
     return verdict_line(verdict)
 

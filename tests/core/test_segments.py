@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 
-from napari_any2reg.core.segments import (
+from napari_any2reg.core.tissue.segments import (
     LEVEL_SEGMENTS,
     SEGMENT_NAMES,
     assign_segments,
@@ -146,7 +146,7 @@ def test_boundaries_are_on_segment_edges():
 
 
 def test_bullseye_figure_fills_the_level():
-    from napari_any2reg.core.bullseye import bullseye_figure, figure_rgba, segment_wedges
+    from napari_any2reg.core.tissue.bullseye import bullseye_figure, figure_rgba, segment_wedges
 
     wedges = segment_wedges()
     assert sorted(wedges) == list(range(1, 17))

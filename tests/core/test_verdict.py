@@ -1,11 +1,11 @@
-"""The verdict (core/verdict.py): levels from stated thresholds, reasons naming frames and numbers."""
+"""The verdict (core/qc/verdict.py): levels from stated thresholds, reasons naming frames and numbers."""
 
 import numpy as np
 
 from napari_any2reg.core.phantom import make_phantom
 from napari_any2reg.core.registration import register
 from napari_any2reg.core.spatial import warp_images
-from napari_any2reg.core.verdict import assess_registration, make_verdict, verdict_line, verdict_rank
+from napari_any2reg.core.qc.verdict import assess_registration, make_verdict, verdict_line, verdict_rank
 from napari_any2reg.pipeline.summary import sort_for_review
 
 

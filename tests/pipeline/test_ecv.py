@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_any2reg.core.ecv import ecv_map, synthetic_hematocrit
+from napari_any2reg.core.tissue.ecv import ecv_map, synthetic_hematocrit
 
 TRUE_ECV = 100 * 0.58 * (1 / 450 - 1 / 1000) / (1 / 300 - 1 / 1550)
 

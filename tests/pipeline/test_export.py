@@ -332,9 +332,9 @@ def test_a_report_from_a_run_summary_carries_the_verdict_register_would_write(tm
     """The napari Export dock passes the run's summary (no verdict): the report still shows the
     verdict and outlier frames that ``register``'s metrics.json holds for the same run."""
     from napari_any2reg.core import report as report_module
-    from napari_any2reg.core.bad_frames import inject_bad_frame
+    from napari_any2reg.core.phantom.bad_frames import inject_bad_frame
     from napari_any2reg.core.registration import register
-    from napari_any2reg.core.verdict import assess_registration
+    from napari_any2reg.core.qc.verdict import assess_registration
 
     phantom = make_phantom("molli", seed=20711, shape=(64, 64), spacing_mm=(4.5, 4.5), motion_mm=8.0)
     sequence = phantom.sequence.replace(frames=inject_bad_frame(phantom, 5, "other_slice"))

@@ -138,7 +138,7 @@ def test_ecv_section_adds_the_ecv_map_and_segments(viewer, widget, qtbot, notifi
     with open(target, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [int(r["segment"]) for r in rows] == list(range(7, 13))
-    from napari_any2reg.core.segments import assign_segments, segment_statistics
+    from napari_any2reg.core.tissue.segments import assign_segments, segment_statistics
 
     truth = segment_statistics(ecv, assign_segments(native.common_labels, rv, "mid"), "mid")
     for row, known in zip(rows, truth):

@@ -75,7 +75,7 @@ def wait_idle(qtbot, dock):
 def test_bad_frame_is_flagged_linked_and_left_out_of_the_fit(viewer, docks, qtbot, phantom, errors):
     from qtpy.QtCore import Qt
 
-    from napari_any2reg.core.bad_frames import inject_bad_frame
+    from napari_any2reg.core.phantom.bad_frames import inject_bad_frame
     from napari_any2reg.widgets._dock import LEGEND_KEY, legend_text
 
     source, registered = register_in_viewer(viewer, docks, qtbot, phantom, inject_bad_frame(phantom, BAD_FRAME, "other_slice"))
@@ -204,7 +204,7 @@ def test_the_verdict_reads_the_chosen_mask_as_metrics_json_does(viewer, docks, q
     import json
 
     from napari_any2reg.cli import main
-    from napari_any2reg.core.bad_frames import inject_bad_frame
+    from napari_any2reg.core.phantom.bad_frames import inject_bad_frame
     from napari_any2reg.io import read_sequence, write_tiff
     from napari_any2reg.widgets._layers import sequence_to_layer_data
     from napari_any2reg.widgets._registered import RegisteredLayer

@@ -154,7 +154,7 @@ def _register_one(args: argparse.Namespace, sequence: Any, outdir: Path) -> int:
 
 def _print_verdict(metrics: dict) -> None:
     """The verdict (metrics.json ``verdict``) as the last line: what a reader acts on."""
-    from ..core.verdict import verdict_line
+    from ..core.qc.verdict import verdict_line
 
     if metrics.get("verdict"):
         print(verdict_line(metrics["verdict"]))

@@ -161,7 +161,7 @@ def _verdict_box(figure: Any, verdict: Mapping[str, Any], top: float) -> float:
     the figure fraction of its bottom edge (the grid starts below it)."""
     from matplotlib.font_manager import FontProperties
 
-    from .verdict import verdict_line
+    from .qc.verdict import verdict_line
 
     prop = FontProperties(size=_VERDICT_FONTSIZE, weight="bold")
     width_in, height_in = figure.get_size_inches()
@@ -381,7 +381,7 @@ def report_figure(
 
 def _segments_row(figure: Any, cell: Any, segments: Mapping[str, Any]) -> None:
     """The bullseye (left) and the segment table (right) of ``segments`` in one grid row."""
-    from .bullseye import draw_bullseye
+    from .tissue.bullseye import draw_bullseye
 
     rows = list(segments.get("segments") or [])
     quantity, unit, level = segments.get("quantity", "value"), segments.get("unit", ""), segments.get("level", "")

@@ -4,7 +4,7 @@ Mapping dock's ECV section.
 :func:`register_pair` registers two series of the same slice (each with its own timings) as one
 set of frames, so that both fitted T1 maps end on one grid; given two T1 maps (2-D) it aligns
 them instead. :func:`compute_ecv` goes from the two inputs (sequences or maps) to the ECV map
-(``core.ecv``), and :func:`write_ecv` writes ``ecv.tif``, ``native_t1.tif``, ``post_t1.tif``
+(``core.tissue.ecv``), and :func:`write_ecv` writes ``ecv.tif``, ``native_t1.tif``, ``post_t1.tif``
 and ``ecv_stats.json`` (with ``--rv-insertion`` also ``segments.csv`` and ``bullseye.png``) in
 one all-or-nothing unit.
 
@@ -228,7 +228,7 @@ class EcvOutcome:
 
     native_t1_ms: np.ndarray
     post_t1_ms: np.ndarray
-    ecv: Any  # core.ecv.EcvResult
+    ecv: Any  # core.tissue.ecv.EcvResult
     spacing_mm: tuple[float, float]
     registration: PairRegistration | None = None
     fits: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -302,7 +302,7 @@ def compute_ecv(
     labels : ndarray (H, W)
         On the native grid: 1 LV blood pool (blood T1), 2 LV myocardium, 3 RV blood pool.
     hematocrit, synthetic_hematocrit :
-        See :func:`napari_any2reg.core.ecv.ecv_map` (exactly one).
+        See :func:`napari_any2reg.core.tissue.ecv.ecv_map` (exactly one).
     register : bool
         ``False``: use the inputs as they are (the comparison without motion correction).
     rv_insertion : str or array_like, optional
@@ -314,14 +314,14 @@ def compute_ecv(
         20 mm around the labels that drive the alignment of two maps.
     erode_px : int
         Leave this many pixel layers at the border of the LV myocardium (label 2) out of its
-        statistics and the segments' (partial volume with blood; ``core.segments.myocardium_core``). The
+        statistics and the segments' (partial volume with blood; ``core.tissue.segments.myocardium_core``). The
         ECV map is unchanged. Default 0: the whole label.
 
     Returns
     -------
     EcvOutcome
     """
-    from ..core.ecv import check_hematocrit, ecv_map
+    from ..core.tissue.ecv import check_hematocrit, ecv_map
     from ..core.mapping import fit_t1
     from ..core.sequence import Sequence
     from ..core.vocabulary import arg
@@ -354,11 +354,11 @@ def compute_ecv(
     if not (labels == 1).any():
         raise ValueError(f"{arg('mask')} has no LV blood pool (label 1); the blood T1s come from it: label the LV "
                          "cavity 1.")
-    from ..core.segments import myocardium_core
+    from ..core.tissue.segments import myocardium_core
 
     myocardium_core(labels, erode_px)  # a bad erode_px is refused before any work
     if rv_insertion is not None:
-        from ..core.segments import parse_insertion_points
+        from ..core.tissue.segments import parse_insertion_points
 
         parse_insertion_points(rv_insertion)
     spacing = next((x.spacing_mm for x in (native, post) if isinstance(x, Sequence)), spacing_mm or (1.0, 1.0))

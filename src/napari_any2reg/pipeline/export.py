@@ -382,7 +382,7 @@ def _assessment(context: ExportContext) -> dict[str, Any]:
     (the napari Export dock passes the run's summary; ``register`` passes its metrics.json), by the
     function that makes metrics.json's, so the report says what ``register`` would have written."""
     from ..core.overlays import uncertainty_note
-    from ..core.verdict import assess_registration
+    from ..core.qc.verdict import assess_registration
 
     info = context.info or {}
     note = uncertainty_note(info.get("engine"), (info.get("params") or {}).get("uncertainty"),

@@ -213,7 +213,7 @@ def _plan(source: Any, outdir: Any, *, model: str | None, timings_ms: Any, mask:
     if rv_insertion is not None and labels is None:
         raise ValueError(f"{arg('rv_insertion')} needs {arg('mask')} (label 2: the LV myocardium the segments divide).")
     if rv_insertion is not None:
-        from ..core.segments import parse_insertion_points
+        from ..core.tissue.segments import parse_insertion_points
 
         parse_insertion_points(rv_insertion)  # a malformed value fails before the fit
 
@@ -273,7 +273,7 @@ def frames_to_exclude(choice: Any, sequence: Any, model: str, source: Any = None
         it; without a file (or without that record) nothing is left out.
     """
     from ..core.mapping import T1_MODELS
-    from ..core.outliers import auto_exclusion, parse_exclude_frames
+    from ..core.qc.outliers import auto_exclusion, parse_exclude_frames
 
     frames = parse_exclude_frames(choice, sequence.n_frames, flag=arg("exclude_frames"))
     if frames != "auto":
@@ -295,7 +295,7 @@ def _statistics(plan: _FitPlan, result: Any, requested: Any, excluded: Seq[int],
                 r2_threshold: float) -> dict[str, Any]:
     """The content of ``stats.json`` (without the segments)."""
     from ..core.mapping import T1_MODELS
-    from ..core.mapping_roi import roi_masks, survival_thresholds
+    from ..core.mapping.roi import roi_masks, survival_thresholds
 
     sequence, spec = plan.sequence, T1_MODELS[plan.model]
     names = plan.names

@@ -52,7 +52,7 @@ class SegmentAnalysis:
 
     def figure(self, figure: Any = None) -> Any:
         """The bullseye (matplotlib Figure) with the segment means."""
-        from ..core.bullseye import bullseye_figure
+        from ..core.tissue.bullseye import bullseye_figure
 
         return bullseye_figure({r["segment"]: r["mean"] for r in self.rows}, quantity=self.quantity, unit=self.unit,
                                level=self.level, figure=figure)
@@ -64,13 +64,13 @@ class SegmentAnalysis:
 
 def analyse_segments(values: Any, labels: Any, rv_insertion: Any, *, level: str = "mid", quantity: str = "T1",
                      unit: str = "ms", erode_px: int = 0) -> SegmentAnalysis:
-    """Assign the AHA segments (``core.segments``) and compute the statistics of ``values``.
+    """Assign the AHA segments (``core.tissue.segments``) and compute the statistics of ``values``.
 
     ``erode_px`` > 0 leaves the myocardium's border pixels out of the statistics
-    (:func:`napari_any2reg.core.segments.myocardium_core`: partial volume with blood); the
+    (:func:`napari_any2reg.core.tissue.segments.myocardium_core`: partial volume with blood); the
     segments themselves (overlay, ``segments``) still cover the whole label.
     """
-    from ..core.segments import assign_segments, myocardium_core, parse_insertion_points, segment_statistics
+    from ..core.tissue.segments import assign_segments, myocardium_core, parse_insertion_points, segment_statistics
 
     values = np.asarray(values)
     labels = np.asarray(labels)

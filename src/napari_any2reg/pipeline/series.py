@@ -343,7 +343,7 @@ def _check_segments_request(sequence: Any, request: SeriesRequest, export_items:
     """AHA segments in the report need a mask, the report item and a T1 fit: checked before registering."""
     if request.rv_insertion is None:
         return
-    from ..core.segments import parse_insertion_points
+    from ..core.tissue.segments import parse_insertion_points
 
     parse_insertion_points(request.rv_insertion)
     if request.mask_path is None or export_items is None or "report" not in export_items or fit_problem_for(sequence):
@@ -417,7 +417,7 @@ def _assess(sequence: Any, result: Any, labels: Any, metrics: dict[str, Any]) ->
     """Add ``outlier_frames``, ``displacement_sd`` and ``verdict`` to ``metrics``; returns the
     verdict's inputs (a fit adds its R² to them)."""
     from ..core.overlays import uncertainty_note
-    from ..core.verdict import assess_registration
+    from ..core.qc.verdict import assess_registration
 
     sd = result.extras.get("displacement_sd_mm")
     note = uncertainty_note(result.engine, result.params.get("uncertainty"), sd is not None)
@@ -495,7 +495,7 @@ def _fit_maps(outcome: RegisterOutcome, plan: _SeriesPlan, settings: RegisterSet
     if not set(MAP_ITEMS) & set(plan.export_items):
         return None
     from ..core.mapping import fit_t1
-    from ..core.verdict import fit_evidence, make_verdict
+    from ..core.qc.verdict import fit_evidence, make_verdict
 
     sequence, metrics = outcome.sequence, outcome.metrics
     exclude = _auto_exclusion(sequence, metrics)
@@ -512,7 +512,7 @@ def _auto_exclusion(sequence: Any, metrics: dict[str, Any]) -> tuple[int, ...]:
     """The outlier frames the registered fit leaves out (``--exclude-frames auto``), recorded
     in ``metrics["fit_frames"]``."""
     from ..core.mapping import T1_MODELS, model_for_kind
-    from ..core.outliers import auto_exclusion
+    from ..core.qc.outliers import auto_exclusion
 
     model = T1_MODELS[model_for_kind(sequence.kind)]
     exclude, note = auto_exclusion(metrics["outlier_frames"]["indices"], sequence.n_frames, model.n_params)

@@ -101,7 +101,7 @@ def cohort_outliers(rows: Iterable[dict[str, Any]]) -> dict[str, list[str]]:
 def sort_for_review(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The series a reader should look at first: failed, then verdict poor, check, good (the
     order within a level kept), then any without a verdict (pending)."""
-    from ..core.verdict import verdict_rank
+    from ..core.qc.verdict import verdict_rank
 
     def key(item: tuple[int, dict[str, Any]]) -> tuple[int, int]:
         index, row = item

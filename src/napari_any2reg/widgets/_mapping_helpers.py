@@ -12,7 +12,7 @@ import numpy as np
 from napari.layers import Image, Shapes
 
 from ..core.mapping import T1FitResult
-from ..core.mapping_roi import r2_survival, roi_masks, roi_statistics, survival_thresholds
+from ..core.mapping.roi import r2_survival, roi_masks, roi_statistics, survival_thresholds
 
 __all__ = ["MappingOutcome", "MapJob", "OutlierCheck", "parse_timings", "format_timings", "t1_display_settings",
            "sd_display_limits", "signal_mask", "display_maps", "shapes_to_labels", "ShapesROI", "link_maps", "run_fits",
@@ -37,7 +37,7 @@ class MappingOutcome:
     sources : dict of str to str
         Source layer name per role.
     statistics : dict of str to list of dict
-        :func:`~napari_any2reg.core.mapping_roi.roi_statistics` rows per role (ROI labels, or
+        :func:`~napari_any2reg.core.mapping.roi.roi_statistics` rows per role (ROI labels, or
         one row "fitted pixels" without an ROI).
     survival : dict of str to dict of int to (thresholds, fraction)
         R² survival curve per role and ROI label (empty without an ROI).
@@ -72,9 +72,9 @@ class MapJob:
 class OutlierCheck:
     """What the registered fit needs to leave out the outlier frames (copied on the GUI thread).
 
-    The outlier frames are found as for ``metrics.json`` (:func:`napari_any2reg.core.verdict.
+    The outlier frames are found as for ``metrics.json`` (:func:`napari_any2reg.core.qc.verdict.
     assess_registration`) and left out as ``fit --exclude-frames auto`` does
-    (:func:`napari_any2reg.core.outliers.auto_exclusion`: only while the model keeps enough
+    (:func:`napari_any2reg.core.qc.outliers.auto_exclusion`: only while the model keeps enough
     frames). Worker side: :meth:`exclusion`.
 
     Attributes
@@ -108,8 +108,8 @@ class OutlierCheck:
 
     def exclusion(self, registered: np.ndarray, timings: Any, n_params: int) -> tuple[tuple[int, ...], str]:
         """The frames to leave out of the fit of ``registered`` and a sentence saying which are fitted."""
-        from ..core.outliers import auto_exclusion
-        from ..core.verdict import assess_registration
+        from ..core.qc.outliers import auto_exclusion
+        from ..core.qc.verdict import assess_registration
 
         n = int(registered.shape[0])
         if self.raw is None or self.raw.shape != registered.shape:

@@ -2,10 +2,10 @@
 verdict banner.
 
 The table shows :class:`napari_any2reg.core.qc.QCTable` rows (flagged rows highlighted, the
-reasons as tool tip); outlier frames (:mod:`napari_any2reg.core.outliers`) carry a mark in the
+reasons as tool tip); outlier frames (:mod:`napari_any2reg.core.qc.outliers`) carry a mark in the
 frame column with their reasons as its tool tip. Changing a threshold re-flags the rows at
 once, clicking a row emits :attr:`QCSection.frame_clicked` (the dock moves the frame slider
-there). :class:`VerdictBanner` shows the verdict (:mod:`napari_any2reg.core.verdict`) in the
+there). :class:`VerdictBanner` shows the verdict (:mod:`napari_any2reg.core.qc.verdict`) in the
 colour of its level, each reason that names frames with one button per frame.
 """
 

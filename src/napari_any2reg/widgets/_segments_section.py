@@ -179,7 +179,7 @@ class SegmentsSection(ShowsPlot, QGroupBox):
         return True
 
     def _add_overlay(self, analysis: Any, map_layer: Any) -> None:
-        from ..core.segments import segment_boundaries, segment_label_positions
+        from ..core.tissue.segments import segment_boundaries, segment_label_positions
 
         place = {"scale": np.array(map_layer.scale[-2:], float), "translate": np.array(map_layer.translate[-2:], float)}
         meta = {SEGMENTS_KEY: analysis.summary(), SEGMENTS_ORDER_KEY: next(_ORDER)}

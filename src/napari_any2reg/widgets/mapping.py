@@ -17,9 +17,9 @@ image width (plus a small gap) so the two maps sit side by side, and their color
 contrast limits are linked.
 
 "Exclude outliers" leaves the frames that disagree with the rest of the registered set
-(:mod:`napari_any2reg.core.outliers`, found in the worker as for ``metrics.json``) out of the
+(:mod:`napari_any2reg.core.qc.outliers`, found in the worker as for ``metrics.json``) out of the
 registered fit, as ``any2reg fit --exclude-frames auto`` does (only while the model keeps
-enough frames: :func:`~napari_any2reg.core.outliers.auto_exclusion`); the status line says
+enough frames: :func:`~napari_any2reg.core.qc.outliers.auto_exclusion`); the status line says
 which frames were fitted. It is on by default where the model can spare a frame.
 
 Tests drive it through :meth:`MappingWidget.run`, :meth:`MappingWidget.cancel`,
@@ -38,7 +38,7 @@ from qtpy.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QH
 
 from ..core.device import DEVICE_CHOICES
 from ..core.mapping import T1_MODELS, DecayModel, T1FitResult, fit_t1, model_for_kind
-from ..core.mapping_roi import DEFAULT_R2_THRESHOLD
+from ..core.mapping.roi import DEFAULT_R2_THRESHOLD
 from ._base import WorkerDock
 from ._ecv_section import EcvSection
 from ._dock import LEGEND_KEY, compact_combos, fit_view_to, install_frame_label, scroll_body, show_colorbar

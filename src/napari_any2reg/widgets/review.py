@@ -12,11 +12,11 @@ results into layers. Its three sections are their own widgets: overlays
 * The QC table (per frame; flagged rows highlighted with the reason) and the run summary are
   computed in a worker. Clicking a row moves the frame slider to that frame.
 * Double-clicking a pixel in the viewer plots its intensity across frames, raw vs registered.
-* The verdict (:func:`napari_any2reg.core.verdict.assess_registration`, the same function
+* The verdict (:func:`napari_any2reg.core.qc.verdict.assess_registration`, the same function
   ``metrics.json`` comes from) is computed in the review's worker from what the registered
   layer carries and shown as a banner above the overlays, coloured by level; a reason that
   names frames has a button per frame that moves the frame slider there. The outlier frames
-  (:mod:`napari_any2reg.core.outliers`) are marked in the QC table. The "Mask" picker offers the
+  (:mod:`napari_any2reg.core.qc.outliers`) are marked in the QC table. The "Mask" picker offers the
   Labels layers a user made (1 LV blood, 2 LV myocardium, 3 RV blood; never this plugin's
   overlays; the only one is chosen for you, as the T1 mapping dock's ROI): the verdict reads it
   as ``register --mask`` does (outliers in its labels, the displacement SD in label 2), so the
@@ -40,7 +40,7 @@ from qtpy.QtWidgets import QFormLayout, QHBoxLayout, QLabel, QTabWidget, QVBoxLa
 
 from ..core import qc
 from ..core.overlays import OVERLAYS, uncertainty_note
-from ..core.verdict import assess_registration
+from ..core.qc.verdict import assess_registration
 from ._base import WorkerDock
 from ._dock import compact_combos, install_frame_label, scroll_body
 from ._pickers import LayerPicker, is_overlay_layer, is_registered_layer, layer_key, same_layer

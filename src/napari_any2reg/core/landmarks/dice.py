@@ -78,7 +78,7 @@ def dice_before_after(
         keeps the largest share, so thin structures (the myocardium) are not eroded by
         nearest-neighbour rounding; ``"nearest"`` is :func:`.spatial.warp_labels`.
     """
-    from ..mapping_roi import LABEL_NAMES
+    from ..mapping.roi import LABEL_NAMES
 
     stack = np.asarray(labels)
     if stack.ndim != 3 or stack.shape[0] < 2:

@@ -50,7 +50,7 @@ usually on :class:`RecoveryModel` or :class:`FixedEfficiencyModel`; it is then i
 The subpackage: :mod:`.models` (the model classes, :data:`T1_MODELS`, the model signal),
 :mod:`.fitting` (:func:`fit_t1`, :func:`fit_problem`, the input checks), :mod:`.solver` (grid
 search, Levenberg–Marquardt, quality maps) and :mod:`.result` (:class:`T1FitResult`). ROI
-statistics of the maps are in :mod:`napari_any2reg.core.mapping_roi`.
+statistics of the maps are in :mod:`napari_any2reg.core.mapping.roi`.
 """
 
 from __future__ import annotations

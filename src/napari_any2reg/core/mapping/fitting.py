@@ -183,7 +183,7 @@ def _settings(frames: Any, timings_ms: Any, model: Any, *, exclude_frames: Any, 
     timings = _check_timings(timings, data.shape[0], spec)
     used = tuple(range(data.shape[0]))
     if exclude_frames is not None and len(exclude_frames):
-        from ..outliers import parse_exclude_frames
+        from ..qc.outliers import parse_exclude_frames
 
         left_out = parse_exclude_frames(list(exclude_frames), data.shape[0], flag="exclude_frames")
         used = tuple(i for i in used if i not in left_out)

@@ -140,8 +140,8 @@ class T1FitResult:
     def roi_statistics(
         self, labels: Any, *, r2_threshold: float = 0.9, label_names: dict[int, str] | None = None
     ) -> list[dict[str, Any]]:
-        """Per-ROI T1 statistics of this fit (see :func:`~napari_any2reg.core.mapping_roi.roi_statistics`)."""
-        from ..mapping_roi import roi_statistics
+        """Per-ROI T1 statistics of this fit (see :func:`~napari_any2reg.core.mapping.roi.roi_statistics`)."""
+        from .roi import roi_statistics
 
         return roi_statistics(
             self.t1_ms, labels, t1_sd_ms=self.t1_sd_ms, r_squared=self.r_squared,
@@ -149,8 +149,8 @@ class T1FitResult:
         )
 
     def r2_survival(self, roi: Any, thresholds: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """Fraction of ``roi`` pixels with R² above each threshold (see ``mapping_roi.r2_survival``)."""
-        from ..mapping_roi import r2_survival
+        """Fraction of ``roi`` pixels with R² above each threshold (see ``roi.r2_survival``)."""
+        from .roi import r2_survival
 
         return r2_survival(self.r_squared, roi, thresholds)
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .phantom import Phantom, make_phantom
-from .spatial import warp
+from . import Phantom, make_phantom
+from ..spatial import warp
 
 __all__ = ["BAD_FRAME_KINDS", "inject_bad_frame"]
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from .mapping_roi import LABEL_NAMES
-from .vocabulary import arg
+from ..mapping.roi import LABEL_NAMES
+from ..vocabulary import arg
 
 __all__ = [
     "SYNTHETIC_HCT_SLOPE_MS",
@@ -170,7 +170,7 @@ class EcvResult:
         valid T1 in ``n_border_invalid``).
     erode_px : int
         Border pixels of the LV myocardium left out of its statistics
-        (:func:`~napari_any2reg.core.segments.myocardium_core`; 0: the whole label).
+        (:func:`~napari_any2reg.core.tissue.segments.myocardium_core`; 0: the whole label).
     """
 
     ecv_percent: np.ndarray
@@ -245,7 +245,7 @@ def ecv_map(
         Use the synthetic hematocrit from the native blood T1 instead (exactly one of the two).
     erode_px : int
         Leave the LV myocardium's border pixels out of its statistics: ``erode_px`` erosions of
-        label 2 (:func:`~napari_any2reg.core.segments.myocardium_core`), against the partial
+        label 2 (:func:`~napari_any2reg.core.tissue.segments.myocardium_core`), against the partial
         volume with blood at the borders. The map itself is unchanged. Default 0: the whole label.
 
     Returns

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .vocabulary import arg
+from ..vocabulary import arg
 
 __all__ = [
     "LEVELS",

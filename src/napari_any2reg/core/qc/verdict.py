@@ -86,7 +86,7 @@ class Reason:
 
 def heart_region(shape: tuple[int, int], labels: Any = None) -> tuple[np.ndarray, str]:
     """The region the verdict reads: the mask's labels (a stack: any frame), else the central box."""
-    from .metrics import default_roi
+    from ..metrics import default_roi
 
     if labels is not None:
         array = np.asarray(labels)
@@ -156,9 +156,9 @@ def residual_translation(registered: Any, spacing_mm: SequenceType[float] | None
     """
     import torch
 
-    from .engines.any2reg.coarse import coarse_translation
-    from .metrics import alignment_score
-    from .spatial import warp_images
+    from ..engines.any2reg.coarse import coarse_translation
+    from ..metrics import alignment_score
+    from ..spatial import warp_images
 
     frames = np.asarray(registered, np.float32)
     n, h, w = frames.shape
@@ -359,9 +359,9 @@ def assess_registration(
     (else the model-free score is computed). The verdict here has no fit; add one with
     :func:`make_verdict` ``r2_after=`` once the maps are fitted (``pipeline.series`` does).
     """
-    from .metrics import alignment_score
+    from ..metrics import alignment_score
     from .outliers import detect_outlier_frames, outlier_region
-    from .qc import correspondence_maps, folding_mask
+    from . import correspondence_maps, folding_mask
 
     raw = np.asarray(raw, np.float32)
     registered = np.asarray(registered, np.float32)

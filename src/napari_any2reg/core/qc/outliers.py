@@ -174,7 +174,7 @@ def outlier_region(shape: tuple[int, int], labels: Any = None, *, spacing_mm: Se
     """
     from scipy import ndimage
 
-    from .metrics import default_roi
+    from ..metrics import default_roi
 
     if labels is not None:
         mask = np.asarray(labels) != 0
@@ -224,7 +224,7 @@ def low_rank_residuals(frames: Any, region: Any = None, rank: int = 3) -> np.nda
     ndarray (N,)
         ``|x_i - P x_i| / |x_i|`` in [0, 1] (0: the frame is a combination of the others).
     """
-    from .metrics import default_roi
+    from ..metrics import default_roi
 
     f = np.asarray(frames, np.float64)
     if f.ndim != 3 or f.shape[0] < 3:
@@ -271,7 +271,7 @@ def frame_evidence(
     region : array (H, W) bool, optional
         The heart region (default: the central box).
     """
-    from .metrics import default_roi
+    from ..metrics import default_roi
 
     f = np.asarray(registered, np.float32)
     m = default_roi(f.shape[1:]) if region is None else np.asarray(region, bool)
