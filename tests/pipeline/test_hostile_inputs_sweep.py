@@ -392,3 +392,45 @@ def test_batch_resumes_a_folder_a_killed_run_left(tmp_path, molli_file, schedule
         rows = {row["series"]: row for row in csv.DictReader(handle)}
     assert {name: row["status"] for name, row in rows.items()} == {"s0": "ok", "s1": "ok"}
     assert not (outdir / LOCK_FILE).exists() and not staging.exists() and (outdir / "s1" / "registered.tif").exists()
+
+
+# ---------------------------------------------------------------- third round (sweep of this stop)
+@pytest.mark.parametrize("flags, words", [
+    (["--user-data-probability", "nan"], "--user-data-probability applies only with --user-data"),
+    (["--real-data-probability", "0.5"], "--real-data-probability applies only with --real-data"),
+    (["--motion-mm", "0,1e30"], "--motion-mm must be LOW,HIGH with 0 <= LOW <= HIGH <= 100 mm; got 0,1e+30"),
+    (["--real-motion-mm", "-5,5"], "--real-motion-mm must be LOW,HIGH with 0 <= LOW <= HIGH <= 100 mm"),
+    (["--rotation-deg", "0,90"], "--rotation-deg must be LOW,HIGH with 0 <= LOW <= HIGH <= 45 degrees"),
+])
+def test_train_refuses_values_it_would_ignore_or_that_no_series_has(flags, words, tmp_path, capsys):
+    """The sweep's `train --user-data-probability nan` (no --user-data: the value was dropped) and
+    `--motion-mm 0,1e30` trained to exit 0."""
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "--size", "32", "--steps", "2", *flags]) == 1
+    assert words in _one_error_line(capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_motion_ranges_in_python_name_the_field():
+    from napari_any2reg.core.training.config import TrainingConfig
+
+    with pytest.raises(ValueError, match=r"^nonrigid_mm_range must be LOW,HIGH with 0 <= LOW <= HIGH <= 100 mm"):
+        TrainingConfig(nonrigid_mm_range=(0.0, 500.0))
+    assert TrainingConfig(motion_mm_range=(0.0, 100.0)).motion_mm_range == (0.0, 100.0)  # the bound itself is valid
+
+
+def test_the_verdict_of_frames_near_the_float32_limit_prints_no_warning(capsys, recwarn):
+    """The sweep's `register huge_values.tif --engine groupwise` ended with a numpy overflow
+    warning from the motion-left check (the frames' float32 mean and SD overflowed)."""
+    import warnings
+
+    from napari_any2reg.core.qc.verdict import residual_translation
+
+    frames = np.full((6, 32, 32), 3.0e38, np.float32)
+    frames[:, 8:24, 8:24] = 1.0e38
+    frames[3, 9:25, 8:24], frames[3, 8, 8:24] = 1.0e38, 3.0e38  # one frame moved by a pixel
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any overflow warning fails the test
+        found = residual_translation(frames, (2.0, 2.0))
+    assert np.isfinite(found["gain"]) and all(np.isfinite(found["shift_per_frame"]))
+    assert capsys.readouterr().err == ""
