@@ -71,14 +71,15 @@ def test_flags_map_onto_the_fields():
 
     args = _train_parser().parse_args(["--out", "x", "--size", "128", "--lr", "1e-4", "--base-channels", "8",
                                        "--no-auxiliary", "--motion-mm", "2,9", "--rotation-deg", "0,10",
-                                       "--nonrigid-mm", "1,4", "--user-data-probability", "0.4",
+                                       "--nonrigid-mm", "1,4",
                                        "--real-data", "a.tif", "--real-data", "b.tif", "--no-adacs"])
     config = config_from_args(args)
     assert config.shape == (128, 128) and config.spacing_mm == (2.25, 2.25)
     assert config.learning_rate == 1e-4 and config.motion_mm_range == (2.0, 9.0) and config.adacs is False
     assert config.rotation_deg_range == (0.0, 10.0) and config.nonrigid_mm_range == (1.0, 4.0)
     assert config.net == {"scales": 4, "base_channels": 8, "use_auxiliary": False}
-    assert config.user_data_probability == 0.0  # only with --user-data
+    assert config.user_data_probability == 0.0  # only with --user-data (typed without it: an error,
+    # tests/pipeline/test_hostile_inputs_sweep.py)
     assert len(config.real_data_paths) == 2 and config.real_data_probability == 0.3  # the flag's own default
     assert all(p.startswith("/") and p.endswith((".tif")) for p in config.real_data_paths)
 

@@ -399,7 +399,7 @@ def test_batch_resumes_a_folder_a_killed_run_left(tmp_path, molli_file, schedule
     (["--user-data-probability", "nan"], "--user-data-probability applies only with --user-data"),
     (["--real-data-probability", "0.5"], "--real-data-probability applies only with --real-data"),
     (["--motion-mm", "0,1e30"], "--motion-mm must be LOW,HIGH with 0 <= LOW <= HIGH <= 100 mm; got 0,1e+30"),
-    (["--real-motion-mm", "-5,5"], "--real-motion-mm must be LOW,HIGH with 0 <= LOW <= HIGH <= 100 mm"),
+    (["--nonrigid-mm", "0,500"], "--nonrigid-mm must be LOW,HIGH with 0 <= LOW <= HIGH <= 100 mm; got 0,500"),
     (["--rotation-deg", "0,90"], "--rotation-deg must be LOW,HIGH with 0 <= LOW <= HIGH <= 45 degrees"),
 ])
 def test_train_refuses_values_it_would_ignore_or_that_no_series_has(flags, words, tmp_path, capsys):
