@@ -135,6 +135,7 @@ def register_pair(
     device: str = "auto",
     grid: str = "native",
     mask: Any = None,
+    spacing_mm: Any = None,
     progress: Callable[[float, str], None] | None = None,
     cancel: Any = None,
     **engine_options: Any,
@@ -155,7 +156,9 @@ def register_pair(
         ``"native"``: the result is on the mean position of the native frames (labels drawn on
         the native series fit it); ``"common"``: the groupwise grid of all frames.
     mask : array_like (H, W), optional
-        Region that drives the similarity (``register(mask=)``), e.g. the heart.
+        Region that drives the similarity (``register(mask=)``, which grows it by 20 mm), e.g. the heart.
+    spacing_mm : (dy, dx), optional
+        Pixel size of two maps (sequences carry their own).
     progress, cancel, **engine_options
         As for :func:`napari_any2reg.core.registration.register`.
 
@@ -202,7 +205,10 @@ def register_pair(
             raise ValueError(f"the native T1 map is {native_map.shape} but the post-contrast map {post_map.shape}; "
                              "both must be on the same matrix.")
         frames = np.stack([_r1_image(native_map), _r1_image(post_map)]).astype(np.float32)
-        joint = Sequence(frames, name="native + post-contrast T1 maps")
+        # the maps' pixel size (a map array has none): the mask's margin and the engine's
+        # smoothness are in mm
+        pixel = {} if spacing_mm is None else {"spacing_mm": tuple(float(v) for v in spacing_mm)}
+        joint = Sequence(frames, name="native + post-contrast T1 maps", **pixel)
         n_native = 1
         engine = engine or "groupwise"
     result = register(joint, engine=engine, device=device, progress=progress, mask=mask,
@@ -380,13 +386,12 @@ def compute_ecv(
         else:
             maps[role] = _as_map(x, role)
     if register and not both_sequences:
-        # the heart drives the alignment of two maps (labels on the native grid, 20 mm around
-        # them: the post-contrast heart lies within a breath-hold's shift)
-        from scipy import ndimage
-
-        near_heart = ndimage.distance_transform_edt(labels == 0, sampling=spacing) <= 20.0
+        # the heart drives the alignment of two maps: the labels on the native grid, which
+        # register() grows by MASK_MARGIN_MM (20 mm: the post-contrast heart lies within a
+        # breath-hold's shift). Growing them here as well doubled the margin, and without the
+        # spacing the second 20 "mm" were 20 pixels (60 mm at 3 mm pixels)
         registration = register_pair(maps["native"], maps["post"], engine=engine, device=device, cancel=cancel,
-                                     mask=near_heart,
+                                     mask=labels != 0, spacing_mm=spacing,
                                      progress=lambda f, m: report(0.3 + 0.6 * f, f"aligning the maps: {m}"),
                                      **engine_options)
         maps = {"native": registration.native, "post": registration.post}
