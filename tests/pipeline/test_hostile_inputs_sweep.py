@@ -117,6 +117,23 @@ def test_a_linear_algebra_failure_in_a_training_step_is_one_line(tmp_path, monke
     assert "smaller learning rate" in line and "linalg.eigh" in line
 
 
+def _side_inputs(tmp_path, molli_file, monkeypatch):
+    """The inputs of every writing command (field, landmarks, map, labels) and an empty working
+    folder made current: ``(inputs folder, {name: path}, working folder)``."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    names = {"molli": str(molli_file), "field": str(inputs / "displacement.npy"),
+             "landmarks": str(inputs / "lm.csv"), "map": str(inputs / "map.npy"), "labels": str(inputs / "labels.npy")}
+    np.save(names["field"], np.zeros((8, 2, 32, 32), np.float32))
+    (inputs / "lm.csv").write_text("frame,name,y,x\n0,p,10,10\n1,p,10,10\n", encoding="utf-8")
+    np.save(names["map"], np.full((48, 48), 1000.0))
+    np.save(names["labels"], np.zeros((48, 48), np.uint8))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return inputs, names, work
+
+
 # ---------------------------------------------------------------- 3. -o ''
 @pytest.mark.parametrize("command", [
     ["register", "{molli}", "-o", ""],
@@ -132,17 +149,7 @@ def test_a_linear_algebra_failure_in_a_training_step_is_one_line(tmp_path, monke
 def test_an_empty_output_path_is_refused_naming_the_flag(command, tmp_path, molli_file, monkeypatch, capsys):
     """`register ... -o ''` wrote the outputs into the current folder with exit 0."""
     _engines_must_not_run(monkeypatch)
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    names = {"molli": str(molli_file), "field": str(inputs / "displacement.npy"),
-             "landmarks": str(inputs / "lm.csv"), "map": str(inputs / "map.npy"), "labels": str(inputs / "labels.npy")}
-    np.save(names["field"], np.zeros((8, 2, 32, 32), np.float32))
-    (inputs / "lm.csv").write_text("frame,name,y,x\n0,p,10,10\n1,p,10,10\n", encoding="utf-8")
-    np.save(names["map"], np.full((48, 48), 1000.0))
-    np.save(names["labels"], np.zeros((48, 48), np.uint8))
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
+    inputs, names, work = _side_inputs(tmp_path, molli_file, monkeypatch)
     with pytest.raises(SystemExit) as info:  # a flag's value: a usage error, as --spacing-mm
         main([part.format(**names) for part in command])
     flag = "--out" if "--out" in command else "-o/--output"
@@ -187,17 +194,7 @@ def _api_calls(names):
 def test_an_empty_output_path_is_refused_in_python_naming_the_parameter(function, tmp_path, molli_file, monkeypatch):
     """``outdir=''`` in the API wrote into the current folder, as ``-o ''`` did in the CLI."""
     _engines_must_not_run(monkeypatch)
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    names = {"molli": str(molli_file), "field": str(inputs / "displacement.npy"),
-             "landmarks": str(inputs / "lm.csv"), "map": str(inputs / "map.npy"), "labels": str(inputs / "labels.npy")}
-    np.save(names["field"], np.zeros((8, 2, 32, 32), np.float32))
-    (inputs / "lm.csv").write_text("frame,name,y,x\n0,p,10,10\n1,p,10,10\n", encoding="utf-8")
-    np.save(names["map"], np.full((48, 48), 1000.0))
-    np.save(names["labels"], np.zeros((48, 48), np.uint8))
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
+    inputs, names, work = _side_inputs(tmp_path, molli_file, monkeypatch)
     parameter, call = _api_calls(names)[function]
     with pytest.raises(ValueError, match=rf"^{parameter}= is empty \('\s*'\); give the folder or file to write"):
         call()
