@@ -338,6 +338,10 @@ def adopt_world_units(viewer: Any, layer: Any) -> bool:
     return True
 
 
+#: the frame label's first draw waits this long after its dock is added (see install_frame_label)
+FRAME_LABEL_DELAY_MS = 300
+
+
 def install_frame_label(viewer: Any) -> None:
     """Show the frame and its inversion time in the viewer's text overlay (once per viewer).
 
@@ -398,4 +402,9 @@ def install_frame_label(viewer: Any) -> None:
     overlay.position = "top_left"
     overlay.font_size = 10
     _LABELLED.append(weakref.ref(viewer))
-    update()
+    # Why later: napari's first text overlay renders every glyph on the GUI thread (~300-500 ms
+    # here); drawn in the same turn as the new dock's layout the window froze for both. After
+    # the dock has been painted, the label costs one shorter stall of its own.
+    from qtpy.QtCore import QTimer
+
+    QTimer.singleShot(FRAME_LABEL_DELAY_MS, update)
