@@ -7,8 +7,8 @@ A new user's session at 1280x800: the docks added as the Plugins menu adds them,
 pressed button or menu entry: open the MOLLI sample (the first time, with the imports; then a
 second sample), register it (Run), the Review QC, each overlay button, the T1 fit, the export
 and the landmarks (New, Export CSV, Import CSV). A 5 ms ``QTimer`` runs throughout; the
-longest gap between two of its ticks while an action runs (from the press until its result is
-on screen) is the stall a user feels as a frozen window. Writes ``<out>.json`` and ``<out>.md``.
+longest gap between two of its ticks while an action runs (from the press until 1 s after its
+result is on screen) is the stall a user feels as a frozen window. Writes ``<out>.json`` and ``<out>.md``.
 The issue's target: no action above 250 ms after the first import.
 """
 
@@ -26,6 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = "napari-any2reg"
 TARGET_MS = 250.0
+#: seconds each action is still measured after its result is on screen (deferred work counts)
+LINGER_S = 1.0
 
 
 class StallMeter:
@@ -158,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         finished = wait(done)
         settle(3)  # the result drawn
         seconds = time.perf_counter() - begin
+        # work an action leaves for later turns (the frame label's first draw, colour bars) is
+        # still its stall: keep measuring a while after the result is on screen
+        linger = time.perf_counter() + LINGER_S
+        while time.perf_counter() < linger:
+            app.processEvents()
+            time.sleep(0.002)
         stall = meter.close() * 1000
         if profiler is not None:
             profiler.action = ""
@@ -262,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"`python benchmarks/bench_gui_stalls.py` on {summary['machine']}; window {args.size[0]}x{args.size[1]} "
         f"(Xvfb), MOLLI sample 192x192, engine {args.engine}. Longest gap between the ticks of a 5 ms "
-        f"QTimer from the press until the result is on screen. Target: none above {TARGET_MS:.0f} ms after the "
+        f"QTimer from the press until {LINGER_S:g} s after the result is on screen (work left for later "
+        f"event-loop turns counts). Target: none above {TARGET_MS:.0f} ms after the "
         "first import.",
         "",
         "| action | seconds | longest stall (ms) | napari alone, same layers (ms) | note |",
@@ -353,6 +362,10 @@ def _replay(plan: Path, size) -> int:
         meter.reset()
         change()
         settle(3)
+        linger = time.perf_counter() + LINGER_S
+        while time.perf_counter() < linger:
+            app.processEvents()
+            time.sleep(0.002)
         return meter.close() * 1000
 
     overlay = text_overlay(viewer)
