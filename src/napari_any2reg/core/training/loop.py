@@ -219,26 +219,96 @@ def train(
 def _train(config: TrainingConfig, store: RunStore, device: torch.device, *, resume: bool, reporter: Progress,
            log: Callable[[dict[str, Any]], None] | None, real_sequences: list[Any] | None = None,
            user_sequences: list[Any] | None = None) -> dict[str, Any]:
-    torch.manual_seed(config.seed)
-    net = _network_from_config(config.net).to(device)
-    projection = ProjectionHead(net.channels[0], config.contrast_channels).to(device)
-    params = list(net.parameters()) + list(projection.parameters())
+    """Set up (or resume) the run, then step, validate, log and checkpoint up to ``config.steps``."""
+    run = _Run(config, store, device)
+    store.rewrite_log(run.restore(resume))  # drops entries past the checkpoint (or starts afresh)
+    if not run.resumed:
+        store.discard_best()
+    sampler = _Sampler(config, real_sequences, user_sequences)
+    run.start_clock()
+    cancelled = False
+    try:
+        reporter.check()
+        while run.step < config.steps:
+            entry, loss = run.train_step(sampler)
+            if run.step % config.validate_every == 0 or run.step == config.steps:
+                run.validate_into(entry)
+            store.append_log(entry)
+            if log is not None:
+                log(entry)
+            if run.step % config.checkpoint_every == 0 or run.step == config.steps:
+                run.checkpoint()
+            reporter.report(run.step / max(config.steps, 1), f"step {run.step}/{config.steps} loss {loss:.4f}")
+    except RegistrationCancelled:
+        cancelled = True
+        run.checkpoint()
+    except KeyboardInterrupt:
+        run.checkpoint()
+        raise
+    if run.step == run.start_step and not store.has_checkpoint():
+        run.checkpoint()  # zero steps requested: still leave a valid checkpoint
+    return run.summary(cancelled)
+
+
+def _optimiser(config: TrainingConfig, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """Adam on ``params``, AdamW when ``config.weight_decay > 0``."""
     if config.weight_decay > 0:
-        optimiser = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, eps=config.adam_eps)
-    else:
-        optimiser = torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)
+        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, eps=config.adam_eps)
+    return torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)
 
-    scorer = CorrespondenceScorer(config.scorer_channels).to(device) if config.adacs else None
-    scorer_optimiser = torch.optim.Adam(scorer.parameters(), lr=config.scorer_learning_rate) if scorer is not None else None
-    residual_momentum: float | None = None
 
-    start_step, elapsed = 0, 0.0
-    best: dict[str, Any] | None = None
-    last_validation: dict[str, Any] | None = None
-    entries: list[dict[str, Any]] = []
-    data = store.load_checkpoint() if resume else None
-    resumed = data is not None
-    if resumed:
+def _step_entry(step: int, sums: dict[str, float], infos: list[dict[str, Any]], grad_norm: float, lr: float,
+                elapsed: float, step_seconds: float, skipped: bool) -> dict[str, Any]:
+    """The log entry of one step: its loss terms, gradient norm, learning rate, timing and draws."""
+    entry: dict[str, Any] = {"step": step, **{key: round(v, 6) for key, v in sums.items() if key != "input"}}
+    entry.update(grad_norm=round(grad_norm, 6), lr=float(f"{lr:.4g}"), seconds=round(elapsed, 3),
+                 step_seconds=round(step_seconds, 4))
+    entry["kind"] = ",".join(str(i.get("kind", i["source"])) for i in infos)
+    entry["n"] = infos[0]["n"] if len(infos) == 1 else [i["n"] for i in infos]
+    entry["input"] = ("none", "car", "curve")[int(sums.get("input", 0))] if len(infos) == 1 else None
+    if skipped:
+        entry["skipped"] = True
+    return entry
+
+
+class _Run:
+    """The state of one :func:`train` call: the networks and their optimisers, the step, the clock and
+    the validation record (what a checkpoint saves)."""
+
+    def __init__(self, config: TrainingConfig, store: RunStore, device: torch.device):
+        """The networks at their seeded initial weights with fresh optimisers, at step 0."""
+        self.config, self.store, self.device = config, store, device
+        torch.manual_seed(config.seed)  # the initial weights depend on the seed only
+        self.net = _network_from_config(config.net).to(device)
+        self.projection = ProjectionHead(self.net.channels[0], config.contrast_channels).to(device)
+        self.params = list(self.net.parameters()) + list(self.projection.parameters())
+        self.optimiser = _optimiser(config, self.params)
+        self.scorer = CorrespondenceScorer(config.scorer_channels).to(device) if config.adacs else None
+        self.scorer_optimiser = (torch.optim.Adam(self.scorer.parameters(), lr=config.scorer_learning_rate)
+                                 if self.scorer is not None else None)
+        self.residual_momentum: float | None = None
+        self.start_step, self.step, self.elapsed = 0, 0, 0.0
+        self.best: dict[str, Any] | None = None
+        self.last_validation: dict[str, Any] | None = None
+        self.resumed = False
+        self.phantoms: list[Any] | None = None  # the validation phantoms, made at the first validation
+        self.masks: dict[tuple[int, int], torch.Tensor] = {}  # similarity mask per training grid (random grids)
+        self.call_start = self.elapsed_before = 0.0  # set by start_clock
+
+    # ---------------------------------------------------------------- the starting point
+    def restore(self, resume: bool) -> list[dict[str, Any]]:
+        """Continue from the store's checkpoint (``resume``) or start from ``init_weights``; the log entries to keep."""
+        data = self.store.load_checkpoint() if resume else None
+        self.resumed = data is not None
+        if self.resumed:
+            return self._resume_from(data)
+        if self.config.init_weights:
+            self._start_from_weights()
+        return []
+
+    def _resume_from(self, data: Any) -> list[dict[str, Any]]:
+        """Load the checkpoint ``data`` (networks, optimisers, step, clock, validation, RNG states)."""
+        store, net = self.store, self.net
         if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{store.checkpoint_name} is not an any2reg training checkpoint")
         if data["net_config"] != net.config:
@@ -247,196 +317,203 @@ def _train(config: TrainingConfig, store: RunStore, device: torch.device, *, res
                 "use the same net settings, another folder, or resume=False"
             )
         net.load_state_dict(data["model_state"])
-        projection.load_state_dict(data["projection_state"])
-        optimiser.load_state_dict(data["optimizer_state"])
-        if scorer is not None and data.get("scorer_state") is not None:
-            scorer.load_state_dict(data["scorer_state"])
-            scorer_optimiser.load_state_dict(data["scorer_optimizer_state"])
-            residual_momentum = data.get("residual_momentum")
-        start_step = int(data["step"])
-        elapsed = float(data["elapsed_seconds"])
-        best = data.get("best_validation")
-        last_validation = data.get("last_validation")
+        self.projection.load_state_dict(data["projection_state"])
+        self.optimiser.load_state_dict(data["optimizer_state"])
+        if self.scorer is not None and data.get("scorer_state") is not None:
+            self.scorer.load_state_dict(data["scorer_state"])
+            self.scorer_optimiser.load_state_dict(data["scorer_optimizer_state"])
+            self.residual_momentum = data.get("residual_momentum")
+        self.start_step = self.step = int(data["step"])
+        self.elapsed = float(data["elapsed_seconds"])
+        self.best = data.get("best_validation")
+        self.last_validation = data.get("last_validation")
         _restore_rng_states(data["rng_states"])
-        entries = [e for e in store.load_log() if int(e.get("step", 0)) <= start_step]
-    elif config.init_weights:
-        # fine-tuning: start from trained weights (and their scorer); optimiser state is fresh
-        source = check_init_weights(store.load_init_weights(config.init_weights), config.init_weights)
-        if source.get("net_config") != net.config:
+        return [e for e in store.load_log() if int(e.get("step", 0)) <= self.start_step]
+
+    def _start_from_weights(self) -> None:
+        """Fine-tuning: load the trained weights (and their scorer) of ``init_weights``."""
+        # the optimiser state stays fresh
+        name = self.config.init_weights
+        source = check_init_weights(self.store.load_init_weights(name), name)
+        if source.get("net_config") != self.net.config:
             raise ValueError(
-                f"init_weights {config.init_weights} holds a network with config {source.get('net_config')}, "
-                f"not {net.config}; use the same net settings"
+                f"init_weights {name} holds a network with config {source.get('net_config')}, "
+                f"not {self.net.config}; use the same net settings"
             )
-        net.load_state_dict(source["model_state"])
+        self.net.load_state_dict(source["model_state"])
         if source.get("projection_state") is not None:
-            projection.load_state_dict(source["projection_state"])
-        if scorer is not None and source.get("scorer_state") is not None:
-            scorer.load_state_dict(source["scorer_state"])
-    store.rewrite_log(entries)  # drops entries past the checkpoint (or starts afresh)
-    if not resumed:
-        store.discard_best()
+            self.projection.load_state_dict(source["projection_state"])
+        if self.scorer is not None and source.get("scorer_state") is not None:
+            self.scorer.load_state_dict(source["scorer_state"])
 
-    def checkpoint(step: int) -> None:
-        nonlocal elapsed
-        if step > start_step:
-            elapsed = elapsed_before + time.perf_counter() - call_start
-        store.save_checkpoint(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "version": FORMAT_VERSION,
-                "step": step,
-                "model_state": net.state_dict(),
-                "net_config": net.config,
-                "projection_state": projection.state_dict(),
-                "optimizer_state": optimiser.state_dict(),
-                "scorer_state": scorer.state_dict() if scorer_active(step) else None,
-                "scorer_config": scorer.config if scorer is not None else None,
-                "scorer_optimizer_state": scorer_optimiser.state_dict() if scorer_active(step) else None,
-                "residual_momentum": residual_momentum,
-                "rng_states": _rng_states(),
-                "rng_scheme": "step k draws from numpy default_rng([seed, k]); phantom j from default_rng([seed, 7919, j])",
-                "config": config.to_dict(),
-                "elapsed_seconds": elapsed,
-                "best_validation": best,
-                "last_validation": last_validation,
-                "torch_version": str(torch.__version__),
-            },
-        )
+    def start_clock(self) -> None:
+        """Start timing this call (on top of the wall time of earlier calls, from the checkpoint)."""
+        self.call_start = time.perf_counter()
+        self.elapsed_before = self.elapsed
 
-    def scorer_active(step: int) -> bool:
+    # ---------------------------------------------------------------- one step
+    def scorer_active(self, step: int) -> bool:
         """The scorer is trained from step ``adacs_start_step + 1`` on."""
-        return scorer is not None and step > config.adacs_start_step
+        return self.scorer is not None and step > self.config.adacs_start_step
 
-    def scores_weight(step: int) -> bool:
+    def scores_weight(self, step: int) -> bool:
         """... and weights the registration loss after its own warm-up."""
-        return scorer_active(step) and step > config.adacs_start_step + config.adacs_warmup_steps
+        return self.scorer_active(step) and step > self.config.adacs_start_step + self.config.adacs_warmup_steps
 
-    sampler = _Sampler(config, real_sequences, user_sequences)
-    phantoms: list[Any] | None = None
-    masks: dict[tuple[int, int], torch.Tensor] = {}  # similarity mask per training grid (random grids)
+    def mask_for(self, shape: tuple[int, int]) -> torch.Tensor:
+        """The similarity (border) mask of a training grid of ``shape``."""
+        if shape not in self.masks:
+            self.masks[shape] = border_mask(shape, self.device, margin_fraction=self.config.border_margin)
+        return self.masks[shape]
 
-    def mask_for(shape: tuple[int, int]) -> torch.Tensor:
-        if shape not in masks:
-            masks[shape] = border_mask(shape, device, margin_fraction=config.border_margin)
-        return masks[shape]
+    def train_step(self, sampler: _Sampler) -> tuple[dict[str, Any], float]:
+        """Step ``self.step + 1``: draw, loss, gradients, Adam; its log entry and its loss."""
+        config = self.config
+        t0 = time.perf_counter()
+        k = self.step + 1
+        rng = np.random.default_rng([config.seed, k])  # the draws of step k depend on (seed, k) only
+        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        self.net.train()
+        self.projection.train()
+        lr = learning_rate_at(config, k)
+        for group in self.optimiser.param_groups:
+            group["lr"] = lr
+        self.optimiser.zero_grad(set_to_none=True)
+        sums, infos = self._accumulate_gradients(sampler, rng, generator, k)
+        grad_norm, skipped = self._apply_gradients(sums, k)
+        self.step = k
+        step_seconds = time.perf_counter() - t0
+        self.elapsed = self.elapsed_before + time.perf_counter() - self.call_start
+        return _step_entry(k, sums, infos, grad_norm, lr, self.elapsed, step_seconds, skipped), sums["loss"]
 
-    step = start_step
-    call_start = time.perf_counter()
-    elapsed_before = elapsed  # wall time of earlier calls (from the checkpoint)
-    cancelled = False
-    try:
-        reporter.check()
-        while step < config.steps:
-            t0 = time.perf_counter()
-            k = step + 1
-            rng = np.random.default_rng([config.seed, k])
-            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            net.train()
-            projection.train()
-            lr = learning_rate_at(config, k)
-            for group in optimiser.param_groups:
-                group["lr"] = lr
-            optimiser.zero_grad(set_to_none=True)
-            sums: dict[str, float] = {}
-            infos = []
-            for b in range(config.sequences_per_step):
-                sample, info = sampler.draw(rng, step * config.sequences_per_step + b)
-                frames = sample.frames.to(device)
-                mask = mask_for(tuple(frames.shape[-2:]))
-                loss, terms, u = training_loss(net, frames, config, generator, projection=projection, mask=mask,
-                                               scorer=scorer if scores_weight(k) else None,
-                                               true_displacement=sample.displacement, heart_mask=sample.heart_mask)
-                (loss / config.sequences_per_step).backward()
-                if scorer_active(k):
-                    # alternation: the scorer learns from the fields the network predicts now
-                    s_loss, s_terms, residual_momentum = scorer_loss(scorer, frames, u, config, residual_momentum, mask=mask)
-                    (s_loss / config.sequences_per_step).backward()
-                    terms.update(s_terms)
-                for key, value in terms.items():
-                    sums[key] = sums.get(key, 0.0) + float(value) / config.sequences_per_step
-                infos.append(dict(info, n=int(frames.shape[0])))
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip if config.grad_clip > 0 else float("inf")))
-            skipped = not (math.isfinite(sums["loss"]) and math.isfinite(grad_norm))
-            if skipped:
-                optimiser.zero_grad(set_to_none=True)
-            else:
-                optimiser.step()
-            if scorer_active(k):
-                if math.isfinite(sums.get("score_loss", float("nan"))):
-                    torch.nn.utils.clip_grad_norm_(scorer.parameters(), 1.0)
-                    scorer_optimiser.step()
-                scorer_optimiser.zero_grad(set_to_none=True)
-            step = k
-            step_seconds = time.perf_counter() - t0
-            elapsed = elapsed_before + time.perf_counter() - call_start
-            entry: dict[str, Any] = {"step": step, **{key: round(v, 6) for key, v in sums.items() if key != "input"}}
-            entry.update(grad_norm=round(grad_norm, 6), lr=float(f"{lr:.4g}"), seconds=round(elapsed, 3), step_seconds=round(step_seconds, 4))
-            entry["kind"] = ",".join(str(i.get("kind", i["source"])) for i in infos)
-            entry["n"] = infos[0]["n"] if len(infos) == 1 else [i["n"] for i in infos]
-            entry["input"] = ("none", "car", "curve")[int(sums.get("input", 0))] if len(infos) == 1 else None
-            if skipped:
-                entry["skipped"] = True
-            if step % config.validate_every == 0 or step == config.steps:
-                tv = time.perf_counter()
-                if phantoms is None:
-                    phantoms = validation_phantoms(config)
-                last_validation = dict(validate(net, phantoms, config.spacing_mm), step=step)
-                if config.validation_still_seed is not None:
-                    last_validation["still_mm"] = spurious_motion_mm(net, config)
-                entry.update(
-                    val_epe_ratio=round(last_validation["epe_ratio"], 5),
-                    val_epe_mm=round(last_validation["epe_mm"], 4),
-                    val_folding_percent=round(last_validation["folding_percent"], 4),
-                    val_seconds=round(time.perf_counter() - tv, 3),
-                )
-                if "still_mm" in last_validation:
-                    entry["val_still_mm"] = round(last_validation["still_mm"], 4)
-                if best is None or last_validation["epe_ratio"] < best["epe_ratio"]:
-                    best = last_validation
-                    store.save_best(
-                        {
-                            "format": WEIGHTS_FORMAT,
-                            "version": FORMAT_VERSION,
-                            "step": step,
-                            "model_state": net.state_dict(),
-                            "net_config": net.config,
-                            "config": config.to_dict(),
-                            "training_spacing_mm": list(config.spacing_mm),
-                            "validation": best,
-                            "scorer_state": scorer.state_dict() if scorer_active(step) else None,
-                            "scorer_config": scorer.config if scorer_active(step) else None,
-                        },
-                    )
-                    entry["best"] = True
-            store.append_log(entry)
-            if log is not None:
-                log(entry)
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                checkpoint(step)
-            message = f"step {step}/{config.steps} loss {sums['loss']:.4f}"
-            reporter.report(step / max(config.steps, 1), message)
-    except RegistrationCancelled:
-        cancelled = True
-        checkpoint(step)
-    except KeyboardInterrupt:
-        checkpoint(step)
-        raise
-    if step == start_step and not store.has_checkpoint():
-        checkpoint(step)  # zero steps requested: still leave a valid checkpoint
-    done = step - start_step
-    wall = time.perf_counter() - call_start
-    return {
-        "steps_done": done,
-        "start_step": start_step,
-        "step": step,
-        "steps": config.steps,
-        "cancelled": cancelled,
-        "elapsed_seconds": elapsed,
-        "seconds_per_step": wall / done if done else None,
-        "last_validation": last_validation,
-        "best_validation": best,
-        "best_step": None if best is None else best.get("step"),
-        **store.describe(),
-        "parameters": net.parameter_count(),
-        "device": str(device),
-    }
+    def _accumulate_gradients(self, sampler: _Sampler, rng: np.random.Generator, generator: torch.Generator,
+                              k: int) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Backpropagate the losses of step ``k``'s sequences; their mean loss terms and draw infos."""
+        config, per_step = self.config, self.config.sequences_per_step
+        sums: dict[str, float] = {}
+        infos = []
+        for b in range(per_step):
+            sample, info = sampler.draw(rng, (k - 1) * per_step + b)
+            frames = sample.frames.to(self.device)
+            mask = self.mask_for(tuple(frames.shape[-2:]))
+            loss, terms, u = training_loss(self.net, frames, config, generator, projection=self.projection, mask=mask,
+                                           scorer=self.scorer if self.scores_weight(k) else None,
+                                           true_displacement=sample.displacement, heart_mask=sample.heart_mask)
+            (loss / per_step).backward()
+            if self.scorer_active(k):
+                # alternation: the scorer learns from the fields the network predicts now
+                s_loss, s_terms, self.residual_momentum = scorer_loss(self.scorer, frames, u, config,
+                                                                      self.residual_momentum, mask=mask)
+                (s_loss / per_step).backward()
+                terms.update(s_terms)
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + float(value) / per_step
+            infos.append(dict(info, n=int(frames.shape[0])))
+        return sums, infos
+
+    def _apply_gradients(self, sums: dict[str, float], k: int) -> tuple[float, bool]:
+        """Clip and apply the gradients (none when the loss is not finite); the norm and whether skipped."""
+        config = self.config
+        max_norm = config.grad_clip if config.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, max_norm))
+        skipped = not (math.isfinite(sums["loss"]) and math.isfinite(grad_norm))
+        if skipped:
+            self.optimiser.zero_grad(set_to_none=True)
+        else:
+            self.optimiser.step()
+        if self.scorer_active(k):
+            if math.isfinite(sums.get("score_loss", float("nan"))):
+                torch.nn.utils.clip_grad_norm_(self.scorer.parameters(), 1.0)
+                self.scorer_optimiser.step()
+            self.scorer_optimiser.zero_grad(set_to_none=True)
+        return grad_norm, skipped
+
+    # ---------------------------------------------------------------- validation, checkpoints, summary
+    def validate_into(self, entry: dict[str, Any]) -> None:
+        """Validate the network now, add the scores to ``entry`` and keep it as the best when it is."""
+        config, step = self.config, self.step
+        tv = time.perf_counter()
+        if self.phantoms is None:
+            self.phantoms = validation_phantoms(config)
+        last = self.last_validation = dict(validate(self.net, self.phantoms, config.spacing_mm), step=step)
+        if config.validation_still_seed is not None:
+            last["still_mm"] = spurious_motion_mm(self.net, config)
+        entry.update(
+            val_epe_ratio=round(last["epe_ratio"], 5),
+            val_epe_mm=round(last["epe_mm"], 4),
+            val_folding_percent=round(last["folding_percent"], 4),
+            val_seconds=round(time.perf_counter() - tv, 3),
+        )
+        if "still_mm" in last:
+            entry["val_still_mm"] = round(last["still_mm"], 4)
+        if self.best is None or last["epe_ratio"] < self.best["epe_ratio"]:
+            self.best = last
+            self.store.save_best(self._best_state())
+            entry["best"] = True
+
+    def _best_state(self) -> dict[str, Any]:
+        """The weights payload of the network now (``best.pt``)."""
+        config, step, scorer = self.config, self.step, self.scorer
+        return {
+            "format": WEIGHTS_FORMAT,
+            "version": FORMAT_VERSION,
+            "step": step,
+            "model_state": self.net.state_dict(),
+            "net_config": self.net.config,
+            "config": config.to_dict(),
+            "training_spacing_mm": list(config.spacing_mm),
+            "validation": self.best,
+            "scorer_state": scorer.state_dict() if self.scorer_active(step) else None,
+            "scorer_config": scorer.config if self.scorer_active(step) else None,
+        }
+
+    def checkpoint(self) -> None:
+        """Save the state at the current step (the clock brought up to now once this call has stepped)."""
+        if self.step > self.start_step:
+            self.elapsed = self.elapsed_before + time.perf_counter() - self.call_start
+        self.store.save_checkpoint(self._checkpoint_state())
+
+    def _checkpoint_state(self) -> dict[str, Any]:
+        """The checkpoint payload: everything a resumed run continues from."""
+        step, scorer = self.step, self.scorer
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": FORMAT_VERSION,
+            "step": step,
+            "model_state": self.net.state_dict(),
+            "net_config": self.net.config,
+            "projection_state": self.projection.state_dict(),
+            "optimizer_state": self.optimiser.state_dict(),
+            "scorer_state": scorer.state_dict() if self.scorer_active(step) else None,
+            "scorer_config": scorer.config if scorer is not None else None,
+            "scorer_optimizer_state": self.scorer_optimiser.state_dict() if self.scorer_active(step) else None,
+            "residual_momentum": self.residual_momentum,
+            "rng_states": _rng_states(),
+            "rng_scheme": "step k draws from numpy default_rng([seed, k]); phantom j from default_rng([seed, 7919, j])",
+            "config": self.config.to_dict(),
+            "elapsed_seconds": self.elapsed,
+            "best_validation": self.best,
+            "last_validation": self.last_validation,
+            "torch_version": str(torch.__version__),
+        }
+
+    def summary(self, cancelled: bool) -> dict[str, Any]:
+        """What :func:`train` returns (see there)."""
+        done = self.step - self.start_step
+        wall = time.perf_counter() - self.call_start
+        best = self.best
+        return {
+            "steps_done": done,
+            "start_step": self.start_step,
+            "step": self.step,
+            "steps": self.config.steps,
+            "cancelled": cancelled,
+            "elapsed_seconds": self.elapsed,
+            "seconds_per_step": wall / done if done else None,
+            "last_validation": self.last_validation,
+            "best_validation": best,
+            "best_step": None if best is None else best.get("step"),
+            **self.store.describe(),
+            "parameters": self.net.parameter_count(),
+            "device": str(self.device),
+        }
