@@ -162,10 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - begin
         # work an action leaves for later turns (the frame label's first draw, colour bars) is
         # still its stall: keep measuring a while after the result is on screen
-        linger = time.perf_counter() + LINGER_S
-        while time.perf_counter() < linger:
-            app.processEvents()
-            time.sleep(0.002)
+        _linger(app)
         stall = meter.close() * 1000
         if profiler is not None:
             profiler.action = ""
@@ -306,6 +303,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _linger(app) -> None:
+    """Keep the event loop running for LINGER_S seconds (work deferred to later turns is drawn)."""
+    end = time.perf_counter() + LINGER_S
+    while time.perf_counter() < end:
+        app.processEvents()
+        time.sleep(0.002)
+
+
 def _colorbar_shown(layer) -> bool:
     colorbar = getattr(layer, "colorbar", None)
     return bool(colorbar is not None and colorbar.visible)
@@ -362,10 +367,7 @@ def _replay(plan: Path, size) -> int:
         meter.reset()
         change()
         settle(3)
-        linger = time.perf_counter() + LINGER_S
-        while time.perf_counter() < linger:
-            app.processEvents()
-            time.sleep(0.002)
+        _linger(app)
         return meter.close() * 1000
 
     overlay = text_overlay(viewer)
